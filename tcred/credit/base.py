@@ -1,0 +1,100 @@
+"""Credit methods: signals + rewards -> per-token advantages and loss weights.
+
+A credit method is a frozen (hashable) dataclass registered by name. It is a
+*static* argument of the jitted train step: the step computes what the method
+asks for (`needs`) from the current policy's forward pass and calls it; adding a
+method never touches the train step.
+
+Shapes: B prompts, G rollouts per prompt, T response tokens.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+
+
+class CreditInputs(NamedTuple):
+  """What a credit method sees inside the train step (all `stop_gradient`ed).
+
+  Attributes:
+    rewards: `[B, G]` outcome rewards.
+    mask: `[B, G, T]` bool response mask.
+    group_valid: `[B]` bool, False for filler groups (dynamic sampling refill).
+    entropy: `[B, G, T]` entropy of the current policy at the sampling temperature.
+    logp: `[B, G, T]` log-probability of each sampled token under the current policy.
+    old_logp: `[B, G, T]` the same under the sampling policy.
+    extras: signals computed outside the step, keyed by name (see `needs_extras`).
+  """
+
+  rewards: jax.Array
+  mask: jax.Array
+  group_valid: jax.Array
+  entropy: jax.Array
+  logp: jax.Array
+  old_logp: jax.Array
+  extras: dict[str, jax.Array]
+
+
+class Credit(NamedTuple):
+  """Output of a credit method.
+
+  Attributes:
+    advantages: `[B, G, T]` per-token advantages.
+    weights: `[B, G, T]` non-negative loss weights, zero on padding; the loss
+      aggregation normalises by them.
+    metrics: scalar diagnostics, logged under `credit/<name>`.
+  """
+
+  advantages: jax.Array
+  weights: jax.Array
+  metrics: dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CreditMethod(abc.ABC):
+  """Base class; subclasses are frozen dataclasses whose fields are the method's settings."""
+
+  name: ClassVar[str]
+  description: ClassVar[str]
+  # Names of `CreditInputs.extras` entries the rollout stage must provide.
+  needs_extras: ClassVar[tuple[str, ...]] = ()
+
+  @abc.abstractmethod
+  def __call__(self, inputs: CreditInputs) -> Credit:
+    ...
+
+
+_REGISTRY: dict[str, type[CreditMethod]] = {}
+
+
+def register_credit(cls: type[CreditMethod]) -> type[CreditMethod]:
+  """Class decorator adding a credit method to the registry under `cls.name`."""
+  if cls.name in _REGISTRY:
+    raise ValueError(f"credit method {cls.name!r} is already registered")
+  _REGISTRY[cls.name] = cls
+  return cls
+
+
+def credit_names() -> list[str]:
+  return sorted(_REGISTRY)
+
+
+def credit_class(name: str) -> type[CreditMethod]:
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown credit method {name!r}; allowed: {credit_names()}")
+  return _REGISTRY[name]
+
+
+def make_credit(name: str, **settings: Any) -> CreditMethod:
+  """Builds a registered method, validating the settings against its fields."""
+  cls = credit_class(name)
+  allowed = {f.name for f in dataclasses.fields(cls)}
+  unknown = set(settings) - allowed
+  if unknown:
+    raise ValueError(f"credit method {name!r} has no setting(s) {sorted(unknown)}; "
+                     f"allowed: {sorted(allowed)}")
+  return cls(**settings)

@@ -1,0 +1,37 @@
+"""Outcome credit: the group advantage of each rollout on every one of its tokens."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from tcred.credit.advantages import ADVANTAGE_MODES, group_advantages
+from tcred.credit.base import Credit, CreditInputs, CreditMethod, register_credit
+
+
+def outcome_advantages(rewards: jax.Array, group_valid: jax.Array, *, mode: str) -> jax.Array:
+  """`[B, G]` group advantages (`group_advantages` vmapped over prompts), 0 on filler groups."""
+  adv = jax.vmap(lambda r: group_advantages(r, mode=mode))(rewards)
+  return jnp.where(group_valid[:, None], adv, 0.0)
+
+
+@register_credit
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Outcome(CreditMethod):
+  """GRPO / Dr. GRPO: `A_{i,t} = A_i` on every response token (DESIGN §4.1)."""
+
+  name = "outcome"
+  description = "group-normalised outcome advantage on every token (GRPO, Dr.GRPO)"
+  mode: str = "grpo"
+
+  def __post_init__(self):
+    if self.mode not in ADVANTAGE_MODES:
+      raise ValueError(f"credit.mode={self.mode!r} is not one of {ADVANTAGE_MODES}")
+
+  def __call__(self, inputs: CreditInputs) -> Credit:
+    adv = outcome_advantages(inputs.rewards, inputs.group_valid, mode=self.mode)
+    weights = (inputs.mask & inputs.group_valid[:, None, None]).astype(jnp.float32)
+    return Credit(advantages=jnp.broadcast_to(adv[..., None], inputs.mask.shape),
+                  weights=weights, metrics={})

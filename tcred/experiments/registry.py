@@ -1,0 +1,60 @@
+"""The experiment registry: every method the benchmark compares, by name.
+
+An experiment is a fully resolved `ExperimentConfig`; a suite is a named list
+of experiments with the seeds `tcred table` runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tcred.training.config import ExperimentConfig
+
+_EXPERIMENTS: dict[str, ExperimentConfig] = {}
+_SUITES: dict[str, "Suite"] = {}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Suite:
+  name: str
+  description: str
+  experiments: tuple[str, ...]
+  seeds: int = 3
+  baseline: str | None = None  # per task: "<task>-grpo" when None
+
+
+def register_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
+  if cfg.name in _EXPERIMENTS or cfg.name in _SUITES:
+    raise ValueError(f"experiment {cfg.name!r} is already registered")
+  _EXPERIMENTS[cfg.name] = cfg
+  return cfg
+
+
+def register_suite(suite: Suite) -> Suite:
+  if suite.name in _SUITES or suite.name in _EXPERIMENTS:
+    raise ValueError(f"suite {suite.name!r} is already registered")
+  unknown = [e for e in suite.experiments if e not in _EXPERIMENTS]
+  if unknown:
+    raise ValueError(f"suite {suite.name!r} names unknown experiments {unknown}")
+  _SUITES[suite.name] = suite
+  return suite
+
+
+def experiment_names() -> list[str]:
+  return sorted(_EXPERIMENTS)
+
+
+def suite_names() -> list[str]:
+  return sorted(_SUITES)
+
+
+def get_experiment(name: str) -> ExperimentConfig:
+  if name not in _EXPERIMENTS:
+    raise ValueError(f"unknown experiment {name!r}; allowed: {experiment_names()}")
+  return _EXPERIMENTS[name]
+
+
+def get_suite(name: str) -> Suite:
+  if name not in _SUITES:
+    raise ValueError(f"unknown suite {name!r}; allowed: {suite_names()}")
+  return _SUITES[name]

@@ -1,0 +1,83 @@
+"""Decoder configuration. Field names mirror Hugging Face's `LlamaConfig` /
+`Qwen2Config` so that HF configs and checkpoints map onto it one to one."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+  """A Llama/Qwen2-family decoder: RMSNorm, RoPE, SwiGLU, grouped-query attention."""
+
+  vocab_size: int
+  hidden_size: int
+  intermediate_size: int
+  num_hidden_layers: int
+  num_attention_heads: int
+  num_key_value_heads: int
+  head_dim: int | None = None
+  rope_theta: float = 10000.0
+  rms_norm_eps: float = 1e-6
+  tie_word_embeddings: bool = False
+  attention_bias: bool = False  # Qwen2 uses biases on q/k/v projections.
+  max_position_embeddings: int = 2048
+  initializer_range: float = 0.02
+
+  def __post_init__(self):
+    for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                 "num_attention_heads", "num_key_value_heads", "max_position_embeddings"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value <= 0:
+        raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+    if self.num_attention_heads % self.num_key_value_heads:
+      raise ValueError(
+          "ModelConfig.num_attention_heads must be a multiple of num_key_value_heads, got "
+          f"{self.num_attention_heads} and {self.num_key_value_heads}")
+    if self.head_dim is None and self.hidden_size % self.num_attention_heads:
+      raise ValueError(
+          f"ModelConfig.hidden_size ({self.hidden_size}) must be divisible by "
+          f"num_attention_heads ({self.num_attention_heads}) unless head_dim is given")
+    if self.rms_norm_eps <= 0 or self.rope_theta <= 0:
+      raise ValueError("ModelConfig.rms_norm_eps and rope_theta must be positive")
+
+  @property
+  def dim_per_head(self) -> int:
+    return self.head_dim or self.hidden_size // self.num_attention_heads
+
+  def num_params(self, *, embeddings: bool = True) -> int:
+    """Parameter count; `embeddings=False` leaves out the embedding and the head."""
+    d, f, h, k = self.hidden_size, self.intermediate_size, self.num_attention_heads, self.num_key_value_heads
+    dh = self.dim_per_head
+    attn = d * h * dh + 2 * d * k * dh + h * dh * d + (h * dh + 2 * k * dh if self.attention_bias else 0)
+    layer = attn + 3 * d * f + 2 * d
+    total = self.num_hidden_layers * layer + d
+    if embeddings:
+      total += self.vocab_size * d * (1 if self.tie_word_embeddings else 2)
+    return total
+
+  def replace(self, **overrides: Any) -> "ModelConfig":
+    return dataclasses.replace(self, **overrides)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # Unit tests.
+    "tiny": ModelConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256),
+    # The policy of the embedded task suite (trains from scratch on 2 CPU cores).
+    "char-small": ModelConfig(vocab_size=128, hidden_size=128, intermediate_size=384,
+                              num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                              max_position_embeddings=256),
+    # The shared benchmark policy of DESIGN §6 (about 27M parameters).
+    "bench-27m": ModelConfig(vocab_size=8192, hidden_size=512, intermediate_size=1536,
+                             num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4,
+                             max_position_embeddings=4096),
+}
+
+
+def model_preset(name: str, **overrides: Any) -> ModelConfig:
+  """A named preset with optional field overrides."""
+  if name not in PRESETS:
+    raise ValueError(f"unknown model preset {name!r}; allowed: {sorted(PRESETS)}")
+  return PRESETS[name].replace(**overrides)

@@ -1,0 +1,208 @@
+"""A Flax NNX decoder of the Llama/Qwen2 family.
+
+RMSNorm, rotary position embeddings (HF "rotate half" convention), SwiGLU MLP,
+grouped-query attention, tied or untied output head. Module and parameter names
+follow Hugging Face's (`embed_tokens`, `layers[i].self_attn.q_proj`, ...), so
+safetensors checkpoints map onto the NNX state by name (kernels transposed).
+
+The model returns final *hidden states*; logits are formed by the caller from
+`unembedding()` so the training path never materialises `[B, T, V]` logits
+(see `tcred.signals.entropy.token_logprobs_and_entropy`).
+
+Shapes: B batch, T new tokens, S cache slots, D width, H query heads,
+K key-value heads, R = H // K, E head dim, F MLP width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tcred.models.config import ModelConfig
+
+_MASK_VALUE = -1e30  # Finite, so a fully masked row (a pad query) stays NaN-free.
+
+
+class KVCache(NamedTuple):
+  """Key/value cache of every layer.
+
+  Attributes:
+    k: per layer, keys `[B, S, K, E]`.
+    v: per layer, values `[B, S, K, E]`.
+    valid: `[B, S]` bool, whether a slot holds a real (non-padding) token.
+  """
+
+  k: tuple[jax.Array, ...]
+  v: tuple[jax.Array, ...]
+  valid: jax.Array
+
+  @classmethod
+  def empty(cls, config: ModelConfig, batch: int, slots: int, dtype=jnp.float32) -> "KVCache":
+    shape = (batch, slots, config.num_key_value_heads, config.dim_per_head)
+    zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_hidden_layers))
+    return cls(k=zeros, v=zeros, valid=jnp.zeros((batch, slots), bool))
+
+  def repeat(self, n: int) -> "KVCache":
+    """Repeats every batch row `n` times (prompt cache -> group of rollouts)."""
+    rep = lambda x: jnp.repeat(x, n, axis=0)
+    return KVCache(k=tuple(map(rep, self.k)), v=tuple(map(rep, self.v)), valid=rep(self.valid))
+
+
+class RMSNorm(nnx.Module):
+  """`x / sqrt(mean(x²) + eps) * weight`, computed in float32."""
+
+  def __init__(self, dim: int, *, eps: float):
+    self.weight = nnx.Param(jnp.ones((dim,), jnp.float32))
+    self.eps = eps
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (x32 * self.weight[...]).astype(x.dtype)
+
+
+def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+  """Rotary embedding of `x [B, T, heads, E]` at integer `positions [B, T]`."""
+  e = x.shape[-1]
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, e, 2, dtype=jnp.float32) / e))  # [E/2]
+  angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, E/2]
+  angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # [B, T, 1, E]
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  rotated = jnp.concatenate([-x2, x1], axis=-1)
+  return (x * jnp.cos(angles) + rotated * jnp.sin(angles)).astype(x.dtype)
+
+
+def _linear(din: int, dout: int, *, bias: bool, config: ModelConfig, rngs: nnx.Rngs) -> nnx.Linear:
+  init = nnx.initializers.normal(config.initializer_range)
+  return nnx.Linear(din, dout, use_bias=bias, kernel_init=init, rngs=rngs)
+
+
+class Attention(nnx.Module):
+  """Grouped-query self-attention with an optional KV cache."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    d, h, k, e = (config.hidden_size, config.num_attention_heads, config.num_key_value_heads,
+                  config.dim_per_head)
+    self.num_heads, self.num_kv_heads, self.head_dim = h, k, e
+    self.rope_theta = config.rope_theta
+    self.q_proj = _linear(d, h * e, bias=config.attention_bias, config=config, rngs=rngs)
+    self.k_proj = _linear(d, k * e, bias=config.attention_bias, config=config, rngs=rngs)
+    self.v_proj = _linear(d, k * e, bias=config.attention_bias, config=config, rngs=rngs)
+    self.o_proj = _linear(h * e, d, bias=False, config=config, rngs=rngs)
+
+  def __call__(self, x, positions, mask, k_cache=None, v_cache=None, index=None):
+    """x `[B, T, D]`, positions `[B, T]`, mask `[B, T, S]` (query may attend key).
+
+    Without a cache S = T. With one, the new keys/values are written at slots
+    `[index, index + T)` and the updated caches are returned.
+    """
+    b, t, _ = x.shape
+    q = rope(self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim), positions, self.rope_theta)
+    k = rope(self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim), positions, self.rope_theta)
+    v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+    if k_cache is not None:
+      k = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), index, axis=1)
+      v = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), index, axis=1)
+    r = self.num_heads // self.num_kv_heads
+    q = q.reshape(b, t, self.num_kv_heads, r, self.head_dim)
+    scores = jnp.einsum("BTKRE,BSKE->BKRTS", q, k, preferred_element_type=jnp.float32)
+    scores = scores * (self.head_dim ** -0.5)
+    scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("BKRTS,BSKE->BTKRE", probs, v).reshape(b, t, self.num_heads * self.head_dim)
+    return self.o_proj(out), k, v
+
+
+class MLP(nnx.Module):
+  """SwiGLU: `down(silu(gate(x)) * up(x))`."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    d, f = config.hidden_size, config.intermediate_size
+    self.gate_proj = _linear(d, f, bias=False, config=config, rngs=rngs)
+    self.up_proj = _linear(d, f, bias=False, config=config, rngs=rngs)
+    self.down_proj = _linear(f, d, bias=False, config=config, rngs=rngs)
+
+  def __call__(self, x):
+    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nnx.Module):
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+    self.self_attn = Attention(config, rngs=rngs)
+    self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+    self.mlp = MLP(config, rngs=rngs)
+
+  def __call__(self, x, positions, mask, k_cache=None, v_cache=None, index=None):
+    attn, k, v = self.self_attn(self.input_layernorm(x), positions, mask, k_cache, v_cache, index)
+    x = x + attn
+    x = x + self.mlp(self.post_attention_layernorm(x))
+    return x, k, v
+
+
+class Decoder(nnx.Module):
+  """The policy: tokens -> final hidden states (and an updated KV cache)."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    self.embed_tokens = nnx.Embed(
+        config.vocab_size, config.hidden_size,
+        embedding_init=nnx.initializers.normal(config.initializer_range), rngs=rngs)
+    self.layers = nnx.List([DecoderLayer(config, rngs=rngs) for _ in range(config.num_hidden_layers)])
+    self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+    if not config.tie_word_embeddings:
+      self.lm_head = _linear(config.hidden_size, config.vocab_size, bias=False, config=config, rngs=rngs)
+
+  def unembedding(self) -> jax.Array:
+    """The output projection `[D, V]`."""
+    if self.config.tie_word_embeddings:
+      return self.embed_tokens.embedding[...].T
+    return self.lm_head.kernel[...]
+
+  def __call__(self, tokens: jax.Array, positions: jax.Array, token_valid: jax.Array,
+               cache: KVCache | None = None, index: jax.Array | int | None = None
+               ) -> tuple[jax.Array, KVCache | None]:
+    """Runs the decoder.
+
+    Args:
+      tokens: `[B, T]` int token ids.
+      positions: `[B, T]` int RoPE positions (count of real tokens before each token).
+      token_valid: `[B, T]` bool, False on padding (padding is never attended to).
+      cache: optional KV cache with S slots; the tokens are written at slots
+        `[index, index + T)` and attend to every valid earlier slot.
+      index: first cache slot of `tokens` (scalar, shared by the batch).
+
+    Returns:
+      Final hidden states `[B, T, D]` (after the last RMSNorm) and the updated cache.
+    """
+    b, t = tokens.shape
+    x = self.embed_tokens(tokens)
+    if cache is None:
+      key_valid = token_valid  # [B, S=T]
+      query_slot = jnp.arange(t)
+    else:
+      key_valid = jax.lax.dynamic_update_slice_in_dim(cache.valid, token_valid, index, axis=1)
+      query_slot = index + jnp.arange(t)
+    key_slot = jnp.arange(key_valid.shape[1])
+    mask = key_valid[:, None, :] & (key_slot[None, None, :] <= query_slot[None, :, None])  # [B, T, S]
+    new_k, new_v = [], []
+    for i, layer in enumerate(self.layers):
+      kc = vc = None
+      if cache is not None:
+        kc, vc = cache.k[i], cache.v[i]
+      x, k, v = layer(x, positions, mask, kc, vc, index)
+      new_k.append(k)
+      new_v.append(v)
+    hidden = self.norm(x)
+    if cache is None:
+      return hidden, None
+    return hidden, KVCache(k=tuple(new_k), v=tuple(new_v), valid=key_valid)
+
+
+def positions_from_mask(valid: jax.Array) -> jax.Array:
+  """RoPE positions `[B, T]` for left-padded rows: number of valid tokens before each."""
+  return jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=-1) - 1, 0)

@@ -1,0 +1,94 @@
+"""Token entropy signals (DESIGN §4.2).
+
+- `forking_mask`: the high-entropy "forking token" mask of the 80/20 recipe
+  (arXiv 2506.01939) and its bottom-fraction ablation.
+- `token_logprobs_and_entropy` (fused log-probs and entropy from hidden states,
+  never materialising [..., T, V] logits) also belongs to this module; it is
+  written separately and is not defined here yet.
+
+Shapes: B prompts, G group, N sequences, T tokens.
+"""
+
+from __future__ import annotations
+
+import fractions
+import numbers
+
+import jax.numpy as jnp
+
+FORKING_KEEP = ("top", "bottom")
+
+# `rho` is read as the nearest fraction p/q with q <= this bound, so that the
+# number of kept tokens ceil(rho * n) is computed in exact int32 arithmetic.
+_RHO_MAX_DENOMINATOR = 10_000
+
+
+def _ceil_fraction_times(n, rho: float):
+  """ceil(rho * n) for a traced int32 `n` and a static `rho` in [0, 1], exactly.
+
+  With rho = p/q and n = a q + b (0 <= b < q): ceil(rho n) = a p + ceil(b p / q).
+  Every intermediate stays below max(n, q²) so int32 does not overflow.
+  """
+  frac = fractions.Fraction(rho).limit_denominator(_RHO_MAX_DENOMINATOR)
+  p, q = frac.numerator, frac.denominator
+  return (n // q) * p + ((n % q) * p + q - 1) // q
+
+
+def forking_mask(entropy, mask, *, rho: float, keep: str = "top"):
+  """Mask of the top-ρ fraction of valid tokens by entropy (or its complement).
+
+  Forking tokens (Wang et al., "Beyond the 80/20 Rule", arXiv 2506.01939):
+  with n the number of valid tokens and k = ceil(ρ n), the threshold τ_ρ is the
+  k-th largest valid entropy (τ_ρ = +inf when k = 0), i.e. the (1 − ρ) quantile
+  of H over the valid tokens in the "k-th largest" convention. Then
+
+    keep="top":    m_t ∧ (H_t ≥ τ_ρ)   — the forking tokens; exactly k tokens
+                                          when valid entropies have no ties
+                                          (ties at τ_ρ are all kept);
+    keep="bottom": m_t ∧ (H_t < τ_ρ)   — the complement within the valid
+                                          tokens; the paper's "bottom 80%"
+                                          ablation is keep="bottom", rho=0.2.
+
+  Pooling: the quantile is taken over ALL valid tokens of the whole array
+  passed in (every leading dimension pooled, e.g. the whole [B, G, T] batch of
+  one train step). The paper pools per micro-batch; pass a micro-batch to get
+  that behaviour.
+
+  Special cases: rho = 1 with keep="top" keeps every valid token; rho = 0 keeps
+  none (keep="bottom" then keeps every valid token). No valid token gives all
+  False. Invalid positions of `entropy` may hold anything (even NaN).
+
+  Args:
+    entropy: [..., T] float token entropies (e.g. [B, G, T] or [N, T]).
+    mask: [..., T] bool, True for valid response tokens.
+    rho: static Python number in [0, 1], the kept fraction. It is read as the
+      nearest fraction with denominator <= 10,000 (exact for any rho with at
+      most four decimals), so k = ceil(ρ n) is computed exactly.
+    keep: "top" or "bottom" (static).
+
+  Returns:
+    [..., T] bool mask, False wherever `mask` is False.
+  """
+  if keep not in FORKING_KEEP:
+    raise ValueError(f"keep={keep!r} is not one of {FORKING_KEEP}")
+  if not isinstance(rho, numbers.Real) or not 0.0 <= float(rho) <= 1.0:
+    raise ValueError(f"rho must be a Python number in [0, 1], got {rho!r}")
+  entropy = jnp.asarray(entropy, jnp.float32)
+  mask = jnp.asarray(mask, bool)
+  if entropy.ndim < 1 or entropy.shape != mask.shape:
+    raise ValueError(
+        f"entropy [..., T] and mask must have the same shape, got {entropy.shape} "
+        f"and {mask.shape}")
+
+  flat = jnp.where(mask, entropy, -jnp.inf).reshape(-1)  # [M], M = prod(shape)
+  m = flat.shape[0]
+  if m == 0:
+    return mask
+  ascending = jnp.sort(flat)  # [M]; the n valid values occupy the last n slots
+  n = jnp.sum(mask, dtype=jnp.int32)
+  k = _ceil_fraction_times(n, float(rho))  # number of tokens to keep, 0 <= k <= n
+  kth_largest = ascending[jnp.clip(m - k, 0, m - 1)]
+  threshold = jnp.where(k > 0, kth_largest, jnp.inf)
+  if keep == "top":
+    return mask & (entropy >= threshold)
+  return mask & (entropy < threshold)

@@ -1,0 +1,21 @@
+"""The benchmark suite: tasks, their registry and the character tokenizer (DESIGN §5)."""
+
+from tcred.tasks import tokenizer
+from tcred.tasks.base import Problem, Task
+from tcred.tasks.countdown import Countdown, CountdownConfig
+from tcred.tasks.graph_path import GraphPath, GraphPathConfig
+from tcred.tasks.registry import make_task, register_task, task_entry, task_names
+
+__all__ = [
+    "Countdown",
+    "CountdownConfig",
+    "GraphPath",
+    "GraphPathConfig",
+    "Problem",
+    "Task",
+    "make_task",
+    "register_task",
+    "task_entry",
+    "task_names",
+    "tokenizer",
+]

@@ -1,0 +1,123 @@
+"""The task interface of the benchmark suite (DESIGN §5).
+
+A task is a seeded problem generator plus everything the credit methods and the
+identifiability study need to know about a response: a 0/1 verifier, the
+reference answer written after the task's answer cue, step boundaries, and the
+oracle value of any prefix (can a correct response still be reached?).
+
+Text is character-level: token j of a response is character j of its text
+(see `tcred.tasks.tokenizer`), so character offsets are token offsets.
+Every response has the form ``<reasoning><answer_cue><answer>`` followed by EOS.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Problem:
+  """One problem instance.
+
+  Attributes:
+    prompt: text fed to the policy after BOS.
+    answer: the reference answer y*, the text after the answer cue.
+    solution: one correct response (reasoning + cue + answer), without EOS.
+    data: task-specific hashable payload (numbers and target, edge list, ...).
+  """
+
+  prompt: str
+  answer: str
+  solution: str
+  data: Any
+
+
+class Task(abc.ABC):
+  """A verifiable task. Subclasses are built from a frozen config dataclass."""
+
+  name: ClassVar[str]
+  answer_cue: ClassVar[str]
+
+  @property
+  @abc.abstractmethod
+  def max_prompt_len(self) -> int:
+    """Upper bound on len(problem.prompt) over all problems of this config."""
+
+  @property
+  @abc.abstractmethod
+  def max_response_len(self) -> int:
+    """Generation budget in characters (tokens), EOS included."""
+
+  @abc.abstractmethod
+  def sample(self, rng: np.random.Generator) -> Problem:
+    """Draws one problem."""
+
+  @abc.abstractmethod
+  def reward(self, problem: Problem, response: str) -> float:
+    """1.0 if `response` (text without EOS/padding) is correct, else 0.0."""
+
+  @abc.abstractmethod
+  def step_ends(self, response: str) -> list[int]:
+    """Exclusive character offsets where the steps of `response` end (ascending)."""
+
+  @abc.abstractmethod
+  def prefix_value(self, problem: Problem, prefix: str) -> float:
+    """Oracle: 1.0 if some continuation of `prefix` is a correct response, else 0.0."""
+
+  @abc.abstractmethod
+  def demonstration(self, problem: Problem, rng: np.random.Generator) -> str:
+    """A noisy demonstration (correct with the config's probability), without EOS."""
+
+
+def check_range(
+    field: str, value: Any, low: float, high: float, *, integer: bool
+) -> None:
+  """Config validation: raises ValueError unless low <= value <= high.
+
+  Args:
+    field: the config field's name, quoted in the message.
+    value: its value.
+    low: smallest allowed value.
+    high: largest allowed value.
+    integer: whether `value` must be an int (bools are never accepted).
+  """
+  kind = int if integer else (int, float)
+  if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
+    what = "an integer" if integer else "a number"
+    raise ValueError(f"{field} must be {what} in [{low}, {high}], got {value!r}")
+
+
+def separator_step_ends(
+    response: str, *, separator: str, cue: str, merge_first: bool = False
+) -> list[int]:
+  """Step ends of a response ``<s_1><sep><s_2>...<sep><s_k><cue><answer>``.
+
+  A step ends at every separator of the reasoning (the separator starts the
+  next step), the last step ends at the cue, and the answer step ends at
+  len(response). Without a cue (a truncated response) the last, partial step
+  ends at len(response). Ends at offset 0 (empty steps) are dropped.
+
+  Example: ``"3+5=8,8*7=56#56"`` with separator "," gives [5, 12, 15].
+
+  Args:
+    response: the response text, without EOS.
+    separator: the character between reasoning steps.
+    cue: the answer cue.
+    merge_first: the first separator is not a step end (graph paths: the start
+      node and the first hop form one step).
+
+  Returns:
+    Strictly ascending exclusive offsets.
+  """
+  reasoning, has_cue, _ = response.partition(cue)
+  ends = [i for i, char in enumerate(reasoning) if char == separator]
+  if merge_first:
+    ends = ends[1:]
+  ends.append(len(reasoning))
+  if has_cue:
+    ends.append(len(response))
+  return sorted({end for end in ends if end > 0})

@@ -1,0 +1,88 @@
+"""The task registry: task names -> (config dataclass, task class).
+
+`make_task(name, **overrides)` is the one way the rest of tcred (experiments,
+CLI) builds a task, so validation reads the registry and cannot drift from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+from tcred.tasks import base
+from tcred.tasks.countdown import Countdown, CountdownConfig
+from tcred.tasks.graph_path import GraphPath, GraphPathConfig
+
+
+class TaskEntry(NamedTuple):
+  """A registered task: its frozen config dataclass and its `Task` class."""
+
+  config_cls: type
+  task_cls: type[base.Task]
+
+
+_TASKS: dict[str, TaskEntry] = {}
+
+
+def register_task(name: str, config_cls: type, task_cls: type[base.Task]) -> None:
+  """Registers a task built as `task_cls(config_cls(**overrides))`.
+
+  Raises:
+    ValueError: if `name` is taken, differs from `task_cls.name`, or
+      `config_cls` is not a dataclass.
+  """
+  if name in _TASKS:
+    raise ValueError(f"task {name!r} is already registered; registered: {task_names()}")
+  if name != task_cls.name:
+    raise ValueError(
+        f"task name {name!r} differs from {task_cls.__name__}.name {task_cls.name!r}"
+    )
+  if not dataclasses.is_dataclass(config_cls):
+    raise ValueError(f"config_cls of task {name!r} must be a dataclass, got {config_cls!r}")
+  _TASKS[name] = TaskEntry(config_cls, task_cls)
+
+
+def task_names() -> tuple[str, ...]:
+  """The registered task names, sorted."""
+  return tuple(sorted(_TASKS))
+
+
+def task_entry(name: str) -> TaskEntry:
+  """The registry entry of `name`; ValueError listing the allowed names if unknown."""
+  if name not in _TASKS:
+    raise ValueError(f"unknown task {name!r}; allowed: {', '.join(task_names())}")
+  return _TASKS[name]
+
+
+def make_task(name: str, **overrides: Any) -> base.Task:
+  """Builds task `name` from its default config with `overrides` applied.
+
+  Raises:
+    ValueError: for an unknown task name or config field (the message lists the
+      allowed ones), or a bad field value (raised by the config).
+  """
+  entry = task_entry(name)
+  fields = [f.name for f in dataclasses.fields(entry.config_cls)]
+  unknown = sorted(set(overrides) - set(fields))
+  if unknown:
+    raise ValueError(
+        f"unknown config fields {unknown} for task {name!r}; allowed: {', '.join(fields)}"
+    )
+  return entry.task_cls(entry.config_cls(**overrides))
+
+
+register_task(Countdown.name, CountdownConfig, Countdown)
+register_task(GraphPath.name, GraphPathConfig, GraphPath)
+
+
+def task_config_class(name: str) -> type:
+  """The frozen config dataclass of task `name`."""
+  return task_entry(name).config_cls
+
+
+def make_task_from_config(name: str, config: Any) -> base.Task:
+  """Builds task `name` from an instance of its config class."""
+  entry = task_entry(name)
+  if not isinstance(config, entry.config_cls):
+    raise ValueError(f"task {name!r} expects a {entry.config_cls.__name__}, got {type(config).__name__}")
+  return entry.task_cls(config)

@@ -1,0 +1,184 @@
+"""Experiment configuration: frozen dataclasses, resolved to JSON, overridable with
+`--set section.field=value` (the CLI contract of DESIGN §2)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from typing import Any
+
+from tcred.credit.base import CreditMethod, credit_class
+from tcred.losses.pg import LossConfig
+from tcred.models.config import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SFTConfig:
+  """Supervised fine-tuning of the base policy on noisy demonstrations.
+
+  The base policy depends only on (model, task, sft) and is cached by their hash,
+  so every RL seed of an experiment starts from the same base policy.
+  """
+
+  steps: int = 1500
+  batch_size: int = 64
+  lr: float = 1e-3
+  warmup: int = 50
+  weight_decay: float = 0.0
+  seed: int = 0
+
+  def __post_init__(self):
+    _positive(self, "steps", "batch_size", "lr")
+    _non_negative(self, "warmup", "weight_decay", "seed")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RLConfig:
+  """The RL loop.
+
+  Attributes:
+    steps: updates (one per batch of `prompts_per_step × group_size` rollouts).
+    prompts_per_step: B. group_size: G rollouts per prompt.
+    lr, warmup, weight_decay, max_grad_norm: AdamW with linear warmup.
+    temperature, top_p: the sampling rule (also the temperature of the train-step entropy).
+    dynamic_sampling: DAPO: drop groups whose rewards are all equal and refill
+      with new prompts, up to `max_refill_rounds` extra sampling rounds.
+    eval_every, eval_prompts, eval_samples: the periodic pass@1 curve.
+    final_eval_prompts, final_eval_samples: base and final pass@1
+      (≥ 2,000 samples by default: 256 held-out prompts × 8).
+    checkpoint_every: steps between Orbax checkpoints (the last step is always saved).
+    max_nonfinite: abort after this many non-finite updates in a row.
+    chunk_size: tokens per chunk of the fused log-prob/entropy path.
+  """
+
+  steps: int = 300
+  prompts_per_step: int = 16
+  group_size: int = 8
+  lr: float = 1e-4
+  warmup: int = 10
+  weight_decay: float = 0.0
+  max_grad_norm: float = 1.0
+  temperature: float = 1.0
+  top_p: float = 1.0
+  dynamic_sampling: bool = False
+  max_refill_rounds: int = 3
+  eval_every: int = 50
+  eval_prompts: int = 64
+  eval_samples: int = 4
+  final_eval_prompts: int = 256
+  final_eval_samples: int = 8
+  checkpoint_every: int = 50
+  max_nonfinite: int = 5
+  chunk_size: int = 1024
+
+  def __post_init__(self):
+    _positive(self, "steps", "prompts_per_step", "group_size", "lr", "temperature", "eval_every",
+              "eval_prompts", "eval_samples", "final_eval_prompts", "final_eval_samples",
+              "checkpoint_every", "max_nonfinite", "chunk_size")
+    _non_negative(self, "warmup", "weight_decay", "max_grad_norm", "max_refill_rounds")
+    if not 0 < self.top_p <= 1:
+      raise ValueError(f"rl.top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExperimentConfig:
+  """Everything that defines a run, except the seed."""
+
+  name: str
+  description: str
+  task: str
+  task_config: Any  # the task's frozen config dataclass
+  model: ModelConfig
+  sft: SFTConfig
+  rl: RLConfig
+  credit: CreditMethod
+  loss: LossConfig
+
+  def to_dict(self) -> dict[str, Any]:
+    return {
+        "name": self.name, "description": self.description, "task": self.task,
+        "task_config": dataclasses.asdict(self.task_config), "model": dataclasses.asdict(self.model),
+        "sft": dataclasses.asdict(self.sft), "rl": dataclasses.asdict(self.rl),
+        "credit": {"name": self.credit.name, **dataclasses.asdict(self.credit)},
+        "loss": dataclasses.asdict(self.loss),
+    }
+
+  def with_overrides(self, assignments: list[str]) -> "ExperimentConfig":
+    """Applies `section.field=value` assignments; raises ValueError listing what is allowed."""
+    cfg = self
+    for item in assignments:
+      if "=" not in item:
+        raise ValueError(f"--set expects key=value, got {item!r}")
+      key, raw = item.split("=", 1)
+      section, _, field = key.partition(".")
+      if section not in _SECTIONS or not field:
+        allowed = [f"{s}.<field>" for s in _SECTIONS]
+        raise ValueError(f"unknown --set key {key!r}; allowed: {allowed}")
+      obj = getattr(cfg, section)
+      fields = {f.name: f for f in dataclasses.fields(obj)}
+      if field not in fields:
+        raise ValueError(f"unknown --set key {key!r}; {section} fields: {sorted(fields)}")
+      value = _parse(raw, type(obj), field, key)
+      cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(obj, **{field: value})})
+    return cfg
+
+
+_SECTIONS = ("task_config", "model", "sft", "rl", "credit", "loss")
+
+
+def config_hash(*parts: Any) -> str:
+  """Stable short hash of dataclasses / JSON-able values."""
+  norm = [dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts]
+  return hashlib.sha256(json.dumps(norm, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_from_dict(d: dict[str, Any]) -> ExperimentConfig:
+  """Inverse of `ExperimentConfig.to_dict` (used by `--resume` checks and tables)."""
+  from tcred.tasks.registry import task_config_class
+  credit = dict(d["credit"])
+  cls = credit_class(credit.pop("name"))
+  return ExperimentConfig(
+      name=d["name"], description=d["description"], task=d["task"],
+      task_config=task_config_class(d["task"])(**d["task_config"]), model=ModelConfig(**d["model"]),
+      sft=SFTConfig(**d["sft"]), rl=RLConfig(**d["rl"]), credit=cls(**credit), loss=LossConfig(**d["loss"]))
+
+
+def _parse(raw: str, cls: type, field: str, key: str) -> Any:
+  hints = typing.get_type_hints(cls)
+  hint = hints.get(field, str)
+  options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+  if raw.lower() == "none" and type(None) in options:
+    return None
+  for typ in options:
+    try:
+      if typ is bool:
+        if raw.lower() in ("true", "1", "yes"):
+          return True
+        if raw.lower() in ("false", "0", "no"):
+          return False
+        raise ValueError
+      if typ is int:
+        return int(raw)
+      if typ is float:
+        return float(raw)
+      if typ is str:
+        return raw
+    except ValueError:
+      continue
+  names = [getattr(t, "__name__", str(t)) for t in options]
+  raise ValueError(f"--set {key}={raw!r}: expected a value of type {' | '.join(names)}")
+
+
+def _positive(obj, *names):
+  for name in names:
+    if getattr(obj, name) <= 0:
+      raise ValueError(f"{type(obj).__name__}.{name} must be > 0, got {getattr(obj, name)!r}")
+
+
+def _non_negative(obj, *names):
+  for name in names:
+    if getattr(obj, name) < 0:
+      raise ValueError(f"{type(obj).__name__}.{name} must be >= 0, got {getattr(obj, name)!r}")

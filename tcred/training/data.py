@@ -1,0 +1,58 @@
+"""Problem streams: seeded per step, disjoint from the held-out evaluation set."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tcred.tasks import tokenizer as tok
+from tcred.tasks.base import Problem, Task
+
+EVAL_NAMESPACE = 0x7E57  # Seed namespace of held-out problems (shared by every run and seed).
+SFT_NAMESPACE = 0x5F7
+RL_NAMESPACE = 0x21
+
+
+def eval_problems(task: Task, n: int) -> list[Problem]:
+  """The first `n` held-out problems (distinct prompts), the same for every run of the task config."""
+  rng = np.random.default_rng([EVAL_NAMESPACE])
+  out, seen = [], set()
+  for _ in range(50 * n):
+    p = task.sample(rng)
+    if p.prompt not in seen:
+      seen.add(p.prompt)
+      out.append(p)
+      if len(out) == n:
+        return out
+  raise ValueError(f"task {task.name} could not produce {n} distinct held-out problems")
+
+
+def training_problems(task: Task, n: int, *, namespace: int, seed: int, step: int,
+                      exclude: frozenset[str], offset: int = 0) -> list[Problem]:
+  """`n` problems for one step, a pure function of (namespace, seed, step, offset),
+  never one whose prompt is held out."""
+  rng = np.random.default_rng([namespace, seed, step, offset])
+  out = []
+  for _ in range(200 * n):
+    p = task.sample(rng)
+    if p.prompt not in exclude:
+      out.append(p)
+      if len(out) == n:
+        return out
+  raise ValueError(f"task {task.name}: too few training problems outside the held-out set")
+
+
+def encode_demonstrations(task: Task, problems: list[Problem], demos: list[str]):
+  """SFT batch: `[N, L]` left-padded BOS + prompt + demonstration + EOS, validity, loss mask.
+
+  L = 1 + max_prompt_len + max_response_len (the response budget includes EOS).
+  """
+  length = 1 + task.max_prompt_len + task.max_response_len
+  tokens = np.full((len(problems), length), tok.PAD_ID, np.int32)
+  loss_mask = np.zeros((len(problems), length), bool)
+  for i, (p, d) in enumerate(zip(problems, demos)):
+    ids = np.concatenate([[tok.BOS_ID], tok.encode(p.prompt), tok.encode(d), [tok.EOS_ID]])
+    if len(ids) > length:
+      raise ValueError(f"demonstration too long for the task's budget ({len(ids)} > {length}): {d!r}")
+    tokens[i, length - len(ids):] = ids
+    loss_mask[i, length - len(d) - 1:] = True
+  return tokens, tokens != tok.PAD_ID, loss_mask

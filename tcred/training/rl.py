@@ -1,0 +1,215 @@
+"""The RL loop: sample groups, score them, one jitted train step per batch.
+
+`run_experiment(cfg, seed=..., out=..., resume=...)` writes the DESIGN §2 layout:
+`out/NAME/seed-S/{config.json, metrics.jsonl, summary.json, events..., checkpoints/}`.
+Every random draw is a pure function of (seed, step), so a resumed run repeats
+the uninterrupted run's metrics exactly (timings aside).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from tcred.evaluation.passk import evaluate
+from tcred.tasks.base import Problem, Task
+from tcred.tasks.registry import make_task_from_config
+from tcred.training.checkpoint import Checkpointer
+from tcred.training.config import ExperimentConfig, config_hash
+from tcred.training.data import RL_NAMESPACE, eval_problems, training_problems
+from tcred.training.rollout import Groups, sample_and_score
+from tcred.training.sft import adamw, base_policy
+from tcred.training.step import Batch, TrainState, rl_train_step
+from tcred.training.tracking import RunError, RunLock, Tracker
+
+log = logging.getLogger(__name__)
+
+_TIMING_KEYS = ("wall_s", "time/")
+
+
+class NonFiniteError(RuntimeError):
+  """Too many non-finite updates in a row."""
+
+
+def run_dir_of(out: str | pathlib.Path, name: str, seed: int) -> pathlib.Path:
+  return pathlib.Path(out) / name / f"seed-{seed}"
+
+
+def _base_eval(graphdef, params, task: Task, problems: list[Problem], cfg: ExperimentConfig,
+               cache_dir: pathlib.Path) -> dict[str, float]:
+  """Held-out evaluation of the base policy, cached beside it (same for every seed)."""
+  rl = cfg.rl
+  path = cache_dir / f"eval-{config_hash(len(problems), rl.final_eval_samples, rl.temperature)}.json"
+  if path.exists():
+    return json.loads(path.read_text())
+  result = evaluate(graphdef, params, task, problems, jax.random.key(0xE7A1), samples=rl.final_eval_samples,
+                    temperature=rl.temperature)
+  path.write_text(json.dumps(result))
+  return result
+
+
+def _collect(graphdef, params, task: Task, cfg: ExperimentConfig, *, seed: int, step: int,
+             exclude: frozenset[str], key: jax.Array) -> tuple[Groups, list[Problem], np.ndarray, list[Groups]]:
+  """Samples one batch; with dynamic sampling, drops all-equal groups and refills.
+
+  Returns (groups, problems, group_valid [B], every batch generated, refills included).
+  """
+  rl = cfg.rl
+  b = rl.prompts_per_step
+  kwargs = dict(group_size=rl.group_size, temperature=rl.temperature, top_p=rl.top_p)
+  problems = training_problems(task, b, namespace=RL_NAMESPACE, seed=seed, step=step, exclude=exclude)
+  groups = sample_and_score(graphdef, params, task, problems, key, **kwargs)
+  generated = [groups]
+  if not rl.dynamic_sampling:
+    return groups, problems, np.ones(b, bool), generated
+  informative = lambda g: g.rewards.max(axis=1) > g.rewards.min(axis=1)
+  pool = [(groups, problems, informative(groups))]
+  for round_ in range(1, rl.max_refill_rounds + 1):
+    if sum(int(m.sum()) for _, _, m in pool) >= b:
+      break
+    more = training_problems(task, b, namespace=RL_NAMESPACE, seed=seed, step=step, exclude=exclude,
+                             offset=round_)
+    g = sample_and_score(graphdef, params, task, more, jax.random.fold_in(key, round_), **kwargs)
+    generated.append(g)
+    pool.append((g, more, informative(g)))
+  # Informative groups first, in sampling order; then fillers (trained with weight 0).
+  picks = [(pi, i) for pi, (_, _, m) in enumerate(pool) for i in np.flatnonzero(m)][:b]
+  fillers = [(0, i) for i in range(b) if (0, i) not in picks][:b - len(picks)]
+  chosen = picks + fillers
+  valid = np.array([True] * len(picks) + [False] * len(fillers))
+  take = lambda f: np.stack([f(pool[pi][0])[i] for pi, i in chosen])
+  rollouts = type(groups.rollouts)(*[np.stack([getattr(pool[pi][0].rollouts, name)[i] for pi, i in chosen])
+                                     for name in groups.rollouts._fields])
+  out = Groups(prompt=take(lambda g: g.prompt), prompt_valid=take(lambda g: g.prompt_valid),
+               rollouts=rollouts, rewards=take(lambda g: g.rewards),
+               texts=[pool[pi][0].texts[i] for pi, i in chosen])
+  return out, [pool[pi][1][i] for pi, i in chosen], valid, generated
+
+
+def run_experiment(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path = "runs", resume: bool = False,
+                   progress: bool = True) -> dict[str, Any]:
+  """Runs one experiment and returns its summary (also written to summary.json)."""
+  run_dir = run_dir_of(out, cfg.name, seed)
+  with RunLock(run_dir):
+    return _run_locked(cfg, seed=seed, run_dir=run_dir, resume=resume, progress=progress)
+
+
+def _run_locked(cfg: ExperimentConfig, *, seed: int, run_dir: pathlib.Path, resume: bool,
+                progress: bool) -> dict[str, Any]:
+  rl = cfg.rl
+  config_path = run_dir / "config.json"
+  resolved = {**cfg.to_dict(), "seed": seed}
+  ckpt_dir = run_dir / "checkpoints"
+  if config_path.exists():
+    if not resume:
+      raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    old = json.loads(config_path.read_text())
+    strip = lambda d: {**d, "rl": {k: v for k, v in d["rl"].items() if k != "steps"}}
+    if strip(old) != strip(resolved):
+      raise RunError(f"--resume: the config differs from the one in {config_path} (only rl.steps may change)")
+  config_path.write_text(json.dumps(resolved, indent=1))
+
+  task = make_task_from_config(cfg.task, cfg.task_config)
+  n_eval = max(rl.final_eval_prompts, rl.eval_prompts)
+  held_out = eval_problems(task, n_eval)
+  exclude = frozenset(p.prompt for p in held_out)
+  graphdef, base_params, base_dir = base_policy(cfg.model, task, cfg.task_config, cfg.sft,
+                                                eval_prompts=n_eval, progress=progress)
+  base = _base_eval(graphdef, base_params, task, held_out[:rl.final_eval_prompts], cfg, base_dir)
+
+  tx = adamw(rl.lr, steps=rl.steps, warmup=rl.warmup, weight_decay=rl.weight_decay,
+             max_grad_norm=rl.max_grad_norm)
+  state = TrainState(base_params, tx.init(base_params), jnp.int32(0))
+  ref_params = base_params if cfg.loss.kl_coef > 0 else None
+  counters = {"samples": 0, "tokens_generated": 0, "wall_s": 0.0, "nonfinite_in_row": 0}
+  start = 0
+  ckpt = Checkpointer(ckpt_dir, max_to_keep=2)
+  if resume and ckpt.steps():
+    start, state, counters = ckpt.restore_latest(state)
+    counters = dict(counters)
+    log.info("resumed %s from step %d", run_dir, start)
+  tracker = Tracker(run_dir, resume_step=start if (resume and start) else None)
+  if start == 0:
+    tracker.text("config", "```\n" + json.dumps(resolved, indent=1) + "\n```", 0)
+  run_key = jax.random.fold_in(jax.random.key(seed), RL_NAMESPACE)
+  eval_key = jax.random.key(0xE7A1)
+  t_last = time.time()
+  bar = tqdm(range(start, rl.steps), initial=start, total=rl.steps, desc=cfg.name, disable=not progress)
+  try:
+    for step in bar:
+      t0 = time.time()
+      params = state.params
+      groups, problems, group_valid, generated = _collect(
+          graphdef, params, task, cfg, seed=seed, step=step, exclude=exclude,
+          key=jax.random.fold_in(run_key, step))
+      t_sample = time.time() - t0
+      r = groups.rollouts
+      batch = Batch(prompt=jnp.asarray(groups.prompt), prompt_valid=jnp.asarray(groups.prompt_valid),
+                    response=jnp.asarray(r.tokens), mask=jnp.asarray(r.mask), old_logp=jnp.asarray(r.logp),
+                    rewards=jnp.asarray(groups.rewards), group_valid=jnp.asarray(group_valid), extras={})
+      state, m = rl_train_step(state, batch, ref_params, graphdef=graphdef, tx=tx, credit=cfg.credit,
+                               loss_config=cfg.loss, temperature=rl.temperature, chunk_size=rl.chunk_size)
+      m = jax.device_get(m)
+      counters["samples"] += sum(g.rewards.size for g in generated)
+      counters["tokens_generated"] += sum(int(g.rollouts.mask.sum()) for g in generated)
+      now = time.time()
+      counters["wall_s"] += now - t_last
+      t_last = now
+      counters["nonfinite_in_row"] = counters["nonfinite_in_row"] + 1 if m["optim/skipped"] else 0
+      rewards = groups.rewards
+      row = {**m,
+             "train/reward": float(rewards.mean()),
+             "train/informative_groups": float(np.mean(rewards.max(1) > rewards.min(1))),
+             "train/response_len": float(r.mask.sum(-1).mean()),
+             "train/finished": float(r.finished.mean()),
+             "counts/samples": counters["samples"], "counts/tokens_generated": counters["tokens_generated"],
+             "time/sample_s": t_sample, "time/step_s": time.time() - t0, "wall_s": counters["wall_s"]}
+      done = step + 1
+      if done % rl.eval_every == 0 or done == rl.steps:
+        ev = evaluate(graphdef, state.params, task, held_out[:rl.eval_prompts], jax.random.fold_in(eval_key, done),
+                      samples=rl.eval_samples, temperature=rl.temperature, greedy=False)
+        row["eval/pass1"] = ev["pass1"]
+        tracker.text("rollouts", _rollout_text(problems, groups), done)
+      tracker.log(done, row)
+      bar.set_postfix(reward=f"{row['train/reward']:.2f}")
+      if counters["nonfinite_in_row"] >= rl.max_nonfinite:
+        raise NonFiniteError(f"{counters['nonfinite_in_row']} non-finite updates in a row at step {done}; "
+                             f"aborting (last good checkpoint kept in {ckpt_dir})")
+      if done % rl.checkpoint_every == 0 or done == rl.steps:
+        ckpt.save(done, state, counters)
+  finally:
+    bar.close()
+    tracker.close()
+    ckpt.close()
+
+  final = evaluate(graphdef, state.params, task, held_out[:rl.final_eval_prompts], eval_key,
+                   samples=rl.final_eval_samples, temperature=rl.temperature)
+  k = rl.final_eval_samples
+  summary = {
+      "name": cfg.name, "seed": seed, "task": cfg.task, "credit": cfg.credit.name,
+      "base_pass1": base["pass1"], "final_pass1": final["pass1"],
+      "base_pass1_greedy": base["pass1_greedy"], "final_pass1_greedy": final["pass1_greedy"],
+      f"base_pass{k}": base[f"pass{k}"], f"final_pass{k}": final[f"pass{k}"],
+      "eval_samples": final["samples"], "steps": rl.steps, "samples": counters["samples"],
+      "tokens_generated": counters["tokens_generated"], "wall_s": counters["wall_s"],
+  }
+  (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+  return summary
+
+
+def _rollout_text(problems: list[Problem], groups: Groups, n: int = 2) -> str:
+  lines = []
+  for i in range(min(n, len(problems))):
+    lines.append(f"**prompt** `{problems[i].prompt.strip()}`")
+    for text, reward in zip(groups.texts[i][:4], groups.rewards[i][:4]):
+      lines.append(f"- r={reward:.0f} `{text}`")
+  return "\n".join(lines)

@@ -1,0 +1,173 @@
+"""The one jitted RL train step and the SFT step.
+
+Data flow (DESIGN §1): full sequences -> decoder hidden states -> fused
+log-probs + entropy of the response tokens -> credit method (static) ->
+per-token advantages and weights -> PPO-clip loss -> optax update.
+
+Shapes: B prompts, G rollouts per prompt, P prompt tokens (left-padded),
+T response tokens, D width.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from tcred.credit.base import CreditInputs, CreditMethod
+from tcred.losses.pg import LossConfig, aggregate, kl_k3, ppo_clip_surrogate
+from tcred.models.decoder import positions_from_mask
+from tcred.signals.logprobs import token_logprobs_and_entropy
+
+
+class TrainState(NamedTuple):
+  """Parameters, optimizer state and the number of updates applied."""
+
+  params: nnx.State
+  opt_state: optax.OptState
+  step: jax.Array
+
+
+class Batch(NamedTuple):
+  """One RL batch.
+
+  Attributes:
+    prompt: `[B, P]` int32 left-padded prompts (BOS first).
+    prompt_valid: `[B, P]` bool.
+    response: `[B, G, T]` int32 sampled responses.
+    mask: `[B, G, T]` bool response mask (EOS included).
+    old_logp: `[B, G, T]` log-probs under the sampling policy.
+    rewards: `[B, G]` float32 outcome rewards.
+    group_valid: `[B]` bool, False for filler groups that must not train.
+    extras: signals the credit method needs (`CreditMethod.needs_extras`).
+  """
+
+  prompt: jax.Array
+  prompt_valid: jax.Array
+  response: jax.Array
+  mask: jax.Array
+  old_logp: jax.Array
+  rewards: jax.Array
+  group_valid: jax.Array
+  extras: dict[str, jax.Array]
+
+
+def response_logprobs(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_valid, response, mask,
+                      *, temperature: float, chunk_size: int):
+  """Log-probs and entropy `[B, G, T]` of `response` given `prompt`, one forward pass.
+
+  The prompt is repeated for each of the G rollouts; logits are formed only for
+  the T response positions, chunk by chunk.
+  """
+  model = nnx.merge(graphdef, params)
+  b, g, t = response.shape
+  p = prompt.shape[1]
+  seq = jnp.concatenate([jnp.repeat(prompt[:, None], g, axis=1), response], axis=-1)
+  valid = jnp.concatenate([jnp.repeat(prompt_valid[:, None], g, axis=1), mask], axis=-1)
+  seq, valid = seq.reshape(b * g, p + t), valid.reshape(b * g, p + t)
+  inputs, in_valid = seq[:, :-1], valid[:, :-1]
+  hidden, _ = model(inputs, positions_from_mask(in_valid), in_valid)  # [BG, P+T-1, D]
+  logp, ent = token_logprobs_and_entropy(hidden[:, p - 1:], model.unembedding(), seq[:, p:],
+                                         temperature=temperature, chunk_size=chunk_size)
+  return logp.reshape(b, g, t), ent.reshape(b, g, t)
+
+
+def _masked_mean(x, mask):
+  return jnp.sum(jnp.where(mask, x, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+
+
+def _apply_if_finite(ok, new, old):
+  return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "tx", "credit", "loss_config", "temperature",
+                                              "chunk_size"), donate_argnums=(0,))
+def rl_train_step(state: TrainState, batch: Batch, ref_params: nnx.State | None, *,
+                  graphdef: nnx.GraphDef, tx: optax.GradientTransformation, credit: CreditMethod,
+                  loss_config: LossConfig, temperature: float, chunk_size: int = 1024):
+  """One policy-gradient update.
+
+  Args:
+    state: the train state (donated).
+    batch: the rollouts with their rewards.
+    ref_params: the reference policy for the KL penalty (used only if
+      `loss_config.kl_coef > 0`; may be None otherwise).
+    graphdef, tx, credit, loss_config, temperature, chunk_size: static.
+
+  Returns:
+    `(state, metrics)`. A non-finite loss or gradient leaves the parameters and
+    optimizer state unchanged and reports `skipped = 1`.
+  """
+  mask = batch.mask
+
+  def loss_fn(params):
+    logp, ent = response_logprobs(graphdef, params, batch.prompt, batch.prompt_valid, batch.response,
+                                  mask, temperature=temperature, chunk_size=chunk_size)
+    inputs = CreditInputs(
+        rewards=batch.rewards, mask=mask, group_valid=batch.group_valid,
+        entropy=jax.lax.stop_gradient(ent), logp=jax.lax.stop_gradient(logp),
+        old_logp=batch.old_logp, extras=batch.extras)
+    out = credit(inputs)
+    surrogate, clipped = ppo_clip_surrogate(logp, batch.old_logp, out.advantages,
+                                            clip_low=loss_config.clip_low, clip_high=loss_config.clip_high)
+    pg_loss = -aggregate(surrogate, out.weights, mode=loss_config.aggregation)
+    loss = pg_loss
+    metrics = {"loss/pg": pg_loss}
+    if loss_config.kl_coef > 0:
+      ref_logp, _ = response_logprobs(graphdef, ref_params, batch.prompt, batch.prompt_valid,
+                                      batch.response, mask, temperature=temperature, chunk_size=chunk_size)
+      kl = aggregate(kl_k3(logp, jax.lax.stop_gradient(ref_logp)), mask.astype(jnp.float32),
+                     mode=loss_config.aggregation)
+      loss = loss + loss_config.kl_coef * kl
+      metrics["loss/kl"] = kl
+    kept = out.weights > 0
+    metrics.update({
+        "loss/total": loss,
+        "policy/entropy": _masked_mean(ent, mask),
+        "policy/clip_frac": _masked_mean(clipped.astype(jnp.float32), kept),
+        "policy/approx_kl_old": _masked_mean(batch.old_logp - logp, mask),
+        "credit/kept_token_frac": jnp.sum(kept) / jnp.maximum(jnp.sum(mask), 1),
+        "credit/abs_advantage": _masked_mean(jnp.abs(out.advantages), kept),
+    })
+    metrics.update({f"credit/{k}": v for k, v in out.metrics.items()})
+    return loss, metrics
+
+  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grad_norm = optax.global_norm(grads)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  new_state = TrainState(params=_apply_if_finite(ok, params, state.params),
+                         opt_state=_apply_if_finite(ok, opt_state, state.opt_state),
+                         step=state.step + ok.astype(state.step.dtype))
+  metrics["optim/grad_norm"] = grad_norm
+  metrics["optim/skipped"] = (~ok).astype(jnp.float32)
+  return new_state, metrics
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "tx"), donate_argnums=(0,))
+def sft_train_step(state: TrainState, tokens: jax.Array, valid: jax.Array, loss_mask: jax.Array, *,
+                   graphdef: nnx.GraphDef, tx: optax.GradientTransformation):
+  """One supervised step: mean next-token cross-entropy over `loss_mask`.
+
+  Args:
+    tokens: `[B, L]` int32 left-padded sequences (prompt + response + EOS).
+    valid: `[B, L]` bool, False on padding.
+    loss_mask: `[B, L]` bool, True on the tokens to predict (response and EOS).
+  """
+
+  def loss_fn(params):
+    model = nnx.merge(graphdef, params)
+    hidden, _ = model(tokens[:, :-1], positions_from_mask(valid[:, :-1]), valid[:, :-1])
+    logp, _ = token_logprobs_and_entropy(hidden, model.unembedding(), tokens[:, 1:], temperature=1.0)
+    m = loss_mask[:, 1:]
+    return -_masked_mean(logp, m)
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  return TrainState(params, opt_state, state.step + 1), {"sft/loss": loss}

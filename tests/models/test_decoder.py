@@ -1,0 +1,69 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tcred.models.config import ModelConfig, model_preset
+from tcred.models.decoder import Decoder, KVCache, positions_from_mask
+
+
+def _tokens(b, t, seed=0):
+  return jax.random.randint(jax.random.key(seed), (b, t), 3, 99)
+
+
+def test_incremental_decode_with_cache_equals_full_forward(tiny_model):
+  b, t, split = 2, 9, 4
+  tokens = _tokens(b, t)
+  valid = jnp.ones((b, t), bool)
+  pos = positions_from_mask(valid)
+  full, _ = tiny_model(tokens, pos, valid)
+  cache = KVCache.empty(tiny_model.config, b, t)
+  h0, cache = tiny_model(tokens[:, :split], pos[:, :split], valid[:, :split], cache, 0)
+  steps = [h0]
+  for i in range(split, t):
+    h, cache = tiny_model(tokens[:, i:i + 1], pos[:, i:i + 1], valid[:, i:i + 1], cache, i)
+    steps.append(h)
+  np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5)
+
+
+def test_left_padding_does_not_change_real_tokens(tiny_model):
+  tokens = _tokens(1, 6)
+  valid = jnp.ones((1, 6), bool)
+  ref, _ = tiny_model(tokens, positions_from_mask(valid), valid)
+  padded = jnp.concatenate([jnp.zeros((1, 3), jnp.int32), tokens], axis=1)
+  pvalid = padded != 0
+  out, _ = tiny_model(padded, positions_from_mask(pvalid), pvalid)
+  np.testing.assert_allclose(out[:, 3:], ref, atol=1e-5)
+  assert np.all(np.isfinite(out))  # pad queries see no key: still finite
+
+
+def test_tied_head_uses_embedding():
+  cfg = model_preset("tiny", tie_word_embeddings=True)
+  m = Decoder(cfg, rngs=nnx.Rngs(1))
+  np.testing.assert_array_equal(m.unembedding(), m.embed_tokens.embedding[...].T)
+  assert not hasattr(m, "lm_head")
+
+
+def test_param_count_matches_config():
+  for name in ("tiny", "char-small"):
+    cfg = model_preset(name)
+    _, state = nnx.split(Decoder(cfg, rngs=nnx.Rngs(0)))
+    assert sum(x.size for x in jax.tree.leaves(state)) == cfg.num_params()
+
+
+def test_bench_27m_is_about_27m_params():
+  assert 26e6 < model_preset("bench-27m").num_params() < 28e6
+
+
+@pytest.mark.parametrize("field,value", [("hidden_size", 0), ("num_key_value_heads", 3),
+                                         ("rms_norm_eps", -1.0)])
+def test_bad_config_values_raise(field, value):
+  with pytest.raises(ValueError, match=field.split("_")[0]):
+    model_preset("tiny", **{field: value})
+
+
+def test_unknown_preset_lists_allowed():
+  with pytest.raises(ValueError, match="allowed"):
+    from tcred.models.config import model_preset as mp
+    mp("nope")
