@@ -92,3 +92,5 @@ def forking_mask(entropy, mask, *, rho: float, keep: str = "top"):
   if keep == "top":
     return mask & (entropy >= threshold)
   return mask & (entropy < threshold)
+
+from tcred.signals.logprobs import token_logprobs_and_entropy  # noqa: E402,F401  (public API)

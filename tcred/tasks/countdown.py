@@ -189,8 +189,9 @@ class Countdown(base.Task):
 
   @property
   def max_prompt_len(self) -> int:
+    """``"<n numbers>" + (n - 1) spaces + ">" + "<target>" + ":"``."""
     c = self.config
-    return c.num_numbers * (_num_digits(c.max_number) + 1) + 1 + _num_digits(c.max_target) + 1
+    return c.num_numbers * _num_digits(c.max_number) + c.num_numbers + _num_digits(c.max_target) + 1
 
   @property
   def max_response_len(self) -> int:
@@ -217,19 +218,18 @@ class Countdown(base.Task):
     Args:
       numbers: the sorted given numbers.
       rng: randomness.
-      avoid_last: the last result must differ from this (results above
-        max_target are allowed for the last step only if needed for that).
+      avoid_last: the last result must differ from this. Results above
+        max_target are taken only where no other step is allowed.
     """
     steps = []
     while len(numbers) > 1:
-      options = [m for m in moves(numbers).values() if m.result <= self.config.max_target]
+      valid = list(moves(numbers).values())
       if avoid_last is not None and len(numbers) == 2:
-        options = [m for m in options if m.result != avoid_last] or [
-            m for m in moves(numbers).values() if m.result != avoid_last
-        ]
-      # options is never empty: for x >= y among the available numbers
-      # (all <= max_target), x - y or x / x is a capped valid step, and x + y
-      # differs from both.
+        valid = [m for m in valid if m.result != avoid_last]
+      # `valid` is never empty: for x >= y, x + y differs from x - y (x > y) or
+      # from x / x (x == y). If every available number is <= max_target, x - y
+      # or x / x is capped too, but it may be `avoid_last`.
+      options = [m for m in valid if m.result <= self.config.max_target] or valid
       steps.append(options[rng.integers(len(options))])
       numbers = steps[-1].rest
     return steps
@@ -245,6 +245,8 @@ class Countdown(base.Task):
 
   def make_problem(self, numbers: Sequence[int], target: int) -> base.Problem:
     """A hand-made problem; its solution is the first one found by the search.
+
+    The config's ranges (and so the length bounds) need not hold for it.
 
     Args:
       numbers: positive integers, in prompt order (any count, any size).

@@ -121,7 +121,9 @@ def decode(ids: Sequence[int] | np.ndarray) -> str:
   """Text of `ids`: stops at the first EOS, skips PAD and BOS.
 
   Ids of the unused range decode to U+FFFD (one character each), so a verifier
-  rejects them and they keep their place in the text.
+  rejects them and they keep their place in the text. PAD or BOS ids inside a
+  response would shift later character offsets; a sampler emits neither
+  before EOS unless the policy samples them.
 
   Args:
     ids: int array [T] with values in [0, VOCAB_SIZE).

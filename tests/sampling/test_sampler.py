@@ -1,0 +1,68 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tcred.sampling.sampler import sample_groups
+from tcred.training.step import response_logprobs
+
+EOS, PAD = 2, 0
+
+
+def _prompts():
+  prompt = jnp.array([[0, 0, 1, 5, 6], [1, 7, 8, 9, 10]], jnp.int32)
+  return prompt, prompt != PAD
+
+
+def _sample(model, **kw):
+  graphdef, params = nnx.split(model)
+  prompt, valid = _prompts()
+  args = dict(group_size=3, max_new_tokens=10, temperature=1.0, eos_id=EOS, pad_id=PAD)
+  args.update(kw)
+  return graphdef, params, prompt, valid, sample_groups(graphdef, params, prompt, valid, jax.random.key(0), **args)
+
+
+def test_cached_decode_logprobs_equal_full_forward(tiny_model):
+  graphdef, params, prompt, valid, r = _sample(tiny_model, temperature=0.8)
+  assert r.tokens.shape == r.logp.shape == r.mask.shape == (2, 3, 10)
+  logp, _ = response_logprobs(graphdef, params, prompt, valid, r.tokens, r.mask, temperature=0.8, chunk_size=7)
+  np.testing.assert_allclose(np.where(r.mask, logp, 0), r.logp, atol=2e-5)
+
+
+def test_stops_at_eos_and_pads(tiny_model):
+  # A random tiny model emits EOS with probability ~1/V per token: with 2 x 64 rows of
+  # 40 tokens, many rows finish early and many do not.
+  _, _, _, _, r = _sample(tiny_model, group_size=64, max_new_tokens=40)
+  tokens, mask = np.asarray(r.tokens).reshape(-1, 40), np.asarray(r.mask).reshape(-1, 40)
+  finished = np.asarray(r.finished).reshape(-1)
+  assert 0 < finished.sum() < finished.size
+  for row, m, f in zip(tokens, mask, finished):
+    eos = np.flatnonzero(row == EOS)
+    assert f == bool(eos.size)
+    if eos.size:
+      assert m[:eos[0] + 1].all() and not m[eos[0] + 1:].any()
+      assert (row[eos[0] + 1:] == PAD).all()
+    else:
+      assert m.all()
+  assert np.all(np.asarray(r.logp)[~np.asarray(r.mask)] == 0)
+
+
+def test_greedy_is_deterministic_and_top_p_tiny_equals_greedy(tiny_model):
+  *_, g1 = _sample(tiny_model, greedy=True)
+  *_, g2 = _sample(tiny_model, greedy=True)
+  np.testing.assert_array_equal(g1.tokens, g2.tokens)
+  *_, tp = _sample(tiny_model, top_p=1e-6)
+  np.testing.assert_array_equal(tp.tokens, g1.tokens)
+  # All G rollouts of a prompt agree under greedy decoding.
+  assert (np.asarray(g1.tokens) == np.asarray(g1.tokens)[:, :1]).all()
+
+
+def test_different_keys_give_different_rollouts(tiny_model):
+  graphdef, params = nnx.split(tiny_model)
+  prompt, valid = _prompts()
+  kw = dict(group_size=4, max_new_tokens=8, temperature=1.0, eos_id=EOS, pad_id=PAD)
+  a = sample_groups(graphdef, params, prompt, valid, jax.random.key(0), **kw)
+  b = sample_groups(graphdef, params, prompt, valid, jax.random.key(1), **kw)
+  assert not np.array_equal(a.tokens, b.tokens)
+  # Rollouts within a group differ too (the prompt cache is shared, the samples are not).
+  assert len({tuple(x) for x in np.asarray(a.tokens[1])}) > 1
