@@ -3,8 +3,8 @@
 - `forking_mask`: the high-entropy "forking token" mask of the 80/20 recipe
   (arXiv 2506.01939) and its bottom-fraction ablation.
 - `token_logprobs_and_entropy` (fused log-probs and entropy from hidden states,
-  never materialising [..., T, V] logits) also belongs to this module; it is
-  written separately and is not defined here yet.
+  never materialising [..., T, V] logits) is implemented in
+  `tcred.signals.logprobs` and re-exported at the bottom of this module.
 
 Shapes: B prompts, G group, N sequences, T tokens.
 """

@@ -159,7 +159,8 @@ def hsic_mi(h, h_ans, *, sigma, eps: float = 1e-5, batch_size=None):
       solution fed alone.
     sigma: kernel bandwidth (the paper: 50 at D = 4096; see `default_sigma`).
     eps: ridge regulariser (the paper: 1e-5), scaled by D.
-    batch_size: tokens per `lax.map` step (None: one at a time).
+    batch_size: tokens per step of the sequential loop over T (None: one at a
+      time); larger values trade memory (a few [D, D] per token) for speed.
 
   Returns:
     [T] float32 MI estimates (padding rows are computed too; mask them later,

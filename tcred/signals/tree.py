@@ -25,6 +25,8 @@ Papers: Tree-GRPO (arXiv 2509.21240), TreeRL / EPTree (arXiv 2506.11902).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,8 +38,8 @@ def validate_tree(parent, is_leaf, valid) -> None:
   """Host-side check of the tree arrays; raises ValueError when malformed.
 
   Checks (on valid nodes): parent[i] == −1 or 0 <= parent[i] < i, the parent
-  is a valid node, at least one root when any node is valid, and a leaf has no
-  children.
+  is a valid node, and it is not a leaf (leaves have no children). Together
+  these imply that every valid node reaches a root.
   """
   parent = np.asarray(parent)
   is_leaf = np.asarray(is_leaf, bool)
@@ -58,8 +60,6 @@ def validate_tree(parent, is_leaf, valid) -> None:
       raise ValueError(f"node {i}: parent {p} is a padding node")
     if is_leaf[p]:
       raise ValueError(f"node {i}: parent {p} is a leaf")
-  if valid.any() and not np.any(valid & (parent == -1)):
-    raise ValueError("no root (parent == -1) among the valid nodes")
 
 
 def _is_concrete(*xs) -> bool:
@@ -86,6 +86,28 @@ def _check_nodes(parent, is_leaf, valid, **per_node):
   return parent, is_leaf, valid, out
 
 
+class _AncestorWalk(NamedTuple):
+  step: jax.Array  # [] int32 levels walked so far
+  cur: jax.Array  # [N] int32 current ancestor of each node, −1 once past its root
+  anc: jax.Array  # [N, N] bool ancestors found so far
+  parent: jax.Array  # [N] int32
+
+
+# Module-level loop functions (not closures) so that eager calls reuse the
+# traced loop.
+def _walk_cond(state):
+  return (state.step < state.parent.shape[0]) & jnp.any(state.cur >= 0)
+
+
+def _walk_body(state):
+  n = state.parent.shape[0]
+  nodes = jnp.arange(n, dtype=jnp.int32)
+  hit = (state.cur[:, None] == nodes[None, :]) & (state.cur[:, None] >= 0)  # [N, N]
+  nxt = state.parent[jnp.clip(state.cur, 0, n - 1)]
+  return state._replace(step=state.step + 1, cur=jnp.where(state.cur >= 0, nxt, -1),
+                        anc=state.anc | hit)
+
+
 def ancestor_matrix(parent, valid):
   """anc [N, N] bool: anc[i, j] is True iff valid node j is node i or an ancestor.
 
@@ -102,28 +124,30 @@ def ancestor_matrix(parent, valid):
   """
   parent = jnp.asarray(parent, jnp.int32)
   valid = jnp.asarray(valid, bool)
+  if parent.ndim != 1 or valid.shape != parent.shape:
+    raise ValueError(f"need parent [N] and valid [N], got {parent.shape}, {valid.shape}")
   n = parent.shape[0]
-  nodes = jnp.arange(n, dtype=jnp.int32)
-
-  def cond(state):
-    step, cur, _ = state
-    return (step < n) & jnp.any(cur >= 0)
-
-  def body(state):
-    step, cur, anc = state  # cur [N]: current ancestor of each node, −1 when done
-    anc = anc | ((cur[:, None] == nodes[None, :]) & (cur[:, None] >= 0))  # [N, N]
-    nxt = parent[jnp.clip(cur, 0, n - 1)]
-    return step + 1, jnp.where(cur >= 0, nxt, -1), anc
-
-  start = jnp.where(valid, nodes, -1)
-  _, _, anc = jax.lax.while_loop(
-      cond, body, (jnp.int32(0), start, jnp.zeros((n, n), bool)))
+  start = jnp.where(valid, jnp.arange(n, dtype=jnp.int32), -1)
+  state = _AncestorWalk(jnp.int32(0), start, jnp.zeros((n, n), bool), parent)
+  anc = jax.lax.while_loop(_walk_cond, _walk_body, state).anc
   return anc & valid[:, None] & valid[None, :]
 
 
 def _subtree_leaf_sum(anc, leaf, x):
   """Σ_{leaves l under s} x_l for every node s -> [N] (exact, no matmul)."""
   return jnp.sum(jnp.where(anc & leaf[:, None], x[:, None], 0.0), axis=0)
+
+
+def _leaf_stats(anc, is_leaf, leaf_reward, valid):
+  """(leaf_count [N] int32, reward_sum [N] float32) from the ancestor matrix."""
+  leaf = is_leaf & valid  # [N]
+  count = jnp.sum(anc & leaf[:, None], axis=0, dtype=jnp.int32)  # [N]
+  return count, _subtree_leaf_sum(anc, leaf, jnp.where(leaf, leaf_reward, 0.0))
+
+
+def _values(count, reward_sum):
+  """V = reward_sum / count, 0 where a node has no leaf below it."""
+  return jnp.where(count > 0, reward_sum / jnp.maximum(count, 1), 0.0)
 
 
 def subtree_leaf_stats(parent, is_leaf, leaf_reward, valid):
@@ -141,18 +165,14 @@ def subtree_leaf_stats(parent, is_leaf, leaf_reward, valid):
   parent, is_leaf, valid, (leaf_reward,) = _check_nodes(
       parent, is_leaf, valid, leaf_reward=leaf_reward)
   anc = ancestor_matrix(parent, valid)  # [N, N]
-  leaf = is_leaf & valid  # [N]
-  count = jnp.sum(anc & leaf[:, None], axis=0, dtype=jnp.int32)
-  reward = jnp.where(leaf, leaf_reward, 0.0)
-  return count, _subtree_leaf_sum(anc, leaf, reward)
-
-
-def _values(count, reward_sum):
-  return jnp.where(count > 0, reward_sum / jnp.maximum(count, 1), 0.0)
+  return _leaf_stats(anc, is_leaf, leaf_reward, valid)
 
 
 def node_values(parent, is_leaf, leaf_reward, valid):
   """V(s) = mean reward of the leaves in the subtree of s (TreeRL, 2506.11902).
+
+  Args:
+    parent, is_leaf, leaf_reward, valid: [N] tree arrays (module docstring).
 
   Returns:
     [N] float32; a leaf's value is its reward; 0 on padding and on nodes with
@@ -181,11 +201,10 @@ def treerl_segment_advantages(parent, is_leaf, leaf_reward, valid):
       parent, is_leaf, valid, leaf_reward=leaf_reward)
   n = parent.shape[0]
   anc = ancestor_matrix(parent, valid)  # [N, N]
-  leaf = is_leaf & valid
-  count = jnp.sum(anc & leaf[:, None], axis=0, dtype=jnp.int32)  # [N]
-  value = _values(count, _subtree_leaf_sum(anc, leaf, jnp.where(leaf, leaf_reward, 0.0)))
+  count, reward_sum = _leaf_stats(anc, is_leaf, leaf_reward, valid)  # [N], [N]
+  value = _values(count, reward_sum)  # [N] V(s)
   is_root = valid & (parent < 0)  # [N]
-  root_of = jnp.argmax(anc & is_root[None, :], axis=1)  # [N]
+  root_of = jnp.argmax(anc & is_root[None, :], axis=1)  # [N] root of each node
   v_root = value[root_of]
   v_parent = value[jnp.clip(parent, 0, n - 1)]
   adv = ((value - v_root) + (value - v_parent)) / jnp.sqrt(
@@ -240,8 +259,11 @@ def node_weight_from_leaves(parent, is_leaf, leaf_weight, valid):
     W(s) = Σ_{leaves l under s} w_l
 
   Training each shared-prefix token once with W(s) of its segment gives the
-  same policy gradient as training every root-to-leaf sequence separately with
-  its own weight w_l (the loss is linear in the per-sequence weights).
+  same gradient as training every root-to-leaf sequence separately with its
+  own weight w_l whenever the loss is a token sum linear in the weights (the
+  plain policy-gradient term). With PPO clipping it is an approximation: the
+  clip of a summed advantage differs from the sum of per-leaf clips once the
+  leaves' advantages differ in sign and the ratio leaves the trust region.
 
   Args:
     parent, is_leaf, valid: [N] tree arrays (module docstring).
@@ -252,6 +274,5 @@ def node_weight_from_leaves(parent, is_leaf, leaf_weight, valid):
   """
   parent, is_leaf, valid, (leaf_weight,) = _check_nodes(
       parent, is_leaf, valid, leaf_weight=leaf_weight)
-  anc = ancestor_matrix(parent, valid)
-  leaf = is_leaf & valid
-  return _subtree_leaf_sum(anc, leaf, jnp.where(leaf, leaf_weight, 0.0))
+  anc = ancestor_matrix(parent, valid)  # [N, N]
+  return _leaf_stats(anc, is_leaf, leaf_weight, valid)[1]

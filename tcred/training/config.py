@@ -8,7 +8,7 @@ import hashlib
 import json
 import types
 import typing
-from typing import Any
+from typing import Any, ClassVar
 
 from tcred.credit.base import CreditMethod, credit_class
 from tcred.losses.pg import LossConfig
@@ -23,6 +23,7 @@ class SFTConfig:
   so every RL seed of an experiment starts from the same base policy.
   """
 
+  section: ClassVar[str] = "sft"
   steps: int = 1500
   batch_size: int = 64
   lr: float = 1e-3
@@ -54,6 +55,7 @@ class RLConfig:
     chunk_size: tokens per chunk of the fused log-prob/entropy path.
   """
 
+  section: ClassVar[str] = "rl"
   steps: int = 300
   prompts_per_step: int = 16
   group_size: int = 8
@@ -175,10 +177,10 @@ def _parse(raw: str, cls: type, field: str, key: str) -> Any:
 def _positive(obj, *names):
   for name in names:
     if getattr(obj, name) <= 0:
-      raise ValueError(f"{type(obj).__name__}.{name} must be > 0, got {getattr(obj, name)!r}")
+      raise ValueError(f"{obj.section}.{name} must be > 0, got {getattr(obj, name)!r}")
 
 
 def _non_negative(obj, *names):
   for name in names:
     if getattr(obj, name) < 0:
-      raise ValueError(f"{type(obj).__name__}.{name} must be >= 0, got {getattr(obj, name)!r}")
+      raise ValueError(f"{obj.section}.{name} must be >= 0, got {getattr(obj, name)!r}")

@@ -128,7 +128,8 @@ def _run_locked(cfg: ExperimentConfig, *, seed: int, run_dir: pathlib.Path, resu
 
   tx = adamw(rl.lr, steps=rl.steps, warmup=rl.warmup, weight_decay=rl.weight_decay,
              max_grad_norm=rl.max_grad_norm)
-  state = TrainState(base_params, tx.init(base_params), jnp.int32(0))
+  params = jax.tree.map(jnp.copy, base_params)  # the step donates its state; keep the base intact
+  state = TrainState(params, tx.init(params), jnp.int32(0))
   ref_params = base_params if cfg.loss.kl_coef > 0 else None
   counters = {"samples": 0, "tokens_generated": 0, "wall_s": 0.0, "nonfinite_in_row": 0}
   start = 0

@@ -137,7 +137,7 @@ def rl_train_step(state: TrainState, batch: Batch, ref_params: nnx.State | None,
     return loss, metrics
 
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
