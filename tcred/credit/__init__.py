@@ -4,3 +4,4 @@ from tcred.credit.advantages import ADVANTAGE_MODES, group_advantages
 from tcred.credit.base import (Credit, CreditInputs, CreditMethod, credit_class, credit_names,
                                make_credit, register_credit)
 from tcred.credit import outcome  # noqa: F401  (registers "outcome")
+from tcred.credit import token_signals  # noqa: F401,E402  (registers the token-signal methods)

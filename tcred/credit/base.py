@@ -15,6 +15,7 @@ import dataclasses
 from typing import Any, ClassVar, NamedTuple
 
 import jax
+import numpy as np
 
 
 class CreditInputs(NamedTuple):
@@ -66,6 +67,12 @@ class CreditMethod(abc.ABC):
   @abc.abstractmethod
   def __call__(self, inputs: CreditInputs) -> Credit:
     ...
+
+  def group_filter(self, rewards: np.ndarray, extras: dict[str, Any]) -> np.ndarray | None:
+    """Host-side prompt filter applied while collecting a batch: `[B]` bool of groups to keep
+    (dropped groups are refilled), or None for no filter. `rewards` is `[B, G]`."""
+    del rewards, extras
+    return None
 
 
 _REGISTRY: dict[str, type[CreditMethod]] = {}

@@ -164,8 +164,8 @@ class Decoder(nnx.Module):
     return self.lm_head.kernel[...]
 
   def __call__(self, tokens: jax.Array, positions: jax.Array, token_valid: jax.Array,
-               cache: KVCache | None = None, index: jax.Array | int | None = None
-               ) -> tuple[jax.Array, KVCache | None]:
+               cache: KVCache | None = None, index: jax.Array | int | None = None,
+               attention_mask: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
     """Runs the decoder.
 
     Args:
@@ -175,6 +175,9 @@ class Decoder(nnx.Module):
       cache: optional KV cache with S slots; the tokens are written at slots
         `[index, index + T)` and attend to every valid earlier slot.
       index: first cache slot of `tokens` (scalar, shared by the batch).
+      attention_mask: optional `[B, T, T]` bool, query t may attend key s; replaces the
+        causal mask (no cache). Used to pack several continuations of one prefix
+        into one row (e.g. answer copies after every prefix).
 
     Returns:
       Final hidden states `[B, T, D]` (after the last RMSNorm) and the updated cache.
@@ -188,7 +191,13 @@ class Decoder(nnx.Module):
       key_valid = jax.lax.dynamic_update_slice_in_dim(cache.valid, token_valid, index, axis=1)
       query_slot = index + jnp.arange(t)
     key_slot = jnp.arange(key_valid.shape[1])
-    mask = key_valid[:, None, :] & (key_slot[None, None, :] <= query_slot[None, :, None])  # [B, T, S]
+    if attention_mask is None:
+      mask = key_valid[:, None, :] & (key_slot[None, None, :] <= query_slot[None, :, None])  # [B, T, S]
+    else:
+      if cache is not None or attention_mask.shape != (b, t, t):
+        raise ValueError(f"attention_mask must be [B, T, T] = {(b, t, t)} without a cache, "
+                         f"got {attention_mask.shape}")
+      mask = attention_mask & key_valid[:, None, :]
     new_k, new_v = [], []
     for i, layer in enumerate(self.layers):
       kc = vc = None

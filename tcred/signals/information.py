@@ -223,3 +223,104 @@ def mi_peaks(mi, mask, *, tau: float = 1.5):
   q1, q3 = _masked_quantiles_linear(mi, mask, (0.25, 0.75))
   fence = q3 + tau * (q3 - q1)
   return mask & (mi > fence)
+
+
+# --- (b) answer scoring after every prefix: information gain and DRO's reference likelihood ---
+
+
+def _packed_layout(p: int, t: int, j: int):
+  """Static structure of a packed row: prompt [P] | response [T] | T copies of y*[:J-1].
+
+  Copy k (k = 0..T-1) holds y*_0..y*_{J-2} placed after the prefix o_<k. Returns the
+  `[L, L]` attention structure, and for every (k, j) the slot whose hidden state
+  predicts y*_j after o_<k (`[T, J]`).
+  """
+  import numpy as np
+
+  c = j - 1
+  length = p + t + t * c
+  allowed = np.zeros((length, length), bool)
+  main = p + t
+  allowed[:main, :main] = np.tril(np.ones((main, main), bool))
+  predictor = np.zeros((t, j), np.int32)
+  for k in range(t):
+    start = main + k * c
+    rows = slice(start, start + c)
+    allowed[rows, :p + k] = True  # the prompt and o_<k
+    allowed[rows, start:start + c] = np.tril(np.ones((c, c), bool))
+    predictor[k, 0] = p - 1 + k  # y*_0 is predicted by the last token of the prefix
+    predictor[k, 1:] = start + np.arange(c)
+  return allowed, predictor
+
+
+def answer_logprobs_after_prefixes(graphdef, params, prompt, prompt_valid, response, mask, answer,
+                                   answer_valid, *, temperature: float, chunk_size: int = 1024):
+  """`L[g, k, j] = log π(y*_j | x, o^g_<k, y*_<j)` for every prefix length k of every rollout.
+
+  One forward pass per rollout: the prompt, the response, then T copies of the
+  answer, copy k attending only to the prompt, `o_<k` and itself (packed answer
+  copies with block masks; DESIGN §4.3(b)). The same numbers serve information
+  gain (`answer_information_gain`) and DRO's reference-answer likelihood
+  (`log π(y*_j | x, c_i, y*_<j)` read at the rollout's answer cue).
+
+  Args:
+    graphdef, params: the (sampling) policy, split with `nnx.split`.
+    prompt: `[P]` int32 left-padded prompt; prompt_valid: `[P]` bool.
+    response: `[G, T]` int32 responses; mask: `[G, T]` bool response mask.
+    answer: `[J]` int32 reference answer tokens y* (cue, answer, EOS), right-padded;
+      answer_valid: `[J]` bool.
+    temperature: the policy's temperature.
+
+  Returns:
+    `(logp [G, T, J], hidden [G, T, D])`: the answer log-probs (0 where k ≥ the
+    response length or j is padding) and the final hidden state of each
+    response token (for HSIC MI).
+  """
+  from flax import nnx
+
+  from tcred.signals.logprobs import token_logprobs_and_entropy
+
+  g, t = response.shape
+  p, j = prompt.shape[0], answer.shape[0]
+  if j < 2:
+    raise ValueError(f"answer must have at least 2 tokens (cue and EOS), got J={j}")
+  allowed, predictor = _packed_layout(p, t, j)
+  c = j - 1
+  lengths = jnp.sum(mask, axis=-1)  # [G]
+  plen = jnp.sum(prompt_valid)
+  copy_valid = (jnp.arange(t)[None, :, None] < lengths[:, None, None]) & answer_valid[None, None, :c]  # [G,T,C]
+  tokens = jnp.concatenate([jnp.broadcast_to(prompt, (g, p)), response,
+                            jnp.broadcast_to(jnp.tile(answer[:c], t), (g, t * c))], axis=-1)
+  valid = jnp.concatenate([jnp.broadcast_to(prompt_valid, (g, p)), mask, copy_valid.reshape(g, t * c)], axis=-1)
+  prompt_pos = jnp.maximum(jnp.cumsum(prompt_valid) - 1, 0)
+  copy_pos = plen + jnp.arange(t)[:, None] + jnp.arange(c)[None, :]  # [T, C]
+  positions = jnp.concatenate([prompt_pos, plen + jnp.arange(t), copy_pos.reshape(-1)])
+  model = nnx.merge(graphdef, params)
+  hidden, _ = model(tokens, jnp.broadcast_to(positions, tokens.shape), valid,
+                    attention_mask=jnp.broadcast_to(jnp.asarray(allowed), (g,) + allowed.shape))
+  pred_hidden = hidden[:, predictor.reshape(-1)].reshape(g, t, j, -1)  # [G, T, J, D]
+  logp, _ = token_logprobs_and_entropy(pred_hidden, model.unembedding(),
+                                       jnp.broadcast_to(answer, (g, t, j)), temperature=temperature,
+                                       chunk_size=chunk_size)
+  ok = (jnp.arange(t)[None, :, None] < lengths[:, None, None]) & answer_valid[None, None, :]
+  return jnp.where(ok, logp, 0.0), hidden[:, p:p + t]
+
+
+def answer_information_gain(answer_logp, mask):
+  """Per-token answer information gain of one group.
+
+  `IG_t = log p(y*|x, o_≤t) − log p(y*|x, o_<t)` with `log p(y*|·) = Σ_j L[·, j]`
+  (cf. IGPO, arXiv 2510.14967, for the step-level version). Defined for every
+  response token before the last one (the EOS, or the budget's end); 0 elsewhere.
+
+  Args:
+    answer_logp: `[G, T, J]` from `answer_logprobs_after_prefixes`.
+    mask: `[G, T]` response mask.
+
+  Returns:
+    `[G, T]` float32.
+  """
+  s = jnp.sum(answer_logp, axis=-1)  # [G, T]: s[k] = log p(y* | x, o_<k)
+  ig = jnp.concatenate([s[:, 1:] - s[:, :-1], jnp.zeros_like(s[:, :1])], axis=-1)
+  lengths = jnp.sum(mask, axis=-1, keepdims=True)
+  return jnp.where(jnp.arange(s.shape[1])[None, :] < lengths - 1, ig, 0.0)

@@ -12,7 +12,7 @@ import json
 import logging
 import pathlib
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,13 +20,15 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+from tcred.credit.extras import compute_extras, validate_extras
 from tcred.evaluation.passk import evaluate
+from tcred.tasks import tokenizer as tok
 from tcred.tasks.base import Problem, Task
 from tcred.tasks.registry import make_task_from_config
 from tcred.training.checkpoint import Checkpointer
 from tcred.training.config import ExperimentConfig, config_hash
 from tcred.training.data import RL_NAMESPACE, eval_problems, training_problems
-from tcred.training.rollout import Groups, sample_and_score
+from tcred.training.rollout import Groups, encode_answers, encode_solutions, sample_and_score
 from tcred.training.sft import adamw, base_policy
 from tcred.training.step import Batch, TrainState, rl_train_step
 from tcred.training.tracking import RunError, RunLock, Tracker
@@ -57,42 +59,86 @@ def _base_eval(graphdef, params, task: Task, problems: list[Problem], cfg: Exper
   return result
 
 
-def _collect(graphdef, params, task: Task, cfg: ExperimentConfig, *, seed: int, step: int,
-             exclude: frozenset[str], key: jax.Array) -> tuple[Groups, list[Problem], np.ndarray, list[Groups]]:
-  """Samples one batch; with dynamic sampling, drops all-equal groups and refills.
+class Chunk(NamedTuple):
+  """One sampled batch of prompts with its rewards and extra signals (host arrays)."""
 
-  Returns (groups, problems, group_valid [B], every batch generated, refills included).
+  groups: Groups
+  problems: list[Problem]
+  extras: dict[str, np.ndarray]
+
+
+def _sample_chunk(graphdef, params, task: Task, problems: list[Problem], key: jax.Array,
+                  cfg: ExperimentConfig) -> Chunk:
+  rl = cfg.rl
+  groups = sample_and_score(graphdef, params, task, problems, key, group_size=rl.group_size,
+                            temperature=rl.temperature, top_p=rl.top_p)
+  names = validate_extras(cfg.credit.needs_extras)
+  extras = {}
+  if names:
+    answer, answer_valid = encode_answers(task, problems)
+    solution, solution_valid = encode_solutions(task, problems)
+    r = groups.rollouts
+    extras = jax.device_get(compute_extras(
+        graphdef, params, groups.prompt, groups.prompt_valid, r.tokens, r.mask, answer, answer_valid,
+        solution, solution_valid, names=names, temperature=rl.temperature,
+        cue_id=int(tok.encode(task.answer_cue)[0])))
+  return Chunk(groups, list(problems), extras)
+
+
+def _collect(graphdef, params, task: Task, cfg: ExperimentConfig, *, seed: int, step: int,
+             exclude: frozenset[str], key: jax.Array) -> tuple[Chunk, np.ndarray, list[Chunk]]:
+  """Samples one batch of B groups.
+
+  With a group filter (DAPO dynamic sampling: drop all-equal groups; or the credit
+  method's own, e.g. DRO's σ filter), dropped groups are refilled from new prompts
+  for up to `rl.max_refill_rounds` extra rounds; if still short, dropped groups fill
+  the batch with `group_valid = False` (weight 0).
+
+  Returns (batch chunk, group_valid [B], every chunk generated, refills included).
   """
   rl = cfg.rl
   b = rl.prompts_per_step
-  kwargs = dict(group_size=rl.group_size, temperature=rl.temperature, top_p=rl.top_p)
+
+  def keep_of(chunk: Chunk) -> np.ndarray | None:
+    keep = cfg.credit.group_filter(chunk.groups.rewards, chunk.extras)
+    if rl.dynamic_sampling:
+      r = chunk.groups.rewards
+      informative = r.max(axis=1) > r.min(axis=1)
+      keep = informative if keep is None else keep & informative
+    return keep
+
   problems = training_problems(task, b, namespace=RL_NAMESPACE, seed=seed, step=step, exclude=exclude)
-  groups = sample_and_score(graphdef, params, task, problems, key, **kwargs)
-  generated = [groups]
-  if not rl.dynamic_sampling:
-    return groups, problems, np.ones(b, bool), generated
-  informative = lambda g: g.rewards.max(axis=1) > g.rewards.min(axis=1)
-  pool = [(groups, problems, informative(groups))]
+  first = _sample_chunk(graphdef, params, task, problems, key, cfg)
+  keep = keep_of(first)
+  if keep is None:
+    return first, np.ones(b, bool), [first]
+  pool = [(first, keep)]
   for round_ in range(1, rl.max_refill_rounds + 1):
-    if sum(int(m.sum()) for _, _, m in pool) >= b:
+    if sum(int(k.sum()) for _, k in pool) >= b:
       break
     more = training_problems(task, b, namespace=RL_NAMESPACE, seed=seed, step=step, exclude=exclude,
                              offset=round_)
-    g = sample_and_score(graphdef, params, task, more, jax.random.fold_in(key, round_), **kwargs)
-    generated.append(g)
-    pool.append((g, more, informative(g)))
-  # Informative groups first, in sampling order; then fillers (trained with weight 0).
-  picks = [(pi, i) for pi, (_, _, m) in enumerate(pool) for i in np.flatnonzero(m)][:b]
+    chunk = _sample_chunk(graphdef, params, task, more, jax.random.fold_in(key, round_), cfg)
+    pool.append((chunk, keep_of(chunk)))
+  # Kept groups first, in sampling order; then fillers from the first chunk (trained with weight 0).
+  picks = [(ci, i) for ci, (_, k) in enumerate(pool) for i in np.flatnonzero(k)][:b]
   fillers = [(0, i) for i in range(b) if (0, i) not in picks][:b - len(picks)]
   chosen = picks + fillers
+  chunks = [c for c, _ in pool]
+  rows = lambda get: np.stack([get(chunks[ci])[i] for ci, i in chosen])
+  r0 = first.groups.rollouts
+  rollouts = type(r0)(*[rows(lambda c, n=name: getattr(c.groups.rollouts, n)) for name in r0._fields])
+  groups = Groups(prompt=rows(lambda c: c.groups.prompt), prompt_valid=rows(lambda c: c.groups.prompt_valid),
+                  rollouts=rollouts, rewards=rows(lambda c: c.groups.rewards),
+                  texts=[chunks[ci].groups.texts[i] for ci, i in chosen])
+  extras = {}
+  for name in first.extras:
+    width = max(c.extras[name].shape[-1] for c in chunks)  # J buckets may differ between chunks
+    pad = lambda x: np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, width - x.shape[-1])])
+    extras[name] = np.stack([pad(chunks[ci].extras[name])[i] for ci, i in chosen])
+  batch = Chunk(groups, [chunks[ci].problems[i] for ci, i in chosen], extras)
   valid = np.array([True] * len(picks) + [False] * len(fillers))
-  take = lambda f: np.stack([f(pool[pi][0])[i] for pi, i in chosen])
-  rollouts = type(groups.rollouts)(*[np.stack([getattr(pool[pi][0].rollouts, name)[i] for pi, i in chosen])
-                                     for name in groups.rollouts._fields])
-  out = Groups(prompt=take(lambda g: g.prompt), prompt_valid=take(lambda g: g.prompt_valid),
-               rollouts=rollouts, rewards=take(lambda g: g.rewards),
-               texts=[pool[pi][0].texts[i] for pi, i in chosen])
-  return out, [pool[pi][1][i] for pi, i in chosen], valid, generated
+  return batch, valid, chunks
 
 
 def run_experiment(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path = "runs", resume: bool = False,
@@ -149,19 +195,21 @@ def _run_locked(cfg: ExperimentConfig, *, seed: int, run_dir: pathlib.Path, resu
     for step in bar:
       t0 = time.time()
       params = state.params
-      groups, problems, group_valid, generated = _collect(
+      batch_chunk, group_valid, generated = _collect(
           graphdef, params, task, cfg, seed=seed, step=step, exclude=exclude,
           key=jax.random.fold_in(run_key, step))
+      groups, problems = batch_chunk.groups, batch_chunk.problems
       t_sample = time.time() - t0
       r = groups.rollouts
       batch = Batch(prompt=jnp.asarray(groups.prompt), prompt_valid=jnp.asarray(groups.prompt_valid),
                     response=jnp.asarray(r.tokens), mask=jnp.asarray(r.mask), old_logp=jnp.asarray(r.logp),
-                    rewards=jnp.asarray(groups.rewards), group_valid=jnp.asarray(group_valid), extras={})
+                    rewards=jnp.asarray(groups.rewards), group_valid=jnp.asarray(group_valid),
+                    extras={k: jnp.asarray(v) for k, v in batch_chunk.extras.items()})
       state, m = rl_train_step(state, batch, ref_params, graphdef=graphdef, tx=tx, credit=cfg.credit,
                                loss_config=cfg.loss, temperature=rl.temperature, chunk_size=rl.chunk_size)
       m = jax.device_get(m)
-      counters["samples"] += sum(g.rewards.size for g in generated)
-      counters["tokens_generated"] += sum(int(g.rollouts.mask.sum()) for g in generated)
+      counters["samples"] += sum(c.groups.rewards.size for c in generated)
+      counters["tokens_generated"] += sum(int(c.groups.rollouts.mask.sum()) for c in generated)
       now = time.time()
       counters["wall_s"] += now - t_last
       t_last = now

@@ -63,3 +63,26 @@ def sample_and_score(graphdef: nnx.GraphDef, params: nnx.State, task: Task, prob
   rollouts = jax.tree.map(np.asarray, rollouts)
   rewards, texts = score(task, problems, rollouts)
   return Groups(prompt, valid, rollouts, rewards, texts)
+
+
+def _bucket(n: int) -> int:
+  """Smallest power of two ≥ n (≥ 4): a few fixed shapes, so few compilations."""
+  size = 4
+  while size < n:
+    size *= 2
+  return size
+
+
+def encode_answers(task: Task, problems: Sequence[Problem]) -> tuple[np.ndarray, np.ndarray]:
+  """`[B, J]` reference answers y* = cue + answer + EOS, right-padded to a power-of-two J."""
+  seqs = [np.concatenate([tok.encode(task.answer_cue + p.answer), [tok.EOS_ID]]) for p in problems]
+  j = _bucket(max(len(s) for s in seqs))
+  out = np.full((len(seqs), j), tok.PAD_ID, np.int32)
+  for i, s in enumerate(seqs):
+    out[i, :len(s)] = s
+  return out, out != tok.PAD_ID
+
+
+def encode_solutions(task: Task, problems: Sequence[Problem]) -> tuple[np.ndarray, np.ndarray]:
+  """`[B, S]` BOS + reference solution, left-padded (the last column is its final token)."""
+  return tok.encode_batch_left_padded([p.solution for p in problems], task.max_response_len + 1, bos=True)

@@ -1,0 +1,77 @@
+"""Signals that need extra forward passes, computed under the sampling policy
+before the train step (DESIGN §4.3(b), §4.4), in one jitted function per batch.
+
+Names a credit method can ask for (`CreditMethod.needs_extras`):
+  "info_gain"  `[B, G, T]` answer information gain per token.
+  "ref_logp"   `[B, G, J]` DRO's `log π(y*_j | x, c_i, y*_<j)`, c_i = rollout i's reasoning
+               (its response before its own answer cue).
+  "ref_std"    `[B, J]` σ_j, the cross-rollout std of ref_logp.
+  "mi"         `[B, G, T]` HSIC MI between each token's hidden state and the reference
+               solution's final hidden state.
+  "answer_valid" `[B, J]` bool, the padding mask of y* (always provided with the above).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tcred.models.decoder import positions_from_mask
+from tcred.signals.information import (answer_information_gain, answer_logprobs_after_prefixes, default_sigma,
+                                       hsic_mi)
+from tcred.signals.variance import reference_token_std
+
+EXTRA_NAMES = ("info_gain", "ref_logp", "ref_std", "mi")
+
+
+def validate_extras(names) -> tuple[str, ...]:
+  unknown = [n for n in names if n not in EXTRA_NAMES]
+  if unknown:
+    raise ValueError(f"unknown extra signal(s) {unknown}; allowed: {list(EXTRA_NAMES)}")
+  return tuple(sorted(set(names)))
+
+
+def cue_index(response, mask, cue_id: int):
+  """`[..., T]` -> `[...]`: the first answer-cue position, else the last real token (EOS)."""
+  is_cue = (response == cue_id) & mask
+  lengths = jnp.sum(mask, axis=-1)
+  return jnp.where(jnp.any(is_cue, axis=-1), jnp.argmax(is_cue, axis=-1), jnp.maximum(lengths - 1, 0))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "names", "temperature", "cue_id", "mi_sigma"))
+def compute_extras(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_valid, response, mask, answer,
+                   answer_valid, solution, solution_valid, *, names: tuple[str, ...], temperature: float,
+                   cue_id: int, mi_sigma: float | None = None) -> dict[str, jax.Array]:
+  """Computes the requested extras for a batch.
+
+  Args:
+    prompt `[B, P]`, prompt_valid `[B, P]`; response, mask `[B, G, T]`;
+    answer, answer_valid `[B, J]` (y* = cue + answer + EOS, right-padded);
+    solution, solution_valid `[B, S]` (BOS + reference solution, left-padded: the
+    last column is its final token).
+  """
+  out = {"answer_valid": answer_valid}
+  need_scoring = any(n in names for n in ("info_gain", "ref_logp", "ref_std", "mi"))
+  if not need_scoring:
+    return out
+  score = lambda pr, pv, r, m, a, av: answer_logprobs_after_prefixes(
+      graphdef, params, pr, pv, r, m, a, av, temperature=temperature)
+  logp, hidden = jax.vmap(score)(prompt, prompt_valid, response, mask, answer, answer_valid)  # [B,G,T,J]
+  if "info_gain" in names:
+    out["info_gain"] = jax.vmap(answer_information_gain)(logp, mask)
+  if "ref_logp" in names or "ref_std" in names:
+    cue = cue_index(response, mask, cue_id)  # [B, G]
+    ref = jnp.take_along_axis(logp, cue[..., None, None], axis=2)[:, :, 0, :]  # [B, G, J]
+    out["ref_logp"] = ref
+    out["ref_std"] = jax.vmap(reference_token_std)(ref, answer_valid)
+  if "mi" in names:
+    model = nnx.merge(graphdef, params)
+    h_sol, _ = model(solution, positions_from_mask(solution_valid), solution_valid)
+    h_y = h_sol[:, -1]  # [B, D]
+    sigma = mi_sigma or default_sigma(h_y.shape[-1])
+    mi = jax.vmap(lambda hg, hy: jax.vmap(lambda h: hsic_mi(h, hy, sigma=sigma))(hg))(hidden, h_y)
+    out["mi"] = jnp.where(mask, mi, 0.0)
+  return out

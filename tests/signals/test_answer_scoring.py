@@ -1,0 +1,56 @@
+"""Packed answer scoring equals scoring every prefix separately; information gain by hand."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tcred.models.decoder import positions_from_mask
+from tcred.signals.information import answer_information_gain, answer_logprobs_after_prefixes
+
+
+def _direct(model, prompt, pvalid, response, length, answer, k):
+  """log p(y* | x, o_<k) by one plain forward of [prompt, o_<k, y*]."""
+  seq = jnp.concatenate([prompt[pvalid], response[:k], answer])[None]
+  valid = jnp.ones_like(seq, bool)
+  h, _ = model(seq[:, :-1], positions_from_mask(valid[:, :-1]), valid[:, :-1])
+  logits = h[0] @ model.unembedding()
+  lp = jax.nn.log_softmax(logits, axis=-1)
+  n = len(answer)
+  start = seq.shape[1] - 1 - n
+  return np.array([float(lp[start + i, answer[i]]) for i in range(n)])
+
+
+def test_packed_scoring_equals_separate_forwards(tiny_model):
+  graphdef, params = nnx.split(tiny_model)
+  prompt = jnp.array([0, 0, 1, 10, 11, 12], jnp.int32)
+  pvalid = prompt != 0
+  response = jnp.array([[20, 21, 22, 2, 0], [23, 24, 25, 26, 27]], jnp.int32)
+  mask = jnp.array([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], bool)
+  answer = jnp.array([5, 30, 2, 0], jnp.int32)
+  avalid = jnp.array([1, 1, 1, 0], bool)
+  logp, hidden = answer_logprobs_after_prefixes(graphdef, params, prompt, pvalid, response, mask, answer,
+                                                avalid, temperature=1.0)
+  assert logp.shape == (2, 5, 4) and hidden.shape == (2, 5, tiny_model.config.hidden_size)
+  for g, length in enumerate([4, 5]):
+    for k in range(5):
+      if k < length:
+        ref = _direct(tiny_model, prompt, np.asarray(pvalid), response[g], length, answer[:3], k)
+        np.testing.assert_allclose(logp[g, k, :3], ref, atol=2e-5)
+      else:
+        assert np.all(logp[g, k] == 0)
+    assert np.all(logp[g, :, 3] == 0)
+  # Under vmap over prompts the result is the same.
+  batched = jax.vmap(lambda pr, pv: answer_logprobs_after_prefixes(
+      graphdef, params, pr, pv, response, mask, answer, avalid, temperature=1.0)[0])(
+          jnp.stack([prompt, prompt]), jnp.stack([pvalid, pvalid]))
+  np.testing.assert_allclose(batched[1], logp, atol=1e-5)
+
+
+def test_information_gain_by_hand():
+  # s[k] = sum_j L[k, j]: s = [-3, -1, -2, -0.5]; length 4 -> IG defined for t < 3.
+  lp = jnp.array([[[-1.0, -2.0], [-0.5, -0.5], [-1.0, -1.0], [-0.25, -0.25]]])
+  mask = jnp.ones((1, 4), bool)
+  np.testing.assert_allclose(answer_information_gain(lp, mask), [[2.0, -1.0, 1.5, 0.0]])
+  short = jnp.array([[True, True, False, False]])
+  np.testing.assert_allclose(answer_information_gain(lp, short), [[2.0, 0.0, 0.0, 0.0]])
