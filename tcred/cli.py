@@ -2,6 +2,7 @@
 
   tcred list
   tcred run NAME [--seed S] [--steps N] [--out DIR] [--set key=value ...] [--resume]
+  tcred table SUITE [--seeds K] [--out DIR] [--jobs J] [--results DIR]
 
 Unknown names and bad values exit with status 2 and a message listing what is allowed.
 """
@@ -15,7 +16,11 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import argparse
 import json
 import logging
+import pathlib
+import shlex
+import subprocess
 import sys
+import time
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,6 +36,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a config field, e.g. --set rl.lr=3e-4 (repeatable)")
   run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
   run.add_argument("--no-progress", action="store_true", help="no progress bar")
+  table = sub.add_parser("table", help="run (or reuse) every run of a suite; write its Markdown table and curves")
+  table.add_argument("suite")
+  table.add_argument("--seeds", type=int, default=None, help="seeds per experiment (default: the suite's)")
+  table.add_argument("--out", default="runs", help="runs root (default: runs/)")
+  table.add_argument("--jobs", type=int, default=1, help="missing runs to run at once, as subprocesses")
+  table.add_argument("--results", default="benchmarks/results",
+                     help="where SUITE.md and SUITE.png go (default: benchmarks/results/)")
   return p
 
 
@@ -39,7 +51,146 @@ def _usage_error(message: str) -> int:
   return 2
 
 
+def _base_key(cfg) -> tuple[str, bool]:
+  """The SFT base policy a run needs, and whether it is cached already.
+
+  It orders the parallel runs so that no job sits waiting on another's base-policy lock.
+  """
+  from tcred.training.sft import base_policy_dir
+
+  directory = base_policy_dir(cfg.model, cfg.task, cfg.task_config, cfg.sft)
+  return directory.name, (directory / "info.json").exists()
+
+
+def _run_one(name: str, seed: int, out: str) -> str | None:
+  """Runs one missing run in this process (resuming a partial one); returns an error or None."""
+  from tcred import experiments
+  from tcred.training.rl import run_experiment
+
+  try:
+    run_experiment(experiments.get_experiment(name), seed=seed, out=out, resume=True,
+                   progress=sys.stderr.isatty())
+  except Exception as e:  # noqa: BLE001  (one failed run must not lose the others)
+    logging.getLogger("tcred.table").exception("run %s seed %d failed", name, seed)
+    return f"{type(e).__name__}: {e}"
+  return None
+
+
+def _run_command(name: str, seed: int, out: str) -> list[str]:
+  """The subprocess that runs one missing run (`--resume` continues a partial one, if any)."""
+  return [sys.executable, "-m", "tcred.cli", "run", name, "--seed", str(seed), "--out", out, "--no-progress",
+          "--resume"]
+
+
+def _run_parallel(pending: list[tuple[str, int]], out: str, jobs: int) -> dict[tuple[str, int], str]:
+  """Runs `pending` as `tcred run ... --resume` subprocesses, `jobs` at a time; returns the failures.
+
+  Runs whose base policy is not cached wait until one run of the same base (its "builder") has
+  finished, so the SFT of a base policy happens once.
+  """
+  from tcred import experiments
+  from tcred.training.rl import run_dir_of
+
+  keys, ready = {}, set()
+  for name, _ in pending:
+    if name not in keys:
+      keys[name], cached = _base_key(experiments.get_experiment(name))
+      if cached:
+        ready.add(keys[name])
+  queue, running, builders, failed = list(pending), {}, {}, {}
+  total, done = len(pending), 0
+  try:
+    while queue or running:
+      for item in list(queue):
+        if len(running) >= jobs:
+          break
+        key = keys[item[0]]
+        if key not in ready and key in builders:
+          continue  # its base policy is being built by another run
+        if key not in ready:
+          builders[key] = item
+        queue.remove(item)
+        run_dir = run_dir_of(out, *item)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log_file = (run_dir / "table.log").open("w")
+        proc = subprocess.Popen(_run_command(*item, out), stdout=log_file, stderr=subprocess.STDOUT)
+        running[item] = (proc, log_file, time.time())
+        print(f"[start] {item[0]} seed {item[1]} (log {run_dir / 'table.log'})", file=sys.stderr)
+      time.sleep(0.2)
+      for item, (proc, log_file, t0) in list(running.items()):
+        if proc.poll() is None:
+          continue
+        log_file.close()
+        del running[item]
+        done += 1
+        key = keys[item[0]]
+        if builders.get(key) == item:
+          del builders[key]  # built (now ready) or failed (the next run of this base builds it)
+        minutes = (time.time() - t0) / 60
+        if proc.returncode == 0:
+          ready.add(key)
+          print(f"[{done}/{total} done] {item[0]} seed {item[1]} ({minutes:.1f} min)", file=sys.stderr)
+        else:
+          tail = (run_dir_of(out, *item) / "table.log").read_text().strip().splitlines()[-5:]
+          failed[item] = f"exit status {proc.returncode}: " + " | ".join(tail)
+          print(f"[{done}/{total} FAILED] {item[0]} seed {item[1]}: {failed[item]}", file=sys.stderr)
+  finally:
+    for proc, log_file, _ in running.values():  # interrupted: stop only the runs this command started
+      proc.terminate()
+      proc.wait()
+      log_file.close()
+  return failed
+
+
+def _table(args, argv: list[str]) -> int:
+  from tcred import experiments
+
+  try:
+    suite = experiments.get_suite(args.suite)
+  except ValueError as e:
+    return _usage_error(str(e))
+  if args.seeds is not None and args.seeds < 1:
+    return _usage_error(f"--seeds must be >= 1, got {args.seeds}")
+  if args.jobs < 1:
+    return _usage_error(f"--jobs must be >= 1, got {args.jobs}")
+  from tcred.evaluation import tables
+
+  seeds = args.seeds or suite.seeds
+  pending = tables.pending_runs(suite, args.out, seeds)
+  total = len(suite.experiments) * seeds
+  print(f"{suite.name}: {total - len(pending)} of {total} runs finished under {args.out}; "
+        f"running {len(pending)} with --jobs {args.jobs}", file=sys.stderr)
+  if args.jobs > 1 and len(pending) > 1:
+    failed = _run_parallel(pending, args.out, args.jobs)
+  else:
+    failed = {}
+    for i, (name, seed) in enumerate(pending, start=1):
+      print(f"[{i}/{len(pending)}] {name} seed {seed}", file=sys.stderr)
+      if (error := _run_one(name, seed, args.out)) is not None:
+        failed[(name, seed)] = error
+  if failed:
+    for (name, seed), error in failed.items():
+      print(f"tcred: run {name} seed {seed} failed: {error}", file=sys.stderr)
+    print(f"tcred: error: {len(failed)} of {total} runs failed; finished runs are kept, rerun the same "
+          "command to retry the others", file=sys.stderr)
+    return 1
+  command = "tcred " + " ".join(shlex.quote(a) for a in argv)
+  results = pathlib.Path(args.results)
+  results.mkdir(parents=True, exist_ok=True)
+  try:
+    markdown = tables.suite_table(suite, args.out, seeds=seeds, command=command)
+    tables.learning_curves(suite, args.out, results / f"{suite.name}.png", seeds=seeds)
+  except tables.RunDataError as e:
+    print(f"tcred: error: {e}", file=sys.stderr)
+    return 1
+  (results / f"{suite.name}.md").write_text(markdown)
+  print(markdown)
+  print(f"wrote {results / f'{suite.name}.md'} and {results / f'{suite.name}.png'}", file=sys.stderr)
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
   args = _parser().parse_args(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   from tcred import experiments
@@ -72,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
       return _usage_error(str(e))
     print(json.dumps(summary, indent=1))
     return 0
+
+  if args.command == "table":
+    return _table(args, argv)
   return _usage_error(f"unknown command {args.command!r}")
 
 

@@ -19,7 +19,8 @@ from tcred.training.config import ExperimentConfig, RLConfig, SFTConfig
 TASKS = ("countdown", "graph-path")
 
 _TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "countdown": dict(task_config={}, sft=SFTConfig(), rl=RLConfig()),
+    # 3 numbers, 70% correct demonstrations: base pass@1 ≈ 0.22 after 1,500 SFT steps (pass@8 ≈ 0.71).
+    "countdown": dict(task_config=dict(demo_correct_prob=0.7), sft=SFTConfig(steps=1500), rl=RLConfig()),
     # 6 nodes, 2–3 hops: base pass@1 ≈ 0.38 after 1,500 SFT steps (pass@8 ≈ 0.94).
     "graph-path": dict(task_config=dict(num_nodes=6, max_hops=3, extra_edges=1), sft=SFTConfig(steps=1500),
                        rl=RLConfig()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -38,18 +39,32 @@ def adamw(lr: float, *, steps: int, warmup: int, weight_decay: float, max_grad_n
   return optax.chain(*parts, optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=weight_decay))
 
 
+def base_policy_dir(model_config: ModelConfig, task_name: str, task_config, sft: SFTConfig) -> pathlib.Path:
+  """Cache directory of a base policy: `$TCRED_CACHE/base/<task>-<hash of model, task, sft configs>`."""
+  return cache_root() / "base" / f"{task_name}-{config_hash(model_config, task_name, task_config, sft)}"
+
+
 def base_policy(model_config: ModelConfig, task: Task, task_config, sft: SFTConfig, *,
                 eval_prompts: int, progress: bool = True) -> tuple[nnx.GraphDef, nnx.State, pathlib.Path]:
   """Returns the SFT base policy `(graphdef, params, cache_dir)`, training it if not cached."""
-  key = config_hash(model_config, task.name, task_config, sft)
-  directory = cache_root() / "base" / f"{task.name}-{key}"
+  directory = base_policy_dir(model_config, task.name, task_config, sft)
+  directory.mkdir(parents=True, exist_ok=True)
   model = Decoder(model_config, rngs=nnx.Rngs(sft.seed))
   graphdef, params = nnx.split(model)
+  # One process builds a base policy; others wait for it and then load it.
+  with open(directory / ".lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return graphdef, _load_or_train(graphdef, params, directory, task, task_config, sft, eval_prompts=eval_prompts,
+                                    progress=progress), directory
+
+
+def _load_or_train(graphdef, params, directory: pathlib.Path, task: Task, task_config, sft: SFTConfig, *,
+                   eval_prompts: int, progress: bool) -> nnx.State:
   ckpt = Checkpointer(directory / "params", max_to_keep=1)
   try:
     if ckpt.steps():
       _, params, _ = ckpt.restore_latest(params)
-      return graphdef, params, directory
+      return params
     exclude = frozenset(p.prompt for p in eval_problems(task, eval_prompts))
     tx = adamw(sft.lr, steps=sft.steps, warmup=sft.warmup, weight_decay=sft.weight_decay, max_grad_norm=1.0)
     state = TrainState(params, tx.init(params), jnp.int32(0))
@@ -70,6 +85,6 @@ def base_policy(model_config: ModelConfig, task: Task, task_config, sft: SFTConf
     (directory / "info.json").write_text(json.dumps({
         "task": task.name, "task_config": repr(task_config), "sft_wall_s": time.time() - t0,
         "sft_losses": losses}, indent=1))
-    return graphdef, state.params, directory
+    return state.params
   finally:
     ckpt.close()

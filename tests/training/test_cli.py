@@ -100,3 +100,14 @@ def test_list_names_every_experiment(capsys):
   out = capsys.readouterr().out
   for name in ("countdown-grpo", "countdown-dr-grpo", "countdown-dapo", "graph-path-grpo", "graph-path-dapo"):
     assert name in out
+
+
+@pytest.mark.parametrize("name", ["countdown-dapo", "graph-path-variance-filter", "countdown-mi-peaks",
+                                  "graph-path-mi-weight", "countdown-dro-r3"])
+def test_methods_with_filters_and_extra_signals_run_by_name(tmp_path, name):
+  assert cli.main(["run", name, "--steps", "2", "--out", str(tmp_path), "--no-progress", *TINY]) == 0
+  rows = _rows(tmp_path / name / "seed-0" / "metrics.jsonl")
+  assert len(rows) == 2 and all(r["optim/skipped"] == 0.0 for r in rows)
+  summary = json.loads((tmp_path / name / "seed-0" / "summary.json").read_text())
+  # Filters refill: at least B x G rollouts per step were generated.
+  assert summary["samples"] >= 2 * 4 * 2

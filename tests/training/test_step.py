@@ -95,3 +95,17 @@ def test_filler_groups_do_not_train(tiny_model):
   s2, _ = _step(s2, zeroed, graphdef, tx)
   for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
     np.testing.assert_allclose(a, b, atol=1e-7)
+
+
+def test_kl_penalty_is_zero_at_the_reference_and_grows_after_updates(tiny_model):
+  tx = adamw(1e-2, steps=10, warmup=0, weight_decay=0.0, max_grad_norm=0.0)
+  graphdef, state = _state(tiny_model, tx)
+  ref = jax.tree.map(jnp.copy, state.params)
+  loss = LossConfig(kl_coef=0.1)
+  kls = []
+  for i in range(3):
+    state, m = rl_train_step(state, _batch(i), ref, graphdef=graphdef, tx=tx, credit=make_credit("outcome"),
+                             loss_config=loss, temperature=1.0)
+    kls.append(float(m["loss/kl"]))
+  assert kls[0] == pytest.approx(0.0, abs=1e-6)
+  assert kls[2] > 1e-6

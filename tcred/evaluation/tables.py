@@ -1,0 +1,326 @@
+"""Results tables and learning curves of a suite, read from finished run directories (DESIGN §5).
+
+A run directory `OUT/NAME/seed-S/` (written by `tcred run`) holds `summary.json` and
+`metrics.jsonl`; this module only reads them, so a table can be rebuilt at any time from the runs.
+
+Conventions of every table:
+  * values are the mean ± 95% Student-t confidence half-width over seeds (`stats.mean_ci`);
+    pass@1 and pass@k are in percent;
+  * Δ is the per-seed (paired) difference final − base pass@1;
+  * "to baseline" budgets: the target is the mean final pass@1 of the task's baseline experiment
+    (`<task>-grpo` unless the suite names another). For each seed, the first point of its
+    eval/pass1 curve with pass@1 ≥ target gives the samples (`counts/samples`) and generated
+    tokens (`counts/tokens_generated`) spent so far; the curve starts with the base policy
+    (0 samples, `base_pass1`). No interpolation between eval points.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import os
+import pathlib
+import platform
+import re
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from tcred.evaluation.stats import format_count, format_mean_ci, mean_ci, samples_to_reach, student_t_quantile
+from tcred.experiments.registry import Suite
+from tcred.training.rl import run_dir_of as run_dir
+
+log = logging.getLogger(__name__)
+
+SUMMARY_KEYS = ("name", "seed", "task", "base_pass1", "final_pass1", "base_pass1_greedy", "final_pass1_greedy",
+                "eval_samples", "steps", "samples", "tokens_generated", "wall_s")
+MISSING_MODES = ("raise", "skip")
+DEFAULT_BASELINE_METHOD = "grpo"
+_PASSK = re.compile(r"^final_pass(\d+)$")
+
+
+class RunDataError(ValueError):
+  """A run directory needed by a table is missing or unreadable."""
+
+
+def _seed_list(seeds: int | Iterable[int]) -> list[int]:
+  if isinstance(seeds, int):
+    if seeds < 1:
+      raise ValueError(f"seeds must be >= 1, got {seeds}")
+    return list(range(seeds))
+  return [int(s) for s in seeds]
+
+
+def _read_run(path: pathlib.Path, experiment: str, seed: int) -> dict[str, Any]:
+  summary_path = path / "summary.json"
+  if not summary_path.exists():
+    raise RunDataError(f"run {experiment} seed {seed} is not finished: {summary_path} does not exist")
+  try:
+    summary = json.loads(summary_path.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise RunDataError(f"corrupt {summary_path}: {e}") from None
+  if not isinstance(summary, dict):
+    raise RunDataError(f"corrupt {summary_path}: expected a JSON object, got {type(summary).__name__}")
+  missing = [k for k in SUMMARY_KEYS if k not in summary]
+  if missing:
+    raise RunDataError(f"{summary_path} lacks the keys {missing}; required: {list(SUMMARY_KEYS)}")
+  if summary["name"] != experiment or summary["seed"] != seed:
+    raise RunDataError(f"{summary_path} belongs to {summary['name']!r} seed {summary['seed']}, "
+                       f"not {experiment!r} seed {seed}")
+  metrics_path = path / "metrics.jsonl"
+  if not metrics_path.exists():
+    raise RunDataError(f"run {experiment} seed {seed}: {metrics_path} does not exist")
+  rows = []
+  for i, line in enumerate(metrics_path.read_text().splitlines(), start=1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise RunDataError(f"corrupt {metrics_path} line {i}: {e}") from None
+    if not isinstance(row, dict) or "step" not in row:
+      raise RunDataError(f"corrupt {metrics_path} line {i}: expected an object with a 'step' key")
+    rows.append(row)
+  return {"experiment": experiment, "seed": seed, "run_dir": path, "summary": summary, "metrics": rows}
+
+
+def load_runs(out_dir: str | pathlib.Path, experiment: str, seeds: int | Iterable[int], *,
+              missing: str = "raise") -> list[dict[str, Any]]:
+  """Reads the finished runs of one experiment.
+
+  Args:
+    out_dir: the `--out` root of the runs.
+    experiment: the experiment name.
+    seeds: the seeds to read: a count K (seeds 0..K−1) or explicit seeds.
+    missing: "raise" (a missing, unfinished or corrupt run raises `RunDataError`) or "skip"
+      (it is logged and left out).
+
+  Returns:
+    One dict per run, in seed order: `experiment`, `seed`, `run_dir`, `summary` (summary.json)
+    and `metrics` (the rows of metrics.jsonl).
+  """
+  if missing not in MISSING_MODES:
+    raise ValueError(f"missing must be one of {MISSING_MODES}, got {missing!r}")
+  runs = []
+  for seed in _seed_list(seeds):
+    try:
+      runs.append(_read_run(run_dir(out_dir, experiment, seed), experiment, seed))
+    except RunDataError as e:
+      if missing == "raise":
+        raise
+      log.warning("skipping: %s", e)
+  return runs
+
+
+def pending_runs(suite: Suite, out_dir: str | pathlib.Path, seeds: int | None = None) -> list[tuple[str, int]]:
+  """`(experiment, seed)` pairs of the suite without a finished run (no summary.json), in suite order."""
+  return [(name, s) for name in suite.experiments for s in _seed_list(seeds or suite.seeds)
+          if not (run_dir(out_dir, name, s) / "summary.json").exists()]
+
+
+def eval_curve(run: dict[str, Any]) -> dict[str, np.ndarray]:
+  """The pass@1 curve of one run: `samples`, `tokens` and `pass1`, each `[E + 1]`.
+
+  Point 0 is the base policy (0 samples, 0 tokens, `base_pass1`); then one point per metrics row
+  with `eval/pass1`, at that row's cumulative `counts/samples` and `counts/tokens_generated`.
+  """
+  pts = [(0.0, 0.0, float(run["summary"]["base_pass1"]))]
+  for row in run["metrics"]:
+    if "eval/pass1" in row:
+      pts.append((float(row["counts/samples"]), float(row["counts/tokens_generated"]), float(row["eval/pass1"])))
+  a = np.asarray(pts, dtype=np.float64)
+  return {"samples": a[:, 0], "tokens": a[:, 1], "pass1": a[:, 2]}
+
+
+def baseline_of(suite: Suite, task: str) -> str:
+  """The baseline experiment of `task` in `suite`: `suite.baseline` if it is an experiment name of
+  that task, `<task>-<suite.baseline>` if it is a method name, else `<task>-grpo`."""
+  method = suite.baseline or DEFAULT_BASELINE_METHOD
+  if method.startswith(f"{task}-"):
+    return method
+  return f"{task}-{method}"
+
+
+def _method_of(experiment: str, task: str) -> str:
+  return experiment[len(task) + 1:] if experiment.startswith(f"{task}-") else experiment
+
+
+def _load_suite(suite: Suite, out_dir, seeds: int | None, missing: str) -> dict[str, list[dict[str, Any]]]:
+  runs = {name: load_runs(out_dir, name, seeds or suite.seeds, missing=missing) for name in suite.experiments}
+  return {name: r for name, r in runs.items() if r}
+
+
+def _ordered(suite: Suite, runs: dict[str, list[dict[str, Any]]]) -> list[tuple[str, list[str]]]:
+  """`[(task, [experiment, ...])]`: tasks in suite order, the task's baseline first."""
+  by_task: dict[str, list[str]] = {}
+  for name in suite.experiments:
+    if name in runs:
+      by_task.setdefault(runs[name][0]["summary"]["task"], []).append(name)
+  out = []
+  for task, names in by_task.items():
+    base = baseline_of(suite, task)
+    out.append((task, sorted(names, key=lambda n: n != base)))
+  return out
+
+
+def _pct(values: Sequence[float]) -> str:
+  return format_mean_ci(*mean_ci([100.0 * v for v in values]))
+
+
+def _budget_cell(values: list[float | None]) -> str:
+  reached = [v for v in values if v is not None]
+  if not reached:
+    return "—"
+  m, hw = mean_ci(reached)
+  if len(reached) < len(values):
+    return f"{format_count(m)} ({len(reached)}/{len(values)})"
+  return format_count(m) if math.isnan(hw) else f"{format_count(m)} ± {format_count(hw)}"
+
+
+def machine_description() -> str:
+  """CPU model (from /proc/cpuinfo where there is one), `platform.processor()`, `os.cpu_count()`
+  and the OS of this machine, the one that wrote the table."""
+  processor = platform.processor() or platform.machine()
+  model = processor
+  try:
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        model = line.split(":", 1)[1].strip()
+        break
+  except OSError:
+    pass
+  cpu = model if model == processor else f"{model} ({processor})"
+  return f"{cpu}, {os.cpu_count()} CPUs, {platform.platform()}"
+
+
+def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None = None, command: str | None = None,
+                missing: str = "raise") -> str:
+  """The Markdown results table of a suite (one row per experiment), built from its run directories.
+
+  Args:
+    suite: the suite.
+    out_dir: the `--out` root of its runs.
+    seeds: seeds per experiment (0..seeds−1); default `suite.seeds`.
+    command: the exact command that produced the runs and table, quoted in the header.
+    missing: "raise" or "skip", as in `load_runs`.
+
+  Returns:
+    Markdown text: a header (suite, command, machine, date, conventions) and the table.
+  """
+  n_seeds = seeds or suite.seeds
+  runs = _load_suite(suite, out_dir, n_seeds, missing)
+  if not runs:
+    raise RunDataError(f"no finished runs of suite {suite.name!r} under {out_dir}")
+  ks = {int(m.group(1)) for rs in runs.values() for r in rs for key in r["summary"]
+        if (m := _PASSK.match(key)) and m.group(1) != "1"}
+  k = min(ks) if ks else None
+  eval_samples = sorted({int(r["summary"]["eval_samples"]) for rs in runs.values() for r in rs})
+
+  lines = [
+      f"# {suite.name}", "", suite.description, "",
+      f"- Command: `{command or f'tcred table {suite.name} --seeds {n_seeds}'}`",
+      f"- Machine: {machine_description()}",
+      f"- Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+      f"- Runs: `{out_dir}`, seeds 0–{n_seeds - 1}; cells are mean ± 95% CI (Student t) over seeds, "
+      f"\"(n=1)\" where one seed only.",
+      f"- pass@1 in %, at temperature 1.0 on held-out prompts ({', '.join(map(str, eval_samples))} samples "
+      f"per final evaluation); greedy pass@1: one greedy rollout per held-out prompt; Δ: paired final − base.",
+      "- To baseline: samples and generated tokens until the run's eval pass@1 curve (base policy at 0) "
+      "first reaches the task baseline's final mean pass@1; \"(k/n)\": only k of n seeds reached it "
+      "(mean over those); \"—\": none did.",
+      "- Wall: minutes per run as each run measured it (runs made with `--jobs` > 1 shared the CPU).",
+      "",
+  ]
+  targets: dict[str, float | None] = {}
+  for task, _ in _ordered(suite, runs):
+    base = baseline_of(suite, task)
+    if base in runs:
+      targets[task] = float(np.mean([r["summary"]["final_pass1"] for r in runs[base]]))
+      lines.append(f"- Baseline of {task}: `{base}`, final pass@1 {100 * targets[task]:.1f}%.")
+    else:
+      targets[task] = None
+      lines.append(f"- Baseline of {task}: `{base}` is not in this suite; no budget to baseline.")
+  pk = f"pass@{k}" if k else "pass@k"
+  lines += ["", f"| task | method | seeds | base pass@1 | final pass@1 | Δ pass@1 | final {pk} | greedy pass@1 "
+            f"| samples to baseline | tokens to baseline | wall (min) |",
+            "|" + "---|" * 2 + "---:|" * 9]
+  for task, names in _ordered(suite, runs):
+    for name in names:
+      rs = runs[name]
+      s = [r["summary"] for r in rs]
+      base = [x["base_pass1"] for x in s]
+      final = [x["final_pass1"] for x in s]
+      passk = [x.get(f"final_pass{k}") for x in s] if k else []
+      passk_cell = _pct(passk) if passk and None not in passk else "—"
+      target = targets[task]
+      curves = [eval_curve(r) for r in rs]
+      if target is None:
+        samples_cell = tokens_cell = "—"
+      else:
+        samples_cell = _budget_cell([samples_to_reach(c["samples"], c["pass1"], target) for c in curves])
+        tokens_cell = _budget_cell([samples_to_reach(c["tokens"], c["pass1"], target) for c in curves])
+      wall = format_mean_ci(*mean_ci([x["wall_s"] / 60.0 for x in s]))
+      lines.append(f"| {task} | {_method_of(name, task)} | {len(rs)} | {_pct(base)} | {_pct(final)} "
+                   f"| {_pct([f - b for f, b in zip(final, base)])} | {passk_cell} "
+                   f"| {_pct([x['final_pass1_greedy'] for x in s])} | {samples_cell} | {tokens_cell} | {wall} |")
+  return "\n".join(lines) + "\n"
+
+
+def _band(curves: list[dict[str, np.ndarray]], x_key: str, points: int = 60):
+  """Mean and 95% CI half-width of pass@1 across seeds on a common grid of `x_key`, `[points]` each.
+
+  Each seed's curve is linearly interpolated onto the grid `[0, min over seeds of its last x]`.
+  """
+  x_max = min(float(c[x_key][-1]) for c in curves)
+  grid = np.linspace(0.0, x_max, points) if x_max > 0 else np.zeros(1)
+  ys = np.stack([np.interp(grid, c[x_key], c["pass1"]) for c in curves])  # [seeds, points]
+  mean = ys.mean(0)
+  if len(curves) < 2:
+    return grid, mean, np.zeros_like(mean)
+  hw = student_t_quantile(0.975, len(curves) - 1) * ys.std(0, ddof=1) / math.sqrt(len(curves))
+  return grid, mean, hw
+
+
+def learning_curves(suite: Suite, out_dir: str | pathlib.Path, path_png: str | pathlib.Path, *,
+                    seeds: int | None = None, missing: str = "raise") -> pathlib.Path:
+  """Plots pass@1 (%) against generated tokens: one subplot per task, one line per method with a
+  95% CI band across seeds, and the task baseline's final mean pass@1 as a dashed line.
+
+  Returns:
+    The path of the PNG written.
+  """
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  runs = _load_suite(suite, out_dir, seeds, missing)
+  if not runs:
+    raise RunDataError(f"no finished runs of suite {suite.name!r} under {out_dir}")
+  tasks = _ordered(suite, runs)
+  fig, axes = plt.subplots(1, len(tasks), figsize=(6.0 * len(tasks), 4.2), squeeze=False)
+  for ax, (task, names) in zip(axes[0], tasks):
+    for name in names:
+      grid, mean, hw = _band([eval_curve(r) for r in runs[name]], "tokens")
+      (line,) = ax.plot(grid, 100 * mean, label=f"{_method_of(name, task)} (n={len(runs[name])})")
+      if np.any(hw > 0):  # the band is clipped to the possible range [0, 100]
+        ax.fill_between(grid, np.clip(100 * (mean - hw), 0, 100), np.clip(100 * (mean + hw), 0, 100),
+                        color=line.get_color(), alpha=0.15, lw=0)
+    base = baseline_of(suite, task)
+    if base in runs:
+      ax.axhline(100 * np.mean([r["summary"]["final_pass1"] for r in runs[base]]), color="grey", ls="--", lw=0.8,
+                 label=f"{_method_of(base, task)} final (target)")
+    ax.set_title(task)
+    ax.set_xlabel("generated tokens")
+    ax.set_ylabel("pass@1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.suptitle(f"{suite.name}: eval pass@1, mean ± 95% CI over seeds")
+  fig.tight_layout()
+  path = pathlib.Path(path_png)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path

@@ -1,0 +1,30 @@
+"""The suites `tcred table` runs: named lists of experiments with their seed counts.
+
+Suites are built from the experiments registered when this module is imported (it is imported
+last by `tcred.experiments`), so `suite-quick` and `suite-full` follow the registry.
+"""
+
+from __future__ import annotations
+
+from tcred.experiments.registry import Suite, experiment_names, get_experiment, register_suite
+
+_FOUNDATION_METHODS = ("grpo", "dr-grpo", "dapo")
+
+register_suite(Suite(
+    name="suite-foundation",
+    description="outcome baselines (GRPO, Dr. GRPO, DAPO) on countdown and graph-path, 3 seeds",
+    experiments=tuple(f"{task}-{m}" for task in ("countdown", "graph-path") for m in _FOUNDATION_METHODS),
+    seeds=3))
+
+register_suite(Suite(
+    name="suite-quick",
+    description="the quick comparison: every registered method on countdown and graph-path, 3 seeds",
+    experiments=tuple(n for task in ("countdown", "graph-path") for n in experiment_names()
+                      if get_experiment(n).task == task),
+    seeds=3))
+
+register_suite(Suite(
+    name="suite-full",
+    description="every registered experiment of every task, 5 seeds",
+    experiments=tuple(experiment_names()),
+    seeds=5))

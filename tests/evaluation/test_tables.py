@@ -1,0 +1,215 @@
+"""Tables and learning curves built from hand-written run directories (nothing is trained)."""
+
+import json
+import math
+
+import pytest
+
+from tcred import cli
+from tcred.evaluation import tables
+from tcred.evaluation.stats import student_t_quantile
+from tcred.experiments import Suite, get_experiment, get_suite, suite_names
+
+T2 = student_t_quantile(0.975, 2)  # 4.303
+
+
+def write_run(out, name, seed, *, task, final, base=0.2, greedy=0.3, pass8=0.6, wall_s=600.0, curve=()):
+  """A finished run: summary.json plus metrics.jsonl with eval/pass1 at the `curve` points.
+
+  `curve` is a list of `(samples, tokens, pass1)` at steps 1, 2, ...
+  """
+  run = out / name / f"seed-{seed}"
+  run.mkdir(parents=True)
+  summary = {"name": name, "seed": seed, "task": task, "credit": "outcome", "base_pass1": base,
+             "final_pass1": final, "base_pass1_greedy": 0.25, "final_pass1_greedy": greedy, "base_pass8": 0.5,
+             "final_pass8": pass8, "eval_samples": 2048, "steps": len(curve), "samples": 0,
+             "tokens_generated": 0, "wall_s": wall_s}
+  (run / "summary.json").write_text(json.dumps(summary))
+  rows = []
+  for step, (samples, tokens, pass1) in enumerate(curve, start=1):
+    rows.append({"step": step, "train/reward": 0.1, "counts/samples": samples - 1,
+                 "counts/tokens_generated": tokens - 1, "wall_s": step})  # a row between evals
+    rows.append({"step": step, "train/reward": 0.2, "eval/pass1": pass1, "counts/samples": samples,
+                 "counts/tokens_generated": tokens, "wall_s": step})
+  (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return run
+
+
+SUITE = Suite(name="suite-test", description="a hand-made suite",
+              experiments=("countdown-dapo", "countdown-grpo", "countdown-dr-grpo"), seeds=3)
+
+
+@pytest.fixture
+def runs(tmp_path):
+  out = tmp_path / "runs"
+  for s, final in enumerate((0.2, 0.3, 0.4)):  # baseline: target = mean final = 0.3
+    write_run(out, "countdown-grpo", s, final=final, task="countdown",
+              curve=[(100, 1000, 0.25), (200, 2000, 0.31 if s else 0.29), (300, 3000, 0.35)])
+  for s in range(3):  # reaches 0.3 at 100 samples in every seed, at 1000·(s+1) tokens
+    write_run(out, "countdown-dapo", s, final=0.5, base=0.05 + 0.1 * s, greedy=0.4, pass8=0.7, wall_s=60.0 * (s + 1),
+              task="countdown", curve=[(100, 1000 * (s + 1), 0.3), (200, 4000, 0.45)])
+  for s in range(3):  # only seed 0 reaches 0.3
+    write_run(out, "countdown-dr-grpo", s, final=0.25, task="countdown",
+              curve=[(150, 900, 0.32 if s == 0 else 0.1), (300, 1800, 0.2)])
+  return out
+
+
+def _row(markdown, method):
+  rows = [line for line in markdown.splitlines() if line.startswith(f"| countdown | {method} |")]
+  assert len(rows) == 1, markdown
+  return [c.strip() for c in rows[0].strip("|").split("|")]
+
+
+def test_load_runs_reads_summary_and_metrics(runs):
+  loaded = tables.load_runs(runs, "countdown-grpo", 3)
+  assert [r["seed"] for r in loaded] == [0, 1, 2]
+  assert loaded[1]["summary"]["final_pass1"] == 0.3 and len(loaded[1]["metrics"]) == 6
+  curve = tables.eval_curve(loaded[1])
+  assert curve["samples"].tolist() == [0, 100, 200, 300]
+  assert curve["tokens"].tolist() == [0, 1000, 2000, 3000]
+  assert curve["pass1"].tolist() == [0.2, 0.25, 0.31, 0.35]
+
+
+def test_load_runs_missing_and_corrupt(runs):
+  with pytest.raises(tables.RunDataError, match="seed-3"):
+    tables.load_runs(runs, "countdown-grpo", 4)
+  assert [r["seed"] for r in tables.load_runs(runs, "countdown-grpo", [0, 7], missing="skip")] == [0]
+  with pytest.raises(ValueError, match="raise"):
+    tables.load_runs(runs, "countdown-grpo", 3, missing="ignore")
+  (runs / "countdown-grpo" / "seed-0" / "summary.json").write_text("{\"name\": ")
+  with pytest.raises(tables.RunDataError, match="corrupt"):
+    tables.load_runs(runs, "countdown-grpo", 3)
+  with (runs / "countdown-dapo" / "seed-1" / "metrics.jsonl").open("a") as f:
+    f.write("{not json\n")
+  with pytest.raises(tables.RunDataError, match="line 5"):
+    tables.load_runs(runs, "countdown-dapo", [1])
+  summary = runs / "countdown-dr-grpo" / "seed-2" / "summary.json"
+  summary.write_text(json.dumps({**json.loads(summary.read_text()), "seed": 5}))
+  with pytest.raises(tables.RunDataError, match="not 'countdown-dr-grpo' seed 2"):
+    tables.load_runs(runs, "countdown-dr-grpo", 3)
+
+
+def test_pending_runs(runs):
+  assert tables.pending_runs(SUITE, runs) == []
+  assert tables.pending_runs(SUITE, runs, seeds=4) == [(n, 3) for n in SUITE.experiments]
+
+
+def test_suite_table_means_and_budgets(runs):
+  md = tables.suite_table(SUITE, runs, command="tcred table suite-test --out runs")
+  assert "tcred table suite-test --out runs" in md and "CPUs" in md
+  assert "final pass@1 30.0%" in md
+  grpo = _row(md, "grpo")
+  # base 20, final [20, 30, 40] → 30 ± t(0.975, 2)·10/√3, Δ = final − base.
+  assert grpo[2:6] == ["3", "20.0 ± 0.0", f"30.0 ± {T2 * 10 / math.sqrt(3):.1f}",
+                       f"10.0 ± {T2 * 10 / math.sqrt(3):.1f}"]
+  assert grpo[6:8] == ["60.0 ± 0.0", "30.0 ± 0.0"]
+  # Seed 0 first reaches 0.3 at its last eval (300 samples), seeds 1 and 2 at 200: mean 233.
+  assert grpo[8] == f"233 ± {T2 * math.sqrt(3333.3333) / math.sqrt(3):.0f}"
+  dapo = _row(md, "dapo")
+  # base [5, 15, 25], final 50: Δ = [45, 35, 25]; reaches at 100 samples, tokens [1000, 2000, 3000].
+  assert dapo[3:6] == [f"15.0 ± {T2 * 10 / math.sqrt(3):.1f}", "50.0 ± 0.0", f"35.0 ± {T2 * 10 / math.sqrt(3):.1f}"]
+  assert dapo[6:8] == ["70.0 ± 0.0", "40.0 ± 0.0"]
+  assert dapo[8] == "100 ± 0" and dapo[9] == f"2k ± {T2 * 1000 / math.sqrt(3) / 1000:.3g}k"
+  assert dapo[10] == f"2.0 ± {T2 * 1 / math.sqrt(3):.1f}"  # wall [1, 2, 3] min
+  drgrpo = _row(md, "dr-grpo")
+  assert drgrpo[8:10] == ["150 (1/3)", "900 (1/3)"]
+  # The baseline comes first within its task.
+  order = [line.split("|")[2].strip() for line in md.splitlines() if line.startswith("| countdown |")]
+  assert order == ["grpo", "dapo", "dr-grpo"]
+
+
+def test_suite_table_without_baseline_and_single_seed(tmp_path):
+  out = tmp_path / "runs"
+  write_run(out, "graph-path-dapo", 0, final=0.5, task="graph-path", curve=[(10, 100, 0.5)])
+  suite = Suite(name="suite-one", description="one run", experiments=("graph-path-dapo",), seeds=1)
+  md = tables.suite_table(suite, out)
+  row = [line for line in md.splitlines() if line.startswith("| graph-path | dapo |")][0]
+  assert "50.0 (n=1)" in row and row.count("—") == 2
+  assert "`graph-path-grpo` is not in this suite" in md
+
+
+def test_base_policy_already_at_target_needs_no_samples(tmp_path):
+  out = tmp_path / "runs"
+  write_run(out, "graph-path-grpo", 0, final=0.3, task="graph-path", curve=[(10, 100, 0.3)])
+  write_run(out, "graph-path-dapo", 0, final=0.5, base=0.4, task="graph-path", curve=[(10, 100, 0.5)])
+  suite = Suite(name="suite-two", description="two runs", experiments=("graph-path-grpo", "graph-path-dapo"),
+                seeds=1)
+  row = [line for line in tables.suite_table(suite, out).splitlines() if line.startswith("| graph-path | dapo |")][0]
+  assert row.split("|")[9:11] == [" 0 ", " 0 "]
+
+
+def test_learning_curves_writes_a_png(runs, tmp_path):
+  path = tables.learning_curves(SUITE, runs, tmp_path / "results" / "curves.png")
+  assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_registered_suites():
+  assert {"suite-foundation", "suite-quick", "suite-full"} <= set(suite_names())
+  assert get_suite("suite-foundation").experiments == (
+      "countdown-grpo", "countdown-dr-grpo", "countdown-dapo", "graph-path-grpo", "graph-path-dr-grpo",
+      "graph-path-dapo")
+  quick = get_suite("suite-quick")
+  assert "quick comparison" in quick.description and quick.seeds == 3
+  assert {get_experiment(n).task for n in quick.experiments} == {"countdown", "graph-path"}
+  assert {"countdown-entropy-top20", "graph-path-mi-peaks"} <= set(quick.experiments)
+  assert get_suite("suite-full").seeds == 5
+
+
+def test_cli_table_unknown_suite_exits_2(capsys):
+  assert cli.main(["table", "no-such-suite"]) == 2
+  err = capsys.readouterr().err
+  assert "no-such-suite" in err and "suite-foundation" in err
+
+
+@pytest.mark.parametrize("flag", [["--seeds", "0"], ["--jobs", "0"]])
+def test_cli_table_bad_numbers_exit_2(flag, capsys, tmp_path):
+  assert cli.main(["table", "suite-foundation", "--out", str(tmp_path), *flag]) == 2
+  assert flag[0] in capsys.readouterr().err
+
+
+def test_cli_table_reuses_finished_runs(tmp_path, capsys):
+  out, results = tmp_path / "runs", tmp_path / "results"
+  for name in get_suite("suite-foundation").experiments:
+    task = get_experiment(name).task
+    for s in range(2):
+      write_run(out, name, s, final=0.3 + 0.1 * s, task=task, curve=[(64, 640, 0.3), (128, 1280, 0.4)])
+  argv = ["table", "suite-foundation", "--seeds", "2", "--out", str(out), "--jobs", "2", "--results", str(results)]
+  assert cli.main(argv) == 0  # every run is finished: nothing is trained
+  md = (results / "suite-foundation.md").read_text()
+  assert f"tcred table suite-foundation --seeds 2 --out {out}" in md
+  assert md.count("| 2 | 20.0 ± 0.0 | 35.0 ± ") == 6
+  assert (results / "suite-foundation.png").stat().st_size > 10_000
+  assert "0 runs" not in capsys.readouterr().err
+
+
+_FAKE_RUN = """
+import json, pathlib, sys
+name, seed, out, task = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+run = pathlib.Path(out) / name / f"seed-{seed}"
+summary = {"name": name, "seed": seed, "task": task, "base_pass1": 0.2, "final_pass1": 0.4, "base_pass1_greedy": 0.2,
+           "final_pass1_greedy": 0.5, "final_pass8": 0.7, "eval_samples": 64, "steps": 1, "samples": 8,
+           "tokens_generated": 80, "wall_s": 1.0}
+(run / "metrics.jsonl").write_text(json.dumps({"step": 1, "eval/pass1": 0.4, "counts/samples": 8,
+                                               "counts/tokens_generated": 80}) + "\\n")
+(run / "summary.json").write_text(json.dumps(summary))
+"""
+
+
+def test_cli_table_runs_missing_runs_in_parallel(tmp_path, monkeypatch, capsys):
+  """The --jobs scheduler, with each `tcred run` replaced by a subprocess writing a fake finished run."""
+  import sys
+
+  out, results = tmp_path / "runs", tmp_path / "results"
+  monkeypatch.setattr(cli, "_run_command", lambda name, seed, out_: [
+      sys.executable, "-c", _FAKE_RUN, name, str(seed), out_, get_experiment(name).task])
+  monkeypatch.setattr(cli, "_base_key", lambda cfg: (cfg.task, False))  # no base policy cached yet
+  write_run(out, "countdown-grpo", 1, final=0.4, task="countdown", curve=[(8, 80, 0.4)])  # reused
+  argv = ["table", "suite-foundation", "--seeds", "2", "--out", str(out), "--jobs", "3", "--results", str(results)]
+  assert cli.main(argv) == 0
+  err = capsys.readouterr().err
+  started = [line.split()[1] for line in err.splitlines() if line.startswith("[start]")]
+  assert "1 of 12 runs finished" in err and len(started) == 11 and "[11/11 done]" in err
+  # One run per task builds its base policy before the other runs of that task start.
+  assert started[:2] == ["countdown-grpo", "graph-path-grpo"]
+  md = (results / "suite-foundation.md").read_text()
+  assert md.count("| 2 | 20.0 ± 0.0 | 40.0 ± 0.0 |") == 6
