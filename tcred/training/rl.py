@@ -29,7 +29,8 @@ from tcred.training.checkpoint import Checkpointer
 from tcred.training.config import ExperimentConfig, config_hash
 from tcred.training.data import RL_NAMESPACE, eval_problems, training_problems
 from tcred.training.rollout import Groups, encode_answers, encode_solutions, sample_and_score
-from tcred.training.sft import adamw, base_policy
+from tcred.training.optim import adamw
+from tcred.training.sft import base_policy
 from tcred.training.step import Batch, TrainState, rl_train_step
 from tcred.training.tracking import RunError, RunLock, Tracker
 
@@ -172,7 +173,7 @@ def _run_locked(cfg: ExperimentConfig, *, seed: int, run_dir: pathlib.Path, resu
                                                 eval_prompts=n_eval, progress=progress)
   base = _base_eval(graphdef, base_params, task, held_out[:rl.final_eval_prompts], cfg, base_dir)
 
-  tx = adamw(rl.lr, steps=rl.steps, warmup=rl.warmup, weight_decay=rl.weight_decay,
+  tx = adamw(rl.lr, warmup=rl.warmup, weight_decay=rl.weight_decay,
              max_grad_norm=rl.max_grad_norm)
   params = jax.tree.map(jnp.copy, base_params)  # the step donates its state; keep the base intact
   state = TrainState(params, tx.init(params), jnp.int32(0))

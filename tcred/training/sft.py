@@ -11,7 +11,6 @@ import time
 
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
@@ -20,6 +19,7 @@ from tcred.models.decoder import Decoder
 from tcred.tasks.base import Task
 from tcred.training.checkpoint import Checkpointer
 from tcred.training.config import SFTConfig, config_hash
+from tcred.training.optim import adamw
 from tcred.training.data import SFT_NAMESPACE, encode_demonstrations, eval_problems, training_problems
 from tcred.training.step import TrainState, sft_train_step
 
@@ -29,14 +29,6 @@ log = logging.getLogger(__name__)
 def cache_root() -> pathlib.Path:
   """`$TCRED_CACHE`, else `~/.cache/tcred`."""
   return pathlib.Path(os.environ.get("TCRED_CACHE", pathlib.Path.home() / ".cache" / "tcred"))
-
-
-def adamw(lr: float, *, steps: int, warmup: int, weight_decay: float, max_grad_norm: float = 0.0):
-  """AdamW with linear warmup then constant lr, optional global-norm clipping."""
-  schedule = optax.join_schedules(
-      [optax.linear_schedule(0.0, lr, max(warmup, 1)), optax.constant_schedule(lr)], [max(warmup, 1)])
-  parts = [optax.clip_by_global_norm(max_grad_norm)] if max_grad_norm > 0 else []
-  return optax.chain(*parts, optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=weight_decay))
 
 
 def base_policy_dir(model_config: ModelConfig, task_name: str, task_config, sft: SFTConfig) -> pathlib.Path:
@@ -66,7 +58,7 @@ def _load_or_train(graphdef, params, directory: pathlib.Path, task: Task, task_c
       _, params, _ = ckpt.restore_latest(params)
       return params
     exclude = frozenset(p.prompt for p in eval_problems(task, eval_prompts))
-    tx = adamw(sft.lr, steps=sft.steps, warmup=sft.warmup, weight_decay=sft.weight_decay, max_grad_norm=1.0)
+    tx = adamw(sft.lr, warmup=sft.warmup, weight_decay=sft.weight_decay, max_grad_norm=1.0)
     state = TrainState(params, tx.init(params), jnp.int32(0))
     t0 = time.time()
     losses = []

@@ -10,7 +10,7 @@ from tcred.credit import credit_names, make_credit
 from tcred.credit.base import CreditInputs
 from tcred.credit.token_signals import dro_rewards, information_weights
 from tcred.losses.pg import LossConfig
-from tcred.training.sft import adamw
+from tcred.training.optim import adamw
 from tcred.training.step import Batch, TrainState, rl_train_step
 
 B, G, P, T, J = 2, 4, 4, 6, 4
@@ -36,7 +36,7 @@ def _batch(extras=None):
 def _train(model, credit, batch, steps=2):
   graphdef, params = nnx.split(model)
   params = jax.tree.map(jnp.copy, params)
-  tx = adamw(1e-2, steps=10, warmup=0, weight_decay=0.0, max_grad_norm=0.0)
+  tx = adamw(1e-2, warmup=0, weight_decay=0.0, max_grad_norm=0.0)
   state = TrainState(params, tx.init(params), jnp.int32(0))
   metrics = None
   for _ in range(steps):

@@ -8,7 +8,7 @@ from flax import nnx
 
 from tcred.credit import make_credit
 from tcred.losses.pg import LossConfig
-from tcred.training.sft import adamw
+from tcred.training.optim import adamw
 from tcred.training.step import Batch, TrainState, rl_train_step
 
 B, G, P, T = 2, 3, 4, 5
@@ -37,7 +37,7 @@ def _step(state, batch, graphdef, tx, credit=None, loss=LossConfig()):
 
 
 def test_second_call_does_not_recompile(tiny_model):
-  tx = adamw(1e-3, steps=10, warmup=0, weight_decay=0.0, max_grad_norm=1.0)
+  tx = adamw(1e-3, warmup=0, weight_decay=0.0, max_grad_norm=1.0)
   graphdef, state = _state(tiny_model, tx)
   state, _ = _step(state, _batch(0), graphdef, tx)
   before = rl_train_step._cache_size()
@@ -47,7 +47,7 @@ def test_second_call_does_not_recompile(tiny_model):
 
 
 def test_update_raises_logprob_of_rewarded_rollouts(tiny_model):
-  tx = adamw(1e-2, steps=10, warmup=0, weight_decay=0.0, max_grad_norm=0.0)
+  tx = adamw(1e-2, warmup=0, weight_decay=0.0, max_grad_norm=0.0)
   graphdef, state = _state(tiny_model, tx)
   batch = _batch(0)
   from tcred.training.step import response_logprobs
@@ -64,7 +64,7 @@ def test_update_raises_logprob_of_rewarded_rollouts(tiny_model):
 
 
 def test_all_equal_rewards_give_zero_gradient_step(tiny_model):
-  tx = adamw(1e-2, steps=10, warmup=0, weight_decay=0.0, max_grad_norm=0.0)
+  tx = adamw(1e-2, warmup=0, weight_decay=0.0, max_grad_norm=0.0)
   graphdef, state = _state(tiny_model, tx)
   before = jax.tree.map(np.asarray, state.params)
   state, m = _step(state, _batch(0, rewards=jnp.ones((B, G))), graphdef, tx)
@@ -74,7 +74,7 @@ def test_all_equal_rewards_give_zero_gradient_step(tiny_model):
 
 
 def test_non_finite_loss_skips_update(tiny_model):
-  tx = adamw(1e-2, steps=10, warmup=0, weight_decay=0.0, max_grad_norm=1.0)
+  tx = adamw(1e-2, warmup=0, weight_decay=0.0, max_grad_norm=1.0)
   graphdef, state = _state(tiny_model, tx)
   before = jax.tree.map(np.asarray, state.params)
   bad = _batch(0)._replace(old_logp=jnp.full((B, G, T), jnp.nan))
@@ -85,7 +85,7 @@ def test_non_finite_loss_skips_update(tiny_model):
 
 
 def test_filler_groups_do_not_train(tiny_model):
-  tx = adamw(1e-2, steps=10, warmup=0, weight_decay=0.0, max_grad_norm=0.0)
+  tx = adamw(1e-2, warmup=0, weight_decay=0.0, max_grad_norm=0.0)
   graphdef, s1 = _state(tiny_model, tx)
   _, s2 = _state(tiny_model, tx)
   batch = _batch(0)
@@ -98,7 +98,7 @@ def test_filler_groups_do_not_train(tiny_model):
 
 
 def test_kl_penalty_is_zero_at_the_reference_and_grows_after_updates(tiny_model):
-  tx = adamw(1e-2, steps=10, warmup=0, weight_decay=0.0, max_grad_norm=0.0)
+  tx = adamw(1e-2, warmup=0, weight_decay=0.0, max_grad_norm=0.0)
   graphdef, state = _state(tiny_model, tx)
   ref = jax.tree.map(jnp.copy, state.params)
   loss = LossConfig(kl_coef=0.1)
