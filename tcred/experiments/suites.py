@@ -17,6 +17,12 @@ register_suite(Suite(
     seeds=3))
 
 register_suite(Suite(
+    name="suite-demo",
+    description="the README's main job: GRPO vs DAPO vs top-20% entropy tokens on countdown, 1 seed",
+    experiments=("countdown-grpo", "countdown-dapo", "countdown-entropy-top20"),
+    seeds=1))
+
+register_suite(Suite(
     name="suite-quick",
     description="the quick comparison: every registered method on countdown and graph-path, 3 seeds",
     experiments=tuple(n for task in ("countdown", "graph-path") for n in experiment_names()

@@ -153,6 +153,7 @@ def run_experiment(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path 
 def _run_locked(cfg: ExperimentConfig, *, seed: int, run_dir: pathlib.Path, resume: bool,
                 progress: bool) -> dict[str, Any]:
   rl = cfg.rl
+  t_start = time.time()
   config_path = run_dir / "config.json"
   resolved = {**cfg.to_dict(), "seed": seed}
   ckpt_dir = run_dir / "checkpoints"
@@ -251,6 +252,8 @@ def _run_locked(cfg: ExperimentConfig, *, seed: int, run_dir: pathlib.Path, resu
       f"base_pass{k}": base[f"pass{k}"], f"final_pass{k}": final[f"pass{k}"],
       "eval_samples": final["samples"], "steps": rl.steps, "samples": counters["samples"],
       "tokens_generated": counters["tokens_generated"], "wall_s": counters["wall_s"],
+      # This invocation end to end: base policy (SFT unless cached), RL, evaluations.
+      "invocation_wall_s": time.time() - t_start,
   }
   (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
   return summary

@@ -9,16 +9,21 @@ from tcred.models.decoder import positions_from_mask
 from tcred.signals.information import answer_information_gain, answer_logprobs_after_prefixes
 
 
-def _direct(model, prompt, pvalid, response, length, answer, k):
-  """log p(y* | x, o_<k) by one plain forward of [prompt, o_<k, y*]."""
-  seq = jnp.concatenate([prompt[pvalid], response[:k], answer])[None]
-  valid = jnp.ones_like(seq, bool)
-  h, _ = model(seq[:, :-1], positions_from_mask(valid[:, :-1]), valid[:, :-1])
-  logits = h[0] @ model.unembedding()
-  lp = jax.nn.log_softmax(logits, axis=-1)
+def _direct(model, prompt, pvalid, response, answer, cases):
+  """log p(y* | x, o^g_<k) for every (g, k) in `cases`, by plain forwards of [prompt, o_<k, y*]
+  (left-padded to one length, one batched forward)."""
+  seqs = [np.concatenate([np.asarray(prompt)[np.asarray(pvalid)], np.asarray(response[g, :k]), np.asarray(answer)])
+          for g, k in cases]
+  width = max(len(x) for x in seqs)
+  tokens = np.zeros((len(seqs), width), np.int32)
+  for i, x in enumerate(seqs):
+    tokens[i, width - len(x):] = x
+  valid = jnp.asarray(tokens != 0)
+  h, _ = model(jnp.asarray(tokens[:, :-1]), positions_from_mask(valid[:, :-1]), valid[:, :-1])
+  lp = jax.nn.log_softmax(h @ model.unembedding(), axis=-1)  # [N, W-1, V]
   n = len(answer)
-  start = seq.shape[1] - 1 - n
-  return np.array([float(lp[start + i, answer[i]]) for i in range(n)])
+  pos = width - 1 - n + np.arange(n)
+  return np.asarray(lp[:, pos, np.asarray(answer)])  # [N, n]
 
 
 def test_packed_scoring_equals_separate_forwards(tiny_model):
@@ -32,14 +37,13 @@ def test_packed_scoring_equals_separate_forwards(tiny_model):
   logp, hidden = answer_logprobs_after_prefixes(graphdef, params, prompt, pvalid, response, mask, answer,
                                                 avalid, temperature=1.0)
   assert logp.shape == (2, 5, 4) and hidden.shape == (2, 5, tiny_model.config.hidden_size)
-  for g, length in enumerate([4, 5]):
-    for k in range(5):
-      if k < length:
-        ref = _direct(tiny_model, prompt, np.asarray(pvalid), response[g], length, answer[:3], k)
-        np.testing.assert_allclose(logp[g, k, :3], ref, atol=2e-5)
-      else:
-        assert np.all(logp[g, k] == 0)
-    assert np.all(logp[g, :, 3] == 0)
+  lengths = [4, 5]
+  cases = [(g, k) for g in range(2) for k in range(lengths[g])]
+  ref = _direct(tiny_model, prompt, pvalid, response, answer[:3], cases)
+  for (g, k), row in zip(cases, ref):
+    np.testing.assert_allclose(logp[g, k, :3], row, atol=2e-5)
+  assert np.all(logp[0, 4] == 0)  # k beyond the response length
+  assert np.all(logp[:, :, 3] == 0)  # answer padding
   # Under vmap over prompts the result is the same.
   batched = jax.vmap(lambda pr, pv: answer_logprobs_after_prefixes(
       graphdef, params, pr, pv, response, mask, answer, avalid, temperature=1.0)[0])(
