@@ -27,6 +27,17 @@ from tcred.signals.variance import reference_token_std
 EXTRA_NAMES = ("info_gain", "ref_logp", "ref_std", "mi")
 
 
+def response_hidden(model, prompt, prompt_valid, response, mask):
+  """Final hidden states `[B, G, T, D]` of the response tokens (one plain forward)."""
+  from tcred.training.step import pack_groups  # local: training imports credit
+
+  b, g, t = response.shape
+  p = prompt.shape[1]
+  seq, valid = pack_groups(prompt, prompt_valid, response, mask)
+  hidden, _ = model(seq, positions_from_mask(valid), valid)
+  return hidden[:, p:].reshape(b, g, t, -1)
+
+
 def validate_extras(names) -> tuple[str, ...]:
   unknown = [n for n in names if n not in EXTRA_NAMES]
   if unknown:
@@ -54,24 +65,25 @@ def compute_extras(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_val
     last column is its final token).
   """
   out = {"answer_valid": answer_valid}
-  need_scoring = any(n in names for n in ("info_gain", "ref_logp", "ref_std", "mi"))
-  if not need_scoring:
-    return out
-  score = lambda pr, pv, r, m, a, av: answer_logprobs_after_prefixes(
-      graphdef, params, pr, pv, r, m, a, av, temperature=temperature)
-  logp, hidden = jax.vmap(score)(prompt, prompt_valid, response, mask, answer, answer_valid)  # [B,G,T,J]
-  if "info_gain" in names:
-    out["info_gain"] = jax.vmap(answer_information_gain)(logp, mask)
-  if "ref_logp" in names or "ref_std" in names:
-    cue = cue_index(response, mask, cue_id)  # [B, G]
-    ref = jnp.take_along_axis(logp, cue[..., None, None], axis=2)[:, :, 0, :]  # [B, G, J]
-    out["ref_logp"] = ref
-    out["ref_std"] = jax.vmap(reference_token_std)(ref, answer_valid)
+  hidden = None
+  if any(n in names for n in ("info_gain", "ref_logp", "ref_std")):
+    score = lambda pr, pv, r, m, a, av: answer_logprobs_after_prefixes(
+        graphdef, params, pr, pv, r, m, a, av, temperature=temperature)
+    logp, hidden = jax.vmap(score)(prompt, prompt_valid, response, mask, answer, answer_valid)  # [B,G,T,J]
+    if "info_gain" in names:
+      out["info_gain"] = jax.vmap(answer_information_gain)(logp, mask)
+    if "ref_logp" in names or "ref_std" in names:
+      cue = cue_index(response, mask, cue_id)  # [B, G]
+      ref = jnp.take_along_axis(logp, cue[..., None, None], axis=2)[:, :, 0, :]  # [B, G, J]
+      out["ref_logp"] = ref
+      out["ref_std"] = jax.vmap(reference_token_std)(ref, answer_valid)
   if "mi" in names:
     model = nnx.merge(graphdef, params)
+    if hidden is None:  # a plain forward gives the response hidden states (no answer copies needed)
+      hidden = response_hidden(model, prompt, prompt_valid, response, mask)
     h_sol, _ = model(solution, positions_from_mask(solution_valid), solution_valid)
     h_y = h_sol[:, -1]  # [B, D]
     sigma = mi_sigma or default_sigma(h_y.shape[-1])
-    mi = jax.vmap(lambda hg, hy: jax.vmap(lambda h: hsic_mi(h, hy, sigma=sigma))(hg))(hidden, h_y)
+    mi = jax.vmap(lambda hg, hy: jax.vmap(lambda h: hsic_mi(h, hy, sigma=sigma, batch_size=h.shape[0]))(hg))(hidden, h_y)
     out["mi"] = jnp.where(mask, mi, 0.0)
   return out

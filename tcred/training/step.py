@@ -56,6 +56,15 @@ class Batch(NamedTuple):
   extras: dict[str, jax.Array]
 
 
+def pack_groups(prompt, prompt_valid, response, mask):
+  """`[B, P]` prompts and `[B, G, T]` responses -> full sequences and validity `[B·G, P + T]`."""
+  b, g, t = response.shape
+  p = prompt.shape[1]
+  seq = jnp.concatenate([jnp.repeat(prompt[:, None], g, axis=1), response], axis=-1)
+  valid = jnp.concatenate([jnp.repeat(prompt_valid[:, None], g, axis=1), mask], axis=-1)
+  return seq.reshape(b * g, p + t), valid.reshape(b * g, p + t)
+
+
 def response_logprobs(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_valid, response, mask,
                       *, temperature: float, chunk_size: int):
   """Log-probs and entropy `[B, G, T]` of `response` given `prompt`, one forward pass.
@@ -66,9 +75,7 @@ def response_logprobs(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_
   model = nnx.merge(graphdef, params)
   b, g, t = response.shape
   p = prompt.shape[1]
-  seq = jnp.concatenate([jnp.repeat(prompt[:, None], g, axis=1), response], axis=-1)
-  valid = jnp.concatenate([jnp.repeat(prompt_valid[:, None], g, axis=1), mask], axis=-1)
-  seq, valid = seq.reshape(b * g, p + t), valid.reshape(b * g, p + t)
+  seq, valid = pack_groups(prompt, prompt_valid, response, mask)
   inputs, in_valid = seq[:, :-1], valid[:, :-1]
   hidden, _ = model(inputs, positions_from_mask(in_valid), in_valid)  # [BG, P+T-1, D]
   logp, ent = token_logprobs_and_entropy(hidden[:, p - 1:], model.unembedding(), seq[:, p:],
