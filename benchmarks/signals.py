@@ -1,7 +1,7 @@
 """Speed of the signal functions: jitted, vmapped JAX versus plain-NumPy loops (DESIGN §6).
 
 Target (DESIGN §6): the jitted, vmapped group functions are ≥ 20× faster than
-the NumPy reference loops (`benchmarks/_numpy_refs.py`, the semantics of the
+the NumPy reference loops (`tcred/testing/numpy_refs.py`, the semantics of the
 tests' references). Each JAX function is written for one group (or one
 trajectory, one tree) and vmapped over the batch here, then jitted once; it is
 timed after a warm-up call (compilation excluded), with `block_until_ready`,
@@ -72,16 +72,7 @@ FUNCTION_NAMES = (
 EXTRAS_NAMES = (("info_gain",), ("ref_logp", "ref_std"), ("mi",))
 
 
-def _load_refs():
-  """`benchmarks/_numpy_refs.py`, loaded by path (benchmarks/ is not a package)."""
-  path = Path(__file__).with_name("_numpy_refs.py")
-  spec = importlib.util.spec_from_file_location("tcred_benchmarks_numpy_refs", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-refs = _load_refs()
+from tcred.testing import numpy_refs as refs  # noqa: E402
 
 
 class Sizes(NamedTuple):

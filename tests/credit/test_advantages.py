@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tcred.credit.advantages import ADVANTAGE_MODES, group_advantages
+from tcred.testing.numpy_refs import group_advantages as ref_group_advantages
 
 RTOL = 1e-5
 ATOL = 1e-5
@@ -29,28 +30,6 @@ for _mode in ADVANTAGE_MODES:
 @pytest.fixture(params=["nojit", "jit"])
 def variant(request):
   return request.param
-
-
-def ref_group_advantages(rewards, mode, mask=None, eps=1e-6):
-  """Plain-NumPy loop reference in float64."""
-  rewards = np.asarray(rewards, np.float64)
-  g = len(rewards)
-  mask = np.ones(g, bool) if mask is None else np.asarray(mask, bool)
-  valid = [rewards[i] for i in range(g) if mask[i]]
-  out = np.zeros(g)
-  if not valid:
-    return out
-  mean = sum(valid) / len(valid)
-  std = (sum((r - mean) ** 2 for r in valid) / len(valid)) ** 0.5
-  for i in range(g):
-    if not mask[i]:
-      continue
-    c = rewards[i] - mean
-    if mode == "dr-grpo":
-      out[i] = c
-    else:
-      out[i] = c / (std + eps) if std > 0 else 0.0
-  return out
 
 
 @pytest.mark.parametrize("mode", ADVANTAGE_MODES)

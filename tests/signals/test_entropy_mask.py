@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tcred.signals.entropy import forking_mask
+from tcred.testing.numpy_refs import forking_mask as ref_forking_mask
 
 PROPERTY = hypothesis.settings(max_examples=25, deadline=None)
 
@@ -27,22 +28,6 @@ for _rho in (0.0, 0.1, 0.2, 0.5, 1.0):
 @pytest.fixture(params=["nojit", "jit"])
 def variant(request):
   return request.param
-
-
-def ref_forking_mask(entropy, mask, rho, keep="top"):
-  """Plain-NumPy reference: threshold = k-th largest valid value, k = ceil(rho n)."""
-  entropy = np.asarray(entropy, np.float64)
-  mask = np.asarray(mask, bool)
-  valid = sorted((float(h) for h, m in zip(entropy.ravel(), mask.ravel()) if m),
-                 reverse=True)
-  n = len(valid)
-  k = math.ceil(round(rho * n, 9))
-  thr = valid[k - 1] if k > 0 else math.inf
-  out = np.zeros(entropy.shape, bool)
-  for idx in np.ndindex(entropy.shape):
-    if mask[idx]:
-      out[idx] = entropy[idx] >= thr if keep == "top" else entropy[idx] < thr
-  return out
 
 
 def _random_batch(rng, shape, p_valid=0.8):

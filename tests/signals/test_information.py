@@ -15,6 +15,7 @@ import pytest
 
 from tcred.signals.information import (default_sigma, hsic_answer_factor, hsic_mi,
                                        hsic_mi_from_factor, mi_peaks)
+from tcred.testing.numpy_refs import hsic_factor as ref_factor, hsic_mi as ref_hsic_mi, mi_peaks as ref_mi_peaks
 
 PROPERTY = hypothesis.settings(max_examples=25, deadline=None)
 
@@ -44,41 +45,6 @@ _HSIC = {"nojit": _hsic_mi_traced, "jit": jax.jit(_hsic_mi_traced)}
 
 
 # ------------------------------------------------------------ NumPy references
-
-
-def ref_factor(x, sigma, eps):
-  """R = K̃ (K̃ + eps D I)^{-1}, straight from the paper's formula, float64."""
-  x = np.asarray(x, np.float64)
-  d = len(x)
-  k = np.zeros((d, d))
-  for a in range(d):
-    for b in range(d):
-      k[a, b] = math.exp(-(x[a] - x[b]) ** 2 / (2 * sigma**2))
-  h = np.eye(d) - np.ones((d, d)) / d
-  k_c = k @ h
-  return k_c @ np.linalg.inv(k_c + eps * d * np.eye(d))
-
-
-def ref_hsic_mi(h, h_ans, sigma, eps):
-  r_y = ref_factor(h_ans, sigma, eps)
-  out = []
-  for x in h:
-    r_x = ref_factor(x, sigma, eps)
-    out.append(sum(r_x[a, b] * r_y[b, a] for a in range(len(x)) for b in range(len(x))))
-  return np.array(out)
-
-
-def ref_mi_peaks(mi, mask, tau):
-  mi = np.asarray(mi, np.float64)
-  valid = mi[np.asarray(mask, bool)]
-  out = np.zeros(len(mi), bool)
-  if len(valid) == 0:
-    return out
-  q1, q3 = np.quantile(valid, [0.25, 0.75])  # numpy default: linear
-  fence = q3 + tau * (q3 - q1)
-  for t in range(len(mi)):
-    out[t] = bool(mask[t]) and mi[t] > fence
-  return out
 
 
 def _hidden(seed, t=_T, d=_D, scale=1.0):

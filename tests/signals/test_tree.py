@@ -16,6 +16,11 @@ import pytest
 from tcred.signals.tree import (ancestor_matrix, node_values, node_weight_from_leaves,
                                 subtree_leaf_stats, tree_grpo_leaf_advantages,
                                 treerl_segment_advantages, validate_tree)
+from tcred.testing.numpy_refs import _group_norm as ref_group_norm
+from tcred.testing.numpy_refs import _leaves_under as ref_leaves_under
+from tcred.testing.numpy_refs import _root as ref_root
+from tcred.testing.numpy_refs import tree_grpo_leaf_advantages as ref_tree_grpo
+from tcred.testing.numpy_refs import treerl_segment_advantages as ref_treerl
 
 RTOL, ATOL = 1e-5, 1e-6
 PROPERTY = hypothesis.settings(max_examples=25, deadline=None)
@@ -51,25 +56,6 @@ def _pad_leaves(tree_id, r, valid):
 # ------------------------------------------------------------ NumPy references
 
 
-def ref_leaves_under(parent, is_leaf, valid):
-  """leaves[s] = list of valid leaves whose root path passes through s."""
-  n = len(parent)
-  leaves = [[] for _ in range(n)]
-  for l in range(n):
-    if valid[l] and is_leaf[l]:
-      s = l
-      while s != -1:
-        leaves[s].append(l)
-        s = int(parent[s])
-  return leaves
-
-
-def ref_root(parent, s):
-  while parent[s] != -1:
-    s = int(parent[s])
-  return s
-
-
 def ref_node_stats(parent, is_leaf, leaf_reward, valid):
   leaves = ref_leaves_under(parent, is_leaf, valid)
   count = np.array([len(ls) if valid[s] else 0 for s, ls in enumerate(leaves)])
@@ -77,42 +63,6 @@ def ref_node_stats(parent, is_leaf, leaf_reward, valid):
                     for s, ls in enumerate(leaves)])
   values = np.array([t / c if c else 0.0 for t, c in zip(total, count)])
   return count, total, values
-
-
-def ref_treerl(parent, is_leaf, leaf_reward, valid):
-  count, _, v = ref_node_stats(parent, is_leaf, leaf_reward, valid)
-  out = np.zeros(len(parent))
-  for s in range(len(parent)):
-    if valid[s] and parent[s] != -1 and count[s] > 0:
-      root = ref_root(parent, s)
-      out[s] = ((v[s] - v[root]) + (v[s] - v[int(parent[s])])) / math.sqrt(count[s])
-  return out
-
-
-def ref_group_norm(r, members, eps):
-  out = {}
-  if not members:
-    return out
-  vals = [float(r[i]) for i in members]
-  mean = sum(vals) / len(vals)
-  std = math.sqrt(sum((x - mean) ** 2 for x in vals) / len(vals))
-  for i in members:
-    out[i] = (float(r[i]) - mean) / (std + eps) if std > 0 else 0.0
-  return out
-
-
-def ref_tree_grpo(tree_id, leaf_reward, leaf_valid, num_trees, eps):
-  n = len(tree_id)
-  out = np.zeros(n)
-  inter = ref_group_norm(leaf_reward, [i for i in range(n) if leaf_valid[i]], eps)
-  for t in range(num_trees):
-    intra = ref_group_norm(
-        leaf_reward, [i for i in range(n) if leaf_valid[i] and tree_id[i] == t], eps)
-    for i, a in intra.items():
-      out[i] += a
-  for i, a in inter.items():
-    out[i] += a
-  return out
 
 
 # --------------------------------------------------------------- random trees

@@ -15,6 +15,11 @@ import pytest
 
 from tcred.signals.variance import (dense_reference_reward, query_keep, query_score,
                                     reference_token_std, reference_token_weights)
+from tcred.testing.numpy_refs import dense_reference_reward as ref_reward
+from tcred.testing.numpy_refs import query_keep as ref_query_keep
+from tcred.testing.numpy_refs import query_score as ref_score
+from tcred.testing.numpy_refs import reference_token_std as ref_std
+from tcred.testing.numpy_refs import reference_token_weights as ref_weights
 
 RTOL, ATOL = 1e-5, 1e-6
 PROPERTY = hypothesis.settings(max_examples=25, deadline=None)
@@ -36,46 +41,6 @@ def variant(request):
 
 
 # ------------------------------------------------------------ NumPy references
-
-
-def ref_std(ref_logp, mask):
-  ref_logp = np.asarray(ref_logp, np.float64)
-  g, j = ref_logp.shape
-  out = np.zeros(j)
-  for jj in range(j):
-    if mask[jj]:
-      col = [ref_logp[i, jj] for i in range(g)]
-      mean = sum(col) / g
-      out[jj] = math.sqrt(sum((c - mean) ** 2 for c in col) / g)
-  return out
-
-
-def ref_weights(sigma, mask):
-  valid = [s for s, m in zip(sigma, mask) if m]
-  mean = sum(valid) / len(valid) if valid else 0.0
-  return np.array([(s / mean if mean > 0 else 1.0) if m else 0.0
-                   for s, m in zip(sigma, mask)])
-
-
-def ref_reward(ref_logp, weights, mask):
-  n = sum(bool(m) for m in mask)
-  out = []
-  for row in np.asarray(ref_logp, np.float64):
-    total = sum(w * l for w, l, m in zip(weights, row, mask) if m)
-    out.append(total / n if n else 0.0)
-  return np.array(out)
-
-
-def ref_score(sigma, mask):
-  return max([s for s, m in zip(sigma, mask) if m], default=0.0)
-
-
-def ref_query_keep(scores, rewards, quantile):
-  b = len(scores)
-  m = math.floor(quantile * b + 1e-9)
-  thr = sorted(scores)[m] if m < b else math.inf
-  return np.array([scores[i] >= thr and len(set(rewards[i].tolist())) > 1
-                   for i in range(b)])
 
 
 def _group(seed, g=_G, j=_J):
