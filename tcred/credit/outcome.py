@@ -17,6 +17,16 @@ def outcome_advantages(rewards: jax.Array, group_valid: jax.Array, *, mode: str)
   return jnp.where(group_valid[:, None], adv, 0.0)
 
 
+def valid_tokens(inputs: CreditInputs) -> jax.Array:
+  """`[B, G, T]` bool: response tokens of real (non-filler) groups."""
+  return inputs.mask & inputs.group_valid[:, None, None]
+
+
+def per_token(adv: jax.Array, mask: jax.Array) -> jax.Array:
+  """Broadcasts rollout advantages `[B, G]` to their tokens `[B, G, T]`."""
+  return jnp.broadcast_to(adv[..., None], mask.shape)
+
+
 @register_credit
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Outcome(CreditMethod):
@@ -32,6 +42,5 @@ class Outcome(CreditMethod):
 
   def __call__(self, inputs: CreditInputs) -> Credit:
     adv = outcome_advantages(inputs.rewards, inputs.group_valid, mode=self.mode)
-    weights = (inputs.mask & inputs.group_valid[:, None, None]).astype(jnp.float32)
-    return Credit(advantages=jnp.broadcast_to(adv[..., None], inputs.mask.shape),
-                  weights=weights, metrics={})
+    return Credit(advantages=per_token(adv, inputs.mask), weights=valid_tokens(inputs).astype(jnp.float32),
+                  metrics={})

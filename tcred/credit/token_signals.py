@@ -16,19 +16,11 @@ import numpy as np
 
 from tcred.credit.advantages import ADVANTAGE_MODES, group_advantages
 from tcred.credit.base import Credit, CreditInputs, CreditMethod, register_credit
-from tcred.credit.outcome import outcome_advantages
+from tcred.credit.outcome import outcome_advantages, per_token, valid_tokens
 from tcred.signals.entropy import FORKING_KEEP, forking_mask
 from tcred.signals.information import mi_peaks
 from tcred.signals.variance import (dense_reference_reward, query_keep, query_score, reference_token_std,
                                     reference_token_weights)
-
-
-def _valid_tokens(inputs: CreditInputs) -> jax.Array:
-  return inputs.mask & inputs.group_valid[:, None, None]
-
-
-def _broadcast(adv: jax.Array, mask: jax.Array) -> jax.Array:
-  return jnp.broadcast_to(adv[..., None], mask.shape)
 
 
 def _check_mode(mode: str):
@@ -61,11 +53,11 @@ class EntropyMask(CreditMethod):
     _check_mode(self.mode)
 
   def __call__(self, inputs: CreditInputs) -> Credit:
-    valid = _valid_tokens(inputs)
+    valid = valid_tokens(inputs)
     kept = forking_mask(inputs.entropy, valid, rho=self.rho, keep=self.keep)
     adv = outcome_advantages(inputs.rewards, inputs.group_valid, mode=self.mode)
     n_kept = jnp.maximum(jnp.sum(kept), 1)
-    return Credit(advantages=_broadcast(adv, inputs.mask), weights=kept.astype(jnp.float32),
+    return Credit(advantages=per_token(adv, inputs.mask), weights=kept.astype(jnp.float32),
                   metrics={"kept_entropy": jnp.sum(jnp.where(kept, inputs.entropy, 0.0)) / n_kept})
 
 
@@ -88,10 +80,10 @@ class MIPeaks(CreditMethod):
     _check_mode(self.mode)
 
   def __call__(self, inputs: CreditInputs) -> Credit:
-    valid = _valid_tokens(inputs)
+    valid = valid_tokens(inputs)
     peaks = jax.vmap(jax.vmap(lambda m, v: mi_peaks(m, v, tau=self.tau)))(inputs.extras["mi"], valid)
     adv = outcome_advantages(inputs.rewards, inputs.group_valid, mode=self.mode)
-    return Credit(advantages=_broadcast(adv, inputs.mask), weights=peaks.astype(jnp.float32), metrics={})
+    return Credit(advantages=per_token(adv, inputs.mask), weights=peaks.astype(jnp.float32), metrics={})
 
 
 def information_weights(info_gain: jax.Array, mask: jax.Array) -> jax.Array:
@@ -122,10 +114,10 @@ class MIWeight(CreditMethod):
     _check_mode(self.mode)
 
   def __call__(self, inputs: CreditInputs) -> Credit:
-    valid = _valid_tokens(inputs)
+    valid = valid_tokens(inputs)
     w = (1.0 - self.mix) + self.mix * information_weights(inputs.extras["info_gain"], valid)
     adv = outcome_advantages(inputs.rewards, inputs.group_valid, mode=self.mode)
-    return Credit(advantages=_broadcast(adv, inputs.mask) * w, weights=valid.astype(jnp.float32),
+    return Credit(advantages=per_token(adv, inputs.mask) * w, weights=valid.astype(jnp.float32),
                   metrics={"ig_weight_max": jnp.max(jnp.where(valid, w, 0.0))})
 
 
@@ -159,8 +151,8 @@ class DroR3(CreditMethod):
         inputs.extras["ref_logp"], inputs.extras["answer_valid"], inputs.rewards)
     adv = jax.vmap(lambda r: group_advantages(r, mode=self.mode))(mixed)
     adv = jnp.where(inputs.group_valid[:, None], adv, 0.0)
-    weights = _valid_tokens(inputs).astype(jnp.float32)
-    return Credit(advantages=_broadcast(adv, inputs.mask), weights=weights, metrics={"r3_mean": jnp.mean(r3)})
+    weights = valid_tokens(inputs).astype(jnp.float32)
+    return Credit(advantages=per_token(adv, inputs.mask), weights=weights, metrics={"r3_mean": jnp.mean(r3)})
 
 
 @register_credit
@@ -187,5 +179,5 @@ class VarianceFilter(CreditMethod):
 
   def __call__(self, inputs: CreditInputs) -> Credit:
     adv = outcome_advantages(inputs.rewards, inputs.group_valid, mode=self.mode)
-    return Credit(advantages=_broadcast(adv, inputs.mask),
-                  weights=_valid_tokens(inputs).astype(jnp.float32), metrics={})
+    return Credit(advantages=per_token(adv, inputs.mask),
+                  weights=valid_tokens(inputs).astype(jnp.float32), metrics={})
