@@ -36,8 +36,6 @@ from tcred.training.tracking import RunError, RunLock, Tracker
 
 log = logging.getLogger(__name__)
 
-_TIMING_KEYS = ("wall_s", "time/")
-
 
 class NonFiniteError(RuntimeError):
   """Too many non-finite updates in a row."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 import pathlib
 import time
@@ -22,8 +21,6 @@ from tcred.training.config import SFTConfig, config_hash
 from tcred.training.optim import adamw
 from tcred.training.data import SFT_NAMESPACE, encode_demonstrations, eval_problems, training_problems
 from tcred.training.step import TrainState, sft_train_step
-
-log = logging.getLogger(__name__)
 
 
 def cache_root() -> pathlib.Path:
