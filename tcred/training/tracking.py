@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import pathlib
 from typing import Any
@@ -58,6 +59,30 @@ def _scalar(v: Any) -> float | int:
   return v.item()
 
 
+HPARAMS_SUFFIX = ".hparams"  # event files holding a run's hparams record (one per finished run)
+
+
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
+  """Nested dict -> {"rl.lr": 1e-4, "credit.name": "grpo", ...} of TensorBoard hparam values.
+
+  Dicts nest with "."; bools, numbers and strings stay; None is left out (an
+  unset hparam, so a field that is None in one run and a number in another
+  keeps a numeric type); anything else (lists, tuples) becomes its JSON text.
+  """
+  flat = {}
+  for key, value in config.items():
+    name = f"{prefix}{key}"
+    if value is None:
+      continue
+    if isinstance(value, dict):
+      flat.update(flatten_config(value, prefix=name + "."))
+    elif isinstance(value, (bool, str, numbers.Real)):
+      flat[name] = value if isinstance(value, (bool, str)) else float(value)
+    else:
+      flat[name] = json.dumps(value)
+  return flat
+
+
 class Tracker:
   """Writes one JSON object per step to `metrics.jsonl` and the same scalars to TensorBoard.
 
@@ -68,6 +93,7 @@ class Tracker:
   def __init__(self, run_dir: pathlib.Path, *, resume_step: int | None = None):
     from tensorboardX import SummaryWriter
 
+    self.run_dir = run_dir
     self.path = run_dir / "metrics.jsonl"
     if resume_step is None:
       self.path.write_text("")
@@ -89,6 +115,36 @@ class Tracker:
 
   def text(self, tag: str, text: str, step: int):
     self._tb.add_text(tag, text, step)
+
+  def hparams(self, config: dict[str, Any], metrics: dict[str, Any], *, step: int):
+    """Records the run for TensorBoard's HParams dashboard (call once, when the run ends).
+
+    Writes, into this run's directory (so the HParams session is the run
+    itself, `NAME/seed-S`), a session-start record holding `flatten_config(config)`,
+    the numeric entries of `metrics` as scalars `summary/<key>` at `step` (the
+    dashboard's metric columns), and a session-end record. It uses its own event
+    file (suffix `.hparams`, replacing an earlier one of a resumed run), so it
+    may be called after `close()`.
+
+    No experiment-level summary is written on purpose: TensorBoard uses the
+    first one it finds for every run, which would hide the hparams of methods
+    whose credit config has other fields. Without it, the dashboard unions
+    the hparams of all sessions and offers every scalar tag as a metric.
+    """
+    from tensorboardX import SummaryWriter
+    from tensorboardX.summary import hparams as hparams_summaries
+
+    flat = flatten_config(config)
+    numeric = {f"summary/{k}": float(v) for k, v in metrics.items()
+               if isinstance(v, numbers.Real) and not isinstance(v, bool)}
+    _, start, end = hparams_summaries(flat, numeric)
+    for old in self.run_dir.glob(f"events.out.tfevents.*{HPARAMS_SUFFIX}"):
+      old.unlink()
+    with SummaryWriter(str(self.run_dir), filename_suffix=HPARAMS_SUFFIX) as w:
+      w.file_writer.add_summary(start, step)
+      for k, v in numeric.items():
+        w.add_scalar(k, v, step)
+      w.file_writer.add_summary(end, step)
 
   def close(self):
     self._file.close()
