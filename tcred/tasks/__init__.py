@@ -4,6 +4,8 @@ from tcred.tasks import tokenizer
 from tcred.tasks.base import Problem, Task
 from tcred.tasks.countdown import Countdown, CountdownConfig
 from tcred.tasks.graph_path import GraphPath, GraphPathConfig
+from tcred.tasks.jsonl import Jsonl, JsonlConfig
+from tcred.tasks.long_addition import LongAddition, LongAdditionConfig
 from tcred.tasks.registry import make_task, register_task, task_entry, task_names
 
 __all__ = [
@@ -11,6 +13,10 @@ __all__ = [
     "CountdownConfig",
     "GraphPath",
     "GraphPathConfig",
+    "Jsonl",
+    "JsonlConfig",
+    "LongAddition",
+    "LongAdditionConfig",
     "Problem",
     "Task",
     "make_task",

@@ -41,6 +41,8 @@ class Task(abc.ABC):
 
   name: ClassVar[str]
   answer_cue: ClassVar[str]
+  has_oracle: ClassVar[bool] = True
+  """Whether `prefix_value` is available (tasks without an oracle raise NotImplementedError)."""
 
   @property
   @abc.abstractmethod

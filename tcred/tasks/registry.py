@@ -12,6 +12,8 @@ from typing import Any, NamedTuple
 from tcred.tasks import base
 from tcred.tasks.countdown import Countdown, CountdownConfig
 from tcred.tasks.graph_path import GraphPath, GraphPathConfig
+from tcred.tasks.jsonl import Jsonl, JsonlConfig
+from tcred.tasks.long_addition import LongAddition, LongAdditionConfig
 
 
 class TaskEntry(NamedTuple):
@@ -73,6 +75,8 @@ def make_task(name: str, **overrides: Any) -> base.Task:
 
 register_task(Countdown.name, CountdownConfig, Countdown)
 register_task(GraphPath.name, GraphPathConfig, GraphPath)
+register_task(LongAddition.name, LongAdditionConfig, LongAddition)
+register_task(Jsonl.name, JsonlConfig, Jsonl)
 
 
 def task_config_class(name: str) -> type:

@@ -1,0 +1,209 @@
+"""Long addition with explicit carries: mistakes are errors, not forks.
+
+Prompt ``"4738+2594:"``: two positive integers without leading zeros, ``+``,
+``:``. Response ``"8+4=12,3+9+1=13,7+5+1=13,4+2+1=7#7332"``: one step per digit
+column, from the units column up, separated by ``,``; the answer cue ``#`` and
+the answer.
+
+Column k (k = 1 is the units column) is written ``a+b=s`` or ``a+b+1=s``:
+a and b are the k-th digits from the right of the first and second number (0
+where a number has fewer than k digits), ``+1`` is the carry into the column,
+written iff the previous column's written sum is at least 10, and s is the
+column's sum in decimal without leading zeros (0 to 19). There are as many
+columns as the longer number has digits. The answer is what the steps
+computed, read off them: the last column's sum followed by the units digits of
+the other sums from the top column down (``7`` ``3`` ``3`` ``2`` above), so a
+final carry is part of the last sum.
+
+The format has exactly one correct response per problem (the reference
+solution), so the verifier's reward is 1 iff the response is that text, and
+the exact oracle value of a prefix is 1 iff it is a prefix of it: 1 until the
+first wrong character, 0 from there on. Every mistake is fatal and nothing is
+a fork: the policy's choice at a correct prefix is right or wrong, never one
+of several right ways.
+
+Noisy demonstrations carry one mistake with probability
+``1 - demo_correct_prob``, in a uniformly chosen column and of a uniformly
+chosen kind: a misread operand digit, a wrong carry (dropped or spurious
+``+1``) or a slipped sum (off by 1 or 10); the columns after it follow the
+written, wrong state (their carries come from the wrong sum) and the answer is
+read off the written steps, so a wrong demonstration is consistent with
+itself and only its mistake is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from tcred.tasks import base
+
+_SEPARATOR = ","
+_ERROR_KINDS = ("operand", "carry", "sum")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LongAdditionConfig:
+  """Long-addition problem distribution.
+
+  Attributes:
+    min_digits: fewest digits of each operand, in [1, 20].
+    max_digits: most digits of each operand, in [min_digits, 20]. The digit
+      count of each operand is drawn uniformly and independently.
+    demo_correct_prob: probability that a demonstration is correct, in [0, 1].
+  """
+
+  min_digits: int = 3
+  max_digits: int = 4
+  demo_correct_prob: float = 0.5
+
+  def __post_init__(self):
+    base.check_range("min_digits", self.min_digits, 1, 20, integer=True)
+    base.check_range("max_digits", self.max_digits, self.min_digits, 20, integer=True)
+    base.check_range("demo_correct_prob", self.demo_correct_prob, 0.0, 1.0, integer=False)
+
+
+class LongAdditionData(NamedTuple):
+  """`Problem.data` of long addition: the two operands, in prompt order."""
+
+  a: int
+  b: int
+
+
+class Column(NamedTuple):
+  """One written column step: operand digits, carry in (0 or 1), written sum."""
+
+  a: int
+  b: int
+  carry: int
+  total: int
+
+  @property
+  def text(self) -> str:
+    """``"a+b=s"`` or ``"a+b+1=s"``."""
+    return f"{self.a}+{self.b}{'+1' if self.carry else ''}={self.total}"
+
+
+def column_digits(a: int, b: int) -> list[tuple[int, int]]:
+  """[(k-th digit of a, k-th digit of b)] from the units column up, 0-padded.
+
+  Example: column_digits(95, 7) == [(5, 7), (9, 0)].
+  """
+  da, db = str(a)[::-1], str(b)[::-1]
+  width = max(len(da), len(db))
+  return [(int(da[k]) if k < len(da) else 0, int(db[k]) if k < len(db) else 0) for k in range(width)]
+
+
+def correct_columns(a: int, b: int) -> list[Column]:
+  """The reference steps of a + b, from the units column up."""
+  columns, carry = [], 0
+  for x, y in column_digits(a, b):
+    columns.append(Column(x, y, carry, x + y + carry))
+    carry = int(x + y + carry >= 10)
+  return columns
+
+
+def read_answer(columns: Sequence[Column]) -> str:
+  """The answer the written steps computed: the top sum, then lower units digits top-down."""
+  return str(columns[-1].total) + "".join(str(c.total % 10) for c in reversed(columns[:-1]))
+
+
+def _format(columns: Sequence[Column]) -> str:
+  """The response ``"<column>,<column>,...#<answer>"`` (answer read off the columns)."""
+  return _SEPARATOR.join(c.text for c in columns) + LongAddition.answer_cue + read_answer(columns)
+
+
+def _problem(a: int, b: int) -> base.Problem:
+  return base.Problem(
+      prompt=f"{a}+{b}:",
+      answer=str(a + b),
+      solution=_format(correct_columns(a, b)),
+      data=LongAdditionData(a, b),
+  )
+
+
+class LongAddition(base.Task):
+  """The long-addition task (see the module docstring)."""
+
+  name = "long-addition"
+  answer_cue = "#"
+
+  def __init__(self, config: LongAdditionConfig = LongAdditionConfig()):
+    self.config = config
+
+  @property
+  def max_prompt_len(self) -> int:
+    """Two operands of max_digits digits, ``+`` and ``:``."""
+    return 2 * self.config.max_digits + 2
+
+  @property
+  def max_response_len(self) -> int:
+    """D = max_digits columns of at most ``"a+b+1=sd"`` (8 characters), D − 1
+    separators, the cue, an answer of at most D + 1 digits and EOS: 10·D + 1.
+    Demonstrations fit too (their sums stay in [0, 19])."""
+    d = self.config.max_digits
+    return 8 * d + (d - 1) + len(self.answer_cue) + (d + 1) + 1
+
+  def sample(self, rng: np.random.Generator) -> base.Problem:
+    c = self.config
+    operands = []
+    for _ in range(2):
+      digits = int(rng.integers(c.min_digits, c.max_digits + 1))
+      operands.append(int(rng.integers(10 ** (digits - 1) if digits > 1 else 1, 10**digits)))
+    return _problem(*operands)
+
+  def make_problem(self, a: int, b: int) -> base.Problem:
+    """A hand-made problem (any positive operands; the config's digit range need not hold).
+
+    Raises:
+      ValueError: unless both operands are positive integers.
+    """
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in (a, b)):
+      raise ValueError(f"long-addition operands must be positive integers, got {a!r} and {b!r}")
+    return _problem(a, b)
+
+  def reward(self, problem: base.Problem, response: str) -> float:
+    """1.0 iff `response` is the reference solution (the format admits no other correct text)."""
+    return float(response == problem.solution)
+
+  def step_ends(self, response: str) -> list[int]:
+    return base.separator_step_ends(response, separator=_SEPARATOR, cue=self.answer_cue)
+
+  def prefix_value(self, problem: base.Problem, prefix: str) -> float:
+    """1.0 iff `prefix` is a prefix of the unique correct response."""
+    return float(problem.solution.startswith(prefix))
+
+  def demonstration(self, problem: base.Problem, rng: np.random.Generator) -> str:
+    """The solution with probability demo_correct_prob, else one with one mistake.
+
+    The mistake's column is uniform, its kind uniform among a misread operand
+    digit (another digit), a wrong carry (``+1`` dropped or added) and a slipped
+    sum (s ± 1 or s ± 10, within [0, 19]). Later columns add the carry of the
+    written sums, and the answer is read off the written steps.
+    """
+    a, b = problem.data
+    if rng.random() < self.config.demo_correct_prob:
+      return problem.solution
+    digits = column_digits(a, b)
+    bad = int(rng.integers(len(digits)))
+    kind = _ERROR_KINDS[int(rng.integers(len(_ERROR_KINDS)))]
+    columns, carry = [], 0
+    for k, (x, y) in enumerate(digits):
+      total = x + y + carry
+      if k == bad and kind == "operand":
+        if rng.random() < 0.5:
+          x = int(rng.choice([d for d in range(10) if d != x]))
+        else:
+          y = int(rng.choice([d for d in range(10) if d != y]))
+        total = x + y + carry
+      elif k == bad and kind == "carry":
+        carry = 1 - carry
+        total = x + y + carry
+      elif k == bad:
+        total = int(rng.choice([total + d for d in (-10, -1, 1, 10) if 0 <= total + d <= 19]))
+      columns.append(Column(x, y, carry, total))
+      carry = int(total >= 10)
+    return _format(columns)
