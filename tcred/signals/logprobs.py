@@ -1,16 +1,29 @@
 """Fused per-token log-probabilities and entropy from hidden states.
 
 Re-exported as `tcred.signals.entropy.token_logprobs_and_entropy`.
+
+The logits `[N, V]` are never held in memory: the forward pass visits
+`[chunk_size, vocab_chunk_size]` blocks of them with an online (streaming)
+log-sum-exp, and a custom VJP recomputes each block once in the backward pass
+from the saved per-token statistics (log-sum-exp and mean logit), so the
+backward needs no second softmax/normalisation pass. Cost: the logits matmul
+runs twice (forward, backward recompute) plus the two gradient matmuls, i.e.
+4 matmuls of `2·N·D·V` FLOPs against 3 for materialised logits.
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
+DEFAULT_VOCAB_CHUNK = 4096
+
 
 def token_logprobs_and_entropy(hidden: jax.Array, unembed: jax.Array, targets: jax.Array, *,
-                               temperature: float, chunk_size: int = 1024
+                               temperature: float, chunk_size: int = 1024,
+                               vocab_chunk_size: int = DEFAULT_VOCAB_CHUNK
                                ) -> tuple[jax.Array, jax.Array]:
   """Log-probability of each target token and the entropy of each next-token distribution.
 
@@ -18,17 +31,19 @@ def token_logprobs_and_entropy(hidden: jax.Array, unembed: jax.Array, targets: j
   `logp_t = z_t[targets_t] − logsumexp(z_t)` and `H_t = −Σ_v p_tv log p_tv
   = logsumexp(z_t) − Σ_v p_tv z_tv` (entropy of arXiv 2506.01939, in nats).
 
-  The tokens are processed `chunk_size` at a time under `jax.checkpoint`, so at
-  most `[chunk_size, V]` logits exist at once, in the forward and the backward
-  pass (the backward recomputes each chunk's logits). Differentiable in `hidden`
-  and `unembed`; outputs are float32 whatever the input dtype.
+  Memory: at most a few `[chunk_size, vocab_chunk_size]` blocks of logits exist at
+  once, in the forward and in the backward pass. The gradient (custom VJP) is
+  `∂logp_t/∂z_tv = 1[v = y_t] − p_tv` and `∂H_t/∂z_tv = −p_tv (z_tv − Σ_u p_tu z_tu)`,
+  divided by the temperature for the raw logits. Differentiable in `hidden` and
+  `unembed` (first order, reverse mode); outputs are float32 whatever the input dtype.
 
   Args:
     hidden: `[..., T, D]` final hidden states.
     unembed: `[D, V]` output projection.
     targets: `[..., T]` int token ids whose log-probabilities are wanted.
     temperature: sampling temperature τ > 0 (static).
-    chunk_size: tokens per chunk (static).
+    chunk_size: tokens per block (static).
+    vocab_chunk_size: vocabulary entries per block (static); V need not be a multiple.
 
   Returns:
     `(logp [..., T], entropy [..., T])`, float32.
@@ -36,33 +51,114 @@ def token_logprobs_and_entropy(hidden: jax.Array, unembed: jax.Array, targets: j
   if hidden.shape[:-1] != targets.shape:
     raise ValueError(f"hidden {hidden.shape} and targets {targets.shape} disagree: "
                      "expected hidden [..., T, D] and targets [..., T]")
-  if hidden.shape[-1] != unembed.shape[0]:
+  if unembed.ndim != 2 or hidden.shape[-1] != unembed.shape[0]:
     raise ValueError(f"hidden width {hidden.shape[-1]} != unembed rows {unembed.shape[0]} "
                      "(unembed must be [D, V])")
   if temperature <= 0:
     raise ValueError(f"temperature must be > 0, got {temperature}")
+  if chunk_size < 1 or vocab_chunk_size < 1:
+    raise ValueError(f"chunk_size and vocab_chunk_size must be >= 1, got {chunk_size}, {vocab_chunk_size}")
   lead = targets.shape
-  d = hidden.shape[-1]
+  d, v = unembed.shape
   h = hidden.reshape(-1, d)
   y = targets.reshape(-1).astype(jnp.int32)
   n = h.shape[0]
   c = max(1, min(chunk_size, n))
-  num_chunks = -(-n // c)
-  pad = num_chunks * c - n
+  pad = -n % c
   if pad:
     h = jnp.pad(h, ((0, pad), (0, 0)))
     y = jnp.pad(y, (0, pad))
+  logp, ent = _fused(h, unembed, y, float(temperature), c, max(1, min(vocab_chunk_size, v)))
+  return logp[:n].reshape(lead), ent[:n].reshape(lead)
 
-  @jax.checkpoint
-  def chunk(args):
-    hc, yc = args  # [C, D], [C]
-    z = jnp.dot(hc, unembed, preferred_element_type=jnp.float32) / temperature  # [C, V]
-    lse = jax.nn.logsumexp(z, axis=-1)  # [C]
-    z_y = jnp.take_along_axis(z, yc[:, None], axis=-1)[:, 0]
-    p = jnp.exp(z - lse[:, None])
-    return z_y - lse, lse - jnp.sum(p * z, axis=-1)
 
-  logp, ent = jax.lax.map(chunk, (h.reshape(num_chunks, c, d), y.reshape(num_chunks, c)))
-  logp = logp.reshape(-1)[:n].reshape(lead)
-  ent = ent.reshape(-1)[:n].reshape(lead)
-  return logp, ent
+def _block(h, u, i, j, *, tau, c, vc):
+  """Block (i, j): hidden rows `[C, D]`, its logits `[C, Vc]` (tempered, float32), the
+  block's first column, and `fresh [Vc]`, False on columns an earlier block already
+  covered (the last block is shifted left to stay inside V instead of padding U)."""
+  v = u.shape[1]
+  start = jnp.minimum(j * vc, v - vc)
+  hc = jax.lax.dynamic_slice_in_dim(h, i * c, c, axis=0)  # [C, D]
+  uc = jax.lax.dynamic_slice_in_dim(u, start, vc, axis=1)  # [D, Vc]
+  z = jnp.dot(hc, uc, preferred_element_type=jnp.float32) / tau  # [C, Vc]
+  fresh = start + jnp.arange(vc) >= j * vc  # [Vc]
+  return hc, uc, z, start, fresh
+
+
+def _stats(h, u, y, tau, c, vc):
+  """Per token: log-sum-exp `[N]`, mean logit `Σ p z` `[N]`, target logit `[N]` (tempered)."""
+  n, v = h.shape[0], u.shape[1]
+  num_v = -(-v // vc)
+
+  def token_chunk(i, out):
+    yc = jax.lax.dynamic_slice_in_dim(y, i * c, c)  # [C]
+
+    def vocab_chunk(j, acc):
+      m, s, a, zy = acc  # running max, Σ e^(z−m), Σ e^(z−m) z, target logit; each [C]
+      _, _, z, start, fresh = _block(h, u, i, j, tau=tau, c=c, vc=vc)
+      zf = jnp.where(fresh, z, -jnp.inf)
+      m_new = jnp.maximum(m, jnp.max(zf, axis=-1))
+      e = jnp.exp(zf - m_new[:, None])  # [C, Vc], 0 on stale columns
+      scale = jnp.exp(m - m_new)
+      s = s * scale + jnp.sum(e, axis=-1)
+      a = a * scale + jnp.sum(e * jnp.where(fresh, z, 0.0), axis=-1)
+      hit = (start + jnp.arange(vc))[None, :] == yc[:, None]
+      zy = zy + jnp.sum(jnp.where(hit & fresh, z, 0.0), axis=-1)
+      return m_new, s, a, zy
+
+    zeros = jnp.zeros((c,), jnp.float32)
+    m, s, a, zy = jax.lax.fori_loop(0, num_v, vocab_chunk, (jnp.full((c,), -jnp.inf), zeros, zeros, zeros))
+    lse = m + jnp.log(s)
+    upd = lambda x, val: jax.lax.dynamic_update_slice_in_dim(x, val, i * c, axis=0)
+    return tuple(upd(x, val) for x, val in zip(out, (lse, a / s, zy)))
+
+  zeros = jnp.zeros((n,), jnp.float32)
+  return jax.lax.fori_loop(0, n // c, token_chunk, (zeros, zeros, zeros))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _fused(h, u, y, tau, c, vc):
+  """`h [N, D]`, `u [D, V]`, `y [N]` with N a multiple of c -> `(logp [N], entropy [N])`."""
+  lse, mean_z, zy = _stats(h, u, y, tau, c, vc)
+  return zy - lse, lse - mean_z
+
+
+def _fused_fwd(h, u, y, tau, c, vc):
+  lse, mean_z, zy = _stats(h, u, y, tau, c, vc)
+  return (zy - lse, lse - mean_z), (h, u, y, lse, mean_z)
+
+
+def _fused_bwd(tau, c, vc, res, g):
+  h, u, y, lse, mean_z = res
+  g_logp, g_ent = g  # [N] each
+  n, v = h.shape[0], u.shape[1]
+  num_v = -(-v // vc)
+
+  def vocab_chunk(j, carry):
+    dh, du = carry  # [N, D], [D, V] float32
+
+    def token_chunk(i, inner):
+      dh, du_c = inner
+      hc, uc, z, start, fresh = _block(h, u, i, j, tau=tau, c=c, vc=vc)
+      sl = lambda x: jax.lax.dynamic_slice_in_dim(x, i * c, c)[:, None]  # [C, 1]
+      p = jnp.exp(z - sl(lse))  # [C, Vc]
+      hit = (start + jnp.arange(vc))[None, :] == sl(y)
+      # d(Σ g_logp·logp + g_ent·H)/dz_raw, on every column of the block: [C, Vc]
+      dz = (jnp.where(hit, sl(g_logp), 0.0) - p * (sl(g_logp) + sl(g_ent) * (z - sl(mean_z)))) / tau
+      dh_c = jnp.dot(jnp.where(fresh, dz, 0.0), uc.T.astype(jnp.float32))  # [C, D]
+      dh = jax.lax.dynamic_update_slice_in_dim(
+          dh, jax.lax.dynamic_slice_in_dim(dh, i * c, c) + dh_c, i * c, axis=0)
+      du_c = du_c + jnp.dot(hc.T.astype(jnp.float32), dz)  # [D, Vc]
+      return dh, du_c
+
+    dh, du_c = jax.lax.fori_loop(0, n // c, token_chunk, (dh, jnp.zeros((u.shape[0], vc), jnp.float32)))
+    # Stale (overlapping) columns of the shifted last block get the same, complete values again.
+    du = jax.lax.dynamic_update_slice_in_dim(du, du_c, jnp.minimum(j * vc, v - vc), axis=1)
+    return dh, du
+
+  dh, du = jax.lax.fori_loop(0, num_v, vocab_chunk,
+                             (jnp.zeros(h.shape, jnp.float32), jnp.zeros(u.shape, jnp.float32)))
+  return dh.astype(h.dtype), du.astype(u.dtype), None
+
+
+_fused.defvjp(_fused_fwd, _fused_bwd)

@@ -22,20 +22,21 @@ def _inputs(shape=(2, 3, 7), d=16, v=50, seed=0):
   return hidden, unembed, targets
 
 
-@pytest.mark.parametrize("chunk_size", [1, 5, 8, 1024])
+@pytest.mark.parametrize("chunk_size,vocab_chunk_size", [(1, 4096), (5, 7), (8, 16), (1024, 50), (1024, 4096)])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_fused_equals_log_softmax_values(chunk_size, temperature):
+def test_fused_equals_log_softmax_values(chunk_size, vocab_chunk_size, temperature):
   hidden, unembed, targets = _inputs()
   logp, ent = token_logprobs_and_entropy(hidden, unembed, targets, temperature=temperature,
-                                         chunk_size=chunk_size)
+                                         chunk_size=chunk_size, vocab_chunk_size=vocab_chunk_size)
   ref_logp, ref_ent = _plain(hidden, unembed, targets, temperature)
   assert logp.shape == targets.shape and logp.dtype == jnp.float32
   np.testing.assert_allclose(logp, ref_logp, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(ent, ref_ent, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("chunk_size", [4, 1024])
-def test_fused_equals_log_softmax_gradients(chunk_size):
+# V = 50: vocab blocks of 16 overlap in the last block (34..49), blocks of 7 leave 1 column.
+@pytest.mark.parametrize("chunk_size,vocab_chunk_size", [(4, 16), (4, 7), (1024, 4096), (5, 50)])
+def test_fused_equals_log_softmax_gradients(chunk_size, vocab_chunk_size):
   hidden, unembed, targets = _inputs()
   w = jax.random.normal(jax.random.key(9), targets.shape)
 
@@ -45,10 +46,35 @@ def test_fused_equals_log_softmax_gradients(chunk_size):
       return jnp.sum(w * logp) + 0.3 * jnp.sum(ent)
     return jax.grad(f, argnums=(0, 1))(hidden, unembed)
 
-  fused = loss(lambda h, u: token_logprobs_and_entropy(h, u, targets, temperature=0.9, chunk_size=chunk_size))
+  fused = loss(lambda h, u: token_logprobs_and_entropy(h, u, targets, temperature=0.9, chunk_size=chunk_size,
+                                                            vocab_chunk_size=vocab_chunk_size))
   plain = loss(lambda h, u: _plain(h, u, targets, 0.9))
   for a, b in zip(fused, plain):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_targets_in_every_vocab_block_including_the_shifted_last_one():
+  hidden, unembed, _ = _inputs(shape=(50,), v=50)
+  targets = jnp.arange(50)  # every column is some token's target
+  logp, ent = token_logprobs_and_entropy(hidden, unembed, targets, temperature=1.0, chunk_size=8,
+                                         vocab_chunk_size=16)
+  ref_logp, ref_ent = _plain(hidden, unembed, targets, 1.0)
+  np.testing.assert_allclose(logp, ref_logp, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(ent, ref_ent, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_inputs_give_float32_outputs_and_input_dtype_gradients():
+  hidden, unembed, targets = _inputs()
+  h16, u16 = hidden.astype(jnp.bfloat16), unembed.astype(jnp.bfloat16)
+  f = lambda h, u: token_logprobs_and_entropy(h, u, targets, temperature=1.0, chunk_size=4,
+                                              vocab_chunk_size=16)
+  logp, ent = f(h16, u16)
+  assert logp.dtype == ent.dtype == jnp.float32
+  ref_logp, ref_ent = _plain(h16.astype(jnp.float32), u16.astype(jnp.float32), targets, 1.0)
+  np.testing.assert_allclose(logp, ref_logp, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(ent, ref_ent, rtol=1e-4, atol=1e-4)
+  dh, du = jax.grad(lambda h, u: jnp.sum(f(h, u)[0]), argnums=(0, 1))(h16, u16)
+  assert dh.dtype == du.dtype == jnp.bfloat16
 
 
 def test_fused_under_jit_and_vmap():
