@@ -3,6 +3,8 @@
   tcred list
   tcred run NAME [--seed S] [--steps N] [--out DIR] [--set key=value ...] [--resume]
   tcred table SUITE [--seeds K] [--out DIR] [--jobs J] [--results DIR]
+  tcred identify TASK [--policy base|RUN_DIR] [--prompts N] [--rollouts G] [--continuations K] [--delta D]
+                 [--seed S] [--out DIR]
 
 Unknown names and bad values exit with status 2 and a message listing what is allowed.
 """
@@ -43,7 +45,40 @@ def _parser() -> argparse.ArgumentParser:
   table.add_argument("--jobs", type=int, default=1, help="missing runs to run at once, as subprocesses")
   table.add_argument("--results", default="benchmarks/results",
                      help="where SUITE.md and SUITE.png go (default: benchmarks/results/)")
+  ident = sub.add_parser("identify", help="identifiability study of the token signals on one task (DESIGN §5)")
+  ident.add_argument("task")
+  ident.add_argument("--policy", default="base",
+                     help="'base' (the task's cached SFT base policy) or a run directory (its final checkpoint)")
+  ident.add_argument("--prompts", type=int, default=32, help="held-out prompts N (default 32)")
+  ident.add_argument("--rollouts", type=int, default=8, help="rollouts per prompt G (default 8)")
+  ident.add_argument("--continuations", type=int, default=32,
+                     help="continuations per prefix K for the Monte-Carlo values (default 32)")
+  ident.add_argument("--delta", type=float, default=0.25, help="a token is decisive when |A_t| >= delta")
+  ident.add_argument("--seed", type=int, default=0)
+  ident.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the CIs (0: none)")
+  ident.add_argument("--out", default="benchmarks/results",
+                     help="where identify-TASK.md and .png go (default: benchmarks/results/)")
+  ident.add_argument("--no-progress", action="store_true", help="no progress bar")
   return p
+
+
+def _identify(args, argv: list[str]) -> int:
+  from tcred.evaluation import identify
+
+  try:
+    config = identify.IdentifyConfig(prompts=args.prompts, rollouts=args.rollouts, continuations=args.continuations,
+                                     delta=args.delta, seed=args.seed, bootstrap=args.bootstrap)
+  except ValueError as e:
+    return _usage_error(str(e))
+  command = "tcred " + " ".join(shlex.quote(a) for a in argv)
+  try:
+    _, _, md, png = identify.identify(args.task, policy=args.policy, config=config, out=args.out,
+                                      command=command, progress=not args.no_progress and sys.stderr.isatty())
+  except identify.UsageError as e:
+    return _usage_error(str(e))
+  print(md.read_text())
+  print(f"wrote {md} and {png}", file=sys.stderr)
+  return 0
 
 
 def _usage_error(message: str) -> int:
@@ -226,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
 
   if args.command == "table":
     return _table(args, argv)
+  if args.command == "identify":
+    return _identify(args, argv)
   return _usage_error(f"unknown command {args.command!r}")
 
 

@@ -1,0 +1,226 @@
+"""Markdown report and plots of an identifiability study (`tcred identify`)."""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import platform
+from typing import Any
+
+import numpy as np
+
+from tcred.evaluation.identify import METRICS, Results, StudyData, describe_signals
+from tcred.tasks import tokenizer as tok
+
+METRIC_TITLES = {
+    "auroc_decisive": "AUROC, |A_t| ≥ δ",
+    "spearman_abs_adv": "Spearman with |A_t|",
+    "precision_top": "precision of top {pct}%",
+    "auroc_fatal": "AUROC, fatal errors",
+    "auroc_decisive_reasoning": "AUROC, |A_t| ≥ δ, reasoning tokens only",
+}
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+  return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _cell(value: float, ci: tuple[float, float]) -> str:
+  if not math.isfinite(value):
+    return "n/a"
+  if all(math.isfinite(c) for c in ci):
+    return f"{value:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+  return f"{value:.3f}"
+
+
+def machine_description() -> str:
+  import jax
+
+  dev = jax.devices()[0]
+  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+  return (f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, JAX {jax.__version__} on "
+          f"{dev.platform} ({dev.device_kind}); 1-min load average at the end {load:.1f}")
+
+
+def example_rollout(data: StudyData, delta: float) -> tuple[int, int]:
+  """(prompt, rollout) to draw: one with a fatal token and a decisive token, the largest max |A_t|."""
+  adv = np.abs(data.truth.advantages)
+  fatal = data.truth.fatal.any(-1)
+  decisive = (adv >= delta).any(-1)
+  best = adv.max(-1) + 2.0 * (fatal & decisive) + 1.0 * decisive
+  i, j = np.unravel_index(int(np.argmax(best)), best.shape)
+  return int(i), int(j)
+
+
+def _auto_summary(results: Results, delta: float) -> list[str]:
+  lines = []
+  rows = [(name, s.values["auroc_decisive"], s.ci["auroc_decisive"]) for name, s in results.scores.items()
+          if name != "oracle-judge" and math.isfinite(s.values["auroc_decisive"])]
+  rows.sort(key=lambda r: -r[1])
+  if rows:
+    lines.append("- Ranking by AUROC for |A_t| ≥ δ (the oracle judge aside): "
+                 + ", ".join(f"{n} {_fmt(v)}" for n, v, _ in rows) + ".")
+    above = [n for n, _, ci in rows if math.isfinite(ci[0]) and ci[0] > 0.5]
+    below = [n for n, _, ci in rows if math.isfinite(ci[1]) and ci[1] < 0.5]
+    chance = [n for n, _, ci in rows if math.isfinite(ci[0]) and ci[0] <= 0.5 <= ci[1]]
+    if any(math.isfinite(ci[0]) for _, _, ci in rows):
+      lines.append(f"- 95% CI above chance (0.5): {', '.join(above) or 'none'}; below chance: "
+                   f"{', '.join(below) or 'none'}; includes chance: {', '.join(chance) or 'none'}.")
+  o = results.scores.get("oracle-judge")
+  if o is not None:
+    lines.append(f"- The oracle judge (exact prefix values) reaches AUROC {_fmt(o.values['auroc_decisive'])} for "
+                 "|A_t| ≥ δ: a token can be fatal while the policy's value before it was already below δ, and a "
+                 "token can move V by ≥ δ without changing solvability (the policy's skill, not the oracle's "
+                 "reachability); its fatal-error AUROC is 1 by construction.")
+  return lines
+
+
+def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> str:
+  """The study's report. `meta`: command, policy, wall_s, machine, task_config, png (file name)."""
+  cfg = data.config
+  n, g, t = data.rollout.tokens.shape
+  pct = round(100 * cfg.top_fraction)
+  lengths = data.rollout.mask.sum(-1)
+  tm = results.timings
+  out = [f"# Identifiability of reasoning tokens: {data.task_name}", "",
+         "Which token signals pick out the tokens that decide the outcome (DESIGN §5)? Written by "
+         "`tcred identify`; the numbers below come from one run of the command.", "",
+         "```", meta["command"], "```", "",
+         "## Settings", "",
+         f"- **Policy**: {meta['policy']}.",
+         f"- **Task**: `{data.task_name}` with `{meta.get('task_config', '')}`; response budget T = {t} tokens.",
+         f"- **Rollouts**: {n} held-out prompts (`eval_problems`, never seen in SFT or RL) × {g} rollouts at "
+         f"temperature {cfg.temperature}; mean reward {_fmt(results.reward_mean)}; mean length "
+         f"{lengths.mean():.1f} tokens (EOS included); {results.tokens} response tokens in all.",
+         f"- **Ground truth 1, Monte-Carlo advantages** `A_t = V(o≤t) − V(o<t)`: V of every prefix of every "
+         f"rollout from K = {cfg.continuations} continuations of the same policy ({data.truth.unique_prefixes} "
+         f"distinct prefixes continued, {data.truth.unique_prefixes * cfg.continuations} continuations"
+         + ("; prefixes the oracle calls lost have V = 0 exactly and are not continued" if cfg.skip_lost else "")
+         + f"); V after the whole response is its reward. Standard error of A_t: at most sqrt(1/(2K)) = {cfg.advantage_se_bound:.3f}, "
+         f"mean plug-in sqrt(V(1−V)/K) summed over both ends {results.mean_advantage_se:.3f}. A token is "
+         f"*decisive* when |A_t| ≥ δ = {cfg.delta}: {100 * results.decisive_rate:.1f}% of tokens; Monte-Carlo "
+         f"noise alone would label about {100 * results.noise_positive_rate:.1f}% of tokens decisive (normal "
+         "approximation with V̂ smoothed to (wins + 1)/(K + 2), and SE 0 where the oracle says the prefix "
+         f"is lost, since V = 0 there exactly): {_noise_reading(results)}",
+         f"- **Ground truth 2, fatal errors**: tokens across which the task oracle's exact prefix value goes "
+         f"1 → 0 ({100 * results.fatal_rate:.1f}% of tokens).",
+         f"- **Metrics** pool every valid response token of the study. AUROC is Mann–Whitney with ties "
+         f"counted 1/2; Spearman uses average ranks; precision of the top {pct}% is pooled over the whole "
+         f"study (the top ceil({cfg.top_fraction}·n) tokens by the signal, ties at the threshold broken "
+         f"uniformly at random, its expectation), to compare with the decisive share "
+         f"{100 * results.decisive_rate:.1f}%. Brackets: 95% percentile intervals of a cluster bootstrap "
+         f"over prompts ({cfg.bootstrap} replicates).",
+         f"- **Machine**: {meta['machine']}; 1-min load average at the start "
+         f"{meta.get('load_start', math.nan):.1f} (the machine is shared; wall times scale with the load).",
+         f"- **Wall time**: {meta['wall_s']:.0f} s end to end (policy load {meta.get('load_s', math.nan):.0f} s, "
+         f"rollouts {tm.get('rollouts_s', 0):.0f} s, policy forward + extras {tm.get('signals_forward_s', 0):.0f} s, "
+         f"Monte-Carlo continuations + oracle {tm.get('ground_truth_s', 0):.0f} s, metrics + bootstrap "
+         f"{tm.get('metrics_s', 0):.0f} s; compilation included).", "",
+         "## Signals", "", "| signal | definition |", "|---|---|"]
+  desc = describe_signals()
+  for name in data.signals:
+    out.append(f"| {name} | {_md(desc.get(name, ''))} |")
+  out += ["", "## Results", "",
+          "| signal | " + " | ".join(_md(METRIC_TITLES[m].format(pct=pct)) for m in METRICS) + " |",
+          "|---|" + "---|" * len(METRICS)]
+  for name, score in results.scores.items():
+    out.append(f"| {name} | " + " | ".join(_cell(score.values[m], score.ci[m]) for m in METRICS) + " |")
+  out.append(f"| *random* | 0.5 | 0 | {results.decisive_rate:.3f} | 0.5 | 0.5 |")
+  out += ["", "The last column scores only the tokens before the answer cue (the reasoning), leaving out the cue, "
+          "the answer and EOS."]
+  if results.signed:
+    out += ["", "Signed agreement with A_t (Spearman): "
+            + "; ".join(f"{k} {_fmt(v)}" for k, v in results.signed.items()) + "."]
+  o = results.overlap
+  if o is not None:
+    out += ["", "## High-entropy tokens vs MI peaks", "",
+            f"- Jaccard of the top-{pct}% entropy set and the top-{pct}% HSIC-MI set (both `forking_mask`, "
+            f"pooled): **{_fmt(o.jaccard_top)}** {_ci(o.jaccard_top_ci)} (two independent random sets of these "
+            f"sizes: {_fmt(o.jaccard_top_chance)}).",
+            f"- Jaccard of the top-{pct}% entropy set and the MI-peak set (`mi_peaks`, Q3 + {cfg.mi_tau}·IQR per "
+            f"rollout, {100 * o.peak_fraction:.1f}% of tokens): **{_fmt(o.jaccard_peaks)}** (chance "
+            f"{_fmt(o.jaccard_peaks_chance)}).",
+            f"- Spearman(entropy, MI): pooled **{_fmt(o.spearman)}** {_ci(o.spearman_ci)}; mean within a "
+            f"rollout {_fmt(o.spearman_within)}."]
+  out += ["", "## Summary (generated from the numbers)", ""] + _auto_summary(results, cfg.delta)
+  if meta.get("png"):
+    out += ["", f"![AUROCs and one rollout]({meta['png']})", "",
+            "Top: AUROC of each signal for decisive tokens and for fatal errors (95% bootstrap intervals). "
+            "Bottom: one rollout, each row a signal scaled to [0, 1] within the rollout, with |A_t| and the "
+            "fatal-error marks for comparison."]
+  return "\n".join(out) + "\n"
+
+
+def _noise_reading(results: Results) -> str:
+  ratio = results.noise_positive_rate / results.decisive_rate if results.decisive_rate > 0 else math.inf
+  if ratio < 0.2:
+    return "the labels are mostly signal."
+  if ratio < 0.5:
+    return "a sizeable minority of the decisive labels may be noise."
+  return "**the decisive labels are dominated by Monte-Carlo noise; raise K.**"
+
+
+def _md(text: str) -> str:
+  """Text for a Markdown table cell (pipes escaped)."""
+  return text.replace("|", "\\|")
+
+
+def _ci(ci: tuple[float, float]) -> str:
+  return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if all(math.isfinite(c) for c in ci) else ""
+
+
+def plot(data: StudyData, results: Results, path: str | pathlib.Path) -> tuple[int, int]:
+  """Writes the PNG (AUROC bars + one rollout's signals over its characters); returns the rollout drawn."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  names = list(results.scores)
+  i, j = example_rollout(data, data.config.delta)
+  length = int(data.rollout.mask[i, j].sum())
+  fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(9.0, 0.42 * length + 3), 8.5),
+                                 gridspec_kw={"height_ratios": [1, 1.25]})
+  x = np.arange(len(names))
+  for off, metric, label in ((-0.2, "auroc_decisive", f"|A_t| ≥ {data.config.delta}"),
+                             (0.2, "auroc_fatal", "fatal error")):
+    vals = np.array([results.scores[n].values[metric] for n in names], float)
+    cis = np.array([results.scores[n].ci[metric] for n in names], float)
+    err = np.vstack([vals - cis[:, 0], cis[:, 1] - vals])
+    err = np.where(np.isfinite(err), np.maximum(err, 0), 0)
+    ax1.bar(x + off, np.nan_to_num(vals), width=0.4, yerr=err, capsize=3, label=label)
+  ax1.axhline(0.5, color="k", lw=0.8, ls="--")
+  ax1.set_xticks(x, names, rotation=20)
+  ax1.set_ylim(0, 1.05)
+  ax1.set_ylabel("AUROC")
+  ax1.set_title(f"{data.task_name}: which signals find decisive tokens? (N={data.config.prompts}, "
+                f"G={data.config.rollouts}, K={data.config.continuations})")
+  ax1.legend(loc="lower right")
+
+  rows = [("|A_t|", np.abs(data.truth.advantages[i, j, :length])),
+          ("fatal", data.truth.fatal[i, j, :length].astype(float))]
+  for n in names:
+    rows.append((n, data.signals[n][i, j, :length]))
+  mat = []
+  for _, v in rows:
+    v = np.asarray(v, float)
+    lo, hi = np.min(v), np.max(v)
+    mat.append((v - lo) / (hi - lo) if hi > lo else np.zeros_like(v))
+  ax2.imshow(np.array(mat), aspect="auto", cmap="viridis", vmin=0, vmax=1)
+  chars = [tok.decode([int(c)]) or ("⏎" if int(c) == tok.EOS_ID else "·")
+           for c in data.rollout.tokens[i, j, :length]]
+  ax2.set_xticks(np.arange(length), chars, fontsize=11, family="monospace")
+  ax2.set_yticks(np.arange(len(rows)), [r[0] for r in rows])
+  adv = data.truth.advantages[i, j, :length]
+  for tpos in range(length):
+    bright = mat[0][tpos] > 0.6
+    ax2.text(tpos, 0, f"{adv[tpos]:+.2f}".replace("+0.00", "0").replace("-0.00", "0"), ha="center",
+             va="center", fontsize=6, color="k" if bright else "w")
+  prompt = data.problems[i].prompt
+  ax2.set_title(f"prompt {prompt!r}, reward {data.rollout.rewards[i, j]:.0f}; row-wise min–max scaled "
+                f"(⏎ = EOS; numbers: A_t)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return i, j
