@@ -524,7 +524,8 @@ def run_study(graphdef, params, task: Task, problems: Sequence[Problem], config:
 # ------------------------------------------------------------------------------------ metrics
 
 
-METRICS = ("auroc_decisive", "spearman_abs_adv", "precision_top", "auroc_fatal", "auroc_decisive_reasoning")
+METRICS = ("auroc_decisive", "auroc_decisive_same_position", "auroc_decisive_reasoning", "spearman_abs_adv",
+           "precision_top", "auroc_fatal")
 
 
 class SignalScore(NamedTuple):
@@ -593,6 +594,7 @@ def evaluate_study(data: StudyData) -> Results:
   decisive = abs_adv >= cfg.delta
   fatal = flat(data.truth.fatal)
   reasoning = flat(reasoning_mask(data.task_answer_cue, data.rollout))
+  position = flat(np.broadcast_to(np.arange(data.rollout.mask.shape[-1]), data.rollout.mask.shape))
   frac = cfg.top_fraction
 
   def metrics_of(score: np.ndarray, idx: np.ndarray) -> dict[str, float]:
@@ -600,7 +602,8 @@ def evaluate_study(data: StudyData) -> Results:
     return {"auroc_decisive": im.auroc(s, decisive[idx]), "spearman_abs_adv": im.spearman(s, abs_adv[idx]),
             "precision_top": im.top_fraction_precision(s, decisive[idx], frac),
             "auroc_fatal": im.auroc(s, fatal[idx]),
-            "auroc_decisive_reasoning": im.auroc(s[reasoning[idx]], decisive[idx][reasoning[idx]])}
+            "auroc_decisive_reasoning": im.auroc(s[reasoning[idx]], decisive[idx][reasoning[idx]]),
+            "auroc_decisive_same_position": im.stratified_auroc(s, decisive[idx], position[idx])}
 
   everything = np.arange(abs_adv.shape[0])
   rng = np.random.default_rng([_NS_BOOTSTRAP, cfg.seed])
@@ -714,9 +717,14 @@ def load_policy(task_name: str, policy: str, *, prompts: int = 1, progress: bool
   from tcred.training.sft import base_policy
   from tcred.training.step import TrainState
 
-  tasks = sorted(n[:-len("-grpo")] for n in experiments.experiment_names() if n.endswith("-grpo"))
+  from tcred.tasks.registry import task_entry, task_names
+
+  # Registered tasks with an exact oracle and a `<task>-grpo` experiment (its config defines the base policy).
+  names = set(experiments.experiment_names())
+  tasks = [t for t in task_names() if f"{t}-grpo" in names and getattr(task_entry(t).task_cls, "has_oracle", True)]
   if task_name not in tasks:
-    raise UsageError(f"unknown task {task_name!r}; allowed: {', '.join(tasks)}")
+    raise UsageError(f"unknown task {task_name!r} (identify needs a task with an exact oracle and a "
+                     f"`<task>-grpo` experiment); allowed: {', '.join(tasks)}")
   if policy == "base":
     cfg = experiments.get_experiment(f"{task_name}-grpo")
     task = make_task_from_config(cfg.task, cfg.task_config)

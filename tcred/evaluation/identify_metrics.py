@@ -8,6 +8,8 @@ metric is undefined (an empty class, a constant input). No SciPy: ranks are comp
 - `auroc`: area under the ROC curve of `scores` for binary `labels`, the Mann–Whitney U statistic
   over `n_pos · n_neg`: the probability that a random positive scores above a random negative,
   ties counting 1/2.
+- `stratified_auroc`: the same over pairs within a stratum only (e.g. tokens at the same
+  position), so that what a signal knows through the stratum alone does not count.
 - `spearman`: Pearson correlation of the average ranks.
 - `top_fraction_precision`: the share of positives among the top `ceil(frac · n)` tokens by score,
   ties at the threshold broken uniformly at random (its expectation is returned, so the result
@@ -76,6 +78,32 @@ def auroc(scores, labels) -> float:
   ranks = average_ranks(scores)
   u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
   return float(u / (n_pos * n_neg))
+
+
+def stratified_auroc(scores, labels, strata) -> float:
+  """AUROC over the (positive, negative) pairs that share a stratum (e.g. the token position).
+
+  `Σ_s U_s / Σ_s n_pos,s · n_neg,s`, with U_s the Mann–Whitney statistic within stratum s: the
+  probability that a positive scores above a negative of the same stratum (ties 1/2). It removes
+  what a signal knows only through the stratum (a signal that is a function of the position
+  scores exactly 0.5). NaN if no stratum holds both classes.
+  """
+  scores = _flat(scores)
+  labels = _flat(labels, bool)
+  strata = np.asarray(strata).reshape(-1)
+  _check_same(scores, labels, strata)
+  u_sum, pairs = 0.0, 0
+  for s in np.unique(strata):
+    sel = strata == s
+    lab = labels[sel]
+    n_pos = int(lab.sum())
+    n_neg = lab.shape[0] - n_pos
+    if n_pos == 0 or n_neg == 0:
+      continue
+    ranks = average_ranks(scores[sel])
+    u_sum += ranks[lab].sum() - n_pos * (n_pos + 1) / 2.0
+    pairs += n_pos * n_neg
+  return math.nan if pairs == 0 else float(u_sum / pairs)
 
 
 def spearman(x, y) -> float:

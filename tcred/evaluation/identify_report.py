@@ -18,7 +18,8 @@ METRIC_TITLES = {
     "spearman_abs_adv": "Spearman with |A_t|",
     "precision_top": "precision of top {pct}%",
     "auroc_fatal": "AUROC, fatal errors",
-    "auroc_decisive_reasoning": "AUROC, |A_t| ≥ δ, reasoning tokens only",
+    "auroc_decisive_reasoning": "AUROC, |A_t| ≥ δ, reasoning tokens",
+    "auroc_decisive_same_position": "AUROC, |A_t| ≥ δ, same position",
 }
 
 
@@ -126,9 +127,11 @@ def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> 
           "|---|" + "---|" * len(METRICS)]
   for name, score in results.scores.items():
     out.append(f"| {name} | " + " | ".join(_cell(score.values[m], score.ci[m]) for m in METRICS) + " |")
-  out.append(f"| *random* | 0.5 | 0 | {results.decisive_rate:.3f} | 0.5 | 0.5 |")
-  out += ["", "The last column scores only the tokens before the answer cue (the reasoning), leaving out the cue, "
-          "the answer and EOS."]
+  random = {"spearman_abs_adv": "0", "precision_top": f"{results.decisive_rate:.3f}"}
+  out.append("| *random* | " + " | ".join(random.get(m, "0.5") for m in METRICS) + " |")
+  out += ["", "*Same position*: AUROC over pairs of a decisive and a non-decisive token at the same position t "
+          "only, so knowing the position alone is worth 0.5 (the `early-position` control). *Reasoning tokens*: "
+          "only the tokens before the answer cue (the cue, the answer and EOS left out)."]
   if results.signed:
     out += ["", "Signed agreement with A_t (Spearman): "
             + "; ".join(f"{k} {_fmt(v)}" for k, v in results.signed.items()) + "."]
@@ -146,7 +149,8 @@ def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> 
   out += ["", "## Summary (generated from the numbers)", ""] + _auto_summary(results, cfg.delta)
   if meta.get("png"):
     out += ["", f"![AUROCs and one rollout]({meta['png']})", "",
-            "Top: AUROC of each signal for decisive tokens and for fatal errors (95% bootstrap intervals). "
+            "Top: AUROC of each signal for decisive tokens (all pairs, and pairs at the same position) and for "
+            "fatal errors (95% bootstrap intervals). "
             "Bottom: one rollout, each row a signal scaled to [0, 1] within the rollout, with |A_t| and the "
             "fatal-error marks for comparison."]
   return "\n".join(out) + "\n"
@@ -183,13 +187,14 @@ def plot(data: StudyData, results: Results, path: str | pathlib.Path) -> tuple[i
   fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(9.0, 0.42 * length + 3), 8.5),
                                  gridspec_kw={"height_ratios": [1, 1.25]})
   x = np.arange(len(names))
-  for off, metric, label in ((-0.2, "auroc_decisive", f"|A_t| ≥ {data.config.delta}"),
-                             (0.2, "auroc_fatal", "fatal error")):
+  for off, metric, label in ((-0.27, "auroc_decisive", f"|A_t| ≥ {data.config.delta}"),
+                             (0.0, "auroc_decisive_same_position", f"|A_t| ≥ {data.config.delta}, same position"),
+                             (0.27, "auroc_fatal", "fatal error")):
     vals = np.array([results.scores[n].values[metric] for n in names], float)
     cis = np.array([results.scores[n].ci[metric] for n in names], float)
     err = np.vstack([vals - cis[:, 0], cis[:, 1] - vals])
     err = np.where(np.isfinite(err), np.maximum(err, 0), 0)
-    ax1.bar(x + off, np.nan_to_num(vals), width=0.4, yerr=err, capsize=3, label=label)
+    ax1.bar(x + off, np.nan_to_num(vals), width=0.27, yerr=err, capsize=2, label=label)
   ax1.axhline(0.5, color="k", lw=0.8, ls="--")
   ax1.set_xticks(x, names, rotation=20)
   ax1.set_ylim(0, 1.05)

@@ -182,16 +182,18 @@ def test_results_are_finite_and_in_range(tiny_study):
   data, results, _, _ = tiny_study
   assert 0 < results.decisive_rate < 1 and 0 < results.fatal_rate < 1
   for name, score in results.scores.items():
-    for metric in ("auroc_decisive", "auroc_fatal", "precision_top", "auroc_decisive_reasoning"):
+    for metric in ("auroc_decisive", "auroc_fatal", "precision_top", "auroc_decisive_reasoning",
+                   "auroc_decisive_same_position"):
       v = score.values[metric]
-      if metric == "auroc_decisive_reasoning" and math.isnan(v):
-        continue  # a random policy rarely writes the cue: the reasoning tokens may hold one class only
+      if metric != "auroc_decisive" and metric != "auroc_fatal" and metric != "precision_top" and math.isnan(v):
+        continue  # few tokens: the reasoning tokens / a position may hold one class only
       assert math.isfinite(v) and 0.0 <= v <= 1.0, (name, metric, v)
       lo, hi = score.ci[metric]
       assert 0.0 <= lo <= hi <= 1.0, (name, metric, lo, hi)
     rho = score.values["spearman_abs_adv"]
     assert math.isnan(rho) or -1.0 <= rho <= 1.0
   assert results.scores["oracle-judge"].values["auroc_fatal"] == 1.0
+  assert results.scores["early-position"].values["auroc_decisive_same_position"] == 0.5
   o = results.overlap
   assert 0.0 <= o.jaccard_top <= 1.0 and -1.0 <= o.spearman <= 1.0 and 0.0 <= o.peak_fraction < 1.0
 

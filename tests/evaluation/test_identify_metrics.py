@@ -155,6 +155,31 @@ def test_spearman_and_ranks_match_counting(x, data):
   assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want)
 
 
+def test_stratified_auroc_by_hand():
+  # stratum 0: pos 3 vs neg 1 -> 1; stratum 1: pos 0 vs negs 2, 0 -> (0 + ½) / 2; pooled pairs: 1.5 / 3
+  scores = [3, 1, 0, 2, 0]
+  labels = [True, False, True, False, False]
+  strata = [0, 0, 1, 1, 1]
+  assert im.stratified_auroc(scores, labels, strata) == pytest.approx(1.5 / 3)
+  # a function of the stratum alone is worth exactly 0.5
+  assert im.stratified_auroc([-s for s in strata], labels, strata) == 0.5
+  assert math.isnan(im.stratified_auroc([1, 2], [True, False], [0, 1]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(values, st.data())
+def test_stratified_auroc_matches_pairs_within_strata(scores, data):
+  labels = data.draw(st.lists(st.booleans(), min_size=len(scores), max_size=len(scores)))
+  strata = data.draw(st.lists(st.integers(0, 2), min_size=len(scores), max_size=len(scores)))
+  total = pairs = 0.0
+  for i, j in itertools.product(range(len(scores)), repeat=2):
+    if strata[i] == strata[j] and labels[i] and not labels[j]:
+      total += 1.0 if scores[i] > scores[j] else 0.5 if scores[i] == scores[j] else 0.0
+      pairs += 1
+  got = im.stratified_auroc(scores, labels, strata)
+  assert (math.isnan(got) and pairs == 0) or got == pytest.approx(total / pairs)
+
+
 @settings(max_examples=60, deadline=None)
 @given(values, st.data(), st.sampled_from([0.1, 0.2, 0.5, 1.0]))
 def test_precision_matches_enumeration(scores, data, frac):
