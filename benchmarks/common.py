@@ -142,6 +142,31 @@ def torch_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
   return 2 * n ** 3 / best / 1e9
 
 
+def init_params(config, seed: int = 0):
+  """`(graphdef, params)` of a `Decoder(config)` with NumPy-drawn weights: kernels and embeddings
+  N(0, initializer_range), norm weights 1, biases 0 (the decoder's own initialisers' laws).
+
+  Drawn on the host because initialising through JAX compiles a program of several seconds,
+  which would dominate the `--quick` smoke runs; the benchmarks only need the same weights on
+  both sides of each comparison.
+  """
+  from flax import nnx
+
+  from tcred.models.decoder import Decoder
+  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0))))
+  rng = np.random.default_rng(seed)
+  leaves = []
+  for path, var in nnx.to_flat_state(abstract):
+    if path[-1] == "weight":
+      x = np.ones(var.shape, np.float32)
+    elif path[-1] == "bias":
+      x = np.zeros(var.shape, np.float32)
+    else:
+      x = rng.normal(0.0, config.initializer_range, size=var.shape).astype(np.float32)
+    leaves.append((path, var.replace(jnp.asarray(x))))
+  return graphdef, nnx.from_flat_state(leaves)
+
+
 def write(out: Path | None, lines: list[str]) -> None:
   if out is not None:
     out.parent.mkdir(parents=True, exist_ok=True)

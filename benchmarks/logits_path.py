@@ -58,7 +58,7 @@ class Sizes(NamedTuple):
 
 
 FULL = Sizes(tokens=8192, time_tokens=1024, d=1024, v=151_936, chunk=1024, vocab_chunk=DEFAULT_VOCAB_CHUNK)
-QUICK = Sizes(tokens=256, time_tokens=64, d=32, v=1000, chunk=32, vocab_chunk=256)
+QUICK = Sizes(tokens=128, time_tokens=128, d=32, v=1000, chunk=32, vocab_chunk=256)
 
 
 def materialised(h, u, y):
@@ -103,6 +103,7 @@ class Memory(NamedTuple):
   argument: int
   output: int
   compile_s: float
+  compiled: Callable  # the compiled program (reused for timing when the token counts agree)
 
 
 def memory(variant: str, sz: Sizes) -> Memory:
@@ -111,14 +112,18 @@ def memory(variant: str, sz: Sizes) -> Memory:
           jax.ShapeDtypeStruct((t,), jnp.int32), jax.ShapeDtypeStruct((t,), jnp.float32),
           jax.ShapeDtypeStruct((t,), jnp.float32))
   t0 = time.perf_counter()
-  m = grad_fn(variant, sz).lower(*args).compile().memory_analysis()
-  return Memory(m.temp_size_in_bytes, m.argument_size_in_bytes, m.output_size_in_bytes, time.perf_counter() - t0)
+  compiled = grad_fn(variant, sz).lower(*args).compile()
+  m = compiled.memory_analysis()
+  return Memory(m.temp_size_in_bytes, m.argument_size_in_bytes, m.output_size_in_bytes, time.perf_counter() - t0,
+                compiled)
 
 
 def _inputs(t, d, v, seed=0):
-  k = jax.random.split(jax.random.key(seed), 5)
-  return (jax.random.normal(k[0], (t, d)), jax.random.normal(k[1], (d, v)) * d ** -0.5,
-          jax.random.randint(k[2], (t,), 0, v), jax.random.normal(k[3], (t,)), jax.random.normal(k[4], (t,)))
+  """NumPy-drawn `h [T, D]`, `u [D, V]`, `y [T]`, `w1 [T]`, `w2 [T]` on the device."""
+  rng = np.random.default_rng(seed)
+  normal = lambda *shape: rng.standard_normal(shape, np.float32)
+  return tuple(jnp.asarray(x) for x in (normal(t, d), normal(d, v) * d ** -0.5,
+                                         rng.integers(0, v, size=t).astype(np.int32), normal(t), normal(t)))
 
 
 def _mib(x: float) -> str:
@@ -164,10 +169,10 @@ def main(argv: list[str] | None = None) -> int:
   # Time: executed side by side at time_tokens.
   t = sz.time_tokens
   inputs = _inputs(t, sz.d, sz.v)
-  fns = {name: grad_fn(name, sz) for name in VARIANTS}
+  fns = {name: mem[name].compiled if t == sz.tokens else grad_fn(name, sz) for name in VARIANTS}
   compile_s, outs = {}, {}
   for name, fn in fns.items():
-    compile_s[name], outs[name] = common.time_once(lambda fn=fn: fn(*inputs))  # first call: compile + run
+    compile_s[name], outs[name] = common.time_once(lambda fn=fn: fn(*inputs))  # first call: (compile +) run
   agree = {name: all(np.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(outs[name], outs["materialised"]))
            for name in VARIANTS}
   peak = common.jax_matmul_gflops(256 if args.quick else 2048)

@@ -33,7 +33,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -41,9 +40,8 @@ import common  # noqa: E402
 from tcred.credit import make_credit  # noqa: E402
 from tcred.losses.pg import LossConfig  # noqa: E402
 from tcred.models.config import ModelConfig, model_preset  # noqa: E402
-from tcred.models.decoder import Decoder  # noqa: E402
 from tcred.training.optim import adamw  # noqa: E402
-from tcred.training.step import Batch, TrainState, response_logprobs, rl_train_step  # noqa: E402
+from tcred.training.step import Batch, TrainState, rl_train_step  # noqa: E402
 
 MFU_TARGET = 0.60
 TORCH_TARGET = 1.1
@@ -80,30 +78,28 @@ class CompileCounter:
     return self.events[_BACKEND_COMPILE]
 
 
-def make_batch(config: ModelConfig, sz: Sizes, graphdef, params, seed: int = 0) -> Batch:
-  """Random prompt/responses; `old_logp` = the current policy's (ratio 1, as on-policy)."""
+def make_batch(config: ModelConfig, sz: Sizes, seed: int = 0) -> Batch:
+  """Random prompt and full-length responses; `old_logp = −log V` and alternating rewards
+  (the step's time does not depend on the values)."""
   rng = np.random.default_rng(seed)
   prompt = jnp.asarray(rng.integers(3, config.vocab_size, size=(sz.b, sz.p)), jnp.int32)
   response = jnp.asarray(rng.integers(3, config.vocab_size, size=(sz.b, sz.g, sz.t)), jnp.int32)
-  mask = jnp.ones((sz.b, sz.g, sz.t), bool)
-  prompt_valid = jnp.ones((sz.b, sz.p), bool)
-  old_logp, _ = jax.jit(response_logprobs, static_argnames=("graphdef", "temperature", "chunk_size"))(
-      graphdef, params, prompt, prompt_valid, response, mask, temperature=1.0, chunk_size=1024)
+  old_logp = jnp.asarray(np.full((sz.b, sz.g, sz.t), -np.log(config.vocab_size), np.float32))
   rewards = jnp.asarray(np.arange(sz.b * sz.g).reshape(sz.b, sz.g) % 2, jnp.float32)
-  return Batch(prompt=prompt, prompt_valid=prompt_valid, response=response, mask=mask, old_logp=old_logp,
-               rewards=rewards, group_valid=jnp.ones((sz.b,), bool), extras={})
+  return Batch(prompt=prompt, prompt_valid=jnp.asarray(np.ones((sz.b, sz.p), bool)), response=response,
+               mask=jnp.asarray(np.ones((sz.b, sz.g, sz.t), bool)), old_logp=old_logp, rewards=rewards,
+               group_valid=jnp.asarray(np.ones((sz.b,), bool)), extras={})
 
 
 class JaxStep:
   """Our train step; `__call__` runs one update and returns its loss."""
 
   def __init__(self, config: ModelConfig, sz: Sizes):
-    model = Decoder(config, rngs=nnx.Rngs(0))
-    self.graphdef, params = nnx.split(model)
+    self.graphdef, params = common.init_params(config)
     self.hf_weights = params  # exported once for torch, before the first (donating) step
     self.tx = adamw(LR, warmup=0, weight_decay=0.0, max_grad_norm=MAX_GRAD_NORM)
-    self.batch = make_batch(config, sz, self.graphdef, params)
-    self.state = TrainState(jax.tree.map(jnp.copy, params), self.tx.init(params), jnp.int32(0))
+    self.batch = make_batch(config, sz)
+    self.state = jax.jit(lambda p: TrainState(jax.tree.map(jnp.copy, p), self.tx.init(p), jnp.int32(0)))(params)
     self.credit = make_credit("outcome")
 
   def __call__(self):

@@ -1,0 +1,109 @@
+"""Smoke tests of the performance benchmarks (`--quick`: tiny sizes): each runs in-process,
+prints its report and writes it. They check that the figures are there and sane (finite,
+positive, outputs agreeing); they never assert a timing or a target.
+"""
+
+import importlib.util
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name):
+  spec = importlib.util.spec_from_file_location(f"tcred_benchmarks_{name}", _DIR / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _rows(text):
+  """First cell -> cells of every Markdown table row."""
+  rows = {}
+  for line in text.splitlines():
+    if line.startswith("| ") and not line.startswith("|---"):
+      cells = [c.strip() for c in line.strip().strip("|").split("|")]
+      rows[cells[0]] = cells
+  return rows
+
+
+def _number(cell):
+  return float(re.match(r"[-+0-9.,e]+", cell).group(0).replace(",", ""))
+
+
+def _run(name, capsys, tmp_path):
+  out = tmp_path / f"{name}.md"
+  assert _load(name).main(["--quick", "--out", str(out)]) == 0
+  text = capsys.readouterr().out
+  assert out.read_text().strip() == text.strip()
+  assert f"Command: `python benchmarks/{name}.py --quick" in text or "--quick" in text
+  assert "nproc=" in text and "load average at start" in text and "CPU model" in text
+  return text
+
+
+def test_logits_path_quick(capsys, tmp_path):
+  text = _run("logits_path", capsys, tmp_path)
+  temps = {}
+  mem_lines, time_lines = text.split("## Time")  # the two tables share their first cells
+  for variant in ("materialised", "seq-chunked", "fused"):
+    temps[variant] = _number(_rows(mem_lines)[variant][1])
+    cells = _rows(time_lines)[variant]
+    assert math.isfinite(_number(cells[1])) and _number(cells[1]) > 0
+    assert cells[-1] == "yes", f"{variant}: gradients differ from materialised logits"
+  assert temps["fused"] < temps["materialised"]
+
+
+def test_train_step_quick(capsys, tmp_path):
+  text = _run("train_step", capsys, tmp_path)
+  assert "**no recompilation**" in text
+  assert "losses finite: True" in text
+  tps = [_number(m) for m in re.findall(r"\*\*([0-9,.]+) tokens/s\*\*", text)]
+  assert tps and all(math.isfinite(x) and x > 0 for x in tps)
+  if importlib.util.find_spec("torch") is None:
+    assert "skipped: torch not installed" in text
+  else:
+    assert len(tps) == 2 and "ours / torch tokens/s" in text
+
+
+def test_sampler_quick(capsys, tmp_path):
+  text = _run("sampler", capsys, tmp_path)
+  assert "ours: first call" in text and "every row generated the full budget" in text
+  rows = _rows(text)
+  assert _number(rows["ours"][2]) > 0
+  if importlib.util.find_spec("torch") is None:
+    assert "skipped: torch not installed" in text
+  else:
+    assert _number(rows["transformers generate"][2]) > 0
+    diff = float(re.search(r"max \|logit difference\| at the prompt's last position = ([0-9.e+-]+)", text).group(1))
+    assert diff < 1e-4  # the exported weights are the same model
+
+
+_FAKE = """import argparse, pathlib, sys
+p = argparse.ArgumentParser(); p.add_argument("--quick", action="store_true"); p.add_argument("--out")
+a = p.parse_args()
+pathlib.Path(a.out).write_text("| table | met |\\n- fake memory target: met\\n- fake time target: NOT met\\n")
+sys.exit(0 if a.quick else 3)
+"""
+
+
+def test_run_all_runs_each_script_and_summarises(tmp_path, monkeypatch, capsys):
+  run_all = _load("run_all")
+  bench_dir = tmp_path / "benchmarks"
+  bench_dir.mkdir()
+  (bench_dir / "logits_path.py").write_text(_FAKE)  # stand-ins: the real ones are tested above
+  (bench_dir / "sampler.py").write_text(_FAKE.replace("0 if a.quick", "4 if a.quick"))
+  monkeypatch.setattr(run_all, "HERE", bench_dir)
+  out = tmp_path / "results"
+  status = run_all.main(["--quick", "--only", "logits_path", "sampler", "trees", "--out-dir", str(out)])
+  assert status == 1  # the failing stand-in fails the whole run
+  summary = (out / "run_all.md").read_text()
+  assert summary.startswith("# All benchmarks (--quick") and "| trees |" in capsys.readouterr().out
+  assert "| logits_path | ok |" in summary and "| sampler | FAILED (exit status 4) |" in summary
+  assert "| trees | skipped: benchmarks/trees.py does not exist |" in summary
+  assert "- fake memory target: met" in summary and "- fake time target: NOT met" in summary
+  assert "| table | met |" not in summary.split("## Targets")[1]
