@@ -14,6 +14,7 @@ from __future__ import annotations
 import fractions
 import numbers
 
+import jax
 import jax.numpy as jnp
 
 FORKING_KEEP = ("top", "bottom")
@@ -32,6 +33,41 @@ def _ceil_fraction_times(n, rho: float):
   frac = fractions.Fraction(rho).limit_denominator(_RHO_MAX_DENOMINATOR)
   p, q = frac.numerator, frac.denominator
   return (n // q) * p + ((n % q) * p + q - 1) // q
+
+
+def _order_key(x):
+  """float32 [M] -> uint32 [M] with the same order (−inf < … < −0.0 < +0.0 < … < +inf).
+
+  Negative floats have all bits flipped, non-negative ones only the sign bit.
+  """
+  bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+  return jnp.where((bits >> 31) == 1, ~bits, bits | jnp.uint32(0x80000000))
+
+
+def _from_order_key(key):
+  """Inverse of `_order_key`."""
+  bits = jnp.where((key >> 31) == 1, key & jnp.uint32(0x7FFFFFFF), ~key)
+  return jax.lax.bitcast_convert_type(bits, jnp.float32)
+
+
+def _kth_largest(x, k):
+  """The k-th largest value of float32 x [M] (1 <= k <= M, traced), exactly.
+
+  Radix select on the order-preserving uint32 keys: the answer is the largest
+  key `a` with #{i: key_i >= a} >= k, built from the most significant bit down
+  (set a bit whenever at least k keys stay >= the candidate): 32 passes of one
+  compare-and-count over [M], instead of sorting [M] (XLA's CPU sort is
+  comparator-based and ~10× slower here; `lax.top_k` with k = ceil(ρ M) was
+  ~2× slower than this). The result is an element of x, so comparisons with it
+  equal comparisons with the sorted order's k-th entry, ties included.
+  """
+  key = _order_key(x)  # [M]
+
+  def set_bit(i, ans):
+    cand = ans | (jnp.uint32(0x80000000) >> i.astype(jnp.uint32))
+    return jnp.where(jnp.sum(key >= cand, dtype=jnp.int32) >= k, cand, ans)
+
+  return _from_order_key(jax.lax.fori_loop(0, 32, set_bit, jnp.uint32(0)))
 
 
 def forking_mask(entropy, mask, *, rho: float, keep: str = "top"):
@@ -81,14 +117,11 @@ def forking_mask(entropy, mask, *, rho: float, keep: str = "top"):
         f"and {mask.shape}")
 
   flat = jnp.where(mask, entropy, -jnp.inf).reshape(-1)  # [M], M = prod(shape)
-  m = flat.shape[0]
-  if m == 0:
+  if flat.shape[0] == 0:
     return mask
-  ascending = jnp.sort(flat)  # [M]; the n valid values occupy the last n slots
   n = jnp.sum(mask, dtype=jnp.int32)
   k = _ceil_fraction_times(n, float(rho))  # number of tokens to keep, 0 <= k <= n
-  kth_largest = ascending[jnp.clip(m - k, 0, m - 1)]
-  threshold = jnp.where(k > 0, kth_largest, jnp.inf)
+  threshold = jnp.where(k > 0, _kth_largest(flat, k), jnp.inf)
   if keep == "top":
     return mask & (entropy >= threshold)
   return mask & (entropy < threshold)

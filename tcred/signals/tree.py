@@ -25,7 +25,7 @@ Papers: Tree-GRPO (arXiv 2509.21240), TreeRL / EPTree (arXiv 2506.11902).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
 
 import jax
 import jax.numpy as jnp
@@ -86,34 +86,20 @@ def _check_nodes(parent, is_leaf, valid, **per_node):
   return parent, is_leaf, valid, out
 
 
-class _AncestorWalk(NamedTuple):
-  step: jax.Array  # [] int32 levels walked so far
-  cur: jax.Array  # [N] int32 current ancestor of each node, −1 once past its root
-  anc: jax.Array  # [N, N] bool ancestors found so far
-  parent: jax.Array  # [N] int32
-
-
-# Module-level loop functions (not closures) so that eager calls reuse the
-# traced loop.
-def _walk_cond(state):
-  return (state.step < state.parent.shape[0]) & jnp.any(state.cur >= 0)
-
-
-def _walk_body(state):
-  n = state.parent.shape[0]
-  nodes = jnp.arange(n, dtype=jnp.int32)
-  hit = (state.cur[:, None] == nodes[None, :]) & (state.cur[:, None] >= 0)  # [N, N]
-  nxt = state.parent[jnp.clip(state.cur, 0, n - 1)]
-  return state._replace(step=state.step + 1, cur=jnp.where(state.cur >= 0, nxt, -1),
-                        anc=state.anc | hit)
-
-
 def ancestor_matrix(parent, valid):
   """anc [N, N] bool: anc[i, j] is True iff valid node j is node i or an ancestor.
 
-  Built by walking every node up to its root in parallel (one step per level,
-  at most N steps); padding rows and columns are False. Does not rely on the
-  topological order.
+  Built by pointer jumping (repeated squaring of the parent relation): with
+  `anc_k[i]` the ancestors of i at distance < 2^k (itself included) and
+  `jump_k[i]` its ancestor at distance exactly 2^k (−1 past its root),
+
+    anc_{k+1}[i]  = anc_k[i] ∪ anc_k[jump_k[i]]
+    jump_{k+1}[i] = jump_k[jump_k[i]]
+
+  so ceil(log2 N) row gathers of [N, N] cover every depth (< N). Padding rows
+  and columns are False. Does not rely on the topological order. (The
+  advantage functions below never form this matrix: they use
+  `_descendant_sums`, the same pointer jumping on [N] vectors.)
 
   Args:
     parent: [N] int parent indices, −1 for roots.
@@ -127,22 +113,65 @@ def ancestor_matrix(parent, valid):
   if parent.ndim != 1 or valid.shape != parent.shape:
     raise ValueError(f"need parent [N] and valid [N], got {parent.shape}, {valid.shape}")
   n = parent.shape[0]
-  start = jnp.where(valid, jnp.arange(n, dtype=jnp.int32), -1)
-  state = _AncestorWalk(jnp.int32(0), start, jnp.zeros((n, n), bool), parent)
-  anc = jax.lax.while_loop(_walk_cond, _walk_body, state).anc
+  jump = jnp.where((parent >= 0) & (parent < n), parent, -1)  # [N] ancestor at distance 1
+  anc = jnp.eye(n, dtype=bool)  # [N, N] ancestors at distance < 1: the node itself
+  for _ in range(_rounds(n)):  # static: 2^k >= N covers depth N − 1
+    has = jump >= 0  # [N]
+    safe = jnp.clip(jump, 0, n - 1)
+    anc = anc | (has[:, None] & anc[safe])  # [N, N]
+    jump = jnp.where(has, jump[safe], -1)
   return anc & valid[:, None] & valid[None, :]
 
 
-def _subtree_leaf_sum(anc, leaf, x):
-  """Σ_{leaves l under s} x_l for every node s -> [N] (exact, no matmul)."""
-  return jnp.sum(jnp.where(anc & leaf[:, None], x[:, None], 0.0), axis=0)
+def _rounds(n: int) -> int:
+  """Pointer-jumping rounds for N nodes: 2^rounds >= N covers every depth (< N)."""
+  return max(0, math.ceil(math.log2(max(n, 1))))
 
 
-def _leaf_stats(anc, is_leaf, leaf_reward, valid):
-  """(leaf_count [N] int32, reward_sum [N] float32) from the ancestor matrix."""
+def _descendant_sums(parent, valid, x):
+  """S[s] = Σ_{valid i in the subtree of s (s itself included)} x[i] -> [N, C].
+
+  Pointer jumping: with `P_k[s]` the sum over the descendants of s at
+  distance < 2^k and `jump_k[j]` the ancestor of j at distance 2^k,
+
+    P_{k+1}[s] = P_k[s] + Σ_{j: jump_k[j] = s} P_k[j]
+
+  (the descendants at distance d in [2^k, 2^(k+1)) are split by their
+  ancestor at distance 2^k below s), one scatter-add of [N] per round,
+  ceil(log2 N) rounds. No [N, N] array is formed. Padding nodes neither
+  receive nor pass on anything. Does not rely on the topological order.
+  Float sums are in a different order than a leaf-by-leaf loop (exact for
+  counts; on GPU the scatter order may vary between runs).
+
+  Args:
+    parent: [N] int32; valid: [N] bool; x: [N, C] float32 (zero where not wanted).
+  """
+  n = parent.shape[0]
+  jump = jnp.where(valid & (parent >= 0) & (parent < n), parent, -1)  # [N] ancestor at distance 1
+  total = jnp.where(valid[:, None], x, 0.0)  # [N, C] distance < 1: the node itself
+  for _ in range(_rounds(n)):
+    has = jump >= 0
+    total = total.at[jnp.where(has, jump, n)].add(total, mode="drop")  # index n: dropped
+    jump = jnp.where(has, jump[jnp.clip(jump, 0, n - 1)], -1)
+  return total
+
+
+def _roots(parent, valid):
+  """root [N] int32: the root of every valid node (itself for roots), by pointer jumping."""
+  n = parent.shape[0]
+  nodes = jnp.arange(n, dtype=jnp.int32)
+  root = jnp.where(valid & (parent >= 0) & (parent < n), parent, nodes)  # [N]
+  for _ in range(_rounds(n)):
+    root = root[root]
+  return root
+
+
+def _leaf_stats(parent, is_leaf, leaf_reward, valid):
+  """(leaf_count [N] int32, reward_sum [N] float32) of every node's subtree, 0 on padding."""
   leaf = is_leaf & valid  # [N]
-  count = jnp.sum(anc & leaf[:, None], axis=0, dtype=jnp.int32)  # [N]
-  return count, _subtree_leaf_sum(anc, leaf, jnp.where(leaf, leaf_reward, 0.0))
+  x = jnp.stack([leaf.astype(jnp.float32), jnp.where(leaf, leaf_reward, 0.0)], axis=-1)  # [N, 2]
+  sums = _descendant_sums(parent, valid, x)  # [N, 2]
+  return jnp.rint(sums[:, 0]).astype(jnp.int32), sums[:, 1]  # counts are exact (N < 2^24)
 
 
 def _values(count, reward_sum):
@@ -164,8 +193,7 @@ def subtree_leaf_stats(parent, is_leaf, leaf_reward, valid):
   """
   parent, is_leaf, valid, (leaf_reward,) = _check_nodes(
       parent, is_leaf, valid, leaf_reward=leaf_reward)
-  anc = ancestor_matrix(parent, valid)  # [N, N]
-  return _leaf_stats(anc, is_leaf, leaf_reward, valid)
+  return _leaf_stats(parent, is_leaf, leaf_reward, valid)
 
 
 def node_values(parent, is_leaf, leaf_reward, valid):
@@ -200,12 +228,10 @@ def treerl_segment_advantages(parent, is_leaf, leaf_reward, valid):
   parent, is_leaf, valid, (leaf_reward,) = _check_nodes(
       parent, is_leaf, valid, leaf_reward=leaf_reward)
   n = parent.shape[0]
-  anc = ancestor_matrix(parent, valid)  # [N, N]
-  count, reward_sum = _leaf_stats(anc, is_leaf, leaf_reward, valid)  # [N], [N]
+  count, reward_sum = _leaf_stats(parent, is_leaf, leaf_reward, valid)  # [N], [N]
   value = _values(count, reward_sum)  # [N] V(s)
   is_root = valid & (parent < 0)  # [N]
-  root_of = jnp.argmax(anc & is_root[None, :], axis=1)  # [N] root of each node
-  v_root = value[root_of]
+  v_root = value[_roots(parent, valid)]  # [N] V(root(s))
   v_parent = value[jnp.clip(parent, 0, n - 1)]
   adv = ((value - v_root) + (value - v_parent)) / jnp.sqrt(
       jnp.maximum(count, 1).astype(jnp.float32))
@@ -274,5 +300,4 @@ def node_weight_from_leaves(parent, is_leaf, leaf_weight, valid):
   """
   parent, is_leaf, valid, (leaf_weight,) = _check_nodes(
       parent, is_leaf, valid, leaf_weight=leaf_weight)
-  anc = ancestor_matrix(parent, valid)  # [N, N]
-  return _leaf_stats(anc, is_leaf, leaf_weight, valid)[1]
+  return _leaf_stats(parent, is_leaf, leaf_weight, valid)[1]
