@@ -45,6 +45,32 @@ def validate_extras(names) -> tuple[str, ...]:
   return tuple(sorted(set(names)))
 
 
+def extras_token_count(names, *, batch: int, group: int, prompt_len: int, response_len: int, answer_len: int,
+                       solution_len: int) -> int:
+  """Token positions that `compute_extras` runs through the model for one batch (padded shapes).
+
+  Answer scoring (info_gain / ref_logp / ref_std) packs P + T + T·(J − 1) tokens
+  per rollout (prompt, response, T answer copies without the last token); "mi"
+  alone needs a plain forward of P + T per rollout; "mi" adds the reference
+  solution, S per prompt. Zero when no extra is asked for.
+
+  Args:
+    names: extras as validated by `validate_extras`.
+    batch, group: B prompts, G rollouts; prompt_len P, response_len T,
+      answer_len J, solution_len S: the padded lengths of the batch's arrays.
+  """
+  names = validate_extras(names)
+  rollouts = batch * group
+  tokens = 0
+  if any(n in names for n in ("info_gain", "ref_logp", "ref_std")):
+    tokens += rollouts * (prompt_len + response_len + response_len * (answer_len - 1))
+  elif "mi" in names:
+    tokens += rollouts * (prompt_len + response_len)
+  if "mi" in names:
+    tokens += batch * solution_len
+  return tokens
+
+
 def cue_index(response, mask, cue_id: int):
   """`[..., T]` -> `[...]`: the first answer-cue position, else the last real token (EOS)."""
   is_cue = (response == cue_id) & mask
