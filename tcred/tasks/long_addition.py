@@ -22,13 +22,18 @@ first wrong character, 0 from there on. Every mistake is fatal and nothing is
 a fork: the policy's choice at a correct prefix is right or wrong, never one
 of several right ways.
 
-Noisy demonstrations carry one mistake with probability
-``1 - demo_correct_prob``, in a uniformly chosen column and of a uniformly
+Noisy demonstrations make a mistake in each of their n columns independently
+with probability ``e = 1 - demo_correct_prob ** (1 / n)``, so a demonstration
+is correct with probability demo_correct_prob. A mistake is of a uniformly
 chosen kind: a misread operand digit, a wrong carry (dropped or spurious
 ``+1``) or a slipped sum (off by 1 or 10); the columns after it follow the
 written, wrong state (their carries come from the wrong sum) and the answer is
 read off the written steps, so a wrong demonstration is consistent with
-itself and only its mistake is wrong.
+itself and only its mistakes are wrong. Independent column errors matter: a
+policy fit to demonstrations with one mistake in a random column learns a
+per-column error rate and samples correct responses more often than the
+demonstrations were correct (measured: 0.56 from 50% correct demonstrations);
+with independent errors its pass@1 matches demo_correct_prob.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ class LongAdditionConfig:
 
   min_digits: int = 3
   max_digits: int = 4
-  demo_correct_prob: float = 0.5
+  demo_correct_prob: float = 0.4
 
   def __post_init__(self):
     base.check_range("min_digits", self.min_digits, 1, 20, integer=True)
@@ -177,32 +182,31 @@ class LongAddition(base.Task):
     return float(problem.solution.startswith(prefix))
 
   def demonstration(self, problem: base.Problem, rng: np.random.Generator) -> str:
-    """The solution with probability demo_correct_prob, else one with one mistake.
+    """A response with a mistake in each column independently (correct w.p. demo_correct_prob).
 
-    The mistake's column is uniform, its kind uniform among a misread operand
-    digit (another digit), a wrong carry (``+1`` dropped or added) and a slipped
-    sum (s ± 1 or s ± 10, within [0, 19]). Later columns add the carry of the
-    written sums, and the answer is read off the written steps.
+    Each of the n columns is wrong with probability 1 − demo_correct_prob^(1/n);
+    a mistake's kind is uniform among a misread operand digit (another digit),
+    a wrong carry (``+1`` dropped or added) and a slipped sum (s ± 1 or s ± 10,
+    within [0, 19]). Later columns add the carry of the written sums, and the
+    answer is read off the written steps.
     """
     a, b = problem.data
-    if rng.random() < self.config.demo_correct_prob:
-      return problem.solution
     digits = column_digits(a, b)
-    bad = int(rng.integers(len(digits)))
-    kind = _ERROR_KINDS[int(rng.integers(len(_ERROR_KINDS)))]
+    error_prob = 1.0 - self.config.demo_correct_prob ** (1.0 / len(digits))
     columns, carry = [], 0
-    for k, (x, y) in enumerate(digits):
+    for x, y in digits:
       total = x + y + carry
-      if k == bad and kind == "operand":
+      kind = _ERROR_KINDS[int(rng.integers(len(_ERROR_KINDS)))] if rng.random() < error_prob else None
+      if kind == "operand":
         if rng.random() < 0.5:
           x = int(rng.choice([d for d in range(10) if d != x]))
         else:
           y = int(rng.choice([d for d in range(10) if d != y]))
         total = x + y + carry
-      elif k == bad and kind == "carry":
+      elif kind == "carry":
         carry = 1 - carry
         total = x + y + carry
-      elif k == bad:
+      elif kind == "sum":
         total = int(rng.choice([total + d for d in (-10, -1, 1, 10) if 0 <= total + d <= 19]))
       columns.append(Column(x, y, carry, total))
       carry = int(total >= 10)
