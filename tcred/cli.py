@@ -97,27 +97,26 @@ def _base_key(cfg) -> tuple[str, bool]:
   return directory.name, (directory / "info.json").exists()
 
 
-def _run_one(name: str, seed: int, out: str) -> str | None:
+def _run_one(suite, name: str, seed: int, out: str) -> str | None:
   """Runs one missing run in this process (resuming a partial one); returns an error or None."""
-  from tcred import experiments
   from tcred.training.rl import run_experiment
 
   try:
-    run_experiment(experiments.get_experiment(name), seed=seed, out=out, resume=True,
-                   progress=sys.stderr.isatty())
+    run_experiment(suite.config(name), seed=seed, out=out, resume=True, progress=sys.stderr.isatty())
   except Exception as e:  # noqa: BLE001  (one failed run must not lose the others)
     logging.getLogger("tcred.table").exception("run %s seed %d failed", name, seed)
     return f"{type(e).__name__}: {e}"
   return None
 
 
-def _run_command(name: str, seed: int, out: str) -> list[str]:
+def _run_command(suite, name: str, seed: int, out: str) -> list[str]:
   """The subprocess that runs one missing run (`--resume` continues a partial one, if any)."""
+  sets = [arg for item in suite.overrides for arg in ("--set", item)]
   return [sys.executable, "-m", "tcred.cli", "run", name, "--seed", str(seed), "--out", out, "--no-progress",
-          "--resume"]
+          "--resume", *sets]
 
 
-def _run_parallel(pending: list[tuple[str, int]], out: str, jobs: int) -> dict[tuple[str, int], str]:
+def _run_parallel(suite, pending: list[tuple[str, int]], out: str, jobs: int) -> dict[tuple[str, int], str]:
   """Runs `pending` as `tcred run ... --resume` subprocesses, `jobs` at a time; returns the failures.
 
   Runs whose base policy is not cached wait until one run of the same base (its "builder") has
@@ -129,7 +128,7 @@ def _run_parallel(pending: list[tuple[str, int]], out: str, jobs: int) -> dict[t
   keys, ready = {}, set()
   for name, _ in pending:
     if name not in keys:
-      keys[name], cached = _base_key(experiments.get_experiment(name))
+      keys[name], cached = _base_key(suite.config(name))
       if cached:
         ready.add(keys[name])
   queue, running, builders, failed = list(pending), {}, {}, {}
@@ -148,7 +147,7 @@ def _run_parallel(pending: list[tuple[str, int]], out: str, jobs: int) -> dict[t
         run_dir = run_dir_of(out, *item)
         run_dir.mkdir(parents=True, exist_ok=True)
         log_file = (run_dir / "table.log").open("w")
-        proc = subprocess.Popen(_run_command(*item, out), stdout=log_file, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(_run_command(suite, *item, out), stdout=log_file, stderr=subprocess.STDOUT)
         running[item] = (proc, log_file, time.time())
         print(f"[start] {item[0]} seed {item[1]} (log {run_dir / 'table.log'})", file=sys.stderr)
       time.sleep(0.2)
@@ -191,17 +190,19 @@ def _table(args, argv: list[str]) -> int:
   from tcred.evaluation import tables
 
   seeds = args.seeds or suite.seeds
-  pending = tables.pending_runs(suite, args.out, seeds)
+  root = str(suite.runs_root(args.out))
+  pending = tables.pending_runs(suite, root, seeds)
   total = len(suite.experiments) * seeds
-  print(f"{suite.name}: {total - len(pending)} of {total} runs finished under {args.out}; "
+  print(f"{suite.name}: {total - len(pending)} of {total} runs finished under {root}; "
         f"running {len(pending)} with --jobs {args.jobs}", file=sys.stderr)
+  t0 = time.time()
   if args.jobs > 1 and len(pending) > 1:
-    failed = _run_parallel(pending, args.out, args.jobs)
+    failed = _run_parallel(suite, pending, root, args.jobs)
   else:
     failed = {}
     for i, (name, seed) in enumerate(pending, start=1):
       print(f"[{i}/{len(pending)}] {name} seed {seed}", file=sys.stderr)
-      if (error := _run_one(name, seed, args.out)) is not None:
+      if (error := _run_one(suite, name, seed, root)) is not None:
         failed[(name, seed)] = error
   if failed:
     for (name, seed), error in failed.items():
@@ -213,8 +214,9 @@ def _table(args, argv: list[str]) -> int:
   results = pathlib.Path(args.results)
   results.mkdir(parents=True, exist_ok=True)
   try:
-    markdown = tables.suite_table(suite, args.out, seeds=seeds, command=command)
-    tables.learning_curves(suite, args.out, results / f"{suite.name}.png", seeds=seeds)
+    markdown = tables.suite_table(suite, root, seeds=seeds, command=command,
+                                  runs_wall_s=time.time() - t0 if pending else None)
+    tables.learning_curves(suite, root, results / f"{suite.name}.png", seeds=seeds)
   except tables.RunDataError as e:
     print(f"tcred: error: {e}", file=sys.stderr)
     return 1
@@ -224,10 +226,28 @@ def _table(args, argv: list[str]) -> int:
   return 0
 
 
+def _enable_compilation_cache() -> None:
+  """XLA's persistent compilation cache under `$TCRED_CACHE/xla` (off with TCRED_XLA_CACHE=0).
+
+  Every run of a suite compiles the same sampler, train step and evaluation; the
+  cache turns each later run's compilations into loads (a 3-step countdown run
+  took 93 s cold and 38 s with the cache warm, BUILD_NOTES.md).
+  """
+  if os.environ.get("TCRED_XLA_CACHE", "1") == "0":
+    return
+  import jax
+
+  from tcred.training.sft import cache_root
+
+  jax.config.update("jax_compilation_cache_dir", str(cache_root() / "xla"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   args = _parser().parse_args(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+  _enable_compilation_cache()
   from tcred import experiments
 
   if args.command == "list":

@@ -5,3 +5,4 @@ from tcred.credit.base import (Credit, CreditInputs, CreditMethod, credit_class,
                                make_credit, register_credit)
 from tcred.credit import outcome  # noqa: F401  (registers "outcome")
 from tcred.credit import token_signals  # noqa: F401,E402  (registers the token-signal methods)
+from tcred.credit import tree  # noqa: F401,E402  (registers "tree-grpo", "treerl")

@@ -63,6 +63,8 @@ class CreditMethod(abc.ABC):
   description: ClassVar[str]
   # Names of `CreditInputs.extras` entries the rollout stage must provide.
   needs_extras: ClassVar[tuple[str, ...]] = ()
+  # Whether the method reads the tree arrays of tree rollouts (`TREE_EXTRAS`).
+  needs_tree: ClassVar[bool] = False
 
   @abc.abstractmethod
   def __call__(self, inputs: CreditInputs) -> Credit:

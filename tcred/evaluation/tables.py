@@ -196,7 +196,7 @@ def machine_description() -> str:
 
 
 def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None = None, command: str | None = None,
-                missing: str = "raise") -> str:
+                missing: str = "raise", runs_wall_s: float | None = None) -> str:
   """The Markdown results table of a suite (one row per experiment), built from its run directories.
 
   Args:
@@ -205,6 +205,7 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
     seeds: seeds per experiment (0..seeds−1); default `suite.seeds`.
     command: the exact command that produced the runs and table, quoted in the header.
     missing: "raise" or "skip", as in `load_runs`.
+    runs_wall_s: wall time of the command that ran the missing runs (quoted in the header).
 
   Returns:
     Markdown text: a header (suite, command, machine, date, conventions) and the table.
@@ -231,8 +232,12 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
       "first reaches the task baseline's final mean pass@1; \"(k/n)\": only k of n seeds reached it "
       "(mean over those); \"—\": none did.",
       "- Wall: minutes per run as each run measured it (runs made with `--jobs` > 1 shared the CPU).",
-      "",
   ]
+  if suite.overrides:
+    lines.append(f"- Suite overrides (on every experiment): `{' '.join(suite.overrides)}`")
+  if runs_wall_s is not None:
+    lines.append(f"- This command ran its missing runs in {runs_wall_s / 60:.1f} min of wall time.")
+  lines.append("")
   targets: dict[str, float | None] = {}
   for task, _ in _ordered(suite, runs):
     base = baseline_of(suite, task)

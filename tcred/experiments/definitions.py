@@ -14,9 +14,9 @@ from tcred.experiments.registry import register_experiment
 from tcred.losses.pg import LossConfig
 from tcred.models.config import model_preset
 from tcred.tasks.registry import task_config_class
-from tcred.training.config import ExperimentConfig, RLConfig, SFTConfig
+from tcred.training.config import ExperimentConfig, RLConfig, SFTConfig, TreeConfig
 
-TASKS = ("countdown", "graph-path")
+TASKS = ("countdown", "graph-path", "long-addition")
 
 _TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     # 3 numbers, 70% correct demonstrations: base pass@1 ≈ 0.22 after 1,500 SFT steps (pass@8 ≈ 0.71).
@@ -24,6 +24,9 @@ _TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     # 6 nodes, 2–3 hops: base pass@1 ≈ 0.38 after 1,500 SFT steps (pass@8 ≈ 0.94).
     "graph-path": dict(task_config=dict(num_nodes=6, max_hops=3, extra_edges=1), sft=SFTConfig(steps=1500),
                        rl=RLConfig()),
+    # 3–4 digit operands, 40% correct demonstrations: base pass@1 ≈ TBD after 1,000 SFT steps.
+    "long-addition": dict(task_config=dict(min_digits=3, max_digits=4, demo_correct_prob=0.4),
+                          sft=SFTConfig(steps=1000), rl=RLConfig()),
 }
 
 
@@ -63,3 +66,25 @@ _method("mi-weight", "advantage scaled by normalised answer information gain", _
 _method("dro-r3", "outcome + σ-weighted reference-answer likelihood (DRO R3)", _credit("dro-r3"))
 _method("variance-filter", "DRO query filter: drop low-σ and all-equal prompts, refill",
         _credit("variance-filter"))
+
+# Trees (DESIGN §4.5): 2 chains per prompt, one round of 3 forks per tree, 8 leaves per prompt
+# like the chains of `<task>-grpo`. Shared prefixes are generated once, so a tree step generates
+# fewer tokens; `prompts_per_step` is raised so that a step generates about as many tokens as
+# GRPO's 16 × 8 chains (measured ratios in BUILD_NOTES.md), i.e. the comparison is at equal
+# generated tokens.
+_TREE_PROMPTS = {"countdown": 16, "graph-path": 16}
+
+
+def _tree(credit: str, fork_at: str):
+  def edit(c: ExperimentConfig) -> ExperimentConfig:
+    return dataclasses.replace(
+        c, credit=make_credit(credit), tree=TreeConfig(enabled=True, trees=2, rounds=1, forks=3, branch=1,
+                                                       fork_at=fork_at),
+        rl=dataclasses.replace(c.rl, prompts_per_step=_TREE_PROMPTS.get(c.task, c.rl.prompts_per_step)))
+  return edit
+
+
+_method("tree-grpo", "Tree-GRPO: forks at step boundaries, intra + inter-tree leaf advantages",
+        _tree("tree-grpo", "step"))
+_method("treerl", "TreeRL / EPTree: forks at the highest-entropy tokens, segment advantages",
+        _tree("treerl", "entropy"))

@@ -7,6 +7,7 @@ of experiments with the seeds `tcred table` runs.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 from tcred.training.config import ExperimentConfig
 
@@ -16,11 +17,27 @@ _SUITES: dict[str, "Suite"] = {}
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Suite:
+  """A named list of experiments with their seed count.
+
+  `overrides` (`section.field=value`, as `tcred run --set`) apply to every
+  experiment of the suite, e.g. a shorter RL budget; such a suite keeps its runs
+  under `<out>/<suite name>/` so they never mix with runs of the registered configs.
+  """
+
   name: str
   description: str
   experiments: tuple[str, ...]
   seeds: int = 3
   baseline: str | None = None  # per task: "<task>-grpo" when None
+  overrides: tuple[str, ...] = ()
+
+  def config(self, experiment: str) -> ExperimentConfig:
+    """The experiment's config as this suite runs it."""
+    return get_experiment(experiment).with_overrides(list(self.overrides))
+
+  def runs_root(self, out) -> pathlib.Path:
+    """Where this suite's runs live under the runs root `out`."""
+    return pathlib.Path(out) / self.name if self.overrides else pathlib.Path(out)
 
 
 def register_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -36,6 +53,8 @@ def register_suite(suite: Suite) -> Suite:
   unknown = [e for e in suite.experiments if e not in _EXPERIMENTS]
   if unknown:
     raise ValueError(f"suite {suite.name!r} names unknown experiments {unknown}")
+  for name in suite.experiments:
+    suite.config(name)  # raises ValueError on an override the experiment does not accept
   _SUITES[suite.name] = suite
   return suite
 

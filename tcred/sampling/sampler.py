@@ -3,6 +3,11 @@ decode over a KV cache shared by the G rollouts of each prompt.
 
 Prompts are left-padded to a common length P so that every row writes the same
 cache slot at each decode step; RoPE positions count real tokens only.
+
+`decode` is the one decode loop of the package: it continues N rows, each from
+its own response position, writing one token per row and step. `sample_groups`
+(independent chains) and the tree sampler (`tcred.sampling.tree`, forks from
+cached prefixes) both call it.
 """
 
 from __future__ import annotations
@@ -35,19 +40,45 @@ class Rollouts(NamedTuple):
   finished: jax.Array
 
 
+class Rows(NamedTuple):
+  """Per-row decode buffers of N rows with a T-token response budget.
+
+  Attributes:
+    tokens: `[N, T]` int32 response tokens (pad beyond each row's length).
+    logp: `[N, T]` float32 log-probability of each token under the tempered
+      sampling distribution (0 on padding).
+    entropy: `[N, T]` float32 entropy of the tempered distribution each token
+      was drawn from (0 on padding).
+    length: `[N]` int32 real tokens in the row (EOS included).
+    hidden: `[N, T, D]` float32 final hidden state that predicts token t (the
+      prompt's last hidden state for t = 0), or None when not kept. Kept by the
+      tree sampler so that a fork at t re-samples token t with no recomputation.
+  """
+
+  tokens: jax.Array
+  logp: jax.Array
+  entropy: jax.Array
+  length: jax.Array
+  hidden: jax.Array | None
+
+
 class _DecodeState(NamedTuple):
-  t: jax.Array  # scalar int32, tokens generated so far
+  k: jax.Array  # [] int32 loop steps so far (= cache slots written past `slot_base`)
   cache: KVCache
-  logits: jax.Array  # [N, V] float32 logits for the next token
+  logits: jax.Array  # [N, V] float32 logits of the next token of each row
   done: jax.Array  # [N] bool
-  tokens: jax.Array  # [N, T]
-  logp: jax.Array  # [N, T]
+  rows: Rows
+  fed: jax.Array  # [] int32 tokens fed through the model (real rows only)
   key: jax.Array
 
 
 def _choose(logits: jax.Array, key: jax.Array, *, temperature: float, top_p: float, greedy: bool):
-  """Samples one token per row from `logits [N, V]`; returns (token [N], logp [N])."""
+  """Samples one token per row from `logits [N, V]`.
+
+  Returns (token [N], logp [N], entropy [N]) of the tempered distribution.
+  """
   logprobs = jax.nn.log_softmax(logits / (1.0 if greedy else temperature), axis=-1)
+  entropy = -jnp.sum(jnp.exp(logprobs) * logprobs, axis=-1)
   if greedy:
     token = jnp.argmax(logits, axis=-1)
   else:
@@ -60,7 +91,95 @@ def _choose(logits: jax.Array, key: jax.Array, *, temperature: float, top_p: flo
       cutoff = jnp.take_along_axis(sorted_lp, cutoff_idx[:, None], axis=-1)
       filtered = jnp.where(logprobs >= cutoff, logprobs, -jnp.inf)
     token = jax.random.categorical(key, filtered, axis=-1)
-  return token.astype(jnp.int32), jnp.take_along_axis(logprobs, token[:, None], axis=-1)[:, 0]
+  lp = jnp.take_along_axis(logprobs, token[:, None], axis=-1)[:, 0]
+  return token.astype(jnp.int32), lp, entropy
+
+
+def decode(model: Decoder, cache: KVCache, rows: Rows, first_hidden: jax.Array, prompt_len: jax.Array,
+           key: jax.Array, *, slot_base: int, temperature: float, top_p: float, greedy: bool,
+           eos_id: int, pad_id: int) -> tuple[KVCache, Rows, jax.Array]:
+  """Continues N rows until each emits EOS or fills its T-token budget.
+
+  Row n resumes at response position `rows.length[n]`: its next token is drawn
+  from `first_hidden[n] @ unembedding`, written at that position, fed through
+  the model at cache slot `slot_base + k` (k = loop step) with RoPE position
+  `prompt_len[n] + position`, and so on. The cache must already hold the row's
+  prompt and response prefix (valid slots); slots `[slot_base, slot_base + T)`
+  must be free. Nothing before a row's resume position is recomputed.
+
+  Args:
+    model: the policy.
+    cache: `[N, S]` KV cache, S ≥ slot_base + T.
+    rows: buffers holding each row's prefix (positions < length); positions ≥
+      length must hold `pad_id` / 0.
+    first_hidden: `[N, D]` hidden state predicting each row's next token.
+    prompt_len: `[N]` int32 real prompt tokens of each row.
+    key: PRNG key, split once per loop step.
+    slot_base: first free cache slot (static).
+    temperature, top_p, greedy, eos_id, pad_id: the sampling rule and special ids.
+
+  Returns:
+    (cache, rows, fed): the updated cache and buffers, and the number of tokens
+    fed through the model (one per row and step while the row is active).
+  """
+  n, t_max = rows.tokens.shape
+  unembed = model.unembedding()
+  r = jnp.arange(n)
+
+  def put(buf, pos, val, active):
+    # Writes val[n] at buf[n, pos[n]] for active rows (others dropped out of bounds).
+    return buf.at[r, jnp.where(active, pos, t_max)].set(val.astype(buf.dtype), mode="drop")
+
+  def cond(s: _DecodeState):
+    return (s.k < t_max) & ~jnp.all(s.done)
+
+  def body(s: _DecodeState) -> _DecodeState:
+    key, sub = jax.random.split(s.key)
+    token, lp, ent = _choose(s.logits, sub, temperature=temperature, top_p=top_p, greedy=greedy)
+    active = ~s.done
+    pos = s.rows.length
+    token = jnp.where(active, token, pad_id)
+    rows = s.rows._replace(tokens=put(s.rows.tokens, pos, token, active),
+                           logp=put(s.rows.logp, pos, lp, active),
+                           entropy=put(s.rows.entropy, pos, ent, active),
+                           length=pos + active.astype(jnp.int32))
+    hidden, cache = model(token[:, None], (prompt_len + pos)[:, None], active[:, None], s.cache,
+                          slot_base + s.k)
+    h = hidden[:, 0].astype(jnp.float32)  # [N, D]
+    if rows.hidden is not None:
+      nxt = jnp.stack([r, jnp.where(active & (pos + 1 < t_max), pos + 1, t_max)], axis=-1)
+      rows = rows._replace(hidden=rows.hidden.at[nxt[:, 0], nxt[:, 1]].set(h, mode="drop"))
+    logits = jnp.dot(hidden[:, 0], unembed, preferred_element_type=jnp.float32)
+    done = s.done | (token == eos_id) | (pos + 1 >= t_max)
+    return _DecodeState(s.k + 1, cache, logits, done, rows, s.fed + jnp.sum(active, dtype=jnp.int32), key)
+
+  logits = jnp.dot(first_hidden.astype(unembed.dtype), unembed, preferred_element_type=jnp.float32)
+  init = _DecodeState(k=jnp.int32(0), cache=cache, logits=logits, done=rows.length >= t_max, rows=rows,
+                      fed=jnp.int32(0), key=key)
+  final = jax.lax.while_loop(cond, body, init)
+  return final.cache, final.rows, final.fed
+
+
+def empty_rows(n: int, t_max: int, *, pad_id: int, hidden_dim: int | None = None) -> Rows:
+  """Buffers for N fresh rows (length 0); `hidden_dim` keeps `[N, T, D]` hidden states."""
+  hidden = None if hidden_dim is None else jnp.zeros((n, t_max, hidden_dim), jnp.float32)
+  return Rows(tokens=jnp.full((n, t_max), pad_id, jnp.int32), logp=jnp.zeros((n, t_max), jnp.float32),
+              entropy=jnp.zeros((n, t_max), jnp.float32), length=jnp.zeros((n,), jnp.int32), hidden=hidden)
+
+
+def prefill(model: Decoder, prompt: jax.Array, prompt_valid: jax.Array, slots: int):
+  """Runs B left-padded prompts once: (cache `[B, slots]`, last hidden `[B, D]`, prompt_len `[B]`)."""
+  b, _ = prompt.shape
+  cache = KVCache.empty(model.config, b, slots)
+  hidden, cache = model(prompt, positions_from_mask(prompt_valid), prompt_valid, cache, 0)  # [B, P, D]
+  return cache, hidden[:, -1], jnp.sum(prompt_valid, axis=-1).astype(jnp.int32)
+
+
+def finish(rows: Rows, eos_id: int) -> tuple[jax.Array, jax.Array]:
+  """(mask [N, T], finished [N]) of decoded rows: real tokens and whether the row ended with EOS."""
+  t_max = rows.tokens.shape[-1]
+  mask = jnp.arange(t_max)[None, :] < rows.length[:, None]
+  return mask, jnp.any((rows.tokens == eos_id) & mask, axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames=(
@@ -86,41 +205,12 @@ def sample_groups(graphdef: nnx.GraphDef, params: nnx.State, prompt: jax.Array, 
   model = nnx.merge(graphdef, params)
   b, p = prompt.shape
   n = b * group_size
-  cache = KVCache.empty(model.config, b, p + max_new_tokens)
-  positions = positions_from_mask(prompt_valid)
-  hidden, cache = model(prompt, positions, prompt_valid, cache, 0)  # [B, P, D]
-  unembed = model.unembedding()
-  logits = jnp.dot(hidden[:, -1], unembed, preferred_element_type=jnp.float32)  # [B, V]
-  cache = cache.repeat(group_size)
-  logits = jnp.repeat(logits, group_size, axis=0)  # [N, V]
-  next_pos = jnp.repeat(jnp.sum(prompt_valid, axis=-1).astype(jnp.int32), group_size)  # [N]
-
-  def cond(s: _DecodeState):
-    return (s.t < max_new_tokens) & ~jnp.all(s.done)
-
-  def body(s: _DecodeState) -> _DecodeState:
-    key, sub = jax.random.split(s.key)
-    token, lp = _choose(s.logits, sub, temperature=temperature, top_p=top_p, greedy=greedy)
-    token = jnp.where(s.done, pad_id, token)
-    lp = jnp.where(s.done, 0.0, lp)
-    tokens = jax.lax.dynamic_update_slice_in_dim(s.tokens, token[:, None], s.t, axis=1)
-    logp = jax.lax.dynamic_update_slice_in_dim(s.logp, lp[:, None], s.t, axis=1)
-    valid = ~s.done
-    hidden, cache = model(token[:, None], (next_pos + s.t)[:, None], valid[:, None], s.cache, p + s.t)
-    logits = jnp.dot(hidden[:, 0], unembed, preferred_element_type=jnp.float32)
-    done = s.done | (token == eos_id)
-    return _DecodeState(s.t + 1, cache, logits, done, tokens, logp, key)
-
-  init = _DecodeState(
-      t=jnp.int32(0), cache=cache, logits=logits, done=jnp.zeros((n,), bool),
-      tokens=jnp.full((n, max_new_tokens), pad_id, jnp.int32),
-      logp=jnp.zeros((n, max_new_tokens), jnp.float32), key=key)
-  final = jax.lax.while_loop(cond, body, init)
-  tokens = final.tokens
-  # Real tokens: everything up to and including the first EOS.
-  is_eos = tokens == eos_id
-  after_eos = (jnp.cumsum(is_eos, axis=-1) - is_eos) > 0
-  mask = ~after_eos & (jnp.arange(max_new_tokens)[None, :] < final.t)
+  cache, last, prompt_len = prefill(model, prompt, prompt_valid, p + max_new_tokens)
+  rep = lambda x: jnp.repeat(x, group_size, axis=0)
+  _, rows, _ = decode(model, cache.repeat(group_size), empty_rows(n, max_new_tokens, pad_id=pad_id),
+                      rep(last), rep(prompt_len), key, slot_base=p, temperature=temperature, top_p=top_p,
+                      greedy=greedy, eos_id=eos_id, pad_id=pad_id)
+  mask, finished = finish(rows, eos_id)
   shape = (b, group_size, max_new_tokens)
-  return Rollouts(tokens=tokens.reshape(shape), logp=final.logp.reshape(shape),
-                  mask=mask.reshape(shape), finished=jnp.any(is_eos, axis=-1).reshape(b, group_size))
+  return Rollouts(tokens=rows.tokens.reshape(shape), logp=rows.logp.reshape(shape),
+                  mask=mask.reshape(shape), finished=finished.reshape(b, group_size))

@@ -86,6 +86,44 @@ class RLConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class TreeConfig:
+  """Tree rollouts (DESIGN §4.5): M chains per prompt, then L rounds of forks.
+
+  Attributes:
+    enabled: sample trees instead of G independent chains.
+    trees: M chains (trees) per prompt.
+    rounds: L fork rounds.
+    forks: N fork points per tree and round.
+    branch: C continuations per fork point.
+    fork_at: where to fork: "step" (uniformly at the task's step boundaries,
+      Tree-GRPO), "entropy" (top-N tokens by the sampling distribution's
+      entropy, EPTree) or "neg-logp" (top-N by the sampled token's −log p,
+      EPTree's proxy).
+  The leaves per prompt, M·(1 + L·N·C), must equal `rl.group_size`.
+  """
+
+  section: ClassVar[str] = "tree"
+  enabled: bool = False
+  trees: int = 2
+  rounds: int = 1
+  forks: int = 3
+  branch: int = 1
+  fork_at: str = "step"
+
+  def __post_init__(self):
+    _positive(self, "trees", "forks", "branch")
+    _non_negative(self, "rounds")
+    from tcred.sampling.tree import FORK_RULES
+    if self.fork_at not in FORK_RULES:
+      raise ValueError(f"tree.fork_at must be one of {list(FORK_RULES)}, got {self.fork_at!r}")
+
+  @property
+  def leaves(self) -> int:
+    """Leaves (complete rollouts) per prompt: M·(1 + L·N·C)."""
+    return self.trees * (1 + self.rounds * self.forks * self.branch)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
   """Everything that defines a run, except the seed."""
 
@@ -98,6 +136,20 @@ class ExperimentConfig:
   rl: RLConfig
   credit: CreditMethod
   loss: LossConfig
+  tree: TreeConfig = dataclasses.field(default_factory=lambda: TreeConfig())
+
+  def __post_init__(self):
+    tree = self.tree
+    if tree.enabled:
+      if tree.leaves != self.rl.group_size:
+        raise ValueError(
+            f"rl.group_size ({self.rl.group_size}) must equal the leaves per prompt of tree sampling, "
+            f"tree.trees × (1 + tree.rounds × tree.forks × tree.branch) = {tree.leaves}")
+      if self.rl.dynamic_sampling or type(self.credit).group_filter is not CreditMethod.group_filter:
+        raise ValueError("tree sampling does not support rl.dynamic_sampling or credit methods that "
+                         "filter groups")
+    if self.credit.needs_tree and not tree.enabled:
+      raise ValueError(f"credit method {self.credit.name!r} needs tree rollouts: set tree.enabled=true")
 
   def to_dict(self) -> dict[str, Any]:
     return {
@@ -105,12 +157,16 @@ class ExperimentConfig:
         "task_config": dataclasses.asdict(self.task_config), "model": dataclasses.asdict(self.model),
         "sft": dataclasses.asdict(self.sft), "rl": dataclasses.asdict(self.rl),
         "credit": {"name": self.credit.name, **dataclasses.asdict(self.credit)},
-        "loss": dataclasses.asdict(self.loss),
+        "loss": dataclasses.asdict(self.loss), "tree": dataclasses.asdict(self.tree),
     }
 
   def with_overrides(self, assignments: list[str]) -> "ExperimentConfig":
-    """Applies `section.field=value` assignments; raises ValueError listing what is allowed."""
-    cfg = self
+    """Applies `section.field=value` assignments; raises ValueError listing what is allowed.
+
+    Each section is validated as it changes; the experiment as a whole (e.g. the
+    tree leaves against `rl.group_size`) once all assignments are applied.
+    """
+    sections = {s: getattr(self, s) for s in _SECTIONS}
     for item in assignments:
       if "=" not in item:
         raise ValueError(f"--set expects key=value, got {item!r}")
@@ -119,16 +175,16 @@ class ExperimentConfig:
       if section not in _SECTIONS or not field:
         allowed = [f"{s}.<field>" for s in _SECTIONS]
         raise ValueError(f"unknown --set key {key!r}; allowed: {allowed}")
-      obj = getattr(cfg, section)
+      obj = sections[section]
       fields = {f.name: f for f in dataclasses.fields(obj)}
       if field not in fields:
         raise ValueError(f"unknown --set key {key!r}; {section} fields: {sorted(fields)}")
       value = _parse(raw, type(obj), field, key)
-      cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(obj, **{field: value})})
-    return cfg
+      sections[section] = dataclasses.replace(obj, **{field: value})
+    return dataclasses.replace(self, **sections)
 
 
-_SECTIONS = ("task_config", "model", "sft", "rl", "credit", "loss")
+_SECTIONS = ("task_config", "model", "sft", "rl", "credit", "loss", "tree")
 
 
 def config_hash(*parts: Any) -> str:
@@ -145,7 +201,8 @@ def config_from_dict(d: dict[str, Any]) -> ExperimentConfig:
   return ExperimentConfig(
       name=d["name"], description=d["description"], task=d["task"],
       task_config=task_config_class(d["task"])(**d["task_config"]), model=ModelConfig(**d["model"]),
-      sft=SFTConfig(**d["sft"]), rl=RLConfig(**d["rl"]), credit=cls(**credit), loss=LossConfig(**d["loss"]))
+      sft=SFTConfig(**d["sft"]), rl=RLConfig(**d["rl"]), credit=cls(**credit), loss=LossConfig(**d["loss"]),
+      tree=TreeConfig(**d.get("tree", {})))
 
 
 def _parse(raw: str, cls: type, field: str, key: str) -> Any:

@@ -20,7 +20,8 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from tcred.credit.extras import compute_extras, validate_extras
+from tcred.credit.extras import compute_extras, extras_token_count, validate_extras
+from tcred.credit.tree import tree_extras
 from tcred.evaluation.passk import evaluate
 from tcred.tasks import tokenizer as tok
 from tcred.tasks.base import Problem, Task
@@ -28,7 +29,9 @@ from tcred.tasks.registry import make_task_from_config
 from tcred.training.checkpoint import Checkpointer
 from tcred.training.config import ExperimentConfig, config_hash
 from tcred.training.data import RL_NAMESPACE, eval_problems, training_problems
-from tcred.training.rollout import Groups, encode_answers, encode_solutions, sample_and_score
+from tcred.training.packing import pack_trees
+from tcred.training.rollout import (Groups, encode_answers, encode_solutions, sample_and_score,
+                                    sample_trees_and_score)
 from tcred.training.optim import adamw
 from tcred.training.sft import base_policy
 from tcred.training.step import Batch, TrainState, rl_train_step
@@ -64,24 +67,38 @@ class Chunk(NamedTuple):
   groups: Groups
   problems: list[Problem]
   extras: dict[str, np.ndarray]
+  extras_s: float = 0.0  # wall seconds of `compute_extras` for this chunk (0 without extras)
+  extras_tokens: int = 0  # token positions it ran through the model (`extras_token_count`)
 
 
 def _sample_chunk(graphdef, params, task: Task, problems: list[Problem], key: jax.Array,
                   cfg: ExperimentConfig) -> Chunk:
   rl = cfg.rl
-  groups = sample_and_score(graphdef, params, task, problems, key, group_size=rl.group_size,
-                            temperature=rl.temperature, top_p=rl.top_p)
+  if cfg.tree.enabled:
+    host_rng = np.random.default_rng(np.asarray(jax.random.key_data(key)))  # fork choices: f(seed, step)
+    groups = sample_trees_and_score(graphdef, params, task, problems, key, host_rng, tree=cfg.tree,
+                                    temperature=rl.temperature, top_p=rl.top_p)
+  else:
+    groups = sample_and_score(graphdef, params, task, problems, key, group_size=rl.group_size,
+                              temperature=rl.temperature, top_p=rl.top_p)
   names = validate_extras(cfg.credit.needs_extras)
-  extras = {}
+  extras, extras_s, extras_tokens = {}, 0.0, 0
   if names:
     answer, answer_valid = encode_answers(task, problems)
     solution, solution_valid = encode_solutions(task, problems)
     r = groups.rollouts
+    t0 = time.time()
     extras = jax.device_get(compute_extras(
         graphdef, params, groups.prompt, groups.prompt_valid, r.tokens, r.mask, answer, answer_valid,
         solution, solution_valid, names=names, temperature=rl.temperature,
         cue_id=int(tok.encode(task.answer_cue)[0])))
-  return Chunk(groups, list(problems), extras)
+    extras_s = time.time() - t0
+    extras_tokens = extras_token_count(names, batch=r.tokens.shape[0], group=r.tokens.shape[1],
+                                       prompt_len=groups.prompt.shape[1], response_len=r.tokens.shape[2],
+                                       answer_len=answer.shape[1], solution_len=solution.shape[1])
+  if cfg.credit.needs_tree:
+    extras = {**extras, **tree_extras(groups.trees)}
+  return Chunk(groups, list(problems), extras, extras_s, extras_tokens)
 
 
 def _collect(graphdef, params, task: Task, cfg: ExperimentConfig, *, seed: int, step: int,
@@ -204,12 +221,17 @@ def _run_locked(cfg: ExperimentConfig, *, seed: int, run_dir: pathlib.Path, resu
       batch = Batch(prompt=jnp.asarray(groups.prompt), prompt_valid=jnp.asarray(groups.prompt_valid),
                     response=jnp.asarray(r.tokens), mask=jnp.asarray(r.mask), old_logp=jnp.asarray(r.logp),
                     rewards=jnp.asarray(groups.rewards), group_valid=jnp.asarray(group_valid),
-                    extras={k: jnp.asarray(v) for k, v in batch_chunk.extras.items()})
+                    extras={k: jnp.asarray(v) for k, v in batch_chunk.extras.items()},
+                    packed=None if groups.trees is None else jax.tree.map(jnp.asarray, pack_trees(
+                        groups.prompt, groups.prompt_valid, r.tokens, groups.trees.arrays)))
       state, m = rl_train_step(state, batch, ref_params, graphdef=graphdef, tx=tx, credit=cfg.credit,
                                loss_config=cfg.loss, temperature=rl.temperature, chunk_size=rl.chunk_size)
       m = jax.device_get(m)
       counters["samples"] += sum(c.groups.rewards.size for c in generated)
-      counters["tokens_generated"] += sum(int(c.groups.rollouts.mask.sum()) for c in generated)
+      counters["tokens_generated"] += sum(c.groups.generated_tokens() for c in generated)
+      extras_s, extras_tokens = sum(c.extras_s for c in generated), sum(c.extras_tokens for c in generated)
+      counters["extras_wall_s"] = counters.get("extras_wall_s", 0.0) + extras_s
+      counters["extras_tokens"] = counters.get("extras_tokens", 0) + extras_tokens
       now = time.time()
       counters["wall_s"] += now - t_last
       t_last = now
@@ -221,7 +243,8 @@ def _run_locked(cfg: ExperimentConfig, *, seed: int, run_dir: pathlib.Path, resu
              "train/response_len": float(r.mask.sum(-1).mean()),
              "train/finished": float(r.finished.mean()),
              "counts/samples": counters["samples"], "counts/tokens_generated": counters["tokens_generated"],
-             "time/sample_s": t_sample, "time/step_s": time.time() - t0, "wall_s": counters["wall_s"]}
+             "time/sample_s": t_sample, "time/step_s": time.time() - t0, "wall_s": counters["wall_s"],
+             "time/extras_s": extras_s, "counts/extras_tokens": extras_tokens}  # extras: part of sample_s
       done = step + 1
       if done % rl.eval_every == 0 or done == rl.steps:
         ev = evaluate(graphdef, state.params, task, held_out[:rl.eval_prompts], jax.random.fold_in(eval_key, done),
@@ -250,10 +273,12 @@ def _run_locked(cfg: ExperimentConfig, *, seed: int, run_dir: pathlib.Path, resu
       f"base_pass{k}": base[f"pass{k}"], f"final_pass{k}": final[f"pass{k}"],
       "eval_samples": final["samples"], "steps": rl.steps, "samples": counters["samples"],
       "tokens_generated": counters["tokens_generated"], "wall_s": counters["wall_s"],
+      "extras_wall_s": counters.get("extras_wall_s", 0.0), "extras_tokens": counters.get("extras_tokens", 0),
       # This invocation end to end: base policy (SFT unless cached), RL, evaluations.
       "invocation_wall_s": time.time() - t_start,
   }
   (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+  tracker.hparams(resolved, summary, step=rl.steps)  # TensorBoard HParams: config + final metrics
   return summary
 
 

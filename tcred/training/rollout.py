@@ -5,12 +5,33 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tcred.sampling.sampler import Rollouts, sample_groups
+from tcred.sampling.sampler import Rollouts, finish, sample_groups
+from tcred.sampling.tree import TreeArrays, choose_forks, fork_round, start_trees, tree_arrays
 from tcred.tasks import tokenizer as tok
 from tcred.tasks.base import Problem, Task
+
+
+class Trees(NamedTuple):
+  """How the G rows of each prompt were grown as a forest (host arrays).
+
+  Attributes:
+    source: `[B, G]` int32 row each row forked from, −1 for the M chains.
+    fork_pos: `[B, G]` int32 first token each row generated itself.
+    tree_id: `[B, G]` int32 tree of each row.
+    arrays: B `TreeArrays` (segment nodes, token → node, packed positions).
+    fed: tokens fed through the model while decoding (equals the generated
+      tokens: no prefix is recomputed).
+  """
+
+  source: np.ndarray
+  fork_pos: np.ndarray
+  tree_id: np.ndarray
+  arrays: list[TreeArrays]
+  fed: int
 
 
 class Groups(NamedTuple):
@@ -21,6 +42,7 @@ class Groups(NamedTuple):
     rollouts: the sampler output (numpy arrays), `[B, G, T]`.
     rewards: `[B, G]` float32.
     texts: B lists of G response strings (without EOS).
+    trees: the forest structure for tree rollouts, None for independent chains.
   """
 
   prompt: np.ndarray
@@ -28,6 +50,14 @@ class Groups(NamedTuple):
   rollouts: Rollouts
   rewards: np.ndarray
   texts: list[list[str]]
+  trees: Trees | None = None
+
+  def generated_tokens(self) -> int:
+    """Tokens the sampler generated: every row's tokens, but a forked row's copied prefix only once."""
+    mask = np.asarray(self.rollouts.mask)
+    if self.trees is None:
+      return int(mask.sum())
+    return int(sum(a.num_packed for a in self.trees.arrays))
 
 
 def encode_prompts(task: Task, problems: Sequence[Problem]) -> tuple[np.ndarray, np.ndarray]:
@@ -63,6 +93,71 @@ def sample_and_score(graphdef: nnx.GraphDef, params: nnx.State, task: Task, prob
   rollouts = jax.tree.map(np.asarray, rollouts)
   rewards, texts = score(task, problems, rollouts)
   return Groups(prompt, valid, rollouts, rewards, texts)
+
+
+def sample_trees_and_score(graphdef: nnx.GraphDef, params: nnx.State, task: Task, problems: Sequence[Problem],
+                           key: jax.Array, rng: np.random.Generator, *, tree, temperature: float,
+                           top_p: float = 1.0) -> Groups:
+  """Tree rollouts (`tcred.sampling.tree`) of each problem, scored; `tree` is a `TreeConfig`.
+
+  Fork points are chosen on the host between rounds: uniformly at the task's
+  step boundaries (`tree.fork_at == "step"`) or at the top tokens by entropy /
+  −log p. `rng` draws the uniform choices (a pure function of seed and step).
+  """
+  prompt, valid = encode_prompts(task, problems)
+  b, p = prompt.shape
+  g, m, t_max = tree.leaves, tree.trees, task.max_response_len
+  common = dict(temperature=temperature, top_p=top_p, eos_id=tok.EOS_ID, pad_id=tok.PAD_ID)
+  pool = start_trees(graphdef, params, prompt, valid, jax.random.fold_in(key, 0), group_size=g, trees=m,
+                     rounds=tree.rounds, max_new_tokens=t_max, **common)
+  source = np.full((b, g), -1, np.int32)
+  tree_id = np.zeros((b, g), np.int32)
+  tree_id[:, :m] = np.arange(m)
+  filled = np.zeros((b, g), bool)
+  filled[:, :m] = True
+  per_round = m * tree.forks * tree.branch
+  for r in range(1, tree.rounds + 1):
+    rows = jax.device_get(pool.rows._replace(hidden=None))
+    length = rows.length.reshape(b, g)
+    fork_pos = np.asarray(pool.fork_pos).reshape(b, g)
+    tokens = rows.tokens.reshape(b, g, t_max)
+    dest, src, at = [], [], []
+    lo = m + (r - 1) * per_round
+    for i in range(b):
+      scores = eligible = None
+      if tree.fork_at == "entropy":
+        scores = rows.entropy.reshape(b, g, t_max)[i]
+      elif tree.fork_at == "neg-logp":
+        scores = -rows.logp.reshape(b, g, t_max)[i]
+      else:
+        eligible = np.zeros((g, t_max), bool)
+        for row in np.flatnonzero(filled[i]):
+          text = tok.decode(tokens[i, row, :length[i, row]])
+          ends = [e for e in task.step_ends(text) if 0 < e < len(text)]
+          eligible[row, ends] = True  # a step starts at each step end (char-level tokens)
+      plan = choose_forks(length[i], fork_pos[i], tree_id[i], filled[i], forks=tree.forks, branch=tree.branch,
+                          trees=m, rng=rng, scores=scores, eligible=eligible)
+      rows_i = np.arange(lo, lo + per_round)
+      source[i, rows_i], tree_id[i, rows_i] = plan.src, tree_id[i, plan.src]
+      filled[i, rows_i] = True
+      dest.append(i * g + rows_i)
+      src.append(i * g + plan.src)
+      at.append(plan.at)
+    pool = fork_round(graphdef, params, pool, jnp.asarray(np.concatenate(dest)), jnp.asarray(np.concatenate(src)),
+                      jnp.asarray(np.concatenate(at)), jax.random.fold_in(key, r), round_index=r,
+                      prompt_slots=p, **common)
+  mask, finished = finish(pool.rows, tok.EOS_ID)
+  shape = (b, g, t_max)
+  rows = jax.device_get(pool.rows._replace(hidden=None))
+  rollouts = Rollouts(tokens=rows.tokens.reshape(shape), logp=rows.logp.reshape(shape),
+                      mask=np.asarray(mask).reshape(shape), finished=np.asarray(finished).reshape(b, g))
+  fork_pos = np.asarray(pool.fork_pos).reshape(b, g)
+  length = rows.length.reshape(b, g)
+  arrays = [tree_arrays(source[i], fork_pos[i], length[i], tree_id[i], trees=m, max_new_tokens=t_max)
+            for i in range(b)]
+  rewards, texts = score(task, problems, rollouts)
+  trees = Trees(source=source, fork_pos=fork_pos, tree_id=tree_id, arrays=arrays, fed=int(pool.fed))
+  return Groups(prompt, valid, rollouts, rewards, texts, trees)
 
 
 def _bucket(n: int) -> int:

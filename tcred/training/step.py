@@ -22,6 +22,7 @@ from tcred.credit.base import CreditInputs, CreditMethod
 from tcred.losses.pg import LossConfig, aggregate, kl_k3, ppo_clip_surrogate
 from tcred.models.decoder import positions_from_mask
 from tcred.signals.logprobs import token_logprobs_and_entropy
+from tcred.training.packing import PackedRows
 
 
 class TrainState(NamedTuple):
@@ -43,7 +44,11 @@ class Batch(NamedTuple):
     old_logp: `[B, G, T]` log-probs under the sampling policy.
     rewards: `[B, G]` float32 outcome rewards.
     group_valid: `[B]` bool, False for filler groups that must not train.
-    extras: signals the credit method needs (`CreditMethod.needs_extras`).
+    extras: signals the credit method needs (`CreditMethod.needs_extras`, and the
+      tree arrays for methods with `needs_tree`).
+    packed: for tree rollouts, the packed rows (`tcred.training.packing`): the
+      model then sees each distinct token once and the leaf view is gathered
+      from it; None for independent chains.
   """
 
   prompt: jax.Array
@@ -54,6 +59,7 @@ class Batch(NamedTuple):
   rewards: jax.Array
   group_valid: jax.Array
   extras: dict[str, jax.Array]
+  packed: PackedRows | None = None
 
 
 def pack_groups(prompt, prompt_valid, response, mask):
@@ -81,6 +87,34 @@ def response_logprobs(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_
   logp, ent = token_logprobs_and_entropy(hidden[:, p - 1:], model.unembedding(), seq[:, p:],
                                          temperature=temperature, chunk_size=chunk_size)
   return logp.reshape(b, g, t), ent.reshape(b, g, t)
+
+
+def packed_logprobs(graphdef: nnx.GraphDef, params: nnx.State, packed: PackedRows, *, temperature: float,
+                    chunk_size: int):
+  """Log-probs and entropy `[B, G, T]` of the leaf view, from one pass over the packed rows.
+
+  Each distinct token is scored once (`[B, R]`); the leaf view gathers from it,
+  so a shared token's gradient is the sum over the leaves through it.
+  """
+  model = nnx.merge(graphdef, params)
+  b, g, t = packed.index.shape
+  p = packed.tokens.shape[1] - packed.pred.shape[1]
+  hidden, _ = model(packed.tokens, packed.positions, packed.valid,
+                    attention_mask=packed.attention)  # [B, P+R, D]
+  h = jnp.take_along_axis(hidden, packed.pred[..., None], axis=1)  # [B, R, D]
+  logp, ent = token_logprobs_and_entropy(h, model.unembedding(), packed.tokens[:, p:],
+                                         temperature=temperature, chunk_size=chunk_size)  # [B, R]
+  gather = lambda x: jnp.take_along_axis(x, packed.index.reshape(b, g * t), axis=1).reshape(b, g, t)
+  return gather(logp), gather(ent)
+
+
+def batch_logprobs(graphdef: nnx.GraphDef, params: nnx.State, batch: Batch, *, temperature: float,
+                   chunk_size: int):
+  """`[B, G, T]` log-probs and entropy of the batch's responses (packed rows if present)."""
+  if batch.packed is not None:
+    return packed_logprobs(graphdef, params, batch.packed, temperature=temperature, chunk_size=chunk_size)
+  return response_logprobs(graphdef, params, batch.prompt, batch.prompt_valid, batch.response, batch.mask,
+                           temperature=temperature, chunk_size=chunk_size)
 
 
 def _masked_mean(x, mask):
@@ -112,8 +146,7 @@ def rl_train_step(state: TrainState, batch: Batch, ref_params: nnx.State | None,
   mask = batch.mask
 
   def loss_fn(params):
-    logp, ent = response_logprobs(graphdef, params, batch.prompt, batch.prompt_valid, batch.response,
-                                  mask, temperature=temperature, chunk_size=chunk_size)
+    logp, ent = batch_logprobs(graphdef, params, batch, temperature=temperature, chunk_size=chunk_size)
     inputs = CreditInputs(
         rewards=batch.rewards, mask=mask, group_valid=batch.group_valid,
         entropy=jax.lax.stop_gradient(ent), logp=jax.lax.stop_gradient(logp),
@@ -125,8 +158,8 @@ def rl_train_step(state: TrainState, batch: Batch, ref_params: nnx.State | None,
     loss = pg_loss
     metrics = {"loss/pg": pg_loss}
     if loss_config.kl_coef > 0:
-      ref_logp, _ = response_logprobs(graphdef, ref_params, batch.prompt, batch.prompt_valid,
-                                      batch.response, mask, temperature=temperature, chunk_size=chunk_size)
+      ref_logp, _ = batch_logprobs(graphdef, ref_params, batch, temperature=temperature,
+                                   chunk_size=chunk_size)
       kl = aggregate(kl_k3(logp, jax.lax.stop_gradient(ref_logp)), mask.astype(jnp.float32),
                      mode=loss_config.aggregation)
       loss = loss + loss_config.kl_coef * kl

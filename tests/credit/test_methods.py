@@ -9,6 +9,9 @@ from flax import nnx
 from tcred.credit import credit_names, make_credit
 from tcred.credit.base import CreditInputs
 from tcred.credit.token_signals import dro_rewards, information_weights
+from tcred.credit.tree import tree_extras
+from tcred.sampling.tree import tree_arrays
+from tcred.training.rollout import Trees
 from tcred.losses.pg import LossConfig
 from tcred.training.optim import adamw
 from tcred.training.step import Batch, TrainState, rl_train_step
@@ -23,14 +26,29 @@ def _extras(seed=0):
           "answer_valid": jnp.array([[1, 1, 1, 0], [1, 1, 1, 1]], bool)}
 
 
+def _lengths():
+  return jax.random.randint(jax.random.split(jax.random.key(3), 3)[0], (B, G, 1), 2, T + 1)
+
+
+def _chain_forest(num_trees):
+  """Tree extras for G independent chains: one tree per chain (num_trees = G) or all under one root (1)."""
+  length = np.asarray(_lengths())[..., 0]
+  tree_id = np.zeros((B, G), np.int32) if num_trees == 1 else np.tile(np.arange(G, dtype=np.int32), (B, 1))
+  source, fork_pos = np.full((B, G), -1, np.int32), np.zeros((B, G), np.int32)
+  arrays = [tree_arrays(source[b], fork_pos[b], length[b], tree_id[b], trees=num_trees, max_new_tokens=T)
+            for b in range(B)]
+  return {k: jnp.asarray(v) for k, v in tree_extras(Trees(source, fork_pos, tree_id, arrays, 0)).items()}
+
+
 def _batch(extras=None):
   k = jax.random.split(jax.random.key(3), 3)
-  mask = jnp.arange(T)[None, None, :] < jax.random.randint(k[0], (B, G, 1), 2, T + 1)
+  mask = jnp.arange(T)[None, None, :] < _lengths()
   return Batch(prompt=jax.random.randint(k[1], (B, P), 3, 99), prompt_valid=jnp.ones((B, P), bool),
                response=jnp.where(mask, jax.random.randint(k[2], (B, G, T), 3, 99), 0), mask=mask,
                old_logp=jnp.full((B, G, T), -4.0) * mask,
                rewards=jnp.array([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 1.0, 1.0]]),
-               group_valid=jnp.ones((B,), bool), extras=_extras() if extras is None else extras)
+               group_valid=jnp.ones((B,), bool),
+               extras={**_extras(), **_chain_forest(1)} if extras is None else extras)
 
 
 def _train(model, credit, batch, steps=2):
@@ -70,6 +88,24 @@ def test_mi_weight_with_equal_gains_trains_exactly_like_grpo(tiny_model):
   grpo, _ = _train(tiny_model, make_credit("outcome"), _batch(extras))
   miw, _ = _train(tiny_model, make_credit("mi-weight"), _batch(extras))
   _assert_same(grpo, miw)
+
+
+def test_tree_grpo_on_one_chain_per_tree_trains_exactly_like_grpo(tiny_model):
+  # Trees of one leaf have no intra-tree term; the inter-tree term is GRPO's advantage.
+  grpo, _ = _train(tiny_model, make_credit("outcome"), _batch())
+  tree, _ = _train(tiny_model, make_credit("tree-grpo"), _batch({**_extras(), **_chain_forest(G)}))
+  _assert_same(grpo, tree)
+
+
+def test_treerl_on_chains_under_one_root_is_twice_dr_grpo():
+  # One root, G chains as its children: A = 2·(r − mean r) on every token (|L(s)| = 1).
+  batch = _batch()
+  inputs = CreditInputs(rewards=batch.rewards, mask=batch.mask, group_valid=batch.group_valid,
+                        entropy=jnp.zeros(batch.mask.shape), logp=jnp.zeros(batch.mask.shape),
+                        old_logp=batch.old_logp, extras=batch.extras)
+  tree = make_credit("treerl")(inputs)
+  dr = make_credit("outcome", mode="dr-grpo")(inputs)
+  np.testing.assert_allclose(tree.advantages, np.where(batch.mask, 2 * dr.advantages, 0.0), atol=1e-6)
 
 
 def test_dro_with_zero_coef_trains_exactly_like_grpo(tiny_model):

@@ -200,7 +200,7 @@ def test_cli_table_runs_missing_runs_in_parallel(tmp_path, monkeypatch, capsys):
   import sys
 
   out, results = tmp_path / "runs", tmp_path / "results"
-  monkeypatch.setattr(cli, "_run_command", lambda name, seed, out_: [
+  monkeypatch.setattr(cli, "_run_command", lambda suite, name, seed, out_: [
       sys.executable, "-c", _FAKE_RUN, name, str(seed), out_, get_experiment(name).task])
   monkeypatch.setattr(cli, "_base_key", lambda cfg: (cfg.task, False))  # no base policy cached yet
   write_run(out, "countdown-grpo", 1, final=0.4, task="countdown", curve=[(8, 80, 0.4)])  # reused

@@ -1,0 +1,87 @@
+"""Credit on tree rollouts (DESIGN §4.5): Tree-GRPO and TreeRL / EPTree.
+
+Both read the forest of each prompt from `CreditInputs.extras` (built on the
+host by `tree_extras`) and return leaf-view `[B, G, T]` advantages. The train
+step gathers the leaf view from packed rows, so a token shared by k leaves
+receives the sum of their k per-token gradients: exactly the update of
+training every leaf sequence separately, with each token through the model once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tcred.credit.base import Credit, CreditInputs, CreditMethod, register_credit
+from tcred.credit.outcome import per_token, valid_tokens
+from tcred.signals.tree import tree_grpo_leaf_advantages, treerl_segment_advantages
+
+# Names of the tree arrays in `CreditInputs.extras` (shapes: B prompts, G leaves, N = 2G + M nodes).
+TREE_EXTRAS = ("tree_id", "tree_parent", "tree_is_leaf", "tree_valid", "tree_leaf_row", "token_node")
+
+
+def tree_extras(trees) -> dict[str, np.ndarray]:
+  """Host arrays for `CreditInputs.extras` from `tcred.training.rollout.Trees`.
+
+  Returns tree_id `[B, G]`, tree_parent / tree_is_leaf / tree_valid /
+  tree_leaf_row `[B, N]` and token_node `[B, G, T]` (−1 on padding).
+  """
+  stack = lambda name: np.stack([getattr(a, name) for a in trees.arrays])
+  return {"tree_id": np.asarray(trees.tree_id, np.int32), "tree_parent": stack("parent"),
+          "tree_is_leaf": stack("is_leaf"), "tree_valid": stack("valid"), "tree_leaf_row": stack("leaf_row"),
+          "token_node": stack("token_node")}
+
+
+@register_credit
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TreeGRPO(CreditMethod):
+  """Tree-GRPO (arXiv 2509.21240): leaf advantage `A_intra + A_inter` on every token of the leaf.
+
+  `A_intra` normalises each leaf's reward within its tree, `A_inter` within all
+  leaves of the prompt (`tcred.signals.tree.tree_grpo_leaf_advantages`).
+  """
+
+  name = "tree-grpo"
+  description = "tree rollouts; intra-tree + inter-tree group-normalised leaf advantages (Tree-GRPO)"
+  needs_tree = True
+  eps: float = 1e-6
+
+  def __call__(self, inputs: CreditInputs) -> Credit:
+    g = inputs.rewards.shape[1]
+    leaf_valid = jnp.broadcast_to(inputs.group_valid[:, None], inputs.rewards.shape)
+    adv = jax.vmap(lambda tid, r, v: tree_grpo_leaf_advantages(tid, r, v, num_trees=g, eps=self.eps))(
+        inputs.extras["tree_id"], inputs.rewards, leaf_valid)  # [B, G]
+    weights = valid_tokens(inputs)
+    return Credit(advantages=jnp.where(weights, per_token(adv, inputs.mask), 0.0),
+                  weights=weights.astype(jnp.float32), metrics={})
+
+
+@register_credit
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TreeRL(CreditMethod):
+  """TreeRL / EPTree (arXiv 2506.11902): each token gets its segment's advantage
+
+    A(s) = [(V(s) − V(root)) + (V(s) − V(parent s))] / sqrt(|L(s)|)
+
+  with V the mean leaf reward under a node (`treerl_segment_advantages`).
+  """
+
+  name = "treerl"
+  description = "tree rollouts; segment advantage from subtree values (TreeRL / EPTree)"
+  needs_tree = True
+
+  def __call__(self, inputs: CreditInputs) -> Credit:
+    ex = inputs.extras
+
+    def one(parent, is_leaf, valid, leaf_row, rewards, token_node):
+      leaf_reward = jnp.where(is_leaf, rewards[jnp.clip(leaf_row, 0)], 0.0)  # [N]
+      node_adv = treerl_segment_advantages(parent, is_leaf, leaf_reward, valid)  # [N]
+      return jnp.where(token_node >= 0, node_adv[jnp.clip(token_node, 0)], 0.0)  # [G, T]
+
+    adv = jax.vmap(one)(ex["tree_parent"], ex["tree_is_leaf"], ex["tree_valid"], ex["tree_leaf_row"],
+                        inputs.rewards, ex["token_node"])
+    weights = valid_tokens(inputs)
+    return Credit(advantages=jnp.where(weights, adv, 0.0), weights=weights.astype(jnp.float32), metrics={})
