@@ -33,6 +33,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -137,12 +138,63 @@ class TorchStep:
     return float(loss.detach())
 
 
+def profile(ours: JaxStep, config: ModelConfig, sz: Sizes, repeats: int) -> list[str]:
+  """Seconds and GFLOP/s of the step's parts, each jitted alone: the decoder forward + backward
+  (gradient of `Σ hidden`), the fused log-prob/entropy path forward + backward on the response
+  positions' hidden states, and the AdamW update (with clipping)."""
+  from tcred.models.decoder import positions_from_mask
+  from tcred.signals.logprobs import token_logprobs_and_entropy
+  from tcred.training.step import pack_groups
+  graphdef, b = ours.graphdef, ours.batch  # read ours.state at each call: the step donates it
+  seq, valid = pack_groups(b.prompt, b.prompt_valid, b.response, b.mask)
+  n_seq, seq_len = seq.shape
+
+  @jax.jit
+  def decoder_grad(params):
+    def f(params):
+      hidden, _ = nnx.merge(graphdef, params)(seq[:, :-1], positions_from_mask(valid[:, :-1]), valid[:, :-1])
+      return jnp.sum(hidden)
+    return jax.grad(f)(params)
+
+  h = jnp.asarray(np.random.default_rng(0).standard_normal((n_seq, sz.t, config.hidden_size), np.float32))
+
+  @jax.jit
+  def head_grad(h, u):
+    def f(h, u):
+      logp, ent = token_logprobs_and_entropy(h, u, seq[:, sz.p:], temperature=1.0)
+      return jnp.sum(logp) + jnp.sum(ent)
+    return jax.grad(f, argnums=(0, 1))(h, u)
+
+  grads = jax.tree.map(jnp.ones_like, ours.state.params)
+  update = jax.jit(lambda g, o, p: ours.tx.update(g, o, p))
+  fns = {"decoder forward + backward": lambda: decoder_grad(ours.state.params),
+         "fused head forward + backward": lambda: head_grad(h, nnx.merge(graphdef, ours.state.params).unembedding()),
+         "AdamW update": lambda: update(grads, ours.state.opt_state, ours.state.params),
+         "whole rl_train_step": ours}
+  times = common.side_by_side(fns, repeats)
+  d, v, layers = config.hidden_size, config.vocab_size, config.num_hidden_layers
+  tokens = n_seq * (seq_len - 1)
+  attn = 3 * 4 * layers * (seq_len - 1) * config.num_attention_heads * config.dim_per_head * tokens
+  flops = {"decoder forward + backward": 6 * config.num_params(embeddings=False) * tokens + attn,
+           "fused head forward + backward": 4 * 2 * n_seq * sz.t * d * v,
+           "AdamW update": None, "whole rl_train_step": None}
+  flops["whole rl_train_step"] = flops["decoder forward + backward"] + flops["fused head forward + backward"]
+  out = ["## Profile: parts of the step jitted alone (interleaved, median)", "",
+         "| part | s median (min–max) | GFLOP (matmuls) | GFLOP/s |", "|---|---:|---:|---:|"]
+  for name, ts in times.items():
+    f = flops[name]
+    out.append(f"| {name} | {common.spread(ts)} | {'–' if f is None else f'{f / 1e9:.1f}'} | "
+               f"{'–' if f is None else f'{f / common.median(ts) / 1e9:.1f}'} |")
+  return out + [""]
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="tiny model, 2 steps (CI smoke test)")
   parser.add_argument("--steps", type=int, default=5, help="timed steps per side (after compile/warm-up)")
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch side")
+  parser.add_argument("--profile", action="store_true", help="also time the step's parts alone")
   parser.add_argument("--out", type=Path, help="also write the report (Markdown) to this file")
   args = parser.parse_args(argv)
   sz = QUICK if args.quick else FULL
@@ -216,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{'met' if ratio >= TORCH_TARGET else 'NOT met'})", ""]
   else:
     tab += ["## PyTorch eager", "", f"- {torch_note}", ""]
+  if args.profile:
+    tab += profile(ours, config, sz, steps)
   tab.append(common.load_line())
   print("\n".join(tab), flush=True)
   common.write(args.out, lines + tab)
