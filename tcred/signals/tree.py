@@ -31,8 +31,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tcred.credit.advantages import group_advantages
-
 
 def validate_tree(parent, is_leaf, valid) -> None:
   """Host-side check of the tree arrays; raises ValueError when malformed.
@@ -262,6 +260,8 @@ def tree_grpo_leaf_advantages(tree_id, leaf_reward, leaf_valid, *, num_trees: in
   """
   if not isinstance(num_trees, int) or num_trees < 1:
     raise ValueError(f"num_trees must be a positive int, got {num_trees!r}")
+  # Local import: tcred.credit (its tree methods) imports this module.
+  from tcred.credit.advantages import group_advantages
   tree_id = jnp.asarray(tree_id, jnp.int32)
   leaf_reward = jnp.asarray(leaf_reward, jnp.float32)
   leaf_valid = jnp.asarray(leaf_valid, bool)
