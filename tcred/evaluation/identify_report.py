@@ -197,11 +197,11 @@ def plot(data: StudyData, results: Results, path: str | pathlib.Path) -> tuple[i
     ax1.bar(x + off, np.nan_to_num(vals), width=0.27, yerr=err, capsize=2, label=label)
   ax1.axhline(0.5, color="k", lw=0.8, ls="--")
   ax1.set_xticks(x, names, rotation=20)
-  ax1.set_ylim(0, 1.05)
+  ax1.set_ylim(0, 1.18)
   ax1.set_ylabel("AUROC")
   ax1.set_title(f"{data.task_name}: which signals find decisive tokens? (N={data.config.prompts}, "
                 f"G={data.config.rollouts}, K={data.config.continuations})")
-  ax1.legend(loc="lower right")
+  ax1.legend(loc="upper center", ncol=3, fontsize=9, frameon=False)
 
   rows = [("|A_t|", np.abs(data.truth.advantages[i, j, :length])),
           ("fatal", data.truth.fatal[i, j, :length].astype(float))]
