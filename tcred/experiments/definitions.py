@@ -70,9 +70,11 @@ _method("variance-filter", "DRO query filter: drop low-σ and all-equal prompts,
 # Trees (DESIGN §4.5): 2 chains per prompt, one round of 3 forks per tree, 8 leaves per prompt
 # like the chains of `<task>-grpo`. Shared prefixes are generated once, so a tree step generates
 # fewer tokens; `prompts_per_step` is raised so that a step generates about as many tokens as
-# GRPO's 16 × 8 chains (measured ratios in BUILD_NOTES.md), i.e. the comparison is at equal
-# generated tokens.
-_TREE_PROMPTS = {"countdown": 16, "graph-path": 16}
+# GRPO's 16 × 8 chains, i.e. the comparison is at equal generated tokens: 16 / (tree tokens / chain
+# tokens per prompt), the ratios measured on the SFT base policies by `python benchmarks/trees.py`
+# (benchmarks/results/trees.md: countdown 0.60 step / 0.78 entropy, graph-path 0.65 / 0.70).
+_TREE_PROMPTS = {("countdown", "step"): 27, ("countdown", "entropy"): 21,
+                 ("graph-path", "step"): 25, ("graph-path", "entropy"): 23}
 
 
 def _tree(credit: str, fork_at: str):
@@ -80,7 +82,7 @@ def _tree(credit: str, fork_at: str):
     return dataclasses.replace(
         c, credit=make_credit(credit), tree=TreeConfig(enabled=True, trees=2, rounds=1, forks=3, branch=1,
                                                        fork_at=fork_at),
-        rl=dataclasses.replace(c.rl, prompts_per_step=_TREE_PROMPTS.get(c.task, c.rl.prompts_per_step)))
+        rl=dataclasses.replace(c.rl, prompts_per_step=_TREE_PROMPTS.get((c.task, fork_at), c.rl.prompts_per_step)))
   return edit
 
 

@@ -44,7 +44,7 @@ class PackedRows(NamedTuple):
   index: np.ndarray
 
 
-def packed_width(arrays: Sequence[TreeArrays], multiple: int = 32) -> int:
+def packed_width(arrays: Sequence[TreeArrays], multiple: int = 64) -> int:
   """R: the longest prompt's distinct-token count, rounded up to `multiple` (few shapes, few compiles)."""
   longest = max(a.num_packed for a in arrays)
   return max(multiple, -(-longest // multiple) * multiple)

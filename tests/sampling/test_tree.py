@@ -135,7 +135,7 @@ def test_sampled_trees_pack_to_the_leaf_view(tiny_model, fork_at):
   assert trees.fed == groups.generated_tokens() < int(r.mask.sum())
   prompt, valid = jnp.asarray(groups.prompt), jnp.asarray(groups.prompt_valid)
   packed = jax.tree.map(jnp.asarray, pack_trees(groups.prompt, groups.prompt_valid, r.tokens, trees.arrays))
-  assert packed.pred.shape[1] % 32 == 0 and packed.pred.shape[1] >= trees.arrays[0].num_packed
+  assert packed.pred.shape[1] % 64 == 0 and packed.pred.shape[1] >= trees.arrays[0].num_packed
   full, full_ent = response_logprobs(graphdef, params, prompt, valid, jnp.asarray(r.tokens), jnp.asarray(r.mask),
                                      temperature=1.0, chunk_size=16)
   lp, ent = packed_logprobs(graphdef, params, packed, temperature=1.0, chunk_size=16)
