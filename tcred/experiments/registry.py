@@ -21,7 +21,8 @@ class Suite:
 
   `overrides` (`section.field=value`, as `tcred run --set`) apply to every
   experiment of the suite, e.g. a shorter RL budget; such a suite keeps its runs
-  under `<out>/<suite name>/` so they never mix with runs of the registered configs.
+  under `<out>/<runs_under or suite name>/` so they never mix with runs of the
+  registered configs. Suites with equal overrides may share runs via `runs_under`.
   """
 
   name: str
@@ -30,6 +31,7 @@ class Suite:
   seeds: int = 3
   baseline: str | None = None  # per task: "<task>-grpo" when None
   overrides: tuple[str, ...] = ()
+  runs_under: str | None = None
 
   def config(self, experiment: str) -> ExperimentConfig:
     """The experiment's config as this suite runs it."""
@@ -37,7 +39,7 @@ class Suite:
 
   def runs_root(self, out) -> pathlib.Path:
     """Where this suite's runs live under the runs root `out`."""
-    return pathlib.Path(out) / self.name if self.overrides else pathlib.Path(out)
+    return pathlib.Path(out) / (self.runs_under or self.name) if self.overrides else pathlib.Path(out)
 
 
 def register_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -55,6 +57,11 @@ def register_suite(suite: Suite) -> Suite:
     raise ValueError(f"suite {suite.name!r} names unknown experiments {unknown}")
   for name in suite.experiments:
     suite.config(name)  # raises ValueError on an override the experiment does not accept
+  if suite.runs_under is not None:
+    other = _SUITES.get(suite.runs_under)
+    if other is None or other.overrides != suite.overrides:
+      raise ValueError(f"suite {suite.name!r} shares the runs of {suite.runs_under!r}, which must be a registered "
+                       f"suite with the same overrides {suite.overrides}")
   _SUITES[suite.name] = suite
   return suite
 

@@ -39,3 +39,10 @@ register_suite(Suite(
     description="every registered experiment of every task, 5 seeds",
     experiments=tuple(experiment_names()),
     seeds=5))
+
+register_suite(Suite(
+    name="suite-trees",
+    description="trees vs chains at equal generated tokens: GRPO, Tree-GRPO, TreeRL on countdown and graph-path, "
+                "3 seeds, 40 RL steps (the runs of suite-quick)",
+    experiments=tuple(f"{task}-{m}" for task in ("countdown", "graph-path") for m in ("grpo", "tree-grpo", "treerl")),
+    seeds=3, overrides=QUICK_OVERRIDES, runs_under="suite-quick"))

@@ -213,3 +213,24 @@ def test_cli_table_runs_missing_runs_in_parallel(tmp_path, monkeypatch, capsys):
   assert started[:2] == ["countdown-grpo", "graph-path-grpo"]
   md = (results / "suite-foundation.md").read_text()
   assert md.count("| 2 | 20.0 ± 0.0 | 40.0 ± 0.0 |") == 6
+
+
+def test_suite_overrides_apply_to_every_experiment_and_keep_runs_apart(tmp_path):
+  import pathlib
+
+  from tcred.experiments import get_suite
+  from tcred.experiments.registry import Suite, register_suite
+
+  quick, trees = get_suite("suite-quick"), get_suite("suite-trees")
+  assert quick.overrides and all(quick.config(n).rl.steps == 40 for n in quick.experiments)
+  assert quick.runs_root(tmp_path) == pathlib.Path(tmp_path) / "suite-quick" == trees.runs_root(tmp_path)
+  assert get_suite("suite-demo").runs_root(tmp_path) == pathlib.Path(tmp_path)
+  assert set(trees.experiments) <= set(quick.experiments)
+  with pytest.raises(ValueError, match="unknown --set key"):
+    register_suite(Suite(name="bad-suite", description="", experiments=("countdown-grpo",), overrides=("rl.nope=1",)))
+  with pytest.raises(ValueError, match="same overrides"):
+    register_suite(Suite(name="bad-share", description="", experiments=("countdown-grpo",),
+                         overrides=("rl.steps=3",), runs_under="suite-quick"))
+  # The command that runs a suite's missing run passes its overrides on.
+  argv = cli._run_command(quick, "countdown-grpo", 0, "runs")
+  assert argv[argv.index("--set") + 1] == "rl.steps=40"
