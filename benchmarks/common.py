@@ -56,7 +56,8 @@ def machine_lines() -> list[str]:
   if have_torch():
     import torch
     import transformers
-    versions += f", torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}"
+    versions += (f", torch {torch.__version__} ({torch.get_num_threads()} threads), "
+                 f"transformers {transformers.__version__}")
   else:
     versions += ", torch not installed"
   return [

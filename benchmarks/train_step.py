@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import collections
 import sys
-import time
 from pathlib import Path
 from typing import NamedTuple
 

@@ -6,11 +6,8 @@ positive, outputs agreeing); they never assert a timing or a target.
 import importlib.util
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 
 _DIR = Path(__file__).resolve().parents[2] / "benchmarks"
 

@@ -1,7 +1,6 @@
 """HF import/export without torch: name mapping, round trips, refusals."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
