@@ -231,6 +231,7 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
       "- To baseline: samples and generated tokens until the run's eval pass@1 curve (base policy at 0) "
       "first reaches the task baseline's final mean pass@1; \"(k/n)\": only k of n seeds reached it "
       "(mean over those); \"—\": none did.",
+      "- Tokens generated: per run over the whole RL loop (a tree's shared prefix counts once; refills count).",
       "- Wall: minutes per run as each run measured it (runs made with `--jobs` > 1 shared the CPU).",
   ]
   if suite.overrides:
@@ -249,8 +250,8 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
       lines.append(f"- Baseline of {task}: `{base}` is not in this suite; no budget to baseline.")
   pk = f"pass@{k}" if k else "pass@k"
   lines += ["", f"| task | method | seeds | base pass@1 | final pass@1 | Δ pass@1 | final {pk} | greedy pass@1 "
-            f"| samples to baseline | tokens to baseline | wall (min) |",
-            "|" + "---|" * 2 + "---:|" * 9]
+            f"| samples to baseline | tokens to baseline | tokens generated | wall (min) |",
+            "|" + "---|" * 2 + "---:|" * 10]
   for task, names in _ordered(suite, runs):
     for name in names:
       rs = runs[name]
@@ -267,9 +268,11 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
         samples_cell = _budget_cell([samples_to_reach(c["samples"], c["pass1"], target) for c in curves])
         tokens_cell = _budget_cell([samples_to_reach(c["tokens"], c["pass1"], target) for c in curves])
       wall = format_mean_ci(*mean_ci([x["wall_s"] / 60.0 for x in s]))
+      generated = _budget_cell([float(x["tokens_generated"]) for x in s])
       lines.append(f"| {task} | {_method_of(name, task)} | {len(rs)} | {_pct(base)} | {_pct(final)} "
                    f"| {_pct([f - b for f, b in zip(final, base)])} | {passk_cell} "
-                   f"| {_pct([x['final_pass1_greedy'] for x in s])} | {samples_cell} | {tokens_cell} | {wall} |")
+                   f"| {_pct([x['final_pass1_greedy'] for x in s])} | {samples_cell} | {tokens_cell} "
+                   f"| {generated} | {wall} |")
   return "\n".join(lines) + "\n"
 
 
