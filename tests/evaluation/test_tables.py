@@ -23,7 +23,7 @@ def write_run(out, name, seed, *, task, final, base=0.2, greedy=0.3, pass8=0.6, 
   summary = {"name": name, "seed": seed, "task": task, "credit": "outcome", "base_pass1": base,
              "final_pass1": final, "base_pass1_greedy": 0.25, "final_pass1_greedy": greedy, "base_pass8": 0.5,
              "final_pass8": pass8, "eval_samples": 2048, "steps": len(curve), "samples": 0,
-             "tokens_generated": 0, "wall_s": wall_s}
+             "tokens_generated": curve[-1][1] if curve else 0, "wall_s": wall_s}
   (run / "summary.json").write_text(json.dumps(summary))
   rows = []
   for step, (samples, tokens, pass1) in enumerate(curve, start=1):
@@ -110,7 +110,8 @@ def test_suite_table_means_and_budgets(runs):
   assert dapo[3:6] == [f"15.0 ± {T2 * 10 / math.sqrt(3):.1f}", "50.0 ± 0.0", f"35.0 ± {T2 * 10 / math.sqrt(3):.1f}"]
   assert dapo[6:8] == ["70.0 ± 0.0", "40.0 ± 0.0"]
   assert dapo[8] == "100 ± 0" and dapo[9] == f"2k ± {T2 * 1000 / math.sqrt(3) / 1000:.3g}k"
-  assert dapo[10] == f"2.0 ± {T2 * 1 / math.sqrt(3):.1f}"  # wall [1, 2, 3] min
+  assert dapo[10] == "4k ± 0"  # tokens generated: the last curve point of every seed
+  assert dapo[11] == f"2.0 ± {T2 * 1 / math.sqrt(3):.1f}"  # wall [1, 2, 3] min
   drgrpo = _row(md, "dr-grpo")
   assert drgrpo[8:10] == ["150 (1/3)", "900 (1/3)"]
   # The baseline comes first within its task.
