@@ -4,7 +4,7 @@
   tcred run NAME [--seed S] [--steps N] [--out DIR] [--set key=value ...] [--resume]
   tcred table SUITE [--seeds K] [--out DIR] [--jobs J] [--results DIR]
   tcred identify TASK [--policy base|RUN_DIR] [--prompts N] [--rollouts G] [--continuations K] [--delta D]
-                 [--seed S] [--out DIR]
+                 [--rollouts-from chains|tree|both] [--tree-fork-at entropy|neg-logp|step] [--seed S] [--out DIR]
 
 Unknown names and bad values exit with status 2 and a message listing what is allowed.
 """
@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
   ident.add_argument("--continuations", type=int, default=32,
                      help="continuations per prefix K for the Monte-Carlo values (default 32)")
   ident.add_argument("--delta", type=float, default=0.25, help="a token is decisive when |A_t| >= delta")
+  ident.add_argument("--rollouts-from", default="both",
+                     help="chains (G independent rollouts), tree (G leaves of an EPTree forest per prompt, with "
+                     "the tree sibling gap signal) or both (default: both, one report with a tree section)")
+  ident.add_argument("--tree-fork-at", default="entropy",
+                     help="where the tree rollouts fork: entropy (default), neg-logp or step")
   ident.add_argument("--seed", type=int, default=0)
   ident.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the CIs (0: none)")
   ident.add_argument("--out", default="benchmarks/results",
@@ -64,10 +69,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def _identify(args, argv: list[str]) -> int:
   from tcred.evaluation import identify
+  from tcred.sampling.tree import FORK_RULES
 
+  if args.rollouts_from not in identify.ROLLOUT_SOURCES:
+    return _usage_error(f"--rollouts-from {args.rollouts_from!r}: allowed values are "
+                        f"{', '.join(identify.ROLLOUT_SOURCES)}")
+  if args.tree_fork_at not in FORK_RULES:
+    return _usage_error(f"--tree-fork-at {args.tree_fork_at!r}: allowed values are {', '.join(FORK_RULES)}")
   try:
     config = identify.IdentifyConfig(prompts=args.prompts, rollouts=args.rollouts, continuations=args.continuations,
-                                     delta=args.delta, seed=args.seed, bootstrap=args.bootstrap)
+                                     delta=args.delta, seed=args.seed, bootstrap=args.bootstrap,
+                                     rollouts_from=args.rollouts_from, tree_fork_at=args.tree_fork_at)
   except ValueError as e:
     return _usage_error(str(e))
   command = "tcred " + " ".join(shlex.quote(a) for a in argv)
@@ -77,7 +89,8 @@ def _identify(args, argv: list[str]) -> int:
   except identify.UsageError as e:
     return _usage_error(str(e))
   print(md.read_text())
-  print(f"wrote {md} and {png}", file=sys.stderr)
+  extra = f" and {png.with_name(png.stem + '-tree.png')}" if args.rollouts_from == "both" else ""
+  print(f"wrote {md}, {png}{extra}", file=sys.stderr)
   return 0
 
 

@@ -15,8 +15,35 @@ ground truths per response token t (0-based; the EOS token is a token):
 Every token signal is a function in a registry (`register_signal`), computed with the library
 functions training uses: `response_logprobs` (the train step's fused log-prob/entropy forward),
 `compute_extras` (answer information gain and HSIC MI, jitted once per batch shape),
-`reference_token_std` (DRO's σ), the task oracle. A later signal (e.g. the tree sibling gap of
-DESIGN §4.5, or a judge of §4.6) registers one more `TokenSignal`; nothing else changes.
+`reference_token_std` (DRO's σ), the task oracle, and the tree advantages of TreeRL
+(`treerl_segment_advantages`). A later signal (e.g. a judge of §4.6) registers one more
+`TokenSignal`; nothing else changes.
+
+Two sources of rollouts (`IdentifyConfig.rollouts_from`):
+
+- `chains`: G independent rollouts per prompt (`sample_and_score`), the original study.
+- `tree`: the G rollouts of a prompt are the leaves of an EPTree-style forest
+  (`sample_trees_and_score` with `TreeConfig(enabled=True, trees=M, rounds=1, forks=G/M − 1,
+  fork_at="entropy")`; M = 2, G = 8: 2 chains, 3 forks each at their top-entropy tokens, 8 leaves).
+  The ground truth is computed by the same functions on those leaves (`ground_truth`: K
+  continuations of every distinct prefix, shared prefixes continued once; the oracle), and so are
+  all the chain signals, so the tree table compares like with like. Two signals exist only here:
+
+  * `tree-sibling-gap` (DESIGN §5's "tree sibling gap"): the comparison a tree gives for free. With
+    `V(s)` the mean reward of the leaves under segment s (`node_values`), a leaf token of
+    segment s scores `|A(s)|`, `A(s) = [(V(s) − V(root)) + (V(s) − V(parent s))] / sqrt(|leaves(s)|)`
+    (`treerl_segment_advantages`, the advantage TreeRL trains with), mapped to tokens with
+    `TreeArrays.token_node` (a copied prefix token maps to the segment that generated it). A
+    segment with the value of its parent and of its root (the trunk of a tree before its first
+    fork, or a fork whose sibling subtrees score alike) scores 0. A segment whose value equals its
+    parent's but not its root's keeps `|V(s) − V(root)| / sqrt(|leaves(s)|)` (the formula's root term).
+  * `tree-fork-gap`: `|V(s) − V(parent s)|` on the first token of each segment only (the token at
+    which the segment and its siblings diverge: the fork re-samples it), 0 on every other token
+    and exactly 0 where the value equals the parent's. It localises the sibling comparison to the
+    fork token instead of spreading it over the segment.
+
+  Every valid token of every leaf counts (a prefix shared by k leaves counts k times, with the same
+  signal and the same A_t, as identical prefixes of independent chains do).
 
 The metrics (`tcred.evaluation.identify_metrics`, plain NumPy) pool every valid response token of
 the study; confidence intervals resample whole prompts (cluster bootstrap).
@@ -43,17 +70,25 @@ from tcred.evaluation import identify_metrics as im
 from tcred.sampling.sampler import sample_groups
 from tcred.signals.entropy import forking_mask
 from tcred.signals.information import mi_peaks
+from tcred.signals.tree import node_values, treerl_segment_advantages
 from tcred.signals.variance import reference_token_std
 from tcred.tasks import tokenizer as tok
 from tcred.tasks.base import Problem, Task
-from tcred.training.rollout import encode_answers, encode_prompts, encode_solutions, sample_and_score
+from tcred.training.config import TreeConfig
+from tcred.training.rollout import (Trees, encode_answers, encode_prompts, encode_solutions, sample_and_score,
+                                    sample_trees_and_score)
 
 class UsageError(ValueError):
   """A bad task name, policy or setting given by the user (the CLI exits with status 2)."""
 
 
-# Seed namespaces of the study's random draws (rollouts, continuations, bootstrap).
+# Seed namespaces of the study's random draws (rollouts, continuations, bootstrap; tree rollouts and
+# their continuations have their own, so the chain study's draws do not change when trees are added).
 _NS_ROLLOUTS, _NS_CONTINUATIONS, _NS_BOOTSTRAP = 0x1D, 0x1D + 1, 0x1D + 2
+_NS_TREE_ROLLOUTS, _NS_TREE_CONTINUATIONS = 0x1D + 4, 0x1D + 5
+
+# Where the study's rollouts come from: independent chains, tree leaves, or both (two sections).
+ROLLOUT_SOURCES = ("chains", "tree", "both")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -75,6 +110,11 @@ class IdentifyConfig:
     bootstrap: cluster-bootstrap replicates for the confidence intervals (0: none).
     prefix_batch: prefixes continued per sampler call (× K rows); one compiled shape.
     extras_batch: prompts per `compute_extras` / forward call; one compiled shape.
+    rollouts_from: "chains" (G independent rollouts), "tree" (the G leaves of an EPTree forest per
+      prompt, see `tree`) or "both" (two studies, one report with a tree section).
+    tree_trees: M, the chains (trees) per prompt of the tree rollouts; G must be a multiple of M with
+      G/M ≥ 2 (each tree forks G/M − 1 times in one round).
+    tree_fork_at: where the trees fork (`TreeConfig.fork_at`: "entropy", "neg-logp" or "step").
   """
 
   prompts: int = 32
@@ -89,6 +129,9 @@ class IdentifyConfig:
   bootstrap: int = 200
   prefix_batch: int = 32
   extras_batch: int = 8
+  rollouts_from: str = "both"
+  tree_trees: int = 2
+  tree_fork_at: str = "entropy"
 
   def __post_init__(self):
     for name, low in (("prompts", 2), ("rollouts", 1), ("continuations", 1), ("prefix_batch", 1),
@@ -108,6 +151,30 @@ class IdentifyConfig:
       raise ValueError(f"mi_tau must be >= 0, got {self.mi_tau!r}")
     if not self.temperature > 0.0:
       raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+    if self.rollouts_from not in ROLLOUT_SOURCES:
+      raise ValueError(f"rollouts_from must be one of {', '.join(ROLLOUT_SOURCES)}, got {self.rollouts_from!r}")
+    if self.uses_trees:
+      m = self.tree_trees
+      if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        raise ValueError(f"tree_trees must be an integer >= 1, got {m!r}")
+      if self.rollouts % m or self.rollouts // m < 2:
+        raise ValueError(f"tree rollouts need rollouts G a multiple of tree_trees M = {m} with G/M >= 2 "
+                         f"(M chains, G/M − 1 forks each), got G = {self.rollouts}")
+      self.tree  # validates fork_at
+
+  @property
+  def uses_trees(self) -> bool:
+    return self.rollouts_from in ("tree", "both")
+
+  @property
+  def uses_chains(self) -> bool:
+    return self.rollouts_from in ("chains", "both")
+
+  @property
+  def tree(self) -> TreeConfig:
+    """The forest of the tree rollouts: M chains, one round of G/M − 1 forks per tree, G leaves."""
+    return TreeConfig(enabled=True, trees=self.tree_trees, rounds=1, forks=self.rollouts // self.tree_trees - 1,
+                      branch=1, fork_at=self.tree_fork_at)
 
   @property
   def advantage_se_bound(self) -> float:
@@ -171,6 +238,7 @@ class SignalContext(NamedTuple):
       `oracle-judge` is the upper bound a judge could reach; no signal reads the MC values).
     policy: `{"logp", "entropy"}` `[N, G, T]` from the train step's forward (`response_logprobs`).
     extras: the `compute_extras` outputs the registered signals asked for (`[N, G, T]` / `[N, J]`).
+    trees: the forest of each prompt (`Trees`) when the rollouts are tree leaves, else None.
   """
 
   task: Task
@@ -183,6 +251,7 @@ class SignalContext(NamedTuple):
   truth: GroundTruth
   policy: dict[str, np.ndarray]
   extras: dict[str, np.ndarray]
+  trees: Trees | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,12 +263,14 @@ class TokenSignal:
     description: one line for the report.
     fn: the signal; values on padding are ignored.
     needs_extras: `compute_extras` names it reads from `ctx.extras`.
+    needs_tree: reads `ctx.trees` (computed on tree rollouts only).
   """
 
   name: str
   description: str
   fn: Callable[[SignalContext], np.ndarray]
   needs_extras: tuple[str, ...] = ()
+  needs_tree: bool = False
 
 
 _SIGNALS: dict[str, TokenSignal] = {}
@@ -214,9 +285,9 @@ def register_signal(signal: TokenSignal) -> TokenSignal:
   return signal
 
 
-def signal_names() -> list[str]:
-  """Registered signals, in registration order."""
-  return list(_SIGNALS)
+def signal_names(*, trees: bool = True) -> list[str]:
+  """Registered signals, in registration order (`trees=False`: those that need no tree)."""
+  return [n for n, s in _SIGNALS.items() if trees or not s.needs_tree]
 
 
 def get_signal(name: str) -> TokenSignal:
@@ -260,6 +331,55 @@ def running_answer_sigma_delta(info_gain, mask):
   return jnp.where(jnp.asarray(mask, bool), jnp.abs(sigma - prev)[None, :], 0.0)
 
 
+def tree_sibling_gap(parent, is_leaf, valid, leaf_row, rewards, token_node):
+  """`|A(s)|` of each token's segment, A the TreeRL segment advantage, for one prompt's forest: `[G, T]`.
+
+  Args:
+    parent, is_leaf, valid, leaf_row: `[N]` node arrays (`TreeArrays`); rewards: `[G]` leaf rewards
+      (row order); token_node: `[G, T]` node of each row token, −1 on padding.
+
+  Returns:
+    `[G, T]` float32, 0 on padding.
+  """
+  leaf_row = jnp.asarray(leaf_row, jnp.int32)
+  token_node = jnp.asarray(token_node, jnp.int32)
+  rewards = jnp.asarray(rewards, jnp.float32)
+  leaf_reward = jnp.where(jnp.asarray(is_leaf, bool), rewards[jnp.clip(leaf_row, 0)], 0.0)  # [N]
+  node_adv = treerl_segment_advantages(parent, is_leaf, leaf_reward, valid)  # [N]
+  return jnp.where(token_node >= 0, jnp.abs(node_adv[jnp.clip(token_node, 0)]), 0.0)
+
+
+def tree_fork_gap(parent, is_leaf, valid, leaf_row, rewards, token_node):
+  """`|V(s) − V(parent s)|` on the first token of each segment s, 0 elsewhere: `[G, T]` (one prompt).
+
+  Same arguments as `tree_sibling_gap`. A root's children compare with the root (the prompt).
+  """
+  parent = jnp.asarray(parent, jnp.int32)
+  leaf_row = jnp.asarray(leaf_row, jnp.int32)
+  token_node = jnp.asarray(token_node, jnp.int32)
+  rewards = jnp.asarray(rewards, jnp.float32)
+  leaf_reward = jnp.where(jnp.asarray(is_leaf, bool), rewards[jnp.clip(leaf_row, 0)], 0.0)  # [N]
+  value = node_values(parent, is_leaf, leaf_reward, valid)  # [N]
+  gap = jnp.where(jnp.asarray(valid, bool) & (parent >= 0), jnp.abs(value - value[jnp.clip(parent, 0)]), 0.0)
+  prev = jnp.concatenate([jnp.full_like(token_node[:, :1], -1), token_node[:, :-1]], axis=1)  # [G, T]
+  first = (token_node >= 0) & (token_node != prev)
+  return jnp.where(first, gap[jnp.clip(token_node, 0)], 0.0)
+
+
+def _tree_signal(fn):
+  """A registry entry for a one-forest function: vmapped over prompts and jitted (one compilation per shape)."""
+  batched = jax.jit(jax.vmap(fn))
+
+  def signal(ctx: SignalContext) -> np.ndarray:
+    if ctx.trees is None:
+      raise ValueError("this signal needs tree rollouts (rollouts_from='tree' or 'both')")
+    a = ctx.trees.arrays
+    stack = lambda name: np.stack([getattr(x, name) for x in a])
+    return np.asarray(batched(stack("parent"), stack("is_leaf"), stack("valid"), stack("leaf_row"),
+                              np.asarray(ctx.rollout.rewards, np.float32), stack("token_node")))
+  return signal
+
+
 def _oracle_judge(ctx: SignalContext) -> np.ndarray:
   o = ctx.truth.oracle
   return np.nan_to_num(np.abs(o[..., 1:] - o[..., :-1]))
@@ -286,6 +406,13 @@ register_signal(TokenSignal(
     lambda ctx: -np.broadcast_to(np.arange(ctx.rollout.mask.shape[-1], dtype=np.float64), ctx.rollout.mask.shape)))
 register_signal(TokenSignal("oracle-judge", "|oracle(o≤t) − oracle(o<t)| (exact prefix value; upper bound)",
                             _oracle_judge))
+register_signal(TokenSignal(
+    "tree-sibling-gap", "tree rollouts: |A(s)| of the token's segment s, A(s) = [(V(s) − V(root)) + (V(s) − "
+    "V(parent))]/sqrt(|leaves(s)|) (TreeRL), V = mean leaf reward below",
+    _tree_signal(tree_sibling_gap), needs_tree=True))
+register_signal(TokenSignal(
+    "tree-fork-gap", "tree rollouts: |V(s) − V(parent s)| on the first token of each segment s (where siblings "
+    "diverge), 0 elsewhere", _tree_signal(tree_fork_gap), needs_tree=True))
 
 
 # ------------------------------------------------------------------------------------ the study
@@ -299,6 +426,19 @@ def sample_rollouts(graphdef, params, task: Task, problems: Sequence[Problem], c
   r = groups.rollouts
   return Rollout(groups.prompt, groups.prompt_valid, np.asarray(r.tokens), np.asarray(r.logp), np.asarray(r.mask),
                  np.asarray(groups.rewards), groups.texts)
+
+
+def sample_tree_rollouts(graphdef, params, task: Task, problems: Sequence[Problem], config: IdentifyConfig
+                         ) -> tuple[Rollout, Trees]:
+  """G rollouts per prompt as the leaves of `config.tree` (one forest per prompt), at the study temperature."""
+  key = jax.random.fold_in(jax.random.key(config.seed), _NS_TREE_ROLLOUTS)
+  rng = np.random.default_rng([_NS_TREE_ROLLOUTS, config.seed])  # draws only for fork_at="step"
+  groups = sample_trees_and_score(graphdef, params, task, problems, key, rng, tree=config.tree,
+                                  temperature=config.temperature)
+  r = groups.rollouts
+  rollout = Rollout(groups.prompt, groups.prompt_valid, np.asarray(r.tokens), np.asarray(r.logp),
+                    np.asarray(r.mask), np.asarray(groups.rewards), groups.texts)
+  return rollout, groups.trees
 
 
 def _prefix_table(rollout: Rollout):
@@ -321,13 +461,13 @@ def _prefix_table(rollout: Rollout):
 
 
 def monte_carlo_values(graphdef, params, task: Task, problems: Sequence[Problem], rollout: Rollout,
-                       config: IdentifyConfig, *, lost: np.ndarray | None = None, progress: bool = False
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+                       config: IdentifyConfig, *, lost: np.ndarray | None = None, progress: bool = False,
+                       namespace: int = _NS_CONTINUATIONS) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
   """V̂ of every prefix: `[N, G, T + 1]` values, their K-sample standard errors (plug-in and
   smoothed, see `GroundTruth`), and the number of distinct prefixes continued.
 
   `lost` (`[N, G, T]` bool, optional): prefixes of length k known to have value 0 (the oracle);
-  they get V̂ = 0 without being continued.
+  they get V̂ = 0 without being continued. `namespace`: seed namespace of the continuations.
 
   Each distinct prefix (of length k) is continued K times with `sample_groups` from the
   left-padded row `prompt + prefix` (RoPE positions count real tokens only, so this is exactly
@@ -345,7 +485,7 @@ def monte_carlo_values(graphdef, params, task: Task, problems: Sequence[Problem]
     skip[index[(index >= 0) & lost]] = True
   order = sorted((u for u in range(len(pairs)) if not skip[u]), key=lambda u: pairs[u][1])
   mean = np.zeros(len(pairs), np.float64)
-  base_key = jax.random.fold_in(jax.random.key(config.seed), _NS_CONTINUATIONS)
+  base_key = jax.random.fold_in(jax.random.key(config.seed), namespace)
   cache: dict[tuple[int, str], float] = {}
   c = config.prefix_batch
   chunks = [order[s:s + c] for s in range(0, len(order), c)]
@@ -411,11 +551,12 @@ def oracle_values(task: Task, problems: Sequence[Problem], rollout: Rollout) -> 
 
 
 def ground_truth(graphdef, params, task: Task, problems: Sequence[Problem], rollout: Rollout,
-                 config: IdentifyConfig, *, progress: bool = False) -> GroundTruth:
+                 config: IdentifyConfig, *, progress: bool = False, namespace: int = _NS_CONTINUATIONS
+                 ) -> GroundTruth:
   oracle = oracle_values(task, problems, rollout)
   lost = (oracle[..., :-1] == 0.0) if config.skip_lost else None
   values, value_se, value_se_smooth, unique = monte_carlo_values(graphdef, params, task, problems, rollout, config,
-                                                                 lost=lost, progress=progress)
+                                                                 lost=lost, progress=progress, namespace=namespace)
   mask = rollout.mask
   adv = np.where(mask, np.nan_to_num(values[..., 1:] - values[..., :-1]), 0.0)
   pair_se = lambda se: np.where(mask, np.sqrt(np.nan_to_num(se[..., 1:]) ** 2 + np.nan_to_num(se[..., :-1]) ** 2),
@@ -474,7 +615,10 @@ def signal_extras(graphdef, params, task: Task, problems: Sequence[Problem], rol
 
 
 class StudyData(NamedTuple):
-  """One study's raw material: rollouts, ground truth, and every registered signal `[N, G, T]`."""
+  """One study's raw material: rollouts, ground truth, and every registered signal `[N, G, T]`.
+
+  `trees`: the forests when the rollouts are tree leaves (`source == "tree"`), else None.
+  """
 
   task_name: str
   task_answer_cue: str
@@ -486,18 +630,30 @@ class StudyData(NamedTuple):
   policy: dict[str, np.ndarray]
   extras: dict[str, np.ndarray]
   timings: dict[str, float]
+  trees: Trees | None = None
+  source: str = "chains"
 
 
 def run_study(graphdef, params, task: Task, problems: Sequence[Problem], config: IdentifyConfig, *,
-              signals: Sequence[str] | None = None, progress: bool = False) -> StudyData:
-  """Samples the rollouts, estimates the ground truth, computes every signal."""
+              signals: Sequence[str] | None = None, progress: bool = False, source: str = "chains") -> StudyData:
+  """Samples the rollouts (`source`: "chains" or "tree"), estimates the ground truth, computes the signals
+  (default: every registered signal the source supports; tree signals need tree rollouts)."""
   problems = list(problems)
   if len(problems) != config.prompts:
     raise ValueError(f"got {len(problems)} problems for config.prompts={config.prompts}")
-  chosen = [get_signal(s) for s in (signal_names() if signals is None else signals)]
+  if source not in ("chains", "tree"):
+    raise ValueError(f"source must be one of chains, tree, got {source!r}")
+  tree = source == "tree"
+  chosen = [get_signal(s) for s in (signal_names(trees=tree) if signals is None else signals)]
+  if not tree and any(s.needs_tree for s in chosen):
+    raise ValueError(f"signals {[s.name for s in chosen if s.needs_tree]} need tree rollouts (source='tree')")
   timings = {}
   t0 = time.time()
-  rollout = sample_rollouts(graphdef, params, task, problems, config)
+  trees = None
+  if tree:
+    rollout, trees = sample_tree_rollouts(graphdef, params, task, problems, config)
+  else:
+    rollout = sample_rollouts(graphdef, params, task, problems, config)
   timings["rollouts_s"] = time.time() - t0
   t0 = time.time()
   policy = policy_forward(graphdef, params, rollout, config)
@@ -505,12 +661,13 @@ def run_study(graphdef, params, task: Task, problems: Sequence[Problem], config:
   extras = signal_extras(graphdef, params, task, problems, rollout, config, names)
   timings["signals_forward_s"] = time.time() - t0
   t0 = time.time()
-  truth = ground_truth(graphdef, params, task, problems, rollout, config, progress=progress)
+  truth = ground_truth(graphdef, params, task, problems, rollout, config, progress=progress,
+                       namespace=_NS_TREE_CONTINUATIONS if tree else _NS_CONTINUATIONS)
   timings["ground_truth_s"] = time.time() - t0
   t0 = time.time()
   ctx = SignalContext(task, problems, graphdef, params, config,
                       jax.random.fold_in(jax.random.key(config.seed), _NS_BOOTSTRAP + 1), rollout, truth, policy,
-                      extras)
+                      extras, trees)
   values = {}
   for s in chosen:
     v = np.asarray(s.fn(ctx), np.float64)
@@ -518,7 +675,8 @@ def run_study(graphdef, params, task: Task, problems: Sequence[Problem], config:
       raise ValueError(f"signal {s.name!r} returned shape {v.shape}, expected {rollout.mask.shape}")
     values[s.name] = np.where(rollout.mask, v, 0.0)
   timings["signals_s"] = time.time() - t0
-  return StudyData(task.name, task.answer_cue, problems, config, rollout, truth, values, policy, extras, timings)
+  return StudyData(task.name, task.answer_cue, problems, config, rollout, truth, values, policy, extras, timings,
+                   trees, source)
 
 
 # ------------------------------------------------------------------------------------ metrics
@@ -786,21 +944,46 @@ def write_study(graphdef, params, task: Task, problems: Sequence[Problem], confi
                 ) -> tuple[StudyData, Results, Any, Any]:
   """Runs the study of `problems` and writes `out/identify-<name>.md` and `.png`.
 
+  `config.rollouts_from`: "chains" or "tree" run one study (the report and plot of its rollouts);
+  "both" runs the chain study, then the tree study, and writes one report (the chain sections, then
+  a tree section) with a second plot `identify-<name>-tree.png`.
+
   `meta`: `command`, `policy` (a description), optionally `load_s` and `task_config`.
-  Returns (data, results, md path, png path).
+  Returns (data, results, md path, png path) of the first study (chains unless `rollouts_from="tree"`);
+  `write_studies` also returns the tree study of "both".
   """
+  data, results, md_path, png_path, _ = write_studies(graphdef, params, task, problems, config, out=out, name=name,
+                                                      meta=meta, progress=progress, t_start=t_start)
+  return data, results, md_path, png_path
+
+
+def write_studies(graphdef, params, task: Task, problems: Sequence[Problem], config: IdentifyConfig, *, out: Any,
+                  name: str, meta: dict[str, Any], progress: bool = False, t_start: float | None = None):
+  """`write_study`, also returning the tree study: (data, results, md, png, tree) where `tree` is
+  (tree data, tree results, tree png) with `rollouts_from="both"`, else None."""
   import pathlib
 
   from tcred.evaluation import identify_report
 
   t_start = time.time() if t_start is None else t_start
-  data = run_study(graphdef, params, task, problems, config, progress=progress)
-  results = evaluate_study(data)
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   md_path, png_path = out / f"identify-{name}.md", out / f"identify-{name}.png"
+  first = "tree" if config.rollouts_from == "tree" else "chains"
+  data = run_study(graphdef, params, task, problems, config, progress=progress, source=first)
+  results = evaluate_study(data)
   identify_report.plot(data, results, png_path)
+  tree = None
+  if config.rollouts_from == "both":
+    tree_png = out / f"identify-{name}-tree.png"
+    tree_data = run_study(graphdef, params, task, problems, config, progress=progress, source="tree")
+    tree_results = evaluate_study(tree_data)
+    identify_report.plot(tree_data, tree_results, tree_png)
+    tree = (tree_data, tree_results, tree_png)
   meta = {"task_config": "", "load_s": 0.0, **meta, "wall_s": time.time() - t_start,
           "machine": identify_report.machine_description(), "png": png_path.name}
-  md_path.write_text(identify_report.markdown_report(data, results, meta))
-  return data, results, md_path, png_path
+  text = identify_report.markdown_report(data, results, meta)
+  if tree is not None:
+    text += identify_report.tree_section(tree[0], tree[1], tree[2].name)
+  md_path.write_text(text)
+  return data, results, md_path, png_path, tree

@@ -45,11 +45,14 @@ def machine_description() -> str:
 
 
 def example_rollout(data: StudyData, delta: float) -> tuple[int, int]:
-  """(prompt, rollout) to draw: one with a fatal token and a decisive token, the largest max |A_t|."""
+  """(prompt, rollout) to draw: one with a fatal token and a decisive token, the largest max |A_t|; on tree
+  leaves, first one where the tree sibling gap is not 0 everywhere (a leaf below a fork)."""
   adv = np.abs(data.truth.advantages)
   fatal = data.truth.fatal.any(-1)
   decisive = (adv >= delta).any(-1)
   best = adv.max(-1) + 2.0 * (fatal & decisive) + 1.0 * decisive
+  if "tree-fork-gap" in data.signals:
+    best = best + 4.0 * (data.signals["tree-fork-gap"] > 0).any(-1)
   i, j = np.unravel_index(int(np.argmax(best)), best.shape)
   return int(i), int(j)
 
@@ -91,8 +94,9 @@ def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> 
          "## Settings", "",
          f"- **Policy**: {meta['policy']}.",
          f"- **Task**: `{data.task_name}` with `{meta.get('task_config', '')}`; response budget T = {t} tokens.",
-         f"- **Rollouts**: {n} held-out prompts (`eval_problems`, never seen in SFT or RL) × {g} rollouts at "
-         f"temperature {cfg.temperature}; mean reward {_fmt(results.reward_mean)}; mean length "
+         f"- **Rollouts**: {n} held-out prompts (`eval_problems`, never seen in SFT or RL) × {g} "
+         + ("rollouts" if data.trees is None else f"tree leaves ({_tree_shape(data)})")
+         + f" at temperature {cfg.temperature}; mean reward {_fmt(results.reward_mean)}; mean length "
          f"{lengths.mean():.1f} tokens (EOS included); {results.tokens} response tokens in all.",
          f"- **Ground truth 1, Monte-Carlo advantages** `A_t = V(o≤t) − V(o<t)`: V of every prefix of every "
          f"rollout from K = {cfg.continuations} continuations of the same policy ({data.truth.unique_prefixes} "
@@ -122,13 +126,7 @@ def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> 
   desc = describe_signals()
   for name in data.signals:
     out.append(f"| {name} | {_md(desc.get(name, ''))} |")
-  out += ["", "## Results", "",
-          "| signal | " + " | ".join(_md(METRIC_TITLES[m].format(pct=pct)) for m in METRICS) + " |",
-          "|---|" + "---|" * len(METRICS)]
-  for name, score in results.scores.items():
-    out.append(f"| {name} | " + " | ".join(_cell(score.values[m], score.ci[m]) for m in METRICS) + " |")
-  random = {"spearman_abs_adv": "0", "precision_top": f"{results.decisive_rate:.3f}"}
-  out.append("| *random* | " + " | ".join(random.get(m, "0.5") for m in METRICS) + " |")
+  out += ["", "## Results", ""] + _results_table(results, pct)
   out += ["", "*Same position*: AUROC over pairs of a decisive and a non-decisive token at the same position t "
           "only, so knowing the position alone is worth 0.5 (the `early-position` control). *Reasoning tokens*: "
           "only the tokens before the answer cue (the cue, the answer and EOS left out)."]
@@ -153,6 +151,85 @@ def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> 
             "fatal errors (95% bootstrap intervals). "
             "Bottom: one rollout, each row a signal scaled to [0, 1] within the rollout, with |A_t| and the "
             "fatal-error marks for comparison."]
+  return "\n".join(out) + "\n"
+
+
+def _results_table(results: Results, pct: int) -> list[str]:
+  out = ["| signal | " + " | ".join(_md(METRIC_TITLES[m].format(pct=pct)) for m in METRICS) + " |",
+         "|---|" + "---|" * len(METRICS)]
+  for name, score in results.scores.items():
+    out.append(f"| {name} | " + " | ".join(_cell(score.values[m], score.ci[m]) for m in METRICS) + " |")
+  random = {"spearman_abs_adv": "0", "precision_top": f"{results.decisive_rate:.3f}"}
+  out.append("| *random* | " + " | ".join(random.get(m, "0.5") for m in METRICS) + " |")
+  return out
+
+
+def _tree_shape(data: StudyData) -> str:
+  t = data.config.tree
+  where = "at the task's step boundaries" if t.fork_at == "step" else f"at its top-{t.forks} tokens by {t.fork_at}"
+  return (f"M = {t.trees} trees per prompt, each a chain forked {t.forks}× {where}, {t.branch} continuation per "
+          f"fork, {t.rounds} round; `TreeConfig(enabled=True, trees={t.trees}, rounds={t.rounds}, forks={t.forks}, "
+          f"branch={t.branch}, fork_at={t.fork_at!r})`")
+
+
+def tree_support(data: StudyData, name: str = "tree-sibling-gap") -> float:
+  """Share of the valid leaf tokens where the tree signal `name` is not 0."""
+  mask = data.rollout.mask
+  return float((data.signals[name][mask] != 0).mean()) if mask.any() else math.nan
+
+
+def tree_section(data: StudyData, results: Results, png: str | None = None) -> str:
+  """The report's tree section: the same study on the leaves of tree rollouts, with the tree signals."""
+  cfg = data.config
+  n, g, t = data.rollout.tokens.shape
+  pct = round(100 * cfg.top_fraction)
+  lengths = data.rollout.mask.sum(-1)
+  tm = results.timings
+  generated = sum(a.num_packed for a in data.trees.arrays)
+  out = ["", "## Tree rollouts: the tree sibling gap", "",
+         "The same study with each prompt's G rollouts sampled as the leaves of a tree (EPTree-style, DESIGN §4.5) "
+         "instead of independent chains, so that a tree signal exists: a tree compares sibling subtrees for free. "
+         "The ground truth (Monte-Carlo A_t from K continuations of every distinct prefix, and the oracle's fatal "
+         "errors) and every other signal are computed by the same functions on the same tree leaves, so the table "
+         "compares like with like (it is not comparable cell by cell with the chain table above: other rollouts).",
+         "",
+         "- **Tree signals**: with V(s) the mean reward of the leaves below segment s (`node_values`), "
+         "`tree-sibling-gap` scores a leaf token |A(s)| of its segment s, A(s) = [(V(s) − V(root)) + "
+         "(V(s) − V(parent s))] / sqrt(|leaves(s)|) (`treerl_segment_advantages`, TreeRL's training advantage), "
+         "mapped to tokens with `TreeArrays.token_node`; a segment with its parent's and its root's value (a "
+         "trunk before the first fork, or a fork whose sibling subtrees score alike) gets 0, and a segment with its "
+         "parent's value but not its root's keeps the root term |V(s) − V(root)|/sqrt(|leaves(s)|). "
+         "`tree-fork-gap` scores |V(s) − V(parent s)| on the first token of each segment only (where siblings "
+         "diverge) and 0 elsewhere.",
+         f"- **Trees**: {n} prompts (the same held-out prompts) × {g} leaves: {_tree_shape(data)}. "
+         f"{generated} tokens generated for {results.tokens} leaf tokens ({results.tokens / max(generated, 1):.2f} "
+         f"leaf tokens per generated token); mean reward {_fmt(results.reward_mean)}; mean length "
+         f"{lengths.mean():.1f} tokens. `tree-sibling-gap` is non-zero on "
+         f"{100 * tree_support(data):.1f}% of the leaf tokens, `tree-fork-gap` on "
+         f"{100 * tree_support(data, 'tree-fork-gap'):.1f}%.",
+         f"- **Ground truth**: K = {cfg.continuations} continuations of {data.truth.unique_prefixes} distinct "
+         f"prefixes (shared prefixes continued once). Decisive (|A_t| ≥ δ = {cfg.delta}): "
+         f"{100 * results.decisive_rate:.1f}% of leaf tokens (MC noise alone: about "
+         f"{100 * results.noise_positive_rate:.1f}%: {_noise_reading(results)}); fatal errors "
+         f"{100 * results.fatal_rate:.1f}%. Mean plug-in SE of A_t {results.mean_advantage_se:.3f}.",
+         f"- **Metrics** as above, pooled over every valid token of every leaf (a prefix shared by k leaves counts "
+         f"k times, with one signal value and one A_t); bootstrap over prompts ({cfg.bootstrap} replicates).",
+         f"- **Wall time** of this section: rollouts {tm.get('rollouts_s', 0):.0f} s, policy forward + extras "
+         f"{tm.get('signals_forward_s', 0):.0f} s, Monte-Carlo continuations + oracle "
+         f"{tm.get('ground_truth_s', 0):.0f} s, metrics + bootstrap {tm.get('metrics_s', 0):.0f} s (included in the "
+         "end-to-end time above).", "",
+         "### Results on tree leaves", ""] + _results_table(results, pct)
+  if results.signed:
+    out += ["", "Signed agreement with A_t (Spearman): "
+            + "; ".join(f"{k} {_fmt(v)}" for k, v in results.signed.items()) + "."]
+  o = results.overlap
+  if o is not None:
+    out += ["", f"Entropy vs MI on tree leaves: Jaccard of the top-{pct}% sets {_fmt(o.jaccard_top)} (chance "
+            f"{_fmt(o.jaccard_top_chance)}), Spearman {_fmt(o.spearman)}."]
+  out += ["", "### Summary of the tree section (generated from the numbers)", ""] + _auto_summary(results, cfg.delta)
+  if png:
+    out += ["", f"![AUROCs on tree leaves and one leaf]({png})", "",
+            "As above, on the tree leaves (the drawn leaf's rows include the tree signals)."]
   return "\n".join(out) + "\n"
 
 
@@ -200,7 +277,8 @@ def plot(data: StudyData, results: Results, path: str | pathlib.Path) -> tuple[i
   ax1.set_ylim(0, 1.18)
   ax1.set_ylabel("AUROC")
   ax1.set_title(f"{data.task_name}: which signals find decisive tokens? (N={data.config.prompts}, "
-                f"G={data.config.rollouts}, K={data.config.continuations})")
+                f"G={data.config.rollouts}" + (" tree leaves" if data.trees is not None else "")
+                + f", K={data.config.continuations})")
   ax1.legend(loc="upper center", ncol=3, fontsize=9, frameon=False)
 
   rows = [("|A_t|", np.abs(data.truth.advantages[i, j, :length])),

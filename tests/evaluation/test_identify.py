@@ -15,12 +15,14 @@ from tcred import cli, experiments
 from tcred.evaluation import identify as idf
 from tcred.models.config import model_preset
 from tcred.models.decoder import Decoder
+from tcred.sampling.tree import tree_arrays
 from tcred.tasks import tokenizer as tok
 from tcred.tasks.countdown import Countdown
 from tcred.training.checkpoint import Checkpointer
 from tcred.training.data import eval_problems
 from tcred.training.optim import adamw
 from tcred.training.step import TrainState
+from tcred.testing import numpy_refs
 
 
 class FirstCharCountdown(Countdown):
@@ -34,6 +36,18 @@ class FirstCharCountdown(Countdown):
 
   def prefix_value(self, problem, prefix):
     return float(not prefix or ord(prefix[0]) % 2 == 0)
+
+
+class LastCharCountdown(Countdown):
+  """A toy verifier whose outcome is decided late, so that tree forks (at positions ≥ 1) change it: the
+  response's last character has an even code. Oracle: a prefix of k ≤ T − 2 tokens can still append an even
+  character and EOS (value 1); with k = T − 1 only EOS fits (value: the prefix's own reward)."""
+
+  def reward(self, problem, response):
+    return float(bool(response) and ord(response[-1]) % 2 == 0)
+
+  def prefix_value(self, problem, prefix):
+    return 1.0 if len(prefix) <= self.max_response_len - 2 else self.reward(problem, prefix)
 
 
 # ------------------------------------------------------------------ the cross-rollout σ signal
@@ -78,7 +92,8 @@ def test_signal_registry():
   with pytest.raises(ValueError, match="already registered"):
     idf.register_signal(idf.TokenSignal("entropy", "dup", lambda ctx: None))
   with pytest.raises(ValueError, match="allowed"):
-    idf.get_signal("tree-sibling-gap")
+    idf.get_signal("no-such-signal")
+  assert "tree-sibling-gap" in names and "tree-sibling-gap" not in idf.signal_names(trees=False)
   with pytest.raises(ValueError, match="unknown extra"):
     idf.register_signal(idf.TokenSignal("needs-nothing-real", "x", lambda ctx: None, needs_extras=("nope",)))
 
@@ -90,6 +105,16 @@ def test_config_validation():
     idf.IdentifyConfig(continuations=0)
   with pytest.raises(ValueError, match="prompts"):
     idf.IdentifyConfig(prompts=1)
+  with pytest.raises(ValueError, match="chains, tree, both"):
+    idf.IdentifyConfig(rollouts_from="forest")
+  with pytest.raises(ValueError, match="multiple of tree_trees"):
+    idf.IdentifyConfig(rollouts=5)
+  with pytest.raises(ValueError, match="fork_at"):
+    idf.IdentifyConfig(tree_fork_at="middle")
+  idf.IdentifyConfig(rollouts=5, rollouts_from="chains")  # no tree: any G
+  tree = idf.IdentifyConfig().tree
+  assert (tree.enabled, tree.trees, tree.rounds, tree.forks, tree.branch, tree.fork_at, tree.leaves) == (
+      True, 2, 1, 3, 1, "entropy", 8)
   assert idf.IdentifyConfig(continuations=32).advantage_se_bound == pytest.approx(0.125)
 
 
@@ -105,6 +130,68 @@ def test_prefix_table_deduplicates_shared_prefixes():
   assert index[0, 0, 2] != index[0, 1, 2] and index[0, 0, 3] == -1
 
 
+# ------------------------------------------------------------------ the tree signals
+
+
+def _hand_tree():
+  """Two trees of 8 rows (T = 7), the layout `sample_trees_and_score` makes with M = 2, one round of 3 forks.
+
+  Tree 0: chain 0 (length 6) forked at 2 (row 2), at 4 (row 3) and again at 2 (row 4, a sibling of row 2).
+  Tree 1: chain 1 (length 5) forked at 1 (row 5), row 5 forked at 3 (row 6), chain 1 forked at 3 (row 7).
+  """
+  source = np.array([-1, -1, 0, 0, 0, 1, 5, 1])
+  fork_pos = np.array([0, 0, 2, 4, 2, 1, 3, 3])
+  length = np.array([6, 5, 7, 5, 3, 6, 4, 7])
+  tree_id = np.array([0, 1, 0, 0, 0, 1, 1, 1])
+  rewards = np.array([1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0])
+  return tree_arrays(source, fork_pos, length, tree_id, trees=2, max_new_tokens=7), rewards
+
+
+def test_tree_signals_match_numpy_references():
+  a, rewards = _hand_tree()
+  leaf_reward = np.where(a.is_leaf, rewards[np.clip(a.leaf_row, 0, None)], 0.0)
+  node_adv = numpy_refs.treerl_segment_advantages(a.parent, a.is_leaf, leaf_reward, a.valid)
+  # V(s): mean reward of the leaves below s, by brute force
+  below = numpy_refs._leaves_under(a.parent, a.is_leaf, a.valid)
+  value = np.array([np.mean([leaf_reward[l] for l in ls]) if ls else 0.0 for ls in below])
+  g, t = a.token_node.shape
+  want_gap = np.zeros((g, t))
+  want_fork = np.zeros((g, t))
+  for row in range(g):
+    for pos in range(t):
+      s = a.token_node[row, pos]
+      if s < 0:
+        continue
+      want_gap[row, pos] = abs(node_adv[s])
+      if pos == 0 or a.token_node[row, pos - 1] != s:
+        want_fork[row, pos] = abs(value[s] - value[a.parent[s]])
+  args = (a.parent, a.is_leaf, a.valid, a.leaf_row, rewards, a.token_node)
+  for fn, want in ((idf.tree_sibling_gap, want_gap), (idf.tree_fork_gap, want_fork)):
+    np.testing.assert_allclose(jax.jit(fn)(*args), want, rtol=1e-6, atol=1e-6)
+  # By hand: tree 0 has V(root) = ½ (the leaves of rows 0, 2, 3, 4 rewarded 1, 0, 1, 0). Its trunk
+  # (row 0, tokens 0-1) holds every leaf of the tree, V = V(parent) = V(root): 0. Row 2's own tokens 2..6 are a
+  # leaf with reward 0 under the trunk: |(0 − ½) + (0 − ½)| / 1 = 1. Row 0's tokens 2-3 hold rows 0 and 3
+  # (V = 1): |(1 − ½) + (1 − ½)| / sqrt(2).
+  gap = np.asarray(jax.jit(idf.tree_sibling_gap)(*args))
+  np.testing.assert_allclose(gap[0, :2], 0.0, atol=1e-7)
+  np.testing.assert_allclose(gap[2, 2:], 1.0, rtol=1e-6)
+  np.testing.assert_allclose(gap[0, 2:4], 1.0 / np.sqrt(2.0), rtol=1e-6)
+  np.testing.assert_array_equal(gap[2, :2], gap[0, :2])  # a copied prefix scores as the segment that made it
+  fork = np.asarray(jax.jit(idf.tree_fork_gap)(*args))
+  np.testing.assert_allclose(fork[2], [0, 0, 0.5, 0, 0, 0, 0], atol=1e-7)  # V 0 vs the trunk's ½, at the fork
+  assert (gap[a.token_node < 0] == 0).all() and (fork[a.token_node < 0] == 0).all()
+  # vmapped over prompts through a SignalContext, as the study calls them
+  trees = type("T", (), {"arrays": [a, a]})()
+  rollout = idf.Rollout(None, None, None, None, np.ones((2, g, t), bool), np.stack([rewards, 1 - rewards]), None)
+  ctx = idf.SignalContext(*([None] * 6), rollout, None, None, None, trees)
+  both = idf.get_signal("tree-sibling-gap").fn(ctx)
+  np.testing.assert_allclose(both[0], want_gap, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(both[1], jax.jit(idf.tree_sibling_gap)(*args[:4], 1 - rewards, a.token_node),
+                             rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match="needs tree rollouts"):
+    idf.get_signal("tree-sibling-gap").fn(ctx._replace(trees=None))
+
+
 # ------------------------------------------------------------------ the pipeline on a tiny random model
 
 
@@ -112,11 +199,66 @@ def test_prefix_table_deduplicates_shared_prefixes():
 def tiny_study(tmp_path_factory):
   graphdef, params = nnx.split(Decoder(model_preset("tiny"), rngs=nnx.Rngs(0)))
   task = FirstCharCountdown()
-  config = idf.IdentifyConfig(prompts=3, rollouts=4, continuations=2, delta=0.25, bootstrap=20, skip_lost=False)
+  config = idf.IdentifyConfig(prompts=3, rollouts=4, continuations=2, delta=0.25, bootstrap=20, skip_lost=False,
+                              rollouts_from="chains")
   problems = eval_problems(task, config.prompts)
   out = tmp_path_factory.mktemp("identify")
   return idf.write_study(graphdef, params, task, problems, config, out=out, name="toy",
                          meta={"command": "tcred identify toy", "policy": "tiny random"})
+
+
+@pytest.fixture(scope="module")
+def tiny_tree_study(tmp_path_factory):
+  """Chains and tree leaves (M = 2 trees, 1 fork each, 4 leaves) on a task decided by the last character."""
+  graphdef, params = nnx.split(Decoder(model_preset("tiny"), rngs=nnx.Rngs(0)))
+  task = LastCharCountdown()
+  config = idf.IdentifyConfig(prompts=3, rollouts=4, continuations=2, delta=0.25, bootstrap=5, skip_lost=False,
+                              rollouts_from="both")
+  out = tmp_path_factory.mktemp("identify-tree")
+  return idf.write_studies(graphdef, params, task, eval_problems(task, config.prompts), config, out=out,
+                           name="toy", meta={"command": "tcred identify toy", "policy": "tiny random"})
+
+
+def test_tree_section_of_the_pipeline(tiny_tree_study):
+  chains, chain_results, md, png, (data, results, tree_png) = tiny_tree_study
+  assert chains.source == "chains" and chains.trees is None and set(chains.signals) == set(
+      idf.signal_names(trees=False))
+  assert data.source == "tree" and set(data.signals) == set(idf.signal_names())
+  r = data.rollout
+  # the leaves are a forest: every forked row copies its source's tokens before the fork
+  for i in range(r.tokens.shape[0]):
+    for row in range(r.tokens.shape[1]):
+      s, at = data.trees.source[i, row], data.trees.fork_pos[i, row]
+      if s >= 0:
+        np.testing.assert_array_equal(r.tokens[i, row, :at], r.tokens[i, s, :at])
+  assert sum(a.num_packed for a in data.trees.arrays) < r.mask.sum()  # shared prefixes generated once
+  # the ground truth on tree leaves: same functions, telescoping A, shared prefixes continued once
+  assert data.truth.unique_prefixes <= r.mask.sum()
+  for i, j in np.ndindex(*r.rewards.shape):
+    assert data.truth.advantages[i, j].sum() == pytest.approx(r.rewards[i, j] - data.truth.values[i, j, 0])
+  for name, s in data.signals.items():
+    assert s.shape == r.mask.shape and np.isfinite(s).all(), name
+    np.testing.assert_array_equal(s[~r.mask], 0.0)
+  gap = data.signals["tree-sibling-gap"]
+  assert (gap >= 0).all() and (gap <= 2.0).all() and (gap[r.mask] > 0).any()  # |A(s)| ≤ 2 for 0/1 rewards
+  for name, score in results.scores.items():
+    for metric in ("auroc_decisive", "auroc_fatal", "precision_top", "auroc_decisive_same_position",
+                   "auroc_decisive_reasoning"):
+      v = score.values[metric]
+      assert math.isnan(v) or 0.0 <= v <= 1.0, (name, metric, v)
+      lo, hi = score.ci[metric]
+      assert math.isnan(lo) or 0.0 <= lo <= hi <= 1.0, (name, metric, lo, hi)
+    rho = score.values["spearman_abs_adv"]
+    assert math.isnan(rho) or -1.0 <= rho <= 1.0
+  for metric in ("auroc_decisive", "precision_top", "spearman_abs_adv"):
+    assert math.isfinite(results.scores["tree-sibling-gap"].values[metric]), metric
+  text = md.read_text()
+  assert "## Tree rollouts: the tree sibling gap" in text and "### Results on tree leaves" in text
+  assert "| tree-sibling-gap | " in text and "| tree-fork-gap | " in text
+  assert text.index("## Results") < text.index("## Tree rollouts")
+  chain_rows = text[:text.index("## Tree rollouts")]
+  assert "| tree-sibling-gap | " not in chain_rows  # the chain section is unchanged
+  assert tree_png.name == "identify-toy-tree.png" and tree_png.exists()
 
 
 def test_skipping_lost_prefixes_changes_nothing_but_the_cost(tiny_study):
@@ -166,7 +308,7 @@ def test_ground_truth_is_consistent(tiny_study):
 def test_signals_use_the_training_functions(tiny_study):
   data, _, _, _ = tiny_study
   r = data.rollout
-  assert set(data.signals) == set(idf.signal_names())
+  assert set(data.signals) == set(idf.signal_names(trees=False))
   for name, s in data.signals.items():
     assert s.shape == r.mask.shape and np.isfinite(s).all(), name
     np.testing.assert_array_equal(s[~r.mask], 0.0)
@@ -207,7 +349,7 @@ def test_report_structure(tiny_study):
   assert "tcred identify toy" in text and "Wall time" in text and "Machine" in text
   assert f"K = {data.config.continuations}" in text and "sqrt(1/(2K)) = 0.500" in text
   table = [line for line in text.splitlines() if line.startswith("| ") and "[" in line]
-  assert len(table) == len(idf.signal_names())
+  assert len(table) == len(idf.signal_names(trees=False)) and "Tree rollouts" not in text
   for line in table:
     cells = re.split(r"(?<!\\)\|", line)[2:-1]
     assert len(cells) == len(idf.METRICS), line  # escaped pipes do not split cells
@@ -238,9 +380,11 @@ def test_cli_identify_on_a_run_directory(tmp_path, capsys):
   run = _tiny_run_dir(tmp_path)
   out = tmp_path / "out"
   assert cli.main(["identify", "countdown", "--policy", str(run), "--prompts", "3", "--rollouts", "4",
-                   "--continuations", "2", "--bootstrap", "5", "--out", str(out), "--no-progress"]) == 0
+                   "--continuations", "2", "--bootstrap", "5", "--out", str(out), "--no-progress",
+                   "--rollouts-from", "tree"]) == 0
   text = (out / "identify-countdown.md").read_text()
   assert "checkpoint step 7" in text and (out / "identify-countdown.png").exists()
+  assert "tree leaves (M = 2 trees per prompt, each a chain forked 1×" in text and "| tree-sibling-gap | " in text
   assert "tcred identify countdown --policy" in text
 
 
@@ -251,6 +395,12 @@ def test_cli_identify_usage_errors(tmp_path, capsys):
   assert "delta must be in (0, 1]" in capsys.readouterr().err
   assert cli.main(["identify", "countdown", "--continuations", "0"]) == 2
   assert "continuations" in capsys.readouterr().err
+  assert cli.main(["identify", "countdown", "--rollouts-from", "forest"]) == 2
+  assert "allowed values are chains, tree, both" in capsys.readouterr().err
+  assert cli.main(["identify", "countdown", "--tree-fork-at", "middle"]) == 2
+  assert "allowed values are step, entropy, neg-logp" in capsys.readouterr().err
+  assert cli.main(["identify", "countdown", "--rollouts", "7"]) == 2
+  assert "multiple of tree_trees" in capsys.readouterr().err
   assert cli.main(["identify", "countdown", "--policy", str(tmp_path / "missing")]) == 2
   assert "allowed values are 'base' or a run directory" in capsys.readouterr().err
   run = _tiny_run_dir(tmp_path)
