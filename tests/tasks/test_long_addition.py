@@ -311,6 +311,7 @@ def test_default_experiment_demonstrations_fit_the_sft_batch():
   assert loss_mask.sum() == sum(len(d) + 1 for d in demos)  # Demonstration and EOS.
 
 
+@pytest.mark.slow  # end-to-end CLI run; the task itself is covered by the unit tests above
 def test_cli_lists_and_runs_long_addition(capsys, tmp_path, monkeypatch):
   from tcred import cli  # pylint: disable=import-outside-toplevel
 

@@ -103,8 +103,12 @@ def test_list_names_every_experiment(capsys):
     assert name in out
 
 
-@pytest.mark.parametrize("name", ["countdown-dapo", "graph-path-variance-filter", "countdown-mi-peaks",
-                                  "graph-path-mi-weight", "countdown-dro-r3"])
+# Two in the default run (a refill filter and an extra signal; countdown-dro-r3 also runs in
+# test_extras_cost.py); the rest under -m slow to keep the default run short.
+@pytest.mark.parametrize("name", ["countdown-dapo", "countdown-mi-peaks",
+                                  pytest.param("graph-path-variance-filter", marks=pytest.mark.slow),
+                                  pytest.param("graph-path-mi-weight", marks=pytest.mark.slow),
+                                  pytest.param("countdown-dro-r3", marks=pytest.mark.slow)])
 def test_methods_with_filters_and_extra_signals_run_by_name(tmp_path, name):
   assert cli.main(["run", name, "--steps", "2", "--out", str(tmp_path), "--no-progress", *TINY]) == 0
   rows = _rows(tmp_path / name / "seed-0" / "metrics.jsonl")

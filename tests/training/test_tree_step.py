@@ -17,7 +17,8 @@ from tcred.training.rollout import sample_trees_and_score
 from tcred.training.step import Batch, TrainState, rl_train_step
 
 
-@pytest.mark.parametrize("credit,kl", [("tree-grpo", 0.0), ("treerl", 0.0), ("outcome", 0.1)])
+@pytest.mark.parametrize("credit,kl", [("tree-grpo", 0.0), ("treerl", 0.0),
+                                       pytest.param("outcome", 0.1, marks=pytest.mark.slow)])
 def test_train_once_update_equals_per_leaf_update(tiny_model, credit, kl):
   graphdef, params = nnx.split(tiny_model)
   task = make_task("countdown")
@@ -54,7 +55,7 @@ def test_train_once_update_equals_per_leaf_update(tiny_model, credit, kl):
     np.testing.assert_allclose(m_dense[k], m_packed[k], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["countdown-tree-grpo", "graph-path-treerl"])
+@pytest.mark.parametrize("name", ["countdown-tree-grpo", pytest.param("graph-path-treerl", marks=pytest.mark.slow)])
 def test_tree_experiments_run_by_name(tmp_path, name):
   import json
 
