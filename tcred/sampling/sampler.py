@@ -127,7 +127,7 @@ def decode(model: Decoder, cache: KVCache, rows: Rows, first_hidden: jax.Array, 
   r = jnp.arange(n)
 
   def put(buf, pos, val, active):
-    # Writes val[n] at buf[n, pos[n]] for active rows (others dropped out of bounds).
+    # Writes val[n] at buf[n, pos[n]] for active rows; inactive rows and pos[n] >= T are dropped.
     return buf.at[r, jnp.where(active, pos, t_max)].set(val.astype(buf.dtype), mode="drop")
 
   def cond(s: _DecodeState):
@@ -147,8 +147,7 @@ def decode(model: Decoder, cache: KVCache, rows: Rows, first_hidden: jax.Array, 
                           slot_base + s.k)
     h = hidden[:, 0].astype(jnp.float32)  # [N, D]
     if rows.hidden is not None:
-      nxt = jnp.stack([r, jnp.where(active & (pos + 1 < t_max), pos + 1, t_max)], axis=-1)
-      rows = rows._replace(hidden=rows.hidden.at[nxt[:, 0], nxt[:, 1]].set(h, mode="drop"))
+      rows = rows._replace(hidden=put(rows.hidden, pos + 1, h, active))  # pos + 1 = T is dropped
     logits = jnp.dot(hidden[:, 0], unembed, preferred_element_type=jnp.float32)
     done = s.done | (token == eos_id) | (pos + 1 >= t_max)
     return _DecodeState(s.k + 1, cache, logits, done, rows, s.fed + jnp.sum(active, dtype=jnp.int32), key)

@@ -3,37 +3,17 @@
 No timing is asserted (timings belong in benchmarks/, never in tests).
 """
 
-import importlib.util
-from pathlib import Path
-
-_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "signals.py"
-
-
-def _load_script():
-  spec = importlib.util.spec_from_file_location("tcred_benchmarks_signals", _SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def _table_rows(text):
-  """First cell -> the list of cells of every Markdown table row."""
-  rows = {}
-  for line in text.splitlines():
-    if line.startswith("| ") and not line.startswith("|---"):
-      cells = [c.strip() for c in line.strip().strip("|").split("|")]
-      rows[cells[0]] = cells
-  return rows
+from bench_support import load_benchmark, table_rows
 
 
 def test_quick_benchmark_prints_a_row_per_function(capsys, tmp_path):
-  bench = _load_script()
+  bench = load_benchmark("signals")
   out_file = tmp_path / "signals.md"
   assert bench.main(["--quick", "--out", str(out_file)]) == 0
   text = capsys.readouterr().out
   assert "Command: `python " in text and "--quick" in text
   assert "os.cpu_count()=" in text
-  rows = _table_rows(text)
+  rows = table_rows(text)
   for name in bench.FUNCTION_NAMES:
     assert name in rows, f"no table row for {name}"
     cells = rows[name]

@@ -6,27 +6,8 @@ positive, outputs agreeing); they never assert a timing or a target.
 import importlib.util
 import math
 import re
-from pathlib import Path
 
-
-_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name):
-  spec = importlib.util.spec_from_file_location(f"tcred_benchmarks_{name}", _DIR / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def _rows(text):
-  """First cell -> cells of every Markdown table row."""
-  rows = {}
-  for line in text.splitlines():
-    if line.startswith("| ") and not line.startswith("|---"):
-      cells = [c.strip() for c in line.strip().strip("|").split("|")]
-      rows[cells[0]] = cells
-  return rows
+from bench_support import load_benchmark, table_rows
 
 
 def _number(cell):
@@ -35,7 +16,7 @@ def _number(cell):
 
 def _run(name, capsys, tmp_path):
   out = tmp_path / f"{name}.md"
-  assert _load(name).main(["--quick", "--out", str(out)]) == 0
+  assert load_benchmark(name).main(["--quick", "--out", str(out)]) == 0
   text = capsys.readouterr().out
   assert out.read_text().strip() == text.strip()
   assert f"Command: `python benchmarks/{name}.py --quick" in text or "--quick" in text
@@ -48,8 +29,8 @@ def test_logits_path_quick(capsys, tmp_path):
   temps = {}
   mem_lines, time_lines = text.split("## Time")  # the two tables share their first cells
   for variant in ("materialised", "seq-chunked", "fused"):
-    temps[variant] = _number(_rows(mem_lines)[variant][1])
-    cells = _rows(time_lines)[variant]
+    temps[variant] = _number(table_rows(mem_lines)[variant][1])
+    cells = table_rows(time_lines)[variant]
     assert math.isfinite(_number(cells[1])) and _number(cells[1]) > 0
     assert cells[-1] == "yes", f"{variant}: gradients differ from materialised logits"
   assert temps["fused"] < temps["materialised"]
@@ -70,7 +51,7 @@ def test_train_step_quick(capsys, tmp_path):
 def test_sampler_quick(capsys, tmp_path):
   text = _run("sampler", capsys, tmp_path)
   assert "ours: first call" in text and "every row generated the full budget" in text
-  rows = _rows(text)
+  rows = table_rows(text)
   assert _number(rows["ours"][2]) > 0
   if importlib.util.find_spec("torch") is None:
     assert "skipped: torch not installed" in text
@@ -89,7 +70,7 @@ sys.exit(0 if a.quick else 3)
 
 
 def test_run_all_runs_each_script_and_summarises(tmp_path, monkeypatch, capsys):
-  run_all = _load("run_all")
+  run_all = load_benchmark("run_all")
   bench_dir = tmp_path / "benchmarks"
   bench_dir.mkdir()
   (bench_dir / "logits_path.py").write_text(_FAKE)  # stand-ins: the real ones are tested above
