@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from tcred.models import decoder as decoder_module
 from tcred.models.config import ModelConfig, model_preset
 from tcred.models.decoder import Decoder, KVCache, positions_from_mask
 
@@ -38,6 +39,27 @@ def test_left_padding_does_not_change_real_tokens(tiny_model):
   out, _ = tiny_model(padded, positions_from_mask(pvalid), pvalid)
   np.testing.assert_allclose(out[:, 3:], ref, atol=1e-5)
   assert np.all(np.isfinite(out))  # pad queries see no key: still finite
+
+
+@pytest.mark.parametrize("t", [97, 200, 401])  # 2, 3 and the maximum of 4 query blocks
+def test_causal_query_blocks_equal_one_block(tiny_model, monkeypatch, t):
+  # Long sequences attend in query blocks that skip keys after each block: same hidden states,
+  # gradients included, with left padding.
+  tokens = _tokens(3, t)
+  valid = jnp.arange(t)[None, :] >= jnp.array([0, 7, t // 2])[:, None]
+  pos = positions_from_mask(valid)
+  graphdef, params = nnx.split(tiny_model)
+
+  def loss(p):
+    hidden, _ = nnx.merge(graphdef, p)(tokens, pos, valid)
+    return jnp.sum(jnp.where(valid[..., None], jnp.sin(hidden), 0.0))
+
+  blocked = jax.value_and_grad(loss)(params)
+  monkeypatch.setattr(decoder_module, "_MAX_QUERY_BLOCKS", 1)
+  whole = jax.value_and_grad(loss)(params)
+  np.testing.assert_allclose(blocked[0], whole[0], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(blocked[1]), jax.tree.leaves(whole[1])):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-4)
 
 
 def test_tied_head_uses_embedding():
