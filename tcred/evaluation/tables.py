@@ -7,11 +7,13 @@ Conventions of every table:
   * values are the mean ± 95% Student-t confidence half-width over seeds (`stats.mean_ci`);
     pass@1 and pass@k are in percent;
   * Δ is the per-seed (paired) difference final − base pass@1;
-  * "to baseline" budgets: the target is the mean final pass@1 of the task's baseline experiment
-    (`<task>-grpo` unless the suite names another). For each seed, the first point of its
-    eval/pass1 curve with pass@1 ≥ target gives the samples (`counts/samples`) and generated
-    tokens (`counts/tokens_generated`) spent so far; the curve starts with the base policy
-    (0 samples, `base_pass1`). No interpolation between eval points.
+  * "to baseline" budgets: the target is where the task's baseline experiment (`<task>-grpo`
+    unless the suite names another) ends on the *same evaluation as the curves*: the mean over its
+    seeds of the last eval/pass1 point (`rl.eval_prompts` × `rl.eval_samples`, a subset of the
+    final evaluation's prompts, so its level can differ from the final pass@1 by a few points).
+    For each seed, the first point of its eval/pass1 curve with pass@1 ≥ target gives the samples
+    (`counts/samples`) and generated tokens (`counts/tokens_generated`) spent so far; the curve
+    starts with the base policy (0 samples, `base_pass1`). No interpolation between eval points.
 """
 
 from __future__ import annotations
@@ -134,6 +136,11 @@ def eval_curve(run: dict[str, Any]) -> dict[str, np.ndarray]:
   return {"samples": a[:, 0], "tokens": a[:, 1], "pass1": a[:, 2]}
 
 
+def curve_target(baseline_runs: list[dict[str, Any]]) -> float:
+  """The to-baseline target: the mean over the baseline's seeds of its last eval/pass1 curve point."""
+  return float(np.mean([eval_curve(r)["pass1"][-1] for r in baseline_runs]))
+
+
 def baseline_of(suite: Suite, task: str) -> str:
   """The baseline experiment of `task` in `suite`: `suite.baseline` if it is an experiment name of
   that task, `<task>-<suite.baseline>` if it is a method name, else `<task>-grpo`."""
@@ -229,8 +236,8 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
       f"- pass@1 in %, at temperature 1.0 on held-out prompts ({', '.join(map(str, eval_samples))} samples "
       f"per final evaluation); greedy pass@1: one greedy rollout per held-out prompt; Δ: paired final − base.",
       "- To baseline: samples and generated tokens until the run's eval pass@1 curve (base policy at 0) "
-      "first reaches the task baseline's final mean pass@1; \"(k/n)\": only k of n seeds reached it "
-      "(mean over those); \"—\": none did.",
+      "first reaches the task baseline's mean last eval pass@1 (the same periodic evaluation as the curve, "
+      "not the final one); \"(k/n)\": only k of n seeds reached it (mean over those); \"—\": none did.",
       "- Tokens generated: per run over the whole RL loop (a tree's shared prefix counts once; refills count).",
       "- Wall: minutes per run as each run measured it (runs made with `--jobs` > 1 shared the CPU).",
   ]
@@ -243,8 +250,10 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
   for task, _ in _ordered(suite, runs):
     base = baseline_of(suite, task)
     if base in runs:
-      targets[task] = float(np.mean([r["summary"]["final_pass1"] for r in runs[base]]))
-      lines.append(f"- Baseline of {task}: `{base}`, final pass@1 {100 * targets[task]:.1f}%.")
+      targets[task] = curve_target(runs[base])
+      final = float(np.mean([r["summary"]["final_pass1"] for r in runs[base]]))
+      lines.append(f"- Baseline of {task}: `{base}`, final pass@1 {100 * final:.1f}%; budgets to baseline use "
+                   f"the curves' own evaluation, where it ends at last eval/pass1 {100 * targets[task]:.1f}%.")
     else:
       targets[task] = None
       lines.append(f"- Baseline of {task}: `{base}` is not in this suite; no budget to baseline.")
@@ -310,16 +319,17 @@ def learning_curves(suite: Suite, out_dir: str | pathlib.Path, path_png: str | p
   tasks = _ordered(suite, runs)
   fig, axes = plt.subplots(1, len(tasks), figsize=(6.0 * len(tasks), 4.2), squeeze=False)
   for ax, (task, names) in zip(axes[0], tasks):
-    for name in names:
+    for i, name in enumerate(names):  # 10 colours, then the same colours dashed, dotted
       grid, mean, hw = _band([eval_curve(r) for r in runs[name]], "tokens")
-      (line,) = ax.plot(grid, 100 * mean, label=f"{_method_of(name, task)} (n={len(runs[name])})")
+      (line,) = ax.plot(grid, 100 * mean, color=f"C{i % 10}", ls=("-", "--", ":")[i // 10 % 3],
+                        label=f"{_method_of(name, task)} (n={len(runs[name])})")
       if np.any(hw > 0):  # the band is clipped to the possible range [0, 100]
         ax.fill_between(grid, np.clip(100 * (mean - hw), 0, 100), np.clip(100 * (mean + hw), 0, 100),
                         color=line.get_color(), alpha=0.15, lw=0)
     base = baseline_of(suite, task)
     if base in runs:
-      ax.axhline(100 * np.mean([r["summary"]["final_pass1"] for r in runs[base]]), color="grey", ls="--", lw=0.8,
-                 label=f"{_method_of(base, task)} final (target)")
+      ax.axhline(100 * curve_target(runs[base]), color="grey", ls="--", lw=0.8,
+                 label=f"{_method_of(base, task)} last eval (target)")
     ax.set_title(task)
     ax.set_xlabel("generated tokens")
     ax.set_ylabel("pass@1 (%)")

@@ -42,12 +42,14 @@ SUITE = Suite(name="suite-test", description="a hand-made suite",
 @pytest.fixture
 def runs(tmp_path):
   out = tmp_path / "runs"
-  for s, final in enumerate((0.2, 0.3, 0.4)):  # baseline: target = mean final = 0.3
+  # Baseline: final pass@1 [0.2, 0.3, 0.4] (mean 0.3); its curves end at [0.375, 0.25, 0.275]:
+  # budget target = 0.3, the mean of those last eval points (the curves' own evaluation).
+  for s, (final, last) in enumerate(((0.2, 0.375), (0.3, 0.25), (0.4, 0.275))):
     write_run(out, "countdown-grpo", s, final=final, task="countdown",
-              curve=[(100, 1000, 0.25), (200, 2000, 0.31 if s else 0.29), (300, 3000, 0.35)])
+              curve=[(100, 1000, 0.25), (200, 2000, 0.31 if s else 0.29), (300, 3000, last)])
   for s in range(3):  # reaches 0.3 at 100 samples in every seed, at 1000·(s+1) tokens
     write_run(out, "countdown-dapo", s, final=0.5, base=0.05 + 0.1 * s, greedy=0.4, pass8=0.7, wall_s=60.0 * (s + 1),
-              task="countdown", curve=[(100, 1000 * (s + 1), 0.3), (200, 4000, 0.45)])
+              task="countdown", curve=[(100, 1000 * (s + 1), 0.31), (200, 4000, 0.45)])
   for s in range(3):  # only seed 0 reaches 0.3
     write_run(out, "countdown-dr-grpo", s, final=0.25, task="countdown",
               curve=[(150, 900, 0.32 if s == 0 else 0.1), (300, 1800, 0.2)])
@@ -67,7 +69,7 @@ def test_load_runs_reads_summary_and_metrics(runs):
   curve = tables.eval_curve(loaded[1])
   assert curve["samples"].tolist() == [0, 100, 200, 300]
   assert curve["tokens"].tolist() == [0, 1000, 2000, 3000]
-  assert curve["pass1"].tolist() == [0.2, 0.25, 0.31, 0.35]
+  assert curve["pass1"].tolist() == [0.2, 0.25, 0.31, 0.25]
 
 
 def test_load_runs_missing_and_corrupt(runs):
@@ -97,7 +99,7 @@ def test_pending_runs(runs):
 def test_suite_table_means_and_budgets(runs):
   md = tables.suite_table(SUITE, runs, command="tcred table suite-test --out runs")
   assert "tcred table suite-test --out runs" in md and "CPUs" in md
-  assert "final pass@1 30.0%" in md
+  assert "final pass@1 30.0%" in md and "last eval/pass1 30.0%" in md
   grpo = _row(md, "grpo")
   # base 20, final [20, 30, 40] → 30 ± t(0.975, 2)·10/√3, Δ = final − base.
   assert grpo[2:6] == ["3", "20.0 ± 0.0", f"30.0 ± {T2 * 10 / math.sqrt(3):.1f}",
@@ -137,6 +139,21 @@ def test_base_policy_already_at_target_needs_no_samples(tmp_path):
                 seeds=1)
   row = [line for line in tables.suite_table(suite, out).splitlines() if line.startswith("| graph-path | dapo |")][0]
   assert row.split("|")[9:11] == [" 0 ", " 0 "]
+
+
+def test_budget_target_is_the_baselines_last_eval_point_not_its_final_pass1(tmp_path):
+  # The curves come from a smaller periodic evaluation than the final pass@1; a baseline whose final
+  # evaluation reads 0.9 but whose curve ends at 0.4 sets the target 0.4, which its own curve reaches.
+  out = tmp_path / "runs"
+  write_run(out, "graph-path-grpo", 0, final=0.9, task="graph-path", curve=[(10, 100, 0.3), (20, 200, 0.4)])
+  write_run(out, "graph-path-dapo", 0, final=0.5, task="graph-path", curve=[(10, 100, 0.45), (20, 200, 0.5)])
+  suite = Suite(name="suite-two", description="two runs", experiments=("graph-path-grpo", "graph-path-dapo"),
+                seeds=1)
+  md = tables.suite_table(suite, out)
+  rows = {m: [line for line in md.splitlines() if line.startswith(f"| graph-path | {m} |")][0].split("|")
+          for m in ("grpo", "dapo")}
+  assert rows["grpo"][9:11] == [" 20 ", " 200 "] and rows["dapo"][9:11] == [" 10 ", " 100 "]
+  assert tables.curve_target(tables.load_runs(out, "graph-path-grpo", 1)) == 0.4
 
 
 def test_learning_curves_writes_a_png(runs, tmp_path):
