@@ -69,13 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _identify(args, argv: list[str]) -> int:
   from tcred.evaluation import identify
-  from tcred.sampling.tree import FORK_RULES
 
-  if args.rollouts_from not in identify.ROLLOUT_SOURCES:
-    return _usage_error(f"--rollouts-from {args.rollouts_from!r}: allowed values are "
-                        f"{', '.join(identify.ROLLOUT_SOURCES)}")
-  if args.tree_fork_at not in FORK_RULES:
-    return _usage_error(f"--tree-fork-at {args.tree_fork_at!r}: allowed values are {', '.join(FORK_RULES)}")
   try:
     config = identify.IdentifyConfig(prompts=args.prompts, rollouts=args.rollouts, continuations=args.continuations,
                                      delta=args.delta, seed=args.seed, bootstrap=args.bootstrap,

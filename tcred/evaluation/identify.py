@@ -68,6 +68,7 @@ from tqdm.auto import tqdm
 from tcred.credit.extras import compute_extras, validate_extras
 from tcred.evaluation import identify_metrics as im
 from tcred.sampling.sampler import sample_groups
+from tcred.sampling.tree import FORK_RULES
 from tcred.signals.entropy import forking_mask
 from tcred.signals.information import mi_peaks
 from tcred.signals.tree import node_values, treerl_segment_advantages
@@ -152,7 +153,9 @@ class IdentifyConfig:
     if not self.temperature > 0.0:
       raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
     if self.rollouts_from not in ROLLOUT_SOURCES:
-      raise ValueError(f"rollouts_from must be one of {', '.join(ROLLOUT_SOURCES)}, got {self.rollouts_from!r}")
+      raise ValueError(f"rollouts_from {self.rollouts_from!r}: allowed values are {', '.join(ROLLOUT_SOURCES)}")
+    if self.tree_fork_at not in FORK_RULES:  # checked even for chains, so a typo never passes silently
+      raise ValueError(f"tree_fork_at {self.tree_fork_at!r}: allowed values are {', '.join(FORK_RULES)}")
     if self.uses_trees:
       m = self.tree_trees
       if isinstance(m, bool) or not isinstance(m, int) or m < 1:
@@ -160,7 +163,6 @@ class IdentifyConfig:
       if self.rollouts % m or self.rollouts // m < 2:
         raise ValueError(f"tree rollouts need rollouts G a multiple of tree_trees M = {m} with G/M >= 2 "
                          f"(M chains, G/M − 1 forks each), got G = {self.rollouts}")
-      self.tree  # validates fork_at
 
   @property
   def uses_trees(self) -> bool:
@@ -331,6 +333,12 @@ def running_answer_sigma_delta(info_gain, mask):
   return jnp.where(jnp.asarray(mask, bool), jnp.abs(sigma - prev)[None, :], 0.0)
 
 
+def _node_leaf_reward(is_leaf, leaf_row, rewards):
+  """`[N]` reward of each leaf node (from its row's reward `[G]`), 0 on inner nodes."""
+  rewards = jnp.asarray(rewards, jnp.float32)
+  return jnp.where(jnp.asarray(is_leaf, bool), rewards[jnp.clip(jnp.asarray(leaf_row, jnp.int32), 0)], 0.0)
+
+
 def tree_sibling_gap(parent, is_leaf, valid, leaf_row, rewards, token_node):
   """`|A(s)|` of each token's segment, A the TreeRL segment advantage, for one prompt's forest: `[G, T]`.
 
@@ -341,11 +349,8 @@ def tree_sibling_gap(parent, is_leaf, valid, leaf_row, rewards, token_node):
   Returns:
     `[G, T]` float32, 0 on padding.
   """
-  leaf_row = jnp.asarray(leaf_row, jnp.int32)
   token_node = jnp.asarray(token_node, jnp.int32)
-  rewards = jnp.asarray(rewards, jnp.float32)
-  leaf_reward = jnp.where(jnp.asarray(is_leaf, bool), rewards[jnp.clip(leaf_row, 0)], 0.0)  # [N]
-  node_adv = treerl_segment_advantages(parent, is_leaf, leaf_reward, valid)  # [N]
+  node_adv = treerl_segment_advantages(parent, is_leaf, _node_leaf_reward(is_leaf, leaf_row, rewards), valid)  # [N]
   return jnp.where(token_node >= 0, jnp.abs(node_adv[jnp.clip(token_node, 0)]), 0.0)
 
 
@@ -355,11 +360,8 @@ def tree_fork_gap(parent, is_leaf, valid, leaf_row, rewards, token_node):
   Same arguments as `tree_sibling_gap`. A root's children compare with the root (the prompt).
   """
   parent = jnp.asarray(parent, jnp.int32)
-  leaf_row = jnp.asarray(leaf_row, jnp.int32)
   token_node = jnp.asarray(token_node, jnp.int32)
-  rewards = jnp.asarray(rewards, jnp.float32)
-  leaf_reward = jnp.where(jnp.asarray(is_leaf, bool), rewards[jnp.clip(leaf_row, 0)], 0.0)  # [N]
-  value = node_values(parent, is_leaf, leaf_reward, valid)  # [N]
+  value = node_values(parent, is_leaf, _node_leaf_reward(is_leaf, leaf_row, rewards), valid)  # [N]
   gap = jnp.where(jnp.asarray(valid, bool) & (parent >= 0), jnp.abs(value - value[jnp.clip(parent, 0)]), 0.0)
   prev = jnp.concatenate([jnp.full_like(token_node[:, :1], -1), token_node[:, :-1]], axis=1)  # [G, T]
   first = (token_node >= 0) & (token_node != prev)

@@ -143,7 +143,7 @@ def _fused_bwd(tau, c, vc, res, g):
 
     def token_chunk(i, inner):
       dh, du_c = inner
-      hc, uc, z, start, fresh = _block(h, u, i, j, tau=tau, c=c, vc=vc)
+      _, uc, z, start, fresh = _block(h, u, i, j, tau=tau, c=c, vc=vc)
       sl = lambda x: jax.lax.dynamic_slice_in_dim(x, i * c, c)[:, None]  # [C, 1]
       p = jnp.exp(z - sl(lse))  # [C, Vc]
       hit = (start + jnp.arange(vc))[None, :] == sl(y)

@@ -195,28 +195,23 @@ def test_tree_signals_match_numpy_references():
 # ------------------------------------------------------------------ the pipeline on a tiny random model
 
 
+def _toy_study(tmp_path_factory, task, write, **config):
+  """`write` (`write_study` / `write_studies`) of a tiny random policy on 3 prompts × 4 rollouts."""
+  graphdef, params = nnx.split(Decoder(model_preset("tiny"), rngs=nnx.Rngs(0)))
+  config = idf.IdentifyConfig(prompts=3, rollouts=4, continuations=2, delta=0.25, skip_lost=False, **config)
+  return write(graphdef, params, task, eval_problems(task, config.prompts), config,
+               out=tmp_path_factory.mktemp("identify"), name="toy", meta={"command": "tcred identify toy", "policy": "tiny random"})
+
+
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
-  graphdef, params = nnx.split(Decoder(model_preset("tiny"), rngs=nnx.Rngs(0)))
-  task = FirstCharCountdown()
-  config = idf.IdentifyConfig(prompts=3, rollouts=4, continuations=2, delta=0.25, bootstrap=20, skip_lost=False,
-                              rollouts_from="chains")
-  problems = eval_problems(task, config.prompts)
-  out = tmp_path_factory.mktemp("identify")
-  return idf.write_study(graphdef, params, task, problems, config, out=out, name="toy",
-                         meta={"command": "tcred identify toy", "policy": "tiny random"})
+  return _toy_study(tmp_path_factory, FirstCharCountdown(), idf.write_study, bootstrap=20, rollouts_from="chains")
 
 
 @pytest.fixture(scope="module")
 def tiny_tree_study(tmp_path_factory):
   """Chains and tree leaves (M = 2 trees, 1 fork each, 4 leaves) on a task decided by the last character."""
-  graphdef, params = nnx.split(Decoder(model_preset("tiny"), rngs=nnx.Rngs(0)))
-  task = LastCharCountdown()
-  config = idf.IdentifyConfig(prompts=3, rollouts=4, continuations=2, delta=0.25, bootstrap=5, skip_lost=False,
-                              rollouts_from="both")
-  out = tmp_path_factory.mktemp("identify-tree")
-  return idf.write_studies(graphdef, params, task, eval_problems(task, config.prompts), config, out=out,
-                           name="toy", meta={"command": "tcred identify toy", "policy": "tiny random"})
+  return _toy_study(tmp_path_factory, LastCharCountdown(), idf.write_studies, bootstrap=5, rollouts_from="both")
 
 
 def test_tree_section_of_the_pipeline(tiny_tree_study):
