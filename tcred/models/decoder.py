@@ -34,8 +34,10 @@ class KVCache(NamedTuple):
   """Key/value cache of every layer.
 
   Attributes:
-    k: per layer, keys `[B, K, S, E]` (head-major, the layout attention reads
-      without a transpose).
+    k: per layer, keys `[B, K, E, S]`, head-major and transposed: the score
+      product `q·k` is then a plain `[R·T, E] x [E, S]` matmul per head, which
+      XLA:CPU runs ~1.5x faster than contracting both operands' minor axes when
+      decoding one token per row.
     v: per layer, values `[B, K, S, E]`.
     valid: `[B, S]` bool, whether a slot holds a real (non-padding) token.
   """
@@ -46,9 +48,10 @@ class KVCache(NamedTuple):
 
   @classmethod
   def empty(cls, config: ModelConfig, batch: int, slots: int, dtype=jnp.float32) -> "KVCache":
-    shape = (batch, config.num_key_value_heads, slots, config.dim_per_head)
-    zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_hidden_layers))
-    return cls(k=zeros, v=zeros, valid=jnp.zeros((batch, slots), bool))
+    k_shape = (batch, config.num_key_value_heads, config.dim_per_head, slots)
+    v_shape = (batch, config.num_key_value_heads, slots, config.dim_per_head)
+    zeros = lambda shape: tuple(jnp.zeros(shape, dtype) for _ in range(config.num_hidden_layers))
+    return cls(k=zeros(k_shape), v=zeros(v_shape), valid=jnp.zeros((batch, slots), bool))
 
   def repeat(self, n: int) -> "KVCache":
     """Repeats every batch row `n` times (prompt cache -> group of rollouts)."""
@@ -120,27 +123,33 @@ class Attention(nnx.Module):
     q = rope(_apply(self.q_proj, x).reshape(b, t, self.num_heads, self.head_dim), positions, self.rope_theta)
     k = rope(_apply(self.k_proj, x).reshape(b, t, self.num_kv_heads, self.head_dim), positions, self.rope_theta)
     v = _apply(self.v_proj, x).reshape(b, t, self.num_kv_heads, self.head_dim)
-    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, E]
-    if k_cache is not None:
-      k = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), index, axis=2)
+    v = v.transpose(0, 2, 1, 3)  # [B, K, T, E]
+    if k_cache is None:
+      k = k.transpose(0, 2, 1, 3)  # [B, K, T, E]
+    else:
+      k = jax.lax.dynamic_update_slice_in_dim(k_cache, k.transpose(0, 2, 3, 1).astype(k_cache.dtype), index,
+                                              axis=3)  # [B, K, E, S]
       v = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), index, axis=2)
     q = q.reshape(b, t, self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim)
     if query_blocks > 1 and k_cache is None:
       edges = [round(i * t / query_blocks) for i in range(query_blocks + 1)]
-      out = jnp.concatenate([self._attend(q[:, lo:hi], k[:, :, :hi], v[:, :, :hi], mask[:, lo:hi, :hi])
+      out = jnp.concatenate([self._attend(q[:, lo:hi], k[:, :, :hi], v[:, :, :hi], mask[:, lo:hi, :hi], 3)
                              for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo], axis=1)
     else:
-      out = self._attend(q, k, v, mask)
+      out = self._attend(q, k, v, mask, 3 if k_cache is None else 2)
     return _apply(self.o_proj, out.reshape(b, t, self.num_heads * self.head_dim)), k, v
 
-  def _attend(self, q, k, v, mask):
-    """q `[B, T, K, R, E]`, k and v `[B, K, S, E]`, mask `[B, T, S]` -> `[B, T, K, R, E]`."""
+  def _attend(self, q, k, v, mask, key_dim):
+    """q `[B, T, K, R, E]`, v `[B, K, S, E]`, mask `[B, T, S]` -> `[B, T, K, R, E]`.
+
+    k is `[B, K, S, E]` (`key_dim = 3`, no cache) or the cache's `[B, K, E, S]` (`key_dim = 2`).
+    """
     b, t, kh, r, e = q.shape
     # Both products as [B, K] batches of (R·T)-row matmuls with the queries' side on the left
     # (XLA:CPU otherwise picks `vᵀ p`, a 64 × 2 matmul per batch when decoding one token).
     q = q.transpose(0, 2, 3, 1, 4).reshape(b, kh, r * t, e)  # [B, K, R·T, E]
     batch = ((0, 1), (0, 1))
-    scores = jax.lax.dot_general(q, k, (((3,), (3,)), batch), preferred_element_type=jnp.float32)
+    scores = jax.lax.dot_general(q, k, (((3,), (key_dim,)), batch), preferred_element_type=jnp.float32)
     scores = scores.reshape(b, kh, r, t, -1) * (self.head_dim ** -0.5)  # [B, K, R, T, S]
     scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(b, kh, r * t, -1)

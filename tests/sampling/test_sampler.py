@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tcred.sampling.sampler import sample_groups
+from tcred.sampling.sampler import _choose, _first_argmax, sample_groups
 from tcred.training.step import response_logprobs
 
 EOS, PAD = 2, 0
@@ -66,3 +66,19 @@ def test_different_keys_give_different_rollouts(tiny_model):
   assert not np.array_equal(a.tokens, b.tokens)
   # Rollouts within a group differ too (the prompt cache is shared, the samples are not).
   assert len({tuple(x) for x in np.asarray(a.tokens[1])}) > 1
+
+
+def test_first_argmax_equals_argmax_with_ties():
+  x = jax.random.normal(jax.random.key(0), (16, 300))
+  x = x.at[3, 10].set(9.0).at[3, 200].set(9.0).at[5].set(0.0)  # ties: the first index wins
+  x = x.at[7, :150].set(-jnp.inf)
+  np.testing.assert_array_equal(jax.jit(_first_argmax)(x), jnp.argmax(x, axis=-1))
+  np.testing.assert_array_equal(_first_argmax(x), jnp.argmax(x, axis=-1))
+
+
+def test_choose_draws_the_same_tokens_as_jax_random_categorical():
+  logits = 3.0 * jax.random.normal(jax.random.key(1), (16, 257))
+  choose = jax.jit(lambda lg, k: _choose(lg, k, temperature=0.7, top_p=1.0, greedy=False)[0])
+  for seed in range(20):
+    key = jax.random.key(seed)
+    np.testing.assert_array_equal(choose(logits, key), jax.random.categorical(key, jax.nn.log_softmax(logits / 0.7), axis=-1))
