@@ -28,6 +28,14 @@ def have_torch() -> bool:
   return importlib.util.find_spec("torch") is not None
 
 
+def run_main(main: Callable[[], int]) -> None:
+  """Script entry point: re-executes once with huge pages for large allocations (as the
+  `tcred` command does, `tcred.runtime`), then exits with `main()`'s status."""
+  from tcred.runtime import reexec_with_huge_pages
+  reexec_with_huge_pages()
+  raise SystemExit(main())
+
+
 def load_average() -> tuple[float, float, float]:
   return os.getloadavg() if hasattr(os, "getloadavg") else (math.nan,) * 3
 
@@ -63,7 +71,8 @@ def machine_lines() -> list[str]:
   return [
       f"- machine: nproc={usable} (os.cpu_count()={os.cpu_count()}), CPU model: {cpu_model()}, "
       f"{platform.platform()}",
-      f"- {versions}; JAX devices {[str(x) for x in jax.devices()]}",
+      f"- {versions}; JAX devices {[str(x) for x in jax.devices()]}; "
+      f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}",
       f"- load average at start (1, 5, 15 min): {_fmt_load(load_average())}",
   ]
 

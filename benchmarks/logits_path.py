@@ -82,7 +82,9 @@ def seq_chunked(h, u, y, *, chunk):
 
 
 def fused(h, u, y, *, chunk, vocab_chunk):
-  return token_logprobs_and_entropy(h, u, y, temperature=1.0, chunk_size=chunk, vocab_chunk_size=vocab_chunk)
+  # saved_logits_bytes=0: always the streamed blocks (the quick mode's logits would fit the default budget).
+  return token_logprobs_and_entropy(h, u, y, temperature=1.0, chunk_size=chunk, vocab_chunk_size=vocab_chunk,
+                                    saved_logits_bytes=0)
 
 
 def grad_fn(variant: str, sz: Sizes) -> Callable:
@@ -204,4 +206,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  common.run_main(main)

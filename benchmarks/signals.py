@@ -492,4 +492,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+  from tcred.runtime import reexec_with_huge_pages
+  reexec_with_huge_pages()
   sys.exit(main())

@@ -40,6 +40,7 @@ import common  # noqa: E402
 from tcred.credit import make_credit  # noqa: E402
 from tcred.losses.pg import LossConfig  # noqa: E402
 from tcred.models.config import ModelConfig, model_preset  # noqa: E402
+from tcred.signals.logprobs import DEFAULT_SAVED_LOGITS_BYTES  # noqa: E402
 from tcred.training.optim import adamw  # noqa: E402
 from tcred.training.step import Batch, TrainState, rl_train_step  # noqa: E402
 
@@ -137,6 +138,12 @@ class TorchStep:
     return float(loss.detach())
 
 
+def head_matmuls(config: ModelConfig, sz: Sizes) -> int:
+  """Matmuls of `2·D·V` FLOPs per response token in the head's forward + backward: 3 when the
+  float32 logits fit `token_logprobs_and_entropy`'s saved-logits budget, else 4 (recomputed)."""
+  return 3 if sz.b * sz.g * sz.t * config.vocab_size * 4 <= DEFAULT_SAVED_LOGITS_BYTES else 4
+
+
 def profile(ours: JaxStep, config: ModelConfig, sz: Sizes, repeats: int) -> list[str]:
   """Seconds and GFLOP/s of the step's parts, each jitted alone: the decoder forward + backward
   (gradient of `Σ hidden`), the fused log-prob/entropy path forward + backward on the response
@@ -175,7 +182,7 @@ def profile(ours: JaxStep, config: ModelConfig, sz: Sizes, repeats: int) -> list
   tokens = n_seq * (seq_len - 1)
   attn = 3 * 4 * layers * (seq_len - 1) * config.num_attention_heads * config.dim_per_head * tokens
   flops = {"decoder forward + backward": 6 * config.num_params(embeddings=False) * tokens + attn,
-           "fused head forward + backward": 4 * 2 * n_seq * sz.t * d * v,
+           "fused head forward + backward": head_matmuls(config, sz) * 2 * n_seq * sz.t * d * v,
            "AdamW update": None, "whole rl_train_step": None}
   flops["whole rl_train_step"] = flops["decoder forward + backward"] + flops["fused head forward + backward"]
   out = ["## Profile: parts of the step jitted alone (interleaved, median)", "",
@@ -239,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
   model_flop = 6 * n_nonemb * tokens
   mfu = model_flop / jax_s / (peak * 1e9)
   d, v, l_ = config.hidden_size, config.vocab_size, config.num_hidden_layers
-  head_flop = 8 * d * v * n_seq * sz.t  # fused path: 4 matmuls of 2·D·V per response token
+  n_head = head_matmuls(config, sz)
+  head_flop = n_head * 2 * d * v * n_seq * sz.t
   attn_flop = 3 * 4 * l_ * seq_len * config.num_attention_heads * config.dim_per_head * tokens  # full S×S
   tab = ["## Our step (jitted `rl_train_step`)", "",
          f"- JAX float32 {256 if args.quick else 2048}² matmul, same run: {peak:.1f} GFLOP/s",
@@ -254,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
          f"- model FLOPs 6 × {n_nonemb / 1e6:.2f}M × {tokens:,} = {model_flop / 1e9:.1f} GFLOP per step -> "
          f"{model_flop / jax_s / 1e9:.1f} GFLOP/s, **MFU {mfu:.1%}** (target ≥ {MFU_TARGET:.0%}: "
          f"{'met' if mfu >= MFU_TARGET else 'NOT met'})",
-         f"- not counted in MFU: head {head_flop / 1e9:.1f} GFLOP (fused path, 4 × 2·D·V per response token), "
+         f"- not counted in MFU: head {head_flop / 1e9:.1f} GFLOP ({n_head} × 2·D·V per response token: "
+         f"{'logits saved for the backward pass' if n_head == 3 else 'streamed, recomputed in the backward pass'}), "
          f"attention scores {attn_flop / 1e9:.1f} GFLOP (QKᵀ and PV over all {seq_len} slots, fwd + bwd)", ""]
   if torch_step is not None:
     torch_s = common.median(times["torch"])
@@ -276,4 +285,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  common.run_main(main)

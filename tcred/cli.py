@@ -251,6 +251,9 @@ def _enable_compilation_cache() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+  if argv is None:  # the real command line (not a call from Python): set up the process first
+    from tcred.runtime import reexec_with_huge_pages
+    reexec_with_huge_pages()
   argv = sys.argv[1:] if argv is None else list(argv)
   args = _parser().parse_args(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

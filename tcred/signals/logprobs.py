@@ -9,6 +9,10 @@ from the saved per-token statistics (log-sum-exp and mean logit), so the
 backward needs no second softmax/normalisation pass. Cost: the logits matmul
 runs twice (forward, backward recompute) plus the two gradient matmuls, i.e.
 4 matmuls of `2·N·D·V` FLOPs against 3 for materialised logits.
+
+Small logits (`[N, V]` float32 within `saved_logits_bytes`, e.g. 4,096 tokens of
+bench-27m's V = 8,192 = 128 MiB) are instead computed whole and kept for the backward
+pass: 3 matmuls, the same values and gradients.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import jax
 import jax.numpy as jnp
 
 DEFAULT_VOCAB_CHUNK = 4096
+DEFAULT_SAVED_LOGITS_BYTES = 256 * 2 ** 20
 
 
 def token_logprobs_and_entropy(hidden: jax.Array, unembed: jax.Array, targets: jax.Array, *,
                                temperature: float, chunk_size: int = 1024,
-                               vocab_chunk_size: int = DEFAULT_VOCAB_CHUNK
+                               vocab_chunk_size: int = DEFAULT_VOCAB_CHUNK,
+                               saved_logits_bytes: int = DEFAULT_SAVED_LOGITS_BYTES
                                ) -> tuple[jax.Array, jax.Array]:
   """Log-probability of each target token and the entropy of each next-token distribution.
 
@@ -44,6 +50,10 @@ def token_logprobs_and_entropy(hidden: jax.Array, unembed: jax.Array, targets: j
     temperature: sampling temperature τ > 0 (static).
     chunk_size: tokens per block (static).
     vocab_chunk_size: vocabulary entries per block (static); V need not be a multiple.
+    saved_logits_bytes: if the float32 logits `[N, V]` take at most this many bytes
+      (static), they are computed in one matmul and saved for the backward pass
+      instead of streamed in blocks (one matmul fewer, `4·N·V` bytes held); 0 always
+      streams.
 
   Returns:
     `(logp [..., T], entropy [..., T])`, float32.
@@ -63,6 +73,9 @@ def token_logprobs_and_entropy(hidden: jax.Array, unembed: jax.Array, targets: j
   h = hidden.reshape(-1, d)
   y = targets.reshape(-1).astype(jnp.int32)
   n = h.shape[0]
+  if n * v * 4 <= saved_logits_bytes:
+    logp, ent = _saved(h, unembed, y, float(temperature))
+    return logp.reshape(lead), ent.reshape(lead)
   c = max(1, min(chunk_size, n))
   pad = -n % c
   if pad:
@@ -83,6 +96,13 @@ def _block(h, u, i, j, *, tau, c, vc):
   z = jnp.dot(hc, uc, preferred_element_type=jnp.float32) / tau  # [C, Vc]
   fresh = start + jnp.arange(vc) >= j * vc  # [Vc]
   return hc, uc, z, start, fresh
+
+
+def _dlogits(z, hit, lse, mean_z, g_logp, g_ent, tau):
+  """`d(Σ g_logp·logp + g_ent·H)/dz_raw` on a block of tempered logits `z [C, Vc]`;
+  `hit [C, Vc]` marks each token's target column, the other arguments are `[C, 1]`."""
+  p = jnp.exp(z - lse)
+  return (jnp.where(hit, g_logp, 0.0) - p * (g_logp + g_ent * (z - mean_z))) / tau
 
 
 def _stats(h, u, y, tau, c, vc):
@@ -145,10 +165,8 @@ def _fused_bwd(tau, c, vc, res, g):
       dh, du_c = inner
       _, uc, z, start, fresh = _block(h, u, i, j, tau=tau, c=c, vc=vc)
       sl = lambda x: jax.lax.dynamic_slice_in_dim(x, i * c, c)[:, None]  # [C, 1]
-      p = jnp.exp(z - sl(lse))  # [C, Vc]
       hit = (start + jnp.arange(vc))[None, :] == sl(y)
-      # d(Σ g_logp·logp + g_ent·H)/dz_raw, on every column of the block: [C, Vc]
-      dz = (jnp.where(hit, sl(g_logp), 0.0) - p * (sl(g_logp) + sl(g_ent) * (z - sl(mean_z)))) / tau
+      dz = _dlogits(z, hit, sl(lse), sl(mean_z), sl(g_logp), sl(g_ent), tau)  # every column of the block
       dh_c = jnp.dot(jnp.where(fresh, dz, 0.0), uc.T.astype(jnp.float32))  # [C, D]
       dh = jax.lax.dynamic_update_slice_in_dim(
           dh, jax.lax.dynamic_slice_in_dim(dh, i * c, c) + dh_c, i * c, axis=0)
@@ -167,3 +185,32 @@ def _fused_bwd(tau, c, vc, res, g):
 
 
 _fused.defvjp(_fused_fwd, _fused_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _saved(h, u, y, tau):
+  """`h [N, D]`, `u [D, V]`, `y [N]` -> `(logp [N], entropy [N])` from whole logits."""
+  return _saved_fwd(h, u, y, tau)[0]
+
+
+def _saved_fwd(h, u, y, tau):
+  z = jnp.dot(h, u, preferred_element_type=jnp.float32) / tau  # [N, V]
+  lse = jax.nn.logsumexp(z, axis=-1)
+  mean_z = jnp.sum(jnp.exp(z - lse[:, None]) * z, axis=-1)
+  zy = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0]
+  return (zy - lse, lse - mean_z), (h, u, y, z, lse, mean_z)
+
+
+def _saved_bwd(tau, res, g):
+  h, u, y, z, lse, mean_z = res
+  g_logp, g_ent = g
+  hit = jnp.arange(u.shape[1])[None, :] == y[:, None]
+  dz = _dlogits(z, hit, lse[:, None], mean_z[:, None], g_logp[:, None], g_ent[:, None], tau)  # [N, V]
+  dh = jnp.dot(dz, u.T.astype(jnp.float32))
+  # A materialised hᵀ (see `_fused_bwd`): the barrier keeps XLA from folding the transpose
+  # back into a contraction over h's leading axis, which XLA:CPU runs as a slower generic dot.
+  du = jnp.dot(jax.lax.optimization_barrier(jnp.transpose(h)).astype(jnp.float32), dz)
+  return dh.astype(h.dtype), du.astype(u.dtype), None
+
+
+_saved.defvjp(_saved_fwd, _saved_bwd)
