@@ -7,14 +7,15 @@
 preset `bench-27m`, 1 prompt of 32 tokens, G = 16 rollouts, 256 new tokens, temperature
 1.0, no top-k/top-p truncation, EOS stopping disabled on both sides (our `eos_id = -1`
 is never sampled; HF gets `eos_token_id = None`), so each side generates 16 × 256 tokens.
-The two run interleaved in one process; tokens/s counts generated tokens (prefill included
-in the time). Compilation is excluded (one warm-up call each).
+Each side runs in its own process, the processes alternating (`common.alternate_processes`);
+tokens/s counts generated tokens (prefill included in the time). Compilation is excluded
+(one warm-up call each).
 
 Target (DESIGN §6): ≥ 3× the tokens/s of `generate`.
 
 Usage:
-  python benchmarks/sampler.py                  # bench-27m, 3 interleaved repeats each
-  python benchmarks/sampler.py --repeats 5
+  python benchmarks/sampler.py                  # bench-27m, 2 rounds x 2 batches per side
+  python benchmarks/sampler.py --repeats 3 --rounds 3
   python benchmarks/sampler.py --quick          # tiny model (CI smoke test)
   python benchmarks/sampler.py --out benchmarks/results/sampler.md
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -85,85 +87,109 @@ def _decode_profile(graphdef, params, sz: Sizes, repeats: int) -> dict[str, floa
   return {name: common.median(ts) for name, ts in times.items()}
 
 
+def _prompt(config, sz: Sizes) -> np.ndarray:
+  return np.random.default_rng(0).integers(3, config.vocab_size, size=(1, sz.p))
+
+
+def run_side(side: str, config, sz: Sizes, repeats: int) -> dict:
+  """One sampler alone in this process: a first call (compile / warm-up + one batch), then
+  `repeats` timed batches. Returns what the report needs, JSON-serialisable."""
+  graphdef, params = common.init_params(config)
+  prompt_np = _prompt(config, sz)
+  if side == "ours":
+    prompt, prompt_valid = jnp.asarray(prompt_np, jnp.int32), jnp.ones((1, sz.p), bool)
+    calls = iter(range(1 << 30))
+    ours = lambda: sample_groups(graphdef, params, prompt, prompt_valid, jax.random.key(next(calls)),
+                                 group_size=sz.g, max_new_tokens=sz.t, temperature=1.0, eos_id=NO_EOS, pad_id=0)
+    first_s, out = common.time_once(ours)  # compile + one run
+    ok = bool(np.all(np.asarray(out.mask))) and out.tokens.shape == (1, sz.g, sz.t) and bool(
+        np.all(np.isfinite(np.asarray(out.logp))))
+    return {"times": [common.time_once(ours)[0] for _ in range(repeats)], "first_s": first_s, "ok": ok}
+  import torch
+  import transformers
+
+  from tcred.models.hf import hf_config_dict, to_hf_state_dict
+  hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf_config_dict(config)))
+  hf.load_state_dict({k: torch.from_numpy(v) for k, v in to_hf_state_dict(params).items()}, strict=True)
+  hf.eval()
+  gen_config = transformers.GenerationConfig(
+      do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=sz.t, num_return_sequences=sz.g,
+      eos_token_id=None, pad_token_id=0, bos_token_id=None)
+  ids = torch.from_numpy(prompt_np)
+  # Identical weights: last-position logits of the prompt on both sides.
+  with torch.no_grad():
+    hf_logits = hf(ids).logits[0, -1].numpy()
+  model = nnx.merge(graphdef, params)
+  prompt_valid = jnp.ones((1, sz.p), bool)
+  hidden, _ = model(jnp.asarray(prompt_np, jnp.int32), positions_from_mask(prompt_valid), prompt_valid)
+  our_logits = np.asarray(hidden[0, -1] @ model.unembedding())
+
+  def generate():
+    with torch.no_grad():
+      return hf.generate(ids, attention_mask=torch.ones_like(ids), generation_config=gen_config)
+
+  first_s, out = common.time_once(generate)
+  return {"times": [common.time_once(generate)[0] for _ in range(repeats)], "first_s": first_s,
+          "ok": tuple(out.shape) == (sz.g, sz.p + sz.t), "shape": list(out.shape),
+          "logit_diff": float(np.max(np.abs(hf_logits - our_logits))), "attn": hf.config._attn_implementation,
+          "threads": torch.get_num_threads()}
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="tiny model, 1 repeat (CI smoke test)")
-  parser.add_argument("--repeats", type=int, default=3, help="interleaved timed repeats per side")
+  parser.add_argument("--repeats", type=int, default=2, help="timed batches per side and round")
+  parser.add_argument("--rounds", type=int, default=2, help="alternations of the two sides' processes")
   parser.add_argument("--out", type=Path, help="also write the report (Markdown) to this file")
+  parser.add_argument("--side", choices=("ours", "generate"), help=argparse.SUPPRESS)  # one side's process
   args = parser.parse_args(argv)
   sz = QUICK if args.quick else FULL
   repeats = 1 if args.quick else args.repeats
+  rounds = 1 if args.quick else args.rounds
   config = model_preset(sz.model)
+  if args.side:
+    print(json.dumps(run_side(args.side, config, sz, repeats)))
+    return 0
   new_tokens = sz.g * sz.t
 
   lines = common.header("Sampler: sample_groups vs transformers generate", args.quick, argv, __file__)
   lines += [f"Model `{sz.model}` ({config.num_params() / 1e6:.2f}M parameters), 1 prompt of {sz.p} tokens, "
             f"G = {sz.g}, {sz.t} new tokens each ({new_tokens:,} generated), temperature 1.0, no truncation, "
-            "EOS stopping disabled on both sides.", ""]
+            "EOS stopping disabled on both sides.",
+            f"Each side runs in its own process, {rounds} round(s) alternating (ours, generate, ...), {repeats} "
+            "timed batch(es) per round after a first (compiling / warm-up) call.", ""]
   print("\n".join(lines), flush=True)
 
-  graphdef, params = common.init_params(config)
-  rng = np.random.default_rng(0)
-  prompt_np = rng.integers(3, config.vocab_size, size=(1, sz.p))
-  prompt, prompt_valid = jnp.asarray(prompt_np, jnp.int32), jnp.ones((1, sz.p), bool)
-  calls = iter(range(1 << 30))
-  ours = lambda: sample_groups(graphdef, params, prompt, prompt_valid, jax.random.key(next(calls)), group_size=sz.g,
-                               max_new_tokens=sz.t, temperature=1.0, eos_id=NO_EOS, pad_id=0)
-  first_s, out = common.time_once(ours)  # compile + one run
-  ours_ok = bool(np.all(np.asarray(out.mask))) and out.tokens.shape == (1, sz.g, sz.t) and bool(
-      np.all(np.isfinite(np.asarray(out.logp))))
-  fns = {"ours": ours}
-
-  hf_lines = []
-  if common.have_torch():
-    import torch
-    import transformers
-
-    from tcred.models.hf import hf_config_dict, to_hf_state_dict
-    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf_config_dict(config)))
-    hf.load_state_dict({k: torch.from_numpy(v) for k, v in to_hf_state_dict(params).items()}, strict=True)
-    hf.eval()
-    gen_config = transformers.GenerationConfig(
-        do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=sz.t, num_return_sequences=sz.g,
-        eos_token_id=None, pad_token_id=0, bos_token_id=None)
-    ids = torch.from_numpy(prompt_np)
-    # Identical weights: last-position logits of the prompt on both sides.
-    with torch.no_grad():
-      hf_logits = hf(ids).logits[0, -1].numpy()
-    model = nnx.merge(graphdef, params)
-    hidden, _ = model(prompt, positions_from_mask(prompt_valid), prompt_valid)
-    our_logits = np.asarray(hidden[0, -1] @ model.unembedding())
-    logit_diff = float(np.max(np.abs(hf_logits - our_logits)))
-
-    def generate():
-      with torch.no_grad():
-        return hf.generate(ids, attention_mask=torch.ones_like(ids), generation_config=gen_config)
-
-    hf_first_s, hf_out = common.time_once(generate)
-    hf_ok = tuple(hf_out.shape) == (sz.g, sz.p + sz.t)
-    fns["transformers generate"] = generate
-    hf_lines = [f"- identical weights: max |logit difference| at the prompt's last position = {logit_diff:.2e}",
-                f"- transformers: attention `{hf.config._attn_implementation}`, torch threads "
-                f"{torch.get_num_threads()}, first call {hf_first_s:.2f} s, output {tuple(hf_out.shape)} "
-                f"({'every row generated the full budget' if hf_ok else 'WRONG LENGTH'})"]
-
+  sides = ["ours"] + (["generate"] if common.have_torch() else [])
   load0 = common.load_average()
-  times = common.side_by_side(fns, repeats, warmup=False)
-  tps = {name: new_tokens / common.median(ts) for name, ts in times.items()}
-  tab = [f"## Generation ({repeats} interleaved repeat(s), load average before: "
+  runs = common.alternate_processes(__file__, sides, rounds, ["--repeats", str(repeats)] +
+                                    (["--quick"] if args.quick else []))
+  times = {side: [t for r in rs for t in r["times"]] for side, rs in runs.items()}
+  tps = {side: new_tokens / common.median(ts) for side, ts in times.items()}
+  ours0 = runs["ours"][0]
+  hf_lines = []
+  if "generate" in runs:
+    g0 = runs["generate"][0]
+    hf_lines = [f"- identical weights: max |logit difference| at the prompt's last position = {g0['logit_diff']:.2e}",
+                f"- transformers: attention `{g0['attn']}`, torch threads {g0['threads']}, first call "
+                f"{g0['first_s']:.2f} s, output {tuple(g0['shape'])} "
+                f"({'every row generated the full budget' if all(r['ok'] for r in runs['generate']) else 'WRONG LENGTH'})"]
+  tab = [f"## Generation ({rounds} round(s) × {repeats} batch(es) per side, load average before: "
          f"{', '.join(f'{x:.2f}' for x in load0)})", "",
-         f"- ours: first call (compile + run) {first_s:.2f} s; "
-         f"{'every row generated the full budget' if ours_ok else 'WRONG OUTPUT'}", *hf_lines, "",
-         "| sampler | s per batch median (min–max) | tokens/s |", "|---|---:|---:|"]
-  for name, ts in times.items():
-    tab.append(f"| {name} | {common.spread(ts)} | {tps[name]:,.0f} |")
+         f"- ours: first call (compile + run) {ours0['first_s']:.2f} s; "
+         f"{'every row generated the full budget' if all(r['ok'] for r in runs['ours']) else 'WRONG OUTPUT'}",
+         *hf_lines, "", "| sampler | s per batch median (min–max) | tokens/s |", "|---|---:|---:|"]
+  names = {"ours": "ours", "generate": "transformers generate"}
+  for side, ts in times.items():
+    tab.append(f"| {names[side]} | {common.spread(ts)} | {tps[side]:,.0f} |")
   tab.append("")
-  if "transformers generate" in tps:
-    ratio = tps["ours"] / tps["transformers generate"]
+  if "generate" in tps:
+    ratio = tps["ours"] / tps["generate"]
     tab.append(f"Ours / generate: **{ratio:.2f}×** (target ≥ {TARGET:g}×: {'met' if ratio >= TARGET else 'NOT met'}).")
   else:
     tab.append(f"transformers generate: {common.TORCH_MISSING}")
+  graphdef, params = common.init_params(config)
   prof = _decode_profile(graphdef, params, sz, repeats=1 if args.quick else 20)
   step_s = common.median(times["ours"]) / sz.t
   tab += ["", f"## Profile of one decode step (pieces jitted alone, median; whole loop: {step_s * 1e3:.2f} ms/step)",

@@ -10,13 +10,15 @@ machine's float32 2048² matmul throughput measured in the same run.
 
 Beside it, the same model in PyTorch eager (transformers `LlamaForCausalLM` with our
 weights, next-token cross-entropy on the 16 × 288 tokens, backward, clip-norm 1.0,
-AdamW): steps interleaved with ours so a neighbour's load hits both alike.
+AdamW). Each side runs in its own process, the processes alternating (ours, PyTorch,
+ours, PyTorch) so a neighbour's load hits both alike without the two frameworks'
+thread pools meeting in one process (`common.alternate_processes`).
 
 Target (DESIGN §6): MFU ≥ 60% and ≥ 1.1× the PyTorch tokens/s; the second call never recompiles.
 
 Usage:
-  python benchmarks/train_step.py                 # bench-27m, 5 interleaved steps each
-  python benchmarks/train_step.py --steps 8
+  python benchmarks/train_step.py                 # bench-27m, 2 rounds x 3 steps per side
+  python benchmarks/train_step.py --steps 4 --rounds 3
   python benchmarks/train_step.py --quick         # tiny model (CI smoke test)
   python benchmarks/train_step.py --out benchmarks/results/train_step.md
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -194,18 +197,47 @@ def profile(ours: JaxStep, config: ModelConfig, sz: Sizes, repeats: int) -> list
   return out + [""]
 
 
+def run_side(side: str, config: ModelConfig, sz: Sizes, steps: int) -> dict:
+  """One side alone in this process: its first call (compile + one step), then `steps`
+  timed steps. Returns what the report needs, JSON-serialisable."""
+  if side == "torch":
+    torch_step = TorchStep(config, sz, common.init_params(config)[1])  # the weights JaxStep draws
+    first_s, _ = common.time_once(torch_step)
+    return {"times": [common.time_once(torch_step)[0] for _ in range(steps)], "first_s": first_s,
+            "attn": torch_step.attn}
+  counter = CompileCounter()
+  ours = JaxStep(config, sz)
+  cache0 = rl_train_step._cache_size()
+  compiles0, compile_s0 = counter.compiles, counter.seconds[_BACKEND_COMPILE]
+  first_s, loss0 = common.time_once(ours)  # trace + compile + one step
+  compiles, compile_s = counter.compiles, counter.seconds[_BACKEND_COMPILE]
+  cache1 = rl_train_step._cache_size()
+  times = [common.time_once(ours)[0] for _ in range(steps)]
+  loss_end = float(ours())
+  return {"times": times, "first_s": first_s, "compile_events": compiles - compiles0,
+          "backend_compile_s": compile_s - compile_s0,
+          "cache": [cache0, cache1, rl_train_step._cache_size()], "recompiles": counter.compiles - compiles,
+          "finite": bool(np.isfinite(float(loss0)) and np.isfinite(loss_end))}
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="tiny model, 2 steps (CI smoke test)")
-  parser.add_argument("--steps", type=int, default=5, help="timed steps per side (after compile/warm-up)")
+  parser.add_argument("--steps", type=int, default=3, help="timed steps per side and round (after the first call)")
+  parser.add_argument("--rounds", type=int, default=2, help="alternations of the two sides' processes")
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch side")
   parser.add_argument("--profile", action="store_true", help="also time the step's parts alone")
   parser.add_argument("--out", type=Path, help="also write the report (Markdown) to this file")
+  parser.add_argument("--side", choices=("jax", "torch"), help=argparse.SUPPRESS)  # one side's process
   args = parser.parse_args(argv)
   sz = QUICK if args.quick else FULL
   steps = 2 if args.quick else args.steps
+  rounds = 1 if args.quick else args.rounds
   config = model_preset(sz.model)
+  if args.side:
+    print(json.dumps(run_side(args.side, config, sz, steps)))
+    return 0
   n_seq, seq_len = sz.b * sz.g, sz.p + sz.t
   tokens = n_seq * seq_len
   n_nonemb = config.num_params(embeddings=False)
@@ -213,34 +245,27 @@ def main(argv: list[str] | None = None) -> int:
   lines = common.header("Train step: rl_train_step vs PyTorch eager", args.quick, argv, __file__)
   lines += [f"Model `{sz.model}`: {config.num_params() / 1e6:.2f}M parameters, {n_nonemb / 1e6:.2f}M without "
             f"embedding and head. Batch: {sz.b} prompt × {sz.g} responses, P = {sz.p}, T = {sz.t}: "
-            f"{n_seq} sequences × {seq_len} tokens = {tokens:,} tokens per step.", ""]
+            f"{n_seq} sequences × {seq_len} tokens = {tokens:,} tokens per step.",
+            f"Each side runs in its own process, {rounds} round(s) alternating (ours, PyTorch, ours, ...), "
+            f"{steps} timed steps per round after a first (compiling) call.", ""]
   print("\n".join(lines), flush=True)
 
-  counter = CompileCounter()
   peak = common.jax_matmul_gflops(256 if args.quick else 2048)
-  ours = JaxStep(config, sz)
-  cache0 = rl_train_step._cache_size()
-  compiles0, compile_s0 = counter.compiles, counter.seconds[_BACKEND_COMPILE]
-  first_s, loss0 = common.time_once(ours)  # trace + compile + one step
-  compile_events = counter.compiles - compiles0
-  backend_compile_s = counter.seconds[_BACKEND_COMPILE] - compile_s0
-  cache1 = rl_train_step._cache_size()
-
-  torch_step, torch_note = None, common.TORCH_MISSING
+  torch_note = ""
+  sides = ["jax"]
   if args.no_torch:
     torch_note = "skipped: --no-torch"
-  elif common.have_torch():
-    torch_step = TorchStep(config, sz, ours.hf_weights)
-    torch_first_s, _ = common.time_once(torch_step)
-    torch_note = ""
-
+  elif not common.have_torch():
+    torch_note = common.TORCH_MISSING
+  else:
+    sides.append("torch")
   load0 = common.load_average()
-  compiles_before = counter.compiles
-  fns = {"jax": ours} | ({"torch": torch_step} if torch_step else {})
-  times = common.side_by_side(fns, steps, warmup=False)
-  recompiles = counter.compiles - compiles_before
-  cache2 = rl_train_step._cache_size()
-  loss_end = float(ours())
+  side_args = ["--steps", str(steps)] + (["--quick"] if args.quick else [])
+  runs = common.alternate_processes(__file__, sides, rounds, side_args)
+  times = {side: [t for r in rs for t in r["times"]] for side, rs in runs.items()}
+  first = runs["jax"][0]
+  recompiles = sum(r["recompiles"] for r in runs["jax"])
+  no_recompile = recompiles == 0 and all(r["cache"][2] == r["cache"][1] for r in runs["jax"])
   jax_s = common.median(times["jax"])
 
   model_flop = 6 * n_nonemb * tokens
@@ -249,35 +274,36 @@ def main(argv: list[str] | None = None) -> int:
   n_head = head_matmuls(config, sz)
   head_flop = n_head * 2 * d * v * n_seq * sz.t
   attn_flop = 3 * 4 * l_ * seq_len * config.num_attention_heads * config.dim_per_head * tokens  # full S×S
+  c0, c1, c2 = first["cache"]
   tab = ["## Our step (jitted `rl_train_step`)", "",
          f"- JAX float32 {256 if args.quick else 2048}² matmul, same run: {peak:.1f} GFLOP/s",
-         f"- first call (trace + compile + 1 step): {first_s:.2f} s, of which XLA backend compile "
-         f"{backend_compile_s:.2f} s ({compile_events} backend compilation(s) of `rl_train_step`'s program "
-         f"and helpers); jit cache size {cache0} -> {cache1}",
-         f"- later calls: jit cache size {cache1} -> {cache2}, XLA backend compilations during {steps} timed "
-         f"steps: {recompiles} -> **{'no recompilation' if recompiles == 0 and cache2 == cache1 else 'RECOMPILED'}**",
-         f"- step time {common.spread(times['jax'])} s over {steps} steps (load average before: "
+         f"- first call (trace + compile + 1 step): {first['first_s']:.2f} s, of which XLA backend compile "
+         f"{first['backend_compile_s']:.2f} s ({first['compile_events']} backend compilation(s) of "
+         f"`rl_train_step`'s program and helpers); jit cache size {c0} -> {c1}",
+         f"- later calls: jit cache size {c1} -> {c2}, XLA backend compilations during {steps} timed steps × "
+         f"{rounds} process(es): {recompiles} -> **{'no recompilation' if no_recompile else 'RECOMPILED'}**",
+         f"- step time {common.spread(times['jax'])} s over {len(times['jax'])} steps (load average before: "
          f"{', '.join(f'{x:.2f}' for x in load0)}): **{tokens / jax_s:,.0f} tokens/s**",
-         f"- losses finite: {bool(np.isfinite(float(loss0)) and np.isfinite(loss_end))}",
+         f"- losses finite: {all(r['finite'] for r in runs['jax'])}",
          f"- model FLOPs 6 × {n_nonemb / 1e6:.2f}M × {tokens:,} = {model_flop / 1e9:.1f} GFLOP per step -> "
          f"{model_flop / jax_s / 1e9:.1f} GFLOP/s, **MFU {mfu:.1%}** (target ≥ {MFU_TARGET:.0%}: "
          f"{'met' if mfu >= MFU_TARGET else 'NOT met'})",
          f"- not counted in MFU: head {head_flop / 1e9:.1f} GFLOP ({n_head} × 2·D·V per response token: "
          f"{'logits saved for the backward pass' if n_head == 3 else 'streamed, recomputed in the backward pass'}), "
          f"attention scores {attn_flop / 1e9:.1f} GFLOP (QKᵀ and PV over all {seq_len} slots, fwd + bwd)", ""]
-  if torch_step is not None:
+  if "torch" in runs:
     torch_s = common.median(times["torch"])
     ratio = jax_s and torch_s / jax_s
-    tab += ["## PyTorch eager (transformers `LlamaForCausalLM`, same weights, interleaved)", "",
-            f"- attention implementation `{torch_step.attn}`; first step {torch_first_s:.2f} s",
-            f"- step time {common.spread(times['torch'])} s: **{tokens / torch_s:,.0f} tokens/s**, "
-            f"MFU by the same count {model_flop / torch_s / (peak * 1e9):.1%}",
+    tab += ["## PyTorch eager (transformers `LlamaForCausalLM`, same weights, alternating processes)", "",
+            f"- attention implementation `{runs['torch'][0]['attn']}`; first step {runs['torch'][0]['first_s']:.2f} s",
+            f"- step time {common.spread(times['torch'])} s over {len(times['torch'])} steps: "
+            f"**{tokens / torch_s:,.0f} tokens/s**, MFU by the same count {model_flop / torch_s / (peak * 1e9):.1%}",
             f"- ours / torch tokens/s: **{ratio:.2f}×** (target ≥ {TORCH_TARGET}×: "
             f"{'met' if ratio >= TORCH_TARGET else 'NOT met'})", ""]
   else:
     tab += ["## PyTorch eager", "", f"- {torch_note}", ""]
   if args.profile:
-    tab += profile(ours, config, sz, steps)
+    tab += profile(JaxStep(config, sz), config, sz, steps)
   tab.append(common.load_line())
   print("\n".join(tab), flush=True)
   common.write(args.out, lines + tab)
