@@ -82,7 +82,7 @@ def _decode_profile(graphdef, params, sz: Sizes, repeats: int) -> dict[str, floa
   key = jax.random.key(0)
   fns = {"decoder forward (1 token/row, cache)": lambda: forward(params, cache),
          "logits matmul [N, D] x [D, V]": lambda: head(params, hidden),
-         "_choose (log_softmax + categorical)": lambda: choose(logits, key)}
+         "_choose (log_softmax + Gumbel-max draw)": lambda: choose(logits, key)}
   times = common.side_by_side(fns, repeats)
   return {name: common.median(ts) for name, ts in times.items()}
 

@@ -149,7 +149,7 @@ def head_matmuls(config: ModelConfig, sz: Sizes) -> int:
 
 def profile(ours: JaxStep, config: ModelConfig, sz: Sizes, repeats: int) -> list[str]:
   """Seconds and GFLOP/s of the step's parts, each jitted alone: the decoder forward + backward
-  (gradient of `Σ hidden`), the fused log-prob/entropy path forward + backward on the response
+  (gradient of `Σ hidden`), the log-prob/entropy head forward + backward on the response
   positions' hidden states, and the AdamW update (with clipping)."""
   from tcred.models.decoder import positions_from_mask
   from tcred.signals.logprobs import token_logprobs_and_entropy
@@ -177,7 +177,7 @@ def profile(ours: JaxStep, config: ModelConfig, sz: Sizes, repeats: int) -> list
   grads = jax.tree.map(jnp.ones_like, ours.state.params)
   update = jax.jit(lambda g, o, p: ours.tx.update(g, o, p))
   fns = {"decoder forward + backward": lambda: decoder_grad(ours.state.params),
-         "fused head forward + backward": lambda: head_grad(h, nnx.merge(graphdef, ours.state.params).unembedding()),
+         "head (log-probs + entropy) forward + backward": lambda: head_grad(h, nnx.merge(graphdef, ours.state.params).unembedding()),
          "AdamW update": lambda: update(grads, ours.state.opt_state, ours.state.params),
          "whole rl_train_step": ours}
   times = common.side_by_side(fns, repeats)
@@ -185,9 +185,9 @@ def profile(ours: JaxStep, config: ModelConfig, sz: Sizes, repeats: int) -> list
   tokens = n_seq * (seq_len - 1)
   attn = 3 * 4 * layers * (seq_len - 1) * config.num_attention_heads * config.dim_per_head * tokens
   flops = {"decoder forward + backward": 6 * config.num_params(embeddings=False) * tokens + attn,
-           "fused head forward + backward": head_matmuls(config, sz) * 2 * n_seq * sz.t * d * v,
+           "head (log-probs + entropy) forward + backward": head_matmuls(config, sz) * 2 * n_seq * sz.t * d * v,
            "AdamW update": None, "whole rl_train_step": None}
-  flops["whole rl_train_step"] = flops["decoder forward + backward"] + flops["fused head forward + backward"]
+  flops["whole rl_train_step"] = sum(f for name, f in flops.items() if f is not None and name != "whole rl_train_step")
   out = ["## Profile: parts of the step jitted alone (interleaved, median)", "",
          "| part | s median (min–max) | GFLOP (matmuls) | GFLOP/s |", "|---|---:|---:|---:|"]
   for name, ts in times.items():
