@@ -123,9 +123,14 @@ def side_by_side(fns: dict[str, Callable[[], Any]], repeats: int, warmup: bool =
   return times
 
 
-def alternate_processes(script: str, sides: list[str], rounds: int, args: list[str]) -> dict[str, list[dict]]:
+def alternate_processes(script: str, sides: list[str], rounds: int, args: list[str],
+                        glibc_default: tuple[str, ...] = ()) -> dict[str, list[dict]]:
   """Runs `python SCRIPT --side S ARGS` for each side in turn, `rounds` times (A, B, A, B, ...),
   each in a fresh process, and returns per side the JSON objects they printed last.
+
+  Sides in `glibc_default` (PyTorch's) run with glibc's default allocator settings, not
+  the huge-page tunable that `tcred` sets for itself (`tcred.runtime`): each framework
+  is measured as it runs by default.
 
   One process per side and round keeps the two frameworks' thread pools and allocators
   apart: in one process, PyTorch's OpenMP threads keep spinning after its step while
@@ -135,7 +140,12 @@ def alternate_processes(script: str, sides: list[str], rounds: int, args: list[s
   out: dict[str, list[dict]] = {side: [] for side in sides}
   for _ in range(rounds):
     for side in sides:
-      proc = subprocess.run([sys.executable, script, "--side", side, *args], capture_output=True, text=True)
+      env = dict(os.environ)
+      if side in glibc_default:
+        env.pop("GLIBC_TUNABLES", None)
+        env["TCRED_HUGE_PAGES"] = "0"
+      proc = subprocess.run([sys.executable, script, "--side", side, *args], capture_output=True, text=True,
+                            env=env)
       if proc.returncode != 0:
         raise RuntimeError(f"{Path(script).name} --side {side} failed (exit status {proc.returncode}):\n"
                            f"{proc.stderr[-4000:]}")

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
   sides = ["ours"] + (["generate"] if common.have_torch() else [])
   load0 = common.load_average()
   runs = common.alternate_processes(__file__, sides, rounds, ["--repeats", str(repeats)] +
-                                    (["--quick"] if args.quick else []))
+                                    (["--quick"] if args.quick else []), glibc_default=("generate",))
   times = {side: [t for r in rs for t in r["times"]] for side, rs in runs.items()}
   tps = {side: new_tokens / common.median(ts) for side, ts in times.items()}
   ours0 = runs["ours"][0]
@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
   if "generate" in runs:
     g0 = runs["generate"][0]
     hf_lines = [f"- identical weights: max |logit difference| at the prompt's last position = {g0['logit_diff']:.2e}",
-                f"- transformers: attention `{g0['attn']}`, torch threads {g0['threads']}, first call "
+                f"- transformers: attention `{g0['attn']}`, torch threads {g0['threads']}, glibc's default allocator "
+                f"settings (the huge-page tunable is ours), first call "
                 f"{g0['first_s']:.2f} s, output {tuple(g0['shape'])} "
                 f"({'every row generated the full budget' if all(r['ok'] for r in runs['generate']) else 'WRONG LENGTH'})"]
   tab = [f"## Generation ({rounds} round(s) × {repeats} batch(es) per side, load average before: "

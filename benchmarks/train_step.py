@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     sides.append("torch")
   load0 = common.load_average()
   side_args = ["--steps", str(steps)] + (["--quick"] if args.quick else [])
-  runs = common.alternate_processes(__file__, sides, rounds, side_args)
+  runs = common.alternate_processes(__file__, sides, rounds, side_args, glibc_default=("torch",))
   times = {side: [t for r in rs for t in r["times"]] for side, rs in runs.items()}
   first = runs["jax"][0]
   recompiles = sum(r["recompiles"] for r in runs["jax"])
@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     torch_s = common.median(times["torch"])
     ratio = jax_s and torch_s / jax_s
     tab += ["## PyTorch eager (transformers `LlamaForCausalLM`, same weights, alternating processes)", "",
-            f"- attention implementation `{runs['torch'][0]['attn']}`; first step {runs['torch'][0]['first_s']:.2f} s",
+            f"- attention implementation `{runs['torch'][0]['attn']}`; glibc's default allocator settings (the "
+            f"huge-page tunable is ours, not PyTorch's); first step {runs['torch'][0]['first_s']:.2f} s",
             f"- step time {common.spread(times['torch'])} s over {len(times['torch'])} steps: "
             f"**{tokens / torch_s:,.0f} tokens/s**, MFU by the same count {model_flop / torch_s / (peak * 1e9):.1%}",
             f"- ours / torch tokens/s: **{ratio:.2f}×** (target ≥ {TORCH_TARGET}×: "
