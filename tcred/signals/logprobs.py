@@ -195,8 +195,11 @@ def _saved(h, u, y, tau):
 
 def _saved_fwd(h, u, y, tau):
   z = jnp.dot(h, u, preferred_element_type=jnp.float32) / tau  # [N, V]
-  lse = jax.nn.logsumexp(z, axis=-1)
-  mean_z = jnp.sum(jnp.exp(z - lse[:, None]) * z, axis=-1)
+  m = jnp.max(z, axis=-1)
+  e = jnp.exp(z - m[:, None])  # the forward's one pass of exponentials
+  s = jnp.sum(e, axis=-1)
+  lse = m + jnp.log(s)
+  mean_z = jnp.sum(e * z, axis=-1) / s
   zy = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0]
   return (zy - lse, lse - mean_z), (h, u, y, z, lse, mean_z)
 
