@@ -7,6 +7,8 @@ import importlib.util
 import math
 import re
 
+import pytest
+
 from bench_support import load_benchmark, table_rows
 
 
@@ -85,3 +87,28 @@ def test_run_all_runs_each_script_and_summarises(tmp_path, monkeypatch, capsys):
   assert "| trees | skipped: benchmarks/trees.py does not exist |" in summary
   assert "- fake memory target: met" in summary and "- fake time target: NOT met" in summary
   assert "| table | met |" not in summary.split("## Targets")[1]
+
+
+_SIDE = """import json, os, sys
+side = sys.argv[sys.argv.index("--side") + 1]
+if side == "bad":
+  print("something broke", file=sys.stderr)
+  sys.exit(3)
+print("noise before the result")
+print(json.dumps({"side": side, "args": sys.argv[sys.argv.index("--side") + 2:],
+                  "tunables": os.environ.get("GLIBC_TUNABLES"), "opt_out": os.environ.get("TCRED_HUGE_PAGES")}))
+"""
+
+
+def test_alternate_processes_runs_each_side_in_turn_in_its_own_process(tmp_path, monkeypatch):
+  common = load_benchmark("common")
+  script = tmp_path / "side.py"
+  script.write_text(_SIDE)
+  monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+  out = common.alternate_processes(str(script), ["a", "b"], 2, ["--x", "1"], glibc_default=("b",))
+  assert [r["side"] for r in out["a"] + out["b"]] == ["a", "a", "b", "b"]
+  assert out["a"][0]["args"] == ["--x", "1"]
+  assert out["a"][0]["tunables"] == "glibc.malloc.hugetlb=1" and out["a"][0]["opt_out"] is None
+  assert out["b"][0]["tunables"] is None and out["b"][0]["opt_out"] == "0"  # glibc's defaults for that side
+  with pytest.raises(RuntimeError, match=r"(?s)--side bad failed \(exit status 3\).*something broke"):
+    common.alternate_processes(str(script), ["a", "bad"], 1, [])
