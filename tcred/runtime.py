@@ -21,12 +21,13 @@ HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb"
 OPT_OUT = "TCRED_HUGE_PAGES"  # "0" keeps glibc's default (no re-execution)
 
 
-def huge_pages_environ(environ: Mapping[str, str], platform: str = sys.platform) -> dict[str, str] | None:
+def huge_pages_environ(environ: Mapping[str, str], platform: str | None = None) -> dict[str, str] | None:
   """The environment to re-execute with so that glibc backs large allocations with
   transparent huge pages, or None when there is nothing to do (not Linux, opted out
   with `TCRED_HUGE_PAGES=0`, or the tunable is already set, e.g. by a parent process).
   Other glibc tunables are kept. Harmless where the tunable is unknown (glibc < 2.35)
   or transparent huge pages are disabled."""
+  platform = sys.platform if platform is None else platform
   if not platform.startswith("linux") or environ.get(OPT_OUT, "1") == "0":
     return None
   tunables = environ.get("GLIBC_TUNABLES", "")
@@ -41,9 +42,13 @@ def reexec_with_huge_pages() -> None:
   (returns without doing anything when that is None). Call it first thing in a command
   line entry point, before JAX is imported: nothing done before it survives."""
   env = huge_pages_environ(os.environ)
-  if env is None:
+  if env is None or not sys.executable:  # an embedded interpreter has no executable to restart
     return
   sys.stdout.flush()
   sys.stderr.flush()
-  # sys.orig_argv keeps the interpreter's own options (`-m tcred.cli`, `-X ...`).
-  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+  try:
+    # sys.orig_argv keeps the interpreter's own options (`-m tcred.cli`, `-X ...`).
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+  except OSError as e:  # carry on with glibc's defaults rather than fail the command
+    print(f"tcred: could not restart with {HUGE_PAGES_TUNABLE}=1 ({e}); continuing without huge pages",
+          file=sys.stderr)

@@ -31,3 +31,17 @@ def test_reexecutes_once_with_the_same_command_line():
   out = subprocess.run([sys.executable, "-c", code, "a", "--b"], env=env, capture_output=True, text=True,
                        check=True).stdout.split("\n")
   assert out[:3] == ["start", "start", f"{HUGE_PAGES_TUNABLE}=1 ['a', '--b']"]  # printed before and after exec
+
+
+def test_a_failed_restart_carries_on(monkeypatch, capsys):
+  import tcred.runtime as runtime
+
+  def fail(*args):
+    raise OSError("exec format error")
+
+  monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+  monkeypatch.delenv("TCRED_HUGE_PAGES", raising=False)
+  monkeypatch.setattr(runtime.sys, "platform", "linux")
+  monkeypatch.setattr(runtime.os, "execve", fail)
+  runtime.reexec_with_huge_pages()  # returns instead of raising
+  assert "continuing without huge pages" in capsys.readouterr().err
