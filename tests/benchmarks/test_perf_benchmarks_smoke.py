@@ -112,3 +112,29 @@ def test_alternate_processes_runs_each_side_in_turn_in_its_own_process(tmp_path,
   assert out["b"][0]["tunables"] is None and out["b"][0]["opt_out"] == "0"  # glibc's defaults for that side
   with pytest.raises(RuntimeError, match=r"(?s)--side bad failed \(exit status 3\).*something broke"):
     common.alternate_processes(str(script), ["a", "bad"], 1, [])
+
+
+def test_trace_attribution_splits_overlaps_and_counts_gaps():
+  attribute = load_benchmark("xla_trace").attribute
+  x = lambda name, ts, dur, tid: {"ph": "X", "name": name, "ts": ts, "dur": dur, "tid": tid}
+  events = [x("fusion.1", 0, 100, 1), x("end: fusion.1", 90, 1, 1),  # a marker nested in an op
+            x("while.3", 100, 300, 1), x("dot.2", 150, 100, 1),  # a loop container and its body's op
+            x("ynn_fusion.4", 200, 100, 2),  # overlaps dot.2 on another thread for 50 µs
+            x("$python frame", 0, 1000, 1), x("ThunkExecutor::Execute", 0, 1000, 3),
+            x("copy.5", 400, 100, 1)]
+  span, untraced, share = attribute(events)
+  assert span == pytest.approx(500e-6) and untraced == pytest.approx(150e-6)  # 100–150 and 300–400 µs
+  assert share == pytest.approx({"fusion.1": 100e-6, "dot.2": 75e-6, "ynn_fusion.4": 75e-6, "copy.5": 100e-6})
+
+
+def test_xla_trace_quick_runs_in_its_own_process(tmp_path):
+  import subprocess
+  import sys
+
+  from bench_support import BENCHMARKS
+  out = tmp_path / "trace.md"
+  proc = subprocess.run([sys.executable, str(BENCHMARKS / "xla_trace.py"), "train_step", "--quick", "--out", str(out)],
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  rows = table_rows(out.read_text())
+  assert any(k.startswith("ynn_fusion → f32[") for k in rows)  # op events with their HLO output shapes
