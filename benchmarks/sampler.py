@@ -91,16 +91,21 @@ def _prompt(config, sz: Sizes) -> np.ndarray:
   return np.random.default_rng(0).integers(3, config.vocab_size, size=(1, sz.p))
 
 
+def ours_call(config, sz: Sizes):
+  """The benchmark's `sample_groups` call on the benchmark's prompt and `common.init_params`
+  weights; each call draws with a fresh key."""
+  graphdef, params = common.init_params(config)
+  prompt, prompt_valid = jnp.asarray(_prompt(config, sz), jnp.int32), jnp.ones((1, sz.p), bool)
+  calls = iter(range(1 << 30))
+  return lambda: sample_groups(graphdef, params, prompt, prompt_valid, jax.random.key(next(calls)),
+                               group_size=sz.g, max_new_tokens=sz.t, temperature=1.0, eos_id=NO_EOS, pad_id=0)
+
+
 def run_side(side: str, config, sz: Sizes, repeats: int) -> dict:
   """One sampler alone in this process: a first call (compile / warm-up + one batch), then
   `repeats` timed batches. Returns what the report needs, JSON-serialisable."""
-  graphdef, params = common.init_params(config)
-  prompt_np = _prompt(config, sz)
   if side == "ours":
-    prompt, prompt_valid = jnp.asarray(prompt_np, jnp.int32), jnp.ones((1, sz.p), bool)
-    calls = iter(range(1 << 30))
-    ours = lambda: sample_groups(graphdef, params, prompt, prompt_valid, jax.random.key(next(calls)),
-                                 group_size=sz.g, max_new_tokens=sz.t, temperature=1.0, eos_id=NO_EOS, pad_id=0)
+    ours = ours_call(config, sz)
     first_s, out = common.time_once(ours)  # compile + one run
     ok = bool(np.all(np.asarray(out.mask))) and out.tokens.shape == (1, sz.g, sz.t) and bool(
         np.all(np.isfinite(np.asarray(out.logp))))
@@ -109,6 +114,8 @@ def run_side(side: str, config, sz: Sizes, repeats: int) -> dict:
   import transformers
 
   from tcred.models.hf import hf_config_dict, to_hf_state_dict
+  graphdef, params = common.init_params(config)
+  prompt_np = _prompt(config, sz)
   hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf_config_dict(config)))
   hf.load_state_dict({k: torch.from_numpy(v) for k, v in to_hf_state_dict(params).items()}, strict=True)
   hf.eval()

@@ -38,7 +38,6 @@ import re  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -109,13 +108,8 @@ def _sampler(quick: bool):
   from tcred.models.config import model_preset
   from tcred.sampling.sampler import sample_groups
   sz = sp.QUICK if quick else sp.FULL
-  config = model_preset(sz.model)
-  graphdef, params = common.init_params(config)
-  prompt = jnp.asarray(np.random.default_rng(0).integers(3, config.vocab_size, size=(1, sz.p)), jnp.int32)
-  valid = jnp.ones((1, sz.p), bool)
-  call = lambda: sample_groups(graphdef, params, prompt, valid, jax.random.key(0), group_size=sz.g,
-                               max_new_tokens=sz.t, temperature=1.0, eos_id=sp.NO_EOS, pad_id=0).tokens
-  return (lambda: np.asarray(call())), sample_groups.__name__
+  call = sp.ours_call(model_preset(sz.model), sz)
+  return (lambda: np.asarray(call().tokens)), sample_groups.__name__
 
 
 TARGETS = {"train_step": _train_step, "sampler": _sampler}
