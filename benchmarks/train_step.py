@@ -43,7 +43,7 @@ import common  # noqa: E402
 from tcred.credit import make_credit  # noqa: E402
 from tcred.losses.pg import LossConfig  # noqa: E402
 from tcred.models.config import ModelConfig, model_preset  # noqa: E402
-from tcred.signals.logprobs import DEFAULT_SAVED_LOGITS_BYTES  # noqa: E402
+from tcred.signals.logprobs import logits_saved  # noqa: E402
 from tcred.training.optim import adamw  # noqa: E402
 from tcred.training.step import Batch, TrainState, rl_train_step  # noqa: E402
 
@@ -144,7 +144,7 @@ class TorchStep:
 def head_matmuls(config: ModelConfig, sz: Sizes) -> int:
   """Matmuls of `2·D·V` FLOPs per response token in the head's forward + backward: 3 when the
   float32 logits fit `token_logprobs_and_entropy`'s saved-logits budget, else 4 (recomputed)."""
-  return 3 if sz.b * sz.g * sz.t * config.vocab_size * 4 <= DEFAULT_SAVED_LOGITS_BYTES else 4
+  return 3 if logits_saved(sz.b * sz.g * sz.t, config.vocab_size) else 4
 
 
 def profile(ours: JaxStep, config: ModelConfig, sz: Sizes, repeats: int) -> list[str]:

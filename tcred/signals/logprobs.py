@@ -26,6 +26,12 @@ DEFAULT_VOCAB_CHUNK = 4096
 DEFAULT_SAVED_LOGITS_BYTES = 256 * 2 ** 20
 
 
+def logits_saved(n_tokens: int, vocab_size: int, saved_logits_bytes: int = DEFAULT_SAVED_LOGITS_BYTES) -> bool:
+  """Whether `token_logprobs_and_entropy` keeps the whole float32 logits of `n_tokens` tokens for
+  the backward pass (3 matmuls) rather than streaming and recomputing them in blocks (4)."""
+  return n_tokens * vocab_size * 4 <= saved_logits_bytes
+
+
 def token_logprobs_and_entropy(hidden: jax.Array, unembed: jax.Array, targets: jax.Array, *,
                                temperature: float, chunk_size: int = 1024,
                                vocab_chunk_size: int = DEFAULT_VOCAB_CHUNK,
@@ -73,7 +79,7 @@ def token_logprobs_and_entropy(hidden: jax.Array, unembed: jax.Array, targets: j
   h = hidden.reshape(-1, d)
   y = targets.reshape(-1).astype(jnp.int32)
   n = h.shape[0]
-  if n * v * 4 <= saved_logits_bytes:
+  if logits_saved(n, v, saved_logits_bytes):
     logp, ent = _saved(h, unembed, y, float(temperature))
     return logp.reshape(lead), ent.reshape(lead)
   c = max(1, min(chunk_size, n))
