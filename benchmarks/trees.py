@@ -107,7 +107,7 @@ def run(quick: bool) -> list[str]:
       policy = "tiny random model"
     else:
       graphdef, params, _ = base_policy(cfg.model, task, cfg.task_config, cfg.sft,
-                                        eval_prompts=max(cfg.rl.final_eval_prompts, cfg.rl.eval_prompts))
+                                        eval_prompts=cfg.rl.held_out_prompts)
       policy = f"SFT base policy of `{cfg.name}` ({cfg.model.hidden_size}-wide, {cfg.model.num_hidden_layers} layers)"
     problems = eval_problems(task, prompts)
     chains = _measure(graphdef, params, task, problems, None, repeats)

@@ -2,6 +2,7 @@
 
   tcred list
   tcred run NAME [--seed S] [--steps N] [--out DIR] [--set key=value ...] [--resume]
+  tcred show NAME [--steps N] [--set key=value ...]
   tcred table SUITE [--seeds K] [--out DIR] [--jobs J] [--results DIR]
   tcred identify TASK [--policy base|RUN_DIR] [--prompts N] [--rollouts G] [--continuations K] [--delta D]
                  [--rollouts-from chains|tree|both] [--tree-fork-at entropy|neg-logp|step] [--seed S] [--out DIR]
@@ -25,28 +26,37 @@ import sys
 import time
 
 
+_RUN_EPILOG = ("NAME is a registered experiment: `tcred list` lists them, `tcred show NAME [--set ...]` prints the "
+               "resolved config a run would use (with its config hash) without running anything.")
+
+
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="tcred", description="Token-level credit assignment for RL on LMs.")
   sub = p.add_subparsers(dest="command", required=True)
   sub.add_parser("list", help="list registered experiments and suites")
-  run = sub.add_parser("run", help="run one experiment by name")
-  run.add_argument("name")
-  run.add_argument("--seed", type=int, default=0)
-  run.add_argument("--steps", type=int, default=None, help="override rl.steps")
+  run = sub.add_parser("run", help="run one experiment by name", epilog=_RUN_EPILOG)
+  _add_config_args(run)
+  run.add_argument("--seed", type=int, default=0, help="the run's seed, an integer >= 0 (default 0); the run "
+                   "goes to OUT/NAME/seed-S/")
   run.add_argument("--out", default="runs", help="output root (default: runs/)")
-  run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set rl.lr=3e-4 (repeatable)")
-  run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-  run.add_argument("--no-progress", action="store_true", help="no progress bar")
-  table = sub.add_parser("table", help="run (or reuse) every run of a suite; write its Markdown table and curves")
-  table.add_argument("suite")
+  run.add_argument("--resume", action="store_true", help="continue the run in OUT/NAME/seed-S from its last good "
+                   "checkpoint; the config must be the same (only --steps may grow)")
+  run.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal, no progress lines "
+                   "otherwise (by default a run that does not write to a terminal prints one line per ~5%% of its steps)")
+  show = sub.add_parser("show", help="print an experiment's resolved config (JSON) and config hash; runs nothing",
+                        epilog=_RUN_EPILOG)
+  _add_config_args(show)
+  table = sub.add_parser("table", help="run (or reuse) every run of a suite; write its Markdown table and curves",
+                         epilog="A finished run is reused only if its config.json equals the suite's config for "
+                         "it (rl.steps included); otherwise the table refuses, naming the differing fields.")
+  table.add_argument("suite", help="a registered suite (see `tcred list`)")
   table.add_argument("--seeds", type=int, default=None, help="seeds per experiment (default: the suite's)")
   table.add_argument("--out", default="runs", help="runs root (default: runs/)")
   table.add_argument("--jobs", type=int, default=1, help="missing runs to run at once, as subprocesses")
   table.add_argument("--results", default="benchmarks/results",
                      help="where SUITE.md and SUITE.png go (default: benchmarks/results/)")
   ident = sub.add_parser("identify", help="identifiability study of the token signals on one task (DESIGN §5)")
-  ident.add_argument("task")
+  ident.add_argument("task", help="a task with an exact oracle (countdown, graph-path, long-addition)")
   ident.add_argument("--policy", default="base",
                      help="'base' (the task's cached SFT base policy) or a run directory (its final checkpoint)")
   ident.add_argument("--prompts", type=int, default=32, help="held-out prompts N (default 32)")
@@ -59,12 +69,48 @@ def _parser() -> argparse.ArgumentParser:
                      "the tree sibling gap signal) or both (default: both, one report with a tree section)")
   ident.add_argument("--tree-fork-at", default="entropy",
                      help="where the tree rollouts fork: entropy (default), neg-logp or step")
-  ident.add_argument("--seed", type=int, default=0)
+  ident.add_argument("--seed", type=int, default=0, help="seeds the rollouts, continuations and bootstrap (>= 0)")
   ident.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the CIs (0: none)")
   ident.add_argument("--out", default="benchmarks/results",
                      help="where identify-TASK.md and .png go (default: benchmarks/results/)")
   ident.add_argument("--no-progress", action="store_true", help="no progress bar")
   return p
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+  """NAME, --steps and --set: what resolves an experiment's config (`run` and `show`)."""
+  parser.add_argument("name", help="a registered experiment (see `tcred list`)")
+  parser.add_argument("--steps", type=int, default=None, help="RL steps, an integer >= 1 (overrides rl.steps)")
+  parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config field, e.g. --set rl.lr=3e-4 (repeatable); sections: task_config, "
+                      "model, sft, rl, credit, loss, tree; `tcred show NAME` lists the fields")
+
+
+def _resolve(args):
+  """The experiment config of `run`/`show` arguments; raises ValueError naming the bad flag or field."""
+  from tcred import experiments
+
+  cfg = experiments.get_experiment(args.name)
+  overrides = list(args.overrides)
+  if args.steps is not None:
+    if args.steps < 1:
+      raise ValueError(f"--steps must be an integer >= 1, got {args.steps}")
+    overrides.append(f"rl.steps={args.steps}")
+  return cfg.with_overrides(overrides)
+
+
+# IdentifyConfig fields set by a flag: its messages name the flag the user typed.
+_IDENTIFY_FLAGS = ("prompts", "rollouts", "continuations", "delta", "seed", "bootstrap", "rollouts_from",
+                   "tree_fork_at")
+
+
+def _as_flags(message: str, fields=_IDENTIFY_FLAGS) -> str:
+  """`message` with each config field name that a flag sets written as that flag (`rollouts_from` ->
+  `--rollouts-from`)."""
+  import re
+
+  pattern = r"(?<![\w.-])(" + "|".join(sorted(fields, key=len, reverse=True)) + r")\b"
+  return re.sub(pattern, lambda m: "--" + m.group(1).replace("_", "-"), message)
 
 
 def _identify(args, argv: list[str]) -> int:
@@ -75,6 +121,12 @@ def _identify(args, argv: list[str]) -> int:
                                      delta=args.delta, seed=args.seed, bootstrap=args.bootstrap,
                                      rollouts_from=args.rollouts_from, tree_fork_at=args.tree_fork_at)
   except ValueError as e:
+    return _usage_error(_as_flags(str(e)))
+  from tcred.training.tracking import RunError, check_writable_dir
+
+  try:
+    check_writable_dir(args.out, "--out")
+  except RunError as e:
     return _usage_error(str(e))
   command = "tcred " + " ".join(shlex.quote(a) for a in argv)
   try:
@@ -100,7 +152,7 @@ def _base_key(cfg) -> tuple[str, bool]:
   """
   from tcred.training.sft import base_policy_dir
 
-  directory = base_policy_dir(cfg.model, cfg.task, cfg.task_config, cfg.sft)
+  directory = base_policy_dir(cfg.model, cfg.task, cfg.task_config, cfg.sft, held_out=cfg.rl.held_out_prompts)
   return directory.name, (directory / "info.json").exists()
 
 
@@ -108,8 +160,10 @@ def _run_one(suite, name: str, seed: int, out: str) -> str | None:
   """Runs one missing run in this process (resuming a partial one); returns an error or None."""
   from tcred.training.rl import run_experiment
 
+  cfg = suite.config(name)
   try:
-    run_experiment(suite.config(name), seed=seed, out=out, resume=True, progress=sys.stderr.isatty())
+    run_experiment(cfg, seed=seed, out=out, resume=True, progress=sys.stderr.isatty(),
+                   log_every=0 if sys.stderr.isatty() else _log_every(cfg))
   except Exception as e:  # noqa: BLE001  (one failed run must not lose the others)
     logging.getLogger("tcred.table").exception("run %s seed %d failed", name, seed)
     return f"{type(e).__name__}: {e}"
@@ -117,10 +171,10 @@ def _run_one(suite, name: str, seed: int, out: str) -> str | None:
 
 
 def _run_command(suite, name: str, seed: int, out: str) -> list[str]:
-  """The subprocess that runs one missing run (`--resume` continues a partial one, if any)."""
+  """The subprocess that runs one missing run (`--resume` continues a partial one, if any); its
+  stderr is a log file, so it writes progress lines there."""
   sets = [arg for item in suite.overrides for arg in ("--set", item)]
-  return [sys.executable, "-m", "tcred.cli", "run", name, "--seed", str(seed), "--out", out, "--no-progress",
-          "--resume", *sets]
+  return [sys.executable, "-m", "tcred.cli", "run", name, "--seed", str(seed), "--out", out, "--resume", *sets]
 
 
 def _run_parallel(suite, pending: list[tuple[str, int]], out: str, jobs: int) -> dict[tuple[str, int], str]:
@@ -195,9 +249,23 @@ def _table(args, argv: list[str]) -> int:
   if args.jobs < 1:
     return _usage_error(f"--jobs must be >= 1, got {args.jobs}")
   from tcred.evaluation import tables
+  from tcred.training.tracking import RunError, check_writable_dir
 
+  try:
+    check_writable_dir(args.out, "--out")
+    check_writable_dir(args.results, "--results")
+  except RunError as e:
+    return _usage_error(str(e))
   seeds = args.seeds or suite.seeds
   root = str(suite.runs_root(args.out))
+  mismatched = tables.mismatched_runs(suite, root, seeds)
+  if mismatched:  # before anything runs: a table never mixes runs of other configs
+    for (name, seed), why in mismatched.items():
+      print(f"tcred: {tables.run_dir(root, name, seed)} is not a run of {name} seed {seed} as {suite.name} "
+            f"configures it: {why}", file=sys.stderr)
+    return _usage_error(f"{len(mismatched)} run director{'y holds' if len(mismatched) == 1 else 'ies hold'} another "
+                        f"config than suite {suite.name} (listed above); move them away or choose another --out "
+                        "(a table reuses a run only if its config.json equals the suite's, rl.steps included)")
   pending = tables.pending_runs(suite, root, seeds)
   total = len(suite.experiments) * seeds
   print(f"{suite.name}: {total - len(pending)} of {total} runs finished under {root}; "
@@ -250,6 +318,58 @@ def _enable_compilation_cache() -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def _log_every(cfg) -> int:
+  """Steps between progress lines of a run that does not write to a terminal (about 20 lines a run)."""
+  return max(1, cfg.rl.steps // 20)
+
+
+def _show(args) -> int:
+  from tcred.training.config import run_config_hash
+
+  try:
+    cfg = _resolve(args)
+  except ValueError as e:
+    return _usage_error(str(e))
+  resolved = cfg.to_dict()
+  print(json.dumps(resolved, indent=1))
+  print(f"config hash {run_config_hash(resolved)} (the `config` column of `tcred table`)", file=sys.stderr)
+  return 0
+
+
+def _run(args) -> int:
+  from tcred.training.rl import NonFiniteError, run_experiment
+  from tcred.training.sft import BasePolicyError
+  from tcred.training.tracking import RunError
+
+  try:
+    cfg = _resolve(args)
+  except ValueError as e:
+    return _usage_error(str(e))
+  tty = sys.stderr.isatty()
+  try:
+    summary = run_experiment(cfg, seed=args.seed, out=args.out, resume=args.resume,
+                             progress=not args.no_progress and tty,
+                             log_every=0 if args.no_progress or tty else _log_every(cfg))
+  except RunError as e:
+    return _usage_error(str(e))
+  except (NonFiniteError, BasePolicyError) as e:
+    print(f"tcred: error: {e}", file=sys.stderr)
+    return 1
+  print(json.dumps(summary, indent=1))
+  return 0
+
+
+def _interrupted(args, argv: list[str]) -> str:
+  """The one line printed on Ctrl-C: how to continue what was interrupted."""
+  if args.command == "run":
+    again = ["tcred", *argv] + ([] if args.resume else ["--resume"])
+    return f"tcred: interrupted; the run keeps its last checkpoint: resume with `{' '.join(shlex.quote(a) for a in again)}`"
+  if args.command == "table":
+    return ("tcred: interrupted; finished runs are kept and partial ones resume from their last checkpoint: rerun "
+            f"`tcred {' '.join(shlex.quote(a) for a in argv)}` to continue")
+  return f"tcred: interrupted; rerun `tcred {' '.join(shlex.quote(a) for a in argv)}` to start again"
+
+
 def main(argv: list[str] | None = None) -> int:
   if argv is None:  # the real command line (not a call from Python): set up the process first
     from tcred.runtime import reexec_with_huge_pages
@@ -257,6 +377,14 @@ def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   args = _parser().parse_args(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+  try:
+    return _dispatch(args, argv)
+  except KeyboardInterrupt:
+    print(_interrupted(args, argv), file=sys.stderr)
+    return 130
+
+
+def _dispatch(args, argv: list[str]) -> int:
   _enable_compilation_cache()
   from tcred import experiments
 
@@ -268,27 +396,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in experiments.suite_names():
       print(f"  {name:32s} {experiments.get_suite(name).description}")
     return 0
-
   if args.command == "run":
-    from tcred.training.rl import run_experiment
-    from tcred.training.tracking import RunError
-
-    try:
-      cfg = experiments.get_experiment(args.name)
-      overrides = list(args.overrides)
-      if args.steps is not None:
-        overrides.append(f"rl.steps={args.steps}")
-      cfg = cfg.with_overrides(overrides)
-    except ValueError as e:
-      return _usage_error(str(e))
-    try:
-      summary = run_experiment(cfg, seed=args.seed, out=args.out, resume=args.resume,
-                               progress=not args.no_progress and sys.stderr.isatty())
-    except RunError as e:
-      return _usage_error(str(e))
-    print(json.dumps(summary, indent=1))
-    return 0
-
+    return _run(args)
+  if args.command == "show":
+    return _show(args)
   if args.command == "table":
     return _table(args, argv)
   if args.command == "identify":

@@ -49,6 +49,10 @@ class TreeGRPO(CreditMethod):
   needs_tree = True
   eps: float = 1e-6
 
+  def __post_init__(self):
+    if not self.eps > 0:
+      raise ValueError(f"credit.eps must be > 0, got {self.eps!r}")
+
   def __call__(self, inputs: CreditInputs) -> Credit:
     g = inputs.rewards.shape[1]
     leaf_valid = jnp.broadcast_to(inputs.group_valid[:, None], inputs.rewards.shape)

@@ -850,7 +850,7 @@ def describe_signals() -> dict[str, str]:
 
 
 def _check_prompts(cfg, prompts: int) -> int:
-  n_eval = max(cfg.rl.final_eval_prompts, cfg.rl.eval_prompts)
+  n_eval = cfg.rl.held_out_prompts
   if prompts > n_eval:
     raise UsageError(f"--prompts must be <= {n_eval} (the held-out prompts excluded from the policy's "
                      f"training), got {prompts}")
@@ -897,7 +897,12 @@ def load_policy(task_name: str, policy: str, *, prompts: int = 1, progress: bool
   if not config_path.is_file():
     raise UsageError(f"--policy {policy!r}: allowed values are 'base' or a run directory holding config.json "
                      "and checkpoints/ (e.g. runs/countdown-grpo/seed-0)")
-  cfg = config_from_dict(json.loads(config_path.read_text()))
+  try:
+    cfg = config_from_dict(json.loads(config_path.read_text()))
+  except (ValueError, KeyError, TypeError) as e:  # e.g. a Hugging Face model directory (its own config.json)
+    raise UsageError(f"--policy {policy!r} is not a tcred run directory: its config.json is not a tcred run config "
+                     f"({type(e).__name__}: {e}); allowed values are 'base' or a run directory of `tcred run` "
+                     "(e.g. runs/countdown-grpo/seed-0)") from None
   if cfg.task != task_name:
     raise UsageError(f"--policy {policy!r} is a run of task {cfg.task!r}, not {task_name!r}")
   _check_prompts(cfg, prompts)

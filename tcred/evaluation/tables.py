@@ -1,7 +1,10 @@
 """Results tables and learning curves of a suite, read from finished run directories (DESIGN §5).
 
-A run directory `OUT/NAME/seed-S/` (written by `tcred run`) holds `summary.json` and
+A run directory `OUT/NAME/seed-S/` (written by `tcred run`) holds `config.json`, `summary.json` and
 `metrics.jsonl`; this module only reads them, so a table can be rebuilt at any time from the runs.
+A suite's table uses a run only if its `config.json` equals the config the suite resolves for that
+experiment and seed, `rl.steps` included (`run_mismatch`); each row shows the steps and the config
+hash (`run_config_hash`) of its runs.
 
 Conventions of every table:
   * values are the mean ± 95% Student-t confidence half-width over seeds (`stats.mean_ci`);
@@ -32,6 +35,7 @@ import numpy as np
 
 from tcred.evaluation.stats import format_count, format_mean_ci, mean_ci, samples_to_reach, student_t_quantile
 from tcred.experiments.registry import Suite
+from tcred.training.config import config_diff, run_config_hash
 from tcred.training.rl import run_dir_of as run_dir
 
 log = logging.getLogger(__name__)
@@ -55,7 +59,45 @@ def _seed_list(seeds: int | Iterable[int]) -> list[int]:
   return [int(s) for s in seeds]
 
 
-def _read_run(path: pathlib.Path, experiment: str, seed: int) -> dict[str, Any]:
+def _read_config(path: pathlib.Path) -> dict[str, Any]:
+  config_path = path / "config.json"
+  if not config_path.exists():
+    raise RunDataError(f"{config_path} does not exist (a run directory holds the config it ran)")
+  try:
+    config = json.loads(config_path.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise RunDataError(f"corrupt {config_path}: {e}") from None
+  if not isinstance(config, dict):
+    raise RunDataError(f"corrupt {config_path}: expected a JSON object, got {type(config).__name__}")
+  return config
+
+
+def run_mismatch(suite: Suite, out_dir: str | pathlib.Path, experiment: str, seed: int) -> str | None:
+  """Why the run directory of (experiment, seed) cannot count for `suite`, or None if it can (or is empty).
+
+  A directory that holds anything of a run (config.json or summary.json) must hold exactly the config
+  the suite resolves (`suite.config(experiment)` with the seed; the description is not a setting):
+  the message names every differing field, e.g. `rl.steps: 6 here, 300 wanted`.
+  """
+  path = run_dir(out_dir, experiment, seed)
+  if not (path / "config.json").exists() and not (path / "summary.json").exists():
+    return None
+  try:
+    found = _read_config(path)
+  except RunDataError as e:
+    return str(e)
+  differ = config_diff(found, {**suite.config(experiment).to_dict(), "seed": seed})
+  return "; ".join(differ) if differ else None
+
+
+def mismatched_runs(suite: Suite, out_dir: str | pathlib.Path, seeds: int | None = None) -> dict[tuple[str, int], str]:
+  """`{(experiment, seed): why}` for the suite's run directories that hold another config (`run_mismatch`)."""
+  found = {(name, s): run_mismatch(suite, out_dir, name, s)
+           for name in suite.experiments for s in _seed_list(seeds or suite.seeds)}
+  return {k: v for k, v in found.items() if v is not None}
+
+
+def _read_run(path: pathlib.Path, experiment: str, seed: int, expected: dict[str, Any] | None = None) -> dict[str, Any]:
   summary_path = path / "summary.json"
   if not summary_path.exists():
     raise RunDataError(f"run {experiment} seed {seed} is not finished: {summary_path} does not exist")
@@ -71,6 +113,16 @@ def _read_run(path: pathlib.Path, experiment: str, seed: int) -> dict[str, Any]:
   if summary["name"] != experiment or summary["seed"] != seed:
     raise RunDataError(f"{summary_path} belongs to {summary['name']!r} seed {summary['seed']}, "
                        f"not {experiment!r} seed {seed}")
+  config = None
+  if expected is not None:
+    config = _read_config(path)
+    differ = config_diff(config, {**expected, "seed": seed})
+    if differ:
+      raise RunDataError(f"run {experiment} seed {seed} ({path}) holds another config than the table's: "
+                         + "; ".join(differ))
+    if summary["steps"] != config["rl"]["steps"]:
+      raise RunDataError(f"{summary_path} says {summary['steps']} steps, its config.json rl.steps "
+                         f"{config['rl']['steps']}")
   metrics_path = path / "metrics.jsonl"
   if not metrics_path.exists():
     raise RunDataError(f"run {experiment} seed {seed}: {metrics_path} does not exist")
@@ -85,11 +137,12 @@ def _read_run(path: pathlib.Path, experiment: str, seed: int) -> dict[str, Any]:
     if not isinstance(row, dict) or "step" not in row:
       raise RunDataError(f"corrupt {metrics_path} line {i}: expected an object with a 'step' key")
     rows.append(row)
-  return {"experiment": experiment, "seed": seed, "run_dir": path, "summary": summary, "metrics": rows}
+  return {"experiment": experiment, "seed": seed, "run_dir": path, "summary": summary, "metrics": rows,
+          "config_hash": None if config is None else run_config_hash(config)}
 
 
 def load_runs(out_dir: str | pathlib.Path, experiment: str, seeds: int | Iterable[int], *,
-              missing: str = "raise") -> list[dict[str, Any]]:
+              missing: str = "raise", expected: dict[str, Any] | None = None) -> list[dict[str, Any]]:
   """Reads the finished runs of one experiment.
 
   Args:
@@ -98,17 +151,19 @@ def load_runs(out_dir: str | pathlib.Path, experiment: str, seeds: int | Iterabl
     seeds: the seeds to read: a count K (seeds 0..K−1) or explicit seeds.
     missing: "raise" (a missing, unfinished or corrupt run raises `RunDataError`) or "skip"
       (it is logged and left out).
+    expected: the resolved config (`ExperimentConfig.to_dict()`, without the seed) every run must
+      hold in its config.json, `rl.steps` included; a run with another is treated as corrupt.
 
   Returns:
-    One dict per run, in seed order: `experiment`, `seed`, `run_dir`, `summary` (summary.json)
-    and `metrics` (the rows of metrics.jsonl).
+    One dict per run, in seed order: `experiment`, `seed`, `run_dir`, `summary` (summary.json),
+    `metrics` (the rows of metrics.jsonl) and `config_hash` (of its config.json; None without `expected`).
   """
   if missing not in MISSING_MODES:
     raise ValueError(f"missing must be one of {MISSING_MODES}, got {missing!r}")
   runs = []
   for seed in _seed_list(seeds):
     try:
-      runs.append(_read_run(run_dir(out_dir, experiment, seed), experiment, seed))
+      runs.append(_read_run(run_dir(out_dir, experiment, seed), experiment, seed, expected))
     except RunDataError as e:
       if missing == "raise":
         raise
@@ -155,7 +210,8 @@ def _method_of(experiment: str, task: str) -> str:
 
 
 def _load_suite(suite: Suite, out_dir, seeds: int | None, missing: str) -> dict[str, list[dict[str, Any]]]:
-  runs = {name: load_runs(out_dir, name, seeds or suite.seeds, missing=missing) for name in suite.experiments}
+  runs = {name: load_runs(out_dir, name, seeds or suite.seeds, missing=missing, expected=suite.config(name).to_dict())
+          for name in suite.experiments}
   return {name: r for name, r in runs.items() if r}
 
 
@@ -240,6 +296,8 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
       "not the final one); \"(k/n)\": only k of n seeds reached it (mean over those); \"—\": none did.",
       "- Tokens generated: per run over the whole RL loop (a tree's shared prefix counts once; refills count).",
       "- Wall: minutes per run as each run measured it (runs made with `--jobs` > 1 shared the CPU).",
+      "- Steps, config: the RL steps and the config hash (`tcred show NAME` prints it) of the row's runs; "
+      "every run's config.json equals the config this suite resolves, `rl.steps` included.",
   ]
   if suite.overrides:
     lines.append(f"- Suite overrides (on every experiment): `{' '.join(suite.overrides)}`")
@@ -259,8 +317,8 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
       lines.append(f"- Baseline of {task}: `{base}` is not in this suite; no budget to baseline.")
   pk = f"pass@{k}" if k else "pass@k"
   lines += ["", f"| task | method | seeds | base pass@1 | final pass@1 | Δ pass@1 | final {pk} | greedy pass@1 "
-            f"| samples to baseline | tokens to baseline | tokens generated | wall (min) |",
-            "|" + "---|" * 2 + "---:|" * 10]
+            f"| samples to baseline | tokens to baseline | tokens generated | wall (min) | steps | config |",
+            "|" + "---|" * 2 + "---:|" * 11 + "---|"]
   for task, names in _ordered(suite, runs):
     for name in names:
       rs = runs[name]
@@ -281,7 +339,8 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
       lines.append(f"| {task} | {_method_of(name, task)} | {len(rs)} | {_pct(base)} | {_pct(final)} "
                    f"| {_pct([f - b for f, b in zip(final, base)])} | {passk_cell} "
                    f"| {_pct([x['final_pass1_greedy'] for x in s])} | {samples_cell} | {tokens_cell} "
-                   f"| {generated} | {wall} |")
+                   f"| {generated} | {wall} | {'/'.join(sorted({str(x['steps']) for x in s}))} "
+                   f"| {'/'.join(sorted({str(r['config_hash']) for r in rs}))} |")
   return "\n".join(lines) + "\n"
 
 

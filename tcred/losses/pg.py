@@ -13,6 +13,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from tcred.validation import require_finite
+
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
 
@@ -36,6 +38,7 @@ class LossConfig:
   kl_coef: float = 0.0
 
   def __post_init__(self):
+    require_finite(self, "loss")
     if self.aggregation not in AGGREGATIONS:
       raise ValueError(f"loss.aggregation={self.aggregation!r} is not one of {AGGREGATIONS}")
     for name in ("clip_low", "clip_high", "kl_coef"):

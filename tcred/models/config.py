@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from tcred.validation import require_finite
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelConfig:
@@ -26,21 +28,28 @@ class ModelConfig:
   initializer_range: float = 0.02
 
   def __post_init__(self):
+    require_finite(self, "model")
     for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                  "num_attention_heads", "num_key_value_heads", "max_position_embeddings"):
       value = getattr(self, name)
       if not isinstance(value, int) or value <= 0:
-        raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+        raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+    if self.head_dim is not None and (isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int)
+                                      or self.head_dim <= 0):
+      raise ValueError(f"model.head_dim must be None or a positive integer, got {self.head_dim!r}")
     if self.num_attention_heads % self.num_key_value_heads:
       raise ValueError(
-          "ModelConfig.num_attention_heads must be a multiple of num_key_value_heads, got "
+          "model.num_attention_heads must be a multiple of model.num_key_value_heads, got "
           f"{self.num_attention_heads} and {self.num_key_value_heads}")
     if self.head_dim is None and self.hidden_size % self.num_attention_heads:
       raise ValueError(
-          f"ModelConfig.hidden_size ({self.hidden_size}) must be divisible by "
-          f"num_attention_heads ({self.num_attention_heads}) unless head_dim is given")
-    if self.rms_norm_eps <= 0 or self.rope_theta <= 0:
-      raise ValueError("ModelConfig.rms_norm_eps and rope_theta must be positive")
+          f"model.hidden_size ({self.hidden_size}) must be divisible by "
+          f"model.num_attention_heads ({self.num_attention_heads}) unless model.head_dim is given")
+    for name in ("rms_norm_eps", "rope_theta"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"model.{name} must be > 0, got {getattr(self, name)!r}")
+    if self.initializer_range < 0:
+      raise ValueError(f"model.initializer_range must be >= 0, got {self.initializer_range!r}")
 
   @property
   def dim_per_head(self) -> int:

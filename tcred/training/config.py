@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from tcred.credit.base import CreditMethod, credit_class
 from tcred.losses.pg import LossConfig
 from tcred.models.config import ModelConfig
+from tcred.validation import require_finite
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -32,6 +33,7 @@ class SFTConfig:
   seed: int = 0
 
   def __post_init__(self):
+    require_finite(self, self.section)
     _positive(self, "steps", "batch_size", "lr")
     _non_negative(self, "warmup", "weight_decay", "seed")
 
@@ -77,12 +79,19 @@ class RLConfig:
   chunk_size: int = 1024
 
   def __post_init__(self):
+    require_finite(self, self.section)
     _positive(self, "steps", "prompts_per_step", "group_size", "lr", "temperature", "eval_every",
               "eval_prompts", "eval_samples", "final_eval_prompts", "final_eval_samples",
               "checkpoint_every", "max_nonfinite", "chunk_size")
     _non_negative(self, "warmup", "weight_decay", "max_grad_norm", "max_refill_rounds")
     if not 0 < self.top_p <= 1:
       raise ValueError(f"rl.top_p must be in (0, 1], got {self.top_p}")
+
+  @property
+  def held_out_prompts(self) -> int:
+    """How many held-out prompts the run evaluates on, all of them kept out of SFT and RL:
+    max(final_eval_prompts, eval_prompts) (the periodic evaluation uses a prefix of them)."""
+    return max(self.final_eval_prompts, self.eval_prompts)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -111,6 +120,7 @@ class TreeConfig:
   fork_at: str = "step"
 
   def __post_init__(self):
+    require_finite(self, self.section)
     _positive(self, "trees", "forks", "branch")
     _non_negative(self, "rounds")
     from tcred.sampling.tree import FORK_RULES
@@ -139,6 +149,8 @@ class ExperimentConfig:
   tree: TreeConfig = dataclasses.field(default_factory=lambda: TreeConfig())
 
   def __post_init__(self):
+    for section in _SECTIONS:  # every field of every section, whatever built it (task and credit configs too)
+      require_finite(getattr(self, section), section)
     tree = self.tree
     if tree.enabled:
       if tree.leaves != self.rl.group_size:
@@ -180,11 +192,45 @@ class ExperimentConfig:
       if field not in fields:
         raise ValueError(f"unknown --set key {key!r}; {section} fields: {sorted(fields)}")
       value = _parse(raw, type(obj), field, key)
-      sections[section] = dataclasses.replace(obj, **{field: value})
+      try:
+        sections[section] = dataclasses.replace(obj, **{field: value})
+      except ValueError as e:  # the section's own message; make sure it names the key the user typed
+        raise ValueError(str(e) if key in str(e) else f"--set {key}={raw}: {e}") from None
     return dataclasses.replace(self, **sections)
 
 
 _SECTIONS = ("task_config", "model", "sft", "rl", "credit", "loss", "tree")
+
+
+_NOT_SETTINGS = ("description", "seed")  # a run's resolved config minus these is what its results depend on
+
+
+def flat_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """A resolved config dict (`ExperimentConfig.to_dict`, or a config.json) as `{"rl.lr": 1e-4, ...}`,
+  JSON-normalised (tuples become lists) so that a config read back from disk compares equal."""
+  flat = {}
+  for key, value in json.loads(json.dumps(d)).items():
+    if isinstance(value, dict):
+      flat.update(flat_config(value, prefix=f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def config_diff(found: dict[str, Any], wanted: dict[str, Any], *, ignore: tuple[str, ...] = ()) -> list[str]:
+  """The settings that differ between two resolved configs, one `"rl.steps: 6 here, 300 wanted"` per
+  field (sorted; `ignore` lists dotted keys to leave out, the description is never compared)."""
+  a, b = flat_config(found), flat_config(wanted)
+  absent = "<absent>"
+  return [f"{k}: {json.dumps(a.get(k, absent))} here, {json.dumps(b.get(k, absent))} wanted"
+          for k in sorted(set(a) | set(b))
+          if k not in ignore and k not in _NOT_SETTINGS and a.get(k, absent) != b.get(k, absent)]
+
+
+def run_config_hash(resolved: dict[str, Any]) -> str:
+  """The hash of what a run's results depend on: its resolved config without the description and
+  the seed (equal for every seed of one experiment; `rl.steps` included)."""
+  return config_hash({k: v for k, v in flat_config(resolved).items() if k not in _NOT_SETTINGS})
 
 
 def config_hash(*parts: Any) -> str:

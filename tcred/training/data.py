@@ -12,18 +12,31 @@ SFT_NAMESPACE = 0x5F7
 RL_NAMESPACE = 0x21
 
 
+EVAL_PATIENCE = 20_000  # draws without a new prompt after which a task counts as out of prompts
+
+
 def eval_problems(task: Task, n: int) -> list[Problem]:
-  """The first `n` held-out problems (distinct prompts), the same for every run of the task config."""
+  """The first `n` held-out problems (distinct prompts), the same for every run of the task config.
+
+  The list for `n` is a prefix of the list for any larger count. Raises ValueError (fast: after
+  `EVAL_PATIENCE` draws without a new prompt, or 50·n draws) when the task cannot produce `n`
+  distinct prompts, naming how many it produced.
+  """
   rng = np.random.default_rng([EVAL_NAMESPACE])
-  out, seen = [], set()
+  out, seen, since_new = [], set(), 0
   for _ in range(50 * n):
     p = task.sample(rng)
     if p.prompt not in seen:
       seen.add(p.prompt)
       out.append(p)
+      since_new = 0
       if len(out) == n:
         return out
-  raise ValueError(f"task {task.name} could not produce {n} distinct held-out problems")
+    else:
+      since_new += 1
+      if since_new >= EVAL_PATIENCE:
+        break
+  raise ValueError(f"task {task.name} could not produce {n} distinct held-out problems (it produced {len(out)})")
 
 
 def training_problems(task: Task, n: int, *, namespace: int, seed: int, step: int,

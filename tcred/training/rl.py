@@ -8,9 +8,11 @@ the uninterrupted run's metrics exactly (timings aside).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import pathlib
+import sys
 import time
 from typing import Any, NamedTuple
 
@@ -27,15 +29,15 @@ from tcred.tasks import tokenizer as tok
 from tcred.tasks.base import Problem, Task
 from tcred.tasks.registry import make_task_from_config
 from tcred.training.checkpoint import Checkpointer
-from tcred.training.config import ExperimentConfig, config_hash
-from tcred.training.data import RL_NAMESPACE, eval_problems, training_problems
+from tcred.training.config import ExperimentConfig, config_diff, config_hash, run_config_hash
+from tcred.training.data import RL_NAMESPACE, SFT_NAMESPACE, eval_problems, training_problems
 from tcred.training.packing import pack_trees
 from tcred.training.rollout import (Groups, encode_answers, encode_solutions, sample_and_score,
                                     sample_trees_and_score)
 from tcred.training.optim import adamw
-from tcred.training.sft import base_policy
+from tcred.training.sft import base_policy, require_vocab
 from tcred.training.step import Batch, TrainState, rl_train_step
-from tcred.training.tracking import RunError, RunLock, Tracker
+from tcred.training.tracking import RunError, RunLock, Tracker, check_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +50,28 @@ def run_dir_of(out: str | pathlib.Path, name: str, seed: int) -> pathlib.Path:
   return pathlib.Path(out) / name / f"seed-{seed}"
 
 
+@contextlib.contextmanager
+def _announced(on: bool, what: str, rl):
+  """A line on stderr before and after a final evaluation (they take minutes on a CPU)."""
+  t0 = time.time()
+  if on:
+    _say(f"tcred: evaluating the {what} on {rl.final_eval_prompts} held-out prompts x {rl.final_eval_samples} "
+         "samples (+ greedy)")
+  yield
+  if on:
+    _say(f"tcred: evaluated the {what} in {time.time() - t0:.0f} s")
+
+
 def _base_eval(graphdef, params, task: Task, problems: list[Problem], cfg: ExperimentConfig,
-               cache_dir: pathlib.Path) -> dict[str, float]:
+               cache_dir: pathlib.Path, *, announce: bool = False) -> dict[str, float]:
   """Held-out evaluation of the base policy, cached beside it (same for every seed)."""
   rl = cfg.rl
   path = cache_dir / f"eval-{config_hash(len(problems), rl.final_eval_samples, rl.temperature)}.json"
   if path.exists():
     return json.loads(path.read_text())
-  result = evaluate(graphdef, params, task, problems, jax.random.key(0xE7A1), samples=rl.final_eval_samples,
-                    temperature=rl.temperature)
+  with _announced(announce, "base policy", rl):
+    result = evaluate(graphdef, params, task, problems, jax.random.key(0xE7A1), samples=rl.final_eval_samples,
+                      temperature=rl.temperature)
   path.write_text(json.dumps(result))
   return result
 
@@ -157,16 +172,74 @@ def _collect(graphdef, params, task: Task, cfg: ExperimentConfig, *, seed: int, 
   return batch, valid, chunks
 
 
+class RunPlan(NamedTuple):
+  """What `check_run` established before a run writes anything."""
+
+  task: Task
+  held_out: list[Problem]  # [rl.held_out_prompts] held-out problems, never in SFT or RL
+  exclude: frozenset[str]  # their prompts
+
+
+def check_run(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path) -> RunPlan:
+  """Everything about a run that can be checked before it writes anything.
+
+  Raises:
+    RunError: a negative seed, an unusable `--out`, a model vocabulary too small for the task, more
+      held-out prompts than the task can produce, or no training prompts outside them (each message
+      names the flag or field to change).
+  """
+  if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    raise RunError(f"--seed must be an integer >= 0, got {seed!r}")
+  check_writable_dir(out, "--out")
+  rl = cfg.rl
+  task = make_task_from_config(cfg.task, cfg.task_config)
+  try:
+    require_vocab(cfg.model, task)
+  except ValueError as e:
+    raise RunError(str(e)) from None
+  try:
+    held_out = eval_problems(task, rl.held_out_prompts)
+  except ValueError as e:
+    raise RunError(f"rl.final_eval_prompts={rl.final_eval_prompts} and rl.eval_prompts={rl.eval_prompts} ask for "
+                   f"{rl.held_out_prompts} held-out prompts: {e}") from None
+  exclude = frozenset(p.prompt for p in held_out)
+  for what, namespace, n, s in (("rl.prompts_per_step", RL_NAMESPACE, rl.prompts_per_step, seed),
+                                ("sft.batch_size", SFT_NAMESPACE, cfg.sft.batch_size, cfg.sft.seed)):
+    try:
+      training_problems(task, n, namespace=namespace, seed=s, step=0, exclude=exclude)
+    except ValueError as e:
+      raise RunError(f"{e} ({rl.held_out_prompts} held-out prompts from rl.final_eval_prompts / rl.eval_prompts, "
+                     f"{what}={n}); use fewer held-out prompts") from None
+  return RunPlan(task, held_out, exclude)
+
+
+def checkpoint_steps(ckpt_dir: pathlib.Path) -> list[int]:
+  """The steps of the checkpoints under `ckpt_dir` (the numeric directory names), without opening them."""
+  if not ckpt_dir.is_dir():
+    return []
+  return sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit() and p.is_dir())
+
+
 def run_experiment(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path = "runs", resume: bool = False,
-                   progress: bool = True) -> dict[str, Any]:
-  """Runs one experiment and returns its summary (also written to summary.json)."""
+                   progress: bool = True, log_every: int = 0) -> dict[str, Any]:
+  """Runs one experiment and returns its summary (also written to summary.json).
+
+  `progress`: a progress bar (for a terminal); `log_every` > 0: a line on stderr every that many
+  steps and around each final evaluation instead (for logs). Raises RunError, before anything is
+  written, for what `check_run` refuses and for a run directory that `--resume` cannot continue.
+  """
+  plan = check_run(cfg, seed=seed, out=out)
   run_dir = run_dir_of(out, cfg.name, seed)
   with RunLock(run_dir):
-    return _run_locked(cfg, seed=seed, run_dir=run_dir, resume=resume, progress=progress)
+    return _run_locked(cfg, plan, seed=seed, run_dir=run_dir, resume=resume, progress=progress, log_every=log_every)
 
 
-def _run_locked(cfg: ExperimentConfig, *, seed: int, run_dir: pathlib.Path, resume: bool,
-                progress: bool) -> dict[str, Any]:
+def _say(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
+
+
+def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pathlib.Path, resume: bool,
+                progress: bool, log_every: int) -> dict[str, Any]:
   rl = cfg.rl
   t_start = time.time()
   config_path = run_dir / "config.json"
@@ -175,19 +248,26 @@ def _run_locked(cfg: ExperimentConfig, *, seed: int, run_dir: pathlib.Path, resu
   if config_path.exists():
     if not resume:
       raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    old = json.loads(config_path.read_text())
-    strip = lambda d: {**d, "rl": {k: v for k, v in d["rl"].items() if k != "steps"}}
-    if strip(old) != strip(resolved):
-      raise RunError(f"--resume: the config differs from the one in {config_path} (only rl.steps may change)")
+    differ = config_diff(json.loads(config_path.read_text()), resolved, ignore=("rl.steps",))
+    if differ:
+      raise RunError(f"--resume: the config differs from the one in {config_path} (only rl.steps / --steps may "
+                     f"change): {'; '.join(differ)}")
+    done = max([*checkpoint_steps(ckpt_dir), 0])
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+      done = max(done, int(json.loads(summary_path.read_text()).get("steps", 0)))
+    if done > rl.steps:
+      raise RunError(f"--resume --steps {rl.steps}: {run_dir} has already trained {done} steps; a run is never "
+                     f"cut back (its summary would mislabel the policy): pass --steps >= {done}, or start a new "
+                     f"run with another --out")
   config_path.write_text(json.dumps(resolved, indent=1))
 
-  task = make_task_from_config(cfg.task, cfg.task_config)
-  n_eval = max(rl.final_eval_prompts, rl.eval_prompts)
-  held_out = eval_problems(task, n_eval)
-  exclude = frozenset(p.prompt for p in held_out)
+  task, held_out, exclude = plan
+  n_eval = rl.held_out_prompts
   graphdef, base_params, base_dir = base_policy(cfg.model, task, cfg.task_config, cfg.sft,
                                                 eval_prompts=n_eval, progress=progress)
-  base = _base_eval(graphdef, base_params, task, held_out[:rl.final_eval_prompts], cfg, base_dir)
+  announce = progress or log_every > 0
+  base = _base_eval(graphdef, base_params, task, held_out[:rl.final_eval_prompts], cfg, base_dir, announce=announce)
 
   tx = adamw(rl.lr, warmup=rl.warmup, weight_decay=rl.weight_decay,
              max_grad_norm=rl.max_grad_norm)
@@ -200,7 +280,9 @@ def _run_locked(cfg: ExperimentConfig, *, seed: int, run_dir: pathlib.Path, resu
   if resume and ckpt.steps():
     start, state, counters = ckpt.restore_latest(state)
     counters = dict(counters)
-    log.info("resumed %s from step %d", run_dir, start)
+    _say(f"tcred: resuming {run_dir} from its checkpoint at step {start} (of {rl.steps})")
+  elif resume:
+    _say(f"tcred: {run_dir} has no checkpoint yet; starting from step 0")
   tracker = Tracker(run_dir, resume_step=start if (resume and start) else None)
   if start == 0:
     tracker.text("config", "```\n" + json.dumps(resolved, indent=1) + "\n```", 0)
@@ -253,9 +335,16 @@ def _run_locked(cfg: ExperimentConfig, *, seed: int, run_dir: pathlib.Path, resu
         tracker.text("rollouts", _rollout_text(problems, groups), done)
       tracker.log(done, row)
       bar.set_postfix(reward=f"{row['train/reward']:.2f}")
+      if log_every and (done % log_every == 0 or done == rl.steps):
+        ev = f", eval pass@1 {row['eval/pass1']:.3f}" if "eval/pass1" in row else ""
+        _say(f"{cfg.name} seed {seed}: step {done}/{rl.steps}, reward {row['train/reward']:.3f}{ev}, "
+             f"{counters['wall_s']:.0f} s")
       if counters["nonfinite_in_row"] >= rl.max_nonfinite:
-        raise NonFiniteError(f"{counters['nonfinite_in_row']} non-finite updates in a row at step {done}; "
-                             f"aborting (last good checkpoint kept in {ckpt_dir})")
+        saved = checkpoint_steps(ckpt_dir)
+        kept = (f"the last checkpoint (finite, as every checkpoint) is step {saved[-1]} in {ckpt_dir}" if saved
+                else "no checkpoint had been written yet")
+        raise NonFiniteError(f"{counters['nonfinite_in_row']} non-finite updates in a row at step {done} "
+                             f"(rl.max_nonfinite={rl.max_nonfinite}); aborting: {kept}")
       if done % rl.checkpoint_every == 0 or done == rl.steps:
         ckpt.save(done, state, counters)
   finally:
@@ -263,15 +352,17 @@ def _run_locked(cfg: ExperimentConfig, *, seed: int, run_dir: pathlib.Path, resu
     tracker.close()
     ckpt.close()
 
-  final = evaluate(graphdef, state.params, task, held_out[:rl.final_eval_prompts], eval_key,
-                   samples=rl.final_eval_samples, temperature=rl.temperature)
+  with _announced(announce, "final policy", rl):
+    final = evaluate(graphdef, state.params, task, held_out[:rl.final_eval_prompts], eval_key,
+                     samples=rl.final_eval_samples, temperature=rl.temperature)
   k = rl.final_eval_samples
   summary = {
       "name": cfg.name, "seed": seed, "task": cfg.task, "credit": cfg.credit.name,
       "base_pass1": base["pass1"], "final_pass1": final["pass1"],
       "base_pass1_greedy": base["pass1_greedy"], "final_pass1_greedy": final["pass1_greedy"],
       f"base_pass{k}": base[f"pass{k}"], f"final_pass{k}": final[f"pass{k}"],
-      "eval_samples": final["samples"], "steps": rl.steps, "samples": counters["samples"],
+      "eval_samples": final["samples"], "steps": rl.steps, "config_hash": run_config_hash(resolved),
+      "samples": counters["samples"],
       "tokens_generated": counters["tokens_generated"], "wall_s": counters["wall_s"],
       "extras_wall_s": counters.get("extras_wall_s", 0.0), "extras_tokens": counters.get("extras_tokens", 0),
       # This invocation end to end: base policy (SFT unless cached), RL, evaluations.

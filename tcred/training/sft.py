@@ -1,8 +1,15 @@
-"""The base policy of a task: SFT on noisy demonstrations, cached by config hash."""
+"""The base policy of a task: SFT on noisy demonstrations, cached by config hash.
+
+A base policy never saw a held-out prompt of the run that uses it: SFT leaves out the first
+`held_out` prompts of `eval_problems` (a prefix of the same sequence for every count), and the
+cache key holds that count, so a run evaluating on more prompts gets its own base policy. The
+excluded prompts' hash is recorded beside the weights and checked on every reuse.
+"""
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import pathlib
@@ -15,6 +22,7 @@ from tqdm.auto import tqdm
 
 from tcred.models.config import ModelConfig
 from tcred.models.decoder import Decoder
+from tcred.tasks import tokenizer as tok
 from tcred.tasks.base import Task
 from tcred.training.checkpoint import Checkpointer
 from tcred.training.config import SFTConfig, config_hash
@@ -22,21 +30,54 @@ from tcred.training.optim import adamw
 from tcred.training.data import SFT_NAMESPACE, encode_demonstrations, eval_problems, training_problems
 from tcred.training.step import TrainState, sft_train_step
 
+HELD_OUT_FILE = "held_out.json"  # written before SFT starts: which prompts it excluded
+
+
+class BasePolicyError(RuntimeError):
+  """A base policy cannot be built or reused (non-finite SFT result, cache built for other prompts)."""
+
 
 def cache_root() -> pathlib.Path:
   """`$TCRED_CACHE`, else `~/.cache/tcred`."""
   return pathlib.Path(os.environ.get("TCRED_CACHE", pathlib.Path.home() / ".cache" / "tcred"))
 
 
-def base_policy_dir(model_config: ModelConfig, task_name: str, task_config, sft: SFTConfig) -> pathlib.Path:
-  """Cache directory of a base policy: `$TCRED_CACHE/base/<task>-<hash of model, task, sft configs>`."""
-  return cache_root() / "base" / f"{task_name}-{config_hash(model_config, task_name, task_config, sft)}"
+def base_policy_dir(model_config: ModelConfig, task_name: str, task_config, sft: SFTConfig, *,
+                    held_out: int) -> pathlib.Path:
+  """Cache directory of a base policy: `$TCRED_CACHE/base/<task>-<hash of model, task, sft configs>-heldout<N>`,
+  N the number of held-out prompts SFT excluded (`RLConfig.held_out_prompts` of the run)."""
+  return cache_root() / "base" / f"{task_name}-{config_hash(model_config, task_name, task_config, sft)}-heldout{held_out}"
+
+
+def held_out_record(prompts: list[str]) -> dict:
+  """What a base policy records about the prompts SFT excluded (in `eval_problems` order): their
+  count and a hash of them."""
+  return {"held_out_prompts": len(prompts),
+          "held_out_sha256": hashlib.sha256(json.dumps(prompts).encode()).hexdigest()}
+
+
+def require_vocab(model_config: ModelConfig, task: Task) -> None:
+  """Raises ValueError unless the model's vocabulary holds every token id of the task's tokenizer
+  (smaller, the embedding lookup of a task character reads past the table: non-finite states)."""
+  if model_config.vocab_size < tok.NUM_REAL_TOKENS:
+    raise ValueError(f"model.vocab_size={model_config.vocab_size} is smaller than task {task.name}'s need: its "
+                     f"character tokenizer uses token ids 0..{tok.NUM_REAL_TOKENS - 1}; set model.vocab_size >= "
+                     f"{tok.NUM_REAL_TOKENS}")
 
 
 def base_policy(model_config: ModelConfig, task: Task, task_config, sft: SFTConfig, *,
                 eval_prompts: int, progress: bool = True) -> tuple[nnx.GraphDef, nnx.State, pathlib.Path]:
-  """Returns the SFT base policy `(graphdef, params, cache_dir)`, training it if not cached."""
-  directory = base_policy_dir(model_config, task.name, task_config, sft)
+  """Returns the SFT base policy `(graphdef, params, cache_dir)`, training it if not cached.
+
+  `eval_prompts`: the held-out prompts of the run (SFT never sees them).
+
+  Raises:
+    ValueError: the model's vocabulary is too small for the task.
+    BasePolicyError: SFT produced non-finite parameters (nothing is cached), or the cached policy's
+      record of excluded prompts differs from this run's.
+  """
+  require_vocab(model_config, task)
+  directory = base_policy_dir(model_config, task.name, task_config, sft, held_out=eval_prompts)
   directory.mkdir(parents=True, exist_ok=True)
   model = Decoder(model_config, rngs=nnx.Rngs(sft.seed))
   graphdef, params = nnx.split(model)
@@ -49,12 +90,20 @@ def base_policy(model_config: ModelConfig, task: Task, task_config, sft: SFTConf
 
 def _load_or_train(graphdef, params, directory: pathlib.Path, task: Task, task_config, sft: SFTConfig, *,
                    eval_prompts: int, progress: bool) -> nnx.State:
+  held_out = [p.prompt for p in eval_problems(task, eval_prompts)]
+  record = held_out_record(held_out)
+  record_path = directory / HELD_OUT_FILE
   ckpt = Checkpointer(directory / "params", max_to_keep=1)
   try:
     if ckpt.steps():
+      found = json.loads(record_path.read_text()) if record_path.exists() else None
+      if found != record:
+        raise BasePolicyError(f"the cached base policy {directory} does not record the held-out prompts this run "
+                              f"excludes ({record_path}: {found}, wanted {record}); remove the directory to rebuild it")
       _, params, _ = ckpt.restore_latest(params)
       return params
-    exclude = frozenset(p.prompt for p in eval_problems(task, eval_prompts))
+    record_path.write_text(json.dumps(record, indent=1))
+    exclude = frozenset(held_out)
     tx = adamw(sft.lr, warmup=sft.warmup, weight_decay=sft.weight_decay, max_grad_norm=1.0)
     state = TrainState(params, tx.init(params), jnp.int32(0))
     t0 = time.time()
@@ -70,9 +119,11 @@ def _load_or_train(graphdef, params, directory: pathlib.Path, task: Task, task_c
       if step % 50 == 0 or step == sft.steps - 1:
         losses.append((step, float(metrics["sft/loss"])))
         bar.set_postfix(loss=f"{losses[-1][1]:.3f}")
-    ckpt.save(sft.steps, state.params, {"sft_losses": losses, "wall_s": time.time() - t0})
+    if not ckpt.save(sft.steps, state.params, {"sft_losses": losses, "wall_s": time.time() - t0}):
+      raise BasePolicyError(f"SFT of the {task.name} base policy ended with non-finite parameters (last losses "
+                            f"{losses[-3:]}); nothing was cached and RL does not start; try a smaller sft.lr")
     (directory / "info.json").write_text(json.dumps({
-        "task": task.name, "task_config": repr(task_config), "sft_wall_s": time.time() - t0,
+        "task": task.name, "task_config": repr(task_config), **record, "sft_wall_s": time.time() - t0,
         "sft_losses": losses}, indent=1))
     return state.params
   finally:

@@ -121,6 +121,12 @@ def _masked_mean(x, mask):
   return jnp.sum(jnp.where(mask, x, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
 
 
+def _all_finite(tree) -> jax.Array:
+  """Scalar bool: every inexact leaf of `tree` is finite."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
 def _apply_if_finite(ok, new, old):
   return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
@@ -140,8 +146,8 @@ def rl_train_step(state: TrainState, batch: Batch, ref_params: nnx.State | None,
     graphdef, tx, credit, loss_config, temperature, chunk_size: static.
 
   Returns:
-    `(state, metrics)`. A non-finite loss or gradient leaves the parameters and
-    optimizer state unchanged and reports `skipped = 1`.
+    `(state, metrics)`. A non-finite loss, gradient, updated parameter or optimizer state
+    leaves the parameters and optimizer state unchanged and reports `skipped = 1`.
   """
   mask = batch.mask
 
@@ -180,7 +186,9 @@ def rl_train_step(state: TrainState, batch: Batch, ref_params: nnx.State | None,
   grad_norm = optax.tree.norm(grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  # A finite gradient can still give a non-finite state (a huge learning rate, an overflowing
+  # optimizer moment): the updated parameters and optimizer state are checked too.
+  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(params) & _all_finite(opt_state)
   new_state = TrainState(params=_apply_if_finite(ok, params, state.params),
                          opt_state=_apply_if_finite(ok, opt_state, state.opt_state),
                          step=state.step + ok.astype(state.step.dtype))

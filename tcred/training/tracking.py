@@ -12,7 +12,32 @@ import numpy as np
 
 
 class RunError(RuntimeError):
-  """A run directory cannot be used (locked, exists without --resume, config mismatch)."""
+  """A run cannot start: a bad setting found before anything is written (the CLI exits 2), or a run
+  directory that cannot be used (locked, exists without --resume, config mismatch)."""
+
+
+def check_writable_dir(path: str | pathlib.Path, flag: str) -> None:
+  """Raises RunError naming `flag` unless `path` is, or can be created as, a writable directory.
+
+  Creates nothing: it finds the nearest existing ancestor, which must be a directory, and creates
+  and removes one probe file in it (root passes permission bits, a read-only filesystem does not).
+  """
+  import tempfile
+
+  path = pathlib.Path(path)
+  if path.exists() and not path.is_dir():
+    raise RunError(f"{flag} {str(path)!r} is not a directory")
+  ancestor = path.absolute()
+  while not ancestor.exists():
+    ancestor = ancestor.parent
+  if not ancestor.is_dir():
+    raise RunError(f"{flag} {str(path)!r}: {ancestor} is not a directory")
+  try:
+    fd, probe = tempfile.mkstemp(prefix=".tcred-write-probe-", dir=ancestor)
+    os.close(fd)
+    os.unlink(probe)
+  except OSError as e:
+    raise RunError(f"{flag} {str(path)!r}: cannot write in {ancestor} ({e.strerror or e})") from None
 
 
 class RunLock:

@@ -13,16 +13,20 @@ from tcred.experiments import Suite, get_experiment, get_suite, suite_names
 T2 = student_t_quantile(0.975, 2)  # 4.303
 
 
-def write_run(out, name, seed, *, task, final, base=0.2, greedy=0.3, pass8=0.6, wall_s=600.0, curve=()):
-  """A finished run: summary.json plus metrics.jsonl with eval/pass1 at the `curve` points.
+def write_run(out, name, seed, *, task, final, base=0.2, greedy=0.3, pass8=0.6, wall_s=600.0, curve=(),
+              config=None):
+  """A finished run: config.json (the registered config of `name`, or `config`), summary.json, and
+  metrics.jsonl with eval/pass1 at the `curve` points.
 
   `curve` is a list of `(samples, tokens, pass1)` at steps 1, 2, ...
   """
   run = out / name / f"seed-{seed}"
   run.mkdir(parents=True)
+  config = config or get_experiment(name).to_dict()
+  (run / "config.json").write_text(json.dumps({**config, "seed": seed}))
   summary = {"name": name, "seed": seed, "task": task, "credit": "outcome", "base_pass1": base,
              "final_pass1": final, "base_pass1_greedy": 0.25, "final_pass1_greedy": greedy, "base_pass8": 0.5,
-             "final_pass8": pass8, "eval_samples": 2048, "steps": len(curve), "samples": 0,
+             "final_pass8": pass8, "eval_samples": 2048, "steps": config["rl"]["steps"], "samples": 0,
              "tokens_generated": curve[-1][1] if curve else 0, "wall_s": wall_s}
   (run / "summary.json").write_text(json.dumps(summary))
   rows = []
@@ -202,11 +206,12 @@ def test_cli_table_reuses_finished_runs(tmp_path, capsys):
 
 _FAKE_RUN = """
 import json, pathlib, sys
-name, seed, out, task = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+name, seed, out, task, config = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], json.loads(sys.argv[5])
 run = pathlib.Path(out) / name / f"seed-{seed}"
+(run / "config.json").write_text(json.dumps({**config, "seed": seed}))
 summary = {"name": name, "seed": seed, "task": task, "base_pass1": 0.2, "final_pass1": 0.4, "base_pass1_greedy": 0.2,
-           "final_pass1_greedy": 0.5, "final_pass8": 0.7, "eval_samples": 64, "steps": 1, "samples": 8,
-           "tokens_generated": 80, "wall_s": 1.0}
+           "final_pass1_greedy": 0.5, "final_pass8": 0.7, "eval_samples": 64, "steps": config["rl"]["steps"],
+           "samples": 8, "tokens_generated": 80, "wall_s": 1.0}
 (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "eval/pass1": 0.4, "counts/samples": 8,
                                                "counts/tokens_generated": 80}) + "\\n")
 (run / "summary.json").write_text(json.dumps(summary))
@@ -219,7 +224,8 @@ def test_cli_table_runs_missing_runs_in_parallel(tmp_path, monkeypatch, capsys):
 
   out, results = tmp_path / "runs", tmp_path / "results"
   monkeypatch.setattr(cli, "_run_command", lambda suite, name, seed, out_: [
-      sys.executable, "-c", _FAKE_RUN, name, str(seed), out_, get_experiment(name).task])
+      sys.executable, "-c", _FAKE_RUN, name, str(seed), out_, get_experiment(name).task,
+      json.dumps(suite.config(name).to_dict())])
   monkeypatch.setattr(cli, "_base_key", lambda cfg: (cfg.task, False))  # no base policy cached yet
   write_run(out, "countdown-grpo", 1, final=0.4, task="countdown", curve=[(8, 80, 0.4)])  # reused
   argv = ["table", "suite-foundation", "--seeds", "2", "--out", str(out), "--jobs", "3", "--results", str(results)]
