@@ -13,29 +13,41 @@ RL_NAMESPACE = 0x21
 
 
 EVAL_PATIENCE = 20_000  # draws without a new prompt after which a task counts as out of prompts
+_CHAO_EVERY = 10_000  # draws between estimates of how many distinct prompts the task has
 
 
 def eval_problems(task: Task, n: int) -> list[Problem]:
   """The first `n` held-out problems (distinct prompts), the same for every run of the task config.
 
-  The list for `n` is a prefix of the list for any larger count. Raises ValueError (fast: after
-  `EVAL_PATIENCE` draws without a new prompt, or 50·n draws) when the task cannot produce `n`
-  distinct prompts, naming how many it produced.
+  The list for `n` is a prefix of the list for any larger count. Raises ValueError when the task
+  cannot produce `n` distinct prompts, naming how many it produced. The refusal is fast: every
+  `_CHAO_EVERY` draws, the Chao1 estimate of the number of distinct prompts (seen + f1²/(2·f2),
+  f_k the prompts seen k times; Chao 1984) is compared with `n`, and a count more than twice the
+  estimate is refused; otherwise after `EVAL_PATIENCE` draws without a new prompt, or 50·n draws.
+  A count the task can produce draws exactly the same problems whatever these checks.
   """
   rng = np.random.default_rng([EVAL_NAMESPACE])
-  out, seen, since_new = [], set(), 0
-  for _ in range(50 * n):
+  out, seen, since_new = [], {}, 0
+  for draw in range(1, 50 * n + 1):
     p = task.sample(rng)
     if p.prompt not in seen:
-      seen.add(p.prompt)
+      seen[p.prompt] = 1
       out.append(p)
       since_new = 0
       if len(out) == n:
         return out
     else:
+      seen[p.prompt] += 1
       since_new += 1
       if since_new >= EVAL_PATIENCE:
         break
+    if draw % _CHAO_EVERY == 0:
+      counts = np.bincount(np.fromiter(seen.values(), np.int64, len(seen)))
+      f1, f2 = (int(counts[k]) if len(counts) > k else 0 for k in (1, 2))
+      estimate = len(seen) + f1 * (f1 - 1) / (2 * (f2 + 1))  # bias-corrected Chao1
+      if n > 2 * estimate:
+        raise ValueError(f"task {task.name} cannot produce {n} distinct held-out problems (about "
+                         f"{estimate:.0f} exist by the Chao1 estimate after {draw} draws, {len(out)} seen)")
   raise ValueError(f"task {task.name} could not produce {n} distinct held-out problems (it produced {len(out)})")
 
 

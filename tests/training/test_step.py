@@ -84,6 +84,22 @@ def test_non_finite_loss_skips_update(tiny_model):
     np.testing.assert_array_equal(a, b)
 
 
+def test_non_finite_updated_state_skips_update(tiny_model):
+  """A finite loss and gradient whose update is non-finite (here an overflowed first moment of
+  AdamW; before configs refused it, `rl.lr=inf` did the same) leaves the parameters unchanged and
+  is counted as skipped. Same optimizer as the test above: the compiled step is reused."""
+  tx = adamw(1e-2, warmup=0, weight_decay=0.0, max_grad_norm=1.0)
+  graphdef, state = _state(tiny_model, tx)
+  before = jax.tree.map(np.asarray, state.params)
+  inf_moments = jax.tree.map(lambda x: jnp.full_like(x, jnp.inf) if x.ndim >= 1 and x.dtype == jnp.float32 else x,
+                             state.opt_state)
+  state, m = _step(state._replace(opt_state=inf_moments), _batch(0), graphdef, tx)
+  assert np.isfinite(float(m["loss/total"])) and np.isfinite(float(m["optim/grad_norm"]))
+  assert float(m["optim/skipped"]) == 1.0 and int(state.step) == 0
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_filler_groups_do_not_train(tiny_model):
   tx = adamw(1e-2, warmup=0, weight_decay=0.0, max_grad_norm=0.0)
   graphdef, s1 = _state(tiny_model, tx)
