@@ -1,0 +1,239 @@
+"""Bad input exits 2 with a `tcred: error:` message naming the flag or field, before anything is written
+(DESIGN §2, issue 17). Everything here runs in-process and stops before any model work."""
+
+import dataclasses
+import json
+import types
+import typing
+
+import pytest
+
+from tcred import cli, experiments
+from tcred.credit.base import credit_class
+from tcred.training import rl
+from tcred.training.config import _SECTIONS
+
+_BAD = {bool: ("maybe", "nan"), int: ("abc", "1.5", "nan", "-1"), float: ("abc", "nan", "inf", "-inf", "-1"),
+        str: ("no-such-value", "-1")}
+
+
+@pytest.fixture
+def no_runs(monkeypatch):
+  """A run that passes every check would start (take its lock, write config.json): fail the test instead."""
+  def refuse(*a, **k):
+    raise AssertionError(f"validation passed and a run started: {a} {k}")
+  monkeypatch.setattr(rl, "_run_locked", refuse)
+
+
+def _field_types(obj) -> dict[str, type]:
+  """{field: the non-None type of its annotation} of a config dataclass."""
+  hints = typing.get_type_hints(type(obj))
+  out = {}
+  for f in dataclasses.fields(obj):
+    hint = hints[f.name]
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+        else (hint,)
+    out[f.name] = next(t for t in options if t is not type(None))
+  return out
+
+
+def _fields(cfg):
+  """[(section.field, type)] of every config field of an experiment, found generically."""
+  return [(f"{s}.{name}", typ) for s in _SECTIONS for name, typ in _field_types(getattr(cfg, s)).items()]
+
+
+def _expect_refused(argv, needle, out, capsys):
+  assert cli.main(argv) == 2, argv
+  err = capsys.readouterr().err
+  assert "tcred: error:" in err and needle in err, (argv, err)
+  assert not out.exists(), f"{argv} wrote {out}"
+
+
+# One experiment per (task, credit method): every field × every bad value of its type.
+_ONE_PER_METHOD = sorted({(experiments.get_experiment(n).task, experiments.get_experiment(n).credit.name): n
+                          for n in experiments.experiment_names()}.values())
+
+
+@pytest.mark.parametrize("name", _ONE_PER_METHOD)
+def test_every_config_field_rejects_bad_values(name, tmp_path, capsys, no_runs):
+  out = tmp_path / "out"
+  cfg = experiments.get_experiment(name)
+  fields = _fields(cfg)
+  assert len(fields) > 40 and any(k.startswith("credit.") for k, _ in fields) or cfg.credit.name == "treerl"
+  for key, typ in fields:
+    for value in _BAD[typ]:
+      _expect_refused(["run", name, "--set", f"{key}={value}", "--out", str(out)], key, out, capsys)
+
+
+def test_every_experiment_rejects_non_finite_values(tmp_path, capsys, no_runs):
+  """The cheaper pass over every registered experiment: NaN in every field."""
+  out = tmp_path / "out"
+  for name in experiments.experiment_names():
+    for key, _ in _fields(experiments.get_experiment(name)):
+      _expect_refused(["run", name, "--set", f"{key}=nan", "--out", str(out)], key, out, capsys)
+
+
+def test_non_finite_learning_rates_are_refused(tmp_path, capsys, no_runs):
+  for value in ("nan", "inf"):
+    _expect_refused(["run", "countdown-grpo", "--set", f"rl.lr={value}", "--out", str(tmp_path / "o")], "rl.lr",
+                    tmp_path / "o", capsys)
+
+
+# Every flag of every command, with values it must refuse. The test fails for a flag missing here.
+_BAD_FLAGS = {
+    ("run", "name"): [["no-such-experiment"]],
+    ("run", "steps"): [["--steps", "0"], ["--steps", "-3"], ["--steps", "abc"]],
+    ("run", "overrides"): [["--set", "rl.lr"], ["--set", "rl.nope=1"], ["--set", "nope.x=1"]],
+    ("run", "seed"): [["--seed", "-1"], ["--seed", "abc"]],
+    ("run", "out"): [["--out", "{file}"], ["--out", "{file}/sub"], ["--out", "/sys/tcred-test-runs"]],
+    ("show", "name"): [["no-such-experiment"]],
+    ("show", "steps"): [["--steps", "0"], ["--steps", "abc"]],
+    ("show", "overrides"): [["--set", "rl.lr=nan"], ["--set", "x"]],
+    ("table", "suite"): [["no-such-suite"]],
+    ("table", "seeds"): [["--seeds", "0"], ["--seeds", "abc"]],
+    ("table", "out"): [["--out", "{file}"]],
+    ("table", "jobs"): [["--jobs", "0"], ["--jobs", "abc"]],
+    ("table", "results"): [["--results", "{file}"], ["--results", "/sys/tcred-test-results"]],
+    ("identify", "task"): [["no-such-task"]],
+    ("identify", "policy"): [["--policy", "{file}"], ["--policy", "{hf}"]],
+    ("identify", "prompts"): [["--prompts", "1"], ["--prompts", "100000"], ["--prompts", "abc"]],
+    ("identify", "rollouts"): [["--rollouts", "0"], ["--rollouts", "abc"]],
+    ("identify", "continuations"): [["--continuations", "0"]],
+    ("identify", "delta"): [["--delta", "nan"], ["--delta", "2"], ["--delta", "abc"]],
+    ("identify", "rollouts_from"): [["--rollouts-from", "forest"]],
+    ("identify", "tree_fork_at"): [["--tree-fork-at", "middle"]],
+    ("identify", "seed"): [["--seed", "-1"]],
+    ("identify", "bootstrap"): [["--bootstrap", "-1"]],
+    ("identify", "out"): [["--out", "{file}"]],
+}
+_FIRST = {"run": "countdown-grpo", "show": "countdown-grpo", "table": "suite-demo", "identify": "countdown"}
+_NO_VALUE = ("help", "resume", "no_progress")  # flags without a value to get wrong
+
+
+def _commands():
+  sub = next(a for a in cli._parser()._actions if a.dest == "command")
+  return sub.choices
+
+
+def test_every_cli_flag_rejects_bad_values(tmp_path, capsys, no_runs):
+  file = tmp_path / "a-file"
+  file.write_text("x")
+  hf = tmp_path / "hf-model"  # a Hugging Face model directory, not a run
+  hf.mkdir()
+  (hf / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 128}))
+  (hf / "checkpoints").mkdir()
+  out = tmp_path / "out"
+  covered = set()
+  for command, parser in _commands().items():
+    for action in parser._actions:
+      if action.dest in _NO_VALUE or command == "list":
+        continue
+      covered.add((command, action.dest))
+      assert (command, action.dest) in _BAD_FLAGS, f"no bad value listed for {command} {action.dest}"
+      flag = action.option_strings[-1] if action.option_strings else action.dest
+      for bad in _BAD_FLAGS[command, action.dest]:
+        bad = [b.format(file=file, hf=hf) for b in bad]
+        first = bad if not action.option_strings else [_FIRST[command], *bad]
+        defaults = {"run": ["--out", str(out)], "table": ["--out", str(out), "--results", str(out)],
+                    "identify": ["--out", str(out)], "show": []}[command]
+        argv = [command, *first, *(defaults if "--out" not in bad and "--results" not in bad else [])]
+        try:
+          rc = cli.main(argv)
+        except SystemExit as e:  # argparse: wrong type
+          rc = e.code
+        err = capsys.readouterr().err
+        assert rc == 2, (argv, err)
+        # The message names the flag, or the value it refuses (a --set key, a name, a path).
+        assert "error:" in err and any(n in err for n in (flag, bad[-1], bad[-1].split("=")[0])), (argv, err)
+        assert not out.exists(), f"{argv} wrote {out}"
+  assert covered == set(_BAD_FLAGS)
+
+
+def test_run_checks_come_before_anything_is_written(tmp_path, capsys, no_runs):
+  """Settings only a run can check (seed, vocabulary, held-out count, --out) are refused before the
+  run directory, config.json or a base policy exist."""
+  out = tmp_path / "out"
+  run = lambda *a: ["run", "countdown-grpo", "--out", str(out), *a]
+  _expect_refused(run("--seed", "-1"), "--seed", out, capsys)
+  _expect_refused(run("--set", "model.vocab_size=50"), "model.vocab_size", out, capsys)
+  _expect_refused(run("--set", "rl.final_eval_prompts=1000000"), "rl.final_eval_prompts", out, capsys)
+  _expect_refused(["run", "countdown-grpo", "--out", "/sys/tcred-test"], "--out", out, capsys)
+  (tmp_path / "f").write_text("keep me")
+  _expect_refused(["run", "countdown-grpo", "--out", str(tmp_path / "f")], "is not a directory", out, capsys)
+  assert (tmp_path / "f").read_text() == "keep me"
+
+
+TINY_SETS = ["rl.prompts_per_step=4", "rl.group_size=2", "rl.final_eval_prompts=8", "rl.eval_prompts=4"]
+
+
+def _fake_run_dir(out, steps, **rl_changes):
+  """A run directory as `tcred run` leaves it after `steps` steps (config.json, checkpoints/<steps>/)."""
+  cfg = experiments.get_experiment("countdown-grpo").with_overrides(
+      [f"rl.{k}={v}" for k, v in {"steps": steps, **rl_changes}.items()] + [f"{s}" for s in TINY_SETS])
+  run = out / "countdown-grpo" / "seed-0"
+  (run / "checkpoints" / str(steps)).mkdir(parents=True)
+  (run / "config.json").write_text(json.dumps({**cfg.to_dict(), "seed": 0}))
+  return run
+
+
+def test_resume_below_the_steps_done_is_refused(tmp_path, capsys):
+  run = _fake_run_dir(tmp_path, 6)
+  before = (run / "config.json").read_text()
+  argv = ["run", "countdown-grpo", "--out", str(tmp_path), "--resume", "--steps", "4", "--no-progress"]
+  assert cli.main([*argv, *[a for s in TINY_SETS for a in ("--set", s)]]) == 2
+  err = capsys.readouterr().err
+  assert "already trained 6 steps" in err and "--steps >= 6" in err
+  assert (run / "config.json").read_text() == before and not (run / "summary.json").exists()
+
+
+def test_resume_config_mismatch_names_the_fields(tmp_path, capsys):
+  run = _fake_run_dir(tmp_path, 2, lr=0.001)
+  before = (run / "config.json").read_text()
+  argv = ["run", "countdown-grpo", "--out", str(tmp_path), "--resume", "--steps", "4", "--no-progress"]
+  assert cli.main([*argv, *[a for s in TINY_SETS for a in ("--set", s)]]) == 2
+  err = capsys.readouterr().err
+  assert err.rstrip().endswith("may change): rl.lr: 0.001 here, 0.0001 wanted")  # rl.steps differs too: allowed
+  assert (run / "config.json").read_text() == before
+
+
+def test_identify_refuses_a_hugging_face_directory(tmp_path, capsys):
+  hf = tmp_path / "hf"
+  hf.mkdir()
+  (hf / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama"}))
+  assert cli.main(["identify", "countdown", "--policy", str(hf), "--out", str(tmp_path / "o")]) == 2
+  assert "is not a tcred run directory" in capsys.readouterr().err
+  assert cli.main(["identify", "countdown", "--rollouts-from", "forest", "--out", str(tmp_path / "o")]) == 2
+  assert "--rollouts-from 'forest'" in capsys.readouterr().err  # the flag, not the field rollouts_from
+
+
+def test_ctrl_c_ends_with_one_line_saying_how_to_resume(tmp_path, capsys, monkeypatch):
+  def interrupted(*a, **k):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(rl, "run_experiment", interrupted)
+  argv = ["run", "countdown-grpo", "--seed", "3", "--out", str(tmp_path), "--set", "rl.lr=3e-4"]
+  assert cli.main(argv) == 130
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [f"tcred: interrupted; the run keeps its last checkpoint: resume with `tcred {' '.join(argv)} --resume`"]
+
+
+def test_run_help_documents_every_argument_and_points_to_list(capsys):
+  for command in ("run", "show", "table", "identify"):
+    parser = _commands()[command]
+    assert all(a.help for a in parser._actions), [a.dest for a in parser._actions if not a.help]
+  with pytest.raises(SystemExit) as e:
+    cli.main(["run", "--help"])
+  assert e.value.code == 0
+  text = capsys.readouterr().out
+  assert "tcred list" in text and "tcred show" in text
+
+
+def test_show_prints_the_resolved_config_without_running(tmp_path, capsys, monkeypatch, no_runs):
+  from tcred.training.config import run_config_hash
+
+  monkeypatch.chdir(tmp_path)
+  assert cli.main(["show", "countdown-dapo", "--steps", "7", "--set", "rl.lr=3e-4"]) == 0
+  captured = capsys.readouterr()
+  config = json.loads(captured.out)
+  assert config["rl"]["steps"] == 7 and config["rl"]["lr"] == 3e-4 and config["rl"]["dynamic_sampling"] is True
+  assert run_config_hash(config) in captured.err
+  assert list(tmp_path.iterdir()) == []
