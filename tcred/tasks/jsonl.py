@@ -18,7 +18,7 @@ compared as stripped text. A malformed response (no cue, unbalanced braces,
 unparseable text) has reward 0; the verifier never raises.
 
 Steps are the lines of the reasoning plus the answer. This task has no oracle
-prefix value (`prefix_value` raises; use a Monte-Carlo judge), and
+prefix value (`prefix_value` raises; estimate values by Monte-Carlo continuations), and
 demonstrations exist only for items with a ``solution``: the solution, the cue
 and the answer, noiseless.
 
@@ -88,8 +88,12 @@ def _file_error(path: str, line: int, what: str) -> ValueError:
 def _load_items_cached(path: str, mtime_ns: int, size: int) -> tuple[JsonlItem, ...]:
   del mtime_ns, size  # Cache keys only: an edited file is read again.
   items = []
-  with open(path, encoding="utf-8") as f:
-    for number, text in enumerate(f, start=1):
+  with open(path, "rb") as f:  # bytes, so that a line that is not UTF-8 is named with its number
+    for number, raw in enumerate(f, start=1):
+      try:
+        text = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise _file_error(path, number, f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
       if not text.strip():
         continue
       try:
@@ -327,7 +331,8 @@ class Jsonl(base.Task):
   def prefix_value(self, problem: base.Problem, prefix: str) -> float:
     raise NotImplementedError(
         "task 'jsonl' has no oracle prefix value (whether a prefix can still reach a correct answer "
-        "is unknown for free-form questions); use a Monte-Carlo judge ('mc') instead")
+        "is unknown for free-form questions); estimate it by Monte-Carlo continuations instead (tcred has no "
+        "judge for this task yet)")
 
   def demonstration(self, problem: base.Problem, rng: np.random.Generator) -> str:
     """The item's solution, cue and answer (noiseless).

@@ -258,3 +258,39 @@ def test_suite_overrides_apply_to_every_experiment_and_keep_runs_apart(tmp_path)
   # The command that runs a suite's missing run passes its overrides on.
   argv = cli._run_command(quick, "countdown-grpo", 0, "runs")
   assert argv[argv.index("--set") + 1] == "rl.steps=40"
+
+
+def test_cli_table_refuses_a_run_of_another_config(tmp_path, capsys, monkeypatch):
+  """`tcred run countdown-grpo --steps 6` and then the README's `tcred table suite-demo`: the 6-step
+  run is not the suite's 300-step run; the table refuses, naming the run and the field, before
+  running or writing anything (issue 17)."""
+  out, results = tmp_path / "runs", tmp_path / "results"
+  suite = get_suite("suite-demo")
+  for name in suite.experiments:
+    config = get_experiment(name).with_overrides(["rl.steps=6"] if name == "countdown-grpo" else []).to_dict()
+    write_run(out, name, 0, final=0.3, task="countdown", curve=[(64, 640, 0.3)], config=config)
+  monkeypatch.setattr(cli, "_run_one", lambda *a: pytest.fail("a run started"))
+  assert cli.main(["table", "suite-demo", "--out", str(out), "--results", str(results)]) == 2
+  err = capsys.readouterr().err
+  assert f"{out / 'countdown-grpo' / 'seed-0'} is not a run of countdown-grpo seed 0" in err
+  assert "rl.steps: 6 here, 300 wanted" in err and "1 run directory holds another config" in err
+  assert not results.exists()
+  # The API refuses it too.
+  with pytest.raises(tables.RunDataError, match="rl.steps: 6 here, 300 wanted"):
+    tables.suite_table(suite, out)
+
+
+def test_table_rows_record_steps_and_config_hash(runs):
+  from tcred.training.config import run_config_hash
+
+  md = tables.suite_table(SUITE, runs)
+  assert "| steps | config |" in md
+  for name in SUITE.experiments:
+    config = get_experiment(name).to_dict()
+    method = name.removeprefix("countdown-")
+    assert _row(md, method)[-2:] == ["300", run_config_hash(config)]
+  # A summary whose steps disagree with its config.json is not used.
+  summary = runs / "countdown-dapo" / "seed-1" / "summary.json"
+  summary.write_text(json.dumps({**json.loads(summary.read_text()), "steps": 6}))
+  with pytest.raises(tables.RunDataError, match="says 6 steps"):
+    tables.suite_table(SUITE, runs)

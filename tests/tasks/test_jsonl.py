@@ -230,6 +230,19 @@ def test_bad_files_name_the_file_line_and_keys(tmp_path, lines, match):
   assert '"question"' in str(info.value) and '"answer"' in str(info.value)
 
 
+def test_a_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
+  path = tmp_path / "latin1.jsonl"
+  path.write_bytes(b'{"question": "q", "answer": "1"}\n{"question": "caf\xe9", "answer": "1"}\n')
+  with pytest.raises(ValueError, match=r"latin1.jsonl, line 2: not UTF-8 text \(byte 0xe9 at column 18\)"):
+    JsonlConfig(path=str(path))
+
+
+def test_no_oracle_message_names_no_missing_judge():
+  with pytest.raises(NotImplementedError) as info:
+    TASK.prefix_value(PROBLEMS[0], "")
+  assert "'mc'" not in str(info.value)
+
+
 def test_non_ascii_text_needs_an_hf_tokenizer(tmp_path):
   path = _write(tmp_path / "u.jsonl", [json.dumps({"question": "q", "answer": "1"}),
                                        json.dumps({"question": "caf\u00e9?", "answer": "1"})])

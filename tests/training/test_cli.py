@@ -43,13 +43,16 @@ def test_run_writes_the_design_layout(tmp_path, capsys):
   assert "--resume" in capsys.readouterr().err
 
 
-def test_resumed_run_repeats_the_uninterrupted_metrics(tmp_path):
+def test_resumed_run_repeats_the_uninterrupted_metrics(tmp_path, capsys):
   args = ["--out", str(tmp_path / "a"), "--no-progress", *TINY]
   assert cli.main(["run", "graph-path-grpo", "--steps", "4", *args]) == 0
   # Interrupted after step 2 (its checkpoint), then resumed to step 4.
   args_b = ["--out", str(tmp_path / "b"), "--no-progress", *TINY]
   assert cli.main(["run", "graph-path-grpo", "--steps", "2", *args_b]) == 0
+  capsys.readouterr()
   assert cli.main(["run", "graph-path-grpo", "--steps", "4", "--resume", *args_b]) == 0
+  run_b = tmp_path / "b" / "graph-path-grpo" / "seed-0"
+  assert f"tcred: resuming {run_b} from its checkpoint at step 2 (of 4)" in capsys.readouterr().err
   a = _rows(tmp_path / "a" / "graph-path-grpo" / "seed-0" / "metrics.jsonl")
   b = _rows(tmp_path / "b" / "graph-path-grpo" / "seed-0" / "metrics.jsonl")
   assert a == b
@@ -109,8 +112,13 @@ def test_list_names_every_experiment(capsys):
                                   pytest.param("graph-path-variance-filter", marks=pytest.mark.slow),
                                   pytest.param("graph-path-mi-weight", marks=pytest.mark.slow),
                                   pytest.param("countdown-dro-r3", marks=pytest.mark.slow)])
-def test_methods_with_filters_and_extra_signals_run_by_name(tmp_path, name):
-  assert cli.main(["run", name, "--steps", "2", "--out", str(tmp_path), "--no-progress", *TINY]) == 0
+def test_methods_with_filters_and_extra_signals_run_by_name(tmp_path, name, capsys):
+  # Without --no-progress and with stderr not a terminal: progress lines (one per step here), and
+  # the final evaluations say what they do.
+  assert cli.main(["run", name, "--steps", "2", "--out", str(tmp_path), *TINY]) == 0
+  err = capsys.readouterr().err
+  assert f"{name} seed 0: step 1/2, reward " in err and f"{name} seed 0: step 2/2, reward " in err
+  assert "tcred: evaluating the final policy on 8 held-out prompts x 2 samples" in err
   rows = _rows(tmp_path / name / "seed-0" / "metrics.jsonl")
   assert len(rows) == 2 and all(r["optim/skipped"] == 0.0 for r in rows)
   summary = json.loads((tmp_path / name / "seed-0" / "summary.json").read_text())
