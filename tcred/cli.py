@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
   run.add_argument("--resume", action="store_true", help="continue the run in OUT/NAME/seed-S from its last good "
                    "checkpoint; the config must be the same (only --steps may grow)")
   run.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal, no progress lines "
-                   "otherwise (by default a run that does not write to a terminal prints one line per ~5%% of its steps)")
+                   "otherwise (by default a run that does not write to a terminal prints one line per ~5%% of "
+                   "its steps)")
   show = sub.add_parser("show", help="print an experiment's resolved config (JSON) and config hash; runs nothing",
                         epilog=_RUN_EPILOG)
   _add_config_args(show)
@@ -159,11 +160,14 @@ def _base_key(cfg) -> tuple[str, bool]:
 def _run_one(suite, name: str, seed: int, out: str) -> str | None:
   """Runs one missing run in this process (resuming a partial one); returns an error or None."""
   from tcred.training.rl import run_experiment
+  from tcred.training.tracking import RunError
 
   cfg = suite.config(name)
   try:
     run_experiment(cfg, seed=seed, out=out, resume=True, progress=sys.stderr.isatty(),
                    log_every=0 if sys.stderr.isatty() else _log_every(cfg))
+  except RunError as e:  # refused before it started: the message says why, no traceback
+    return str(e)
   except Exception as e:  # noqa: BLE001  (one failed run must not lose the others)
     logging.getLogger("tcred.table").exception("run %s seed %d failed", name, seed)
     return f"{type(e).__name__}: {e}"
@@ -363,7 +367,8 @@ def _interrupted(args, argv: list[str]) -> str:
   """The one line printed on Ctrl-C: how to continue what was interrupted."""
   if args.command == "run":
     again = ["tcred", *argv] + ([] if args.resume else ["--resume"])
-    return f"tcred: interrupted; the run keeps its last checkpoint: resume with `{' '.join(shlex.quote(a) for a in again)}`"
+    command = " ".join(shlex.quote(a) for a in again)
+    return f"tcred: interrupted; the run keeps its last checkpoint: resume with `{command}`"
   if args.command == "table":
     return ("tcred: interrupted; finished runs are kept and partial ones resume from their last checkpoint: rerun "
             f"`tcred {' '.join(shlex.quote(a) for a in argv)}` to continue")

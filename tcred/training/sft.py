@@ -46,7 +46,8 @@ def base_policy_dir(model_config: ModelConfig, task_name: str, task_config, sft:
                     held_out: int) -> pathlib.Path:
   """Cache directory of a base policy: `$TCRED_CACHE/base/<task>-<hash of model, task, sft configs>-heldout<N>`,
   N the number of held-out prompts SFT excluded (`RLConfig.held_out_prompts` of the run)."""
-  return cache_root() / "base" / f"{task_name}-{config_hash(model_config, task_name, task_config, sft)}-heldout{held_out}"
+  key = config_hash(model_config, task_name, task_config, sft)
+  return cache_root() / "base" / f"{task_name}-{key}-heldout{held_out}"
 
 
 def held_out_record(prompts: list[str]) -> dict:

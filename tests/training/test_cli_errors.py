@@ -213,7 +213,8 @@ def test_ctrl_c_ends_with_one_line_saying_how_to_resume(tmp_path, capsys, monkey
   argv = ["run", "countdown-grpo", "--seed", "3", "--out", str(tmp_path), "--set", "rl.lr=3e-4"]
   assert cli.main(argv) == 130
   err = capsys.readouterr().err.strip().splitlines()
-  assert err == [f"tcred: interrupted; the run keeps its last checkpoint: resume with `tcred {' '.join(argv)} --resume`"]
+  resume = f"tcred {' '.join(argv)} --resume"
+  assert err == [f"tcred: interrupted; the run keeps its last checkpoint: resume with `{resume}`"]
 
 
 def test_run_help_documents_every_argument_and_points_to_list(capsys):
