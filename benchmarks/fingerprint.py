@@ -1,7 +1,7 @@
 """Metric fingerprints of every registered experiment: proof that a refactor changed nothing.
 
-Runs each registered experiment for a few RL steps on a tiny model (the `TINY` overrides below:
-a 1-layer width-32 decoder, a 5-step SFT base policy, 4 prompts × 2 rollouts) and records the
+Runs each registered experiment for a few RL steps on a small budget (the `TINY` overrides below:
+the task's model after 300 SFT steps, 8 prompts × 4 rollouts, trees with their own leaf count) and records the
 SHA-256 of its `metrics.jsonl` and `summary.json` with the timing keys removed. Two commits give
 bit-identical metrics exactly when their fingerprint files are equal line by line.
 
@@ -27,9 +27,10 @@ import tempfile
 import time
 
 TIMING = ("wall_s", "time/")
-TINY = ("sft.steps=300", "rl.prompts_per_step=8", "rl.group_size=4", "rl.final_eval_prompts=8",
+TINY = ("sft.steps=300", "rl.prompts_per_step=8", "rl.final_eval_prompts=8",
         "rl.final_eval_samples=2", "rl.eval_prompts=4", "rl.eval_samples=2", "rl.eval_every=2",
         "rl.checkpoint_every=2")
+CHAINS = ("rl.group_size=4",)  # tree experiments keep their group size (= leaves per prompt)
 
 
 def _untimed(row: dict) -> dict:
@@ -59,12 +60,14 @@ def main(argv: list[str] | None = None) -> int:
   os.environ["TCRED_CACHE"] = str(work / "cache")
   commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           cwd=pathlib.Path(__file__).parent).stdout.strip()
-  result = {"commit": commit, "steps": args.steps, "overrides": list(TINY), "machine": platform.platform(),
+  result = {"commit": commit, "steps": args.steps, "overrides": list(TINY), "chain_overrides": list(CHAINS),
+            "machine": platform.platform(),
             "experiments": {}}
   for name in names:
     t0 = time.time()
     argv_run = ["run", name, "--steps", str(args.steps), "--out", str(work / "runs"), "--no-progress"]
-    for o in TINY:
+    tree = experiments.get_experiment(name).tree.enabled
+    for o in TINY + (() if tree else CHAINS):
       argv_run += ["--set", o]
     code = cli.main(argv_run)
     if code != 0:
