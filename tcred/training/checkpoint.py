@@ -91,6 +91,28 @@ def disk_full(e: BaseException) -> bool:
   return False
 
 
+def _drop_closed_loop_callbacks() -> None:
+  """Stops Python printing the "Event loop is closed" errors of TensorStore's late callbacks.
+
+  After a failed Orbax read or write, reads still in flight complete on TensorStore's
+  threads and try to wake the asyncio loop that Orbax has closed; Python reports each
+  as an unraisable exception (a 6-line traceback), possibly seconds later. Only that
+  error is dropped; every other unraisable exception goes to the previous hook.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "_tcred_drops_closed_loop", False):
+    return
+
+  def hook(unraisable):
+    e = unraisable.exc_value
+    if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+      return
+    previous(unraisable)
+
+  hook._tcred_drops_closed_loop = True
+  sys.unraisablehook = hook
+
+
 class _Capture:
   """What `_captured_output` yields: `text` once the block has ended."""
 
@@ -183,6 +205,7 @@ class Checkpointer:
               state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
           self._manager.wait_until_finished()
         except Exception:
+          _drop_closed_loop_callbacks()
           captured.settle()
           raise
     except Exception as e:  # noqa: BLE001 - classified below; anything else is re-raised as is
@@ -219,6 +242,7 @@ class Checkpointer:
         meta = dict(out["meta"])
       except Exception as e:  # noqa: BLE001 - any failure to read makes this checkpoint unusable
         error = e
+        _drop_closed_loop_callbacks()
         captured.settle()
       else:
         error = None
