@@ -128,13 +128,15 @@ class StopRequest:
 @contextlib.contextmanager
 def stop_signals() -> Iterator[StopRequest]:
   """SIGTERM and SIGHUP raise `Stopped` in the main thread within this block (or are recorded
-  between `StopRequest.defer()` and `undefer()`); the previous handlers come back after it. Outside the
-  main thread (where Python cannot set handlers) it changes nothing."""
+  between `StopRequest.defer()` and `undefer()`); the previous handlers come back after it. A signal
+  that is ignored (`nohup`) stays ignored; outside the main thread (where Python cannot set handlers)
+  it changes nothing."""
   request = StopRequest()
   if threading.current_thread() is not threading.main_thread():
     yield request
     return
-  previous = {s: signal.signal(s, request._handle) for s in STOP_SIGNALS}
+  # A signal already ignored stays ignored: `nohup tcred run ...` must survive the terminal's SIGHUP.
+  previous = {s: signal.signal(s, request._handle) for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN}
   try:
     yield request
   finally:

@@ -113,3 +113,16 @@ def test_stop_signals_raise_like_ctrl_c_or_wait_for_the_step():
       time.sleep(1)
     stop.undefer()
   assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_an_ignored_hangup_stays_ignored():  # nohup tcred run ...
+  from tcred.runtime import stop_signals
+
+  before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+  try:
+    with stop_signals():
+      assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+      os.kill(os.getpid(), signal.SIGHUP)
+      time.sleep(0.05)
+  finally:
+    signal.signal(signal.SIGHUP, before)

@@ -25,7 +25,7 @@ import pytest
 
 from tcred.credit import credit_class, credit_names, make_credit
 from tcred.credit.base import CreditInputs
-from tcred.credit.tree import TREE_EXTRAS, tree_extras
+from tcred.credit.tree import tree_extras
 from tcred.sampling.tree import tree_arrays
 from tcred.training.rollout import Trees
 
