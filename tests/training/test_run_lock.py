@@ -9,32 +9,20 @@ import sys
 
 import pytest
 
+from tcred.testing.lock_race import contend
 from tcred.training.tracking import RunError, RunLock
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def _contend(run_dir, start, done, wins):
-  """Waits for the others, tries the lock once, holds it until every contender has tried."""
-  start.wait()
-  try:
-    lock = RunLock(pathlib.Path(run_dir)).__enter__()
-  except RunError:
-    done.wait()
-    return
-  with wins.get_lock():
-    wins.value += 1
-  done.wait()
-  lock.__exit__(None, None, None)
-
-
 def test_processes_racing_for_the_lock_have_exactly_one_winner(tmp_path):
-  # fork: contenders start in milliseconds; they only make system calls (no JAX after the fork).
-  ctx = multiprocessing.get_context("fork")
+  # Contenders fork from a fresh forkserver (no JAX threads) that has the contender preloaded.
+  ctx = multiprocessing.get_context("forkserver")
+  ctx.set_forkserver_preload(["tcred.testing.lock_race"])
   n, trials = 6, 40
   for trial in range(trials):
     start, done, wins = ctx.Barrier(n), ctx.Barrier(n), ctx.Value("i", 0)
-    procs = [ctx.Process(target=_contend, args=(str(tmp_path / f"run-{trial}"), start, done, wins))
+    procs = [ctx.Process(target=contend, args=(str(tmp_path / f"run-{trial}"), start, done, wins))
              for _ in range(n)]
     for p in procs:
       p.start()
