@@ -22,7 +22,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tcred import cli
-from tcred.experiments.registry import Suite, _SUITES, register_suite
+from tcred.experiments.registry import _SUITES, Suite
 
 TINY = ["--set", "model.hidden_size=32", "--set", "model.intermediate_size=64", "--set", "model.num_hidden_layers=1",
         "--set", "sft.steps=5", "--set", "sft.batch_size=8", "--set", "rl.prompts_per_step=4",
@@ -256,8 +256,6 @@ SUITE = "suite-fault-injection"
 SUITE_OVERRIDES = tuple(TINY[1::2]) + ("rl.steps=12",)
 _SUITE_DEF = dict(name=SUITE, description="two tiny runs (tests only)", experiments=(NAME,), seeds=2,
                   overrides=SUITE_OVERRIDES)
-if SUITE not in _SUITES:
-  register_suite(Suite(**_SUITE_DEF))
 
 _TABLE = textwrap.dedent("""
     import sys
@@ -285,7 +283,8 @@ def _processes_under(path: pathlib.Path) -> list[int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and the parent-death signal are Linux's")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGKILL, marks=pytest.mark.slow)])
-def test_stopped_table_leaves_no_process_and_a_rerun_finishes(tmp_path, reference, sig):
+def test_stopped_table_leaves_no_process_and_a_rerun_finishes(tmp_path, reference, sig, monkeypatch):
+  monkeypatch.setitem(_SUITES, SUITE, Suite(**_SUITE_DEF))  # for the rerun in this process, this test only
   out, results = tmp_path / "runs", tmp_path / "results"
   argv = ["table", SUITE, "--jobs", "2", "--out", str(out), "--results", str(results)]
   table = subprocess.Popen([sys.executable, "-c", _TABLE.format(suite=_SUITE_DEF), *argv],
