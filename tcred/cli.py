@@ -128,8 +128,15 @@ def _run_parallel(suite, pending: list[tuple[str, int]], out: str, jobs: int) ->
 
   Runs whose base policy is not cached wait until one run of the same base (its "builder") has
   finished, so the SFT of a base policy happens once.
+
+  No run outlives this command: SIGTERM or SIGHUP (like Ctrl-C) stops it by raising
+  `tcred.runtime.Stopped`, and on the way out every child still running gets SIGTERM,
+  which stops it after its current step with a checkpoint (`--resume` continues it);
+  one still running after `STOP_GRACE_S` is killed (its last checkpoint is kept). A
+  child also gets SIGTERM from Linux if this process dies, even by SIGKILL
+  (`tcred.runtime.die_with_parent`, armed through `$TCRED_PARENT_PID`).
   """
-  from tcred import experiments
+  from tcred.runtime import PARENT_PID, stop_signals
   from tcred.training.rl import run_dir_of
 
   keys, ready = {}, set()
@@ -140,47 +147,66 @@ def _run_parallel(suite, pending: list[tuple[str, int]], out: str, jobs: int) ->
         ready.add(keys[name])
   queue, running, builders, failed = list(pending), {}, {}, {}
   total, done = len(pending), 0
+  env = {**os.environ, PARENT_PID: str(os.getpid())}
   try:
-    while queue or running:
-      for item in list(queue):
-        if len(running) >= jobs:
-          break
-        key = keys[item[0]]
-        if key not in ready and key in builders:
-          continue  # its base policy is being built by another run
-        if key not in ready:
-          builders[key] = item
-        queue.remove(item)
-        run_dir = run_dir_of(out, *item)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        log_file = (run_dir / "table.log").open("w")
-        proc = subprocess.Popen(_run_command(suite, *item, out), stdout=log_file, stderr=subprocess.STDOUT)
-        running[item] = (proc, log_file, time.time())
-        print(f"[start] {item[0]} seed {item[1]} (log {run_dir / 'table.log'})", file=sys.stderr)
-      time.sleep(0.2)
-      for item, (proc, log_file, t0) in list(running.items()):
-        if proc.poll() is None:
-          continue
-        log_file.close()
-        del running[item]
-        done += 1
-        key = keys[item[0]]
-        if builders.get(key) == item:
-          del builders[key]  # built (now ready) or failed (the next run of this base builds it)
-        minutes = (time.time() - t0) / 60
-        if proc.returncode == 0:
-          ready.add(key)
-          print(f"[{done}/{total} done] {item[0]} seed {item[1]} ({minutes:.1f} min)", file=sys.stderr)
-        else:
-          tail = (run_dir_of(out, *item) / "table.log").read_text().strip().splitlines()[-5:]
-          failed[item] = f"exit status {proc.returncode}: " + " | ".join(tail)
-          print(f"[{done}/{total} FAILED] {item[0]} seed {item[1]}: {failed[item]}", file=sys.stderr)
+    with stop_signals():
+      while queue or running:
+        for item in list(queue):
+          if len(running) >= jobs:
+            break
+          key = keys[item[0]]
+          if key not in ready and key in builders:
+            continue  # its base policy is being built by another run
+          if key not in ready:
+            builders[key] = item
+          queue.remove(item)
+          run_dir = run_dir_of(out, *item)
+          run_dir.mkdir(parents=True, exist_ok=True)
+          log_file = (run_dir / "table.log").open("w")
+          proc = subprocess.Popen(_run_command(suite, *item, out), stdout=log_file, stderr=subprocess.STDOUT,
+                                  env=env)
+          running[item] = (proc, log_file, time.time())
+          print(f"[start] {item[0]} seed {item[1]} (log {run_dir / 'table.log'})", file=sys.stderr)
+        time.sleep(0.2)
+        for item, (proc, log_file, t0) in list(running.items()):
+          if proc.poll() is None:
+            continue
+          log_file.close()
+          del running[item]
+          done += 1
+          key = keys[item[0]]
+          if builders.get(key) == item:
+            del builders[key]  # built (now ready) or failed (the next run of this base builds it)
+          minutes = (time.time() - t0) / 60
+          if proc.returncode == 0:
+            ready.add(key)
+            print(f"[{done}/{total} done] {item[0]} seed {item[1]} ({minutes:.1f} min)", file=sys.stderr)
+          else:
+            tail = (run_dir_of(out, *item) / "table.log").read_text().strip().splitlines()[-5:]
+            failed[item] = f"exit status {proc.returncode}: " + " | ".join(tail)
+            print(f"[{done}/{total} FAILED] {item[0]} seed {item[1]}: {failed[item]}", file=sys.stderr)
   finally:
-    for proc, log_file, _ in running.values():  # interrupted: stop only the runs this command started
-      proc.terminate()
-      proc.wait()
-      log_file.close()
+    _stop_children(running)
   return failed
+
+
+STOP_GRACE_S = 120  # seconds a stopped `tcred run` child gets to finish its step and write its checkpoint
+
+
+def _stop_children(running: dict) -> None:
+  """SIGTERM to every child still running, then waits for each (SIGKILL after `STOP_GRACE_S`)."""
+  for proc, _, _ in running.values():
+    proc.terminate()
+  for (name, seed), (proc, log_file, _) in running.items():
+    try:
+      proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+      print(f"tcred: {name} seed {seed} did not stop within {STOP_GRACE_S} s of SIGTERM; killing it",
+            file=sys.stderr)
+      proc.kill()
+      proc.wait()
+    log_file.close()
+    print(f"[stopped] {name} seed {seed}; rerun the same command to resume it", file=sys.stderr)
 
 
 def _table(args, argv: list[str]) -> int:
@@ -252,7 +278,8 @@ def _enable_compilation_cache() -> None:
 
 def main(argv: list[str] | None = None) -> int:
   if argv is None:  # the real command line (not a call from Python): set up the process first
-    from tcred.runtime import reexec_with_huge_pages
+    from tcred.runtime import die_with_parent, reexec_with_huge_pages
+    die_with_parent()  # a `tcred table` child: stop with the parent (re-armed after the re-execution)
     reexec_with_huge_pages()
   argv = sys.argv[1:] if argv is None else list(argv)
   args = _parser().parse_args(argv)

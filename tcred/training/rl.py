@@ -26,7 +26,8 @@ from tcred.evaluation.passk import evaluate
 from tcred.tasks import tokenizer as tok
 from tcred.tasks.base import Problem, Task
 from tcred.tasks.registry import make_task_from_config
-from tcred.training.checkpoint import Checkpointer
+from tcred.runtime import StopRequest, Stopped, stop_signals
+from tcred.training.checkpoint import CheckpointError, Checkpointer, disk_full
 from tcred.training.config import ExperimentConfig, config_hash
 from tcred.training.data import RL_NAMESPACE, eval_problems, training_problems
 from tcred.training.packing import pack_trees
@@ -159,14 +160,25 @@ def _collect(graphdef, params, task: Task, cfg: ExperimentConfig, *, seed: int, 
 
 def run_experiment(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path = "runs", resume: bool = False,
                    progress: bool = True) -> dict[str, Any]:
-  """Runs one experiment and returns its summary (also written to summary.json)."""
+  """Runs one experiment and returns its summary (also written to summary.json).
+
+  SIGTERM or SIGHUP stops it after the current RL step, with a checkpoint of that
+  step, by raising `tcred.runtime.Stopped` (a KeyboardInterrupt); the lock is
+  released and `--resume` continues. A full disk raises RunError saying so.
+  """
   run_dir = run_dir_of(out, cfg.name, seed)
-  with RunLock(run_dir):
-    return _run_locked(cfg, seed=seed, run_dir=run_dir, resume=resume, progress=progress)
+  with RunLock(run_dir), stop_signals() as stop:
+    try:
+      return _run_locked(cfg, seed=seed, run_dir=run_dir, resume=resume, progress=progress, stop=stop)
+    except Exception as e:
+      if disk_full(e):
+        raise RunError(f"no space left on the device while writing {run_dir}; free some space and rerun "
+                       "with --resume to continue from its last checkpoint") from e
+      raise
 
 
 def _run_locked(cfg: ExperimentConfig, *, seed: int, run_dir: pathlib.Path, resume: bool,
-                progress: bool) -> dict[str, Any]:
+                progress: bool, stop: StopRequest) -> dict[str, Any]:
   rl = cfg.rl
   t_start = time.time()
   config_path = run_dir / "config.json"
@@ -198,7 +210,10 @@ def _run_locked(cfg: ExperimentConfig, *, seed: int, run_dir: pathlib.Path, resu
   start = 0
   ckpt = Checkpointer(ckpt_dir, max_to_keep=2)
   if resume and ckpt.steps():
-    start, state, counters = ckpt.restore_latest(state)
+    try:
+      start, state, counters = ckpt.restore_latest(state, quarantine=True)
+    except CheckpointError as e:
+      raise CheckpointError(f"{e}; --resume again starts this run over from step 0") from None
     counters = dict(counters)
     log.info("resumed %s from step %d", run_dir, start)
   tracker = Tracker(run_dir, resume_step=start if (resume and start) else None)
@@ -208,6 +223,7 @@ def _run_locked(cfg: ExperimentConfig, *, seed: int, run_dir: pathlib.Path, resu
   eval_key = jax.random.key(0xE7A1)
   t_last = time.time()
   bar = tqdm(range(start, rl.steps), initial=start, total=rl.steps, desc=cfg.name, disable=not progress)
+  stop.defer()  # SIGTERM / SIGHUP in the loop: finish the step, checkpoint it, then stop
   try:
     for step in bar:
       t0 = time.time()
@@ -256,9 +272,12 @@ def _run_locked(cfg: ExperimentConfig, *, seed: int, run_dir: pathlib.Path, resu
       if counters["nonfinite_in_row"] >= rl.max_nonfinite:
         raise NonFiniteError(f"{counters['nonfinite_in_row']} non-finite updates in a row at step {done}; "
                              f"aborting (last good checkpoint kept in {ckpt_dir})")
-      if done % rl.checkpoint_every == 0 or done == rl.steps:
+      if done % rl.checkpoint_every == 0 or done == rl.steps or stop.signum is not None:
         ckpt.save(done, state, counters)
+      if stop.signum is not None:
+        raise Stopped(stop.signum)
   finally:
+    stop.undefer()
     bar.close()
     tracker.close()
     ckpt.close()
