@@ -61,26 +61,44 @@ class Checkpointer:
     steps = self.steps()
     if not steps:
       raise CheckpointError(f"no checkpoint under {self.directory}")
-    leaves, treedef = jax.tree.flatten(template)
-    abstract = {f"{i:05d}": jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
-                for i, x in enumerate(leaves)}
     errors = []
     for step in reversed(steps):
       try:
-        out = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        restored = [out["state"][f"{i:05d}"] for i in range(len(leaves))]
-        if not _all_finite(restored):
-          raise CheckpointError("non-finite values")
-        for i, (a, b) in enumerate(zip(restored, leaves)):
-          if np.shape(a) != np.shape(b):
-            raise CheckpointError(f"leaf {i} has shape {np.shape(a)}, expected {np.shape(b)}")
-        return step, jax.tree.unflatten(treedef, [jax.numpy.asarray(x) for x in restored]), dict(out["meta"])
+        return step, *self._restore(step, template)
       except Exception as e:  # noqa: BLE001 - any failure means "try the previous one"
         log.warning("checkpoint %s/%d is unusable (%s: %s); trying the previous one",
                     self.directory, step, type(e).__name__, e)
         errors.append(f"step {step}: {type(e).__name__}: {e}")
     raise CheckpointError(f"no usable checkpoint under {self.directory}: " + "; ".join(errors))
+
+  def restore(self, step: int, template: Any) -> tuple[Any, dict[str, Any]]:
+    """Restores the checkpoint of `step` (no fallback) into the structure of `template`.
+
+    Raises:
+      CheckpointError: if there is no checkpoint of `step` (the message lists the
+        available steps) or it cannot be restored.
+    """
+    steps = self.steps()
+    if step not in steps:
+      raise CheckpointError(f"no checkpoint of step {step} under {self.directory}; available steps: {steps}")
+    try:
+      return self._restore(step, template)
+    except Exception as e:  # noqa: BLE001
+      raise CheckpointError(f"checkpoint {self.directory}/{step} is unusable: {type(e).__name__}: {e}") from e
+
+  def _restore(self, step: int, template: Any) -> tuple[Any, dict[str, Any]]:
+    leaves, treedef = jax.tree.flatten(template)
+    abstract = {f"{i:05d}": jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
+                for i, x in enumerate(leaves)}
+    out = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    restored = [out["state"][f"{i:05d}"] for i in range(len(leaves))]
+    if not _all_finite(restored):
+      raise CheckpointError("non-finite values")
+    for i, (a, b) in enumerate(zip(restored, leaves)):
+      if np.shape(a) != np.shape(b):
+        raise CheckpointError(f"leaf {i} has shape {np.shape(a)}, expected {np.shape(b)}")
+    return jax.tree.unflatten(treedef, [jax.numpy.asarray(x) for x in restored]), dict(out["meta"])
 
   def close(self):
     self._manager.close()
