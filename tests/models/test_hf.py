@@ -203,3 +203,12 @@ def test_load_pretrained_refuses_what_it_cannot_read(tmp_path):
   hf_config(model_preset("tiny")).save_pretrained(tmp_path)
   with pytest.raises(FileNotFoundError, match="no \\*.safetensors"):
     load_pretrained(tmp_path)
+
+
+def test_model_config_refuses_bad_rope_settings():
+  with pytest.raises(ValueError, match=r"rope_type must be one of \('default', 'linear', 'llama3'\), got 'yarn'"):
+    model_preset("tiny", rope_type="yarn")
+  with pytest.raises(ValueError, match="0 < low < high"):
+    model_preset("tiny", rope_type="llama3", rope_low_freq_factor=4.0, rope_high_freq_factor=4.0)
+  with pytest.raises(ValueError, match="rope_factor"):
+    model_preset("tiny", rope_factor=0.0)
