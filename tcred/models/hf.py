@@ -63,6 +63,20 @@ _ROPE_KEYS = {
                "original_max_position_embeddings": "rope_original_max_position_embeddings"},
 }
 assert tuple(_ROPE_KEYS) == ROPE_TYPES
+# Every field of the three HF config classes, and every config attribute their modeling code reads, is
+# either read (copied, or checked and refused when it asks for what the decoder lacks) ...
+READ_FIELDS = _PLAIN_FIELDS + (
+    "model_type", "num_key_value_heads", "head_dim", "hidden_act", "mlp_bias", "attention_bias", "attention_dropout",
+    "rope_parameters", "rope_theta", "rope_scaling", "layer_types", "use_sliding_window", "sliding_window",
+    "max_window_layers")
+# ... or leaves the logits unchanged (`tests/models/test_hf.py` checks this split against the installed
+# transformers). `pad_token_id` is HF's embedding `padding_idx`: it zero-initialises that row and freezes
+# its gradient in HF training, the forward pass is the same; `pretraining_tp` (transformers 4) slices the
+# same matmuls; `chunk_size_feed_forward` is not used by these families.
+NON_COMPUTATION_FIELDS = (
+    "_name_or_path", "architectures", "bos_token_id", "eos_token_id", "pad_token_id", "dtype", "torch_dtype",
+    "use_cache", "output_attentions", "output_hidden_states", "return_dict", "id2label", "label2id",
+    "problem_type", "is_encoder_decoder", "transformers_version", "chunk_size_feed_forward", "pretraining_tp")
 SUPPORTED = (f"supported: model_type {', '.join(MODEL_TYPES)}; rope_type {', '.join(ROPE_TYPES)}; hidden_act silu; "
              "full attention (no sliding window); q/k/v biases as in Qwen2 only; no MLP or o_proj biases")
 

@@ -50,20 +50,21 @@ def run_policy(run_dir: str | pathlib.Path, *, step: int | None = None
   ckpt_dir = run_dir / "checkpoints"
   if not ckpt_dir.is_dir():
     raise ExportError(f"{str(run_dir)!r} has no checkpoints/ directory: the run has not saved a checkpoint yet")
-  graphdef, params = nnx.split(Decoder(cfg.model, rngs=nnx.Rngs(cfg.sft.seed)))
-  rl = cfg.rl
-  tx = adamw(rl.lr, warmup=rl.warmup, weight_decay=rl.weight_decay, max_grad_norm=rl.max_grad_norm)
-  template = TrainState(params, tx.init(params), jnp.int32(0))
   ckpt = Checkpointer(ckpt_dir, max_to_keep=2)
   try:
     steps = ckpt.steps()
     if not steps:
       raise ExportError(f"{str(run_dir)!r} has no checkpoint yet (checkpoints/ is empty)")
-    if step is None:
-      step, state, _ = ckpt.restore_latest(template)
-    elif step not in steps:
+    if step is not None and step not in steps:
       raise ExportError(f"--step {step}: no checkpoint of that step in {str(run_dir)!r}; available steps: "
                         f"{', '.join(map(str, steps))}")
+    # The RL train state of `tcred.training.rl` (parameters, AdamW state, step) as the restore template.
+    graphdef, params = nnx.split(Decoder(cfg.model, rngs=nnx.Rngs(cfg.sft.seed)))
+    rl = cfg.rl
+    tx = adamw(rl.lr, warmup=rl.warmup, weight_decay=rl.weight_decay, max_grad_norm=rl.max_grad_norm)
+    template = TrainState(params, tx.init(params), jnp.int32(0))
+    if step is None:
+      step, state, _ = ckpt.restore_latest(template)
     else:
       state, _ = ckpt.restore(step, template)
   except CheckpointError as e:
