@@ -5,6 +5,7 @@
   tcred table SUITE [--seeds K] [--out DIR] [--jobs J] [--results DIR]
   tcred identify TASK [--policy base|RUN_DIR] [--prompts N] [--rollouts G] [--continuations K] [--delta D]
                  [--rollouts-from chains|tree|both] [--tree-fork-at entropy|neg-logp|step] [--seed S] [--out DIR]
+  tcred export RUN_DIR --out DIR [--step N]
 
 Unknown names and bad values exit with status 2 and a message listing what is allowed.
 """
@@ -64,7 +65,24 @@ def _parser() -> argparse.ArgumentParser:
   ident.add_argument("--out", default="benchmarks/results",
                      help="where identify-TASK.md and .png go (default: benchmarks/results/)")
   ident.add_argument("--no-progress", action="store_true", help="no progress bar")
+  export = sub.add_parser("export", help="write a run's policy as a Hugging Face directory (config, safetensors, "
+                          "tokenizer)")
+  export.add_argument("run_dir", help="a run directory, e.g. runs/countdown-grpo/seed-0")
+  export.add_argument("--out", required=True, help="the directory to write (must not exist or be empty)")
+  export.add_argument("--step", type=int, default=None, help="checkpoint step to export (default: the last)")
   return p
+
+
+def _export(args) -> int:
+  from tcred.training.export import ExportError, export_run
+
+  try:
+    out, step = export_run(args.run_dir, args.out, step=args.step)
+  except ExportError as e:
+    return _usage_error(str(e))
+  print(f"wrote {out} (step {step} of {args.run_dir}): load it with "
+        f"transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})", file=sys.stderr)
+  return 0
 
 
 def _identify(args, argv: list[str]) -> int:
@@ -320,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     return _table(args, argv)
   if args.command == "identify":
     return _identify(args, argv)
+  if args.command == "export":
+    return _export(args)
   return _usage_error(f"unknown command {args.command!r}")
 
 

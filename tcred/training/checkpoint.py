@@ -293,11 +293,7 @@ class Checkpointer:
     steps = self.steps()
     if not steps:
       raise CheckpointError(f"no checkpoint under {self.directory}")
-    path_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-    leaves = [x for _, x in path_leaves]
-    paths = [jax.tree_util.keystr(p) for p, _ in path_leaves]
-    abstract = {f"{i:05d}": jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
-                for i, x in enumerate(leaves)}
+    treedef, leaves, paths, abstract = self._abstract(template)
     errors = []
     for step in reversed(steps):
       try:
@@ -311,6 +307,32 @@ class Checkpointer:
         continue
       return step, jax.tree.unflatten(treedef, [jax.numpy.asarray(x) for x in restored]), meta
     raise CheckpointError(f"no usable checkpoint under {self.directory}: " + "; ".join(errors))
+
+  def _abstract(self, template: Any):
+    """`(treedef, leaves, leaf paths, abstract arrays)` of a restore template."""
+    path_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    leaves = [x for _, x in path_leaves]
+    paths = [jax.tree_util.keystr(p) for p, _ in path_leaves]
+    abstract = {f"{i:05d}": jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
+                for i, x in enumerate(leaves)}
+    return treedef, leaves, paths, abstract
+
+  def restore(self, step: int, template: Any) -> tuple[Any, dict[str, Any]]:
+    """Restores the checkpoint of `step` (no fallback) into the structure of `template`.
+
+    Raises:
+      CheckpointError: if there is no checkpoint of `step` (the message lists the
+        available steps) or it cannot be restored (the message says why).
+    """
+    steps = self.steps()
+    if step not in steps:
+      raise CheckpointError(f"no checkpoint of step {step} under {self.directory}; available steps: {steps}")
+    treedef, leaves, paths, abstract = self._abstract(template)
+    try:
+      restored, meta = self._restore_step(step, abstract, leaves, paths)
+    except _Unusable as e:
+      raise CheckpointError(f"checkpoint {self.directory}/{step} is unusable ({e})") from None
+    return jax.tree.unflatten(treedef, [jax.numpy.asarray(x) for x in restored]), meta
 
   def close(self):
     self._manager.close()

@@ -28,7 +28,7 @@ from tcred.tasks.base import Problem, Task
 from tcred.tasks.registry import make_task_from_config
 from tcred.runtime import StopRequest, Stopped, stop_signals
 from tcred.training.checkpoint import CheckpointError, Checkpointer, disk_full
-from tcred.training.config import ExperimentConfig, config_hash
+from tcred.training.config import ExperimentConfig, config_from_dict, config_hash
 from tcred.training.data import RL_NAMESPACE, eval_problems, training_problems
 from tcred.training.packing import pack_trees
 from tcred.training.rollout import (Groups, encode_answers, encode_solutions, sample_and_score,
@@ -188,6 +188,10 @@ def _run_locked(cfg: ExperimentConfig, *, seed: int, run_dir: pathlib.Path, resu
     if not resume:
       raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     old = json.loads(config_path.read_text())
+    try:  # a config written before a field existed (e.g. model.qk_norm) holds that field at its default
+      old = {**old, **config_from_dict(old).to_dict()}
+    except (ValueError, KeyError, TypeError):
+      pass  # compared as it is
     strip = lambda d: {**d, "rl": {k: v for k, v in d["rl"].items() if k != "steps"}}
     if strip(old) != strip(resolved):
       raise RunError(f"--resume: the config differs from the one in {config_path} (only rl.steps may change)")
