@@ -113,10 +113,10 @@ def run_side(side: str, config, sz: Sizes, repeats: int) -> dict:
   import torch
   import transformers
 
-  from tcred.models.hf import hf_config_dict, to_hf_state_dict
+  from tcred.models.hf import hf_config, to_hf_state_dict
   graphdef, params = common.init_params(config)
   prompt_np = _prompt(config, sz)
-  hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf_config_dict(config)))
+  hf = transformers.LlamaForCausalLM(hf_config(config))
   hf.load_state_dict({k: torch.from_numpy(v) for k, v in to_hf_state_dict(params).items()}, strict=True)
   hf.eval()
   gen_config = transformers.GenerationConfig(

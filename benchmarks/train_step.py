@@ -119,9 +119,9 @@ class TorchStep:
     import torch
     import transformers
 
-    from tcred.models.hf import hf_config_dict, to_hf_state_dict
+    from tcred.models.hf import hf_config, to_hf_state_dict
     self.torch = torch
-    cfg = transformers.LlamaConfig(**hf_config_dict(config, model_type="llama"))
+    cfg = hf_config(config)  # bench-27m is Llama-family (no biases, no q/k norms)
     self.model = transformers.LlamaForCausalLM(cfg)
     self.model.load_state_dict({k: torch.from_numpy(v) for k, v in to_hf_state_dict(params).items()},
                                strict=True)

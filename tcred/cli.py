@@ -6,6 +6,7 @@
   tcred table SUITE [--seeds K] [--out DIR] [--jobs J] [--results DIR]
   tcred identify TASK [--policy base|RUN_DIR] [--prompts N] [--rollouts G] [--continuations K] [--delta D]
                  [--rollouts-from chains|tree|both] [--tree-fork-at entropy|neg-logp|step] [--seed S] [--out DIR]
+  tcred export RUN_DIR --out DIR [--step N]
 
 Unknown names and bad values exit with status 2 and a message listing what is allowed.
 """
@@ -21,6 +22,7 @@ import json
 import logging
 import pathlib
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -75,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
   ident.add_argument("--out", default="benchmarks/results",
                      help="where identify-TASK.md and .png go (default: benchmarks/results/)")
   ident.add_argument("--no-progress", action="store_true", help="no progress bar")
+  export = sub.add_parser("export", help="write a run's policy as a Hugging Face directory (config, safetensors, "
+                          "tokenizer)")
+  export.add_argument("run_dir", help="a run directory, e.g. runs/countdown-grpo/seed-0")
+  export.add_argument("--out", required=True, help="the directory to write (must not exist or be empty)")
+  export.add_argument("--step", type=int, default=None, help="checkpoint step to export (default: the last)")
   return p
 
 
@@ -112,6 +119,20 @@ def _as_flags(message: str, fields=_IDENTIFY_FLAGS) -> str:
 
   pattern = r"(?<![\w.-])(" + "|".join(sorted(fields, key=len, reverse=True)) + r")\b"
   return re.sub(pattern, lambda m: "--" + m.group(1).replace("_", "-"), message)
+
+
+def _export(args) -> int:
+  from tcred.training.export import ExportError, export_run
+
+  if args.step is not None and args.step < 0:
+    return _usage_error(f"--step must be a checkpoint step >= 0, got {args.step}")
+  try:
+    out, step = export_run(args.run_dir, args.out, step=args.step)
+  except ExportError as e:
+    return _usage_error(str(e))
+  print(f"wrote {out} (step {step} of {args.run_dir}): load it with "
+        f"transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})", file=sys.stderr)
+  return 0
 
 
 def _identify(args, argv: list[str]) -> int:
@@ -186,8 +207,15 @@ def _run_parallel(suite, pending: list[tuple[str, int]], out: str, jobs: int) ->
 
   Runs whose base policy is not cached wait until one run of the same base (its "builder") has
   finished, so the SFT of a base policy happens once.
+
+  No run outlives this command: SIGTERM or SIGHUP (like Ctrl-C) stops it by raising
+  `tcred.runtime.Stopped`, and on the way out every child still running gets SIGTERM,
+  which stops it after its current step with a checkpoint (`--resume` continues it);
+  one still running after `STOP_GRACE_S` is killed (its last checkpoint is kept). A
+  child also gets SIGTERM from Linux if this process dies, even by SIGKILL
+  (`tcred.runtime.die_with_parent`, armed through `$TCRED_PARENT_PID`).
   """
-  from tcred import experiments
+  from tcred.runtime import PARENT_PID, stop_signals
   from tcred.training.rl import run_dir_of
 
   keys, ready = {}, set()
@@ -198,47 +226,66 @@ def _run_parallel(suite, pending: list[tuple[str, int]], out: str, jobs: int) ->
         ready.add(keys[name])
   queue, running, builders, failed = list(pending), {}, {}, {}
   total, done = len(pending), 0
+  env = {**os.environ, PARENT_PID: str(os.getpid())}
   try:
-    while queue or running:
-      for item in list(queue):
-        if len(running) >= jobs:
-          break
-        key = keys[item[0]]
-        if key not in ready and key in builders:
-          continue  # its base policy is being built by another run
-        if key not in ready:
-          builders[key] = item
-        queue.remove(item)
-        run_dir = run_dir_of(out, *item)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        log_file = (run_dir / "table.log").open("w")
-        proc = subprocess.Popen(_run_command(suite, *item, out), stdout=log_file, stderr=subprocess.STDOUT)
-        running[item] = (proc, log_file, time.time())
-        print(f"[start] {item[0]} seed {item[1]} (log {run_dir / 'table.log'})", file=sys.stderr)
-      time.sleep(0.2)
-      for item, (proc, log_file, t0) in list(running.items()):
-        if proc.poll() is None:
-          continue
-        log_file.close()
-        del running[item]
-        done += 1
-        key = keys[item[0]]
-        if builders.get(key) == item:
-          del builders[key]  # built (now ready) or failed (the next run of this base builds it)
-        minutes = (time.time() - t0) / 60
-        if proc.returncode == 0:
-          ready.add(key)
-          print(f"[{done}/{total} done] {item[0]} seed {item[1]} ({minutes:.1f} min)", file=sys.stderr)
-        else:
-          tail = (run_dir_of(out, *item) / "table.log").read_text().strip().splitlines()[-5:]
-          failed[item] = f"exit status {proc.returncode}: " + " | ".join(tail)
-          print(f"[{done}/{total} FAILED] {item[0]} seed {item[1]}: {failed[item]}", file=sys.stderr)
+    with stop_signals():
+      while queue or running:
+        for item in list(queue):
+          if len(running) >= jobs:
+            break
+          key = keys[item[0]]
+          if key not in ready and key in builders:
+            continue  # its base policy is being built by another run
+          if key not in ready:
+            builders[key] = item
+          queue.remove(item)
+          run_dir = run_dir_of(out, *item)
+          run_dir.mkdir(parents=True, exist_ok=True)
+          log_file = (run_dir / "table.log").open("w")
+          proc = subprocess.Popen(_run_command(suite, *item, out), stdout=log_file, stderr=subprocess.STDOUT,
+                                  env=env)
+          running[item] = (proc, log_file, time.time())
+          print(f"[start] {item[0]} seed {item[1]} (log {run_dir / 'table.log'})", file=sys.stderr)
+        time.sleep(0.2)
+        for item, (proc, log_file, t0) in list(running.items()):
+          if proc.poll() is None:
+            continue
+          log_file.close()
+          del running[item]
+          done += 1
+          key = keys[item[0]]
+          if builders.get(key) == item:
+            del builders[key]  # built (now ready) or failed (the next run of this base builds it)
+          minutes = (time.time() - t0) / 60
+          if proc.returncode == 0:
+            ready.add(key)
+            print(f"[{done}/{total} done] {item[0]} seed {item[1]} ({minutes:.1f} min)", file=sys.stderr)
+          else:
+            tail = (run_dir_of(out, *item) / "table.log").read_text().strip().splitlines()[-5:]
+            failed[item] = f"exit status {proc.returncode}: " + " | ".join(tail)
+            print(f"[{done}/{total} FAILED] {item[0]} seed {item[1]}: {failed[item]}", file=sys.stderr)
   finally:
-    for proc, log_file, _ in running.values():  # interrupted: stop only the runs this command started
-      proc.terminate()
-      proc.wait()
-      log_file.close()
+    _stop_children(running)
   return failed
+
+
+STOP_GRACE_S = 120  # seconds a stopped `tcred run` child gets to finish its step and write its checkpoint
+
+
+def _stop_children(running: dict) -> None:
+  """SIGTERM to every child still running, then waits for each (SIGKILL after `STOP_GRACE_S`)."""
+  for proc, _, _ in running.values():
+    proc.terminate()
+  for (name, seed), (proc, log_file, _) in running.items():
+    try:
+      proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+      print(f"tcred: {name} seed {seed} did not stop within {STOP_GRACE_S} s of SIGTERM; killing it",
+            file=sys.stderr)
+      proc.kill()
+      proc.wait()
+    log_file.close()
+    print(f"[stopped] {name} seed {seed}; rerun the same command to resume it", file=sys.stderr)
 
 
 def _table(args, argv: list[str]) -> int:
@@ -377,16 +424,19 @@ def _interrupted(args, argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
   if argv is None:  # the real command line (not a call from Python): set up the process first
-    from tcred.runtime import reexec_with_huge_pages
+    from tcred.runtime import die_with_parent, reexec_with_huge_pages
+    die_with_parent()  # a `tcred table` child: stop with the parent (re-armed after the re-execution)
     reexec_with_huge_pages()
   argv = sys.argv[1:] if argv is None else list(argv)
   args = _parser().parse_args(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   try:
     return _dispatch(args, argv)
-  except KeyboardInterrupt:
-    print(_interrupted(args, argv), file=sys.stderr)
-    return 130
+  except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP (`tcred.runtime.Stopped`)
+    signum = getattr(e, "signum", signal.SIGINT)
+    what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    print(_interrupted(args, argv).replace("interrupted", what, 1), file=sys.stderr)
+    return 128 + signum
 
 
 def _dispatch(args, argv: list[str]) -> int:
@@ -409,6 +459,8 @@ def _dispatch(args, argv: list[str]) -> int:
     return _table(args, argv)
   if args.command == "identify":
     return _identify(args, argv)
+  if args.command == "export":
+    return _export(args)
   return _usage_error(f"unknown command {args.command!r}")
 
 

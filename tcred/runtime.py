@@ -9,13 +9,22 @@ two cores). glibc ≥ 2.35 can ask for transparent huge pages on those mappings
 faults ≈ 350-fold and the step time by ≈ 17% on that machine
 (`benchmarks/results/performance.md`). Tunables are read only when a process
 starts, so the command line re-executes itself once with the tunable set.
+
+Two more process settings live here: a child process of `tcred table` dies with
+its parent (`die_with_parent`), and SIGTERM / SIGHUP stop a command the way
+Ctrl-C does, after the current RL step where that step can be finished
+(`stop_signals`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb"
 OPT_OUT = "TCRED_HUGE_PAGES"  # "0" keeps glibc's default (no re-execution)
@@ -52,3 +61,84 @@ def reexec_with_huge_pages() -> None:
   except OSError as e:  # carry on with glibc's defaults rather than fail the command
     print(f"tcred: could not restart with {HUGE_PAGES_TUNABLE}=1 ({e}); continuing without huge pages",
           file=sys.stderr)
+
+
+PARENT_PID = "TCRED_PARENT_PID"  # set by `tcred table` in the environment of its `tcred run` children
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(environ: Mapping[str, str] | None = None) -> None:
+  """In a child of `tcred table` (`$TCRED_PARENT_PID` set): asks Linux to send SIGTERM to this
+  process when its parent dies (`prctl(PR_SET_PDEATHSIG)`), then exits at once if the parent
+  has died already (between the fork and this call). Does nothing elsewhere.
+
+  The setting survives `execve` (the huge-pages re-execution keeps its pid and parent);
+  calling this again after it re-arms it and repeats the check. SIGTERM then stops the run
+  like `tcred run` itself stopped by SIGTERM: after its current step, with a checkpoint.
+  """
+  environ = os.environ if environ is None else environ
+  parent = environ.get(PARENT_PID)
+  if not parent or not sys.platform.startswith("linux"):
+    return
+  try:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+      raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+  except (OSError, AttributeError) as e:
+    print(f"tcred: could not ask to be stopped with the parent process ({e})", file=sys.stderr)
+  if str(os.getppid()) != parent:  # the parent died before the death signal was armed
+    print(f"tcred: parent process {parent} has exited; stopping", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(128 + signal.SIGTERM)
+
+
+class Stopped(KeyboardInterrupt):
+  """SIGTERM or SIGHUP asked the process to stop; raised like Ctrl-C's KeyboardInterrupt, so
+  the same clean-up runs (locks released, files closed, child processes stopped)."""
+
+  def __init__(self, signum: int):
+    super().__init__(f"stopped by {signal.Signals(signum).name}")
+    self.signum = signum
+
+
+class StopRequest:
+  """What `stop_signals` yields: the signal received while stops were deferred (`signum`)."""
+
+  def __init__(self):
+    self.signum: int | None = None
+    self._defer = 0
+
+  def defer(self):
+    """From now until `undefer()`, a first stop signal is only recorded in `signum` (the caller
+    checks it where stopping is safe); a second one raises `Stopped` at once."""
+    self._defer += 1
+
+  def undefer(self):
+    self._defer -= 1
+
+  def _handle(self, signum, frame):
+    del frame
+    if self._defer and self.signum is None:
+      self.signum = signum
+      return
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[StopRequest]:
+  """SIGTERM and SIGHUP raise `Stopped` in the main thread within this block (or are recorded
+  between `StopRequest.defer()` and `undefer()`); the previous handlers come back after it. A signal
+  that is ignored (`nohup`) stays ignored; outside the main thread (where Python cannot set handlers)
+  it changes nothing."""
+  request = StopRequest()
+  if threading.current_thread() is not threading.main_thread():
+    yield request
+    return
+  # A signal already ignored stays ignored: `nohup tcred run ...` must survive the terminal's SIGHUP.
+  previous = {s: signal.signal(s, request._handle) for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN}
+  try:
+    yield request
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)

@@ -1,6 +1,8 @@
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -45,3 +47,82 @@ def test_a_failed_restart_carries_on(monkeypatch, capsys):
   monkeypatch.setattr(runtime.os, "execve", fail)
   runtime.reexec_with_huge_pages()  # returns instead of raising
   assert "continuing without huge pages" in capsys.readouterr().err
+
+
+# --- a `tcred table` child dies with its parent; SIGTERM / SIGHUP stop like Ctrl-C -------------------
+
+def _dead(pid: int) -> bool:
+  try:
+    state = next(line for line in open(f"/proc/{pid}/status") if line.startswith("State:"))
+  except (OSError, StopIteration):
+    return True
+  return "Z" in state  # a zombie waiting for a reaper has stopped running
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_child_dies_with_its_parent_even_across_exec():
+  # parent: starts the child (TCRED_PARENT_PID = its pid) and sleeps; the child arms the death
+  # signal, then replaces itself by another program (as the huge-pages re-execution does).
+  child = ("import os, sys; from tcred.runtime import die_with_parent; die_with_parent(); "
+           "os.execv(sys.executable, [sys.executable, '-c', "
+           "'import os, time; print(\"child\", os.getpid(), flush=True); time.sleep(60)'])")
+  parent = ("import os, subprocess, sys, time; "
+            f"subprocess.Popen([sys.executable, '-c', {child!r}], env={{**os.environ, 'TCRED_PARENT_PID': str(os.getpid())}}); "
+            "time.sleep(60)")
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+  proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, env=env)
+  try:
+    line = proc.stdout.readline().split()
+    assert line[0] == b"child"
+    pid = int(line[1])
+    assert not _dead(pid)
+  finally:
+    proc.kill()  # SIGKILL: the parent cannot pass anything on
+    proc.wait()
+  deadline = time.time() + 10
+  while not _dead(pid) and time.time() < deadline:
+    time.sleep(0.05)
+  assert _dead(pid), "the child outlived its parent"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_child_whose_parent_died_before_arming_stops_at_once():
+  # TCRED_PARENT_PID names a process that is not (any longer) this one's parent.
+  code = "from tcred.runtime import die_with_parent; die_with_parent(); print('still running')"
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "TCRED_PARENT_PID": "1"}
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+  assert out.returncode == 128 + signal.SIGTERM and "still running" not in out.stdout
+  assert "parent process 1 has exited" in out.stderr
+
+
+def test_stop_signals_raise_like_ctrl_c_or_wait_for_the_step():
+  from tcred.runtime import Stopped, stop_signals
+
+  before = signal.getsignal(signal.SIGTERM)
+  with stop_signals() as stop:
+    with pytest.raises(Stopped) as e:
+      os.kill(os.getpid(), signal.SIGHUP)
+      time.sleep(1)
+    assert isinstance(e.value, KeyboardInterrupt) and e.value.signum == signal.SIGHUP
+    stop.defer()
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.05)
+    assert stop.signum == signal.SIGTERM  # recorded, not raised: the step finishes first
+    with pytest.raises(Stopped):  # a second signal does not wait
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(1)
+    stop.undefer()
+  assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_an_ignored_hangup_stays_ignored():  # nohup tcred run ...
+  from tcred.runtime import stop_signals
+
+  before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+  try:
+    with stop_signals():
+      assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+      os.kill(os.getpid(), signal.SIGHUP)
+      time.sleep(0.05)
+  finally:
+    signal.signal(signal.SIGHUP, before)

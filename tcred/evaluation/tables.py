@@ -35,7 +35,7 @@ import numpy as np
 
 from tcred.evaluation.stats import format_count, format_mean_ci, mean_ci, samples_to_reach, student_t_quantile
 from tcred.experiments.registry import Suite
-from tcred.training.config import config_diff, run_config_hash
+from tcred.training.config import config_diff, normalised_config, run_config_hash
 from tcred.training.rl import run_dir_of as run_dir
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def _read_config(path: pathlib.Path) -> dict[str, Any]:
     raise RunDataError(f"corrupt {config_path}: {e}") from None
   if not isinstance(config, dict):
     raise RunDataError(f"corrupt {config_path}: expected a JSON object, got {type(config).__name__}")
-  return config
+  return normalised_config(config)  # fields added to tcred since the run hold their defaults
 
 
 def run_mismatch(suite: Suite, out_dir: str | pathlib.Path, experiment: str, seed: int) -> str | None:

@@ -1,5 +1,6 @@
 """Decoder configuration. Field names mirror Hugging Face's `LlamaConfig` /
-`Qwen2Config` so that HF configs and checkpoints map onto it one to one."""
+`Qwen2Config` / `Qwen3Config` so that HF configs and checkpoints map onto it one to
+one (`tcred.models.hf` reads and writes them)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,25 @@ from typing import Any
 
 from tcred.validation import require_finite
 
+ROPE_TYPES = ("default", "linear", "llama3")
+"""RoPE frequency rules the decoder implements (`tcred.models.decoder.rope_inv_freq`)."""
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-  """A Llama/Qwen2-family decoder: RMSNorm, RoPE, SwiGLU, grouped-query attention."""
+  """A Llama/Qwen2/Qwen3-family decoder: RMSNorm, RoPE, SwiGLU, grouped-query attention.
+
+  Attributes beyond the HF names they mirror:
+    attention_bias: biases on the q/k/v projections (Qwen2); never on o_proj.
+    qk_norm: Qwen3's RMSNorm of every query and key head (over E, weights `[E]`),
+      applied before RoPE.
+    rope_type: how the RoPE inverse frequencies `θ^(−2i/E)` are rescaled for long
+      contexts (HF `rope_parameters["rope_type"]`): ``"default"`` (not at all),
+      ``"linear"`` (divided by `rope_factor`, i.e. positions / factor) or
+      ``"llama3"`` (Llama 3.1: low frequencies divided by `rope_factor`, high ones
+      kept, a smooth ramp between, set by `rope_low_freq_factor`,
+      `rope_high_freq_factor` and `rope_original_max_position_embeddings`).
+  """
 
   vocab_size: int
   hidden_size: int
@@ -26,6 +42,12 @@ class ModelConfig:
   attention_bias: bool = False  # Qwen2 uses biases on q/k/v projections.
   max_position_embeddings: int = 2048
   initializer_range: float = 0.02
+  qk_norm: bool = False
+  rope_type: str = "default"
+  rope_factor: float = 1.0
+  rope_low_freq_factor: float = 1.0
+  rope_high_freq_factor: float = 4.0
+  rope_original_max_position_embeddings: int = 8192
 
   def __post_init__(self):
     require_finite(self, "model")
@@ -45,11 +67,16 @@ class ModelConfig:
       raise ValueError(
           f"model.hidden_size ({self.hidden_size}) must be divisible by "
           f"model.num_attention_heads ({self.num_attention_heads}) unless model.head_dim is given")
-    for name in ("rms_norm_eps", "rope_theta"):
+    for name in ("rms_norm_eps", "rope_theta", "rope_factor", "rope_original_max_position_embeddings"):
       if getattr(self, name) <= 0:
         raise ValueError(f"model.{name} must be > 0, got {getattr(self, name)!r}")
     if self.initializer_range < 0:
       raise ValueError(f"model.initializer_range must be >= 0, got {self.initializer_range!r}")
+    if self.rope_type not in ROPE_TYPES:
+      raise ValueError(f"model.rope_type must be one of {ROPE_TYPES}, got {self.rope_type!r}")
+    if not 0 < self.rope_low_freq_factor < self.rope_high_freq_factor:
+      raise ValueError("model.rope_low_freq_factor and model.rope_high_freq_factor must satisfy "
+                       f"0 < low < high, got {self.rope_low_freq_factor!r} and {self.rope_high_freq_factor!r}")
 
   @property
   def dim_per_head(self) -> int:
@@ -60,6 +87,7 @@ class ModelConfig:
     d, f, h, k = self.hidden_size, self.intermediate_size, self.num_attention_heads, self.num_key_value_heads
     dh = self.dim_per_head
     attn = d * h * dh + 2 * d * k * dh + h * dh * d + (h * dh + 2 * k * dh if self.attention_bias else 0)
+    attn += 2 * dh if self.qk_norm else 0
     layer = attn + 3 * d * f + 2 * d
     total = self.num_hidden_layers * layer + d
     if embeddings:

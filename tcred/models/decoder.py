@@ -1,7 +1,8 @@
-"""A Flax NNX decoder of the Llama/Qwen2 family.
+"""A Flax NNX decoder of the Llama/Qwen2/Qwen3 family.
 
-RMSNorm, rotary position embeddings (HF "rotate half" convention), SwiGLU MLP,
-grouped-query attention, tied or untied output head. Module and parameter names
+RMSNorm, rotary position embeddings (HF "rotate half" convention; default, linear
+or Llama-3 frequencies), SwiGLU MLP, grouped-query attention (optional q/k/v
+biases, optional per-head q/k RMSNorm), tied or untied output head. Module and parameter names
 follow Hugging Face's (`embed_tokens`, `layers[i].self_attn.q_proj`, ...), so
 safetensors checkpoints map onto the NNX state by name (kernels transposed).
 
@@ -15,6 +16,7 @@ K key-value heads, R = H // K, E head dim, F MLP width, V vocabulary.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -72,10 +74,34 @@ class RMSNorm(nnx.Module):
     return (x32 * self.weight[...]).astype(x.dtype)
 
 
-def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
-  """Rotary embedding of `x [B, T, heads, E]` at integer `positions [B, T]`."""
-  e = x.shape[-1]
-  inv_freq = 1.0 / (theta ** (jnp.arange(0, e, 2, dtype=jnp.float32) / e))  # [E/2]
+def rope_inv_freq(config: ModelConfig) -> jax.Array:
+  """RoPE inverse frequencies `[E/2]` (float32) of `config.rope_type`.
+
+  default: `f_i = θ^(−2i/E)` (RoFormer, arXiv 2104.09864).
+  linear: `f_i / factor` (position interpolation, arXiv 2306.15595).
+  llama3: with wavelength `λ_i = 2π / f_i`, context `L` = rope_original_max_position_embeddings,
+    `λ_lo = L / low_freq_factor`, `λ_hi = L / high_freq_factor`:
+    `f_i` if `λ_i < λ_hi`; `f_i / factor` if `λ_i > λ_lo`; between them
+    `(1 − s) f_i / factor + s f_i` with `s = (L / λ_i − low_freq_factor) / (high_freq_factor − low_freq_factor)`
+    (Llama 3.1, arXiv 2407.21783; HF's `rope_type="llama3"`).
+  """
+  e = config.dim_per_head
+  inv_freq = 1.0 / (config.rope_theta ** (jnp.arange(0, e, 2, dtype=jnp.float32) / e))  # [E/2]
+  if config.rope_type == "linear":
+    inv_freq = inv_freq / config.rope_factor
+  elif config.rope_type == "llama3":
+    factor, context = config.rope_factor, config.rope_original_max_position_embeddings
+    low, high = config.rope_low_freq_factor, config.rope_high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    smooth = (context / wavelen - low) / (high - low)
+    ramp = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+    inv_freq = jnp.where(wavelen < context / high, inv_freq,
+                         jnp.where(wavelen > context / low, inv_freq / factor, ramp))
+  return inv_freq
+
+
+def rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+  """Rotary embedding of `x [B, T, heads, E]` at integer `positions [B, T]`, frequencies `inv_freq [E/2]`."""
   angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, E/2]
   angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # [B, T, 1, E]
   x1, x2 = jnp.split(x, 2, axis=-1)
@@ -98,17 +124,20 @@ def _apply(linear: nnx.Linear, x: jax.Array) -> jax.Array:
 
 
 class Attention(nnx.Module):
-  """Grouped-query self-attention with an optional KV cache."""
+  """Grouped-query self-attention with an optional KV cache (and Qwen3's q/k head norms)."""
 
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
     d, h, k, e = (config.hidden_size, config.num_attention_heads, config.num_key_value_heads,
                   config.dim_per_head)
     self.num_heads, self.num_kv_heads, self.head_dim = h, k, e
-    self.rope_theta = config.rope_theta
+    self.config = config
     self.q_proj = _linear(d, h * e, bias=config.attention_bias, config=config, rngs=rngs)
     self.k_proj = _linear(d, k * e, bias=config.attention_bias, config=config, rngs=rngs)
     self.v_proj = _linear(d, k * e, bias=config.attention_bias, config=config, rngs=rngs)
     self.o_proj = _linear(h * e, d, bias=False, config=config, rngs=rngs)
+    if config.qk_norm:
+      self.q_norm = RMSNorm(e, eps=config.rms_norm_eps)
+      self.k_norm = RMSNorm(e, eps=config.rms_norm_eps)
 
   def __call__(self, x, positions, mask, k_cache=None, v_cache=None, index=None, query_blocks=1):
     """x `[B, T, D]`, positions `[B, T]`, mask `[B, T, S]` (query may attend key).
@@ -120,8 +149,12 @@ class Attention(nnx.Module):
     after its query), and it skips most of the masked upper triangle.
     """
     b, t, _ = x.shape
-    q = rope(_apply(self.q_proj, x).reshape(b, t, self.num_heads, self.head_dim), positions, self.rope_theta)
-    k = rope(_apply(self.k_proj, x).reshape(b, t, self.num_kv_heads, self.head_dim), positions, self.rope_theta)
+    q = _apply(self.q_proj, x).reshape(b, t, self.num_heads, self.head_dim)
+    k = _apply(self.k_proj, x).reshape(b, t, self.num_kv_heads, self.head_dim)
+    if self.config.qk_norm:
+      q, k = self.q_norm(q), self.k_norm(k)
+    inv_freq = rope_inv_freq(self.config)
+    q, k = rope(q, positions, inv_freq), rope(k, positions, inv_freq)
     v = _apply(self.v_proj, x).reshape(b, t, self.num_kv_heads, self.head_dim)
     v = v.transpose(0, 2, 1, 3)  # [B, K, T, E]
     if k_cache is None:

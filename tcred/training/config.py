@@ -227,6 +227,15 @@ def config_diff(found: dict[str, Any], wanted: dict[str, Any], *, ignore: tuple[
           if k not in ignore and k not in _NOT_SETTINGS and a.get(k, absent) != b.get(k, absent)]
 
 
+def normalised_config(d: dict[str, Any]) -> dict[str, Any]:
+  """A resolved config read from disk with every field its sections have now: one written before a field
+  existed (e.g. model.qk_norm) holds it at its default. Returned as it is when it is not a tcred config."""
+  try:
+    return {**d, **config_from_dict(d).to_dict()}
+  except (ValueError, KeyError, TypeError):
+    return d
+
+
 def run_config_hash(resolved: dict[str, Any]) -> str:
   """The hash of what a run's results depend on: its resolved config without the description and
   the seed (equal for every seed of one experiment; `rl.steps` included)."""

@@ -28,8 +28,9 @@ from tcred.evaluation.passk import evaluate
 from tcred.tasks import tokenizer as tok
 from tcred.tasks.base import Problem, Task
 from tcred.tasks.registry import make_task_from_config
-from tcred.training.checkpoint import Checkpointer
-from tcred.training.config import ExperimentConfig, config_diff, config_hash, run_config_hash
+from tcred.runtime import StopRequest, Stopped, stop_signals
+from tcred.training.checkpoint import CheckpointError, Checkpointer, disk_full
+from tcred.training.config import ExperimentConfig, config_diff, config_hash, normalised_config, run_config_hash
 from tcred.training.data import RL_NAMESPACE, SFT_NAMESPACE, eval_problems, training_problems
 from tcred.training.packing import pack_trees
 from tcred.training.rollout import (Groups, encode_answers, encode_solutions, sample_and_score,
@@ -227,11 +228,22 @@ def run_experiment(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path 
   `progress`: a progress bar (for a terminal); `log_every` > 0: a line on stderr every that many
   steps and around each final evaluation instead (for logs). Raises RunError, before anything is
   written, for what `check_run` refuses and for a run directory that `--resume` cannot continue.
+
+  SIGTERM or SIGHUP stops it after the current RL step, with a checkpoint of that
+  step, by raising `tcred.runtime.Stopped` (a KeyboardInterrupt); the lock is
+  released and `--resume` continues. A full disk raises RunError saying so.
   """
   plan = check_run(cfg, seed=seed, out=out)
   run_dir = run_dir_of(out, cfg.name, seed)
-  with RunLock(run_dir):
-    return _run_locked(cfg, plan, seed=seed, run_dir=run_dir, resume=resume, progress=progress, log_every=log_every)
+  with RunLock(run_dir), stop_signals() as stop:
+    try:
+      return _run_locked(cfg, plan, seed=seed, run_dir=run_dir, resume=resume, progress=progress,
+                         log_every=log_every, stop=stop)
+    except Exception as e:
+      if disk_full(e):
+        raise RunError(f"no space left on the device while writing {run_dir}; free some space and rerun "
+                       "with --resume to continue from its last checkpoint") from e
+      raise
 
 
 def _say(message: str) -> None:
@@ -239,7 +251,7 @@ def _say(message: str) -> None:
 
 
 def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pathlib.Path, resume: bool,
-                progress: bool, log_every: int) -> dict[str, Any]:
+                progress: bool, log_every: int, stop: StopRequest) -> dict[str, Any]:
   rl = cfg.rl
   t_start = time.time()
   config_path = run_dir / "config.json"
@@ -248,7 +260,8 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
   if config_path.exists():
     if not resume:
       raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    differ = config_diff(json.loads(config_path.read_text()), resolved, ignore=("rl.steps",))
+    # A config written before a field existed (e.g. model.qk_norm) holds that field at its default.
+    differ = config_diff(normalised_config(json.loads(config_path.read_text())), resolved, ignore=("rl.steps",))
     if differ:
       raise RunError(f"--resume: the config differs from the one in {config_path} (only rl.steps / --steps may "
                      f"change): {'; '.join(differ)}")
@@ -278,7 +291,10 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
   start = 0
   ckpt = Checkpointer(ckpt_dir, max_to_keep=2)
   if resume and ckpt.steps():
-    start, state, counters = ckpt.restore_latest(state)
+    try:
+      start, state, counters = ckpt.restore_latest(state, quarantine=True)
+    except CheckpointError as e:
+      raise CheckpointError(f"{e}; --resume again starts this run over from step 0") from None
     counters = dict(counters)
     _say(f"tcred: resuming {run_dir} from its checkpoint at step {start} (of {rl.steps})")
   elif resume:
@@ -290,6 +306,7 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
   eval_key = jax.random.key(0xE7A1)
   t_last = time.time()
   bar = tqdm(range(start, rl.steps), initial=start, total=rl.steps, desc=cfg.name, disable=not progress)
+  stop.defer()  # SIGTERM / SIGHUP in the loop: finish the step, checkpoint it, then stop
   try:
     for step in bar:
       t0 = time.time()
@@ -345,9 +362,12 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
                 else "no checkpoint had been written yet")
         raise NonFiniteError(f"{counters['nonfinite_in_row']} non-finite updates in a row at step {done} "
                              f"(rl.max_nonfinite={rl.max_nonfinite}); aborting: {kept}")
-      if done % rl.checkpoint_every == 0 or done == rl.steps:
+      if done % rl.checkpoint_every == 0 or done == rl.steps or stop.signum is not None:
         ckpt.save(done, state, counters)
+      if stop.signum is not None:
+        raise Stopped(stop.signum)
   finally:
+    stop.undefer()
     bar.close()
     tracker.close()
     ckpt.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import numbers
 import os
@@ -41,47 +42,72 @@ def check_writable_dir(path: str | pathlib.Path, flag: str) -> None:
 
 
 class RunLock:
-  """An exclusive lock file `run_dir/.lock` holding the owner's pid; stale locks are taken over."""
+  """An exclusive lock on `run_dir/.lock`, held for the life of the owning process.
+
+  Acquisition is one atomic step: `flock(LOCK_EX | LOCK_NB)` on the open lock
+  file. The kernel releases the lock when its owner exits or is killed, so a
+  lock left by a dead process is free with no staleness guess, and two
+  processes starting in the same microsecond cannot both win (a reader of a
+  half-written PID file could, with a create-then-write-PID protocol). The
+  file holds the owner's PID for the message of a process that finds it taken.
+  The file is removed on release; a process that locked an inode already
+  unlinked by a releasing owner sees that it no longer is `path` and retries.
+  """
 
   def __init__(self, run_dir: pathlib.Path):
     self.path = run_dir / ".lock"
+    self._fd: int | None = None
 
   def __enter__(self):
     self.path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
+    for _ in range(100):
+      fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
       try:
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-      except FileExistsError:
-        try:
-          pid = int(self.path.read_text().strip() or 0)
-        except (OSError, ValueError):
-          pid = 0
-        if pid and _alive(pid):
-          raise RunError(f"{self.path.parent} is in use by process {pid} (lock {self.path})") from None
-        self.path.unlink(missing_ok=True)  # stale lock of a dead process
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        os.close(fd)
+        raise RunError(f"{self.path.parent} is in use by {_owner(self.path)} (lock {self.path})") from None
+      try:
+        same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+      except FileNotFoundError:
+        same = False
+      if not same:  # the previous owner removed the file after we opened it: lock the new one
+        os.close(fd)
         continue
-      with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
+      os.ftruncate(fd, 0)
+      os.write(fd, str(os.getpid()).encode())
+      self._fd = fd
       return self
     raise RunError(f"could not take the lock {self.path}")
 
   def __exit__(self, *exc):
-    self.path.unlink(missing_ok=True)
+    if self._fd is not None:
+      self.path.unlink(missing_ok=True)  # before unlocking: a waiter then sees a fresh inode
+      os.close(self._fd)
+      self._fd = None
 
 
-def _alive(pid: int) -> bool:
+def _owner(path: pathlib.Path) -> str:
+  """'process N' from the lock file, or 'another process' while its owner has not written it yet."""
   try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
+    pid = int(path.read_text().strip())
+  except (OSError, ValueError):
+    return "another process"
+  return f"process {pid}"
 
 
 def _scalar(v: Any) -> float | int:
   v = np.asarray(v)
   return v.item()
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+  """One metrics.jsonl row, or None for a blank line or one cut short by a kill mid-write."""
+  try:
+    row = json.loads(line)
+  except json.JSONDecodeError:
+    return None
+  return row if isinstance(row, dict) and "step" in row else None
 
 
 HPARAMS_SUFFIX = ".hparams"  # event files holding a run's hparams record (one per finished run)
@@ -124,7 +150,7 @@ class Tracker:
       self.path.write_text("")
     elif self.path.exists():
       keep = [line for line in self.path.read_text().splitlines()
-              if line.strip() and json.loads(line)["step"] <= resume_step]
+              if (row := _parse(line)) is not None and row["step"] <= resume_step]
       self.path.write_text("".join(line + "\n" for line in keep))
     self._file = self.path.open("a")
     self._tb = SummaryWriter(str(run_dir), purge_step=None if resume_step is None else resume_step + 1,

@@ -105,8 +105,12 @@ _BAD_FLAGS = {
     ("identify", "seed"): [["--seed", "-1"]],
     ("identify", "bootstrap"): [["--bootstrap", "-1"]],
     ("identify", "out"): [["--out", "{file}"]],
+    ("export", "run_dir"): [["{file}"], ["{hf}"], ["{missing}"]],
+    ("export", "out"): [["--out", "{file}"]],
+    ("export", "step"): [["--step", "-1"], ["--step", "abc"]],
 }
-_FIRST = {"run": "countdown-grpo", "show": "countdown-grpo", "table": "suite-demo", "identify": "countdown"}
+_FIRST = {"run": "countdown-grpo", "show": "countdown-grpo", "table": "suite-demo", "identify": "countdown",
+          "export": "{hf}"}
 _NO_VALUE = ("help", "resume", "no_progress")  # flags without a value to get wrong
 
 
@@ -132,10 +136,10 @@ def test_every_cli_flag_rejects_bad_values(tmp_path, capsys, no_runs):
       assert (command, action.dest) in _BAD_FLAGS, f"no bad value listed for {command} {action.dest}"
       flag = action.option_strings[-1] if action.option_strings else action.dest
       for bad in _BAD_FLAGS[command, action.dest]:
-        bad = [b.format(file=file, hf=hf) for b in bad]
-        first = bad if not action.option_strings else [_FIRST[command], *bad]
+        bad = [b.format(file=file, hf=hf, missing=tmp_path / "missing") for b in bad]
+        first = bad if not action.option_strings else [_FIRST[command].format(hf=hf), *bad]
         defaults = {"run": ["--out", str(out)], "table": ["--out", str(out), "--results", str(out)],
-                    "identify": ["--out", str(out)], "show": []}[command]
+                    "identify": ["--out", str(out)], "show": [], "export": ["--out", str(out)]}[command]
         argv = [command, *first, *(defaults if "--out" not in bad and "--results" not in bad else [])]
         try:
           rc = cli.main(argv)
@@ -218,7 +222,7 @@ def test_ctrl_c_ends_with_one_line_saying_how_to_resume(tmp_path, capsys, monkey
 
 
 def test_run_help_documents_every_argument_and_points_to_list(capsys):
-  for command in ("run", "show", "table", "identify"):
+  for command in ("run", "show", "table", "identify", "export"):
     parser = _commands()[command]
     assert all(a.help for a in parser._actions), [a.dest for a in parser._actions if not a.help]
   with pytest.raises(SystemExit) as e:

@@ -1,0 +1,92 @@
+"""Metric fingerprints of every registered experiment: proof that a refactor changed nothing.
+
+Runs each registered experiment for a few RL steps on a small budget (the `TINY` overrides below:
+the task's model after 300 SFT steps, 8 prompts × 4 rollouts, trees with their own leaf count) and records the
+SHA-256 of its `metrics.jsonl` and `summary.json` with the timing keys removed. Two commits give
+bit-identical metrics exactly when their fingerprint files are equal line by line.
+
+  python benchmarks/fingerprint.py --out fp-before.json            # at the old commit
+  python benchmarks/fingerprint.py --out fp-after.json --compare fp-before.json
+
+Each run goes through `tcred run` in this process (`tcred.cli.main`), sharing one throwaway
+base-policy cache; `--only` restricts the experiments (substring match). Exit status 1 when
+`--compare` finds a difference, listing the experiments that differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+TIMING = ("wall_s", "time/")
+TINY = ("sft.steps=300", "rl.prompts_per_step=8", "rl.final_eval_prompts=8",
+        "rl.final_eval_samples=2", "rl.eval_prompts=4", "rl.eval_samples=2", "rl.eval_every=2",
+        "rl.checkpoint_every=2")
+CHAINS = ("rl.group_size=4",)  # tree experiments keep their group size (= leaves per prompt)
+
+
+def _untimed(row: dict) -> dict:
+  return {k: v for k, v in row.items() if not (k.startswith(TIMING) or k.endswith("wall_s"))}
+
+
+def digest(run_dir: pathlib.Path) -> dict[str, str]:
+  """SHA-256 of a run's metrics rows and summary, timing keys removed, keys sorted."""
+  rows = [_untimed(json.loads(line)) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+  summary = _untimed(json.loads((run_dir / "summary.json").read_text()))
+  h = lambda obj: hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+  return {"metrics": h(rows), "summary": h(summary), "final_pass1": summary.get("final_pass1")}
+
+
+def main(argv: list[str] | None = None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--out", required=True, help="where the fingerprint JSON goes")
+  p.add_argument("--steps", type=int, default=3)
+  p.add_argument("--only", default="", help="run only the experiments whose name contains this")
+  p.add_argument("--compare", default=None, help="a fingerprint JSON to compare with")
+  args = p.parse_args(argv)
+
+  from tcred import cli, experiments
+
+  names = [n for n in experiments.experiment_names() if args.only in n]
+  work = pathlib.Path(tempfile.mkdtemp(prefix="tcred-fp-"))
+  os.environ["TCRED_CACHE"] = str(work / "cache")
+  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=pathlib.Path(__file__).parent).stdout.strip()
+  result = {"commit": commit, "steps": args.steps, "overrides": list(TINY), "chain_overrides": list(CHAINS),
+            "machine": platform.platform(),
+            "experiments": {}}
+  for name in names:
+    t0 = time.time()
+    argv_run = ["run", name, "--steps", str(args.steps), "--out", str(work / "runs"), "--no-progress"]
+    tree = experiments.get_experiment(name).tree.enabled
+    for o in TINY + (() if tree else CHAINS):
+      argv_run += ["--set", o]
+    code = cli.main(argv_run)
+    if code != 0:
+      result["experiments"][name] = {"error": f"exit status {code}"}
+    else:
+      result["experiments"][name] = digest(work / "runs" / name / "seed-0")
+    print(f"{name:34s} {time.time() - t0:6.1f} s  {result['experiments'][name]}", file=sys.stderr, flush=True)
+  pathlib.Path(args.out).write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+
+  if args.compare:
+    old = json.loads(pathlib.Path(args.compare).read_text())["experiments"]
+    differ = [n for n in names if n in old and {k: v for k, v in old[n].items()}
+              != result["experiments"][n]]
+    missing = sorted(set(old) - set(names))
+    print(f"compared {len(names)} experiments with {args.compare}: {len(differ)} differ "
+          f"{differ if differ else ''}; {len(missing)} only in the old file {missing if missing else ''}")
+    return 1 if differ else 0
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

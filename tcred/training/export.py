@@ -1,0 +1,104 @@
+"""A run's policy as a Hugging Face directory (`tcred export RUN_DIR --out DIR [--step N]`).
+
+The run directory holds the resolved experiment config (`config.json`) and Orbax
+checkpoints of the RL train state (`checkpoints/<step>/`); the policy's
+parameters are restored from the chosen step and written by
+`tcred.models.hf.save_pretrained` with the run's tokenizer, so that
+`transformers.AutoModelForCausalLM` and `AutoTokenizer` load the directory.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import jax.numpy as jnp
+from flax import nnx
+
+from tcred.models.decoder import Decoder
+from tcred.models.hf import save_pretrained
+from tcred.training.checkpoint import Checkpointer, CheckpointError
+from tcred.training.config import ExperimentConfig, config_from_dict
+from tcred.training.optim import adamw
+from tcred.training.step import TrainState
+
+
+class ExportError(ValueError):
+  """A bad `tcred export` input (the message names the problem and what is allowed)."""
+
+
+def run_policy(run_dir: str | pathlib.Path, *, step: int | None = None
+               ) -> tuple[ExperimentConfig, nnx.GraphDef, nnx.State, int]:
+  """The policy of a run directory at checkpoint `step` (default: the last usable one).
+
+  Returns `(config, graphdef, params, step)`. Raises `ExportError` for a missing
+  directory, one that is not a run (no `config.json` of a tcred experiment), a
+  run without checkpoints, or a `step` that has no checkpoint (listing the steps that do).
+  """
+  run_dir = pathlib.Path(run_dir)
+  if not run_dir.is_dir():
+    raise ExportError(f"run directory {str(run_dir)!r} does not exist")
+  config_path = run_dir / "config.json"
+  if not config_path.is_file():
+    raise ExportError(f"{str(run_dir)!r} is not a run directory: no config.json (a run directory is "
+                      "OUT/NAME/seed-S as written by `tcred run`, e.g. runs/countdown-grpo/seed-0)")
+  try:
+    cfg = config_from_dict(json.loads(config_path.read_text()))
+  except (ValueError, KeyError, TypeError) as e:
+    raise ExportError(f"{str(config_path)!r} is not the config of a tcred run: {type(e).__name__}: {e}") from e
+  ckpt_dir = run_dir / "checkpoints"
+  if not ckpt_dir.is_dir():
+    raise ExportError(f"{str(run_dir)!r} has no checkpoints/ directory: the run has not saved a checkpoint yet")
+  ckpt = Checkpointer(ckpt_dir, max_to_keep=2)
+  try:
+    steps = ckpt.steps()
+    if not steps:
+      raise ExportError(f"{str(run_dir)!r} has no checkpoint yet (checkpoints/ is empty)")
+    if step is not None and step not in steps:
+      raise ExportError(f"--step {step}: no checkpoint of that step in {str(run_dir)!r}; available steps: "
+                        f"{', '.join(map(str, steps))}")
+    # The RL train state of `tcred.training.rl` (parameters, AdamW state, step) as the restore template.
+    graphdef, params = nnx.split(Decoder(cfg.model, rngs=nnx.Rngs(cfg.sft.seed)))
+    rl = cfg.rl
+    tx = adamw(rl.lr, warmup=rl.warmup, weight_decay=rl.weight_decay, max_grad_norm=rl.max_grad_norm)
+    template = TrainState(params, tx.init(params), jnp.int32(0))
+    if step is None:
+      step, state, _ = ckpt.restore_latest(template)
+    else:
+      state, _ = ckpt.restore(step, template)
+  except CheckpointError as e:
+    raise ExportError(str(e)) from e
+  finally:
+    ckpt.close()
+  return cfg, graphdef, state.params, step
+
+
+def run_tokenizer(cfg: ExperimentConfig) -> Any:
+  """The `transformers` tokenizer of a run's task.
+
+  Until tasks own their tokenizer (issue 12), the embedded tasks share the
+  character tokenizer and the `jsonl` task names its own (`task_config.tokenizer`).
+  """
+  from tcred.tasks import tokenizer as char_tok
+
+  name = getattr(cfg.task_config, "tokenizer", "char")
+  if name == "char":
+    return char_tok.build_tokenizer()
+  import transformers
+
+  return transformers.AutoTokenizer.from_pretrained(name, local_files_only=True)
+
+
+def export_run(run_dir: str | pathlib.Path, out: str | pathlib.Path, *, step: int | None = None
+               ) -> tuple[pathlib.Path, int]:
+  """Writes the policy of `run_dir` at `step` (default: last) as a Hugging Face directory `out`.
+
+  `out` must not exist or be empty. Returns `(out, step exported)`. Raises `ExportError`.
+  """
+  out = pathlib.Path(out)
+  if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    raise ExportError(f"--out {str(out)!r} exists and is not an empty directory; choose a new one")
+  cfg, _, params, step = run_policy(run_dir, step=step)
+  save_pretrained(out, params, cfg.model, tokenizer=run_tokenizer(cfg))
+  return out, step
