@@ -93,10 +93,10 @@ def test_resume_accepts_a_run_config_written_before_new_model_fields(tmp_path, m
   class Reached(Exception):
     pass
 
-  def reached(*args):
-    raise Reached  # the config check passed: stop before any work
+  def reached(*args, **kwargs):
+    raise Reached  # the config check passed: stop before any model work
 
-  monkeypatch.setattr(rl, "make_task_from_config", reached)
+  monkeypatch.setattr(rl, "base_policy", reached)
   (run_dir / "config.json").write_text(json.dumps(old))
   with pytest.raises(Reached):
     rl.run_experiment(cfg, seed=0, out=tmp_path, resume=True, progress=False)
