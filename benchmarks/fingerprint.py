@@ -33,12 +33,15 @@ TINY = ("sft.steps=300", "rl.prompts_per_step=8", "rl.final_eval_prompts=8",
 CHAINS = ("rl.group_size=4",)  # tree experiments keep their group size (= leaves per prompt)
 
 
+BOOKKEEPING = ("config_hash",)  # summary keys that describe the run, not its results (added after 6949de9)
+
+
 def _untimed(row: dict) -> dict:
-  return {k: v for k, v in row.items() if not (k.startswith(TIMING) or k.endswith("wall_s"))}
+  return {k: v for k, v in row.items() if not (k.startswith(TIMING) or k.endswith("wall_s") or k in BOOKKEEPING)}
 
 
 def digest(run_dir: pathlib.Path) -> dict[str, str]:
-  """SHA-256 of a run's metrics rows and summary, timing keys removed, keys sorted."""
+  """SHA-256 of a run's metrics rows and summary, timing and bookkeeping keys removed, keys sorted."""
   rows = [_untimed(json.loads(line)) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
   summary = _untimed(json.loads((run_dir / "summary.json").read_text()))
   h = lambda obj: hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
