@@ -41,7 +41,9 @@ def _rows(run: pathlib.Path):
 
 def _summary(run: pathlib.Path):
   s = json.loads((run / "summary.json").read_text())
-  return {k: v for k, v in s.items() if not k.endswith("wall_s")}
+  # config_hash: the hash of the run's settings (a test may change one that does not touch results,
+  # e.g. rl.checkpoint_every), not a result.
+  return {k: v for k, v in s.items() if not k.endswith("wall_s") and k != "config_hash"}
 
 
 def _run(out, *extra, steps=STEPS):
