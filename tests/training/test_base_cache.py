@@ -78,3 +78,22 @@ def test_vocabulary_smaller_than_the_task_alphabet_is_refused():
   task = make_task("countdown")
   with pytest.raises(ValueError, match=r"model.vocab_size=50 .*>= 99"):
     sft.base_policy(model_preset("tiny", vocab_size=50), task, task.config, SFTConfig(steps=1), eval_prompts=4)
+
+
+def test_sft_ending_non_finite_caches_nothing(monkeypatch):
+  """Before, a non-finite SFT result was returned (and info.json written) though the checkpoint refused
+  it, and RL ran on it; now it raises and nothing marks the base policy as built."""
+  import jax
+  import jax.numpy as jnp
+
+  def nan_step(state, *a, **k):
+    return state._replace(params=jax.tree.map(lambda x: jnp.full_like(x, jnp.nan), state.params)), \
+        {"sft/loss": jnp.float32(jnp.nan)}
+
+  monkeypatch.setattr(sft, "sft_train_step", nan_step)
+  task = make_task("countdown")
+  few = SFTConfig(steps=2, batch_size=8)
+  with pytest.raises(sft.BasePolicyError, match="non-finite parameters"):
+    sft.base_policy(MODEL, task, task.config, few, eval_prompts=8, progress=False)
+  directory = sft.base_policy_dir(MODEL, task.name, task.config, few, held_out=8)
+  assert not (directory / "info.json").exists()
