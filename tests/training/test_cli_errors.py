@@ -9,7 +9,6 @@ import typing
 import pytest
 
 from tcred import cli, experiments
-from tcred.credit.base import credit_class
 from tcred.training import rl
 from tcred.training.config import _SECTIONS
 
