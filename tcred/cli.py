@@ -431,12 +431,17 @@ def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   try:
-    return _dispatch(args, argv)
+    code = _dispatch(args, argv)
+    sys.stdout.flush()  # inside the try: a reader that left shows up here
+    return code
   except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP (`tcred.runtime.Stopped`)
     signum = getattr(e, "signum", signal.SIGINT)
     what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
     print(_interrupted(args, argv).replace("interrupted", what, 1), file=sys.stderr)
     return 128 + signum
+  except BrokenPipeError:  # `tcred list | head`: the reader left; say nothing more
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
 def _dispatch(args, argv: list[str]) -> int:

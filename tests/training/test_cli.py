@@ -124,3 +124,11 @@ def test_methods_with_filters_and_extra_signals_run_by_name(tmp_path, name, caps
   summary = json.loads((tmp_path / name / "seed-0" / "summary.json").read_text())
   # Filters refill: at least B x G rollouts per step were generated.
   assert summary["samples"] >= 2 * 4 * 2
+
+
+def test_a_reader_that_leaves_early_is_no_error(tmp_path):
+  # `tcred list | head -1`: the pipe closes before tcred writes; no traceback, exit 0.
+  proc = subprocess.Popen([sys.executable, "-m", "tcred.cli", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  proc.stdout.close()
+  err = proc.stderr.read().decode()
+  assert proc.wait(timeout=120) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
