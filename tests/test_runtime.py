@@ -99,20 +99,26 @@ def test_stop_signals_raise_like_ctrl_c_or_wait_for_the_step():
   from tcred.runtime import Stopped, stop_signals
 
   before = signal.getsignal(signal.SIGTERM)
-  with stop_signals() as stop:
-    with pytest.raises(Stopped) as e:
-      os.kill(os.getpid(), signal.SIGHUP)
-      time.sleep(1)
-    assert isinstance(e.value, KeyboardInterrupt) and e.value.signum == signal.SIGHUP
-    stop.defer()
-    os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(0.05)
-    assert stop.signum == signal.SIGTERM  # recorded, not raised: the step finishes first
-    with pytest.raises(Stopped):  # a second signal does not wait
+  # The test runner itself may run under nohup (SIGHUP ignored, which stop_signals keeps): start from
+  # SIGHUP's default disposition here.
+  hangup = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+  try:
+    with stop_signals() as stop:
+      with pytest.raises(Stopped) as e:
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(1)
+      assert isinstance(e.value, KeyboardInterrupt) and e.value.signum == signal.SIGHUP
+      stop.defer()
       os.kill(os.getpid(), signal.SIGTERM)
-      time.sleep(1)
-    stop.undefer()
-  assert signal.getsignal(signal.SIGTERM) is before
+      time.sleep(0.05)
+      assert stop.signum == signal.SIGTERM  # recorded, not raised: the step finishes first
+      with pytest.raises(Stopped):  # a second signal does not wait
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)
+      stop.undefer()
+    assert signal.getsignal(signal.SIGTERM) is before
+  finally:
+    signal.signal(signal.SIGHUP, hangup)
 
 
 def test_an_ignored_hangup_stays_ignored():  # nohup tcred run ...
