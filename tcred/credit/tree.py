@@ -67,6 +67,11 @@ class TreeRL(CreditMethod):
     A(s) = [(V(s) − V(root)) + (V(s) − V(parent s))] / sqrt(|L(s)|)
 
   with V the mean leaf reward under a node (`treerl_segment_advantages`).
+  The root is the prompt (`TreeConfig.root="prompt"`, the default): the M
+  chains hang under it, so V(root) is the mean over all the prompt's leaves
+  and chains are compared with each other, as in TreeRL's released code.
+  With `root="chain"` each chain is its own root and a chain never forked
+  gets 0 on every token.
   """
 
   name = "treerl"
