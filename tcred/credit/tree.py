@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tcred.credit.advantages import GroupNorm
 from tcred.credit.base import Credit, CreditInputs, CreditMethod, register_credit
 from tcred.credit.outcome import per_token, valid_tokens
 from tcred.signals.tree import tree_grpo_leaf_advantages, treerl_segment_advantages
@@ -37,7 +38,7 @@ def tree_extras(trees) -> dict[str, np.ndarray]:
 
 @register_credit
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TreeGRPO(CreditMethod):
+class TreeGRPO(GroupNorm, CreditMethod):
   """Tree-GRPO (arXiv 2509.21240): leaf advantage `A_intra + A_inter` on every token of the leaf.
 
   `A_intra` normalises each leaf's reward within its tree, `A_inter` within all
@@ -47,12 +48,11 @@ class TreeGRPO(CreditMethod):
   name = "tree-grpo"
   description = "tree rollouts; intra-tree + inter-tree group-normalised leaf advantages (Tree-GRPO)"
   needs_tree = True
-  eps: float = 1e-6
 
   def __call__(self, inputs: CreditInputs) -> Credit:
     g = inputs.rewards.shape[1]
     leaf_valid = jnp.broadcast_to(inputs.group_valid[:, None], inputs.rewards.shape)
-    adv = jax.vmap(lambda tid, r, v: tree_grpo_leaf_advantages(tid, r, v, num_trees=g, eps=self.eps))(
+    adv = jax.vmap(lambda tid, r, v: tree_grpo_leaf_advantages(tid, r, v, num_trees=g, **self.group_norm()))(
         inputs.extras["tree_id"], inputs.rewards, leaf_valid)  # [B, G]
     weights = valid_tokens(inputs)
     return Credit(advantages=jnp.where(weights, per_token(adv, inputs.mask), 0.0),
