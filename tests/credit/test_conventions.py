@@ -179,6 +179,10 @@ def test_mi_inputs(tiny_model):
   np.testing.assert_allclose(tiny_model.norm(pre), post, rtol=1e-6)
   first, _ = tiny_model(tokens, pos, valid, hidden_layer=0, final_norm=False)
   assert not np.allclose(first, pre)
+
+
+@pytest.mark.slow  # ~30 s: compiles compute_extras
+def test_mi_inputs_in_compute_extras(tiny_model):
   # compute_extras with the MI-Peaks convention (pre-norm, σ = 50) is hsic_mi on those states.
   graphdef, params = nnx.split(tiny_model)
   prompt = jnp.array([[0, 1, 10, 11]], jnp.int32)
