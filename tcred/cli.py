@@ -72,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
                      "the tree sibling gap signal) or both (default: both, one report with a tree section)")
   ident.add_argument("--tree-fork-at", default="entropy",
                      help="where the tree rollouts fork: entropy (default), neg-logp or step")
+  ident.add_argument("--mi-peak-rule", default="outlier",
+                     help="MI peaks: outlier (Q3 + 1.5·IQR per rollout, default) or top-k (MI-Peaks' code)")
+  ident.add_argument("--mi-peak-k", type=int, default=20, help="peaks per rollout under --mi-peak-rule top-k")
+  ident.add_argument("--mi-layer", type=int, default=-1,
+                     help="decoder layer whose output HSIC MI uses (negative: from the end; default -1)")
+  ident.add_argument("--mi-norm", default="post",
+                     help="HSIC MI states after (post, default) or before (pre, MI-Peaks' code) the final RMSNorm")
+  ident.add_argument("--mi-sigma", default="width",
+                     help="HSIC σ: width (50·sqrt(D/4096), default) or fixed (50, MI-Peaks' code)")
   ident.add_argument("--seed", type=int, default=0, help="seeds the rollouts, continuations and bootstrap (>= 0)")
   ident.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the CIs (0: none)")
   ident.add_argument("--out", default="benchmarks/results",
@@ -109,7 +118,7 @@ def _resolve(args):
 
 # IdentifyConfig fields set by a flag: its messages name the flag the user typed.
 _IDENTIFY_FLAGS = ("prompts", "rollouts", "continuations", "delta", "seed", "bootstrap", "rollouts_from",
-                   "tree_fork_at")
+                   "tree_fork_at", "mi_peak_rule", "mi_peak_k", "mi_layer", "mi_norm", "mi_sigma")
 
 
 def _as_flags(message: str, fields=_IDENTIFY_FLAGS) -> str:
@@ -141,7 +150,9 @@ def _identify(args, argv: list[str]) -> int:
   try:
     config = identify.IdentifyConfig(prompts=args.prompts, rollouts=args.rollouts, continuations=args.continuations,
                                      delta=args.delta, seed=args.seed, bootstrap=args.bootstrap,
-                                     rollouts_from=args.rollouts_from, tree_fork_at=args.tree_fork_at)
+                                     rollouts_from=args.rollouts_from, tree_fork_at=args.tree_fork_at,
+                                     mi_peak_rule=args.mi_peak_rule, mi_peak_k=args.mi_peak_k, mi_layer=args.mi_layer,
+                                     mi_norm=args.mi_norm, mi_sigma=args.mi_sigma)
   except ValueError as e:
     return _usage_error(_as_flags(str(e)))
   from tcred.training.tracking import RunError, check_writable_dir

@@ -48,11 +48,15 @@ class Credit(NamedTuple):
     weights: `[B, G, T]` non-negative loss weights, zero on padding; the loss
       aggregation normalises by them.
     metrics: scalar diagnostics, logged under `credit/<name>`.
+    normaliser: optional `[B, G, T]` weights the aggregation divides by instead of
+      `weights` (e.g. every valid token while only the kept ones carry weight, TRL's
+      convention for a token mask); None: `weights`.
   """
 
   advantages: jax.Array
   weights: jax.Array
   metrics: dict[str, jax.Array]
+  normaliser: jax.Array | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -69,6 +73,10 @@ class CreditMethod(abc.ABC):
   @abc.abstractmethod
   def __call__(self, inputs: CreditInputs) -> Credit:
     ...
+
+  def mi_inputs(self):
+    """The `tcred.signals.information.MIInputs` for the "mi" extra (None: the default states)."""
+    return None
 
   def group_filter(self, rewards: np.ndarray, extras: dict[str, Any]) -> np.ndarray | None:
     """Host-side prompt filter applied while collecting a batch: `[B]` bool of groups to keep

@@ -20,21 +20,21 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tcred.models.decoder import positions_from_mask
-from tcred.signals.information import (answer_information_gain, answer_logprobs_after_prefixes, default_sigma,
-                                       hsic_mi)
+from tcred.signals.information import MIInputs, answer_information_gain, answer_logprobs_after_prefixes, hsic_mi
 from tcred.signals.variance import reference_token_std
 
 EXTRA_NAMES = ("info_gain", "ref_logp", "ref_std", "mi")
 
 
-def response_hidden(model, prompt, prompt_valid, response, mask):
-  """Final hidden states `[B, G, T, D]` of the response tokens (one plain forward)."""
+def response_hidden(model, prompt, prompt_valid, response, mask, *, hidden_layer: int = -1, final_norm: bool = True):
+  """Hidden states `[B, G, T, D]` of the response tokens (one plain forward); by default the final
+  ones, else layer `hidden_layer`'s output with or without the final norm (`Decoder.__call__`)."""
   from tcred.training.step import pack_groups  # local: training imports credit
 
   b, g, t = response.shape
   p = prompt.shape[1]
   seq, valid = pack_groups(prompt, prompt_valid, response, mask)
-  hidden, _ = model(seq, positions_from_mask(valid), valid)
+  hidden, _ = model(seq, positions_from_mask(valid), valid, hidden_layer=hidden_layer, final_norm=final_norm)
   return hidden[:, p:].reshape(b, g, t, -1)
 
 
@@ -78,11 +78,15 @@ def cue_index(response, mask, cue_id: int):
   return jnp.where(jnp.any(is_cue, axis=-1), jnp.argmax(is_cue, axis=-1), jnp.maximum(lengths - 1, 0))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "names", "temperature", "cue_id", "mi_sigma"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "names", "temperature", "cue_id", "mi_sigma", "mi"))
 def compute_extras(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_valid, response, mask, answer,
                    answer_valid, solution, solution_valid, *, names: tuple[str, ...], temperature: float,
-                   cue_id: int, mi_sigma: float | None = None) -> dict[str, jax.Array]:
+                   cue_id: int, mi_sigma: float | None = None, mi: MIInputs | None = None) -> dict[str, jax.Array]:
   """Computes the requested extras for a batch.
+
+  "mi" compares the hidden states `mi` names (`MIInputs`: layer, pre/post final
+  norm, σ rule; default: the final hidden states, σ scaled with the width); an
+  explicit `mi_sigma` overrides the σ rule.
 
   Args:
     prompt `[B, P]`, prompt_valid `[B, P]`; response, mask `[B, G, T]`;
@@ -105,11 +109,13 @@ def compute_extras(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_val
       out["ref_std"] = jax.vmap(reference_token_std)(ref, answer_valid)
   if "mi" in names:
     model = nnx.merge(graphdef, params)
-    if hidden is None:  # a plain forward gives the response hidden states (no answer copies needed)
-      hidden = response_hidden(model, prompt, prompt_valid, response, mask)
-    h_sol, _ = model(solution, positions_from_mask(solution_valid), solution_valid)
+    mi = mi or MIInputs()
+    states = dict(hidden_layer=mi.layer, final_norm=mi.norm == "post")
+    if hidden is None or not mi.is_default:  # a plain forward gives the response hidden states
+      hidden = response_hidden(model, prompt, prompt_valid, response, mask, **states)
+    h_sol, _ = model(solution, positions_from_mask(solution_valid), solution_valid, **states)
     h_y = h_sol[:, -1]  # [B, D]
-    sigma = mi_sigma or default_sigma(h_y.shape[-1])
+    sigma = mi_sigma or mi.bandwidth(h_y.shape[-1])
     mi = jax.vmap(lambda hg, hy: jax.vmap(lambda h: hsic_mi(h, hy, sigma=sigma, batch_size=h.shape[0]))(hg))(hidden, h_y)
     out["mi"] = jnp.where(mask, mi, 0.0)
   return out

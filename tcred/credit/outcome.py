@@ -7,13 +7,15 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from tcred.credit.advantages import ADVANTAGE_MODES, group_advantages
+from tcred.credit.advantages import ADVANTAGE_MODES, GroupNorm, group_advantages
 from tcred.credit.base import Credit, CreditInputs, CreditMethod, register_credit
 
 
-def outcome_advantages(rewards: jax.Array, group_valid: jax.Array, *, mode: str) -> jax.Array:
-  """`[B, G]` group advantages (`group_advantages` vmapped over prompts), 0 on filler groups."""
-  adv = jax.vmap(lambda r: group_advantages(r, mode=mode))(rewards)
+def outcome_advantages(rewards: jax.Array, group_valid: jax.Array, *, mode: str, **norm) -> jax.Array:
+  """`[B, G]` group advantages (`group_advantages` vmapped over prompts), 0 on filler groups.
+
+  `norm`: the normaliser's conventions (`GroupNorm.group_norm()`: eps, ddof, lone)."""
+  adv = jax.vmap(lambda r: group_advantages(r, mode=mode, **norm))(rewards)
   return jnp.where(group_valid[:, None], adv, 0.0)
 
 
@@ -29,7 +31,7 @@ def per_token(adv: jax.Array, mask: jax.Array) -> jax.Array:
 
 @register_credit
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Outcome(CreditMethod):
+class Outcome(GroupNorm, CreditMethod):
   """GRPO / Dr. GRPO: `A_{i,t} = A_i` on every response token (DESIGN §4.1)."""
 
   name = "outcome"
@@ -37,10 +39,11 @@ class Outcome(CreditMethod):
   mode: str = "grpo"
 
   def __post_init__(self):
+    super().__post_init__()
     if self.mode not in ADVANTAGE_MODES:
       raise ValueError(f"credit.mode={self.mode!r} is not one of {ADVANTAGE_MODES}")
 
   def __call__(self, inputs: CreditInputs) -> Credit:
-    adv = outcome_advantages(inputs.rewards, inputs.group_valid, mode=self.mode)
+    adv = outcome_advantages(inputs.rewards, inputs.group_valid, mode=self.mode, **self.group_norm())
     return Credit(advantages=per_token(adv, inputs.mask), weights=valid_tokens(inputs).astype(jnp.float32),
                   metrics={})

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tcred.credit.advantages import GroupNorm
 from tcred.credit.base import Credit, CreditInputs, CreditMethod, register_credit
 from tcred.credit.outcome import per_token, valid_tokens
 from tcred.signals.tree import tree_grpo_leaf_advantages, treerl_segment_advantages
@@ -37,7 +38,7 @@ def tree_extras(trees) -> dict[str, np.ndarray]:
 
 @register_credit
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TreeGRPO(CreditMethod):
+class TreeGRPO(GroupNorm, CreditMethod):
   """Tree-GRPO (arXiv 2509.21240): leaf advantage `A_intra + A_inter` on every token of the leaf.
 
   `A_intra` normalises each leaf's reward within its tree, `A_inter` within all
@@ -47,16 +48,16 @@ class TreeGRPO(CreditMethod):
   name = "tree-grpo"
   description = "tree rollouts; intra-tree + inter-tree group-normalised leaf advantages (Tree-GRPO)"
   needs_tree = True
-  eps: float = 1e-6
 
   def __post_init__(self):
+    super().__post_init__()  # GroupNorm's checks
     if not self.eps > 0:
       raise ValueError(f"credit.eps must be > 0, got {self.eps!r}")
 
   def __call__(self, inputs: CreditInputs) -> Credit:
     g = inputs.rewards.shape[1]
     leaf_valid = jnp.broadcast_to(inputs.group_valid[:, None], inputs.rewards.shape)
-    adv = jax.vmap(lambda tid, r, v: tree_grpo_leaf_advantages(tid, r, v, num_trees=g, eps=self.eps))(
+    adv = jax.vmap(lambda tid, r, v: tree_grpo_leaf_advantages(tid, r, v, num_trees=g, **self.group_norm()))(
         inputs.extras["tree_id"], inputs.rewards, leaf_valid)  # [B, G]
     weights = valid_tokens(inputs)
     return Credit(advantages=jnp.where(weights, per_token(adv, inputs.mask), 0.0),
@@ -71,6 +72,11 @@ class TreeRL(CreditMethod):
     A(s) = [(V(s) − V(root)) + (V(s) − V(parent s))] / sqrt(|L(s)|)
 
   with V the mean leaf reward under a node (`treerl_segment_advantages`).
+  The root is the prompt (`TreeConfig.root="prompt"`, the default): the M
+  chains hang under it, so V(root) is the mean over all the prompt's leaves
+  and chains are compared with each other, as in TreeRL's released code.
+  With `root="chain"` each chain is its own root and a chain never forked
+  gets 0 on every token.
   """
 
   name = "treerl"

@@ -70,7 +70,7 @@ from tcred.evaluation import identify_metrics as im
 from tcred.sampling.sampler import sample_groups
 from tcred.sampling.tree import FORK_RULES
 from tcred.signals.entropy import forking_mask
-from tcred.signals.information import mi_peaks
+from tcred.signals.information import PEAK_RULES, MIInputs, mi_peaks
 from tcred.signals.tree import node_values, treerl_segment_advantages
 from tcred.signals.variance import reference_token_std
 from tcred.tasks import tokenizer as tok
@@ -116,6 +116,10 @@ class IdentifyConfig:
     tree_trees: M, the chains (trees) per prompt of the tree rollouts; G must be a multiple of M with
       G/M ≥ 2 (each tree forks G/M − 1 times in one round).
     tree_fork_at: where the trees fork (`TreeConfig.fork_at`: "entropy", "neg-logp" or "step").
+    mi_peak_rule, mi_peak_k: the MI-peak set (`mi_peaks`): "outlier" (Q3 + mi_tau·IQR, default) or
+      "top-k" (the mi_peak_k = 20 highest-MI tokens per rollout, the released MI-Peaks code).
+    mi_layer, mi_norm, mi_sigma: the HSIC MI inputs (`MIInputs`): default the last layer after the
+      final norm with σ scaled by width; the MI-Peaks code: the layer's output before the norm, σ = 50.
   """
 
   prompts: int = 32
@@ -133,8 +137,18 @@ class IdentifyConfig:
   rollouts_from: str = "both"
   tree_trees: int = 2
   tree_fork_at: str = "entropy"
+  mi_peak_rule: str = "outlier"
+  mi_peak_k: int = 20
+  mi_layer: int = -1
+  mi_norm: str = "post"
+  mi_sigma: str = "width"
 
   def __post_init__(self):
+    if self.mi_peak_rule not in PEAK_RULES:
+      raise ValueError(f"mi_peak_rule {self.mi_peak_rule!r}: allowed values are {', '.join(PEAK_RULES)}")
+    if isinstance(self.mi_peak_k, bool) or not isinstance(self.mi_peak_k, int) or self.mi_peak_k < 1:
+      raise ValueError(f"mi_peak_k must be an integer >= 1, got {self.mi_peak_k!r}")
+    MIInputs(layer=self.mi_layer, norm=self.mi_norm, sigma=self.mi_sigma)  # validates the MI inputs
     for name, low in (("prompts", 2), ("rollouts", 1), ("continuations", 1), ("prefix_batch", 1),
                       ("extras_batch", 1)):
       value = getattr(self, name)
@@ -163,6 +177,10 @@ class IdentifyConfig:
       if self.rollouts % m or self.rollouts // m < 2:
         raise ValueError(f"tree rollouts need rollouts G a multiple of tree_trees M = {m} with G/M >= 2 "
                          f"(M chains, G/M − 1 forks each), got G = {self.rollouts}")
+
+  @property
+  def mi_inputs(self) -> MIInputs:
+    return MIInputs(layer=self.mi_layer, norm=self.mi_norm, sigma=self.mi_sigma)
 
   @property
   def uses_trees(self) -> bool:
@@ -611,7 +629,7 @@ def signal_extras(graphdef, params, task: Task, problems: Sequence[Problem], rol
   solution, solution_valid = encode_solutions(task, problems)
   cue_id = int(tok.encode(task.answer_cue)[0])
   return _batched(lambda *a: compute_extras(graphdef, params, *a, names=names, temperature=config.temperature,
-                                            cue_id=cue_id),
+                                            cue_id=cue_id, mi=config.mi_inputs),
                   (rollout.prompt, rollout.prompt_valid, rollout.tokens, rollout.mask, answer, answer_valid,
                    solution, solution_valid), config.extras_batch)
 
@@ -812,7 +830,7 @@ def entropy_mi_overlap(data: StudyData, rng: np.random.Generator) -> Overlap:
   """Do the high-entropy tokens and the MI peaks coincide? (DESIGN §5's open question)
 
   Sets use the training code's selectors: `forking_mask` (top fraction, pooled over the study,
-  ties kept) on entropy and on MI, and `mi_peaks` (per rollout, Tukey fence `tau`) on MI.
+  ties kept) on entropy and on MI, and `mi_peaks` (per rollout, the configured rule) on MI.
   """
   cfg = data.config
   mask = data.rollout.mask
@@ -820,7 +838,7 @@ def entropy_mi_overlap(data: StudyData, rng: np.random.Generator) -> Overlap:
   top_ent = np.asarray(forking_mask(ent, mask, rho=cfg.top_fraction))
   top_mi = np.asarray(forking_mask(mi, mask, rho=cfg.top_fraction))
   n, g, t = mask.shape
-  peaks = np.asarray(jax.vmap(lambda m, k: mi_peaks(m, k, tau=cfg.mi_tau))(
+  peaks = np.asarray(jax.vmap(lambda m, k: mi_peaks(m, k, tau=cfg.mi_tau, rule=cfg.mi_peak_rule, k=cfg.mi_peak_k))(
       jnp.asarray(mi.reshape(n * g, t), jnp.float32), jnp.asarray(mask.reshape(n * g, t)))).reshape(mask.shape)
   flat, clusters = _flat_valid(data)
   a, b, c = flat(top_ent), flat(top_mi), flat(peaks)
@@ -937,6 +955,10 @@ def identify(task_name: str, *, policy: str = "base", config: IdentifyConfig = I
   t_start = time.time()
   load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
   cfg, graphdef, params, description = load_policy(task_name, policy, prompts=config.prompts, progress=progress)
+  layers = cfg.model.num_hidden_layers
+  if not -layers <= config.mi_layer < layers:
+    raise UsageError(f"--mi-layer {config.mi_layer} must be in [{-layers}, {layers}) for this policy's "
+                     f"{layers} decoder layers (negative: from the last layer)")
   task = make_task_from_config(cfg.task, cfg.task_config)
   load_s = time.time() - t_start
   return write_study(graphdef, params, task, eval_problems(task, config.prompts), config, out=out,

@@ -135,13 +135,17 @@ def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> 
             + "; ".join(f"{k} {_fmt(v)}" for k, v in results.signed.items()) + "."]
   o = results.overlap
   if o is not None:
+    peak_rule = (f"Q3 + {cfg.mi_tau}·IQR" if cfg.mi_peak_rule == "outlier"
+                 else f"the top {cfg.mi_peak_k} tokens by MI")
     out += ["", "## High-entropy tokens vs MI peaks", "",
             f"- Jaccard of the top-{pct}% entropy set and the top-{pct}% HSIC-MI set (both `forking_mask`, "
             f"pooled): **{_fmt(o.jaccard_top)}** {_ci(o.jaccard_top_ci)} (two independent random sets of these "
             f"sizes: {_fmt(o.jaccard_top_chance)}).",
-            f"- Jaccard of the top-{pct}% entropy set and the MI-peak set (`mi_peaks`, Q3 + {cfg.mi_tau}·IQR per "
+            f"- Jaccard of the top-{pct}% entropy set and the MI-peak set (`mi_peaks`, {peak_rule} per "
             f"rollout, {100 * o.peak_fraction:.1f}% of tokens): **{_fmt(o.jaccard_peaks)}** (chance "
             f"{_fmt(o.jaccard_peaks_chance)}).",
+            f"- HSIC MI inputs: {cfg.mi_inputs.describe()} (`--mi-layer {cfg.mi_layer} --mi-norm {cfg.mi_norm} "
+            f"--mi-sigma {cfg.mi_sigma}`).",
             f"- Spearman(entropy, MI): pooled **{_fmt(o.spearman)}** {_ci(o.spearman_ci)}; mean within a "
             f"rollout {_fmt(o.spearman_within)}."]
   out += ["", "## Summary (generated from the numbers)", ""] + _auto_summary(results, cfg.delta)

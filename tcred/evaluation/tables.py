@@ -21,6 +21,7 @@ Conventions of every table:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -258,6 +259,60 @@ def machine_description() -> str:
   return f"{cpu}, {os.cpu_count()} CPUs, {platform.platform()}"
 
 
+# Convention fields (benchmarks/results/conformance.md) and the value a run config without the field had.
+_CONVENTIONS = (("credit", "std_ddof", 0), ("credit", "eps", 1e-6), ("credit", "lone", "zero"),
+                ("credit", "peak_rule", "outlier"), ("credit", "mi_layer", -1), ("credit", "mi_norm", "post"),
+                ("credit", "mi_sigma", "width"), ("credit", "ties", "all"), ("credit", "pool", "batch"),
+                ("credit", "normaliser", "kept"), ("loss", "dual_clip", 0.0), ("tree", "root", "chain"))
+
+
+def conventions_of(config: dict[str, Any]) -> list[str]:
+  """`section.field=value` of the reference conventions a resolved run config used (conformance.md).
+
+  Only the fields that apply to the run's credit method (its class has the field; `tree.root` for
+  TreeRL) are listed. A field absent from the config (a run made before session 5) is reported with
+  the value it had then: notably `tree.root=chain` (per-chain roots) for a TreeRL run.
+  """
+  from tcred.credit.base import credit_class
+
+  credit, tree, loss = config.get("credit", {}), config.get("tree", {}), config.get("loss", {})
+  try:
+    fields = {f.name for f in dataclasses.fields(credit_class(credit.get("name", "")))}
+  except ValueError:
+    fields = set()
+  out = []
+  for section, field, old in _CONVENTIONS:
+    if section == "credit" and field not in fields:
+      continue
+    if section == "tree" and not (tree.get("enabled") and credit.get("name") == "treerl"):
+      continue
+    part = {"credit": credit, "tree": tree, "loss": loss}[section]
+    value = part.get(field, old)
+    out.append(f"{section}.{field}={value}")
+    if field == "peak_rule" and value == "top-k":
+      out.append(f"credit.peak_k={credit.get('peak_k', 20)}")
+    if field == "pool" and value == "micro-batch":
+      out.append(f"credit.micro_batch={credit.get('micro_batch')}")
+  if loss.get("aggregation") == "seq-mean-token-sum-norm":
+    out.append(f"loss.sum_norm_divisor={loss.get('sum_norm_divisor', 'sequences-x-T')}")
+  return out
+
+
+def _conventions_lines(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+  """One header line per distinct set of conventions, naming the experiments that used it."""
+  groups: dict[str, list[str]] = {}
+  for name, rs in runs.items():
+    path = pathlib.Path(rs[0]["run_dir"]) / "config.json"
+    try:
+      config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+      continue
+    key = ", ".join(f"`{c}`" for c in conventions_of(config)) or "none that apply"
+    groups.setdefault(key, []).append(name)
+  return [f"- Conventions (benchmarks/results/conformance.md) of {', '.join(f'`{n}`' for n in names)}: {key}."
+          for key, names in groups.items()]
+
+
 def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None = None, command: str | None = None,
                 missing: str = "raise", runs_wall_s: float | None = None) -> str:
   """The Markdown results table of a suite (one row per experiment), built from its run directories.
@@ -301,6 +356,7 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
   ]
   if suite.overrides:
     lines.append(f"- Suite overrides (on every experiment): `{' '.join(suite.overrides)}`")
+  lines += _conventions_lines(runs)
   if runs_wall_s is not None:
     lines.append(f"- This command ran its missing runs in {runs_wall_s / 60:.1f} min of wall time.")
   lines.append("")

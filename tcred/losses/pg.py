@@ -16,6 +16,10 @@ import jax.numpy as jnp
 from tcred.validation import require_finite
 
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+# The constant divisor of "seq-mean-token-sum-norm": "sequences-x-T" (tcred's default: the number of
+# sequences times the response budget T, a mean over sequences of the per-sequence sum / T), or "T"
+# (verl's `agg_loss`: the batch's token sum / T, so the loss grows with the number of sequences).
+SUM_NORM_DIVISORS = ("sequences-x-T", "T")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -30,17 +34,28 @@ class LossConfig:
       sequences), "seq-mean-token-sum-norm" (Dr. GRPO: Σ w·l / (sequences × T)).
     kl_coef: β of the k3 KL penalty to the reference policy (0 disables it and
       skips the reference forward pass).
+    dual_clip: c of dual-clip PPO for negative advantages (arXiv 1912.09729; the
+      80/20 code uses c = 3): the surrogate is max(surrogate, c·A) where A < 0, so a
+      token's loss never exceeds c·|A|. 0 (default) turns it off; else c > 1.
+    sum_norm_divisor: the divisor of "seq-mean-token-sum-norm", one of
+      SUM_NORM_DIVISORS: "sequences-x-T" (default) or "T" (verl).
   """
 
   clip_low: float = 0.2
   clip_high: float = 0.2
   aggregation: str = "token-mean"
   kl_coef: float = 0.0
+  dual_clip: float = 0.0
+  sum_norm_divisor: str = "sequences-x-T"
 
   def __post_init__(self):
     require_finite(self, "loss")
     if self.aggregation not in AGGREGATIONS:
       raise ValueError(f"loss.aggregation={self.aggregation!r} is not one of {AGGREGATIONS}")
+    if self.sum_norm_divisor not in SUM_NORM_DIVISORS:
+      raise ValueError(f"loss.sum_norm_divisor={self.sum_norm_divisor!r} is not one of {list(SUM_NORM_DIVISORS)}")
+    if not (self.dual_clip == 0 or self.dual_clip > 1):
+      raise ValueError(f"loss.dual_clip must be 0 (off) or > 1 (the 80/20 code: 3), got {self.dual_clip}")
     for name in ("clip_low", "clip_high", "kl_coef"):
       if getattr(self, name) < 0:
         raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
@@ -48,15 +63,22 @@ class LossConfig:
       raise ValueError(f"loss.clip_low must be < 1, got {self.clip_low}")
 
 
-def ppo_clip_surrogate(logp, old_logp, advantages, *, clip_low: float, clip_high: float):
+def ppo_clip_surrogate(logp, old_logp, advantages, *, clip_low: float, clip_high: float,
+                       dual_clip: float = 0.0):
   """Per-token clipped surrogate `min(ρ A, clip(ρ, 1−ε_lo, 1+ε_hi) A)`, `ρ = exp(logp − old_logp)`.
+
+  With `dual_clip = c > 0` (static), tokens with A < 0 take `max(that, c·A)`
+  (dual-clip PPO: the loss −surrogate is capped at c·|A| however large ρ gets).
 
   Returns `(surrogate, clipped)` with `clipped` True where the clipped branch is active.
   """
   ratio = jnp.exp(logp - old_logp)
   unclipped = ratio * advantages
   clipped_value = jnp.clip(ratio, 1.0 - clip_low, 1.0 + clip_high) * advantages
-  return jnp.minimum(unclipped, clipped_value), clipped_value < unclipped
+  surrogate = jnp.minimum(unclipped, clipped_value)
+  if dual_clip > 0:
+    surrogate = jnp.where(advantages < 0, jnp.maximum(surrogate, dual_clip * advantages), surrogate)
+  return surrogate, clipped_value < unclipped
 
 
 def kl_k3(logp, ref_logp):
@@ -65,22 +87,32 @@ def kl_k3(logp, ref_logp):
   return jnp.exp(r) - r - 1.0
 
 
-def aggregate(per_token: jax.Array, weights: jax.Array, *, mode: str) -> jax.Array:
+def aggregate(per_token: jax.Array, weights: jax.Array, *, mode: str, normaliser: jax.Array | None = None,
+              sum_norm_divisor: str = "sequences-x-T") -> jax.Array:
   """Reduces per-token values `[..., T]` with loss weights `[..., T]` to a scalar.
 
-  See `LossConfig.aggregation`. Empty selections give 0, never NaN.
+  See `LossConfig.aggregation`. `normaliser` (`[..., T]`, default: `weights`) is
+  what the means divide by: Σ w·l / Σ normaliser (token-mean), per sequence
+  likewise (seq-mean-token-mean). "seq-mean-token-sum-norm" divides by a
+  constant, `sum_norm_divisor` (`SUM_NORM_DIVISORS`). Empty selections give 0,
+  never NaN.
   """
   if per_token.shape != weights.shape:
     raise ValueError(f"per_token {per_token.shape} and weights {weights.shape} differ")
+  norm = weights if normaliser is None else normaliser
+  if norm.shape != weights.shape:
+    raise ValueError(f"normaliser {norm.shape} and weights {weights.shape} differ")
   weighted = per_token * weights
   if mode == "token-mean":
-    return jnp.sum(weighted) / jnp.maximum(jnp.sum(weights), 1e-8)
+    return jnp.sum(weighted) / jnp.maximum(jnp.sum(norm), 1e-8)
   if mode == "seq-mean-token-mean":
-    w_seq = jnp.sum(weights, axis=-1)
+    w_seq = jnp.sum(norm, axis=-1)
     seq = jnp.sum(weighted, axis=-1) / jnp.maximum(w_seq, 1e-8)
     has = w_seq > 0
     return jnp.sum(jnp.where(has, seq, 0.0)) / jnp.maximum(jnp.sum(has), 1)
   if mode == "seq-mean-token-sum-norm":
-    num_seqs = weighted[..., 0].size
+    if sum_norm_divisor not in SUM_NORM_DIVISORS:
+      raise ValueError(f"sum_norm_divisor {sum_norm_divisor!r} is not one of {SUM_NORM_DIVISORS}")
+    num_seqs = weighted[..., 0].size if sum_norm_divisor == "sequences-x-T" else 1
     return jnp.sum(weighted) / (num_seqs * per_token.shape[-1])
   raise ValueError(f"aggregation {mode!r} is not one of {AGGREGATIONS}")

@@ -240,7 +240,8 @@ class Decoder(nnx.Module):
 
   def __call__(self, tokens: jax.Array, positions: jax.Array, token_valid: jax.Array,
                cache: KVCache | None = None, index: jax.Array | int | None = None,
-               attention_mask: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
+               attention_mask: jax.Array | None = None, hidden_layer: int = -1,
+               final_norm: bool = True) -> tuple[jax.Array, KVCache | None]:
     """Runs the decoder.
 
     Args:
@@ -253,10 +254,20 @@ class Decoder(nnx.Module):
       attention_mask: optional `[B, T, T]` bool, query t may attend key s; replaces the
         causal mask (no cache). Used to pack several continuations of one prefix
         into one row (e.g. answer copies after every prefix).
+      hidden_layer: static; the decoder layer whose output is returned (negative: from
+        the end; default −1, the last).
+      final_norm: static; apply the final RMSNorm to that output (default True: the
+        final hidden states the head reads). HSIC MI offers the other choices
+        (`tcred.signals.information.MIInputs`).
 
     Returns:
-      Final hidden states `[B, T, D]` (after the last RMSNorm) and the updated cache.
+      Hidden states `[B, T, D]` (by default the final ones, after the last RMSNorm) and
+      the updated cache (every layer's).
     """
+    n_layers = len(self.layers)
+    if not -n_layers <= hidden_layer < n_layers:
+      raise ValueError(f"hidden_layer must be in [{-n_layers}, {n_layers}), got {hidden_layer}")
+    picked_layer = hidden_layer % n_layers
     b, t = tokens.shape
     x = self.embed_tokens(tokens)
     if cache is None:
@@ -284,7 +295,9 @@ class Decoder(nnx.Module):
       x, k, v = layer(x, positions, mask, kc, vc, index, query_blocks)
       new_k.append(k)
       new_v.append(v)
-    hidden = self.norm(x)
+      if i == picked_layer:
+        picked = x
+    hidden = self.norm(picked) if final_norm else picked
     if cache is None:
       return hidden, None
     return hidden, KVCache(k=tuple(new_k), v=tuple(new_v), valid=key_valid)

@@ -20,7 +20,8 @@ follow those of earlier rounds, so sources precede their forks.
 
 Host side: `choose_forks` picks fork points between rounds (the task's step
 boundaries need the decoded text); `tree_arrays` turns the rows into the node
-arrays of `tcred.signals.tree` (segments between fork points).
+arrays of `tcred.signals.tree` (segments between fork points), by default
+under one root per prompt (`TREE_ROOTS`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ from tcred.models.decoder import KVCache
 from tcred.sampling.sampler import Rows, decode, empty_rows, prefill
 
 FORK_RULES = ("step", "entropy", "neg-logp")
+# Where a prompt's M chains hang (`tree_arrays`): "prompt", one root per prompt with the M chains under it
+# (DESIGN §4.5; TreeRL's released code, so V(root) is the mean over all the prompt's leaves), or "chain",
+# one root per chain (sessions 1–4; a chain never forked then gets TreeRL advantage 0 on every token).
+TREE_ROOTS = ("prompt", "chain")
 
 
 class TreePool(NamedTuple):
@@ -214,10 +219,12 @@ def choose_forks(length: np.ndarray, fork_pos: np.ndarray, tree_id: np.ndarray, 
 
 
 class TreeArrays(NamedTuple):
-  """The node arrays of one prompt's forest (`tcred.signals.tree` layout), N = 2·G.
+  """The node arrays of one prompt's forest (`tcred.signals.tree` layout), N = 2·G + M.
 
-  Nodes 0..M−1 are the tree roots (the prompt, no tokens); every other node is
-  a segment of one row between fork points, in topological order.
+  The first nodes are the roots (the prompt, no tokens): node 0 alone with
+  `root="prompt"`, nodes 0..M−1 (one per chain) with `root="chain"`; every
+  other node is a segment of one row between fork points, in topological
+  order; unused nodes at the end are padding (valid False).
 
   Attributes:
     parent: `[N]` int32, −1 for roots and padding.
@@ -241,8 +248,12 @@ class TreeArrays(NamedTuple):
 
 
 def tree_arrays(source: np.ndarray, fork_pos: np.ndarray, length: np.ndarray, tree_id: np.ndarray, *,
-                trees: int, max_new_tokens: int) -> TreeArrays:
+                trees: int, max_new_tokens: int, root: str = "prompt") -> TreeArrays:
   """Builds the segment tree of one prompt's rows (host side).
+
+  With `root="prompt"` the M chains are children of one root node (the
+  prompt), so tree advantages compare every segment with the mean over all
+  the prompt's leaves (TreeRL); `root="chain"` gives each chain its own root.
 
   Args:
     source: `[G]` int row each row forked from (−1 for chains); sources precede forks.
@@ -251,7 +262,11 @@ def tree_arrays(source: np.ndarray, fork_pos: np.ndarray, length: np.ndarray, tr
     length: `[G]` int real tokens per row (≥ fork_pos + 1).
     tree_id: `[G]` int in [0, trees).
     trees: M; max_new_tokens: T.
+    root: one of `TREE_ROOTS`.
   """
+  if root not in TREE_ROOTS:
+    raise ValueError(f"root must be one of {list(TREE_ROOTS)}, got {root!r}")
+  roots = 1 if root == "prompt" else trees
   g_n = len(source)
   t_n = max_new_tokens
   n_max = 2 * g_n + trees
@@ -261,7 +276,7 @@ def tree_arrays(source: np.ndarray, fork_pos: np.ndarray, length: np.ndarray, tr
   leaf_row = np.full(n_max, -1, np.int32)
   token_node = np.full((g_n, t_n), -1, np.int32)
   packed = np.full((g_n, t_n), -1, np.int32)
-  valid[:trees] = True
+  valid[:roots] = True
   cuts = [set() for _ in range(g_n)]
   for g in range(g_n):
     s = int(source[g])
@@ -273,7 +288,7 @@ def tree_arrays(source: np.ndarray, fork_pos: np.ndarray, length: np.ndarray, tr
         cuts[s].add(int(fork_pos[g]))
     elif fork_pos[g] != 0:
       raise ValueError(f"row {g}: a chain (source −1) must start at position 0, got {fork_pos[g]}")
-  node = trees
+  node = roots
   offset = 0
   for g in range(g_n):
     s, start, end = int(source[g]), int(fork_pos[g]), int(length[g])
@@ -284,7 +299,10 @@ def tree_arrays(source: np.ndarray, fork_pos: np.ndarray, length: np.ndarray, tr
     if s >= 0:
       token_node[g, :start] = token_node[s, :start]
       packed[g, :start] = packed[s, :start]
-    prev = int(tree_id[g]) if start == 0 else int(token_node[g, start - 1])
+    if start > 0:
+      prev = int(token_node[g, start - 1])
+    else:
+      prev = 0 if root == "prompt" else int(tree_id[g])
     bounds = [start] + sorted(c for c in cuts[g] if start < c < end) + [end]
     for a, b in zip(bounds[:-1], bounds[1:]):
       parent[node], valid[node] = prev, True

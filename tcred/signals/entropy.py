@@ -18,6 +18,12 @@ import jax
 import jax.numpy as jnp
 
 FORKING_KEEP = ("top", "bottom")
+# Ties at the threshold: "all" valid tokens with H >= τ_ρ are kept (tcred's default), or "exact":
+# exactly ceil(ρ n), as a top-k over the entropies (the 80/20 code), tied tokens taken in row-major order.
+FORKING_TIES = ("all", "exact")
+# Over which tokens the threshold is taken: the whole batch (tcred's default), consecutive micro-batches
+# of sequences (the 80/20 code computes it inside each micro-batch of verl's actor update), or each sequence.
+FORKING_POOLS = ("batch", "micro-batch", "sequence")
 
 # `rho` is read as the nearest fraction p/q with q <= this bound, so that the
 # number of kept tokens ceil(rho * n) is computed in exact int32 arithmetic.
@@ -70,7 +76,7 @@ def _kth_largest(x, k):
   return _from_order_key(jax.lax.fori_loop(0, 32, set_bit, jnp.uint32(0)))
 
 
-def forking_mask(entropy, mask, *, rho: float, keep: str = "top"):
+def forking_mask(entropy, mask, *, rho: float, keep: str = "top", ties: str = "all"):
   """Mask of the top-ρ fraction of valid tokens by entropy (or its complement).
 
   Forking tokens (Wang et al., "Beyond the 80/20 Rule", arXiv 2506.01939):
@@ -84,6 +90,10 @@ def forking_mask(entropy, mask, *, rho: float, keep: str = "top"):
     keep="bottom": m_t ∧ (H_t < τ_ρ)   — the complement within the valid
                                           tokens; the paper's "bottom 80%"
                                           ablation is keep="bottom", rho=0.2.
+
+  `ties="exact"` keeps exactly k tokens: those with H_t > τ_ρ, then tokens
+  with H_t = τ_ρ in row-major order until k are kept (a top-k, as the 80/20
+  code's `torch.topk`); keep="bottom" is then its complement.
 
   Pooling: the quantile is taken over ALL valid tokens of the whole array
   passed in (every leading dimension pooled, e.g. the whole [B, G, T] batch of
@@ -101,12 +111,15 @@ def forking_mask(entropy, mask, *, rho: float, keep: str = "top"):
       nearest fraction with denominator <= 10,000 (exact for any rho with at
       most four decimals), so k = ceil(ρ n) is computed exactly.
     keep: "top" or "bottom" (static).
+    ties: one of `FORKING_TIES` (static).
 
   Returns:
     [..., T] bool mask, False wherever `mask` is False.
   """
   if keep not in FORKING_KEEP:
     raise ValueError(f"keep={keep!r} is not one of {FORKING_KEEP}")
+  if ties not in FORKING_TIES:
+    raise ValueError(f"ties={ties!r} is not one of {FORKING_TIES}")
   if not isinstance(rho, numbers.Real) or not 0.0 <= float(rho) <= 1.0:
     raise ValueError(f"rho must be a Python number in [0, 1], got {rho!r}")
   entropy = jnp.asarray(entropy, jnp.float32)
@@ -122,8 +135,51 @@ def forking_mask(entropy, mask, *, rho: float, keep: str = "top"):
   n = jnp.sum(mask, dtype=jnp.int32)
   k = _ceil_fraction_times(n, float(rho))  # number of tokens to keep, 0 <= k <= n
   threshold = jnp.where(k > 0, _kth_largest(flat, k), jnp.inf)
+  if ties == "exact":
+    above = mask & (entropy > threshold)
+    tied = mask & (entropy == threshold)
+    rank = jnp.cumsum(tied.reshape(-1), dtype=jnp.int32).reshape(tied.shape)  # 1-based among the ties
+    top = above | (tied & (rank <= k - jnp.sum(above, dtype=jnp.int32)))
+    return top if keep == "top" else mask & ~top
   if keep == "top":
     return mask & (entropy >= threshold)
   return mask & (entropy < threshold)
+
+
+def pooled_forking_mask(entropy, mask, *, rho: float, keep: str = "top", ties: str = "all",
+                        pool: str = "batch", micro_batch: int = 1):
+  """`forking_mask` with the threshold taken per pool of sequences.
+
+  pool="batch": one threshold over every valid token of `[..., T]` (tcred's
+  default); "sequence": one per sequence (row of T); "micro-batch": one per
+  `micro_batch` consecutive sequences of the flattened leading dimensions
+  (e.g. [B, G] in row-major order; the last pool may be shorter).
+
+  Args:
+    entropy, mask: `[..., T]` as in `forking_mask`; rho, keep, ties: as there.
+    pool: one of `FORKING_POOLS` (static); micro_batch: sequences per pool (static, ≥ 1).
+
+  Returns:
+    `[..., T]` bool.
+  """
+  if pool not in FORKING_POOLS:
+    raise ValueError(f"pool={pool!r} is not one of {FORKING_POOLS}")
+  fm = lambda e, m: forking_mask(e, m, rho=rho, keep=keep, ties=ties)
+  if pool == "batch":
+    return fm(entropy, mask)
+  entropy = jnp.asarray(entropy, jnp.float32)
+  mask = jnp.asarray(mask, bool)
+  shape = mask.shape
+  t = shape[-1]
+  e2, m2 = entropy.reshape(-1, t), mask.reshape(-1, t)  # [N, T]
+  size = 1 if pool == "sequence" else int(micro_batch)
+  if size < 1:
+    raise ValueError(f"micro_batch must be >= 1, got {micro_batch!r}")
+  n = e2.shape[0]
+  pad = -n % size
+  e2 = jnp.pad(e2, ((0, pad), (0, 0)))
+  m2 = jnp.pad(m2, ((0, pad), (0, 0)))  # padded sequences are invalid everywhere
+  out = jax.vmap(fm)(e2.reshape(-1, size, t), m2.reshape(-1, size, t))  # [N/size, size, T]
+  return out.reshape(-1, t)[:n].reshape(shape)
 
 from tcred.signals.logprobs import token_logprobs_and_entropy  # noqa: E402,F401  (public API)

@@ -15,6 +15,7 @@ vmap over rollouts and prompts.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -34,6 +35,54 @@ def default_sigma(d: int) -> float:
   if d <= 0:
     raise ValueError(f"d must be positive, got {d}")
   return 50.0 * math.sqrt(d / 4096.0)
+
+
+# The sigma rules of `MIInputs`: "width" (tcred's default, `default_sigma`) or "fixed" (σ = PAPER_SIGMA at
+# any width, the released MI-Peaks code's `estimate_mi_hsic(..., sigma=50.)`).
+MI_SIGMA_RULES = ("width", "fixed")
+MI_NORMS = ("post", "pre")
+PAPER_SIGMA = 50.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MIInputs:
+  """Which hidden states HSIC MI compares, and its kernel bandwidth (hashable: a static argument).
+
+  Attributes:
+    layer: the decoder layer whose output is used (negative: from the end); default −1,
+      the last. The released MI-Peaks code hooks layer 31 of a 32-layer Llama (the last).
+    norm: "post" (tcred's default: after the final RMSNorm, the state the head reads) or
+      "pre" (the layer's raw output, what a forward hook on the layer sees: MI-Peaks' code).
+    sigma: "width" (tcred's default: σ = 50·sqrt(D/4096), `default_sigma`) or "fixed"
+      (σ = 50 at any width, MI-Peaks' code).
+  """
+
+  layer: int = -1
+  norm: str = "post"
+  sigma: str = "width"
+
+  def __post_init__(self):
+    if isinstance(self.layer, bool) or not isinstance(self.layer, int):
+      raise ValueError(f"mi layer must be an integer (negative: from the end), got {self.layer!r}")
+    if self.norm not in MI_NORMS:
+      raise ValueError(f"mi norm must be one of {list(MI_NORMS)}, got {self.norm!r}")
+    if self.sigma not in MI_SIGMA_RULES:
+      raise ValueError(f"mi sigma must be one of {list(MI_SIGMA_RULES)}, got {self.sigma!r}")
+
+  @property
+  def is_default(self) -> bool:
+    """The final hidden states (last layer, after the final norm): what the head reads."""
+    return self.layer == -1 and self.norm == "post"
+
+  def bandwidth(self, d: int) -> float:
+    """σ for hidden width D under this rule."""
+    return default_sigma(d) if self.sigma == "width" else PAPER_SIGMA
+
+  def describe(self) -> str:
+    layer = "last layer" if self.layer == -1 else f"layer {self.layer}"
+    norm = "after the final RMSNorm" if self.norm == "post" else "before the final RMSNorm"
+    sigma = "σ = 50·sqrt(D/4096)" if self.sigma == "width" else "σ = 50"
+    return f"{layer}, {norm}, {sigma}"
 
 
 def _check_hsic_args(sigma, eps):
@@ -196,8 +245,13 @@ def _masked_quantiles_linear(x, mask, qs):
   return out
 
 
-def mi_peaks(mi, mask, *, tau: float = 1.5):
-  """MI peaks of one trajectory: valid tokens with MI_t > Q3 + τ·IQR.
+# Which tokens are MI peaks (`mi_peaks`): "outlier", MI_t > Q3 + τ·IQR (tcred's default, the paper's
+# text), or "top-k", the k tokens of highest MI per trajectory (the released MI-Peaks code, k = 20).
+PEAK_RULES = ("outlier", "top-k")
+
+
+def mi_peaks(mi, mask, *, tau: float = 1.5, rule: str = "outlier", k: int = 20):
+  """MI peaks of one trajectory: valid tokens with MI_t > Q3 + τ·IQR (or the top k by MI).
 
   arXiv 2506.02867: the tokens where the MI with the answer is an outlier of
   the trajectory's MI curve (Tukey's upper fence). Q1 and Q3 are the 25% and
@@ -209,17 +263,28 @@ def mi_peaks(mi, mask, *, tau: float = 1.5):
     mi: [T] float MI estimates (e.g. from `hsic_mi`).
     mask: [T] bool, True for valid response tokens.
     tau: fence multiplier (the paper: 1.5).
+    rule: one of `PEAK_RULES` (static). "top-k" keeps the min(k, n) valid tokens
+      of highest MI (ties by position, earliest first); a 10-token trajectory
+      has 10 peaks under top-20 and usually none under the outlier rule.
+    k: peaks per trajectory under "top-k" (static, ≥ 1; the MI-Peaks code: 20).
 
   Returns:
-    [T] bool, False on padding; all False when no token is valid (and when
-    fewer than two distinct valid values exist).
+    [T] bool, False on padding; all False when no token is valid (and, under
+    "outlier", when fewer than two distinct valid values exist).
   """
+  if rule not in PEAK_RULES:
+    raise ValueError(f"rule={rule!r} is not one of {list(PEAK_RULES)}")
+  if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    raise ValueError(f"k must be an integer >= 1, got {k!r}")
   mi = jnp.asarray(mi, jnp.float32)
   mask = jnp.asarray(mask, bool)
   if mi.ndim != 1 or mi.shape != mask.shape:
     raise ValueError(f"need mi [T] and mask [T], got {mi.shape} and {mask.shape}")
   if mi.shape[0] == 0:
     return mask
+  if rule == "top-k":
+    _, idx = jax.lax.top_k(jnp.where(mask, mi, -jnp.inf), min(k, mi.shape[0]))  # ties: lower index first
+    return mask & jnp.zeros(mi.shape, bool).at[idx].set(True)
   q1, q3 = _masked_quantiles_linear(mi, mask, (0.25, 0.75))
   fence = q3 + tau * (q3 - q1)
   return mask & (mi > fence)

@@ -237,7 +237,7 @@ def treerl_segment_advantages(parent, is_leaf, leaf_reward, valid):
 
 
 def tree_grpo_leaf_advantages(tree_id, leaf_reward, leaf_valid, *, num_trees: int,
-                              eps: float = 1e-6):
+                              eps: float = 1e-6, ddof: int = 0, lone: str = "zero"):
   """Tree-GRPO leaf advantages A_i = A_intra,i + A_inter,i (arXiv 2509.21240).
 
     A_intra,i = (r_i − mean_{tree(i)} r) / (std_{tree(i)} r + eps)
@@ -245,7 +245,9 @@ def tree_grpo_leaf_advantages(tree_id, leaf_reward, leaf_valid, *, num_trees: in
 
   over the valid leaves of i's tree and over all valid leaves of the prompt,
   both by `tcred.credit.advantages.group_advantages(mode="grpo")`: groups of
-  size 1 or with all-equal rewards contribute 0, never NaN.
+  size 1 or with all-equal rewards contribute 0, never NaN (with
+  `lone="reward"` a tree with one leaf gives it its raw reward, as the
+  released Tree-GRPO code does).
 
   Args:
     tree_id: [L] int tree of each leaf, in [0, num_trees); a valid leaf with an
@@ -253,7 +255,8 @@ def tree_grpo_leaf_advantages(tree_id, leaf_reward, leaf_valid, *, num_trees: in
     leaf_reward: [L] float leaf rewards.
     leaf_valid: [L] bool, False for padding leaves.
     num_trees: static number of trees of the prompt.
-    eps: added to the std.
+    eps: added to the std; ddof: 0 (population std) or 1 (Bessel, Tree-GRPO's
+      code); lone: "zero" or "reward" (`group_advantages`).
 
   Returns:
     [L] float32, 0 on padding.
@@ -273,9 +276,9 @@ def tree_grpo_leaf_advantages(tree_id, leaf_reward, leaf_valid, *, num_trees: in
   in_tree = leaf_valid[None, :] & (
       tree_id[None, :] == jnp.arange(num_trees, dtype=jnp.int32)[:, None])  # [M, L]
   intra = jax.vmap(
-      lambda m: group_advantages(leaf_reward, mode="grpo", mask=m, eps=eps))(in_tree)
+      lambda m: group_advantages(leaf_reward, mode="grpo", mask=m, eps=eps, ddof=ddof, lone=lone))(in_tree)
   intra = jnp.sum(intra, axis=0)  # [L]; each leaf is in at most one tree
-  inter = group_advantages(leaf_reward, mode="grpo", mask=leaf_valid, eps=eps)
+  inter = group_advantages(leaf_reward, mode="grpo", mask=leaf_valid, eps=eps, ddof=ddof, lone=lone)
   return jnp.where(leaf_valid, intra + inter, 0.0)
 
 

@@ -108,6 +108,12 @@ class TreeConfig:
       Tree-GRPO), "entropy" (top-N tokens by the sampling distribution's
       entropy, EPTree) or "neg-logp" (top-N by the sampled token's −log p,
       EPTree's proxy).
+    root: where a prompt's M chains hang in the credit methods' node arrays
+      (`tcred.sampling.tree.TREE_ROOTS`): "prompt" (one root per prompt, the
+      M chains under it, as DESIGN §4.5 and TreeRL's released code; TreeRL's
+      V(root) is the mean over all the prompt's leaves) or "chain" (one root
+      per chain, the behaviour before session 5). Tree-GRPO's leaf groups come
+      from the tree ids and do not depend on it.
   The leaves per prompt, M·(1 + L·N·C), must equal `rl.group_size`.
   """
 
@@ -118,14 +124,17 @@ class TreeConfig:
   forks: int = 3
   branch: int = 1
   fork_at: str = "step"
+  root: str = "prompt"
 
   def __post_init__(self):
     require_finite(self, self.section)
     _positive(self, "trees", "forks", "branch")
     _non_negative(self, "rounds")
-    from tcred.sampling.tree import FORK_RULES
+    from tcred.sampling.tree import FORK_RULES, TREE_ROOTS
     if self.fork_at not in FORK_RULES:
       raise ValueError(f"tree.fork_at must be one of {list(FORK_RULES)}, got {self.fork_at!r}")
+    if self.root not in TREE_ROOTS:
+      raise ValueError(f"tree.root must be one of {list(TREE_ROOTS)}, got {self.root!r}")
 
   @property
   def leaves(self) -> int:
@@ -160,6 +169,10 @@ class ExperimentConfig:
       if self.rl.dynamic_sampling or type(self.credit).group_filter is not CreditMethod.group_filter:
         raise ValueError("tree sampling does not support rl.dynamic_sampling or credit methods that "
                          "filter groups")
+    mi, layers = self.credit.mi_inputs(), self.model.num_hidden_layers
+    if mi is not None and not -layers <= mi.layer < layers:
+      raise ValueError(f"credit.mi_layer={mi.layer} must be in [{-layers}, {layers}) for "
+                       f"model.num_hidden_layers={layers} (negative: from the last layer)")
     if self.credit.needs_tree and not tree.enabled:
       raise ValueError(f"credit method {self.credit.name!r} needs tree rollouts: set tree.enabled=true")
 

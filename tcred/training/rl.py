@@ -107,7 +107,7 @@ def _sample_chunk(graphdef, params, task: Task, problems: list[Problem], key: ja
     extras = jax.device_get(compute_extras(
         graphdef, params, groups.prompt, groups.prompt_valid, r.tokens, r.mask, answer, answer_valid,
         solution, solution_valid, names=names, temperature=rl.temperature,
-        cue_id=int(tok.encode(task.answer_cue)[0])))
+        cue_id=int(tok.encode(task.answer_cue)[0]), mi=cfg.credit.mi_inputs()))
     extras_s = time.time() - t0
     extras_tokens = extras_token_count(names, batch=r.tokens.shape[0], group=r.tokens.shape[1],
                                        prompt_len=groups.prompt.shape[1], response_len=r.tokens.shape[2],

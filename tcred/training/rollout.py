@@ -153,7 +153,8 @@ def sample_trees_and_score(graphdef: nnx.GraphDef, params: nnx.State, task: Task
                       mask=np.asarray(mask).reshape(shape), finished=np.asarray(finished).reshape(b, g))
   fork_pos = np.asarray(pool.fork_pos).reshape(b, g)
   length = rows.length.reshape(b, g)
-  arrays = [tree_arrays(source[i], fork_pos[i], length[i], tree_id[i], trees=m, max_new_tokens=t_max)
+  arrays = [tree_arrays(source[i], fork_pos[i], length[i], tree_id[i], trees=m, max_new_tokens=t_max,
+                        root=tree.root)
             for i in range(b)]
   rewards, texts = score(task, problems, rollouts)
   trees = Trees(source=source, fork_pos=fork_pos, tree_id=tree_id, arrays=arrays, fed=int(pool.fed))

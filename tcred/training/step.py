@@ -159,15 +159,17 @@ def rl_train_step(state: TrainState, batch: Batch, ref_params: nnx.State | None,
         old_logp=batch.old_logp, extras=batch.extras)
     out = credit(inputs)
     surrogate, clipped = ppo_clip_surrogate(logp, batch.old_logp, out.advantages,
-                                            clip_low=loss_config.clip_low, clip_high=loss_config.clip_high)
-    pg_loss = -aggregate(surrogate, out.weights, mode=loss_config.aggregation)
+                                            clip_low=loss_config.clip_low, clip_high=loss_config.clip_high,
+                                            dual_clip=loss_config.dual_clip)
+    pg_loss = -aggregate(surrogate, out.weights, mode=loss_config.aggregation, normaliser=out.normaliser,
+                         sum_norm_divisor=loss_config.sum_norm_divisor)
     loss = pg_loss
     metrics = {"loss/pg": pg_loss}
     if loss_config.kl_coef > 0:
       ref_logp, _ = batch_logprobs(graphdef, ref_params, batch, temperature=temperature,
                                    chunk_size=chunk_size)
       kl = aggregate(kl_k3(logp, jax.lax.stop_gradient(ref_logp)), mask.astype(jnp.float32),
-                     mode=loss_config.aggregation)
+                     mode=loss_config.aggregation, sum_norm_divisor=loss_config.sum_norm_divisor)
       loss = loss + loss_config.kl_coef * kl
       metrics["loss/kl"] = kl
     kept = out.weights > 0

@@ -70,6 +70,36 @@ def test_treerl_equals_reference(rewards, jit):
     assert np.all(np.asarray(out.advantages) == 0)
 
 
+def test_treerl_compares_the_chains_of_a_prompt():
+  # Issue 13's minimal case: two chains (rows 0, 1), each forked once at position 2 (rows 2, 3), all of
+  # length 4; chain 0's leaves are right (rows 0, 2), chain 1's wrong (rows 1, 3).
+  # One root per prompt: node 0 = prompt, V(0) = (1 + 0 + 1 + 0)/4 = ½. Node 1 = row0[0:2] (leaves 0, 2),
+  # V = 1, A = [(1 − ½) + (1 − ½)]/sqrt(2) = 1/sqrt(2); node 2 = row0[2:4] (leaf 0), V = 1,
+  # A = [(1 − ½) + (1 − 1)]/1 = ½; row 2's own tokens likewise ½. Chain 1 mirrors it: −1/sqrt(2), −½.
+  # Per-chain roots: V(root) = V(trunk) = the chain's mean, every term is 0.
+  g, t = 4, 4
+  source, fork_pos = np.array([-1, -1, 0, 1]), np.array([0, 0, 2, 2])
+  length, tree_id = np.full(g, t), np.array([0, 1, 0, 1])
+  rewards = np.array([[1.0, 0.0, 1.0, 0.0]], np.float32)
+  r = 1 / np.sqrt(2)
+  want = {"prompt": np.array([[r, r, .5, .5], [-r, -r, -.5, -.5], [r, r, .5, .5], [-r, -r, -.5, -.5]]),
+          "chain": np.zeros((g, t))}
+  for root, expected in want.items():
+    arrays = [tree_arrays(source, fork_pos, length, tree_id, trees=2, max_new_tokens=t, root=root)]
+    trees = Trees(source=source[None], fork_pos=fork_pos[None], tree_id=tree_id[None], arrays=arrays, fed=0)
+    zeros = jnp.zeros((1, g, t))
+    inputs = CreditInputs(rewards=jnp.asarray(rewards), mask=jnp.ones((1, g, t), bool), group_valid=jnp.ones(1, bool),
+                          entropy=zeros, logp=zeros, old_logp=zeros,
+                          extras={k: jnp.asarray(v) for k, v in tree_extras(trees).items()})
+    out = make_credit("treerl")(inputs)
+    np.testing.assert_allclose(np.asarray(out.advantages)[0], expected, atol=1e-6)
+    # Tree-GRPO's groups are the tree ids, whatever the root layout: intra-tree 0 (each tree all-equal),
+    # inter-tree (r − ½)/(std ½ + 1e-6) = ±0.5/0.500001.
+    np.testing.assert_allclose(make_credit("tree-grpo")(inputs).advantages[0],
+                               np.array([1.0, -1.0, 1.0, -1.0])[:, None] * np.ones((g, t)) * 0.5 / (0.5 + 1e-6),
+                               rtol=1e-6)
+
+
 def test_filler_groups_get_no_credit():
   inputs, _, _ = _inputs(REWARDS[0], group_valid=(True, False))
   for name in ("tree-grpo", "treerl"):

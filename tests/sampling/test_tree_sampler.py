@@ -99,7 +99,7 @@ def test_tree_arrays_by_hand():
   fork_pos = np.array([0, 0, 3, 3, 4, 0])
   length = np.array([6, 4, 5, 6, 7, 2])
   tree_id = np.array([0, 1, 0, 0, 0, 1])
-  a = tree_arrays(source, fork_pos, length, tree_id, trees=2, max_new_tokens=8)
+  a = tree_arrays(source, fork_pos, length, tree_id, trees=2, max_new_tokens=8, root="chain")
   validate_tree(a.parent, a.is_leaf, a.valid)
   # Nodes: 0, 1 roots; 2 = row0[0:3], 3 = row0[3:6], 4 = row1[0:4], 5 = row2[3:4], 6 = row2[4:5],
   # 7 = row3[3:6], 8 = row4[4:7], 9 = row5[0:2].
@@ -114,9 +114,20 @@ def test_tree_arrays_by_hand():
   # Each distinct token has one packed slot; a fork's prefix points at its source's slots.
   np.testing.assert_array_equal(a.packed_index[3, :3], a.packed_index[0, :3])
   assert len(set(a.packed_index[a.packed_index >= 0].tolist())) == a.num_packed
+  # One root per prompt (the default): node 0 is the prompt, the segments follow in the same order one
+  # index lower: 1 = row0[0:3], 2 = row0[3:6], 3 = row1[0:4], 4 = row2[3:4], 5 = row2[4:5], 6 = row3[3:6],
+  # 7 = row4[4:7], 8 = row5[0:2]; both chains and row 5's restart hang from node 0.
+  p = tree_arrays(source, fork_pos, length, tree_id, trees=2, max_new_tokens=8)
+  validate_tree(p.parent, p.is_leaf, p.valid)
+  np.testing.assert_array_equal(p.parent[:9], [-1, 0, 1, 0, 1, 4, 1, 4, 0])
+  assert p.valid.sum() == 9 and len(p.parent) == 2 * 6 + 2
+  np.testing.assert_array_equal(p.token_node, np.where(a.token_node >= 0, a.token_node - 1, -1))
+  np.testing.assert_array_equal(p.packed_index, a.packed_index)
   with pytest.raises(ValueError, match="outside its own tokens"):
     tree_arrays(np.array([-1, 0]), np.array([0, 5]), np.array([4, 6]), np.array([0, 0]), trees=1,
                 max_new_tokens=8)
+  with pytest.raises(ValueError, match=r"root must be one of \['prompt', 'chain'\]"):
+    tree_arrays(source, fork_pos, length, tree_id, trees=2, max_new_tokens=8, root="tree")
 
 
 @pytest.mark.parametrize("fork_at", ["step", "entropy", "neg-logp"])

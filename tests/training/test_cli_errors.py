@@ -14,6 +14,8 @@ from tcred.training.config import _SECTIONS
 
 _BAD = {bool: ("maybe", "nan"), int: ("abc", "1.5", "nan", "-1"), float: ("abc", "nan", "inf", "-inf", "-1"),
         str: ("no-such-value", "-1")}
+# Fields for which a generic bad value above is valid (credit.mi_layer=-1: the last layer) get their own.
+_BAD_OF_FIELD = {"credit.mi_layer": ("abc", "1.5", "nan", "99", "-99")}
 
 
 @pytest.fixture
@@ -60,7 +62,7 @@ def test_every_config_field_rejects_bad_values(name, tmp_path, capsys, no_runs):
   fields = _fields(cfg)
   assert len(fields) > 40 and any(k.startswith("credit.") for k, _ in fields) or cfg.credit.name == "treerl"
   for key, typ in fields:
-    for value in _BAD[typ]:
+    for value in _BAD_OF_FIELD.get(key, _BAD[typ]):
       _expect_refused(["run", name, "--set", f"{key}={value}", "--out", str(out)], key, out, capsys)
 
 
@@ -101,6 +103,11 @@ _BAD_FLAGS = {
     ("identify", "delta"): [["--delta", "nan"], ["--delta", "2"], ["--delta", "abc"]],
     ("identify", "rollouts_from"): [["--rollouts-from", "forest"]],
     ("identify", "tree_fork_at"): [["--tree-fork-at", "middle"]],
+    ("identify", "mi_peak_rule"): [["--mi-peak-rule", "median"]],
+    ("identify", "mi_peak_k"): [["--mi-peak-k", "0"], ["--mi-peak-k", "abc"]],
+    ("identify", "mi_layer"): [["--mi-layer", "99"], ["--mi-layer", "abc"]],
+    ("identify", "mi_norm"): [["--mi-norm", "middle"]],
+    ("identify", "mi_sigma"): [["--mi-sigma", "huge"]],
     ("identify", "seed"): [["--seed", "-1"]],
     ("identify", "bootstrap"): [["--bootstrap", "-1"]],
     ("identify", "out"): [["--out", "{file}"]],
