@@ -28,7 +28,7 @@ def check_group_norm(*, std_ddof: int, eps: float, lone: str, prefix: str = "cre
   """Validates the group-normaliser conventions; the errors name the field and the allowed values."""
   if isinstance(std_ddof, bool) or std_ddof not in STD_DDOF:
     raise ValueError(f"{prefix}std_ddof must be one of {list(STD_DDOF)} (1: Bessel's correction), got {std_ddof!r}")
-  if not eps >= 0:
+  if isinstance(eps, (int, float)) and not eps >= 0:  # a traced eps (under jit) is checked by its config
     raise ValueError(f"{prefix}eps must be >= 0 (1e-6 tcred/Tree-GRPO/verl, 1e-4 TRL), got {eps!r}")
   if lone not in LONE_RULES:
     raise ValueError(f"{prefix}lone must be one of {list(LONE_RULES)}, got {lone!r}")

@@ -875,13 +875,21 @@ def _check_prompts(cfg, prompts: int) -> int:
   return n_eval
 
 
-def load_policy(task_name: str, policy: str, *, prompts: int = 1, progress: bool = False
+def _check_mi_layer(cfg, mi_layer: int) -> None:
+  layers = cfg.model.num_hidden_layers
+  if not -layers <= mi_layer < layers:
+    raise UsageError(f"--mi-layer {mi_layer} must be in [{-layers}, {layers}) for this policy's {layers} decoder "
+                     "layers (negative: from the last layer)")
+
+
+def load_policy(task_name: str, policy: str, *, prompts: int = 1, progress: bool = False, mi_layer: int = -1
                 ) -> tuple[Any, nnx.GraphDef, nnx.State, str]:
   """The policy of a study: `"base"` (the cached SFT base of `<task>-grpo`) or a run directory's final checkpoint.
 
   Returns `(experiment config, graphdef, params, description)`. Raises UsageError with the allowed
   values for an unknown task, a directory that is not a run of this task with a checkpoint, or
-  more `prompts` than the held-out prompts excluded from the policy's training.
+  more `prompts` than the held-out prompts excluded from the policy's training, or an `mi_layer` the
+  policy does not have; all before any policy is built or read.
   """
   import json
   import pathlib
@@ -907,6 +915,7 @@ def load_policy(task_name: str, policy: str, *, prompts: int = 1, progress: bool
     cfg = experiments.get_experiment(f"{task_name}-grpo")
     task = make_task_from_config(cfg.task, cfg.task_config)
     n_eval = _check_prompts(cfg, prompts)
+    _check_mi_layer(cfg, mi_layer)
     graphdef, params, directory = base_policy(cfg.model, task, cfg.task_config, cfg.sft, eval_prompts=n_eval,
                                               progress=progress)
     return cfg, graphdef, params, f"SFT base policy of `{cfg.name}` (`{directory}`)"
@@ -924,6 +933,7 @@ def load_policy(task_name: str, policy: str, *, prompts: int = 1, progress: bool
   if cfg.task != task_name:
     raise UsageError(f"--policy {policy!r} is a run of task {cfg.task!r}, not {task_name!r}")
   _check_prompts(cfg, prompts)
+  _check_mi_layer(cfg, mi_layer)
   if not (run_dir / "checkpoints").is_dir():
     raise UsageError(f"--policy {policy!r}: no checkpoints/ directory; allowed values are 'base' or a run "
                      "directory with checkpoints")
@@ -954,11 +964,8 @@ def identify(task_name: str, *, policy: str = "base", config: IdentifyConfig = I
 
   t_start = time.time()
   load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
-  cfg, graphdef, params, description = load_policy(task_name, policy, prompts=config.prompts, progress=progress)
-  layers = cfg.model.num_hidden_layers
-  if not -layers <= config.mi_layer < layers:
-    raise UsageError(f"--mi-layer {config.mi_layer} must be in [{-layers}, {layers}) for this policy's "
-                     f"{layers} decoder layers (negative: from the last layer)")
+  cfg, graphdef, params, description = load_policy(task_name, policy, prompts=config.prompts, progress=progress,
+                                                   mi_layer=config.mi_layer)
   task = make_task_from_config(cfg.task, cfg.task_config)
   load_s = time.time() - t_start
   return write_study(graphdef, params, task, eval_problems(task, config.prompts), config, out=out,
