@@ -60,17 +60,22 @@ def _seed_list(seeds: int | Iterable[int]) -> list[int]:
   return [int(s) for s in seeds]
 
 
+def _read_object(path: pathlib.Path) -> dict[str, Any]:
+  """The JSON object in `path`; RunDataError naming the file if it is unreadable or not an object."""
+  try:
+    obj = json.loads(path.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise RunDataError(f"corrupt {path}: {e}") from None
+  if not isinstance(obj, dict):
+    raise RunDataError(f"corrupt {path}: expected a JSON object, got {type(obj).__name__}")
+  return obj
+
+
 def _read_config(path: pathlib.Path) -> dict[str, Any]:
   config_path = path / "config.json"
   if not config_path.exists():
     raise RunDataError(f"{config_path} does not exist (a run directory holds the config it ran)")
-  try:
-    config = json.loads(config_path.read_text())
-  except (OSError, json.JSONDecodeError) as e:
-    raise RunDataError(f"corrupt {config_path}: {e}") from None
-  if not isinstance(config, dict):
-    raise RunDataError(f"corrupt {config_path}: expected a JSON object, got {type(config).__name__}")
-  return normalised_config(config)  # fields added to tcred since the run hold their defaults
+  return normalised_config(_read_object(config_path))  # fields added to tcred since the run hold their defaults
 
 
 def run_mismatch(suite: Suite, out_dir: str | pathlib.Path, experiment: str, seed: int) -> str | None:
@@ -102,12 +107,7 @@ def _read_run(path: pathlib.Path, experiment: str, seed: int, expected: dict[str
   summary_path = path / "summary.json"
   if not summary_path.exists():
     raise RunDataError(f"run {experiment} seed {seed} is not finished: {summary_path} does not exist")
-  try:
-    summary = json.loads(summary_path.read_text())
-  except (OSError, json.JSONDecodeError) as e:
-    raise RunDataError(f"corrupt {summary_path}: {e}") from None
-  if not isinstance(summary, dict):
-    raise RunDataError(f"corrupt {summary_path}: expected a JSON object, got {type(summary).__name__}")
+  summary = _read_object(summary_path)
   missing = [k for k in SUMMARY_KEYS if k not in summary]
   if missing:
     raise RunDataError(f"{summary_path} lacks the keys {missing}; required: {list(SUMMARY_KEYS)}")
