@@ -895,13 +895,10 @@ def load_policy(task_name: str, policy: str, *, prompts: int = 1, progress: bool
   import pathlib
 
   from tcred import experiments
-  from tcred.models.decoder import Decoder
   from tcred.tasks.registry import make_task_from_config
-  from tcred.training.checkpoint import Checkpointer, CheckpointError
   from tcred.training.config import config_from_dict
-  from tcred.training.optim import adamw
+  from tcred.training.export import ExportError, run_policy
   from tcred.training.sft import base_policy
-  from tcred.training.step import TrainState
 
   from tcred.tasks.registry import task_entry, task_names
 
@@ -937,17 +934,11 @@ def load_policy(task_name: str, policy: str, *, prompts: int = 1, progress: bool
   if not (run_dir / "checkpoints").is_dir():
     raise UsageError(f"--policy {policy!r}: no checkpoints/ directory; allowed values are 'base' or a run "
                      "directory with checkpoints")
-  graphdef, params = nnx.split(Decoder(cfg.model, rngs=nnx.Rngs(cfg.sft.seed)))
-  rl = cfg.rl
-  tx = adamw(rl.lr, warmup=rl.warmup, weight_decay=rl.weight_decay, max_grad_norm=rl.max_grad_norm)
-  ckpt = Checkpointer(run_dir / "checkpoints", max_to_keep=2)
   try:
-    step, state, _ = ckpt.restore_latest(TrainState(params, tx.init(params), jnp.int32(0)))
-  except CheckpointError as e:
+    cfg, graphdef, params, step = run_policy(run_dir)  # the last usable checkpoint, as `tcred export`
+  except ExportError as e:
     raise UsageError(f"--policy {policy!r}: {e}") from e
-  finally:
-    ckpt.close()
-  return cfg, graphdef, state.params, f"`{cfg.name}` seed {json.loads(config_path.read_text()).get('seed')} " \
+  return cfg, graphdef, params, f"`{cfg.name}` seed {json.loads(config_path.read_text()).get('seed')} " \
                                       f"checkpoint step {step} (`{run_dir}`)"
 
 
