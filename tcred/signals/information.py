@@ -107,14 +107,23 @@ def _hsic_factor_t(x, sigma, eps):
   has its largest eigenvalue 1/λ), so nothing cancels catastrophically. One
   LU solve, no explicit inverse.
   """
+  return _hsic_factor_from_solution(jnp.linalg.solve(*_hsic_system(x, sigma, eps)))
+
+
+def _hsic_system(x, sigma, eps):
+  """The SPD system of `_hsic_factor_t` for x [D]: (H E H + λI [D, D], H E [D, D])."""
   d = x.shape[0]
   diff = x[:, None] - x[None, :]  # [D, D]
   e = jnp.expm1(-(diff * diff) / (2.0 * sigma * sigma))  # [D, D] = K − 11ᵀ
   he = e - jnp.mean(e, axis=0, keepdims=True)  # [D, D] = H E
   heh = he - jnp.mean(he, axis=1, keepdims=True)  # [D, D] = H E H
   a = heh + (eps * d) * jnp.eye(d, dtype=e.dtype)  # [D, D] SPD
-  y = jnp.linalg.solve(a, he)  # [D, D] = M H E
-  return y - jnp.mean(y, axis=0, keepdims=True)  # H M H E = M H E exactly
+  return a, he
+
+
+def _hsic_factor_from_solution(y):
+  """Rᵀ from y = M H E [..., D, D]: H M H E = M H E exactly."""
+  return y - jnp.mean(y, axis=-2, keepdims=True)
 
 
 def hsic_answer_factor(h_ans, *, sigma, eps: float = 1e-5):
@@ -219,8 +228,32 @@ def hsic_mi(h, h_ans, *, sigma, eps: float = 1e-5, batch_size=None):
   h_ans = jnp.asarray(h_ans, jnp.float32)
   if h.ndim != 2 or h_ans.shape != h.shape[1:]:
     raise ValueError(f"need h [T, D] and h_ans [D], got {h.shape} and {h_ans.shape}")
+  if batch_size is not None and batch_size >= h.shape[0]:
+    return _hsic_mi_one_solve(h, h_ans, sigma, eps)
   r_y = hsic_answer_factor(h_ans, sigma=sigma, eps=eps)
   return hsic_mi_from_factor(h, r_y, sigma=sigma, eps=eps, batch_size=batch_size)
+
+
+def _hsic_mi_one_solve(h, h_ans, sigma, eps):
+  """`hsic_mi` with every token in one chunk, as one batched solve [T + 1, D, D].
+
+  The answer's system and the tokens' systems go to LAPACK in a single call on
+  purpose. Solved apart, the two solves do not depend on each other, so XLA's
+  CPU runtime may run them at once, and jaxlib 0.10's batched LAPACK kernels
+  then wait on batch tasks queued on the same intra-op pool that both of them
+  occupy: on a 2-core machine that is a deadlock (BUILD_NOTES, "the mi hang").
+  The arithmetic is that of `hsic_answer_factor` and `hsic_mi_from_factor`
+  (answer with σ and eps as given, tokens with them as float32 scalars, as the
+  scan of `hsic_mi_from_factor` sees them), so results are unchanged.
+  """
+  _check_hsic_args(sigma, eps)
+  a_y, he_y = _hsic_system(h_ans, sigma, eps)  # [D, D] each
+  sigma_t, eps_t = jnp.asarray(sigma, jnp.float32), jnp.asarray(eps, jnp.float32)
+  a_t, he_t = jax.vmap(_hsic_system, in_axes=(0, None, None))(h, sigma_t, eps_t)  # [T, D, D] each
+  y = jnp.linalg.solve(jnp.concatenate([a_y[None], a_t]), jnp.concatenate([he_y[None], he_t]))
+  f_t = _hsic_factor_from_solution(y)  # [T + 1, D, D]: Rᵀ of the answer, then of each token
+  r_y = f_t[0].T
+  return jax.vmap(lambda f: jnp.sum(f * r_y))(f_t[1:])  # [T] = Σ (R_xᵀ ∘ R_y), as `_token_mi`
 
 
 def _masked_quantiles_linear(x, mask, qs):

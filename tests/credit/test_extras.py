@@ -23,3 +23,18 @@ def test_mi_from_plain_forward_equals_mi_from_packed_scoring(tiny_model):
   assert packed["ref_logp"].shape == (2, 2, 4) and packed["ref_std"].shape == (2, 4)
   # The cue is found where written; without one, the last real token is used.
   np.testing.assert_array_equal(cue_index(response, mask, 5), [[2, 3], [1, 4]])
+
+
+def test_mi_extra_compiles_to_a_single_batched_lu(tiny_model):
+  # Two independent batched LAPACK calls in one XLA CPU program can run at once and
+  # deadlock jaxlib's intra-op pool (seen on 2 cores: every pool thread waiting inside
+  # ParallelBatchMap). The answer factor and the token factors therefore share one LU.
+  graphdef, params = nnx.split(tiny_model)
+  prompt = jnp.array([[0, 1, 10, 11]], jnp.int32)
+  response = jnp.array([[[20, 21, 5, 30, 2], [22, 23, 24, 2, 0]]], jnp.int32)
+  mask = response != 0
+  answer = jnp.array([[5, 30, 2, 0]], jnp.int32)
+  solution = jnp.array([[0, 1, 40, 41]], jnp.int32)
+  args = (graphdef, params, prompt, prompt != 0, response, mask, answer, answer != 0, solution, solution != 0)
+  hlo = compute_extras.lower(*args, names=("mi",), temperature=1.0, cue_id=5).compile().as_text()
+  assert hlo.count("getrf") == 1, [line for line in hlo.splitlines() if "getrf" in line]
