@@ -67,6 +67,7 @@ from tqdm.auto import tqdm
 
 from tcred.credit.extras import compute_extras, validate_extras
 from tcred.evaluation import identify_metrics as im
+from tcred.models.forward import response_logprobs
 from tcred.sampling.sampler import sample_groups
 from tcred.sampling.tree import FORK_RULES
 from tcred.signals.entropy import forking_mask
@@ -76,7 +77,7 @@ from tcred.signals.variance import reference_token_std
 from tcred.tasks import tokenizer as tok
 from tcred.tasks.base import Problem, Task
 from tcred.training.config import TreeConfig
-from tcred.training.rollout import (Trees, encode_answers, encode_prompts, encode_solutions, sample_and_score,
+from tcred.sampling.rollout import (Trees, encode_answers, encode_prompts, encode_solutions, sample_and_score,
                                     sample_trees_and_score)
 
 class UsageError(ValueError):
@@ -593,7 +594,6 @@ _response_logprobs_jit = None
 def policy_forward(graphdef, params, rollout: Rollout, config: IdentifyConfig) -> dict[str, np.ndarray]:
   """`{"logp", "entropy"}` `[N, G, T]` from the train step's forward (`response_logprobs`), batched by prompts."""
   global _response_logprobs_jit
-  from tcred.training.step import response_logprobs  # local: training imports evaluation
 
   if _response_logprobs_jit is None:
     _response_logprobs_jit = jax.jit(response_logprobs, static_argnames=("graphdef", "temperature", "chunk_size"))

@@ -34,6 +34,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from tcred.credit.base import credit_class
 from tcred.evaluation.stats import format_count, format_mean_ci, mean_ci, samples_to_reach, student_t_quantile
 from tcred.experiments.registry import Suite
 from tcred.training.config import config_diff, normalised_config, run_config_hash
@@ -273,8 +274,6 @@ def conventions_of(config: dict[str, Any]) -> list[str]:
   TreeRL) are listed. A field absent from the config (a run made before session 5) is reported with
   the value it had then: notably `tree.root=chain` (per-chain roots) for a TreeRL run.
   """
-  from tcred.credit.base import credit_class
-
   credit, tree, loss = config.get("credit", {}), config.get("tree", {}), config.get("loss", {})
   try:
     fields = {f.name for f in dataclasses.fields(credit_class(credit.get("name", "")))}

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 from tcred.credit.base import CreditMethod, credit_class
 from tcred.losses.pg import LossConfig
 from tcred.models.config import ModelConfig
+from tcred.sampling.tree import FORK_RULES, TREE_ROOTS
+from tcred.tasks.registry import task_config_class
 from tcred.validation import require_finite
 
 
@@ -130,7 +132,6 @@ class TreeConfig:
     require_finite(self, self.section)
     _positive(self, "trees", "forks", "branch")
     _non_negative(self, "rounds")
-    from tcred.sampling.tree import FORK_RULES, TREE_ROOTS
     if self.fork_at not in FORK_RULES:
       raise ValueError(f"tree.fork_at must be one of {list(FORK_RULES)}, got {self.fork_at!r}")
     if self.root not in TREE_ROOTS:
@@ -263,7 +264,6 @@ def config_hash(*parts: Any) -> str:
 
 def config_from_dict(d: dict[str, Any]) -> ExperimentConfig:
   """Inverse of `ExperimentConfig.to_dict` (used by `--resume` checks and tables)."""
-  from tcred.tasks.registry import task_config_class
   credit = dict(d["credit"])
   cls = credit_class(credit.pop("name"))
   return ExperimentConfig(

@@ -11,7 +11,7 @@ from tcred.credit.tree import tree_extras
 from tcred.experiments import get_experiment
 from tcred.sampling.tree import tree_arrays
 from tcred.testing import numpy_refs as ref
-from tcred.training.rollout import Trees
+from tcred.sampling.rollout import Trees
 
 T = 8
 # Prompt 0: two trees, forks inside both (see tests/sampling/test_tree.py for the node layout).
