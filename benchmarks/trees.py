@@ -41,7 +41,7 @@ from flax import nnx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from tcred.experiments import get_experiment  # noqa: E402
+from tcred.experiments import experiment_for, get_experiment  # noqa: E402
 from tcred.models.config import model_preset  # noqa: E402
 from tcred.models.decoder import Decoder  # noqa: E402
 from tcred.tasks.registry import make_task_from_config  # noqa: E402
@@ -100,7 +100,7 @@ def run(quick: bool, tasks: tuple[str, ...] = ("countdown", "graph-path")) -> li
   prompts, repeats = (4, 2) if quick else (64, 8)
   lines = []
   for name in tasks:
-    cfg = get_experiment(f"{name}-grpo")
+    cfg = get_experiment(experiment_for(name, "grpo"))
     task = make_task_from_config(cfg.task, cfg.task_config)
     if quick:
       graphdef, params = nnx.split(Decoder(model_preset("tiny"), rngs=nnx.Rngs(0)))

@@ -8,6 +8,7 @@ Shapes: B prompts, G rollouts per prompt, P prompt tokens (left-padded), T respo
 
 from __future__ import annotations
 
+import chex
 import jax.numpy as jnp
 from flax import nnx
 
@@ -31,6 +32,10 @@ def response_logprobs(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_
   The prompt is repeated for each of the G rollouts; logits are formed only for
   the T response positions, chunk by chunk.
   """
+  chex.assert_rank([prompt, prompt_valid, response, mask], [2, 2, 3, 3])
+  chex.assert_equal_shape([prompt, prompt_valid])
+  chex.assert_equal_shape([response, mask])
+  chex.assert_equal_shape_prefix([prompt, response], 1)
   model = nnx.merge(graphdef, params)
   b, g, t = response.shape
   p = prompt.shape[1]
