@@ -6,7 +6,7 @@ raised so that a step generates about as many tokens as GRPO's 16 × 8 chains, i
 at equal generated tokens: round(16 / (tree tokens / chain tokens per prompt)), the ratios measured on
 the SFT base policies by `python benchmarks/trees.py [--tasks ...]` (benchmarks/results/trees.md:
 countdown 0.60 step / 0.78 entropy, graph-path 0.65 / 0.70; trees-long-addition.md: long-addition
-LA_STEP step / LA_ENTROPY entropy). A task without a measured budget is an error, not a default.
+0.63 step / 0.66 entropy). A task without a measured budget is an error, not a default.
 """
 
 import dataclasses
@@ -17,7 +17,7 @@ from tcred.training.config import ExperimentConfig, TreeConfig
 
 PROMPTS_PER_STEP = {("countdown", "step"): 27, ("countdown", "entropy"): 21,
                     ("graph-path", "step"): 25, ("graph-path", "entropy"): 23,
-                    ("long-addition", "step"): 16, ("long-addition", "entropy"): 16}
+                    ("long-addition", "step"): 26, ("long-addition", "entropy"): 24}
 
 
 def _tree(credit: str, fork_at: str):

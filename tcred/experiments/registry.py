@@ -34,7 +34,7 @@ def load() -> None:
   try:
     for path in _folders.experiment_files():
       family = path.stem
-      if family in _FAMILY_FILES and path.name != "suites.py":
+      if family in _FAMILY_FILES and path.name != _folders.SUITES_FILE:
         raise ValueError(f"experiment family {family!r} is defined twice: {_FAMILY_FILES[family]} and {path}")
       _FAMILY_FILES.setdefault(family, path)
       with _family(family):
