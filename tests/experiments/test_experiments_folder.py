@@ -112,7 +112,7 @@ def test_a_user_family_may_not_reuse_a_name(tmp_path, monkeypatch, capsys, fresh
       capsys.readouterr().err
 
 
-@pytest.mark.slow  # 39 s on the loaded 2-core machine (build, install, a fresh interpreter importing jax)
+# ~6 s (build, install, a fresh interpreter importing jax); 39 s at load average 20 on 2 cores.
 def test_installed_without_the_repository_lists_every_experiment(tmp_path):
   # A non-editable build (the setuptools backend pip calls), installed with --target, run from another
   # directory with the repository off the path: the packaged copy of experiments/ is found.
