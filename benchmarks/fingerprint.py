@@ -52,13 +52,14 @@ def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--out", required=True, help="where the fingerprint JSON goes")
   p.add_argument("--steps", type=int, default=3)
-  p.add_argument("--only", default="", help="run only the experiments whose name contains this")
+  p.add_argument("--only", default="", help="run only the experiments whose name contains this (several "
+                 "substrings: comma-separated, any of them)")
   p.add_argument("--compare", default=None, help="a fingerprint JSON to compare with")
   args = p.parse_args(argv)
 
   from tcred import cli, experiments
 
-  names = [n for n in experiments.experiment_names() if args.only in n]
+  names = [n for n in experiments.experiment_names() if any(part in n for part in args.only.split(","))]
   work = pathlib.Path(tempfile.mkdtemp(prefix="tcred-fp-"))
   os.environ["TCRED_CACHE"] = str(work / "cache")
   commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,

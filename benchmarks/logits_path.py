@@ -6,7 +6,7 @@ Three ways to get `grad` w.r.t. hidden `[T, D]` and unembedding `[D, V]` of the 
 - `materialised`: `log_softmax` of the full `[T, V]` logits (what a plain implementation does).
 - `seq-chunked`: token chunks of `[C, V]` logits under `jax.checkpoint` in a `lax.map`, no
   vocabulary chunking (the library's implementation before the custom VJP).
-- `fused`: `tcred.signals.logprobs.token_logprobs_and_entropy` (blocks of `[C, Vc]` logits,
+- `fused`: `tcred.models.logprobs.token_logprobs_and_entropy` (blocks of `[C, Vc]` logits,
   online log-sum-exp, custom VJP that recomputes each block once).
 
 Memory: `jax.jit(grad).lower(...).compile().memory_analysis()` at the target size
@@ -38,7 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from tcred.signals.logprobs import DEFAULT_VOCAB_CHUNK, token_logprobs_and_entropy  # noqa: E402
+from tcred.models.logprobs import DEFAULT_VOCAB_CHUNK, token_logprobs_and_entropy  # noqa: E402
 
 MEMORY_TARGET = 0.05
 TIME_TARGET = 1.1

@@ -11,7 +11,7 @@ answer, so the comparison is between equal computations.
 
 Second table: the cost of the extra signals that need forward passes of the
 sampling policy (`tcred.credit.extras.compute_extras`) against one plain
-forward pass of the same batch (`tcred.training.step.response_logprobs`).
+forward pass of the same batch (`tcred.models.forward.response_logprobs`).
 
 Usage:
   python benchmarks/signals.py            # realistic sizes (B=16, G=8, T=32, D=128, J=8, N=64)
@@ -49,7 +49,7 @@ from tcred.signals.information import answer_information_gain, default_sigma, hs
 from tcred.signals.tree import tree_grpo_leaf_advantages, treerl_segment_advantages
 from tcred.signals.variance import (dense_reference_reward, query_keep, query_score, reference_token_std,
                                     reference_token_weights)
-from tcred.training.step import response_logprobs
+from tcred.models.forward import response_logprobs
 
 TARGET_SPEEDUP = 20.0
 

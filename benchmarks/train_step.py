@@ -43,7 +43,7 @@ import common  # noqa: E402
 from tcred.credit import make_credit  # noqa: E402
 from tcred.losses.pg import LossConfig  # noqa: E402
 from tcred.models.config import ModelConfig, model_preset  # noqa: E402
-from tcred.signals.logprobs import logits_saved  # noqa: E402
+from tcred.models.logprobs import logits_saved  # noqa: E402
 from tcred.training.optim import adamw  # noqa: E402
 from tcred.training.step import Batch, TrainState, rl_train_step  # noqa: E402
 
@@ -152,8 +152,8 @@ def profile(ours: JaxStep, config: ModelConfig, sz: Sizes, repeats: int) -> list
   (gradient of `Σ hidden`), the log-prob/entropy head forward + backward on the response
   positions' hidden states, and the AdamW update (with clipping)."""
   from tcred.models.decoder import positions_from_mask
-  from tcred.signals.logprobs import token_logprobs_and_entropy
-  from tcred.training.step import pack_groups
+  from tcred.models.logprobs import token_logprobs_and_entropy
+  from tcred.models.forward import pack_groups
   graphdef, b = ours.graphdef, ours.batch  # read ours.state at each call: the step donates it
   seq, valid = pack_groups(b.prompt, b.prompt_valid, b.response, b.mask)
   n_seq, seq_len = seq.shape

@@ -20,7 +20,7 @@ per rollout (equal depth T). Reported per configuration:
   prompts per step so that a step generates as many tokens as GRPO's.
 
 Usage:
-  python benchmarks/trees.py [--quick] [--out benchmarks/results/trees.md]
+  python benchmarks/trees.py [--quick] [--tasks countdown graph-path] [--out benchmarks/results/trees.md]
 The full mode loads (or builds, ~6 min each) the cached base policies of
 countdown and graph-path; --quick uses a tiny random model on countdown.
 """
@@ -41,13 +41,13 @@ from flax import nnx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-from tcred.experiments import get_experiment  # noqa: E402
+from tcred.experiments import experiment_for, get_experiment  # noqa: E402
 from tcred.models.config import model_preset  # noqa: E402
 from tcred.models.decoder import Decoder  # noqa: E402
 from tcred.tasks.registry import make_task_from_config  # noqa: E402
 from tcred.training.config import TreeConfig  # noqa: E402
 from tcred.training.data import eval_problems  # noqa: E402
-from tcred.training.rollout import sample_and_score, sample_trees_and_score  # noqa: E402
+from tcred.sampling.rollout import sample_and_score, sample_trees_and_score  # noqa: E402
 from tcred.training.sft import base_policy  # noqa: E402
 
 TARGET = 1.5
@@ -95,12 +95,12 @@ def _measure(graphdef, params, task, problems, tree: TreeConfig | None, repeats:
                 seconds / max(repeats - 1, 1))
 
 
-def run(quick: bool) -> list[str]:
-  tasks = ("countdown",) if quick else ("countdown", "graph-path")
+def run(quick: bool, tasks: tuple[str, ...] = ("countdown", "graph-path")) -> list[str]:
+  tasks = ("countdown",) if quick else tasks
   prompts, repeats = (4, 2) if quick else (64, 8)
   lines = []
   for name in tasks:
-    cfg = get_experiment(f"{name}-grpo")
+    cfg = get_experiment(experiment_for(name, "grpo"))
     task = make_task_from_config(cfg.task, cfg.task_config)
     if quick:
       graphdef, params = nnx.split(Decoder(model_preset("tiny"), rngs=nnx.Rngs(0)))
@@ -138,9 +138,11 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true", help="tiny random model, 4 prompts: a smoke test")
   parser.add_argument("--out", default=None, help="write the Markdown report here")
+  parser.add_argument("--tasks", nargs="+", default=["countdown", "graph-path"],
+                      help="tasks whose `<task>-grpo` base policy samples (default: countdown graph-path)")
   args = parser.parse_args(argv)
   t0 = time.time()
-  body = run(args.quick)
+  body = run(args.quick, tuple(args.tasks))
   report = [*common.header("Trees versus chains", args.quick, argv if argv is not None else sys.argv[1:], __file__),
             f"- wall time: {time.time() - t0:.0f} s", common.load_line(),
             f"- target: ≥ {TARGET}× distinct leaf trajectories per generated token, zero prefix recomputation "

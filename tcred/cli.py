@@ -1,5 +1,6 @@
 """`tcred` command line (DESIGN §2).
 
+  tcred [--experiments DIR ...] COMMAND ...   (DIR: a folder of the user's experiments files)
   tcred list
   tcred run NAME [--seed S] [--steps N] [--out DIR] [--set key=value ...] [--resume]
   tcred show NAME [--steps N] [--set key=value ...]
@@ -34,6 +35,9 @@ _RUN_EPILOG = ("NAME is a registered experiment: `tcred list` lists them, `tcred
 
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="tcred", description="Token-level credit assignment for RL on LMs.")
+  p.add_argument("--experiments", action="append", default=[], metavar="DIR",
+                 help="also load the experiments files of DIR (repeatable; added to $TCRED_EXPERIMENTS): one "
+                 "file per method family, plus suites.py")
   sub = p.add_subparsers(dest="command", required=True)
   sub.add_parser("list", help="list registered experiments and suites")
   run = sub.add_parser("run", help="run one experiment by name", epilog=_RUN_EPILOG)
@@ -455,14 +459,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _shown_path(path: pathlib.Path | None) -> str:
+  """`path` relative to the working directory when it is below it, else absolute."""
+  if path is None:
+    return "registered in code"
+  try:
+    return str(path.relative_to(pathlib.Path.cwd()))
+  except ValueError:
+    return str(path)
+
+
 def _dispatch(args, argv: list[str]) -> int:
   _enable_compilation_cache()
   from tcred import experiments
 
+  try:
+    experiments.add_folders(args.experiments)
+    experiments.load()
+  except (ValueError, FileNotFoundError) as e:  # a missing folder, a name defined twice
+    return _usage_error(f"--experiments: {e}" if args.experiments else str(e))
   if args.command == "list":
-    print("experiments:")
-    for name in experiments.experiment_names():
-      print(f"  {name:32s} {experiments.get_experiment(name).description}")
+    print("experiments, by family file:")
+    for family, names in experiments.families().items():
+      print(f"  {family} ({_shown_path(experiments.family_file(family))}):")
+      for name in names:
+        print(f"    {name:30s} {experiments.get_experiment(name).description}")
     print("suites:")
     for name in experiments.suite_names():
       print(f"  {name:32s} {experiments.get_suite(name).description}")

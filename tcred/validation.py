@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import numbers
 from typing import Any
@@ -15,3 +16,24 @@ def require_finite(config: Any, prefix: str) -> None:
     value = getattr(config, field.name)
     if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and not math.isfinite(value):
       raise ValueError(f"{prefix}.{field.name} must be a finite number, got {value!r}")
+
+
+class Choice(str, enum.Enum):
+  """A closed set of named options (loss aggregation, advantage mode, tree fork rule, ...), checked in
+  one place: `parse` is the only check, and its message is the only one for the kind.
+
+  Members are strings (`Aggregation.TOKEN_MEAN == "token-mean"`), so configs keep plain strings
+  (JSON, `--set`) and parse them where they are validated or dispatched on.
+  """
+
+  @classmethod
+  def parse(cls, value: Any, *, field: str):
+    """The member whose value is `value`; ValueError "unknown FIELD 'x'; allowed: a, b" otherwise."""
+    for member in cls:
+      if member.value == value:
+        return member
+    raise ValueError(f"unknown {field} {value!r}; allowed: {', '.join(m.value for m in cls)}")
+
+  @classmethod
+  def values(cls) -> tuple[str, ...]:
+    return tuple(m.value for m in cls)

@@ -1,6 +1,6 @@
 """Credit methods (a registry) and group advantages."""
 
-from tcred.credit.advantages import ADVANTAGE_MODES, group_advantages
+from tcred.credit.advantages import ADVANTAGE_MODES, AdvantageMode, group_advantages
 from tcred.credit.base import (Credit, CreditInputs, CreditMethod, credit_class, credit_names,
                                make_credit, register_credit)
 from tcred.credit import outcome  # noqa: F401  (registers "outcome")

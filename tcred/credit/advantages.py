@@ -14,7 +14,19 @@ import dataclasses
 
 import jax.numpy as jnp
 
-ADVANTAGE_MODES = ("grpo", "dr-grpo")
+from tcred.validation import Choice
+
+
+
+class AdvantageMode(Choice):
+  """The group normaliser's advantage: "grpo" `(R − mean) / (std + eps)` or "dr-grpo" `R − mean`
+  (Dr. GRPO, arXiv 2503.20783: no std division)."""
+
+  GRPO = "grpo"
+  DR_GRPO = "dr-grpo"
+
+
+ADVANTAGE_MODES = AdvantageMode.values()
 # Conventions of the group normaliser (benchmarks/results/conformance.md):
 # std_ddof: 0 = population std (tcred's default); 1 = Bessel's correction (Tree-GRPO's, the 80/20 code's
 #   and TRL's torch.std). eps: 1e-6 (tcred, Tree-GRPO, the 80/20 code / verl), 1e-4 (TRL's GRPOTrainer).
@@ -86,8 +98,7 @@ def group_advantages(rewards, *, mode: str = "grpo", mask=None, eps: float = 1e-
   Returns:
     [G] float32 advantages.
   """
-  if mode not in ADVANTAGE_MODES:
-    raise ValueError(f"mode={mode!r} is not one of {ADVANTAGE_MODES}")
+  mode = AdvantageMode.parse(mode, field="mode")
   check_group_norm(std_ddof=ddof, eps=eps, lone=lone, prefix="")
   rewards = jnp.asarray(rewards, jnp.float32)
   if rewards.ndim != 1:
@@ -104,7 +115,7 @@ def group_advantages(rewards, *, mode: str = "grpo", mask=None, eps: float = 1e-
   ref = rewards[jnp.argmax(mask)]  # first valid reward (any entry if none valid)
   d = jnp.where(mask, rewards - ref, 0.0)  # [G]
   centred = jnp.where(mask, d - jnp.sum(d) / n_f, 0.0)  # [G] = R_i − mean_G R
-  if mode == "dr-grpo":
+  if mode is AdvantageMode.DR_GRPO:
     adv = centred
   else:
     dof = n_f if ddof == 0 else jnp.maximum(n_f - ddof, 1.0)  # static branch: the default is unchanged

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tcred.models.decoder import positions_from_mask
+from tcred.models.forward import pack_groups
 from tcred.signals.information import MIInputs, answer_information_gain, answer_logprobs_after_prefixes, hsic_mi
 from tcred.signals.variance import reference_token_std
 
@@ -29,8 +30,6 @@ EXTRA_NAMES = ("info_gain", "ref_logp", "ref_std", "mi")
 def response_hidden(model, prompt, prompt_valid, response, mask, *, hidden_layer: int = -1, final_norm: bool = True):
   """Hidden states `[B, G, T, D]` of the response tokens (one plain forward); by default the final
   ones, else layer `hidden_layer`'s output with or without the final norm (`Decoder.__call__`)."""
-  from tcred.training.step import pack_groups  # local: training imports credit
-
   b, g, t = response.shape
   p = prompt.shape[1]
   seq, valid = pack_groups(prompt, prompt_valid, response, mask)

@@ -7,7 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from tcred.credit.advantages import ADVANTAGE_MODES, GroupNorm, group_advantages
+from tcred.credit.advantages import AdvantageMode, GroupNorm, group_advantages
 from tcred.credit.base import Credit, CreditInputs, CreditMethod, register_credit
 
 
@@ -40,8 +40,7 @@ class Outcome(GroupNorm, CreditMethod):
 
   def __post_init__(self):
     super().__post_init__()
-    if self.mode not in ADVANTAGE_MODES:
-      raise ValueError(f"credit.mode={self.mode!r} is not one of {ADVANTAGE_MODES}")
+    AdvantageMode.parse(self.mode, field="credit.mode")
 
   def __call__(self, inputs: CreditInputs) -> Credit:
     adv = outcome_advantages(inputs.rewards, inputs.group_valid, mode=self.mode, **self.group_norm())

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tcred.credit.advantages import ADVANTAGE_MODES, GroupNorm, group_advantages
+from tcred.credit.advantages import AdvantageMode, GroupNorm, group_advantages
 from tcred.credit.base import Credit, CreditInputs, CreditMethod, register_credit
 from tcred.credit.outcome import outcome_advantages, per_token, valid_tokens
 from tcred.signals.entropy import FORKING_KEEP, FORKING_POOLS, FORKING_TIES, pooled_forking_mask
@@ -28,8 +28,7 @@ MASK_NORMALISERS = ("kept", "valid")
 
 
 def _check_mode(mode: str):
-  if mode not in ADVANTAGE_MODES:
-    raise ValueError(f"credit.mode={mode!r} is not one of {ADVANTAGE_MODES}")
+  AdvantageMode.parse(mode, field="credit.mode")
 
 
 @register_credit

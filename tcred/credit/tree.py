@@ -25,7 +25,7 @@ TREE_EXTRAS = ("tree_id", "tree_parent", "tree_is_leaf", "tree_valid", "tree_lea
 
 
 def tree_extras(trees) -> dict[str, np.ndarray]:
-  """Host arrays for `CreditInputs.extras` from `tcred.training.rollout.Trees`.
+  """Host arrays for `CreditInputs.extras` from `tcred.sampling.rollout.Trees`.
 
   Returns tree_id `[B, G]`, tree_parent / tree_is_leaf / tree_valid /
   tree_leaf_row `[B, N]` and token_node `[B, G, T]` (−1 on padding).

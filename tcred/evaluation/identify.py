@@ -67,8 +67,9 @@ from tqdm.auto import tqdm
 
 from tcred.credit.extras import compute_extras, validate_extras
 from tcred.evaluation import identify_metrics as im
+from tcred.models.forward import response_logprobs
 from tcred.sampling.sampler import sample_groups
-from tcred.sampling.tree import FORK_RULES
+from tcred.sampling.tree import ForkRule
 from tcred.signals.entropy import forking_mask
 from tcred.signals.information import PEAK_RULES, MIInputs, mi_peaks
 from tcred.signals.tree import node_values, treerl_segment_advantages
@@ -76,7 +77,7 @@ from tcred.signals.variance import reference_token_std
 from tcred.tasks import tokenizer as tok
 from tcred.tasks.base import Problem, Task
 from tcred.training.config import TreeConfig
-from tcred.training.rollout import (Trees, encode_answers, encode_prompts, encode_solutions, sample_and_score,
+from tcred.sampling.rollout import (Trees, encode_answers, encode_prompts, encode_solutions, sample_and_score,
                                     sample_trees_and_score)
 
 class UsageError(ValueError):
@@ -168,8 +169,7 @@ class IdentifyConfig:
       raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
     if self.rollouts_from not in ROLLOUT_SOURCES:
       raise ValueError(f"rollouts_from {self.rollouts_from!r}: allowed values are {', '.join(ROLLOUT_SOURCES)}")
-    if self.tree_fork_at not in FORK_RULES:  # checked even for chains, so a typo never passes silently
-      raise ValueError(f"tree_fork_at {self.tree_fork_at!r}: allowed values are {', '.join(FORK_RULES)}")
+    ForkRule.parse(self.tree_fork_at, field="tree_fork_at")  # checked even for chains: a typo never passes
     if self.uses_trees:
       m = self.tree_trees
       if isinstance(m, bool) or not isinstance(m, int) or m < 1:
@@ -593,7 +593,6 @@ _response_logprobs_jit = None
 def policy_forward(graphdef, params, rollout: Rollout, config: IdentifyConfig) -> dict[str, np.ndarray]:
   """`{"logp", "entropy"}` `[N, G, T]` from the train step's forward (`response_logprobs`), batched by prompts."""
   global _response_logprobs_jit
-  from tcred.training.step import response_logprobs  # local: training imports evaluation
 
   if _response_logprobs_jit is None:
     _response_logprobs_jit = jax.jit(response_logprobs, static_argnames=("graphdef", "temperature", "chunk_size"))
@@ -903,13 +902,14 @@ def load_policy(task_name: str, policy: str, *, prompts: int = 1, progress: bool
   from tcred.tasks.registry import task_entry, task_names
 
   # Registered tasks with an exact oracle and a `<task>-grpo` experiment (its config defines the base policy).
-  names = set(experiments.experiment_names())
-  tasks = [t for t in task_names() if f"{t}-grpo" in names and getattr(task_entry(t).task_cls, "has_oracle", True)]
+  grpo = {experiments.get_experiment(n).task: n for n in experiments.experiment_names()
+          if experiments.get_experiment(n).method == "grpo"}
+  tasks = [t for t in task_names() if t in grpo and getattr(task_entry(t).task_cls, "has_oracle", True)]
   if task_name not in tasks:
     raise UsageError(f"unknown task {task_name!r} (identify needs a task with an exact oracle and a "
                      f"`<task>-grpo` experiment); allowed: {', '.join(tasks)}")
   if policy == "base":
-    cfg = experiments.get_experiment(f"{task_name}-grpo")
+    cfg = experiments.get_experiment(grpo[task_name])
     task = make_task_from_config(cfg.task, cfg.task_config)
     n_eval = _check_prompts(cfg, prompts)
     _check_mi_layer(cfg, mi_layer)

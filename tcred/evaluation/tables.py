@@ -10,8 +10,8 @@ Conventions of every table:
   * values are the mean ± 95% Student-t confidence half-width over seeds (`stats.mean_ci`);
     pass@1 and pass@k are in percent;
   * Δ is the per-seed (paired) difference final − base pass@1;
-  * "to baseline" budgets: the target is where the task's baseline experiment (`<task>-grpo`
-    unless the suite names another) ends on the *same evaluation as the curves*: the mean over its
+  * "to baseline" budgets: the target is where the task's baseline experiment (method `grpo`
+    unless the suite names another, `Suite.baseline`) ends on the *same evaluation as the curves*: the mean over its
     seeds of the last eval/pass1 point (`rl.eval_prompts` × `rl.eval_samples`, a subset of the
     final evaluation's prompts, so its level can differ from the final pass@1 by a few points).
     For each seed, the first point of its eval/pass1 curve with pass@1 ≥ target gives the samples
@@ -34,8 +34,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from tcred.credit.base import credit_class
 from tcred.evaluation.stats import format_count, format_mean_ci, mean_ci, samples_to_reach, student_t_quantile
-from tcred.experiments.registry import Suite
+from tcred.experiments.registry import Suite, get_experiment
+from tcred.losses.pg import Aggregation
 from tcred.training.config import config_diff, normalised_config, run_config_hash
 from tcred.training.rl import run_dir_of as run_dir
 
@@ -44,7 +46,6 @@ log = logging.getLogger(__name__)
 SUMMARY_KEYS = ("name", "seed", "task", "base_pass1", "final_pass1", "base_pass1_greedy", "final_pass1_greedy",
                 "eval_samples", "steps", "samples", "tokens_generated", "wall_s")
 MISSING_MODES = ("raise", "skip")
-DEFAULT_BASELINE_METHOD = "grpo"
 _PASSK = re.compile(r"^final_pass(\d+)$")
 
 
@@ -197,17 +198,15 @@ def curve_target(baseline_runs: list[dict[str, Any]]) -> float:
   return float(np.mean([eval_curve(r)["pass1"][-1] for r in baseline_runs]))
 
 
-def baseline_of(suite: Suite, task: str) -> str:
-  """The baseline experiment of `task` in `suite`: `suite.baseline` if it is an experiment name of
-  that task, `<task>-<suite.baseline>` if it is a method name, else `<task>-grpo`."""
-  method = suite.baseline or DEFAULT_BASELINE_METHOD
-  if method.startswith(f"{task}-"):
-    return method
-  return f"{task}-{method}"
+def baseline_of(suite: Suite, task: str) -> str | None:
+  """The baseline experiment of `task` in `suite`: its experiment of that task whose method is
+  `suite.baseline`; None when the suite has none."""
+  found = [n for n in suite.experiments if suite.config(n).task == task and suite.config(n).method == suite.baseline]
+  return found[0] if found else None
 
 
-def _method_of(experiment: str, task: str) -> str:
-  return experiment[len(task) + 1:] if experiment.startswith(f"{task}-") else experiment
+def _method_of(experiment: str) -> str:
+  return get_experiment(experiment).method
 
 
 def _load_suite(suite: Suite, out_dir, seeds: int | None, missing: str) -> dict[str, list[dict[str, Any]]]:
@@ -273,8 +272,6 @@ def conventions_of(config: dict[str, Any]) -> list[str]:
   TreeRL) are listed. A field absent from the config (a run made before session 5) is reported with
   the value it had then: notably `tree.root=chain` (per-chain roots) for a TreeRL run.
   """
-  from tcred.credit.base import credit_class
-
   credit, tree, loss = config.get("credit", {}), config.get("tree", {}), config.get("loss", {})
   try:
     fields = {f.name for f in dataclasses.fields(credit_class(credit.get("name", "")))}
@@ -293,7 +290,7 @@ def conventions_of(config: dict[str, Any]) -> list[str]:
       out.append(f"credit.peak_k={credit.get('peak_k', 20)}")
     if field == "pool" and value == "micro-batch":
       out.append(f"credit.micro_batch={credit.get('micro_batch')}")
-  if loss.get("aggregation") == "seq-mean-token-sum-norm":
+  if loss.get("aggregation") == Aggregation.SEQ_MEAN_TOKEN_SUM_NORM:
     out.append(f"loss.sum_norm_divisor={loss.get('sum_norm_divisor', 'sequences-x-T')}")
   return out
 
@@ -370,7 +367,8 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
                    f"the curves' own evaluation, where it ends at last eval/pass1 {100 * targets[task]:.1f}%.")
     else:
       targets[task] = None
-      lines.append(f"- Baseline of {task}: `{base}` is not in this suite; no budget to baseline.")
+      lines.append(f"- Baseline of {task}: no `{suite.baseline}` experiment of {task} in this suite; no budget to "
+                   "baseline.")
   pk = f"pass@{k}" if k else "pass@k"
   lines += ["", f"| task | method | seeds | base pass@1 | final pass@1 | Δ pass@1 | final {pk} | greedy pass@1 "
             f"| samples to baseline | tokens to baseline | tokens generated | wall (min) | steps | config |",
@@ -392,7 +390,7 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
         tokens_cell = _budget_cell([samples_to_reach(c["tokens"], c["pass1"], target) for c in curves])
       wall = format_mean_ci(*mean_ci([x["wall_s"] / 60.0 for x in s]))
       generated = _budget_cell([float(x["tokens_generated"]) for x in s])
-      lines.append(f"| {task} | {_method_of(name, task)} | {len(rs)} | {_pct(base)} | {_pct(final)} "
+      lines.append(f"| {task} | {_method_of(name)} | {len(rs)} | {_pct(base)} | {_pct(final)} "
                    f"| {_pct([f - b for f, b in zip(final, base)])} | {passk_cell} "
                    f"| {_pct([x['final_pass1_greedy'] for x in s])} | {samples_cell} | {tokens_cell} "
                    f"| {generated} | {wall} | {'/'.join(sorted({str(x['steps']) for x in s}))} "
@@ -437,14 +435,14 @@ def learning_curves(suite: Suite, out_dir: str | pathlib.Path, path_png: str | p
     for i, name in enumerate(names):  # 10 colours, then the same colours dashed, dotted
       grid, mean, hw = _band([eval_curve(r) for r in runs[name]], "tokens")
       (line,) = ax.plot(grid, 100 * mean, color=f"C{i % 10}", ls=("-", "--", ":")[i // 10 % 3],
-                        label=f"{_method_of(name, task)} (n={len(runs[name])})")
+                        label=f"{_method_of(name)} (n={len(runs[name])})")
       if np.any(hw > 0):  # the band is clipped to the possible range [0, 100]
         ax.fill_between(grid, np.clip(100 * (mean - hw), 0, 100), np.clip(100 * (mean + hw), 0, 100),
                         color=line.get_color(), alpha=0.15, lw=0)
     base = baseline_of(suite, task)
     if base in runs:
       ax.axhline(100 * curve_target(runs[base]), color="grey", ls="--", lw=0.8,
-                 label=f"{_method_of(base, task)} last eval (target)")
+                 label=f"{_method_of(base)} last eval (target)")
     ax.set_title(task)
     ax.set_xlabel("generated tokens")
     ax.set_ylabel("pass@1 (%)")

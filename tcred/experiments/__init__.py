@@ -1,6 +1,6 @@
-"""Named experiments and suites (importing this package registers them all)."""
+"""Named experiments and suites, defined by the files of the experiments folders
+(`tcred.experiments.folders`) and loaded the first time the registry is read."""
 
-from tcred.experiments.registry import (Suite, experiment_names, get_experiment, get_suite,
-                                        register_experiment, register_suite, suite_names)
-from tcred.experiments import definitions  # noqa: F401  (registers the experiments)
-from tcred.experiments import suites  # noqa: F401,E402  (registers the suites; last: reads the registry)
+from tcred.experiments.registry import (Suite, add_folders, experiment_for, experiment_names, families, family_file,
+                                        get_experiment, get_suite, load, register_experiment, register_suite,
+                                        suite_names)

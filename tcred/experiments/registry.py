@@ -1,18 +1,84 @@
 """The experiment registry: every method the benchmark compares, by name.
 
 An experiment is a fully resolved `ExperimentConfig`; a suite is a named list
-of experiments with the seeds `tcred table` runs.
+of experiments with the seeds `tcred table` runs. Both are defined by plain
+Python files in experiments folders (`tcred.experiments.folders`), loaded the
+first time the registry is read: one file per method family, then the suites
+files. An experiment's family is the name of the file that registered it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.util
 import pathlib
+import sys
 
+from tcred.experiments import folders as _folders
 from tcred.training.config import ExperimentConfig
 
 _EXPERIMENTS: dict[str, ExperimentConfig] = {}
 _SUITES: dict[str, "Suite"] = {}
+_FAMILIES: dict[str, str] = {}  # experiment name -> family (the stem of the file that registered it)
+_FAMILY_FILES: dict[str, pathlib.Path] = {}
+_LOAD = {"state": "not loaded", "family": None}  # "not loaded" -> "loading" -> "loaded"
+
+
+def load() -> None:
+  """Runs every experiments file once (family files, then suites files), in the order of
+  `experiment_files()`. Called by every function of this module that reads or adds to the registry."""
+  if _LOAD["state"] != "not loaded":
+    return
+  _LOAD["state"] = "loading"
+  try:
+    for path in _folders.experiment_files():
+      family = path.stem
+      if family in _FAMILY_FILES and path.name != _folders.SUITES_FILE:
+        raise ValueError(f"experiment family {family!r} is defined twice: {_FAMILY_FILES[family]} and {path}")
+      _FAMILY_FILES.setdefault(family, path)
+      with _family(family):
+        _run_file(path, family)
+  except BaseException:  # leave nothing half-loaded: the next read raises the same error again
+    _unload()
+    raise
+  _LOAD["state"] = "loaded"
+
+
+def _unload() -> None:
+  for registry in (_EXPERIMENTS, _SUITES, _FAMILIES, _FAMILY_FILES):
+    registry.clear()
+  _LOAD["state"] = "not loaded"
+
+
+def add_folders(folders) -> None:
+  """Adds experiments folders of the user (`tcred --experiments DIR`, see `tcred.experiments.folders`);
+  a registry already loaded is loaded again with them."""
+  if _folders.add_user_folders(folders) and _LOAD["state"] == "loaded":
+    _unload()
+    load()
+
+
+@contextlib.contextmanager
+def _family(name: str):
+  previous, _LOAD["family"] = _LOAD["family"], name
+  try:
+    yield
+  finally:
+    _LOAD["family"] = previous
+
+
+def family_module_name(family: str) -> str:
+  """The `sys.modules` name under which the file of `family` ran."""
+  return f"tcred_experiments.{family}"
+
+
+def _run_file(path: pathlib.Path, family: str) -> None:
+  module_name = family_module_name(family if path.name != _folders.SUITES_FILE else f"suites_of_{path.parent.name}")
+  spec = importlib.util.spec_from_file_location(module_name, path)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[module_name] = module  # dataclasses defined in the file look their module up
+  spec.loader.exec_module(module)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -29,7 +95,7 @@ class Suite:
   description: str
   experiments: tuple[str, ...]
   seeds: int = 3
-  baseline: str | None = None  # per task: "<task>-grpo" when None
+  baseline: str = "grpo"  # the method of each task's baseline experiment
   overrides: tuple[str, ...] = ()
   runs_under: str | None = None
 
@@ -43,13 +109,19 @@ class Suite:
 
 
 def register_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
+  """Registers `cfg` under `cfg.name`, in the family of the experiments file being loaded ("user"
+  outside one)."""
+  load()
   if cfg.name in _EXPERIMENTS or cfg.name in _SUITES:
-    raise ValueError(f"experiment {cfg.name!r} is already registered")
+    where = f" (family {_FAMILIES[cfg.name]!r})" if cfg.name in _FAMILIES else ""
+    raise ValueError(f"experiment {cfg.name!r} is already registered{where}")
   _EXPERIMENTS[cfg.name] = cfg
+  _FAMILIES[cfg.name] = _LOAD["family"] or "user"
   return cfg
 
 
 def register_suite(suite: Suite) -> Suite:
+  load()
   if suite.name in _SUITES or suite.name in _EXPERIMENTS:
     raise ValueError(f"suite {suite.name!r} is already registered")
   unknown = [e for e in suite.experiments if e not in _EXPERIMENTS]
@@ -67,20 +139,50 @@ def register_suite(suite: Suite) -> Suite:
 
 
 def experiment_names() -> list[str]:
+  load()
   return sorted(_EXPERIMENTS)
 
 
 def suite_names() -> list[str]:
+  load()
   return sorted(_SUITES)
 
 
+def families() -> dict[str, list[str]]:
+  """`{family: [experiment, ...]}`, families in loading order, names sorted."""
+  load()
+  out: dict[str, list[str]] = {}
+  for name, family in _FAMILIES.items():
+    out.setdefault(family, []).append(name)
+  return {family: sorted(names) for family, names in out.items()}
+
+
+def family_file(family: str) -> pathlib.Path | None:
+  """The file that defines `family` (None for experiments registered outside an experiments file)."""
+  load()
+  return _FAMILY_FILES.get(family)
+
+
+def experiment_for(task: str, method: str) -> str:
+  """The name of the registered experiment of `task` with method `method`."""
+  load()
+  found = [name for name, cfg in _EXPERIMENTS.items() if cfg.task == task and cfg.method == method]
+  if len(found) != 1:
+    allowed = sorted({cfg.method for cfg in _EXPERIMENTS.values() if cfg.task == task})
+    what = "no experiment" if not found else f"{len(found)} experiments {sorted(found)}"
+    raise ValueError(f"{what} for task {task!r} with method {method!r}; methods of {task!r}: {allowed}")
+  return found[0]
+
+
 def get_experiment(name: str) -> ExperimentConfig:
+  load()
   if name not in _EXPERIMENTS:
     raise ValueError(f"unknown experiment {name!r}; allowed: {experiment_names()}")
   return _EXPERIMENTS[name]
 
 
 def get_suite(name: str) -> Suite:
+  load()
   if name not in _SUITES:
     raise ValueError(f"unknown suite {name!r}; allowed: {suite_names()}")
   return _SUITES[name]

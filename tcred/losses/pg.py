@@ -10,16 +10,32 @@ from __future__ import annotations
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 
-from tcred.validation import require_finite
+from tcred.validation import Choice, require_finite
 
-AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
-# The constant divisor of "seq-mean-token-sum-norm": "sequences-x-T" (tcred's default: the number of
-# sequences times the response budget T, a mean over sequences of the per-sequence sum / T), or "T"
-# (verl's `agg_loss`: the batch's token sum / T, so the loss grows with the number of sequences).
-SUM_NORM_DIVISORS = ("sequences-x-T", "T")
+
+class Aggregation(Choice):
+  """How per-token losses `[..., T]` reduce to a scalar (`aggregate`, `LossConfig.aggregation`)."""
+
+  TOKEN_MEAN = "token-mean"
+  SEQ_MEAN_TOKEN_MEAN = "seq-mean-token-mean"
+  SEQ_MEAN_TOKEN_SUM_NORM = "seq-mean-token-sum-norm"
+
+
+class SumNormDivisor(Choice):
+  """The constant divisor of "seq-mean-token-sum-norm": "sequences-x-T" (tcred's default: the number of
+  sequences times the response budget T, a mean over sequences of the per-sequence sum / T), or "T"
+  (verl's `agg_loss`: the batch's token sum / T, so the loss grows with the number of sequences)."""
+
+  SEQUENCES_X_T = "sequences-x-T"
+  T = "T"
+
+
+AGGREGATIONS = Aggregation.values()
+SUM_NORM_DIVISORS = SumNormDivisor.values()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -50,10 +66,8 @@ class LossConfig:
 
   def __post_init__(self):
     require_finite(self, "loss")
-    if self.aggregation not in AGGREGATIONS:
-      raise ValueError(f"loss.aggregation={self.aggregation!r} is not one of {AGGREGATIONS}")
-    if self.sum_norm_divisor not in SUM_NORM_DIVISORS:
-      raise ValueError(f"loss.sum_norm_divisor={self.sum_norm_divisor!r} is not one of {list(SUM_NORM_DIVISORS)}")
+    Aggregation.parse(self.aggregation, field="loss.aggregation")
+    SumNormDivisor.parse(self.sum_norm_divisor, field="loss.sum_norm_divisor")
     if not (self.dual_clip == 0 or self.dual_clip > 1):
       raise ValueError(f"loss.dual_clip must be 0 (off) or > 1 (the 80/20 code: 3), got {self.dual_clip}")
     for name in ("clip_low", "clip_high", "kl_coef"):
@@ -72,6 +86,7 @@ def ppo_clip_surrogate(logp, old_logp, advantages, *, clip_low: float, clip_high
 
   Returns `(surrogate, clipped)` with `clipped` True where the clipped branch is active.
   """
+  chex.assert_equal_shape([logp, old_logp, advantages])
   ratio = jnp.exp(logp - old_logp)
   unclipped = ratio * advantages
   clipped_value = jnp.clip(ratio, 1.0 - clip_low, 1.0 + clip_high) * advantages
@@ -83,6 +98,7 @@ def ppo_clip_surrogate(logp, old_logp, advantages, *, clip_low: float, clip_high
 
 def kl_k3(logp, ref_logp):
   """Per-token k3 estimator of KL(π‖π_ref): `exp(r) − r − 1`, `r = ref_logp − logp` (Schulman 2020)."""
+  chex.assert_equal_shape([logp, ref_logp])
   r = ref_logp - logp
   return jnp.exp(r) - r - 1.0
 
@@ -97,22 +113,17 @@ def aggregate(per_token: jax.Array, weights: jax.Array, *, mode: str, normaliser
   constant, `sum_norm_divisor` (`SUM_NORM_DIVISORS`). Empty selections give 0,
   never NaN.
   """
-  if per_token.shape != weights.shape:
-    raise ValueError(f"per_token {per_token.shape} and weights {weights.shape} differ")
+  mode = Aggregation.parse(mode, field="aggregation")
   norm = weights if normaliser is None else normaliser
-  if norm.shape != weights.shape:
-    raise ValueError(f"normaliser {norm.shape} and weights {weights.shape} differ")
+  chex.assert_equal_shape([per_token, weights, norm])
   weighted = per_token * weights
-  if mode == "token-mean":
+  if mode is Aggregation.TOKEN_MEAN:
     return jnp.sum(weighted) / jnp.maximum(jnp.sum(norm), 1e-8)
-  if mode == "seq-mean-token-mean":
+  if mode is Aggregation.SEQ_MEAN_TOKEN_MEAN:
     w_seq = jnp.sum(norm, axis=-1)
     seq = jnp.sum(weighted, axis=-1) / jnp.maximum(w_seq, 1e-8)
     has = w_seq > 0
     return jnp.sum(jnp.where(has, seq, 0.0)) / jnp.maximum(jnp.sum(has), 1)
-  if mode == "seq-mean-token-sum-norm":
-    if sum_norm_divisor not in SUM_NORM_DIVISORS:
-      raise ValueError(f"sum_norm_divisor {sum_norm_divisor!r} is not one of {SUM_NORM_DIVISORS}")
-    num_seqs = weighted[..., 0].size if sum_norm_divisor == "sequences-x-T" else 1
-    return jnp.sum(weighted) / (num_seqs * per_token.shape[-1])
-  raise ValueError(f"aggregation {mode!r} is not one of {AGGREGATIONS}")
+  divisor = SumNormDivisor.parse(sum_norm_divisor, field="sum_norm_divisor")  # SEQ_MEAN_TOKEN_SUM_NORM
+  num_seqs = weighted[..., 0].size if divisor is SumNormDivisor.SEQUENCES_X_T else 1
+  return jnp.sum(weighted) / (num_seqs * per_token.shape[-1])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -211,6 +212,9 @@ def sample_groups(graphdef: nnx.GraphDef, params: nnx.State, prompt: jax.Array, 
     `Rollouts` with `[B, G, T]` arrays. Decoding stops early once every row is done.
   """
   model = nnx.merge(graphdef, params)
+  chex.assert_rank(prompt, 2)
+  chex.assert_type(prompt, int)
+  chex.assert_equal_shape([prompt, prompt_valid])
   b, p = prompt.shape
   n = b * group_size
   cache, last, prompt_len = prefill(model, prompt, prompt_valid, p + max_new_tokens)

@@ -36,8 +36,20 @@ from flax import nnx
 
 from tcred.models.decoder import KVCache
 from tcred.sampling.sampler import Rows, decode, empty_rows, prefill
+from tcred.validation import Choice
 
-FORK_RULES = ("step", "entropy", "neg-logp")
+
+
+class ForkRule(Choice):
+  """Where a tree forks (`TreeConfig.fork_at`): "step" (uniformly at the task's step boundaries),
+  "entropy" / "neg-logp" (at the top tokens by entropy / by −log p of the sampled token)."""
+
+  STEP = "step"
+  ENTROPY = "entropy"
+  NEG_LOGP = "neg-logp"
+
+
+FORK_RULES = ForkRule.values()
 # Where a prompt's M chains hang (`tree_arrays`): "prompt", one root per prompt with the M chains under it
 # (DESIGN §4.5; TreeRL's released code, so V(root) is the mean over all the prompt's leaves), or "chain",
 # one root per chain (sessions 1–4; a chain never forked then gets TreeRL advantage 0 on every token).

@@ -4,7 +4,7 @@
   (arXiv 2506.01939) and its bottom-fraction ablation.
 - `token_logprobs_and_entropy` (fused log-probs and entropy from hidden states,
   never materialising [..., T, V] logits) is implemented in
-  `tcred.signals.logprobs` and re-exported at the bottom of this module.
+  `tcred.models.logprobs` and re-exported at the bottom of this module.
 
 Shapes: B prompts, G group, N sequences, T tokens.
 """
@@ -182,4 +182,4 @@ def pooled_forking_mask(entropy, mask, *, rho: float, keep: str = "top", ties: s
   out = jax.vmap(fm)(e2.reshape(-1, size, t), m2.reshape(-1, size, t))  # [N/size, size, T]
   return out.reshape(-1, t)[:n].reshape(shape)
 
-from tcred.signals.logprobs import token_logprobs_and_entropy  # noqa: E402,F401  (public API)
+from tcred.models.logprobs import token_logprobs_and_entropy  # noqa: E402,F401  (public API)

@@ -21,6 +21,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from tcred.models.logprobs import token_logprobs_and_entropy
+
 
 def default_sigma(d: int) -> float:
   """Kernel bandwidth for hidden width D: σ = 50 · sqrt(D / 4096).
@@ -375,8 +377,6 @@ def answer_logprobs_after_prefixes(graphdef, params, prompt, prompt_valid, respo
     response token (for HSIC MI).
   """
   from flax import nnx
-
-  from tcred.signals.logprobs import token_logprobs_and_entropy
 
   g, t = response.shape
   p, j = prompt.shape[0], answer.shape[0]

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 from tcred.credit.base import CreditMethod, credit_class
 from tcred.losses.pg import LossConfig
 from tcred.models.config import ModelConfig
+from tcred.sampling.tree import TREE_ROOTS, ForkRule
+from tcred.tasks.registry import task_config_class
 from tcred.validation import require_finite
 
 
@@ -130,9 +132,7 @@ class TreeConfig:
     require_finite(self, self.section)
     _positive(self, "trees", "forks", "branch")
     _non_negative(self, "rounds")
-    from tcred.sampling.tree import FORK_RULES, TREE_ROOTS
-    if self.fork_at not in FORK_RULES:
-      raise ValueError(f"tree.fork_at must be one of {list(FORK_RULES)}, got {self.fork_at!r}")
+    ForkRule.parse(self.fork_at, field="tree.fork_at")
     if self.root not in TREE_ROOTS:
       raise ValueError(f"tree.root must be one of {list(TREE_ROOTS)}, got {self.root!r}")
 
@@ -148,6 +148,7 @@ class ExperimentConfig:
 
   name: str
   description: str
+  method: str  # the method family's name for this experiment (e.g. "grpo"), the same for every task
   task: str
   task_config: Any  # the task's frozen config dataclass
   model: ModelConfig
@@ -158,6 +159,8 @@ class ExperimentConfig:
   tree: TreeConfig = dataclasses.field(default_factory=lambda: TreeConfig())
 
   def __post_init__(self):
+    if not self.method or not isinstance(self.method, str):
+      raise ValueError(f"method must be a non-empty method name (e.g. 'grpo'), got {self.method!r}")
     for section in _SECTIONS:  # every field of every section, whatever built it (task and credit configs too)
       require_finite(getattr(self, section), section)
     tree = self.tree
@@ -178,7 +181,7 @@ class ExperimentConfig:
 
   def to_dict(self) -> dict[str, Any]:
     return {
-        "name": self.name, "description": self.description, "task": self.task,
+        "name": self.name, "description": self.description, "method": self.method, "task": self.task,
         "task_config": dataclasses.asdict(self.task_config), "model": dataclasses.asdict(self.model),
         "sft": dataclasses.asdict(self.sft), "rl": dataclasses.asdict(self.rl),
         "credit": {"name": self.credit.name, **dataclasses.asdict(self.credit)},
@@ -215,7 +218,8 @@ class ExperimentConfig:
 _SECTIONS = ("task_config", "model", "sft", "rl", "credit", "loss", "tree")
 
 
-_NOT_SETTINGS = ("description", "seed")  # a run's resolved config minus these is what its results depend on
+# A run's resolved config minus these is what its results depend on (the method is a label, like the description).
+_NOT_SETTINGS = ("description", "method", "seed")
 
 
 def flat_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -261,13 +265,16 @@ def config_hash(*parts: Any) -> str:
   return hashlib.sha256(json.dumps(norm, sort_keys=True).encode()).hexdigest()[:16]
 
 
+UNRECORDED_METHOD = "unrecorded"  # the method of a config.json written before the field existed
+
+
 def config_from_dict(d: dict[str, Any]) -> ExperimentConfig:
   """Inverse of `ExperimentConfig.to_dict` (used by `--resume` checks and tables)."""
-  from tcred.tasks.registry import task_config_class
   credit = dict(d["credit"])
   cls = credit_class(credit.pop("name"))
   return ExperimentConfig(
       name=d["name"], description=d["description"], task=d["task"],
+      method=d.get("method", UNRECORDED_METHOD),
       task_config=task_config_class(d["task"])(**d["task_config"]), model=ModelConfig(**d["model"]),
       sft=SFTConfig(**d["sft"]), rl=RLConfig(**d["rl"]), credit=cls(**credit), loss=LossConfig(**d["loss"]),
       tree=TreeConfig(**d.get("tree", {})))

@@ -18,6 +18,7 @@ from flax import nnx
 
 from tcred.models.decoder import Decoder
 from tcred.models.hf import save_pretrained
+from tcred.tasks import tokenizer as char_tok
 from tcred.training.checkpoint import Checkpointer, CheckpointError
 from tcred.training.config import ExperimentConfig, config_from_dict
 from tcred.training.optim import adamw
@@ -80,8 +81,6 @@ def run_tokenizer(cfg: ExperimentConfig) -> Any:
   Until tasks own their tokenizer (issue 12), the embedded tasks share the
   character tokenizer and the `jsonl` task names its own (`task_config.tokenizer`).
   """
-  from tcred.tasks import tokenizer as char_tok
-
   name = getattr(cfg.task_config, "tokenizer", "char")
   if name == "char":
     return char_tok.build_tokenizer()

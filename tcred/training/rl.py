@@ -24,17 +24,17 @@ from tqdm.auto import tqdm
 
 from tcred.credit.extras import compute_extras, extras_token_count, validate_extras
 from tcred.credit.tree import tree_extras
-from tcred.evaluation.passk import evaluate
+from tcred.runtime import StopRequest, Stopped, stop_signals
+from tcred.sampling.passk import evaluate
+from tcred.sampling.rollout import (Groups, encode_answers, encode_solutions, sample_and_score,
+                                    sample_trees_and_score)
 from tcred.tasks import tokenizer as tok
 from tcred.tasks.base import Problem, Task
 from tcred.tasks.registry import make_task_from_config
-from tcred.runtime import StopRequest, Stopped, stop_signals
 from tcred.training.checkpoint import CheckpointError, Checkpointer, disk_full
 from tcred.training.config import ExperimentConfig, config_diff, config_hash, normalised_config, run_config_hash
 from tcred.training.data import RL_NAMESPACE, SFT_NAMESPACE, eval_problems, training_problems
 from tcred.training.packing import pack_trees
-from tcred.training.rollout import (Groups, encode_answers, encode_solutions, sample_and_score,
-                                    sample_trees_and_score)
 from tcred.training.optim import adamw
 from tcred.training.sft import base_policy, require_vocab
 from tcred.training.step import Batch, TrainState, rl_train_step

@@ -21,7 +21,8 @@ from flax import nnx
 from tcred.credit.base import CreditInputs, CreditMethod
 from tcred.losses.pg import LossConfig, aggregate, kl_k3, ppo_clip_surrogate
 from tcred.models.decoder import positions_from_mask
-from tcred.signals.logprobs import token_logprobs_and_entropy
+from tcred.models.forward import response_logprobs
+from tcred.models.logprobs import token_logprobs_and_entropy
 from tcred.training.packing import PackedRows
 
 
@@ -60,33 +61,6 @@ class Batch(NamedTuple):
   group_valid: jax.Array
   extras: dict[str, jax.Array]
   packed: PackedRows | None = None
-
-
-def pack_groups(prompt, prompt_valid, response, mask):
-  """`[B, P]` prompts and `[B, G, T]` responses -> full sequences and validity `[B·G, P + T]`."""
-  b, g, t = response.shape
-  p = prompt.shape[1]
-  seq = jnp.concatenate([jnp.repeat(prompt[:, None], g, axis=1), response], axis=-1)
-  valid = jnp.concatenate([jnp.repeat(prompt_valid[:, None], g, axis=1), mask], axis=-1)
-  return seq.reshape(b * g, p + t), valid.reshape(b * g, p + t)
-
-
-def response_logprobs(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_valid, response, mask,
-                      *, temperature: float, chunk_size: int):
-  """Log-probs and entropy `[B, G, T]` of `response` given `prompt`, one forward pass.
-
-  The prompt is repeated for each of the G rollouts; logits are formed only for
-  the T response positions, chunk by chunk.
-  """
-  model = nnx.merge(graphdef, params)
-  b, g, t = response.shape
-  p = prompt.shape[1]
-  seq, valid = pack_groups(prompt, prompt_valid, response, mask)
-  inputs, in_valid = seq[:, :-1], valid[:, :-1]
-  hidden, _ = model(inputs, positions_from_mask(in_valid), in_valid)  # [BG, P+T-1, D]
-  logp, ent = token_logprobs_and_entropy(hidden[:, p - 1:], model.unembedding(), seq[:, p:],
-                                         temperature=temperature, chunk_size=chunk_size)
-  return logp.reshape(b, g, t), ent.reshape(b, g, t)
 
 
 def packed_logprobs(graphdef: nnx.GraphDef, params: nnx.State, packed: PackedRows, *, temperature: float,

@@ -27,7 +27,7 @@ from tcred.credit import credit_class, credit_names, make_credit
 from tcred.credit.base import CreditInputs
 from tcred.credit.tree import tree_extras
 from tcred.sampling.tree import tree_arrays
-from tcred.training.rollout import Trees
+from tcred.sampling.rollout import Trees
 
 B, T, J, MAX_G = 2, 6, 4, 4
 PROPERTY = hypothesis.settings(max_examples=12, deadline=None, derandomize=True,

@@ -11,7 +11,7 @@ from tcred.credit.base import CreditInputs
 from tcred.credit.token_signals import dro_rewards, information_weights
 from tcred.credit.tree import tree_extras
 from tcred.sampling.tree import tree_arrays
-from tcred.training.rollout import Trees
+from tcred.sampling.rollout import Trees
 from tcred.losses.pg import LossConfig
 from tcred.training.optim import adamw
 from tcred.training.step import Batch, TrainState, rl_train_step

@@ -11,7 +11,7 @@ from tcred.credit.tree import tree_extras
 from tcred.experiments import get_experiment
 from tcred.sampling.tree import tree_arrays
 from tcred.testing import numpy_refs as ref
-from tcred.training.rollout import Trees
+from tcred.sampling.rollout import Trees
 
 T = 8
 # Prompt 0: two trees, forks inside both (see tests/sampling/test_tree.py for the node layout).
@@ -115,5 +115,5 @@ def test_tree_methods_need_tree_rollouts():
   with pytest.raises(ValueError, match="must equal the leaves per prompt"):
     cfg.with_overrides(["tree.forks=2"])
   assert cfg.with_overrides(["tree.forks=1", "tree.branch=3"]).tree.leaves == 8
-  with pytest.raises(ValueError, match="tree.fork_at must be one of"):
+  with pytest.raises(ValueError, match="unknown tree.fork_at '.*'; allowed: step, entropy, neg-logp"):
     cfg.with_overrides(["tree.fork_at=middle"])

@@ -393,7 +393,7 @@ def test_cli_identify_usage_errors(tmp_path, capsys):
   assert cli.main(["identify", "countdown", "--rollouts-from", "forest"]) == 2
   assert "allowed values are chains, tree, both" in capsys.readouterr().err
   assert cli.main(["identify", "countdown", "--tree-fork-at", "middle"]) == 2
-  assert "allowed values are step, entropy, neg-logp" in capsys.readouterr().err
+  assert "unknown --tree-fork-at 'middle'; allowed: step, entropy, neg-logp" in capsys.readouterr().err
   assert cli.main(["identify", "countdown", "--rollouts", "7"]) == 2
   assert "multiple of tree_trees" in capsys.readouterr().err
   assert cli.main(["identify", "countdown", "--policy", str(tmp_path / "missing")]) == 2

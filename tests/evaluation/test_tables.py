@@ -132,7 +132,7 @@ def test_suite_table_without_baseline_and_single_seed(tmp_path):
   md = tables.suite_table(suite, out)
   row = [line for line in md.splitlines() if line.startswith("| graph-path | dapo |")][0]
   assert "50.0 (n=1)" in row and row.count("—") == 2
-  assert "`graph-path-grpo` is not in this suite" in md
+  assert "no `grpo` experiment of graph-path in this suite" in md
 
 
 def test_base_policy_already_at_target_needs_no_samples(tmp_path):

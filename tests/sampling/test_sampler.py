@@ -4,7 +4,7 @@ import numpy as np
 from flax import nnx
 
 from tcred.sampling.sampler import _choose, _first_argmax, sample_groups
-from tcred.training.step import response_logprobs
+from tcred.models.forward import response_logprobs
 
 EOS, PAD = 2, 0
 

@@ -11,8 +11,9 @@ from tcred.signals.tree import validate_tree
 from tcred.tasks.registry import make_task
 from tcred.training.config import TreeConfig
 from tcred.training.packing import pack_trees
-from tcred.training.rollout import sample_trees_and_score
-from tcred.training.step import packed_logprobs, response_logprobs
+from tcred.sampling.rollout import sample_trees_and_score
+from tcred.models.forward import response_logprobs
+from tcred.training.step import packed_logprobs
 
 EOS, PAD = 2, 0
 

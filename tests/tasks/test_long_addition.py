@@ -285,12 +285,12 @@ def test_experiments_cover_every_method_of_the_other_tasks():
   from tcred import experiments  # pylint: disable=import-outside-toplevel
 
   names = experiments.experiment_names()
-  methods = {n.removeprefix("countdown-") for n in names if experiments.get_experiment(n).task == "countdown"}
+  methods = {experiments.get_experiment(n).method for n in names if experiments.get_experiment(n).task == "countdown"}
   assert {"grpo", "dapo", "entropy-top20", "mi-weight", "dro-r3"} <= methods
   for method in methods:
-    cfg = experiments.get_experiment(f"long-addition-{method}")
+    cfg = experiments.get_experiment(experiments.experiment_for("long-addition", method))
     assert cfg.task == "long-addition" and isinstance(cfg.task_config, LongAdditionConfig)
-    assert cfg.credit == experiments.get_experiment(f"countdown-{method}").credit
+    assert cfg.credit == experiments.get_experiment(experiments.experiment_for("countdown", method)).credit
   assert "long-addition-grpo" in experiments.get_suite("suite-full").experiments
   assert not any(n.startswith("long-addition") for n in experiments.get_suite("suite-quick").experiments)
 

@@ -15,7 +15,7 @@ from tcred.tasks import tokenizer as char_tok
 from tcred.tasks.registry import make_task_from_config
 from tcred.training.data import eval_problems
 from tcred.training.export import run_policy
-from tcred.training.rollout import encode_prompts, sample_and_score
+from tcred.sampling.rollout import encode_prompts, sample_and_score
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

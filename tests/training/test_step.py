@@ -50,7 +50,7 @@ def test_update_raises_logprob_of_rewarded_rollouts(tiny_model):
   tx = adamw(1e-2, warmup=0, weight_decay=0.0, max_grad_norm=0.0)
   graphdef, state = _state(tiny_model, tx)
   batch = _batch(0)
-  from tcred.training.step import response_logprobs
+  from tcred.models.forward import response_logprobs
   lp0, _ = response_logprobs(graphdef, state.params, batch.prompt, batch.prompt_valid, batch.response,
                              batch.mask, temperature=1.0, chunk_size=64)
   batch = batch._replace(old_logp=jnp.where(batch.mask, lp0, 0.0))

@@ -13,7 +13,7 @@ from tcred.losses.pg import LossConfig
 from tcred.tasks.registry import make_task
 from tcred.training.config import TreeConfig
 from tcred.training.packing import pack_trees
-from tcred.training.rollout import sample_trees_and_score
+from tcred.sampling.rollout import sample_trees_and_score
 from tcred.training.step import Batch, TrainState, rl_train_step
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from flax import nnx
 
 from tcred.sampling.sampler import Rollouts, finish, sample_groups
-from tcred.sampling.tree import TreeArrays, choose_forks, fork_round, start_trees, tree_arrays
+from tcred.sampling.tree import ForkRule, TreeArrays, choose_forks, fork_round, start_trees, tree_arrays
 from tcred.tasks import tokenizer as tok
 from tcred.tasks.base import Problem, Task
 
@@ -125,9 +125,10 @@ def sample_trees_and_score(graphdef: nnx.GraphDef, params: nnx.State, task: Task
     lo = m + (r - 1) * per_round
     for i in range(b):
       scores = eligible = None
-      if tree.fork_at == "entropy":
+      rule = ForkRule.parse(tree.fork_at, field="tree.fork_at")
+      if rule is ForkRule.ENTROPY:
         scores = rows.entropy.reshape(b, g, t_max)[i]
-      elif tree.fork_at == "neg-logp":
+      elif rule is ForkRule.NEG_LOGP:
         scores = -rows.logp.reshape(b, g, t_max)[i]
       else:
         eligible = np.zeros((g, t_max), bool)

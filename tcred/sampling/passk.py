@@ -9,6 +9,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from tcred.sampling.rollout import sample_and_score
 from tcred.tasks.base import Problem, Task
 
 
@@ -26,8 +27,6 @@ def evaluate(graphdef: nnx.GraphDef, params: nnx.State, task: Task, problems: Se
              greedy: bool = True) -> dict[str, float]:
   """pass@1 at `temperature` over `len(problems) × samples` rollouts, pass@k for k = samples,
   and greedy pass@1 (one greedy rollout per problem) if `greedy`."""
-  from tcred.training.rollout import sample_and_score  # local import: rollout imports tasks
-
   correct = []
   for start in range(0, len(problems), batch_prompts):
     chunk = problems[start:start + batch_prompts]

@@ -1,6 +1,7 @@
 """Fused per-token log-probabilities and entropy from hidden states.
 
-Re-exported as `tcred.signals.entropy.token_logprobs_and_entropy`.
+The output head of `tcred.models.decoder.Decoder` as training and the signals use it (re-exported as
+`tcred.signals.entropy.token_logprobs_and_entropy`).
 
 The logits `[N, V]` are never held in memory: the forward pass visits
 `[chunk_size, vocab_chunk_size]` blocks of them with an online (streaming)
