@@ -90,3 +90,12 @@ _method("tree-grpo", "Tree-GRPO: forks at step boundaries, intra + inter-tree le
         _tree("tree-grpo", "step"))
 _method("treerl", "TreeRL / EPTree: forks at the highest-entropy tokens, segment advantages",
         _tree("treerl", "entropy"))
+
+# ---------------------------------------------------------------------------------------------------------------
+# Session 6 (issue 12, s6-signals): surprisal, the new trainable token signal. A separate block so that the move of
+# these definitions into the top-level experiments/ folder carries it as one piece (one line per experiment).
+# `surprisal` (−log p of the sampled token, `tcred.signals.entropy.surprisal`) is the identifiability study's best
+# identifier of decisive tokens; each experiment changes only the credit method of the task's GRPO experiment.
+_method("surprisal-top20", "policy gradient on the top-20% surprisal (−log p) tokens", _credit("surprisal-top20"))
+_method("surprisal-weight", "advantage scaled by normalised surprisal (−log p)", _credit("surprisal-weight"))
+# ---------------------------------------------------------------------------------------------------------------
