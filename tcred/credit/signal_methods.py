@@ -217,8 +217,8 @@ class SignalMask(TopFractionMask):
 @register_credit
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SignalPeaks(PeakMask):
-  __doc__ = PeakMask.__doc__ + ("\n  `signal`: the registered token signal (default hsic-mi: `mi-peaks` with the default MI"
-                                "\n  inputs). Diagnostic: `kept_<signal>`, the mean score of the peaks.\n")
+  __doc__ = PeakMask.__doc__ + ("\n  `signal`: the registered token signal (default hsic-mi: `mi-peaks` with the"
+                                "\n  default MI inputs). Diagnostic: `kept_<signal>`, the mean score of the peaks.\n")
   name = "signal-peaks"
   description = "policy gradient only on each rollout's peak tokens of any registered token signal (credit.signal)"
   metric = "kept_{signal}"

@@ -1,8 +1,9 @@
 """The token-signal registry: one entry per signal, read by training and by the identifiability study.
 
 A token signal is a pure function of one group (G rollouts of one prompt) that scores every response
-token, `[G, T]`, larger = "more decisive" (callers zero it on padding with "mask"). It is registered once, next to its function,
-with the names of the arrays it reads (`inputs`, passed positionally in that order):
+token, `[G, T]`, larger = "more decisive" (`TokenSignal.__call__` zeroes it on padding with "mask").
+It is registered once, next to its function, with the names of the arrays it reads (`inputs`, passed
+positionally in that order):
 
   per group, always available (the train step and `tcred identify` both give them):
     "mask"     [G, T] bool   valid response tokens (EOS included; a filler group is all False)
@@ -47,7 +48,7 @@ class TokenSignal:
 
   Attributes:
     name: registry key (credit settings `credit.signal=NAME`, the study's row name).
-    description: one line (`tcred list`, the study's report).
+    description: one line (the study's report).
     fn: the pure function of one group, `fn(*[inputs of one group]) -> [G, T]` float, 0 on padding;
       no `jax.jit` on it (callers jit once, at the outermost step).
     inputs: the names of the arrays `fn` reads, in its argument order (module docstring).

@@ -180,7 +180,10 @@ def position_answer_sigma(info_gain, mask):
 
 
 def running_answer_sigma(info_gain, mask):
-  """`position_answer_sigma` σ_t on every valid token of the group, 0 elsewhere: `[G, T]`."""
+  """`position_answer_sigma` on every valid token of the group, 0 elsewhere: `[G, T], [G, T] -> [G, T]`.
+
+    σ_t = std_g Σ_{u≤t} IG_{g,u}   (DRO's cross-rollout σ, arXiv 2506.13351, over the running answer likelihood)
+  """
   sigma = position_answer_sigma(info_gain, mask)
   return jnp.where(jnp.asarray(mask, bool), sigma[None, :], 0.0)
 
@@ -188,7 +191,8 @@ def running_answer_sigma(info_gain, mask):
 def running_answer_sigma_delta(info_gain, mask):
   """`|σ_t − σ_{t−1}|` on every valid token (σ_{−1} = 0: before any token all prefixes agree), `[G, T]`.
 
-  Where the group's answer likelihoods split: the increment of `position_answer_sigma`.
+  Where the group's answer likelihoods split: the increment of `position_answer_sigma` (DRO's σ,
+  arXiv 2506.13351, over the running answer likelihood).
   """
   sigma = position_answer_sigma(info_gain, mask)  # [T]
   prev = jnp.concatenate([jnp.zeros_like(sigma[:1]), sigma[:-1]])

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tcred.credit import credit_class, credit_names, make_credit
+from tcred.credit import credit_names, make_credit
 from tcred.credit.base import CreditInputs
 from tcred.credit.tree import tree_extras
 from tcred.sampling.tree import tree_arrays
@@ -124,7 +124,7 @@ def _check_finite_and_padding(name, inputs):
 
 
 def _is_tree(name):
-  return credit_class(name).needs_tree
+  return make_credit(name).needs_tree
 
 
 @pytest.mark.parametrize("name", credit_names())
