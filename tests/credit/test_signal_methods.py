@@ -50,7 +50,7 @@ def test_named_methods_are_the_generic_rule_on_their_signal(named, generic):
 def test_metric_names_of_the_named_methods():
   """Metric names are part of the logged results: the named methods keep theirs."""
   inputs = _inputs()
-  names = {m: set(make_credit(m)(inputs).metrics) for m in ("entropy-mask", "mi-peaks", "mi-weight",
+  names = {m: set(jax.eval_shape(make_credit(m), inputs).metrics) for m in ("entropy-mask", "mi-peaks", "mi-weight",
                                                             "surprisal-top20", "surprisal-weight", "signal-peaks")}
   assert names == {"entropy-mask": {"kept_entropy"}, "mi-peaks": set(), "mi-weight": {"ig_weight_max"},
                    "surprisal-top20": {"kept_surprisal"}, "surprisal-weight": {"surprisal_weight_max"},
@@ -64,13 +64,13 @@ def test_surprisal_weight_by_hand():
                         group_valid=jnp.array([True]), entropy=jnp.zeros((1, 2, 3)),
                         logp=jnp.array([[[-1.0, -2.0, -3.0], [-0.5, -9.0, -9.0]]]), old_logp=jnp.zeros((1, 2, 3)),
                         extras={})
-  out = make_credit("surprisal-weight")(inputs)
+  out = jax.jit(make_credit("surprisal-weight"))(inputs)
   a = 0.5 / (0.5 + 1e-6)
   np.testing.assert_allclose(out.advantages[0, 0], [0.5 * a, a, 1.5 * a], rtol=1e-6)
   np.testing.assert_allclose(out.advantages[0, 1, 0], -a, rtol=1e-6)
   np.testing.assert_allclose(out.metrics["surprisal_weight_max"], 1.5, rtol=1e-6)
   # surprisal-top20: ceil(0.2 · 4 valid tokens) = 1 token kept, the largest −log p (3.0)
-  top = make_credit("surprisal-top20")(inputs)
+  top = jax.jit(make_credit("surprisal-top20"))(inputs)
   np.testing.assert_array_equal(top.weights[0], [[0, 0, 1], [0, 0, 0]])
   np.testing.assert_allclose(top.metrics["kept_surprisal"], 3.0)
 

@@ -14,6 +14,7 @@ from flax import nnx
 
 from tcred import experiments
 from tcred.credit import make_credit
+from tcred.credit.base import CreditInputs
 from tcred.evaluation import identify as idf
 from tcred.evaluation.identify import signals as study_signals
 from tcred.experiments import registry as experiment_registry
@@ -44,9 +45,26 @@ def registered(monkeypatch):
   unregister_signal("confident-mistake")
 
 
-def test_a_new_signal_is_trainable_by_name(registered, tiny_model):
+def test_a_new_signal_is_trainable_by_name(registered):
   cfg = experiments.get_experiment("countdown-confident-top20")
   assert cfg.credit.needs_extras == () and not cfg.credit.needs_tree
+  # the experiment's credit method on a batch, as the train step calls it: the top-20% tokens by the new signal
+  rng = np.random.default_rng(0)
+  mask = np.ones((1, 2, 5), bool)
+  inputs = CreditInputs(rewards=jnp.array([[1.0, 0.0]]), mask=jnp.asarray(mask), group_valid=jnp.array([True]),
+                        entropy=jnp.asarray(rng.uniform(0, 2, (1, 2, 5)), jnp.float32),
+                        logp=jnp.asarray(-rng.uniform(0, 3, (1, 2, 5)), jnp.float32),
+                        old_logp=jnp.zeros((1, 2, 5)), extras={})
+  credit = jax.jit(cfg.credit)(inputs)
+  score = confident_mistake(inputs.logp, inputs.entropy, mask)
+  top2 = np.sort(np.asarray(score).ravel())[-2:]  # ceil(0.2 · 10 tokens) = 2 kept
+  np.testing.assert_array_equal(np.asarray(credit.weights) > 0, np.asarray(score) >= top2[0])
+  np.testing.assert_allclose(credit.metrics["kept_confident_mistake"], top2.mean(), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_new_signal_trains_a_tiny_model(registered, tiny_model):
+  cfg = experiments.get_experiment("countdown-confident-top20")
   # one train step of the tiny model with the experiment's credit method, as `tcred run` takes it
   b, g, p, t = 2, 3, 4, 5
   mask = jnp.arange(t)[None, None, :] < jnp.array([[[5], [3], [2]], [[4], [5], [1]]])
