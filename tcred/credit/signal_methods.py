@@ -224,9 +224,6 @@ class SignalPeaks(PeakMask):
   metric = "kept_{signal}"
   signal: str = "hsic-mi"
 
-  def __post_init__(self):
-    super().__post_init__()
-
 
 @register_credit
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -15,6 +15,7 @@ from tcred import cli, experiments
 from tcred.credit import make_credit
 from tcred.evaluation import identify as idf
 from tcred.evaluation.identify import signals as study_signals
+from tcred.evaluation.identify import truth as identify_truth
 from tcred.models.config import model_preset
 from tcred.models.decoder import Decoder
 from tcred.sampling.tree import tree_arrays
@@ -139,7 +140,7 @@ def test_prefix_table_deduplicates_shared_prefixes():
   mask = tokens != 0
   rollout = idf.Rollout(np.zeros((1, 3), np.int32), np.ones((1, 3), bool), tokens, np.zeros((1, 2, 4)), mask,
                         np.zeros((1, 2)), [["", ""]])
-  index, pairs = idf._prefix_table(rollout)
+  index, pairs = identify_truth._prefix_table(rollout)
   # prefixes: (), (5,), (5, 6) and (5, 7), (5, 7, 8): five distinct
   assert len(pairs) == 5
   assert index[0, 0, 0] == index[0, 1, 0] and index[0, 0, 1] == index[0, 1, 1]
