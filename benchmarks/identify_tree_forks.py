@@ -30,7 +30,7 @@ def main(tasks: list[str]) -> None:
     ecfg, graphdef, params, _ = idf.load_policy(name, "base", prompts=cfg.prompts)
     task = make_task_from_config(ecfg.task, ecfg.task_config)
     data = idf.run_study(graphdef, params, task, eval_problems(task, cfg.prompts), cfg, source="tree",
-                         signals=["neg-logp", "tree-sibling-gap", "tree-fork-gap"])
+                         signals=["surprisal", "tree-sibling-gap", "tree-fork-gap"])
     m = data.rollout.mask
     adv = np.abs(data.truth.advantages)[m]
     dec = adv >= cfg.delta
@@ -50,7 +50,7 @@ def main(tasks: list[str]) -> None:
     f = at_fork
     print(f"  at fork tokens, Spearman with |A_t|: tree-fork-gap {im.spearman(sig['tree-fork-gap'][f], adv[f]):.3f}, "
           f"tree-sibling-gap {im.spearman(sig['tree-sibling-gap'][f], adv[f]):.3f}, "
-          f"neg-logp {im.spearman(sig['neg-logp'][f], adv[f]):.3f}; AUROC of tree-fork-gap "
+          f"surprisal {im.spearman(sig['surprisal'][f], adv[f]):.3f}; AUROC of tree-fork-gap "
           f"{im.auroc(sig['tree-fork-gap'][f], dec[f]):.3f}; mean |A_t| {adv[f].mean():.3f} vs "
           f"{adv[~f].mean():.3f} elsewhere")
 

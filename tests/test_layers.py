@@ -22,8 +22,8 @@ LAYERS = (
     ("models",),  # decoder, its fused log-prob head, the response forward pass, Hugging Face I/O
     ("tasks",),  # problems, demonstrations, verifiers, tokenizers
     ("sampling",),  # KV-cache sampler, trees, rollouts + scoring, pass@k
-    ("judges",),
-    ("signals",),  # pure per-token signals of one group
+    ("signals",),  # pure per-token signals of one group, the group normaliser
+    ("judges",),  # step judges, Monte-Carlo step labels, process advantages
     ("credit",),  # credit methods: signals -> advantages and token weights
     ("losses",),
     ("training",),  # configs, train steps, SFT/RL loops, checkpoints, tracking, export
@@ -33,20 +33,7 @@ LAYERS = (
     ("cli",),
 )
 
-# Edges that helper s6-signals removes in the same session (the normaliser moves into signals/;
-# identify.py becomes a package without the identify <-> identify_report cycle and with module-level
-# imports). The merger deletes these entries once that work is merged.
-KNOWN_PENDING = {
-    ("tcred.signals.tree", "tcred.credit.advantages"),  # local: group_advantages (normaliser -> signals)
-    ("tcred.evaluation.identify", "tcred.credit.extras"),
-    ("tcred.evaluation.identify", "tcred.experiments"),
-    ("tcred.evaluation.identify", "tcred.tasks.registry"),
-    ("tcred.evaluation.identify", "tcred.training.config"),
-    ("tcred.evaluation.identify", "tcred.training.export"),
-    ("tcred.evaluation.identify", "tcred.training.sft"),
-    ("tcred.evaluation.identify", "tcred.training.data"),
-    ("tcred.evaluation.identify", "tcred.evaluation.identify_report"),  # the identify <-> report cycle
-}
+KNOWN_PENDING: set[tuple[str, str]] = set()  # edges allowed to point up while a move is under way (none)
 
 
 def _module_name(path: pathlib.Path) -> str:

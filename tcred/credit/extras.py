@@ -1,19 +1,18 @@
 """Signals that need extra forward passes, computed under the sampling policy
 before the train step (DESIGN §4.3(b), §4.4), in one jitted function per batch.
 
-Names a credit method can ask for (`CreditMethod.needs_extras`):
-  "info_gain"  `[B, G, T]` answer information gain per token.
-  "ref_logp"   `[B, G, J]` DRO's `log π(y*_j | x, c_i, y*_<j)`, c_i = rollout i's reasoning
-               (its response before its own answer cue).
-  "ref_std"    `[B, J]` σ_j, the cross-rollout std of ref_logp.
-  "mi"         `[B, G, T]` HSIC MI between each token's hidden state and the reference
-               solution's final hidden state.
-  "answer_valid" `[B, J]` bool, the padding mask of y* (always provided with the above).
+The names a credit method can ask for (`CreditMethod.needs_extras`, or a token signal's inputs,
+`tcred.signals.registry`) are the registered `Extra`s below (`extra_names()`); `validate_extras`
+is the one check, and the forward passes they need (`ExtrasPlan`) decide both what `compute_extras`
+runs and what `extras_token_count` counts. "answer_valid" `[B, J]` bool, the padding mask of y*, is
+always provided with them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +23,87 @@ from tcred.models.forward import pack_groups
 from tcred.signals.information import MIInputs, answer_information_gain, answer_logprobs_after_prefixes, hsic_mi
 from tcred.signals.variance import reference_token_std
 
-EXTRA_NAMES = ("info_gain", "ref_logp", "ref_std", "mi")
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Extra:
+  """A signal computed by an extra forward pass before the train step.
+
+  Attributes:
+    name: the key in `CreditInputs.extras`.
+    shape: its shape (B prompts, G rollouts, T response tokens, J answer tokens).
+    description: one line.
+    answer_scoring: computed from the reference answer's log-probs after every prefix of every
+      rollout (one packed pass: P + T + T·(J − 1) tokens per rollout).
+    hidden_states: computed from the response hidden states and the reference solution's final
+      hidden state (a plain forward of P + T per rollout, unless answer scoring gives the states,
+      plus S per prompt for the solution).
+  """
+
+  name: str
+  shape: str
+  description: str
+  answer_scoring: bool = False
+  hidden_states: bool = False
+
+
+_EXTRAS: dict[str, Extra] = {}
+
+
+def register_extra(extra: Extra) -> Extra:
+  if extra.name in _EXTRAS:
+    raise ValueError(f"extra {extra.name!r} is already registered")
+  if extra.answer_scoring == extra.hidden_states:
+    raise ValueError(f"extra {extra.name!r} must come from exactly one of answer scoring or hidden states")
+  _EXTRAS[extra.name] = extra
+  return extra
+
+
+def extra_names() -> list[str]:
+  return list(_EXTRAS)
+
+
+register_extra(Extra(name="info_gain", shape="[B, G, T]", answer_scoring=True,
+                     description="answer information gain per token (`answer_information_gain`)"))
+register_extra(Extra(name="ref_logp", shape="[B, G, J]", answer_scoring=True,
+                     description="DRO's log π(y*_j | x, c_i, y*_<j), c_i = rollout i's response before its own "
+                                 "answer cue"))
+register_extra(Extra(name="ref_std", shape="[B, J]", answer_scoring=True,
+                     description="σ_j, the cross-rollout std of ref_logp (`reference_token_std`)"))
+register_extra(Extra(name="mi", shape="[B, G, T]", hidden_states=True,
+                     description="HSIC MI between each token's hidden state and the reference solution's final "
+                                 "hidden state (`hsic_mi`)"))
+
+
+def validate_extras(names) -> tuple[str, ...]:
+  """The sorted, de-duplicated extras `names`; ValueError naming the unknown ones and the allowed values."""
+  unknown = [n for n in names if n not in _EXTRAS]
+  if unknown:
+    raise ValueError(f"unknown extra signal(s) {unknown}; allowed: {extra_names()}")
+  return tuple(sorted(set(names)))
+
+
+class ExtrasPlan(NamedTuple):
+  """The forward passes `compute_extras` runs for a set of extras (and `extras_token_count` counts).
+
+  Attributes:
+    answer_scoring: the packed answer-scoring pass (P + T + T·(J − 1) tokens per rollout).
+    response_forward: a plain forward of the responses (P + T per rollout) for their hidden states;
+      skipped when answer scoring already gives the default hidden states.
+    solution_forward: a forward of each prompt's reference solution (S per prompt).
+  """
+
+  answer_scoring: bool
+  response_forward: bool
+  solution_forward: bool
+
+
+def extras_plan(names, mi: MIInputs | None = None) -> ExtrasPlan:
+  """The passes for `names` (validated) with the hidden states `mi` names (None: the default)."""
+  chosen = [_EXTRAS[n] for n in validate_extras(names)]
+  scoring = any(e.answer_scoring for e in chosen)
+  hidden = any(e.hidden_states for e in chosen)
+  reuse = scoring and (mi or MIInputs()).is_default
+  return ExtrasPlan(answer_scoring=scoring, response_forward=hidden and not reuse, solution_forward=hidden)
 
 
 def response_hidden(model, prompt, prompt_valid, response, mask, *, hidden_layer: int = -1, final_norm: bool = True):
@@ -37,35 +116,27 @@ def response_hidden(model, prompt, prompt_valid, response, mask, *, hidden_layer
   return hidden[:, p:].reshape(b, g, t, -1)
 
 
-def validate_extras(names) -> tuple[str, ...]:
-  unknown = [n for n in names if n not in EXTRA_NAMES]
-  if unknown:
-    raise ValueError(f"unknown extra signal(s) {unknown}; allowed: {list(EXTRA_NAMES)}")
-  return tuple(sorted(set(names)))
-
-
 def extras_token_count(names, *, batch: int, group: int, prompt_len: int, response_len: int, answer_len: int,
-                       solution_len: int) -> int:
+                       solution_len: int, mi: MIInputs | None = None) -> int:
   """Token positions that `compute_extras` runs through the model for one batch (padded shapes).
 
-  Answer scoring (info_gain / ref_logp / ref_std) packs P + T + T·(J − 1) tokens
-  per rollout (prompt, response, T answer copies without the last token); "mi"
-  alone needs a plain forward of P + T per rollout; "mi" adds the reference
-  solution, S per prompt. Zero when no extra is asked for.
+  The passes of `extras_plan(names, mi)`: answer scoring packs P + T + T·(J − 1) tokens per rollout
+  (prompt, response, T answer copies without the last token); a plain response forward P + T per
+  rollout; the reference solution S per prompt. Zero when no extra is asked for.
 
   Args:
-    names: extras as validated by `validate_extras`.
+    names: extra names (validated); mi: the hidden states of "mi" (None: the default).
     batch, group: B prompts, G rollouts; prompt_len P, response_len T,
       answer_len J, solution_len S: the padded lengths of the batch's arrays.
   """
-  names = validate_extras(names)
+  plan = extras_plan(names, mi)
   rollouts = batch * group
   tokens = 0
-  if any(n in names for n in ("info_gain", "ref_logp", "ref_std")):
+  if plan.answer_scoring:
     tokens += rollouts * (prompt_len + response_len + response_len * (answer_len - 1))
-  elif "mi" in names:
+  if plan.response_forward:
     tokens += rollouts * (prompt_len + response_len)
-  if "mi" in names:
+  if plan.solution_forward:
     tokens += batch * solution_len
   return tokens
 
@@ -93,9 +164,11 @@ def compute_extras(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_val
     solution, solution_valid `[B, S]` (BOS + reference solution, left-padded: the
     last column is its final token).
   """
+  mi = mi or MIInputs()
+  plan = extras_plan(names, mi)
   out = {"answer_valid": answer_valid}
   hidden = None
-  if any(n in names for n in ("info_gain", "ref_logp", "ref_std")):
+  if plan.answer_scoring:
     score = lambda pr, pv, r, m, a, av: answer_logprobs_after_prefixes(
         graphdef, params, pr, pv, r, m, a, av, temperature=temperature)
     logp, hidden = jax.vmap(score)(prompt, prompt_valid, response, mask, answer, answer_valid)  # [B,G,T,J]
@@ -106,11 +179,10 @@ def compute_extras(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_val
       ref = jnp.take_along_axis(logp, cue[..., None, None], axis=2)[:, :, 0, :]  # [B, G, J]
       out["ref_logp"] = ref
       out["ref_std"] = jax.vmap(reference_token_std)(ref, answer_valid)
-  if "mi" in names:
+  if plan.solution_forward:  # "mi"
     model = nnx.merge(graphdef, params)
-    mi = mi or MIInputs()
     states = dict(hidden_layer=mi.layer, final_norm=mi.norm == "post")
-    if hidden is None or not mi.is_default:  # a plain forward gives the response hidden states
+    if plan.response_forward:  # a plain forward gives the response hidden states
       hidden = response_hidden(model, prompt, prompt_valid, response, mask, **states)
     h_sol, _ = model(solution, positions_from_mask(solution_valid), solution_valid, **states)
     h_y = h_sol[:, -1]  # [B, D]

@@ -18,10 +18,12 @@ import numpy as np
 from tcred.credit.advantages import GroupNorm
 from tcred.credit.base import Credit, CreditInputs, CreditMethod, register_credit
 from tcred.credit.outcome import per_token, valid_tokens
-from tcred.signals.tree import tree_grpo_leaf_advantages, treerl_segment_advantages
+from tcred.signals.registry import TREE_INPUTS
+from tcred.signals.tree import segment_token_advantages, tree_grpo_leaf_advantages
 
-# Names of the tree arrays in `CreditInputs.extras` (shapes: B prompts, G leaves, N = 2G + M nodes).
-TREE_EXTRAS = ("tree_id", "tree_parent", "tree_is_leaf", "tree_valid", "tree_leaf_row", "token_node")
+# Names of the tree arrays in `CreditInputs.extras` (shapes: B prompts, G leaves, N = 2G + M nodes);
+# the token signals read them under the same names.
+TREE_EXTRAS = TREE_INPUTS
 
 
 def tree_extras(trees) -> dict[str, np.ndarray]:
@@ -71,7 +73,8 @@ class TreeRL(CreditMethod):
 
     A(s) = [(V(s) − V(root)) + (V(s) − V(parent s))] / sqrt(|L(s)|)
 
-  with V the mean leaf reward under a node (`treerl_segment_advantages`).
+  with V the mean leaf reward under a node (`segment_token_advantages`, which the study's
+  `tree-sibling-gap` signal shares).
   The root is the prompt (`TreeConfig.root="prompt"`, the default): the M
   chains hang under it, so V(root) is the mean over all the prompt's leaves
   and chains are compared with each other, as in TreeRL's released code.
@@ -85,13 +88,7 @@ class TreeRL(CreditMethod):
 
   def __call__(self, inputs: CreditInputs) -> Credit:
     ex = inputs.extras
-
-    def one(parent, is_leaf, valid, leaf_row, rewards, token_node):
-      leaf_reward = jnp.where(is_leaf, rewards[jnp.clip(leaf_row, 0)], 0.0)  # [N]
-      node_adv = treerl_segment_advantages(parent, is_leaf, leaf_reward, valid)  # [N]
-      return jnp.where(token_node >= 0, node_adv[jnp.clip(token_node, 0)], 0.0)  # [G, T]
-
-    adv = jax.vmap(one)(ex["tree_parent"], ex["tree_is_leaf"], ex["tree_valid"], ex["tree_leaf_row"],
-                        inputs.rewards, ex["token_node"])
+    adv = jax.vmap(segment_token_advantages)(ex["tree_parent"], ex["tree_is_leaf"], ex["tree_valid"],
+                                             ex["tree_leaf_row"], inputs.rewards, ex["token_node"])  # [B, G, T]
     weights = valid_tokens(inputs)
     return Credit(advantages=jnp.where(weights, adv, 0.0), weights=weights.astype(jnp.float32), metrics={})

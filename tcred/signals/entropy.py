@@ -14,8 +14,11 @@ from __future__ import annotations
 import fractions
 import numbers
 
+import chex
 import jax
 import jax.numpy as jnp
+
+from tcred.signals.registry import TokenSignal, register_signal
 
 FORKING_KEEP = ("top", "bottom")
 # Ties at the threshold: "all" valid tokens with H >= τ_ρ are kept (tcred's default), or "exact":
@@ -183,3 +186,37 @@ def pooled_forking_mask(entropy, mask, *, rho: float, keep: str = "top", ties: s
   return out.reshape(-1, t)[:n].reshape(shape)
 
 from tcred.models.logprobs import token_logprobs_and_entropy  # noqa: E402,F401  (public API)
+
+
+# ------------------------------------------------------------------ registered token signals
+
+
+def token_entropy(entropy, mask):
+  """The forking-token signal of one group (arXiv 2506.01939): `[G, T], [G, T] -> [G, T]`.
+
+    H_t = −Σ_v π(v | x, o_<t) log π(v | x, o_<t)   (nats, at the sampling temperature)
+
+  High-entropy tokens are where the policy forks between continuations. 0 on padding.
+  """
+  chex.assert_rank([entropy, mask], 2)
+  chex.assert_equal_shape([entropy, mask])
+  return jnp.where(mask, jnp.asarray(entropy, jnp.float32), 0.0)
+
+
+def surprisal(logp, mask):
+  """Surprisal of the sampled token, one group: `[G, T], [G, T] -> [G, T]`.
+
+    s_t = −log π(o_t | x, o_<t)
+
+  EPTree / TreeRL forks at the tokens of highest −log p as a cheap entropy proxy (arXiv 2506.11902);
+  the identifiability study finds it the best identifier of decisive tokens on countdown. 0 on padding.
+  """
+  chex.assert_rank([logp, mask], 2)
+  chex.assert_equal_shape([logp, mask])
+  return jnp.where(mask, -jnp.asarray(logp, jnp.float32), 0.0)
+
+
+register_signal(TokenSignal(name="entropy", description="entropy H_t of the policy's next-token distribution (nats)",
+                            fn=token_entropy, inputs=("entropy", "mask")))
+register_signal(TokenSignal(name="surprisal", description="−log p of the sampled token (EPTree's entropy proxy)",
+                            fn=surprisal, inputs=("logp", "mask")))

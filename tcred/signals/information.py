@@ -18,10 +18,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 
 from tcred.models.logprobs import token_logprobs_and_entropy
+from tcred.signals.registry import TokenSignal, register_signal
 
 
 def default_sigma(d: int) -> float:
@@ -422,3 +424,35 @@ def answer_information_gain(answer_logp, mask):
   ig = jnp.concatenate([s[:, 1:] - s[:, :-1], jnp.zeros_like(s[:, :1])], axis=-1)
   lengths = jnp.sum(mask, axis=-1, keepdims=True)
   return jnp.where(jnp.arange(s.shape[1])[None, :] < lengths - 1, ig, 0.0)
+
+
+# ------------------------------------------------------------------ registered token signals
+
+
+def mi_signal(mi, mask):
+  """HSIC MI of each token with the answer, one group (arXiv 2506.02867): `[G, T], [G, T] -> [G, T]`.
+
+    MI_t = HSIC(h_t, h_y*) (normalised), h_t the token's hidden state, h_y* the reference solution's
+    final hidden state (`hsic_mi`; the "mi" extra, `MIInputs` says which states). 0 on padding.
+  """
+  chex.assert_rank([mi, mask], 2)
+  chex.assert_equal_shape([mi, mask])
+  return jnp.where(mask, jnp.asarray(mi, jnp.float32), 0.0)
+
+
+def information_gain_magnitude(info_gain, mask):
+  """|IG_t| of one group (`answer_information_gain`, DESIGN §4.3(b); cf. IGPO, arXiv 2510.14967): `[G, T]`.
+
+    |IG_t| = |log p(y* | x, o_≤t) − log p(y* | x, o_<t)|
+
+  how much token t moves the likelihood of the reference answer, either way. 0 on padding.
+  """
+  chex.assert_rank([info_gain, mask], 2)
+  chex.assert_equal_shape([info_gain, mask])
+  return jnp.where(mask, jnp.abs(jnp.asarray(info_gain, jnp.float32)), 0.0)
+
+
+register_signal(TokenSignal(name="hsic-mi", description="HSIC MI between h_t and the reference solution's final state",
+                            fn=mi_signal, inputs=("mi", "mask")))
+register_signal(TokenSignal(name="info-gain", description="|IG_t| = |log p(y*|x,o≤t) − log p(y*|x,o<t)|",
+                            fn=information_gain_magnitude, inputs=("info_gain", "mask")))

@@ -31,6 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tcred.signals.group import group_advantages
+from tcred.signals.registry import TokenSignal, register_signal
+
 
 def validate_tree(parent, is_leaf, valid) -> None:
   """Host-side check of the tree arrays; raises ValueError when malformed.
@@ -244,7 +247,7 @@ def tree_grpo_leaf_advantages(tree_id, leaf_reward, leaf_valid, *, num_trees: in
     A_inter,i = (r_i − mean_prompt r)    / (std_prompt r + eps)
 
   over the valid leaves of i's tree and over all valid leaves of the prompt,
-  both by `tcred.credit.advantages.group_advantages(mode="grpo")`: groups of
+  both by `tcred.signals.group.group_advantages(mode="grpo")`: groups of
   size 1 or with all-equal rewards contribute 0, never NaN (with
   `lone="reward"` a tree with one leaf gives it its raw reward, as the
   released Tree-GRPO code does).
@@ -263,8 +266,6 @@ def tree_grpo_leaf_advantages(tree_id, leaf_reward, leaf_valid, *, num_trees: in
   """
   if not isinstance(num_trees, int) or num_trees < 1:
     raise ValueError(f"num_trees must be a positive int, got {num_trees!r}")
-  # Local import: tcred.credit (its tree methods) imports this module.
-  from tcred.credit.advantages import group_advantages
   tree_id = jnp.asarray(tree_id, jnp.int32)
   leaf_reward = jnp.asarray(leaf_reward, jnp.float32)
   leaf_valid = jnp.asarray(leaf_valid, bool)
@@ -304,3 +305,69 @@ def node_weight_from_leaves(parent, is_leaf, leaf_weight, valid):
   parent, is_leaf, valid, (leaf_weight,) = _check_nodes(
       parent, is_leaf, valid, leaf_weight=leaf_weight)
   return _leaf_stats(parent, is_leaf, leaf_weight, valid)[1]
+
+
+def node_leaf_rewards(is_leaf, leaf_row, rewards):
+  """`[N]` reward of each leaf node, read from its row's reward `rewards` `[G]`; 0 on inner nodes."""
+  rewards = jnp.asarray(rewards, jnp.float32)
+  return jnp.where(jnp.asarray(is_leaf, bool), rewards[jnp.clip(jnp.asarray(leaf_row, jnp.int32), 0)], 0.0)
+
+
+def segment_token_advantages(parent, is_leaf, valid, leaf_row, rewards, token_node):
+  """TreeRL segment advantages of one prompt's forest, on the row tokens: `[G, T]`.
+
+  Leaf rewards (row order) -> `treerl_segment_advantages` per node -> gathered onto each row token by
+  `token_node` (a copied prefix token carries the advantage of the segment that generated it). The one
+  gather that TreeRL training (`tcred.credit.tree.TreeRL`) and the `tree-sibling-gap` signal share.
+
+  Args:
+    parent, is_leaf, valid, leaf_row: `[N]` node arrays (`TreeArrays`); rewards: `[G]` leaf rewards
+      (row order); token_node: `[G, T]` node of each row token, −1 on padding.
+
+  Returns:
+    `[G, T]` float32 A(s) of each token's segment, 0 on padding.
+  """
+  token_node = jnp.asarray(token_node, jnp.int32)
+  node_adv = treerl_segment_advantages(parent, is_leaf, node_leaf_rewards(is_leaf, leaf_row, rewards), valid)  # [N]
+  return jnp.where(token_node >= 0, node_adv[jnp.clip(token_node, 0)], 0.0)
+
+
+def tree_sibling_gap(parent, is_leaf, valid, leaf_row, rewards, token_node):
+  """`|A(s)|` of each token's segment s, A the TreeRL segment advantage (arXiv 2506.11902), one forest: `[G, T]`.
+
+    A(s) = [(V(s) − V(root)) + (V(s) − V(parent s))] / sqrt(|leaves(s)|),  V = mean leaf reward below
+
+  The comparison a tree gives for free (DESIGN §5's "tree sibling gap"). A segment with the value of
+  its parent and of its root (a trunk before its first fork, or a fork whose sibling subtrees score
+  alike) scores 0. Same arguments as `segment_token_advantages`; `[G, T]` float32, 0 on padding.
+  """
+  return jnp.abs(segment_token_advantages(parent, is_leaf, valid, leaf_row, rewards, token_node))
+
+
+def tree_fork_gap(parent, is_leaf, valid, leaf_row, rewards, token_node):
+  """`|V(s) − V(parent s)|` on the first token of each segment s, 0 elsewhere: `[G, T]` (one forest).
+
+  The token at which a segment and its siblings diverge (the fork re-samples it), scored by how much
+  the mean leaf reward V (arXiv 2506.11902) changes there; exactly 0 where the value equals the
+  parent's. A root's children compare with the root (the prompt). Same arguments as
+  `segment_token_advantages`.
+  """
+  parent = jnp.asarray(parent, jnp.int32)
+  token_node = jnp.asarray(token_node, jnp.int32)
+  value = node_values(parent, is_leaf, node_leaf_rewards(is_leaf, leaf_row, rewards), valid)  # [N]
+  gap = jnp.where(jnp.asarray(valid, bool) & (parent >= 0), jnp.abs(value - value[jnp.clip(parent, 0)]), 0.0)
+  prev = jnp.concatenate([jnp.full_like(token_node[:, :1], -1), token_node[:, :-1]], axis=1)  # [G, T]
+  first = (token_node >= 0) & (token_node != prev)
+  return jnp.where(first, gap[jnp.clip(token_node, 0)], 0.0)
+
+
+# ------------------------------------------------------------------ registered token signals
+
+_FOREST = ("tree_parent", "tree_is_leaf", "tree_valid", "tree_leaf_row", "rewards", "token_node")
+register_signal(TokenSignal(
+    name="tree-sibling-gap", description="tree rollouts: |A(s)| of the token's segment s, A(s) = [(V(s) − V(root)) + "
+    "(V(s) − V(parent))]/sqrt(|leaves(s)|) (TreeRL), V = mean leaf reward below",
+    fn=tree_sibling_gap, inputs=_FOREST))
+register_signal(TokenSignal(
+    name="tree-fork-gap", description="tree rollouts: |V(s) − V(parent s)| on the first token of each segment s "
+    "(where siblings diverge), 0 elsewhere", fn=tree_fork_gap, inputs=_FOREST))

@@ -19,7 +19,10 @@ from __future__ import annotations
 import math
 import numbers
 
+import chex
 import jax.numpy as jnp
+
+from tcred.signals.registry import TokenSignal, register_signal
 
 
 def _check_group(ref_logp, mask):
@@ -153,3 +156,52 @@ def query_keep(scores, rewards, *, quantile: float):
     by_score = scores >= threshold
   varied = jnp.any(rewards != rewards[:, :1], axis=1)  # [B]
   return by_score & varied
+
+
+# ------------------------------------------------------------------ registered token signals
+
+
+def position_answer_sigma(info_gain, mask):
+  """Cross-rollout σ at each position of one group: `[G, T], [G, T] -> [T]`.
+
+  `c_{g,t} = Σ_{u≤t} IG_{g,u} = log p(y*|x, o^g_≤t) − log p(y*|x)` is rollout g's running
+  answer log-likelihood (the last term is the same for the whole group, so it cancels in the
+  std). `σ_t = std_g c_{g,t}` over the G rollouts (DRO's `reference_token_std`, arXiv 2506.13351,
+  population std), a rollout that has ended keeping its final value (its IG is 0 from its last token
+  on). σ_t is a property of position t shared by the group: how far the group's reasoning has
+  diverged, in terms of the reference answer's likelihood, after t tokens. 0 where no rollout is valid.
+  """
+  info_gain = jnp.asarray(info_gain, jnp.float32)
+  mask = jnp.asarray(mask, bool)
+  chex.assert_rank([info_gain, mask], 2)
+  chex.assert_equal_shape([info_gain, mask])
+  c = jnp.cumsum(jnp.where(mask, info_gain, 0.0), axis=-1)  # [G, T]
+  return reference_token_std(c, jnp.any(mask, axis=0))  # [T]
+
+
+def running_answer_sigma(info_gain, mask):
+  """`position_answer_sigma` on every valid token of the group, 0 elsewhere: `[G, T], [G, T] -> [G, T]`.
+
+    σ_t = std_g Σ_{u≤t} IG_{g,u}   (DRO's cross-rollout σ, arXiv 2506.13351, over the running answer likelihood)
+  """
+  sigma = position_answer_sigma(info_gain, mask)
+  return jnp.where(jnp.asarray(mask, bool), sigma[None, :], 0.0)
+
+
+def running_answer_sigma_delta(info_gain, mask):
+  """`|σ_t − σ_{t−1}|` on every valid token (σ_{−1} = 0: before any token all prefixes agree), `[G, T]`.
+
+  Where the group's answer likelihoods split: the increment of `position_answer_sigma` (DRO's σ,
+  arXiv 2506.13351, over the running answer likelihood).
+  """
+  sigma = position_answer_sigma(info_gain, mask)  # [T]
+  prev = jnp.concatenate([jnp.zeros_like(sigma[:1]), sigma[:-1]])
+  return jnp.where(jnp.asarray(mask, bool), jnp.abs(sigma - prev)[None, :], 0.0)
+
+
+register_signal(TokenSignal(
+    name="xroll-sigma", description="σ_t over the group of log p(y*|x,o≤t) at position t (shared by the group)",
+    fn=running_answer_sigma, inputs=("info_gain", "mask")))
+register_signal(TokenSignal(
+    name="xroll-sigma-delta", description="|σ_t − σ_{t−1}|: where the group's answer likelihoods split",
+    fn=running_answer_sigma_delta, inputs=("info_gain", "mask")))

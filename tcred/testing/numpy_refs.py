@@ -231,6 +231,108 @@ def tree_grpo_leaf_advantages(tree_id, leaf_reward, leaf_valid, num_trees, eps=1
   return out
 
 
+# ------------------------------------------- registered token signals (tcred.signals.registry)
+# One reference per registered signal, one group: arrays `[G, T]` (tree arrays `[N]`), float64 loops.
+
+
+def masked_value(x, mask):
+  """[G, T]: x on valid tokens, 0 elsewhere (the entropy and HSIC-MI signals read their input as is)."""
+  g, t = np.shape(mask)
+  out = np.zeros((g, t))
+  for i in range(g):
+    for s in range(t):
+      if mask[i][s]:
+        out[i, s] = float(x[i][s])
+  return out
+
+
+def surprisal(logp, mask):
+  """[G, T]: −log p of the sampled token on valid tokens."""
+  return -masked_value(logp, mask) + 0.0
+
+
+def information_gain_magnitude(info_gain, mask):
+  """[G, T]: |IG_t| on valid tokens."""
+  return np.abs(masked_value(info_gain, mask))
+
+
+def running_answer_sigma(info_gain, mask, delta=False):
+  """[G, T]: σ_t = population std over rollouts of the running sum of IG (a rollout keeps its last
+  value after its end), on valid tokens; `delta`: |σ_t − σ_{t−1}| with σ_{−1} = 0."""
+  g, t = np.shape(mask)
+  c = np.zeros((g, t))
+  for i in range(g):
+    run = 0.0
+    for s in range(t):
+      if mask[i][s]:
+        run += float(info_gain[i][s])
+      c[i, s] = run
+  sigma = [float(np.std(c[:, s])) if any(mask[i][s] for i in range(g)) else 0.0 for s in range(t)]
+  out = np.zeros((g, t))
+  for i in range(g):
+    for s in range(t):
+      if mask[i][s]:
+        out[i, s] = abs(sigma[s] - (sigma[s - 1] if s else 0.0)) if delta else sigma[s]
+  return out
+
+
+def running_answer_sigma_delta(info_gain, mask):
+  return running_answer_sigma(info_gain, mask, delta=True)
+
+
+def _node_values(parent, is_leaf, valid, leaf_row, rewards):
+  leaf_reward = [float(rewards[leaf_row[s]]) if is_leaf[s] else 0.0 for s in range(len(parent))]
+  below = _leaves_under(parent, is_leaf, valid)
+  value = [sum(leaf_reward[l] for l in ls) / len(ls) if ls else 0.0 for ls in below]
+  return leaf_reward, value
+
+
+def tree_sibling_gap(parent, is_leaf, valid, leaf_row, rewards, token_node):
+  """[G, T]: |A(s)| of each token's segment s, A the TreeRL segment advantage; 0 on padding (node −1)."""
+  leaf_reward, _ = _node_values(parent, is_leaf, valid, leaf_row, rewards)
+  adv = treerl_segment_advantages(parent, is_leaf, leaf_reward, valid)
+  g, t = np.shape(token_node)
+  out = np.zeros((g, t))
+  for i in range(g):
+    for s in range(t):
+      if token_node[i][s] >= 0:
+        out[i, s] = abs(adv[token_node[i][s]])
+  return out
+
+
+def tree_fork_gap(parent, is_leaf, valid, leaf_row, rewards, token_node):
+  """[G, T]: |V(s) − V(parent s)| on the first token of each segment s (a root's: 0), 0 elsewhere."""
+  _, value = _node_values(parent, is_leaf, valid, leaf_row, rewards)
+  g, t = np.shape(token_node)
+  out = np.zeros((g, t))
+  for i in range(g):
+    for s in range(t):
+      node = token_node[i][s]
+      if node >= 0 and (s == 0 or token_node[i][s - 1] != node) and parent[node] >= 0:
+        out[i, s] = abs(value[node] - value[parent[node]])
+  return out
+
+
+def normalised_magnitude(score, mask):
+  """[G, T]: |s_t| / mean over the sequence's valid tokens of |s|; all ones if that mean is 0; 0 on padding."""
+  g, t = np.shape(mask)
+  out = np.zeros((g, t))
+  for i in range(g):
+    valid = [s for s in range(t) if mask[i][s]]
+    mean = sum(abs(float(score[i][s])) for s in valid) / max(len(valid), 1)
+    for s in valid:
+      out[i, s] = abs(float(score[i][s])) / mean if mean > 0 else 1.0
+  return out
+
+
+# Registered signal name -> its reference.
+SIGNAL_REFS = {
+    "entropy": masked_value, "surprisal": surprisal, "hsic-mi": masked_value, "info-gain": information_gain_magnitude,
+    "xroll-sigma": running_answer_sigma, "xroll-sigma-delta": running_answer_sigma_delta,
+    "tree-sibling-gap": tree_sibling_gap, "tree-fork-gap": tree_fork_gap,
+}
+
+
 # --------------------------------------------------- batched (loop over B / G)
 
 

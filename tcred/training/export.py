@@ -13,7 +13,6 @@ import json
 import pathlib
 from typing import Any
 
-import jax.numpy as jnp
 from flax import nnx
 
 from tcred.models.decoder import Decoder
@@ -21,8 +20,7 @@ from tcred.models.hf import save_pretrained
 from tcred.tasks import tokenizer as char_tok
 from tcred.training.checkpoint import Checkpointer, CheckpointError
 from tcred.training.config import ExperimentConfig, config_from_dict
-from tcred.training.optim import adamw
-from tcred.training.step import TrainState
+from tcred.training.restore import new_train_state, restore_train_state, rl_optimizer
 
 
 class ExportError(ValueError):
@@ -61,13 +59,7 @@ def run_policy(run_dir: str | pathlib.Path, *, step: int | None = None
                         f"{', '.join(map(str, steps))}")
     # The RL train state of `tcred.training.rl` (parameters, AdamW state, step) as the restore template.
     graphdef, params = nnx.split(Decoder(cfg.model, rngs=nnx.Rngs(cfg.sft.seed)))
-    rl = cfg.rl
-    tx = adamw(rl.lr, warmup=rl.warmup, weight_decay=rl.weight_decay, max_grad_norm=rl.max_grad_norm)
-    template = TrainState(params, tx.init(params), jnp.int32(0))
-    if step is None:
-      step, state, _ = ckpt.restore_latest(template)
-    else:
-      state, _ = ckpt.restore(step, template)
+    step, state, _ = restore_train_state(ckpt, new_train_state(params, rl_optimizer(cfg.rl)), step=step)
   except CheckpointError as e:
     raise ExportError(str(e)) from e
   finally:

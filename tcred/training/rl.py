@@ -35,9 +35,9 @@ from tcred.training.checkpoint import CheckpointError, Checkpointer, disk_full
 from tcred.training.config import ExperimentConfig, config_diff, config_hash, normalised_config, run_config_hash
 from tcred.training.data import RL_NAMESPACE, SFT_NAMESPACE, eval_problems, training_problems
 from tcred.training.packing import pack_trees
-from tcred.training.optim import adamw
+from tcred.training.restore import new_train_state, restore_train_state, rl_optimizer
 from tcred.training.sft import base_policy, require_vocab
-from tcred.training.step import Batch, TrainState, rl_train_step
+from tcred.training.step import Batch, rl_train_step
 from tcred.training.tracking import RunError, RunLock, Tracker, check_writable_dir
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,8 @@ def _sample_chunk(graphdef, params, task: Task, problems: list[Problem], key: ja
     extras_s = time.time() - t0
     extras_tokens = extras_token_count(names, batch=r.tokens.shape[0], group=r.tokens.shape[1],
                                        prompt_len=groups.prompt.shape[1], response_len=r.tokens.shape[2],
-                                       answer_len=answer.shape[1], solution_len=solution.shape[1])
+                                       answer_len=answer.shape[1], solution_len=solution.shape[1],
+                                       mi=cfg.credit.mi_inputs())
   if cfg.credit.needs_tree:
     extras = {**extras, **tree_extras(groups.trees)}
   return Chunk(groups, list(problems), extras, extras_s, extras_tokens)
@@ -282,17 +283,16 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
   announce = progress or log_every > 0
   base = _base_eval(graphdef, base_params, task, held_out[:rl.final_eval_prompts], cfg, base_dir, announce=announce)
 
-  tx = adamw(rl.lr, warmup=rl.warmup, weight_decay=rl.weight_decay,
-             max_grad_norm=rl.max_grad_norm)
+  tx = rl_optimizer(rl)
   params = jax.tree.map(jnp.copy, base_params)  # the step donates its state; keep the base intact
-  state = TrainState(params, tx.init(params), jnp.int32(0))
+  state = new_train_state(params, tx)
   ref_params = base_params if cfg.loss.kl_coef > 0 else None
   counters = {"samples": 0, "tokens_generated": 0, "wall_s": 0.0, "nonfinite_in_row": 0}
   start = 0
   ckpt = Checkpointer(ckpt_dir, max_to_keep=2)
   if resume and ckpt.steps():
     try:
-      start, state, counters = ckpt.restore_latest(state, quarantine=True)
+      start, state, counters = restore_train_state(ckpt, state, quarantine=True)
     except CheckpointError as e:
       raise CheckpointError(f"{e}; --resume again starts this run over from step 0") from None
     counters = dict(counters)

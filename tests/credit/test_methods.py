@@ -8,7 +8,8 @@ from flax import nnx
 
 from tcred.credit import credit_names, make_credit
 from tcred.credit.base import CreditInputs
-from tcred.credit.token_signals import dro_rewards, information_weights
+from tcred.credit.token_signals import dro_rewards
+from tcred.signals.registry import normalised_magnitude as information_weights
 from tcred.credit.tree import tree_extras
 from tcred.sampling.tree import tree_arrays
 from tcred.sampling.rollout import Trees

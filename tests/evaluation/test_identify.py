@@ -12,15 +12,22 @@ import pytest
 from flax import nnx
 
 from tcred import cli, experiments
+from tcred.credit import make_credit
 from tcred.evaluation import identify as idf
+from tcred.evaluation.identify import signals as study_signals
+from tcred.evaluation.identify import truth as identify_truth
 from tcred.models.config import model_preset
 from tcred.models.decoder import Decoder
 from tcred.sampling.tree import tree_arrays
+from tcred.signals import registry
+from tcred.signals.tree import tree_fork_gap, tree_sibling_gap
+from tcred.signals.variance import running_answer_sigma, running_answer_sigma_delta
 from tcred.tasks import tokenizer as tok
 from tcred.tasks.countdown import Countdown
 from tcred.training.checkpoint import Checkpointer
 from tcred.training.data import eval_problems
 from tcred.training.optim import adamw
+from tcred.training.rollout import Trees
 from tcred.training.step import TrainState
 from tcred.testing import numpy_refs
 
@@ -73,29 +80,39 @@ def test_running_answer_sigma_matches_numpy_loops():
   mask = np.arange(8)[None] < lengths[:, None]
   ig = rng.normal(size=(4, 8)).astype(np.float32)
   want, sigma = sigma_ref(ig, mask)
-  for fn in (idf.running_answer_sigma, jax.jit(idf.running_answer_sigma)):
+  for fn in (running_answer_sigma, jax.jit(running_answer_sigma)):
     np.testing.assert_allclose(fn(ig, mask), want, rtol=1e-5, atol=1e-6)
   # vmapped over prompts, as the study calls it
-  batched = jax.vmap(idf.running_answer_sigma)(np.stack([ig, ig[::-1]]), np.stack([mask, mask[::-1]]))
+  batched = jax.vmap(running_answer_sigma)(np.stack([ig, ig[::-1]]), np.stack([mask, mask[::-1]]))
   np.testing.assert_allclose(batched[1], want[::-1], rtol=1e-5, atol=1e-6)
   prev = np.concatenate([[0.0], sigma[:-1]])
-  np.testing.assert_allclose(idf.running_answer_sigma_delta(ig, mask),
+  np.testing.assert_allclose(running_answer_sigma_delta(ig, mask),
                              np.where(mask, np.abs(sigma - prev)[None], 0.0), rtol=1e-5, atol=1e-6)
   # a group of one rollout has no spread
-  np.testing.assert_array_equal(idf.running_answer_sigma(ig[:1], mask[:1]), 0.0)
+  np.testing.assert_array_equal(running_answer_sigma(ig[:1], mask[:1]), 0.0)
 
 
 def test_signal_registry():
   names = idf.signal_names()
-  for name in ("entropy", "neg-logp", "hsic-mi", "info-gain", "xroll-sigma", "early-position", "oracle-judge"):
+  for name in ("entropy", "surprisal", "hsic-mi", "info-gain", "xroll-sigma", "early-position", "oracle-judge"):
     assert name in names
+  # the study reads the training registry and adds only its ground-truth rows
+  assert [n for n in names if n not in registry.signal_names()] == ["early-position", "oracle-judge"]
+  assert set(idf.describe_signals()) == set(names)
   with pytest.raises(ValueError, match="already registered"):
-    idf.register_signal(idf.TokenSignal("entropy", "dup", lambda ctx: None))
+    registry.register_signal(registry.TokenSignal(name="entropy", description="dup", fn=lambda e, m: e,
+                                                  inputs=("entropy", "mask")))
   with pytest.raises(ValueError, match="allowed"):
-    idf.get_signal("no-such-signal")
+    study_signals.check_signal("no-such-signal")
   assert "tree-sibling-gap" in names and "tree-sibling-gap" not in idf.signal_names(trees=False)
-  with pytest.raises(ValueError, match="unknown extra"):
-    idf.register_signal(idf.TokenSignal("needs-nothing-real", "x", lambda ctx: None, needs_extras=("nope",)))
+  # a signal reading an extra that does not exist is refused where the extras are checked (one message)
+  registry.register_signal(registry.TokenSignal(name="needs-nothing-real", description="x",
+                                                fn=lambda nope, mask: nope, inputs=("nope", "mask")))
+  try:
+    with pytest.raises(ValueError, match=r"unknown extra signal\(s\) \['nope'\]; allowed"):
+      make_credit("signal-mask", signal="needs-nothing-real")
+  finally:
+    registry.unregister_signal("needs-nothing-real")
 
 
 def test_config_validation():
@@ -123,7 +140,7 @@ def test_prefix_table_deduplicates_shared_prefixes():
   mask = tokens != 0
   rollout = idf.Rollout(np.zeros((1, 3), np.int32), np.ones((1, 3), bool), tokens, np.zeros((1, 2, 4)), mask,
                         np.zeros((1, 2)), [["", ""]])
-  index, pairs = idf._prefix_table(rollout)
+  index, pairs = identify_truth._prefix_table(rollout)
   # prefixes: (), (5,), (5, 6) and (5, 7), (5, 7, 8): five distinct
   assert len(pairs) == 5
   assert index[0, 0, 0] == index[0, 1, 0] and index[0, 0, 1] == index[0, 1, 1]
@@ -166,30 +183,32 @@ def test_tree_signals_match_numpy_references():
       if pos == 0 or a.token_node[row, pos - 1] != s:
         want_fork[row, pos] = abs(value[s] - value[a.parent[s]])
   args = (a.parent, a.is_leaf, a.valid, a.leaf_row, rewards, a.token_node)
-  for fn, want in ((idf.tree_sibling_gap, want_gap), (idf.tree_fork_gap, want_fork)):
+  for fn, want in ((tree_sibling_gap, want_gap), (tree_fork_gap, want_fork)):
     np.testing.assert_allclose(jax.jit(fn)(*args), want, rtol=1e-6, atol=1e-6)
   # By hand: tree 0 has V(root) = ½ (the leaves of rows 0, 2, 3, 4 rewarded 1, 0, 1, 0). Its trunk
   # (row 0, tokens 0-1) holds every leaf of the tree, V = V(parent) = V(root): 0. Row 2's own tokens 2..6 are a
   # leaf with reward 0 under the trunk: |(0 − ½) + (0 − ½)| / 1 = 1. Row 0's tokens 2-3 hold rows 0 and 3
   # (V = 1): |(1 − ½) + (1 − ½)| / sqrt(2).
-  gap = np.asarray(jax.jit(idf.tree_sibling_gap)(*args))
+  gap = np.asarray(jax.jit(tree_sibling_gap)(*args))
   np.testing.assert_allclose(gap[0, :2], 0.0, atol=1e-7)
   np.testing.assert_allclose(gap[2, 2:], 1.0, rtol=1e-6)
   np.testing.assert_allclose(gap[0, 2:4], 1.0 / np.sqrt(2.0), rtol=1e-6)
   np.testing.assert_array_equal(gap[2, :2], gap[0, :2])  # a copied prefix scores as the segment that made it
-  fork = np.asarray(jax.jit(idf.tree_fork_gap)(*args))
+  fork = np.asarray(jax.jit(tree_fork_gap)(*args))
   np.testing.assert_allclose(fork[2], [0, 0, 0.5, 0, 0, 0, 0], atol=1e-7)  # V 0 vs the trunk's ½, at the fork
   assert (gap[a.token_node < 0] == 0).all() and (fork[a.token_node < 0] == 0).all()
-  # vmapped over prompts through a SignalContext, as the study calls them
-  trees = type("T", (), {"arrays": [a, a]})()
-  rollout = idf.Rollout(None, None, None, None, np.ones((2, g, t), bool), np.stack([rewards, 1 - rewards]), None)
-  ctx = idf.SignalContext(*([None] * 6), rollout, None, None, None, trees)
-  both = idf.get_signal("tree-sibling-gap").fn(ctx)
+  # vmapped over prompts through the registry, as the study calls them
+  zeros = np.zeros(a.token_node.shape, np.int32)
+  trees = Trees(np.stack([zeros[:, 0] - 1] * 2), np.stack([zeros[:, 0]] * 2), np.zeros((2, g), np.int32), [a, a], 0)
+  rollout = idf.Rollout(None, None, None, None, np.stack([a.token_node >= 0] * 2), np.stack([rewards, 1 - rewards]),
+                        None)
+  policy = {"logp": np.zeros((2, g, t), np.float32), "entropy": np.zeros((2, g, t), np.float32)}
+  both = study_signals.compute_signals(["tree-sibling-gap"], rollout, None, policy, {}, trees)["tree-sibling-gap"]
   np.testing.assert_allclose(both[0], want_gap, rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(both[1], jax.jit(idf.tree_sibling_gap)(*args[:4], 1 - rewards, a.token_node),
+  np.testing.assert_allclose(both[1], jax.jit(tree_sibling_gap)(*args[:4], 1 - rewards, a.token_node),
                              rtol=1e-6, atol=1e-6)
   with pytest.raises(ValueError, match="needs tree rollouts"):
-    idf.get_signal("tree-sibling-gap").fn(ctx._replace(trees=None))
+    study_signals.compute_signals(["tree-sibling-gap"], rollout, None, policy, {}, None)
 
 
 # ------------------------------------------------------------------ the pipeline on a tiny random model
@@ -308,7 +327,7 @@ def test_signals_use_the_training_functions(tiny_study):
     assert s.shape == r.mask.shape and np.isfinite(s).all(), name
     np.testing.assert_array_equal(s[~r.mask], 0.0)
   # the train step's forward gives the sampler's behaviour log-probs for the sampled tokens
-  np.testing.assert_allclose(-data.signals["neg-logp"][r.mask], r.logp[r.mask], rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(-data.signals["surprisal"][r.mask], r.logp[r.mask], rtol=1e-4, atol=1e-4)
   assert (data.signals["entropy"][r.mask] > 0).all()
   np.testing.assert_array_equal(data.signals["info-gain"], np.abs(data.extras["info_gain"]))
   oj = data.signals["oracle-judge"]

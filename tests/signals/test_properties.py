@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from tcred.credit.advantages import group_advantages
-from tcred.credit.token_signals import VarianceFilter, dro_rewards, information_weights
+from tcred.credit.token_signals import VarianceFilter, dro_rewards
+from tcred.signals.registry import normalised_magnitude as information_weights
 from tcred.signals.information import answer_information_gain
 
 PROPERTY = hypothesis.settings(max_examples=20, deadline=None)

@@ -1,0 +1,131 @@
+"""Settings of an identifiability study (`IdentifyConfig`), its seed namespaces, and its usage error."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from tcred.sampling.tree import ForkRule
+from tcred.signals.information import PEAK_RULES, MIInputs
+from tcred.training.config import TreeConfig
+
+class UsageError(ValueError):
+  """A bad task name, policy or setting given by the user (the CLI exits with status 2)."""
+
+
+# Seed namespaces of the study's random draws (rollouts, continuations, bootstrap; tree rollouts and
+# their continuations have their own, so the chain study's draws do not change when trees are added).
+_NS_ROLLOUTS, _NS_CONTINUATIONS, _NS_BOOTSTRAP = 0x1D, 0x1D + 1, 0x1D + 2
+_NS_TREE_ROLLOUTS, _NS_TREE_CONTINUATIONS = 0x1D + 4, 0x1D + 5
+
+# Where the study's rollouts come from: independent chains, tree leaves, or both (two sections).
+ROLLOUT_SOURCES = ("chains", "tree", "both")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IdentifyConfig:
+  """Settings of one identifiability study.
+
+  Attributes:
+    prompts: N held-out prompts.
+    rollouts: G rollouts per prompt.
+    continuations: K continuations per prefix for the Monte-Carlo values.
+    delta: δ, a token is decisive when |A_t| ≥ δ.
+    top_fraction: the fraction of tokens each signal selects (precision@top, overlap sets).
+    mi_tau: Tukey fence multiplier of the MI-peak set (arXiv 2506.02867: 1.5).
+    temperature: the sampling temperature of rollouts and continuations (the policy's).
+    seed: seeds the rollouts, the continuations and the bootstrap.
+    skip_lost: do not continue prefixes the task oracle calls lost (value exactly 0: no
+      continuation can be correct, so their Monte-Carlo estimate is 0 for any K); saves the
+      continuations after every fatal error. False continues them anyway (tests check the 0s).
+    bootstrap: cluster-bootstrap replicates for the confidence intervals (0: none).
+    prefix_batch: prefixes continued per sampler call (× K rows); one compiled shape.
+    extras_batch: prompts per `compute_extras` / forward call; one compiled shape.
+    rollouts_from: "chains" (G independent rollouts), "tree" (the G leaves of an EPTree forest per
+      prompt, see `tree`) or "both" (two studies, one report with a tree section).
+    tree_trees: M, the chains (trees) per prompt of the tree rollouts; G must be a multiple of M with
+      G/M ≥ 2 (each tree forks G/M − 1 times in one round).
+    tree_fork_at: where the trees fork (`TreeConfig.fork_at`: "entropy", "neg-logp" or "step").
+    mi_peak_rule, mi_peak_k: the MI-peak set (`mi_peaks`): "outlier" (Q3 + mi_tau·IQR, default) or
+      "top-k" (the mi_peak_k = 20 highest-MI tokens per rollout, the released MI-Peaks code).
+    mi_layer, mi_norm, mi_sigma: the HSIC MI inputs (`MIInputs`): default the last layer after the
+      final norm with σ scaled by width; the MI-Peaks code: the layer's output before the norm, σ = 50.
+  """
+
+  prompts: int = 32
+  rollouts: int = 8
+  continuations: int = 32
+  delta: float = 0.25
+  top_fraction: float = 0.2
+  mi_tau: float = 1.5
+  temperature: float = 1.0
+  seed: int = 0
+  skip_lost: bool = True
+  bootstrap: int = 200
+  prefix_batch: int = 32
+  extras_batch: int = 8
+  rollouts_from: str = "both"
+  tree_trees: int = 2
+  tree_fork_at: str = "entropy"
+  mi_peak_rule: str = "outlier"
+  mi_peak_k: int = 20
+  mi_layer: int = -1
+  mi_norm: str = "post"
+  mi_sigma: str = "width"
+
+  def __post_init__(self):
+    if self.mi_peak_rule not in PEAK_RULES:
+      raise ValueError(f"mi_peak_rule {self.mi_peak_rule!r}: allowed values are {', '.join(PEAK_RULES)}")
+    if isinstance(self.mi_peak_k, bool) or not isinstance(self.mi_peak_k, int) or self.mi_peak_k < 1:
+      raise ValueError(f"mi_peak_k must be an integer >= 1, got {self.mi_peak_k!r}")
+    MIInputs(layer=self.mi_layer, norm=self.mi_norm, sigma=self.mi_sigma)  # validates the MI inputs
+    for name, low in (("prompts", 2), ("rollouts", 1), ("continuations", 1), ("prefix_batch", 1),
+                      ("extras_batch", 1)):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int) or self.bootstrap < 0:
+      raise ValueError(f"bootstrap must be an integer >= 0, got {self.bootstrap!r}")
+    if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+      raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+    if not 0.0 < self.delta <= 1.0:
+      raise ValueError(f"delta must be in (0, 1] (a change in success probability), got {self.delta!r}")
+    if not 0.0 < self.top_fraction <= 1.0:
+      raise ValueError(f"top_fraction must be in (0, 1], got {self.top_fraction!r}")
+    if not self.mi_tau >= 0.0:
+      raise ValueError(f"mi_tau must be >= 0, got {self.mi_tau!r}")
+    if not self.temperature > 0.0:
+      raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+    if self.rollouts_from not in ROLLOUT_SOURCES:
+      raise ValueError(f"rollouts_from {self.rollouts_from!r}: allowed values are {', '.join(ROLLOUT_SOURCES)}")
+    ForkRule.parse(self.tree_fork_at, field="tree_fork_at")  # checked even for chains: a typo never passes
+    if self.uses_trees:
+      m = self.tree_trees
+      if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        raise ValueError(f"tree_trees must be an integer >= 1, got {m!r}")
+      if self.rollouts % m or self.rollouts // m < 2:
+        raise ValueError(f"tree rollouts need rollouts G a multiple of tree_trees M = {m} with G/M >= 2 "
+                         f"(M chains, G/M − 1 forks each), got G = {self.rollouts}")
+
+  @property
+  def mi_inputs(self) -> MIInputs:
+    return MIInputs(layer=self.mi_layer, norm=self.mi_norm, sigma=self.mi_sigma)
+
+  @property
+  def uses_trees(self) -> bool:
+    return self.rollouts_from in ("tree", "both")
+
+  @property
+  def uses_chains(self) -> bool:
+    return self.rollouts_from in ("chains", "both")
+
+  @property
+  def tree(self) -> TreeConfig:
+    """The forest of the tree rollouts: M chains, one round of G/M − 1 forks per tree, G leaves."""
+    return TreeConfig(enabled=True, trees=self.tree_trees, rounds=1, forks=self.rollouts // self.tree_trees - 1,
+                      branch=1, fork_at=self.tree_fork_at)
+
+  @property
+  def advantage_se_bound(self) -> float:
+    """Worst-case Monte-Carlo standard error of A_t: sqrt(2 · ¼ / K)."""
+    return math.sqrt(0.5 / self.continuations)

@@ -1,0 +1,159 @@
+"""`tcred identify` end to end: the policy of a study (the SFT base or a run directory's checkpoint,
+restored by `tcred.training.export.run_policy`, the loader `tcred export` and `--resume` share), the
+studies, and the files they write (`identify-<task>.md`, `.png`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import time
+from typing import Any, Sequence
+
+from flax import nnx
+
+from tcred import experiments
+from tcred.evaluation.identify import report
+from tcred.evaluation.identify.config import IdentifyConfig, UsageError
+from tcred.evaluation.identify.metrics import Results, evaluate_study
+from tcred.evaluation.identify.study import StudyData, run_study
+from tcred.tasks.base import Problem, Task
+from tcred.tasks.registry import make_task_from_config, task_entry, task_names
+from tcred.training.config import config_from_dict
+from tcred.training.data import eval_problems
+from tcred.training.export import ExportError, run_policy
+from tcred.training.sft import base_policy
+
+
+def _check_prompts(cfg, prompts: int) -> int:
+  n_eval = cfg.rl.held_out_prompts
+  if prompts > n_eval:
+    raise UsageError(f"--prompts must be <= {n_eval} (the held-out prompts excluded from the policy's "
+                     f"training), got {prompts}")
+  return n_eval
+
+
+def _check_mi_layer(cfg, mi_layer: int) -> None:
+  layers = cfg.model.num_hidden_layers
+  if not -layers <= mi_layer < layers:
+    raise UsageError(f"--mi-layer {mi_layer} must be in [{-layers}, {layers}) for this policy's {layers} decoder "
+                     "layers (negative: from the last layer)")
+
+
+def load_policy(task_name: str, policy: str, *, prompts: int = 1, progress: bool = False, mi_layer: int = -1
+                ) -> tuple[Any, nnx.GraphDef, nnx.State, str]:
+  """The policy of a study: `"base"` (the cached SFT base of `<task>-grpo`) or a run directory's final checkpoint.
+
+  Returns `(experiment config, graphdef, params, description)`. Raises UsageError with the allowed
+  values for an unknown task, a directory that is not a run of this task with a checkpoint, or
+  more `prompts` than the held-out prompts excluded from the policy's training, or an `mi_layer` the
+  policy does not have; all before any policy is built or read.
+  """
+  # Registered tasks with an exact oracle and a `<task>-grpo` experiment (its config defines the base policy).
+  grpo = {experiments.get_experiment(n).task: n for n in experiments.experiment_names()
+          if experiments.get_experiment(n).method == "grpo"}
+  tasks = [t for t in task_names() if t in grpo and getattr(task_entry(t).task_cls, "has_oracle", True)]
+  if task_name not in tasks:
+    raise UsageError(f"unknown task {task_name!r} (identify needs a task with an exact oracle and a "
+                     f"`<task>-grpo` experiment); allowed: {', '.join(tasks)}")
+  if policy == "base":
+    cfg = experiments.get_experiment(grpo[task_name])
+    task = make_task_from_config(cfg.task, cfg.task_config)
+    n_eval = _check_prompts(cfg, prompts)
+    _check_mi_layer(cfg, mi_layer)
+    graphdef, params, directory = base_policy(cfg.model, task, cfg.task_config, cfg.sft, eval_prompts=n_eval,
+                                              progress=progress)
+    return cfg, graphdef, params, f"SFT base policy of `{cfg.name}` (`{directory}`)"
+  run_dir = pathlib.Path(policy)
+  config_path = run_dir / "config.json"
+  if not config_path.is_file():
+    raise UsageError(f"--policy {policy!r}: allowed values are 'base' or a run directory holding config.json "
+                     "and checkpoints/ (e.g. runs/countdown-grpo/seed-0)")
+  try:
+    cfg = config_from_dict(json.loads(config_path.read_text()))
+  except (ValueError, KeyError, TypeError) as e:  # e.g. a Hugging Face model directory (its own config.json)
+    raise UsageError(f"--policy {policy!r} is not a tcred run directory: its config.json is not a tcred run config "
+                     f"({type(e).__name__}: {e}); allowed values are 'base' or a run directory of `tcred run` "
+                     "(e.g. runs/countdown-grpo/seed-0)") from None
+  if cfg.task != task_name:
+    raise UsageError(f"--policy {policy!r} is a run of task {cfg.task!r}, not {task_name!r}")
+  _check_prompts(cfg, prompts)
+  _check_mi_layer(cfg, mi_layer)
+  if not (run_dir / "checkpoints").is_dir():
+    raise UsageError(f"--policy {policy!r}: no checkpoints/ directory; allowed values are 'base' or a run "
+                     "directory with checkpoints")
+  try:
+    cfg, graphdef, params, step = run_policy(run_dir)  # the last usable checkpoint, as `tcred export`
+  except ExportError as e:
+    raise UsageError(f"--policy {policy!r}: {e}") from e
+  return cfg, graphdef, params, f"`{cfg.name}` seed {json.loads(config_path.read_text()).get('seed')} " \
+                                      f"checkpoint step {step} (`{run_dir}`)"
+
+
+def identify(task_name: str, *, policy: str = "base", config: IdentifyConfig = IdentifyConfig(),
+             out: Any = "benchmarks/results", command: str = "", progress: bool = False
+             ) -> tuple[StudyData, Results, Any, Any]:
+  """The whole study of `tcred identify`: loads the policy, runs the study on the first N held-out
+  prompts (`eval_problems`), writes `out/identify-<task>.md` and `out/identify-<task>.png`.
+
+  Returns (data, results, md path, png path). Raises UsageError for a bad task, policy or --prompts.
+  """
+  t_start = time.time()
+  load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+  cfg, graphdef, params, description = load_policy(task_name, policy, prompts=config.prompts, progress=progress,
+                                                   mi_layer=config.mi_layer)
+  task = make_task_from_config(cfg.task, cfg.task_config)
+  load_s = time.time() - t_start
+  return write_study(graphdef, params, task, eval_problems(task, config.prompts), config, out=out,
+                     name=task_name, progress=progress,
+                     meta={"command": command or f"tcred identify {task_name}", "policy": description,
+                           "load_s": load_s, "task_config": repr(cfg.task_config), "load_start": load_start},
+                     t_start=t_start)
+
+
+def write_study(graphdef, params, task: Task, problems: Sequence[Problem], config: IdentifyConfig, *, out: Any,
+                name: str, meta: dict[str, Any], progress: bool = False, t_start: float | None = None
+                ) -> tuple[StudyData, Results, Any, Any]:
+  """Runs the study of `problems` and writes `out/identify-<name>.md` and `.png`.
+
+  `config.rollouts_from`: "chains" or "tree" run one study (the report and plot of its rollouts);
+  "both" runs the chain study, then the tree study, and writes one report (the chain sections, then
+  a tree section) with a second plot `identify-<name>-tree.png`.
+
+  `meta`: `command`, `policy` (a description), optionally `load_s` and `task_config`.
+  Returns (data, results, md path, png path) of the first study (chains unless `rollouts_from="tree"`);
+  `write_studies` also returns the tree study of "both".
+  """
+  data, results, md_path, png_path, _ = write_studies(graphdef, params, task, problems, config, out=out, name=name,
+                                                      meta=meta, progress=progress, t_start=t_start)
+  return data, results, md_path, png_path
+
+
+def write_studies(graphdef, params, task: Task, problems: Sequence[Problem], config: IdentifyConfig, *, out: Any,
+                  name: str, meta: dict[str, Any], progress: bool = False, t_start: float | None = None):
+  """`write_study`, also returning the tree study: (data, results, md, png, tree) where `tree` is
+  (tree data, tree results, tree png) with `rollouts_from="both"`, else None."""
+  t_start = time.time() if t_start is None else t_start
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  md_path, png_path = out / f"identify-{name}.md", out / f"identify-{name}.png"
+  first = "tree" if config.rollouts_from == "tree" else "chains"
+  data = run_study(graphdef, params, task, problems, config, progress=progress, source=first)
+  results = evaluate_study(data)
+  report.plot(data, results, png_path)
+  tree = None
+  if config.rollouts_from == "both":
+    tree_png = out / f"identify-{name}-tree.png"
+    tree_data = run_study(graphdef, params, task, problems, config, progress=progress, source="tree")
+    tree_results = evaluate_study(tree_data)
+    report.plot(tree_data, tree_results, tree_png)
+    tree = (tree_data, tree_results, tree_png)
+  meta = {"task_config": "", "load_s": 0.0, **meta, "wall_s": time.time() - t_start,
+          "machine": report.machine_description(), "png": png_path.name}
+  text = report.markdown_report(data, results, meta)
+  if tree is not None:
+    text += report.tree_section(tree[0], tree[1], tree[2].name)
+  md_path.write_text(text)
+  return data, results, md_path, png_path, tree

@@ -1,0 +1,174 @@
+"""The study's two ground truths per response token: Monte-Carlo token advantages from K continuations
+of every distinct prefix, and the task oracle's fatal errors (the package docstring gives the formulas).
+
+Shapes: N prompts, G rollouts per prompt, T the response budget, K continuations.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from tcred.evaluation.identify import tokens as tok
+from tcred.evaluation.identify.config import _NS_CONTINUATIONS, IdentifyConfig
+from tcred.evaluation.identify.rollouts import Rollout
+from tcred.sampling.sampler import sample_groups
+from tcred.tasks.base import Problem, Task
+
+
+class GroundTruth(NamedTuple):
+  """Monte-Carlo values and oracle values of every prefix.
+
+  Attributes:
+    values: `[N, G, T + 1]` V̂ of the prefix of length k (k = 0..L, V̂_L = reward); NaN beyond L.
+    value_se: `[N, G, T + 1]` sqrt(V̂(1 − V̂)/K), 0 for k = L; NaN beyond L.
+    advantages: `[N, G, T]` A_t = V̂_{t+1} − V̂_t on valid tokens, 0 elsewhere.
+    advantage_se: `[N, G, T]` the plug-in standard error of A_t, 0 on padding.
+    advantage_se_smoothed: `[N, G, T]` the same with V̂ smoothed to (wins + 1)/(K + 2) (never 0 for
+      an estimated value), and 0 where the value is known exactly: the final value (the reward)
+      and prefixes the oracle calls lost (V = 0).
+    oracle: `[N, G, T + 1]` prefix_value of each prefix (k = L: the reward); NaN beyond L.
+    fatal: `[N, G, T]` bool, the oracle goes 1 → 0 across token t.
+    unique_prefixes: how many distinct (prompt, prefix) pairs were continued (K times each).
+  """
+
+  values: np.ndarray
+  value_se: np.ndarray
+  advantages: np.ndarray
+  advantage_se: np.ndarray
+  advantage_se_smoothed: np.ndarray
+  oracle: np.ndarray
+  fatal: np.ndarray
+  unique_prefixes: int
+
+
+
+def _prefix_table(rollout: Rollout):
+  """Distinct (prompt, prefix) pairs: `index [N, G, T]` (−1 beyond L − 1), and per pair (n, k, ids)."""
+  n, g, t = rollout.tokens.shape
+  lengths = rollout.mask.sum(-1)
+  index = np.full((n, g, t), -1, np.int64)
+  seen: dict[tuple[int, bytes], int] = {}
+  pairs: list[tuple[int, int, np.ndarray]] = []
+  for i in range(n):
+    for j in range(g):
+      row = rollout.tokens[i, j]
+      for k in range(int(lengths[i, j])):
+        key = (i, row[:k].tobytes())
+        if key not in seen:
+          seen[key] = len(pairs)
+          pairs.append((i, k, row[:k]))
+        index[i, j, k] = seen[key]
+  return index, pairs
+
+
+def monte_carlo_values(graphdef, params, task: Task, problems: Sequence[Problem], rollout: Rollout,
+                       config: IdentifyConfig, *, lost: np.ndarray | None = None, progress: bool = False,
+                       namespace: int = _NS_CONTINUATIONS) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+  """V̂ of every prefix: `[N, G, T + 1]` values, their K-sample standard errors (plug-in and
+  smoothed, see `GroundTruth`), and the number of distinct prefixes continued.
+
+  `lost` (`[N, G, T]` bool, optional): prefixes of length k known to have value 0 (the oracle);
+  they get V̂ = 0 without being continued. `namespace`: seed namespace of the continuations.
+
+  Each distinct prefix (of length k) is continued K times with `sample_groups` from the
+  left-padded row `prompt + prefix` (RoPE positions count real tokens only, so this is exactly
+  the policy's conditional); a continuation is correct when it ends with EOS within the
+  remaining budget T − k and the verifier accepts prefix + continuation. Prefixes are sorted by
+  length and continued `prefix_batch` at a time, all padded to one shape (one compilation).
+  """
+  n, g, t = rollout.tokens.shape
+  k_cont = config.continuations
+  index, pairs = _prefix_table(rollout)
+  p = rollout.prompt.shape[1]
+  width = p + t - 1  # the longest prefix is T - 1 tokens (a full-budget response minus its last token)
+  skip = np.zeros(len(pairs), bool)
+  if lost is not None:
+    skip[index[(index >= 0) & lost]] = True
+  order = sorted((u for u in range(len(pairs)) if not skip[u]), key=lambda u: pairs[u][1])
+  mean = np.zeros(len(pairs), np.float64)
+  base_key = jax.random.fold_in(jax.random.key(config.seed), namespace)
+  cache: dict[tuple[int, str], float] = {}
+  c = config.prefix_batch
+  chunks = [order[s:s + c] for s in range(0, len(order), c)]
+  for ci, chunk in enumerate(tqdm(chunks, desc="continuations", disable=not progress, leave=False)):
+    ids = np.full((c, width), tok.PAD_ID, np.int32)
+    valid = np.zeros((c, width), bool)
+    for r, u in enumerate(chunk + [chunk[0]] * (c - len(chunk))):  # pad the last chunk
+      i, k, prefix = pairs[u]
+      row = np.concatenate([rollout.prompt[i], prefix])
+      row_valid = np.concatenate([rollout.prompt_valid[i], np.ones(k, bool)])
+      ids[r, width - len(row):] = row
+      valid[r, width - len(row):] = row_valid
+    out = sample_groups(graphdef, params, jnp.asarray(ids), jnp.asarray(valid), jax.random.fold_in(base_key, ci),
+                        group_size=k_cont, max_new_tokens=t, temperature=config.temperature,
+                        eos_id=tok.EOS_ID, pad_id=tok.PAD_ID)
+    cont = np.asarray(out.tokens)  # [C, K, T]
+    for r, u in enumerate(chunk):
+      i, k, prefix = pairs[u]
+      head = tok.decode(prefix)
+      wins = 0.0
+      for s in range(k_cont):
+        if not (cont[r, s, :t - k] == tok.EOS_ID).any():
+          continue  # no EOS within the remaining budget: reward 0
+        text = head + tok.decode(cont[r, s])
+        key = (i, text)
+        if key not in cache:
+          cache[key] = float(task.reward(problems[i], text))
+        wins += cache[key]
+      mean[u] = wins / k_cont
+  values = np.full((n, g, t + 1), np.nan)
+  se = np.full((n, g, t + 1), np.nan)
+  se_smooth = np.full((n, g, t + 1), np.nan)
+  lengths = rollout.mask.sum(-1)
+  for i in range(n):
+    for j in range(g):
+      length = int(lengths[i, j])
+      v = mean[index[i, j, :length]]
+      values[i, j, :length] = v
+      se[i, j, :length] = np.sqrt(v * (1.0 - v) / k_cont)
+      smooth = (v * k_cont + 1.0) / (k_cont + 2.0)
+      se_smooth[i, j, :length] = np.sqrt(smooth * (1.0 - smooth) / k_cont)
+      values[i, j, length] = rollout.rewards[i, j]
+      se[i, j, length] = se_smooth[i, j, length] = 0.0
+  return values, se, se_smooth, len(order)
+
+
+def oracle_values(task: Task, problems: Sequence[Problem], rollout: Rollout) -> np.ndarray:
+  """`[N, G, T + 1]` exact prefix values (k = L: the reward); NaN beyond L."""
+  n, g, t = rollout.tokens.shape
+  out = np.full((n, g, t + 1), np.nan)
+  lengths = rollout.mask.sum(-1)
+  for i in range(n):
+    memo: dict[str, float] = {}
+    for j in range(g):
+      length = int(lengths[i, j])
+      for k in range(length):
+        text = tok.decode(rollout.tokens[i, j, :k])
+        if text not in memo:
+          memo[text] = float(task.prefix_value(problems[i], text))
+        out[i, j, k] = memo[text]
+      out[i, j, length] = rollout.rewards[i, j]
+  return out
+
+
+def ground_truth(graphdef, params, task: Task, problems: Sequence[Problem], rollout: Rollout,
+                 config: IdentifyConfig, *, progress: bool = False, namespace: int = _NS_CONTINUATIONS
+                 ) -> GroundTruth:
+  oracle = oracle_values(task, problems, rollout)
+  lost = (oracle[..., :-1] == 0.0) if config.skip_lost else None
+  values, value_se, value_se_smooth, unique = monte_carlo_values(graphdef, params, task, problems, rollout, config,
+                                                                 lost=lost, progress=progress, namespace=namespace)
+  mask = rollout.mask
+  adv = np.where(mask, np.nan_to_num(values[..., 1:] - values[..., :-1]), 0.0)
+  pair_se = lambda se: np.where(mask, np.sqrt(np.nan_to_num(se[..., 1:]) ** 2 + np.nan_to_num(se[..., :-1]) ** 2),
+                                 0.0)
+  # Where the oracle says a prefix is lost, V = 0 exactly (every continuation fails): no MC error.
+  value_se_smooth = np.where(oracle == 0.0, 0.0, value_se_smooth)
+  fatal = mask & (np.nan_to_num(oracle[..., :-1]) == 1.0) & (np.nan_to_num(oracle[..., 1:], nan=1.0) == 0.0)
+  return GroundTruth(values, value_se, adv, pair_se(value_se), pair_se(value_se_smooth), oracle, fatal, unique)
+
