@@ -73,7 +73,6 @@ from tcred.signals.entropy import forking_mask
 from tcred.signals.information import PEAK_RULES, MIInputs, mi_peaks
 from tcred.signals.tree import node_values, treerl_segment_advantages
 from tcred.signals.variance import reference_token_std
-from tcred.tasks import tokenizer as tok
 from tcred.tasks.base import Problem, Task
 from tcred.training.config import TreeConfig
 from tcred.training.rollout import (Trees, encode_answers, encode_prompts, encode_solutions, sample_and_score,
@@ -509,8 +508,9 @@ def monte_carlo_values(graphdef, params, task: Task, problems: Sequence[Problem]
   cache: dict[tuple[int, str], float] = {}
   c = config.prefix_batch
   chunks = [order[s:s + c] for s in range(0, len(order), c)]
+  tk = task.tokenizer
   for ci, chunk in enumerate(tqdm(chunks, desc="continuations", disable=not progress, leave=False)):
-    ids = np.full((c, width), tok.PAD_ID, np.int32)
+    ids = np.full((c, width), tk.pad_id, np.int32)
     valid = np.zeros((c, width), bool)
     for r, u in enumerate(chunk + [chunk[0]] * (c - len(chunk))):  # pad the last chunk
       i, k, prefix = pairs[u]
@@ -520,16 +520,16 @@ def monte_carlo_values(graphdef, params, task: Task, problems: Sequence[Problem]
       valid[r, width - len(row):] = row_valid
     out = sample_groups(graphdef, params, jnp.asarray(ids), jnp.asarray(valid), jax.random.fold_in(base_key, ci),
                         group_size=k_cont, max_new_tokens=t, temperature=config.temperature,
-                        eos_id=tok.EOS_ID, pad_id=tok.PAD_ID)
+                        eos_id=tk.stop_ids, pad_id=tk.pad_id)
     cont = np.asarray(out.tokens)  # [C, K, T]
     for r, u in enumerate(chunk):
       i, k, prefix = pairs[u]
-      head = tok.decode(prefix)
+      head = tk.decode(prefix)
       wins = 0.0
       for s in range(k_cont):
-        if not (cont[r, s, :t - k] == tok.EOS_ID).any():
+        if not np.isin(cont[r, s, :t - k], tk.eos_ids).any():
           continue  # no EOS within the remaining budget: reward 0
-        text = head + tok.decode(cont[r, s])
+        text = head + tk.decode(cont[r, s])
         key = (i, text)
         if key not in cache:
           cache[key] = float(task.reward(problems[i], text))
@@ -562,7 +562,7 @@ def oracle_values(task: Task, problems: Sequence[Problem], rollout: Rollout) -> 
     for j in range(g):
       length = int(lengths[i, j])
       for k in range(length):
-        text = tok.decode(rollout.tokens[i, j, :k])
+        text = task.tokenizer.decode(rollout.tokens[i, j, :k])
         if text not in memo:
           memo[text] = float(task.prefix_value(problems[i], text))
         out[i, j, k] = memo[text]
@@ -627,7 +627,7 @@ def signal_extras(graphdef, params, task: Task, problems: Sequence[Problem], rol
     return {}
   answer, answer_valid = encode_answers(task, problems)
   solution, solution_valid = encode_solutions(task, problems)
-  cue_id = int(tok.encode(task.answer_cue)[0])
+  cue_id = task.tokenizer.cue_id(task.answer_cue)
   return _batched(lambda *a: compute_extras(graphdef, params, *a, names=names, temperature=config.temperature,
                                             cue_id=cue_id, mi=config.mi_inputs),
                   (rollout.prompt, rollout.prompt_valid, rollout.tokens, rollout.mask, answer, answer_valid,
@@ -652,6 +652,7 @@ class StudyData(NamedTuple):
   timings: dict[str, float]
   trees: Trees | None = None
   source: str = "chains"
+  tokenizer: Any = None  # the task's `TaskTokenizer` (answer cue id, token text in the plots)
 
 
 def run_study(graphdef, params, task: Task, problems: Sequence[Problem], config: IdentifyConfig, *,
@@ -696,7 +697,7 @@ def run_study(graphdef, params, task: Task, problems: Sequence[Problem], config:
     values[s.name] = np.where(rollout.mask, v, 0.0)
   timings["signals_s"] = time.time() - t0
   return StudyData(task.name, task.answer_cue, problems, config, rollout, truth, values, policy, extras, timings,
-                   trees, source)
+                   trees, source, task.tokenizer)
 
 
 # ------------------------------------------------------------------------------------ metrics
@@ -740,12 +741,12 @@ class Results(NamedTuple):
   timings: dict[str, float]
 
 
-def reasoning_mask(answer_cue: str, rollout: Rollout) -> np.ndarray:
+def reasoning_mask(cue_id: int, rollout: Rollout) -> np.ndarray:
   """`[N, G, T]` bool: valid tokens before the first answer cue (no cue: all but the last token)."""
   from tcred.credit.extras import cue_index
 
   cue = np.asarray(cue_index(jnp.asarray(rollout.tokens), jnp.asarray(rollout.mask),
-                             int(tok.encode(answer_cue)[0])))  # [N, G]
+                             cue_id))  # [N, G]
   return rollout.mask & (np.arange(rollout.mask.shape[-1]) < cue[..., None])
 
 
@@ -771,7 +772,7 @@ def evaluate_study(data: StudyData) -> Results:
   abs_adv = np.abs(flat(data.truth.advantages))
   decisive = abs_adv >= cfg.delta
   fatal = flat(data.truth.fatal)
-  reasoning = flat(reasoning_mask(data.task_answer_cue, data.rollout))
+  reasoning = flat(reasoning_mask(data.tokenizer.cue_id(data.task_answer_cue), data.rollout))
   position = flat(np.broadcast_to(np.arange(data.rollout.mask.shape[-1]), data.rollout.mask.shape))
   frac = cfg.top_fraction
 

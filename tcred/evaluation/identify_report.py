@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from tcred.evaluation.identify import METRICS, Results, StudyData, describe_signals
-from tcred.tasks import tokenizer as tok
 
 METRIC_TITLES = {
     "auroc_decisive": "AUROC, |A_t| ≥ δ",
@@ -295,7 +294,8 @@ def plot(data: StudyData, results: Results, path: str | pathlib.Path) -> tuple[i
     lo, hi = np.min(v), np.max(v)
     mat.append((v - lo) / (hi - lo) if hi > lo else np.zeros_like(v))
   ax2.imshow(np.array(mat), aspect="auto", cmap="viridis", vmin=0, vmax=1)
-  chars = [tok.decode([int(c)]) or ("⏎" if int(c) == tok.EOS_ID else "·")
+  tk = data.tokenizer
+  chars = [tk.decode([int(c)]) or ("⏎" if int(c) in tk.eos_ids else "·")
            for c in data.rollout.tokens[i, j, :length]]
   ax2.set_xticks(np.arange(length), chars, fontsize=11, family="monospace")
   ax2.set_yticks(np.arange(len(rows)), [r[0] for r in rows])

@@ -39,7 +39,11 @@ def base_config(task: str, *, name: str, description: str) -> ExperimentConfig:
       sft=d["sft"], rl=d["rl"], credit=make_credit("outcome", mode="grpo"), loss=LossConfig())
 
 
+_METHODS: list[tuple[str, str, Callable[[ExperimentConfig], ExperimentConfig]]] = []  # in registration order
+
+
 def _method(suffix: str, description: str, edit: Callable[[ExperimentConfig], ExperimentConfig]):
+  _METHODS.append((suffix, description, edit))
   for task in TASKS:
     cfg = base_config(task, name=f"{task}-{suffix}", description=f"{description} on {task}")
     register_experiment(edit(cfg))
@@ -90,3 +94,33 @@ _method("tree-grpo", "Tree-GRPO: forks at step boundaries, intra + inter-tree le
         _tree("tree-grpo", "step"))
 _method("treerl", "TreeRL / EPTree: forks at the highest-entropy tokens, segment advantages",
         _tree("treerl", "entropy"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Real models (issue 15): every method above, none of which needs an exact oracle, on the tasks for
+# Hugging Face checkpoints, as `<task>-<method>` (`reasoning-gym-grpo`, `jsonl-entropy-top20`, ...).
+# The policy is the checkpoint's (`--set task_config.checkpoint=DIR`; `tcred.training.pretrained`
+# replaces the placeholder model section by its config): no SFT stage. The dataset is
+# `task_config.dataset` / `task_config.dataset_config` (reasoning-gym) or `task_config.path` (jsonl).
+# RL defaults for a pretrained chat model: a small learning rate, 8 prompts x 8 samples a step, and
+# smaller held-out evaluations (64 prompts x 4 samples at the end, 32 x 4 every 25 steps). Tree
+# experiments keep 8 prompts a step (their equal-token budgets are measured for the embedded tasks only).
+REAL_MODEL_TASKS = ("reasoning-gym", "jsonl")
+
+_REAL_MODEL_RL = RLConfig(steps=200, prompts_per_step=8, group_size=8, lr=1e-6, warmup=0, eval_every=25,
+                          eval_prompts=32, eval_samples=4, final_eval_prompts=64, final_eval_samples=4,
+                          checkpoint_every=25)
+
+
+def _real_model_base(task: str, *, name: str, description: str) -> ExperimentConfig:
+  from tcred.training.pretrained import PLACEHOLDER  # the checkpoint's config replaces it at run time
+
+  return ExperimentConfig(
+      name=name, description=description, task=task, task_config=task_config_class(task)(), model=PLACEHOLDER,
+      sft=SFTConfig(), rl=_REAL_MODEL_RL, credit=make_credit("outcome", mode="grpo"), loss=LossConfig())
+
+
+for _suffix, _description, _edit in _METHODS:
+  for _task in REAL_MODEL_TASKS:
+    register_experiment(_edit(_real_model_base(
+        _task, name=f"{_task}-{_suffix}", description=f"{_description} on {_task} (a Hugging Face checkpoint)")))

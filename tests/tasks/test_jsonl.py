@@ -193,7 +193,7 @@ def test_hf_tokenizer_directory(tmp_path):
   directory = tmp_path / "tok"
   tok.build_tokenizer().save_pretrained(directory)
   task = Jsonl(JsonlConfig(tokenizer=str(directory)))
-  hf = task.tokenizer
+  hf = task.tokenizer.hf()
   for problem in PROBLEMS[:5]:
     ids = hf(problem.prompt + problem.solution, add_special_tokens=False)["input_ids"]
     np.testing.assert_array_equal(ids, tok.encode(problem.prompt + problem.solution))
@@ -203,7 +203,7 @@ def test_hf_tokenizer_directory(tmp_path):
 
 
 def test_char_tokenizer_round_trip():
-  hf = TASK.tokenizer
+  hf = TASK.tokenizer.hf()
   for problem in PROBLEMS:
     text = problem.prompt + problem.solution
     assert tok.decode(tok.encode(text)) == text
