@@ -141,10 +141,10 @@ class ReasoningGym(base.Task):
     except Exception as e:  # noqa: BLE001  (reasoning-gym raises ValueError, TypeError, AssertionError, ...)
       known = dataset_names()
       if config.dataset not in known:
-        raise ValueError(f"unknown reasoning-gym dataset {config.dataset!r}; the installed reasoning-gym has "
-                         f"{len(known)}: {', '.join(known)}") from None
-      raise ValueError(f"reasoning-gym dataset {config.dataset!r} refused dataset_config="
-                       f"{config.dataset_config!r}: {type(e).__name__}: {e}") from None
+        raise ValueError(f"task_config.dataset: unknown reasoning-gym dataset {config.dataset!r}; the installed "
+                         f"reasoning-gym has {len(known)}: {', '.join(known)}") from None
+      raise ValueError(f"task_config.dataset_config: reasoning-gym dataset {config.dataset!r} refused "
+                       f"dataset_config={config.dataset_config!r}: {type(e).__name__}: {e}") from None
 
   @property
   def checkpoint(self) -> str | None:
