@@ -12,12 +12,14 @@ countdown 0.60 step / 0.78 entropy, graph-path 0.65 / 0.70; trees-long-addition.
 import dataclasses
 
 from tcred.credit import make_credit
-from tcred.experiments.defaults import register_method
+from tcred.experiments.defaults import REAL_MODEL_TASKS, register_method
 from tcred.training.config import ExperimentConfig, TreeConfig
 
 PROMPTS_PER_STEP = {("countdown", "step"): 27, ("countdown", "entropy"): 21,
                     ("graph-path", "step"): 25, ("graph-path", "entropy"): 23,
-                    ("long-addition", "step"): 26, ("long-addition", "entropy"): 24}
+                    ("long-addition", "step"): 26, ("long-addition", "entropy"): 24,
+                    # Real-model tasks: no fixed policy to measure on; 8 prompts a step, as their chains.
+                    **{(task, fork_at): 8 for task in REAL_MODEL_TASKS for fork_at in ("step", "entropy")}}
 
 
 def _tree(credit: str, fork_at: str):

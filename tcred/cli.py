@@ -117,7 +117,9 @@ def _resolve(args):
     if args.steps < 1:
       raise ValueError(f"--steps must be an integer >= 1, got {args.steps}")
     overrides.append(f"rl.steps={args.steps}")
-  return cfg.with_overrides(overrides)
+  from tcred.training.pretrained import resolve_model  # a real-model task: the checkpoint's architecture
+
+  return resolve_model(cfg.with_overrides(overrides))
 
 
 # IdentifyConfig fields set by a flag: its messages name the flag the user typed.

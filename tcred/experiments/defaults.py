@@ -15,8 +15,22 @@ from tcred.losses.pg import LossConfig
 from tcred.models.config import model_preset
 from tcred.tasks.registry import task_config_class
 from tcred.training.config import ExperimentConfig, RLConfig, SFTConfig
+from tcred.training.pretrained import PLACEHOLDER
 
 TASKS = ("countdown", "graph-path", "long-addition")
+"""The embedded tasks: character-level policies trained from scratch (an SFT base policy, then RL)."""
+
+REAL_MODEL_TASKS = ("reasoning-gym", "jsonl")
+"""Tasks for Hugging Face checkpoints (issue 15): the policy is the checkpoint's (`--set
+task_config.checkpoint=DIR`; `tcred.training.pretrained` replaces the placeholder model section by its
+config), no SFT stage; the dataset is `task_config.dataset` / `task_config.dataset_config`
+(reasoning-gym) or `task_config.path` (jsonl)."""
+
+# RL defaults for a pretrained chat model: a small learning rate, 8 prompts x 8 samples a step, smaller
+# held-out evaluations (64 prompts x 4 samples at the end, 32 x 4 every 25 steps).
+_REAL_MODEL_RL = RLConfig(steps=200, prompts_per_step=8, group_size=8, lr=1e-6, warmup=0, eval_every=25,
+                          eval_prompts=32, eval_samples=4, final_eval_prompts=64, final_eval_samples=4,
+                          checkpoint_every=25)
 
 _TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     # 3 numbers, 70% correct demonstrations: base pass@1 ≈ 0.22 after 1,500 SFT steps (pass@8 ≈ 0.71).
@@ -27,6 +41,7 @@ _TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     # 3–4 digit operands, 40% correct demonstrations: base pass@1 ≈ 0.38 after 1,000 SFT steps (greedy 0.96).
     "long-addition": dict(task_config=dict(min_digits=3, max_digits=4, demo_correct_prob=0.4),
                           sft=SFTConfig(steps=1000), rl=RLConfig()),
+    **{task: dict(task_config={}, model=PLACEHOLDER, sft=SFTConfig(), rl=_REAL_MODEL_RL) for task in REAL_MODEL_TASKS},
 }
 
 
@@ -37,13 +52,14 @@ def base_config(task: str, *, method: str, name: str, description: str) -> Exper
   d = _TASK_DEFAULTS[task]
   return ExperimentConfig(
       name=name, description=description, method=method, task=task,
-      task_config=task_config_class(task)(**d["task_config"]), model=model_preset("char-small"),
+      task_config=task_config_class(task)(**d["task_config"]), model=d.get("model", model_preset("char-small")),
       sft=d["sft"], rl=d["rl"], credit=make_credit("outcome", mode="grpo"), loss=LossConfig())
 
 
 def register_method(method: str, description: str, edit: Callable[[ExperimentConfig], ExperimentConfig],
-                    *, tasks: tuple[str, ...] = TASKS) -> list[ExperimentConfig]:
-  """Registers `<task>-<method>` for every task: the task's GRPO experiment changed by `edit`."""
+                    *, tasks: tuple[str, ...] = TASKS + REAL_MODEL_TASKS) -> list[ExperimentConfig]:
+  """Registers `<task>-<method>` for every task (embedded and real-model): the task's GRPO experiment
+  changed by `edit`. A method that needs an exact oracle passes `tasks=TASKS`."""
   return [register_experiment(edit(base_config(task, method=method, name=f"{task}-{method}",
                                                description=f"{description} on {task}")))
           for task in tasks]

@@ -11,7 +11,6 @@ from flax import nnx
 
 from tcred.sampling.sampler import Rollouts, finish, sample_groups
 from tcred.sampling.tree import ForkRule, TreeArrays, choose_forks, fork_round, start_trees, tree_arrays
-from tcred.tasks import tokenizer as tok
 from tcred.tasks.base import Problem, Task
 
 
@@ -61,8 +60,8 @@ class Groups(NamedTuple):
 
 
 def encode_prompts(task: Task, problems: Sequence[Problem]) -> tuple[np.ndarray, np.ndarray]:
-  """Left-padded `[B, P]` prompt ids (BOS first) and validity, P = task.max_prompt_len + 1."""
-  return tok.encode_batch_left_padded([p.prompt for p in problems], task.max_prompt_len + 1, bos=True)
+  """Left-padded `[B, P]` prompt ids (the task tokenizer's `prompt_ids`) and validity, P = task.prompt_width."""
+  return task.tokenizer.encode_prompts([p.prompt for p in problems], task.prompt_width)
 
 
 def score(task: Task, problems: Sequence[Problem], rollouts: Rollouts) -> tuple[np.ndarray, list[list[str]]]:
@@ -75,7 +74,7 @@ def score(task: Task, problems: Sequence[Problem], rollouts: Rollouts) -> tuple[
   for i, problem in enumerate(problems):
     row = []
     for j in range(g):
-      text = tok.decode(tokens[i, j])
+      text = task.tokenizer.decode(tokens[i, j])
       row.append(text)
       if finished[i, j]:
         rewards[i, j] = task.reward(problem, text)
@@ -89,7 +88,7 @@ def sample_and_score(graphdef: nnx.GraphDef, params: nnx.State, task: Task, prob
   prompt, valid = encode_prompts(task, problems)
   rollouts = sample_groups(graphdef, params, prompt, valid, key, group_size=group_size,
                            max_new_tokens=task.max_response_len, temperature=temperature, top_p=top_p,
-                           greedy=greedy, eos_id=tok.EOS_ID, pad_id=tok.PAD_ID)
+                           greedy=greedy, eos_id=task.tokenizer.stop_ids, pad_id=task.tokenizer.pad_id)
   rollouts = jax.tree.map(np.asarray, rollouts)
   rewards, texts = score(task, problems, rollouts)
   return Groups(prompt, valid, rollouts, rewards, texts)
@@ -107,7 +106,8 @@ def sample_trees_and_score(graphdef: nnx.GraphDef, params: nnx.State, task: Task
   prompt, valid = encode_prompts(task, problems)
   b, p = prompt.shape
   g, m, t_max = tree.leaves, tree.trees, task.max_response_len
-  common = dict(temperature=temperature, top_p=top_p, eos_id=tok.EOS_ID, pad_id=tok.PAD_ID)
+  tk = task.tokenizer
+  common = dict(temperature=temperature, top_p=top_p, eos_id=tk.stop_ids, pad_id=tk.pad_id)
   pool = start_trees(graphdef, params, prompt, valid, jax.random.fold_in(key, 0), group_size=g, trees=m,
                      rounds=tree.rounds, max_new_tokens=t_max, **common)
   source = np.full((b, g), -1, np.int32)
@@ -133,9 +133,10 @@ def sample_trees_and_score(graphdef: nnx.GraphDef, params: nnx.State, task: Task
       else:
         eligible = np.zeros((g, t_max), bool)
         for row in np.flatnonzero(filled[i]):
-          text = tok.decode(tokens[i, row, :length[i, row]])
+          ids = tokens[i, row, :length[i, row]]
+          text = tk.decode(ids)
           ends = [e for e in task.step_ends(text) if 0 < e < len(text)]
-          eligible[row, ends] = True  # a step starts at each step end (char-level tokens)
+          eligible[row, tk.step_positions(ids, ends)] = True  # a step starts at each step end
       plan = choose_forks(length[i], fork_pos[i], tree_id[i], filled[i], forks=tree.forks, branch=tree.branch,
                           trees=m, rng=rng, scores=scores, eligible=eligible)
       rows_i = np.arange(lo, lo + per_round)
@@ -147,7 +148,7 @@ def sample_trees_and_score(graphdef: nnx.GraphDef, params: nnx.State, task: Task
     pool = fork_round(graphdef, params, pool, jnp.asarray(np.concatenate(dest)), jnp.asarray(np.concatenate(src)),
                       jnp.asarray(np.concatenate(at)), jax.random.fold_in(key, r), round_index=r,
                       prompt_slots=p, **common)
-  mask, finished = finish(pool.rows, tok.EOS_ID)
+  mask, finished = finish(pool.rows, tk.stop_ids)
   shape = (b, g, t_max)
   rows = jax.device_get(pool.rows._replace(hidden=None))
   rollouts = Rollouts(tokens=rows.tokens.reshape(shape), logp=rows.logp.reshape(shape),
@@ -172,14 +173,17 @@ def _bucket(n: int) -> int:
 
 def encode_answers(task: Task, problems: Sequence[Problem]) -> tuple[np.ndarray, np.ndarray]:
   """`[B, J]` reference answers y* = cue + answer + EOS, right-padded to a power-of-two J."""
-  seqs = [np.concatenate([tok.encode(task.answer_cue + p.answer), [tok.EOS_ID]]) for p in problems]
+  tk = task.tokenizer
+  seqs = [tk.answer_ids(task.answer_cue + p.answer) for p in problems]
   j = _bucket(max(len(s) for s in seqs))
-  out = np.full((len(seqs), j), tok.PAD_ID, np.int32)
+  out = np.full((len(seqs), j), tk.pad_id, np.int32)
+  valid = np.zeros((len(seqs), j), bool)
   for i, s in enumerate(seqs):
     out[i, :len(s)] = s
-  return out, out != tok.PAD_ID
+    valid[i, :len(s)] = True
+  return out, valid
 
 
 def encode_solutions(task: Task, problems: Sequence[Problem]) -> tuple[np.ndarray, np.ndarray]:
   """`[B, S]` BOS + reference solution, left-padded (the last column is its final token)."""
-  return tok.encode_batch_left_padded([p.solution for p in problems], task.max_response_len + 1, bos=True)
+  return task.tokenizer.encode_bos_texts([p.solution for p in problems], task.max_response_len + 1)

@@ -107,7 +107,7 @@ def _choose(logits: jax.Array, key: jax.Array, *, temperature: float, top_p: flo
 
 def decode(model: Decoder, cache: KVCache, rows: Rows, first_hidden: jax.Array, prompt_len: jax.Array,
            key: jax.Array, *, slot_base: int, temperature: float, top_p: float, greedy: bool,
-           eos_id: int, pad_id: int) -> tuple[KVCache, Rows, jax.Array]:
+           eos_id: int | tuple[int, ...], pad_id: int) -> tuple[KVCache, Rows, jax.Array]:
   """Continues N rows until each emits EOS or fills its T-token budget.
 
   Row n resumes at response position `rows.length[n]`: its next token is drawn
@@ -126,7 +126,8 @@ def decode(model: Decoder, cache: KVCache, rows: Rows, first_hidden: jax.Array, 
     prompt_len: `[N]` int32 real prompt tokens of each row.
     key: PRNG key, split once per loop step.
     slot_base: first free cache slot (static).
-    temperature, top_p, greedy, eos_id, pad_id: the sampling rule and special ids.
+    temperature, top_p, greedy, eos_id, pad_id: the sampling rule and special ids (`eos_id`: one id or a
+      tuple of ids, any of which ends a row).
 
   Returns:
     (cache, rows, fed): the updated cache and buffers, and the number of tokens
@@ -159,7 +160,7 @@ def decode(model: Decoder, cache: KVCache, rows: Rows, first_hidden: jax.Array, 
     if rows.hidden is not None:
       rows = rows._replace(hidden=put(rows.hidden, pos + 1, h, active))  # pos + 1 = T is dropped
     logits = jnp.dot(hidden[:, 0], unembed, preferred_element_type=jnp.float32)
-    done = s.done | (token == eos_id) | (pos + 1 >= t_max)
+    done = s.done | is_eos(token, eos_id) | (pos + 1 >= t_max)
     return _DecodeState(s.k + 1, cache, logits, done, rows, s.fed + jnp.sum(active, dtype=jnp.int32), key)
 
   logits = jnp.dot(first_hidden.astype(unembed.dtype), unembed, preferred_element_type=jnp.float32)
@@ -184,18 +185,26 @@ def prefill(model: Decoder, prompt: jax.Array, prompt_valid: jax.Array, slots: i
   return cache, hidden[:, -1], jnp.sum(prompt_valid, axis=-1).astype(jnp.int32)
 
 
-def finish(rows: Rows, eos_id: int) -> tuple[jax.Array, jax.Array]:
+def is_eos(tokens: jax.Array, eos_id: int | tuple[int, ...]) -> jax.Array:
+  """Elementwise: whether `tokens` is the EOS id (or one of the tuple of EOS ids, e.g. a chat model's
+  end-of-turn and end-of-text)."""
+  if isinstance(eos_id, tuple):
+    return jnp.isin(tokens, jnp.asarray(eos_id, jnp.int32))
+  return tokens == eos_id
+
+
+def finish(rows: Rows, eos_id: int | tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
   """(mask [N, T], finished [N]) of decoded rows: real tokens and whether the row ended with EOS."""
   t_max = rows.tokens.shape[-1]
   mask = jnp.arange(t_max)[None, :] < rows.length[:, None]
-  return mask, jnp.any((rows.tokens == eos_id) & mask, axis=-1)
+  return mask, jnp.any(is_eos(rows.tokens, eos_id) & mask, axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames=(
     "graphdef", "group_size", "max_new_tokens", "temperature", "top_p", "greedy", "eos_id", "pad_id"))
 def sample_groups(graphdef: nnx.GraphDef, params: nnx.State, prompt: jax.Array, prompt_valid: jax.Array,
                   key: jax.Array, *, group_size: int, max_new_tokens: int, temperature: float,
-                  top_p: float = 1.0, greedy: bool = False, eos_id: int, pad_id: int) -> Rollouts:
+                  top_p: float = 1.0, greedy: bool = False, eos_id: int | tuple[int, ...], pad_id: int) -> Rollouts:
   """Samples `group_size` responses per prompt.
 
   Args:
@@ -206,7 +215,7 @@ def sample_groups(graphdef: nnx.GraphDef, params: nnx.State, prompt: jax.Array, 
     group_size: G, rollouts per prompt.
     max_new_tokens: T, the generation budget (EOS included).
     temperature, top_p, greedy: the sampling rule; greedy ignores both.
-    eos_id, pad_id: special token ids.
+    eos_id, pad_id: special token ids (`eos_id`: one id, or a tuple of ids any of which ends a response).
 
   Returns:
     `Rollouts` with `[B, G, T]` arrays. Decoding stops early once every row is done.

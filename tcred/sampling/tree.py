@@ -88,7 +88,7 @@ def _region_slot_pos(start: jax.Array, length: jax.Array, t_max: int) -> jax.Arr
     "pad_id"))
 def start_trees(graphdef: nnx.GraphDef, params: nnx.State, prompt: jax.Array, prompt_valid: jax.Array,
                 key: jax.Array, *, group_size: int, trees: int, rounds: int, max_new_tokens: int,
-                temperature: float, top_p: float, eos_id: int, pad_id: int) -> TreePool:
+                temperature: float, top_p: float, eos_id: int | tuple[int, ...], pad_id: int) -> TreePool:
   """Prefills B prompts once and samples M = `trees` chains per prompt.
 
   Args:
@@ -131,7 +131,7 @@ def start_trees(graphdef: nnx.GraphDef, params: nnx.State, prompt: jax.Array, pr
     donate_argnums=(2,))
 def fork_round(graphdef: nnx.GraphDef, params: nnx.State, pool: TreePool, dest: jax.Array, src: jax.Array,
                at: jax.Array, key: jax.Array, *, round_index: int, prompt_slots: int, temperature: float,
-               top_p: float, eos_id: int, pad_id: int) -> TreePool:
+               top_p: float, eos_id: int | tuple[int, ...], pad_id: int) -> TreePool:
   """One round of forks: row `dest[n]` continues row `src[n]` from position `at[n]`.
 
   The source's cache rows are copied with slots holding positions ≥ at

@@ -1,11 +1,13 @@
-"""The benchmark suite: tasks, their registry and the character tokenizer (DESIGN §5)."""
+"""The tasks: the embedded benchmark suite, question files and reasoning-gym, their registry and
+tokenizers (DESIGN §5)."""
 
-from tcred.tasks import tokenizer
+from tcred.tasks import text, tokenizer
 from tcred.tasks.base import Problem, Task
 from tcred.tasks.countdown import Countdown, CountdownConfig
 from tcred.tasks.graph_path import GraphPath, GraphPathConfig
 from tcred.tasks.jsonl import Jsonl, JsonlConfig
 from tcred.tasks.long_addition import LongAddition, LongAdditionConfig
+from tcred.tasks.rgym import ReasoningGym, ReasoningGymConfig
 from tcred.tasks.registry import make_task, register_task, task_entry, task_names
 
 __all__ = [
@@ -18,10 +20,13 @@ __all__ = [
     "LongAddition",
     "LongAdditionConfig",
     "Problem",
+    "ReasoningGym",
+    "ReasoningGymConfig",
     "Task",
     "make_task",
     "register_task",
     "task_entry",
     "task_names",
+    "text",
     "tokenizer",
 ]

@@ -5,8 +5,11 @@ identifiability study need to know about a response: a 0/1 verifier, the
 reference answer written after the task's answer cue, step boundaries, and the
 oracle value of any prefix (can a correct response still be reached?).
 
-Text is character-level: token j of a response is character j of its text
-(see `tcred.tasks.tokenizer`), so character offsets are token offsets.
+A task owns its tokenizer (`Task.tokenizer`, a `tcred.tasks.text.TaskTokenizer`):
+the embedded tasks use the character tokenizer (token j of a response is
+character j of its text), the real-model tasks a Hugging Face tokenizer. Step
+ends and everything else a task says about a response are character offsets in
+its text; the tokenizer maps them to token positions.
 Every response has the form ``<reasoning><answer_cue><answer>`` followed by EOS.
 """
 
@@ -17,6 +20,8 @@ import dataclasses
 from typing import Any, ClassVar
 
 import numpy as np
+
+from tcred.tasks import text
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -43,6 +48,30 @@ class Task(abc.ABC):
   answer_cue: ClassVar[str]
   has_oracle: ClassVar[bool] = True
   """Whether `prefix_value` is available (tasks without an oracle raise NotImplementedError)."""
+
+  @property
+  def tokenizer(self) -> text.TaskTokenizer:
+    """Text <-> ids of this task's policy (default: the character tokenizer)."""
+    return text.CHAR
+
+  @property
+  def checkpoint(self) -> str | None:
+    """A Hugging Face checkpoint directory the task's experiments start their policy from (no SFT), or
+    None (the embedded tasks: an SFT base policy from the task's demonstrations)."""
+    return None
+
+  @property
+  def prompt_width(self) -> int:
+    """P, the width of the left-padded prompt rows: the most tokens `tokenizer.prompt_ids` gives for a
+    prompt of this config (default: max_prompt_len + 1, BOS and one token per character)."""
+    return self.max_prompt_len + 1
+
+  def held_out_problems(self, n: int) -> list[Problem] | None:
+    """The task's own fixed split: its first `n` held-out problems, or None to let
+    `tcred.training.data.eval_problems` draw them (the generated tasks). Raises ValueError when the
+    task cannot hold out `n` problems and still train on others, saying how many it needs."""
+    del n
+    return None
 
   @property
   @abc.abstractmethod

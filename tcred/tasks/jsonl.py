@@ -22,13 +22,18 @@ prefix value (`prefix_value` raises; estimate values by Monte-Carlo continuation
 demonstrations exist only for items with a ``solution``: the solution, the cue
 and the answer, noiseless.
 
-Tokenizer: ``"char"`` (tcred's character tokenizer, where lengths are
-characters; every text of the file must then be in its vocabulary) or the path
-of a local Hugging Face tokenizer directory (`AutoTokenizer.from_pretrained`,
-no hub access), where lengths are that tokenizer's tokens. Step ends are
-character offsets in both cases. The RL loop, SFT and the sampler of this
-package still encode text with the character tokenizer; an HF tokenizer here
-serves users who drive an HF checkpoint with their own loop.
+Tokenizer (`Task.tokenizer`): the tokenizer of ``checkpoint`` (a Hugging Face
+checkpoint directory; the `jsonl-*` experiments start their policy from it,
+without SFT), else ``tokenizer``: ``"char"`` (tcred's character tokenizer, where
+lengths are characters; every text of the file must then be in its vocabulary;
+the default) or the path of a local Hugging Face tokenizer directory
+(`tcred.tasks.text.HFTokenizer`: chat template, every EOS id), where lengths are
+that tokenizer's tokens. Step ends are character offsets in every case.
+
+Held-out split (`held_out_problems`): the file's distinct prompts in a fixed
+random order (seed `SPLIT_SEED`); the first n are held out for evaluation and
+never trained on. A file needs at least n + 1 distinct questions (the run's
+held-out prompts plus one to train on); a smaller one is refused, naming both.
 
 `tcred/tasks/data/sample.jsonl` (the default `path`) is a 20-item arithmetic
 and algebra sample shipped with the package.
@@ -48,6 +53,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from tcred.tasks import base
+from tcred.tasks import text
 from tcred.tasks import tokenizer as char_tok
 
 SAMPLE_PATH = str(pathlib.Path(__file__).resolve().parent / "data" / "sample.jsonl")
@@ -58,6 +64,7 @@ _OPTIONAL_KEYS = ("solution",)
 _ANSWER_FORMATS = ("cue", "boxed")
 _BOXED = "\\boxed{"
 _DEFAULT_MAX_RESPONSE_LEN = 256  # Without solutions there is nothing to measure.
+SPLIT_SEED = 0x5B17  # The order of a file's held-out split (one for every run and file).
 
 
 class JsonlItem(NamedTuple):
@@ -140,7 +147,10 @@ class JsonlConfig:
     answer_format: ``"cue"`` (the answer follows the last `answer_cue`) or
       ``"boxed"`` (the answer is in the last ``\\boxed{...}``).
     answer_cue: the cue of ``"cue"`` format, a non-empty string.
-    tokenizer: ``"char"`` or the path of a local HF tokenizer directory.
+    tokenizer: ``"char"`` or the path of a local HF tokenizer directory (ignored when
+      `checkpoint` is set).
+    checkpoint: None, or a Hugging Face checkpoint directory (`config.json`, safetensors,
+      tokenizer files): the task's tokenizer, and the policy the `jsonl-*` experiments start from.
     max_response_len: the generation budget in tokens, EOS included, in
       [1, 1_000_000]; None: the longest demonstration + 1 if every item has a
       solution, else 256.
@@ -152,6 +162,7 @@ class JsonlConfig:
   answer_cue: str = "#"
   tokenizer: str = "char"
   max_response_len: int | None = None
+  checkpoint: str | None = None
 
   def __post_init__(self):
     if not isinstance(self.path, str) or not self.path:
@@ -170,8 +181,11 @@ class JsonlConfig:
                        f"got {self.tokenizer!r}")
     if self.max_response_len is not None:
       base.check_range("max_response_len", self.max_response_len, 1, 1_000_000, integer=True)
+    if self.checkpoint is not None and not (isinstance(self.checkpoint, str) and os.path.isdir(self.checkpoint)):
+      raise ValueError(f"checkpoint must be None or a Hugging Face checkpoint directory, got {self.checkpoint!r} "
+                       "(no such directory)")
     items = load_items(self.path)
-    if self.tokenizer == "char":
+    if self.tokenizer == "char" and self.checkpoint is None:
       for item in items:
         for key, text in (("question", self.prompt_template.format(question=item.question)),
                           ("answer", item.answer), ("solution", item.solution or "")):
@@ -249,25 +263,39 @@ class Jsonl(base.Task):
     self.config = config
     self.items = load_items(config.path)
     self.answer_cue = _BOXED if config.answer_format == "boxed" else config.answer_cue
-    self._hf = None
 
   @property
-  def tokenizer(self):
-    """The HF tokenizer: tcred's character tokenizer, or the configured directory's."""
-    if self._hf is None:
-      if self.config.tokenizer == "char":
-        self._hf = char_tok.build_tokenizer()
-      else:
-        import transformers
+  def checkpoint(self) -> str | None:
+    """The Hugging Face checkpoint the experiments start from (None: SFT from demonstrations)."""
+    return self.config.checkpoint
 
-        self._hf = transformers.AutoTokenizer.from_pretrained(self.config.tokenizer, local_files_only=True)
-    return self._hf
+  @functools.cached_property
+  def tokenizer(self) -> text.TaskTokenizer:
+    """The checkpoint's tokenizer, else the configured one (see the module docstring)."""
+    directory = self.config.checkpoint or (None if self.config.tokenizer == "char" else self.config.tokenizer)
+    return text.CHAR if directory is None else text.hf_tokenizer(directory)
 
-  def num_tokens(self, text: str) -> int:
-    """Length of `text` in tokens of the configured tokenizer (no special tokens)."""
-    if self.config.tokenizer == "char":
-      return len(text)
-    return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+  def num_tokens(self, value: str) -> int:
+    """Length of `value` in tokens of the task's tokenizer (no special tokens)."""
+    return len(self.tokenizer.encode(value))
+
+  @functools.cached_property
+  def prompt_width(self) -> int:
+    return max(len(self.tokenizer.prompt_ids(p.prompt)) for p in self.problems())
+
+  def held_out_problems(self, n: int) -> list[base.Problem]:
+    """The first `n` problems of the file's fixed split (see the module docstring).
+
+    Raises:
+      ValueError: if the file has fewer than n + 1 distinct prompts.
+    """
+    distinct = list({p.prompt: p for p in reversed(self.problems())}.values())[::-1]  # first occurrence
+    if len(distinct) < n + 1:
+      raise ValueError(f"{self.config.path} has {len(distinct)} distinct questions, too few to hold out {n} "
+                       f"evaluation prompts and train on the rest: it needs at least {n + 1} (or ask for fewer "
+                       f"held-out prompts: rl.final_eval_prompts and rl.eval_prompts <= {max(len(distinct) - 1, 0)})")
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(distinct))
+    return [distinct[i] for i in order[:n]]
 
   def _problem(self, item: JsonlItem) -> base.Problem:
     gold = item.answer

@@ -14,6 +14,7 @@ from tcred.tasks.countdown import Countdown, CountdownConfig
 from tcred.tasks.graph_path import GraphPath, GraphPathConfig
 from tcred.tasks.jsonl import Jsonl, JsonlConfig
 from tcred.tasks.long_addition import LongAddition, LongAdditionConfig
+from tcred.tasks.rgym import ReasoningGym, ReasoningGymConfig
 
 
 class TaskEntry(NamedTuple):
@@ -77,6 +78,7 @@ register_task(Countdown.name, CountdownConfig, Countdown)
 register_task(GraphPath.name, GraphPathConfig, GraphPath)
 register_task(LongAddition.name, LongAdditionConfig, LongAddition)
 register_task(Jsonl.name, JsonlConfig, Jsonl)
+register_task(ReasoningGym.name, ReasoningGymConfig, ReasoningGym)
 
 
 def task_config_class(name: str) -> type:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from tcred.tasks import tokenizer as tok
 from tcred.tasks.base import Problem, Task
 
 EVAL_NAMESPACE = 0x7E57  # Seed namespace of held-out problems (shared by every run and seed).
@@ -25,7 +24,12 @@ def eval_problems(task: Task, n: int) -> list[Problem]:
   f_k the prompts seen k times; Chao 1984) is compared with `n`, and a count more than twice the
   estimate is refused; otherwise after `EVAL_PATIENCE` draws without a new prompt, or 50·n draws.
   A count the task can produce draws exactly the same problems whatever these checks.
+
+  A task with its own fixed split (`Task.held_out_problems`, a question file) gives its own list.
   """
+  own = task.held_out_problems(n)
+  if own is not None:
+    return own
   rng = np.random.default_rng([EVAL_NAMESPACE])
   out, seen, since_new = [], {}, 0
   for draw in range(1, 50 * n + 1):
@@ -67,17 +71,22 @@ def training_problems(task: Task, n: int, *, namespace: int, seed: int, step: in
 
 
 def encode_demonstrations(task: Task, problems: list[Problem], demos: list[str]):
-  """SFT batch: `[N, L]` left-padded BOS + prompt + demonstration + EOS, validity, loss mask.
+  """SFT batch: `[N, L]` left-padded prompt ids (BOS + prompt) + demonstration + EOS, validity, loss mask
+  (on the demonstration and EOS), all in the task's tokenizer.
 
-  L = 1 + max_prompt_len + max_response_len (the response budget includes EOS).
+  L = task.prompt_width + max_response_len (the response budget includes EOS).
   """
-  length = 1 + task.max_prompt_len + task.max_response_len
-  tokens = np.full((len(problems), length), tok.PAD_ID, np.int32)
+  tk = task.tokenizer
+  length = task.prompt_width + task.max_response_len
+  tokens = np.full((len(problems), length), tk.pad_id, np.int32)
+  valid = np.zeros((len(problems), length), bool)
   loss_mask = np.zeros((len(problems), length), bool)
   for i, (p, d) in enumerate(zip(problems, demos)):
-    ids = np.concatenate([[tok.BOS_ID], tok.encode(p.prompt), tok.encode(d), [tok.EOS_ID]])
+    demo = tk.answer_ids(d)
+    ids = np.concatenate([tk.prompt_ids(p.prompt), demo])
     if len(ids) > length:
       raise ValueError(f"demonstration too long for the task's budget ({len(ids)} > {length}): {d!r}")
     tokens[i, length - len(ids):] = ids
-    loss_mask[i, length - len(d) - 1:] = True
-  return tokens, tokens != tok.PAD_ID, loss_mask
+    valid[i, length - len(ids):] = True
+    loss_mask[i, length - len(demo):] = True
+  return tokens, valid, loss_mask

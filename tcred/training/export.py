@@ -13,11 +13,12 @@ import json
 import pathlib
 from typing import Any
 
+import transformers
 from flax import nnx
 
 from tcred.models.decoder import Decoder
 from tcred.models.hf import save_pretrained
-from tcred.tasks import tokenizer as char_tok
+from tcred.tasks.registry import make_task_from_config
 from tcred.training.checkpoint import Checkpointer, CheckpointError
 from tcred.training.config import ExperimentConfig, config_from_dict
 from tcred.training.restore import new_train_state, restore_train_state, rl_optimizer
@@ -68,17 +69,9 @@ def run_policy(run_dir: str | pathlib.Path, *, step: int | None = None
 
 
 def run_tokenizer(cfg: ExperimentConfig) -> Any:
-  """The `transformers` tokenizer of a run's task.
-
-  Until tasks own their tokenizer (issue 12), the embedded tasks share the
-  character tokenizer and the `jsonl` task names its own (`task_config.tokenizer`).
-  """
-  name = getattr(cfg.task_config, "tokenizer", "char")
-  if name == "char":
-    return char_tok.build_tokenizer()
-  import transformers
-
-  return transformers.AutoTokenizer.from_pretrained(name, local_files_only=True)
+  """The `transformers` tokenizer of a run's task (`Task.tokenizer.hf()`: the character tokenizer of the
+  embedded tasks, the checkpoint's of the real-model tasks)."""
+  return make_task_from_config(cfg.task, cfg.task_config).tokenizer.hf()
 
 
 def export_run(run_dir: str | pathlib.Path, out: str | pathlib.Path, *, step: int | None = None
@@ -91,5 +84,10 @@ def export_run(run_dir: str | pathlib.Path, out: str | pathlib.Path, *, step: in
   if out.exists() and (not out.is_dir() or any(out.iterdir())):
     raise ExportError(f"--out {str(out)!r} exists and is not an empty directory; choose a new one")
   cfg, _, params, step = run_policy(run_dir, step=step)
-  save_pretrained(out, params, cfg.model, tokenizer=run_tokenizer(cfg))
+  tokenizer = make_task_from_config(cfg.task, cfg.task_config).tokenizer
+  save_pretrained(out, params, cfg.model, tokenizer=tokenizer.hf())
+  if len(tokenizer.eos_ids) > 1:  # `generate` stops where tcred's sampler does: at every EOS id
+    generation = transformers.GenerationConfig.from_pretrained(out)
+    generation.eos_token_id = list(tokenizer.eos_ids)
+    generation.save_pretrained(out)
   return out, step

@@ -28,15 +28,15 @@ from tcred.runtime import StopRequest, Stopped, stop_signals
 from tcred.sampling.passk import evaluate
 from tcred.sampling.rollout import (Groups, encode_answers, encode_solutions, sample_and_score,
                                     sample_trees_and_score)
-from tcred.tasks import tokenizer as tok
 from tcred.tasks.base import Problem, Task
 from tcred.tasks.registry import make_task_from_config
 from tcred.training.checkpoint import CheckpointError, Checkpointer, disk_full
 from tcred.training.config import ExperimentConfig, config_diff, config_hash, normalised_config, run_config_hash
 from tcred.training.data import RL_NAMESPACE, SFT_NAMESPACE, eval_problems, training_problems
 from tcred.training.packing import pack_trees
+from tcred.training.pretrained import CheckpointInputError, pretrained_policy, resolve_model
 from tcred.training.restore import new_train_state, restore_train_state, rl_optimizer
-from tcred.training.sft import base_policy, require_vocab
+from tcred.training.sft import base_policy, cache_root, require_vocab
 from tcred.training.step import Batch, rl_train_step
 from tcred.training.tracking import RunError, RunLock, Tracker, check_writable_dir
 
@@ -107,7 +107,7 @@ def _sample_chunk(graphdef, params, task: Task, problems: list[Problem], key: ja
     extras = jax.device_get(compute_extras(
         graphdef, params, groups.prompt, groups.prompt_valid, r.tokens, r.mask, answer, answer_valid,
         solution, solution_valid, names=names, temperature=rl.temperature,
-        cue_id=int(tok.encode(task.answer_cue)[0]), mi=cfg.credit.mi_inputs()))
+        cue_id=task.tokenizer.cue_id(task.answer_cue), mi=cfg.credit.mi_inputs()))
     extras_s = time.time() - t0
     extras_tokens = extras_token_count(names, batch=r.tokens.shape[0], group=r.tokens.shape[1],
                                        prompt_len=groups.prompt.shape[1], response_len=r.tokens.shape[2],
@@ -194,10 +194,10 @@ def check_run(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path) -> R
     raise RunError(f"--seed must be an integer >= 0, got {seed!r}")
   check_writable_dir(out, "--out")
   rl = cfg.rl
-  task = make_task_from_config(cfg.task, cfg.task_config)
   try:
+    task = make_task_from_config(cfg.task, cfg.task_config)
     require_vocab(cfg.model, task)
-  except ValueError as e:
+  except ValueError as e:  # the task's data, tokenizer or checkpoint (e.g. an unknown dataset, no EOS token)
     raise RunError(str(e)) from None
   try:
     held_out = eval_problems(task, rl.held_out_prompts)
@@ -234,6 +234,10 @@ def run_experiment(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path 
   step, by raising `tcred.runtime.Stopped` (a KeyboardInterrupt); the lock is
   released and `--resume` continues. A full disk raises RunError saying so.
   """
+  try:
+    cfg = resolve_model(cfg)  # a real-model task: the checkpoint's architecture
+  except CheckpointInputError as e:
+    raise RunError(str(e)) from None
   plan = check_run(cfg, seed=seed, out=out)
   run_dir = run_dir_of(out, cfg.name, seed)
   with RunLock(run_dir), stop_signals() as stop:
@@ -278,8 +282,11 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
 
   task, held_out, exclude = plan
   n_eval = rl.held_out_prompts
-  graphdef, base_params, base_dir = base_policy(cfg.model, task, cfg.task_config, cfg.sft,
-                                                eval_prompts=n_eval, progress=progress)
+  if task.checkpoint is not None:  # a pretrained policy: no SFT stage
+    graphdef, base_params, base_dir = pretrained_policy(cfg.model, task, cfg.task_config, cache_root())
+  else:
+    graphdef, base_params, base_dir = base_policy(cfg.model, task, cfg.task_config, cfg.sft,
+                                                  eval_prompts=n_eval, progress=progress)
   announce = progress or log_every > 0
   base = _base_eval(graphdef, base_params, task, held_out[:rl.final_eval_prompts], cfg, base_dir, announce=announce)
 

@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 
 from tcred.models.config import ModelConfig
 from tcred.models.decoder import Decoder
-from tcred.tasks import tokenizer as tok
 from tcred.tasks.base import Task
 from tcred.training.checkpoint import Checkpointer
 from tcred.training.config import SFTConfig, config_hash
@@ -60,10 +59,11 @@ def held_out_record(prompts: list[str]) -> dict:
 def require_vocab(model_config: ModelConfig, task: Task) -> None:
   """Raises ValueError unless the model's vocabulary holds every token id of the task's tokenizer
   (smaller, the embedding lookup of a task character reads past the table: non-finite states)."""
-  if model_config.vocab_size < tok.NUM_REAL_TOKENS:
+  need = task.tokenizer.vocab_size
+  if model_config.vocab_size < need:
+    kind = "character tokenizer" if task.tokenizer.name == "char" else f"tokenizer ({task.tokenizer.name})"
     raise ValueError(f"model.vocab_size={model_config.vocab_size} is smaller than task {task.name}'s need: its "
-                     f"character tokenizer uses token ids 0..{tok.NUM_REAL_TOKENS - 1}; set model.vocab_size >= "
-                     f"{tok.NUM_REAL_TOKENS}")
+                     f"{kind} uses token ids 0..{need - 1}; set model.vocab_size >= {need}")
 
 
 def base_policy(model_config: ModelConfig, task: Task, task_config, sft: SFTConfig, *,

@@ -27,7 +27,7 @@ from tcred.tasks.countdown import Countdown
 from tcred.training.checkpoint import Checkpointer
 from tcred.training.data import eval_problems
 from tcred.training.optim import adamw
-from tcred.training.rollout import Trees
+from tcred.sampling.rollout import Trees
 from tcred.training.step import TrainState
 from tcred.testing import numpy_refs
 

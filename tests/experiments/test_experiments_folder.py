@@ -14,7 +14,7 @@ import pytest
 
 from tcred import cli, experiments
 from tcred.experiments import folders, registry
-from tcred.experiments.defaults import TASKS
+from tcred.experiments.defaults import REAL_MODEL_TASKS, TASKS
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 FAMILIES = ("entropy", "information", "outcome", "trees", "variance")
@@ -49,10 +49,12 @@ def test_tree_experiments_have_a_measured_budget_for_every_task():
   # tokens with GRPO): none falls back to the chains' 16 (long-addition did before issue 12).
   trees = sys.modules[registry.family_module_name("trees")]
   tree_names = experiments.families()["trees"]
-  assert len(tree_names) == 2 * len(TASKS)
+  assert len(tree_names) == 2 * len(TASKS + REAL_MODEL_TASKS)
   for name in tree_names:
     cfg = experiments.get_experiment(name)
-    assert cfg.rl.prompts_per_step == trees.PROMPTS_PER_STEP[(cfg.task, cfg.tree.fork_at)] != 16
+    assert cfg.rl.prompts_per_step == trees.PROMPTS_PER_STEP[(cfg.task, cfg.tree.fork_at)]
+    if cfg.task in TASKS:  # measured; the real-model tasks keep their chains' 8 prompts (no fixed policy)
+      assert cfg.rl.prompts_per_step != 16
 
 
 def test_a_task_without_a_tree_budget_is_an_error(monkeypatch):

@@ -3,8 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tcred.sampling.sampler import _choose, _first_argmax, sample_groups
 from tcred.models.forward import response_logprobs
+from tcred.sampling.sampler import _choose, _first_argmax, empty_rows, finish, is_eos, sample_groups
 
 EOS, PAD = 2, 0
 
@@ -82,3 +82,17 @@ def test_choose_draws_the_same_tokens_as_jax_random_categorical():
   for seed in range(20):
     key = jax.random.key(seed)
     np.testing.assert_array_equal(choose(logits, key), jax.random.categorical(key, jax.nn.log_softmax(logits / 0.7), axis=-1))
+
+
+
+def test_every_eos_id_of_a_tuple_ends_a_row():
+  """A chat model has several EOS ids (end of turn, end of text): each one counts (the decode loop's `done`
+  and `finish` share `is_eos`)."""
+  tokens = jnp.array([[5, 7, 9, 0], [5, 9, 0, 0], [5, 5, 5, 5]], jnp.int32)
+  np.testing.assert_array_equal(is_eos(tokens, (7, 9)), np.isin(np.asarray(tokens), (7, 9)))
+  np.testing.assert_array_equal(is_eos(tokens, 9), np.asarray(tokens) == 9)
+  rows = empty_rows(3, 4, pad_id=0)._replace(tokens=tokens, length=jnp.array([2, 2, 4], jnp.int32))
+  mask, finished = finish(rows, (7, 9))
+  assert np.asarray(finished).tolist() == [True, True, False]
+  assert np.asarray(finish(rows, 9)[1]).tolist() == [False, True, False]
+  assert np.asarray(mask).sum(-1).tolist() == [2, 2, 4]

@@ -18,7 +18,7 @@ from tcred.credit.base import CreditInputs
 from tcred.evaluation import identify as idf
 from tcred.evaluation.identify import signals as study_signals
 from tcred.experiments import registry as experiment_registry
-from tcred.experiments.definitions import base_config
+from tcred.experiments.defaults import register_method
 from tcred.losses.pg import LossConfig
 from tcred.signals.registry import TokenSignal, register_signal, unregister_signal
 from tcred.training.optim import adamw
@@ -36,11 +36,12 @@ def registered(monkeypatch):
   # --- 2. one registration ---------------------------------------------------------------------------------------
   register_signal(TokenSignal(name="confident-mistake", description="−log p · exp(−H): surprising and confident",
                               fn=confident_mistake, inputs=("logp", "entropy", "mask")))
-  monkeypatch.setattr(experiment_registry, "_EXPERIMENTS", dict(experiment_registry._EXPERIMENTS))  # test-local
-  # --- 3. one line per experiment --------------------------------------------------------------------------------
-  experiment_registry.register_experiment(dataclasses.replace(base_config(
-      "countdown", name="countdown-confident-top20", description="top-20% confident mistakes"),
-      credit=make_credit("signal-mask", signal="confident-mistake", rho=0.2)))
+  experiment_registry.load()
+  for name in ("_EXPERIMENTS", "_FAMILIES"):  # test-local registrations
+    monkeypatch.setattr(experiment_registry, name, dict(getattr(experiment_registry, name)))
+  # --- 3. one line per experiment (in a file of experiments/, or here) ------------------------------------------
+  register_method("confident-top20", "top-20% confident mistakes", lambda c: dataclasses.replace(
+      c, credit=make_credit("signal-mask", signal="confident-mistake", rho=0.2)), tasks=("countdown",))
   yield
   unregister_signal("confident-mistake")
 

@@ -193,7 +193,7 @@ def test_hf_tokenizer_directory(tmp_path):
   directory = tmp_path / "tok"
   tok.build_tokenizer().save_pretrained(directory)
   task = Jsonl(JsonlConfig(tokenizer=str(directory)))
-  hf = task.tokenizer
+  hf = task.tokenizer.hf()
   for problem in PROBLEMS[:5]:
     ids = hf(problem.prompt + problem.solution, add_special_tokens=False)["input_ids"]
     np.testing.assert_array_equal(ids, tok.encode(problem.prompt + problem.solution))
@@ -203,7 +203,7 @@ def test_hf_tokenizer_directory(tmp_path):
 
 
 def test_char_tokenizer_round_trip():
-  hf = TASK.tokenizer
+  hf = TASK.tokenizer.hf()
   for problem in PROBLEMS:
     text = problem.prompt + problem.solution
     assert tok.decode(tok.encode(text)) == text
@@ -289,3 +289,20 @@ def test_math_verify_is_installed():
   import math_verify  # pylint: disable=import-outside-toplevel
 
   assert callable(math_verify.parse) and callable(math_verify.verify)
+
+
+def test_held_out_split_is_fixed_and_refuses_a_small_file(tmp_path):
+  """A question file is split with a fixed seed; a file too small for the held-out prompts names both counts."""
+  first = TASK.held_out_problems(5)
+  assert [p.prompt for p in Jsonl(JsonlConfig()).held_out_problems(8)[:5]] == [p.prompt for p in first]
+  assert len({p.prompt for p in first}) == 5 and first != PROBLEMS[:5]  # shuffled, not the file's head
+  with pytest.raises(ValueError, match="has 20 distinct questions, too few to hold out 20.*at least 21"):
+    TASK.held_out_problems(20)
+  assert len(TASK.held_out_problems(19)) == 19
+
+
+def test_empty_question_file_is_refused(tmp_path):
+  path = tmp_path / "empty.jsonl"
+  path.write_text("\n")
+  with pytest.raises(ValueError, match="empty.jsonl: no items"):
+    JsonlConfig(path=str(path))

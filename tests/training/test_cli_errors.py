@@ -15,7 +15,8 @@ from tcred.training.config import _SECTIONS
 _BAD = {bool: ("maybe", "nan"), int: ("abc", "1.5", "nan", "-1"), float: ("abc", "nan", "inf", "-inf", "-1"),
         str: ("no-such-value", "-1")}
 # Fields for which a generic bad value above is valid (credit.mi_layer=-1: the last layer) get their own.
-_BAD_OF_FIELD = {"credit.mi_layer": ("abc", "1.5", "nan", "99", "-99")}
+_BAD_OF_FIELD = {"credit.mi_layer": ("abc", "1.5", "nan", "99", "-99"),
+                 "task_config.answer_cue": ("",)}  # jsonl: any non-empty text is a cue ("nan" too)
 
 
 @pytest.fixture
@@ -50,9 +51,15 @@ def _expect_refused(argv, needle, out, capsys):
   assert not out.exists(), f"{argv} wrote {out}"
 
 
+# The real-model experiments (issue 15) repeat the embedded tasks' methods on two more tasks: only their
+# `<task>-grpo` is checked field by field (their credit and loss sections are the embedded experiments').
+from tcred.experiments.defaults import REAL_MODEL_TASKS  # noqa: E402
+
+_CHECKED = [n for n in experiments.experiment_names() if (task := experiments.get_experiment(n).task)
+            not in REAL_MODEL_TASKS or n == f"{task}-grpo"]
 # One experiment per (task, credit method): every field × every bad value of its type.
 _ONE_PER_METHOD = sorted({(experiments.get_experiment(n).task, experiments.get_experiment(n).credit.name): n
-                          for n in experiments.experiment_names()}.values())
+                          for n in _CHECKED}.values())
 
 
 @pytest.mark.parametrize("name", _ONE_PER_METHOD)
@@ -69,9 +76,10 @@ def test_every_config_field_rejects_bad_values(name, tmp_path, capsys, no_runs):
 def test_every_experiment_rejects_non_finite_values(tmp_path, capsys, no_runs):
   """The cheaper pass over every registered experiment: NaN in every field."""
   out = tmp_path / "out"
-  for name in experiments.experiment_names():
+  for name in _CHECKED:
     for key, _ in _fields(experiments.get_experiment(name)):
-      _expect_refused(["run", name, "--set", f"{key}=nan", "--out", str(out)], key, out, capsys)
+      value = "" if key == "task_config.answer_cue" else "nan"  # "nan" is a valid jsonl answer cue
+      _expect_refused(["run", name, "--set", f"{key}={value}", "--out", str(out)], key, out, capsys)
 
 
 def test_non_finite_learning_rates_are_refused(tmp_path, capsys, no_runs):

@@ -21,7 +21,6 @@ from tcred.evaluation.identify.bootstrap import metric_cis, prompt_clusters
 from tcred.evaluation.identify.config import _NS_BOOTSTRAP
 from tcred.evaluation.identify.rollouts import Rollout
 from tcred.evaluation.identify.study import StudyData
-from tcred.evaluation.identify.tokens import answer_cue_id
 from tcred.signals.entropy import forking_mask
 from tcred.signals.information import mi_peaks
 
@@ -64,10 +63,10 @@ class Results(NamedTuple):
   timings: dict[str, float]
 
 
-def reasoning_mask(answer_cue: str, rollout: Rollout) -> np.ndarray:
+def reasoning_mask(cue_id: int, rollout: Rollout) -> np.ndarray:
   """`[N, G, T]` bool: valid tokens before the first answer cue (no cue: all but the last token)."""
   cue = np.asarray(cue_index(jnp.asarray(rollout.tokens), jnp.asarray(rollout.mask),
-                             answer_cue_id(answer_cue)))  # [N, G]
+                             cue_id))  # [N, G]
   return rollout.mask & (np.arange(rollout.mask.shape[-1]) < cue[..., None])
 
 
@@ -91,7 +90,7 @@ def evaluate_study(data: StudyData) -> Results:
   abs_adv = np.abs(flat(data.truth.advantages))
   decisive = abs_adv >= cfg.delta
   fatal = flat(data.truth.fatal)
-  reasoning = flat(reasoning_mask(data.task_answer_cue, data.rollout))
+  reasoning = flat(reasoning_mask(data.tokenizer.cue_id(data.task_answer_cue), data.rollout))
   position = flat(np.broadcast_to(np.arange(data.rollout.mask.shape[-1]), data.rollout.mask.shape))
   frac = cfg.top_fraction
 

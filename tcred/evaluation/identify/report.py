@@ -13,7 +13,6 @@ import numpy as np
 from tcred.evaluation.identify.metrics import METRICS, Results
 from tcred.evaluation.identify.signals import describe_signals
 from tcred.evaluation.identify.study import StudyData
-from tcred.evaluation.identify.tokens import token_label
 
 METRIC_TITLES = {
     "auroc_decisive": "AUROC, |A_t| ≥ δ",
@@ -297,7 +296,9 @@ def plot(data: StudyData, results: Results, path: str | pathlib.Path) -> tuple[i
     lo, hi = np.min(v), np.max(v)
     mat.append((v - lo) / (hi - lo) if hi > lo else np.zeros_like(v))
   ax2.imshow(np.array(mat), aspect="auto", cmap="viridis", vmin=0, vmax=1)
-  chars = [token_label(c) for c in data.rollout.tokens[i, j, :length]]
+  tk = data.tokenizer
+  chars = [tk.decode([int(c)]) or ("⏎" if int(c) in tk.eos_ids else "·")
+           for c in data.rollout.tokens[i, j, :length]]
   ax2.set_xticks(np.arange(length), chars, fontsize=11, family="monospace")
   ax2.set_yticks(np.arange(len(rows)), [r[0] for r in rows])
   adv = data.truth.advantages[i, j, :length]

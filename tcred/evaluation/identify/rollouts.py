@@ -14,7 +14,6 @@ import numpy as np
 
 from tcred.credit.extras import compute_extras, validate_extras
 from tcred.evaluation.identify.config import _NS_ROLLOUTS, _NS_TREE_ROLLOUTS, IdentifyConfig
-from tcred.evaluation.identify.tokens import answer_cue_id
 from tcred.models.forward import response_logprobs
 from tcred.sampling.rollout import Trees, encode_answers, encode_solutions, sample_and_score, sample_trees_and_score
 from tcred.tasks.base import Problem, Task
@@ -103,7 +102,7 @@ def signal_extras(graphdef, params, task: Task, problems: Sequence[Problem], rol
     return {}
   answer, answer_valid = encode_answers(task, problems)
   solution, solution_valid = encode_solutions(task, problems)
-  cue_id = answer_cue_id(task.answer_cue)
+  cue_id = task.tokenizer.cue_id(task.answer_cue)
   return _batched(lambda *a: compute_extras(graphdef, params, *a, names=names, temperature=config.temperature,
                                             cue_id=cue_id, mi=config.mi_inputs),
                   (rollout.prompt, rollout.prompt_valid, rollout.tokens, rollout.mask, answer, answer_valid,

@@ -6,7 +6,7 @@ Shapes: N prompts, G rollouts per prompt, T the response budget.
 from __future__ import annotations
 
 import time
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -37,6 +37,7 @@ class StudyData(NamedTuple):
   timings: dict[str, float]
   trees: Trees | None = None
   source: str = "chains"
+  tokenizer: Any = None  # the task's `TaskTokenizer` (answer cue id, token text in the plots)
 
 
 def run_study(graphdef, params, task: Task, problems: Sequence[Problem], config: IdentifyConfig, *,
@@ -72,4 +73,4 @@ def run_study(graphdef, params, task: Task, problems: Sequence[Problem], config:
   values = compute_signals(chosen, rollout, truth, policy, extras, trees)
   timings["signals_s"] = time.time() - t0
   return StudyData(task.name, task.answer_cue, problems, config, rollout, truth, values, policy, extras, timings,
-                   trees, source)
+                   trees, source, task.tokenizer)

@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from tcred.evaluation.identify import tokens as tok
 from tcred.evaluation.identify.config import _NS_CONTINUATIONS, IdentifyConfig
 from tcred.evaluation.identify.rollouts import Rollout
 from tcred.sampling.sampler import sample_groups
@@ -83,6 +82,7 @@ def monte_carlo_values(graphdef, params, task: Task, problems: Sequence[Problem]
   """
   n, g, t = rollout.tokens.shape
   k_cont = config.continuations
+  tk = task.tokenizer
   index, pairs = _prefix_table(rollout)
   p = rollout.prompt.shape[1]
   width = p + t - 1  # the longest prefix is T - 1 tokens (a full-budget response minus its last token)
@@ -96,7 +96,7 @@ def monte_carlo_values(graphdef, params, task: Task, problems: Sequence[Problem]
   c = config.prefix_batch
   chunks = [order[s:s + c] for s in range(0, len(order), c)]
   for ci, chunk in enumerate(tqdm(chunks, desc="continuations", disable=not progress, leave=False)):
-    ids = np.full((c, width), tok.PAD_ID, np.int32)
+    ids = np.full((c, width), tk.pad_id, np.int32)
     valid = np.zeros((c, width), bool)
     for r, u in enumerate(chunk + [chunk[0]] * (c - len(chunk))):  # pad the last chunk
       i, k, prefix = pairs[u]
@@ -106,16 +106,16 @@ def monte_carlo_values(graphdef, params, task: Task, problems: Sequence[Problem]
       valid[r, width - len(row):] = row_valid
     out = sample_groups(graphdef, params, jnp.asarray(ids), jnp.asarray(valid), jax.random.fold_in(base_key, ci),
                         group_size=k_cont, max_new_tokens=t, temperature=config.temperature,
-                        eos_id=tok.EOS_ID, pad_id=tok.PAD_ID)
+                        eos_id=tk.stop_ids, pad_id=tk.pad_id)
     cont = np.asarray(out.tokens)  # [C, K, T]
     for r, u in enumerate(chunk):
       i, k, prefix = pairs[u]
-      head = tok.decode(prefix)
+      head = tk.decode(prefix)
       wins = 0.0
       for s in range(k_cont):
-        if not (cont[r, s, :t - k] == tok.EOS_ID).any():
+        if not np.isin(cont[r, s, :t - k], tk.eos_ids).any():
           continue  # no EOS within the remaining budget: reward 0
-        text = head + tok.decode(cont[r, s])
+        text = head + tk.decode(cont[r, s])
         key = (i, text)
         if key not in cache:
           cache[key] = float(task.reward(problems[i], text))
@@ -148,7 +148,7 @@ def oracle_values(task: Task, problems: Sequence[Problem], rollout: Rollout) -> 
     for j in range(g):
       length = int(lengths[i, j])
       for k in range(length):
-        text = tok.decode(rollout.tokens[i, j, :k])
+        text = task.tokenizer.decode(rollout.tokens[i, j, :k])
         if text not in memo:
           memo[text] = float(task.prefix_value(problems[i], text))
         out[i, j, k] = memo[text]

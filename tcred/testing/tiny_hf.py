@@ -1,0 +1,72 @@
+"""A tiny random Hugging Face Qwen3 checkpoint with a locally trained BPE tokenizer (tests, benchmarks).
+
+`write_tiny_qwen3(directory, texts)` trains a byte-level BPE tokenizer on `texts`
+with `tokenizers` (special tokens ``<|endoftext|>`` (PAD), ``<|im_start|>``,
+``<|im_end|>`` (EOS), a ChatML chat template), creates a randomly initialised
+`transformers.Qwen3ForCausalLM` of the given size and saves both with
+`save_pretrained`, as a user's checkpoint directory would look. Needs torch.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Iterable
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+
+def bpe_tokenizer(texts: Iterable[str], *, vocab_size: int = 384, chat_template: bool = True, eos: bool = True):
+  """A byte-level BPE `PreTrainedTokenizerFast` trained on `texts` (see the module docstring)."""
+  import tokenizers
+  import transformers
+  from tokenizers import decoders, models, pre_tokenizers, trainers
+
+  backend = tokenizers.Tokenizer(models.BPE())
+  backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  backend.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL),
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+  backend.train_from_iterator(list(texts), trainer=trainer)
+  kwargs = dict(pad_token="<|endoftext|>")
+  if eos:
+    kwargs["eos_token"] = "<|im_end|>"
+  tok = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, **kwargs)
+  if chat_template:
+    tok.chat_template = CHAT_TEMPLATE
+  return tok
+
+
+def write_tiny_qwen3(directory: str | pathlib.Path, texts: Iterable[str], *, hidden_size: int = 32,
+                     layers: int = 1, heads: int = 4, kv_heads: int = 2, head_dim: int = 8,
+                     intermediate_size: int = 64, vocab_size: int = 384, seed: int = 0, tokenizer=None,
+                     generation_eos: bool = True) -> pathlib.Path:
+  """Writes a random Qwen3 checkpoint and its BPE tokenizer to `directory` (see the module docstring).
+
+  `generation_eos`: name both ``<|im_end|>`` and ``<|endoftext|>`` as EOS in generation_config.json,
+  as Qwen's chat checkpoints do.
+  """
+  import torch
+  import transformers
+
+  directory = pathlib.Path(directory)
+  tok = tokenizer if tokenizer is not None else bpe_tokenizer(texts, vocab_size=vocab_size)
+  torch.manual_seed(seed)
+  config = transformers.Qwen3Config(
+      vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=intermediate_size, num_hidden_layers=layers,
+      num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim, max_position_embeddings=1024,
+      tie_word_embeddings=True, rope_theta=10000.0, pad_token_id=tok.pad_token_id,
+      eos_token_id=tok.eos_token_id, bos_token_id=None)
+  model = transformers.Qwen3ForCausalLM(config).eval()
+  with torch.no_grad():  # norms away from 1 so that they matter
+    for name, p in model.named_parameters():
+      if "norm" in name:
+        p.uniform_(0.5, 1.5)
+  eos = [i for i in (tok.eos_token_id, tok.pad_token_id) if i is not None] if generation_eos else (
+      [tok.eos_token_id] if tok.eos_token_id is not None else [])
+  model.generation_config = transformers.GenerationConfig(eos_token_id=eos, pad_token_id=tok.pad_token_id,
+                                                          do_sample=False)
+  model.save_pretrained(directory)
+  tok.save_pretrained(directory)
+  return directory
