@@ -22,7 +22,9 @@ Checks:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import pathlib
 import tempfile
 
@@ -44,6 +46,14 @@ B, G, P, T, J = 8, 4, 5, 6, 4  # prompts, group, prompt tokens, response tokens,
 TOL = dict(rtol=1e-5, atol=1e-5)
 METHODS = ("outcome", "entropy-mask", "treerl", "mi-weight")
 MESHES = ("8x1", "1x8", "4x2")
+
+
+def simulated_env(devices: int) -> dict[str, str]:
+  """The environment of a subprocess with `devices` simulated CPU devices that imports this checkout."""
+  root = pathlib.Path(__file__).resolve().parents[2]
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+  env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [env.get("PYTHONPATH")])])
+  return env
 
 
 class Recorder:
@@ -74,8 +84,10 @@ def _layout(spec: str) -> Layout:
   return Layout(make_mesh(MeshConfig(data=data, fsdp=fsdp)))
 
 
-def _policy(preset: str = "tiny"):
-  graphdef, params = nnx.split(Decoder(model_preset(preset), rngs=nnx.Rngs(0)))
+def _policy():
+  """A 1-layer width-32 policy (the tiny preset with one layer: quick to compile)."""
+  config = dataclasses.replace(model_preset("tiny"), num_hidden_layers=1)
+  graphdef, params = nnx.split(Decoder(config, rngs=nnx.Rngs(0)))
   return graphdef, params
 
 
@@ -151,7 +163,9 @@ def check_train_step(rec: Recorder, methods, meshes):
       inputs = _extras_inputs(batch)
       extras = jax.device_get(_extras(graphdef, params, inputs, None))
       for spec in meshes:
-        rec.tree(f"{method} {spec} extras", jax.device_get(_extras(graphdef, params, inputs, _layout(spec))), extras)
+        sharded = jax.device_get(_extras(graphdef, params, inputs, _layout(spec)))
+        rec.info[f"{method} {spec} extras"] = sorted(sharded)
+        rec.tree(f"{method} {spec} extras", sharded, extras)
       batch = batch._replace(extras=extras)
     state1, m1 = jax.device_get(_step(graphdef, params, batch, method, None, tx))
     assert m1["optim/skipped"] == 0 and m1["optim/grad_norm"] > 0, (method, m1)
