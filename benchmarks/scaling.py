@@ -21,6 +21,10 @@ Batch: B = 8 prompts × G = 2 responses, P = 32 prompt and T = 256 response toke
 Usage (sets XLA_FLAGS itself when the devices are missing):
   python benchmarks/scaling.py --out benchmarks/results/scaling.md
   python benchmarks/scaling.py --quick       # tiny model, 1 and 2 devices (CI smoke test)
+  # in parts (e.g. in parallel processes), then one report from their rows:
+  python benchmarks/scaling.py --models llama-1b --rows-out 1b.json
+  python benchmarks/scaling.py --models bench-27m --kinds fsdp --devices 2,4,8 --rows-out fsdp.json ...
+  python benchmarks/scaling.py --report-from 1b.json fsdp.json ... --out benchmarks/results/scaling.md
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import dataclasses  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
@@ -171,8 +176,19 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--run", default="bench-27m", help="models whose step is also run and timed (comma list)")
   parser.add_argument("--steps", type=int, default=2, help="timed steps after the first, per mesh")
   parser.add_argument("--quick", action="store_true", help="tiny model, 1 and 2 devices, small batch (CI smoke test)")
+  parser.add_argument("--kinds", default="data,fsdp", help="mesh kinds (comma list of data, fsdp)")
+  parser.add_argument("--rows-out", type=Path, help="also write the measured rows (JSON)")
+  parser.add_argument("--report-from", type=Path, nargs="+", help="no measuring: the report of these rows files")
   parser.add_argument("--out", type=Path, help="also write the report (Markdown) to this file")
   args = parser.parse_args(argv)
+  if args.report_from:
+    rows = [r for path in args.report_from for r in json.loads(path.read_text())]
+    order = {m: i for i, m in enumerate(MODELS)}
+    rows.sort(key=lambda r: (order[r["model"]], r["devices"] > 1, r["mesh"], r["devices"]))
+    lines, ok = report(rows, argv, False, tuple(rows[0]["sizes"]))
+    print("\n".join(lines))
+    common.write(args.out, lines)
+    return 0 if ok else 1
   models, devices, run = args.models.split(","), [int(n) for n in args.devices.split(",")], args.run.split(",")
   sizes = (B, G, P, T)
   if args.quick:
@@ -181,12 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     raise SystemExit(f"scaling.py: {max(devices)} devices asked for, {jax.device_count()} present")
   rows = []
   for name in models:
-    for kind in ("data", "fsdp"):
+    for kind in args.kinds.split(","):
       for n in devices:
         if n == 1 and kind == "fsdp":
           continue
         row = measure(name, MODELS[name], kind, n, sizes, run_steps=args.steps if name in run else 0)
-        rows.append(row)
+        rows.append({**row, "sizes": list(sizes)})
+        if args.rows_out:
+          args.rows_out.write_text(json.dumps(rows, indent=1))
         print(f"{name:10s} {kind:4s} x{n}: state {row['state'] / MIB:9.1f} MiB/device, temp {row['temp'] / MIB:9.1f}, "
               f"compile {row['compile_s']:.1f} s, step {row['step_s']}", file=sys.stderr, flush=True)
   lines, ok = report(rows, argv, args.quick, sizes)
