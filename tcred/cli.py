@@ -104,7 +104,7 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--steps", type=int, default=None, help="RL steps, an integer >= 1 (overrides rl.steps)")
   parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config field, e.g. --set rl.lr=3e-4 (repeatable); sections: task_config, "
-                      "model, sft, rl, credit, loss, tree; `tcred show NAME` lists the fields")
+                      "model, sft, rl, credit, loss, tree, mesh; `tcred show NAME` lists the fields")
 
 
 def _resolve(args):

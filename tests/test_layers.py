@@ -18,7 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "tcred"
 # Lowest first; the order written in README.md "Layout". A module may import its own package and
 # the packages of lower layers; packages of one layer do not import each other.
 LAYERS = (
-    ("validation", "runtime"),  # utilities without tcred imports
+    ("validation", "runtime", "parallel"),  # utilities without tcred imports (parallel: the device mesh)
     ("models",),  # decoder, its fused log-prob head, the response forward pass, Hugging Face I/O
     ("tasks",),  # problems, demonstrations, verifiers, tokenizers
     ("sampling",),  # KV-cache sampler, trees, rollouts + scoring, pass@k

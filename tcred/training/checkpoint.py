@@ -7,6 +7,12 @@ Orbax. Each checkpoint's metadata also holds a digest of every leaf
 changed (plausible, finite, wrong) is caught as surely as a truncated or
 unreadable one.
 
+Sharded state (`tcred.parallel.mesh`): a leaf placed over several devices is given to
+Orbax as the jax.Array it is, so each process writes its own shards; a restore places
+every leaf as the template's leaf is placed, so a run saved on one mesh resumes on
+another shape (or on one device). The digests are of the global array, whatever its
+placement, so they check a checkpoint restored on another mesh just the same.
+
 A checkpoint that fails to restore, fails its digests or holds non-finite values
 is reported in one line and the previous one is used (DESIGN §8). With
 `quarantine=True` (the RL loop) the unusable step directory is moved to
@@ -61,14 +67,26 @@ class _Unusable(Exception):
     self.details = details  # the full error text and whatever Orbax printed meanwhile
 
 
+def _host(x) -> np.ndarray:
+  """The global value of a leaf as a host array (gathered from every process if sharded across them)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
+def _sharded(x) -> bool:
+  """Whether `x` is a jax.Array placed over more than one device."""
+  return isinstance(x, jax.Array) and len(x.sharding.device_set) > 1
+
+
 def _all_finite(leaves) -> bool:
-  return all(np.all(np.isfinite(np.asarray(x))) for x in leaves
-             if np.issubdtype(np.asarray(x).dtype, np.inexact))
+  return all(np.all(np.isfinite(x)) for x in map(_host, leaves) if np.issubdtype(x.dtype, np.inexact))
 
 
 def leaf_digest(x) -> str:
-  """SHA-256 (first 16 hex digits) of one leaf's dtype, shape and bytes."""
-  a = np.ascontiguousarray(np.asarray(x))
+  """SHA-256 (first 16 hex digits) of one leaf's dtype, shape and bytes (its global value)."""
+  a = np.ascontiguousarray(_host(x))
   h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
   h.update(a.reshape(-1).view(np.uint8))  # the bytes, without a copy (any dtype, bfloat16 too)
   return h.hexdigest()[:16]
@@ -177,6 +195,14 @@ def _read_error(e: BaseException) -> _Unusable:
   return _Unusable("unreadable", f"unreadable: {type(e).__name__}: {_first_line(e, 100)}")
 
 
+def _placement(x) -> jax.sharding.Sharding:
+  """Where a restored leaf goes: as the template leaf is placed (a jax.Array), else the first local device.
+  Orbax needs it when the checkpoint was written on another mesh ("topology mismatch")."""
+  if isinstance(x, jax.Array):
+    return x.sharding
+  return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+
 class Checkpointer:
   """Saves and restores `(state, metadata)` under `directory/<step>/`."""
 
@@ -196,7 +222,8 @@ class Checkpointer:
     if not _all_finite(leaves):
       log.warning("step %d: state holds non-finite values; checkpoint not written", step)
       return False
-    tree = {f"{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}
+    # Sharded leaves go to Orbax as jax.Arrays (each process writes its shards); the rest as host arrays.
+    tree = {f"{i:05d}": x if _sharded(x) else np.asarray(x) for i, x in enumerate(leaves)}
     meta = {**metadata, DIGESTS_KEY: [leaf_digest(x) for x in tree.values()]}
     try:
       with _captured_output() as captured:
@@ -238,7 +265,8 @@ class Checkpointer:
       try:
         out = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        restored = [np.asarray(out["state"][f"{i:05d}"]) for i in range(len(template_leaves))]
+        arrays = [out["state"][f"{i:05d}"] for i in range(len(template_leaves))]
+        restored = [_host(x) for x in arrays]
         meta = dict(out["meta"])
       except Exception as e:  # noqa: BLE001 - any failure to read makes this checkpoint unusable
         error = e
@@ -263,7 +291,8 @@ class Checkpointer:
                                     f"(first: leaf {bad[0]}, {paths[bad[0]]})")
     if not _all_finite(restored):
       raise _Unusable("non-finite", "holds non-finite values")
-    return restored, meta
+    # Leaves placed over several devices stay as Orbax placed them (the template's placement).
+    return [a if _sharded(a) else r for a, r in zip(arrays, restored)], meta
 
   def _quarantine(self, step: int, unusable: _Unusable) -> pathlib.Path:
     """Moves `directory/<step>` to `directory/quarantine/<step>-<reason>[-k]/`; returns the new path."""
@@ -305,7 +334,7 @@ class Checkpointer:
         log.warning("checkpoint %s/%d is unusable (%s)%s; trying the previous one", self.directory, step, e, where)
         errors.append(f"step {step}: {e}{where}")
         continue
-      return step, jax.tree.unflatten(treedef, [jax.numpy.asarray(x) for x in restored]), meta
+      return step, self._unflatten(treedef, restored), meta
     raise CheckpointError(f"no usable checkpoint under {self.directory}: " + "; ".join(errors))
 
   def _abstract(self, template: Any):
@@ -313,9 +342,14 @@ class Checkpointer:
     path_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     leaves = [x for _, x in path_leaves]
     paths = [jax.tree_util.keystr(p) for p, _ in path_leaves]
-    abstract = {f"{i:05d}": jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
+    abstract = {f"{i:05d}": jax.ShapeDtypeStruct(np.shape(x), x.dtype if isinstance(x, jax.Array)
+                                                 else np.asarray(x).dtype, sharding=_placement(x))
                 for i, x in enumerate(leaves)}
     return treedef, leaves, paths, abstract
+
+  @staticmethod
+  def _unflatten(treedef, restored: list) -> Any:
+    return jax.tree.unflatten(treedef, [x if _sharded(x) else jax.numpy.asarray(x) for x in restored])
 
   def restore(self, step: int, template: Any) -> tuple[Any, dict[str, Any]]:
     """Restores the checkpoint of `step` (no fallback) into the structure of `template`.
@@ -332,7 +366,7 @@ class Checkpointer:
       restored, meta = self._restore_step(step, abstract, leaves, paths)
     except _Unusable as e:
       raise CheckpointError(f"checkpoint {self.directory}/{step} is unusable ({e})") from None
-    return jax.tree.unflatten(treedef, [jax.numpy.asarray(x) for x in restored]), meta
+    return self._unflatten(treedef, restored), meta
 
   def close(self):
     self._manager.close()

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from tcred.credit.base import CreditMethod, credit_class
 from tcred.losses.pg import LossConfig
 from tcred.models.config import ModelConfig
+from tcred.parallel.mesh import MeshConfig
 from tcred.sampling.tree import TREE_ROOTS, ForkRule
 from tcred.tasks.registry import task_config_class
 from tcred.validation import require_finite
@@ -157,6 +158,7 @@ class ExperimentConfig:
   credit: CreditMethod
   loss: LossConfig
   tree: TreeConfig = dataclasses.field(default_factory=lambda: TreeConfig())
+  mesh: MeshConfig = dataclasses.field(default_factory=lambda: MeshConfig())  # where, not what (not a setting)
 
   def __post_init__(self):
     if not self.method or not isinstance(self.method, str):
@@ -186,6 +188,7 @@ class ExperimentConfig:
         "sft": dataclasses.asdict(self.sft), "rl": dataclasses.asdict(self.rl),
         "credit": {"name": self.credit.name, **dataclasses.asdict(self.credit)},
         "loss": dataclasses.asdict(self.loss), "tree": dataclasses.asdict(self.tree),
+        "mesh": dataclasses.asdict(self.mesh),
     }
 
   def with_overrides(self, assignments: list[str]) -> "ExperimentConfig":
@@ -215,11 +218,17 @@ class ExperimentConfig:
     return dataclasses.replace(self, **sections)
 
 
-_SECTIONS = ("task_config", "model", "sft", "rl", "credit", "loss", "tree")
+_SECTIONS = ("task_config", "model", "sft", "rl", "credit", "loss", "tree", "mesh")
 
 
-# A run's resolved config minus these is what its results depend on (the method is a label, like the description).
-_NOT_SETTINGS = ("description", "method", "seed")
+# A run's resolved config minus these keys (and sections: the mesh says where a run computes; the method is
+# a label, like the description) is what its results depend on.
+_NOT_SETTINGS = ("description", "method", "seed", "mesh")
+
+
+def _is_setting(key: str) -> bool:
+  """Whether a flat config key (`"rl.lr"`) is one of a run's settings (not in `_NOT_SETTINGS`)."""
+  return key.split(".", 1)[0] not in _NOT_SETTINGS
 
 
 def flat_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -241,7 +250,7 @@ def config_diff(found: dict[str, Any], wanted: dict[str, Any], *, ignore: tuple[
   absent = "<absent>"
   return [f"{k}: {json.dumps(a.get(k, absent))} here, {json.dumps(b.get(k, absent))} wanted"
           for k in sorted(set(a) | set(b))
-          if k not in ignore and k not in _NOT_SETTINGS and a.get(k, absent) != b.get(k, absent)]
+          if k not in ignore and _is_setting(k) and a.get(k, absent) != b.get(k, absent)]
 
 
 def normalised_config(d: dict[str, Any]) -> dict[str, Any]:
@@ -255,8 +264,8 @@ def normalised_config(d: dict[str, Any]) -> dict[str, Any]:
 
 def run_config_hash(resolved: dict[str, Any]) -> str:
   """The hash of what a run's results depend on: its resolved config without the description and
-  the seed (equal for every seed of one experiment; `rl.steps` included)."""
-  return config_hash({k: v for k, v in flat_config(resolved).items() if k not in _NOT_SETTINGS})
+  the seed (equal for every seed of one experiment; `rl.steps` included) and without the mesh."""
+  return config_hash({k: v for k, v in flat_config(resolved).items() if _is_setting(k)})
 
 
 def config_hash(*parts: Any) -> str:
@@ -277,7 +286,7 @@ def config_from_dict(d: dict[str, Any]) -> ExperimentConfig:
       method=d.get("method", UNRECORDED_METHOD),
       task_config=task_config_class(d["task"])(**d["task_config"]), model=ModelConfig(**d["model"]),
       sft=SFTConfig(**d["sft"]), rl=RLConfig(**d["rl"]), credit=cls(**credit), loss=LossConfig(**d["loss"]),
-      tree=TreeConfig(**d.get("tree", {})))
+      tree=TreeConfig(**d.get("tree", {})), mesh=MeshConfig(**d.get("mesh", {})))
 
 
 def _parse(raw: str, cls: type, field: str, key: str) -> Any:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from tcred.credit.extras import compute_extras, extras_token_count, validate_extras
 from tcred.credit.tree import tree_extras
+from tcred.parallel.mesh import check_batch, layout_for
 from tcred.runtime import StopRequest, Stopped, stop_signals
 from tcred.sampling.passk import evaluate
 from tcred.sampling.rollout import (Groups, encode_answers, encode_solutions, sample_and_score,
@@ -205,6 +206,10 @@ def check_run(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path) -> R
     raise RunError(f"rl.final_eval_prompts={rl.final_eval_prompts} and rl.eval_prompts={rl.eval_prompts} ask for "
                    f"{rl.held_out_prompts} held-out prompts: {e}") from None
   exclude = frozenset(p.prompt for p in held_out)
+  try:
+    check_batch(layout_for(cfg.mesh), rl.prompts_per_step)
+  except ValueError as e:
+    raise RunError(str(e)) from None
   for what, namespace, n, s in (("rl.prompts_per_step", RL_NAMESPACE, rl.prompts_per_step, seed),
                                 ("sft.batch_size", SFT_NAMESPACE, cfg.sft.batch_size, cfg.sft.seed)):
     try:
@@ -294,6 +299,9 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
   params = jax.tree.map(jnp.copy, base_params)  # the step donates its state; keep the base intact
   state = new_train_state(params, tx)
   ref_params = base_params if cfg.loss.kl_coef > 0 else None
+  layout = layout_for(cfg.mesh)  # None on one device: nothing is placed
+  if layout is not None:
+    state, ref_params = layout.place_state(state), layout.place_state(ref_params)
   counters = {"samples": 0, "tokens_generated": 0, "wall_s": 0.0, "nonfinite_in_row": 0}
   start = 0
   ckpt = Checkpointer(ckpt_dir, max_to_keep=2)
@@ -330,8 +338,11 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
                     extras={k: jnp.asarray(v) for k, v in batch_chunk.extras.items()},
                     packed=None if groups.trees is None else jax.tree.map(jnp.asarray, pack_trees(
                         groups.prompt, groups.prompt_valid, r.tokens, groups.trees.arrays)))
+      if layout is not None:
+        batch = layout.place_batch(batch)
       state, m = rl_train_step(state, batch, ref_params, graphdef=graphdef, tx=tx, credit=cfg.credit,
-                               loss_config=cfg.loss, temperature=rl.temperature, chunk_size=rl.chunk_size)
+                               loss_config=cfg.loss, temperature=rl.temperature, chunk_size=rl.chunk_size,
+                               layout=layout)
       m = jax.device_get(m)
       counters["samples"] += sum(c.groups.rewards.size for c in generated)
       counters["tokens_generated"] += sum(c.groups.generated_tokens() for c in generated)

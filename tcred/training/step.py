@@ -23,6 +23,7 @@ from tcred.losses.pg import LossConfig, aggregate, kl_k3, ppo_clip_surrogate
 from tcred.models.decoder import positions_from_mask
 from tcred.models.forward import response_logprobs
 from tcred.models.logprobs import token_logprobs_and_entropy
+from tcred.parallel.mesh import Layout
 from tcred.training.packing import PackedRows
 
 
@@ -106,10 +107,11 @@ def _apply_if_finite(ok, new, old):
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "tx", "credit", "loss_config", "temperature",
-                                              "chunk_size"), donate_argnums=(0,))
+                                              "chunk_size", "layout"), donate_argnums=(0,))
 def rl_train_step(state: TrainState, batch: Batch, ref_params: nnx.State | None, *,
                   graphdef: nnx.GraphDef, tx: optax.GradientTransformation, credit: CreditMethod,
-                  loss_config: LossConfig, temperature: float, chunk_size: int = 1024):
+                  loss_config: LossConfig, temperature: float, chunk_size: int = 1024,
+                  layout: Layout | None = None):
   """One policy-gradient update.
 
   Args:
@@ -118,6 +120,9 @@ def rl_train_step(state: TrainState, batch: Batch, ref_params: nnx.State | None,
     ref_params: the reference policy for the KL penalty (used only if
       `loss_config.kl_coef > 0`; may be None otherwise).
     graphdef, tx, credit, loss_config, temperature, chunk_size: static.
+    layout: on a device mesh (`tcred.parallel.mesh`), the placement the new state keeps;
+      the inputs arrive placed (`Layout.place_state` / `place_batch`) and the math stays
+      global (a batch-pooled quantile pools over the whole batch). None: one device.
 
   Returns:
     `(state, metrics)`. A non-finite loss, gradient, updated parameter or optimizer state
@@ -168,6 +173,8 @@ def rl_train_step(state: TrainState, batch: Batch, ref_params: nnx.State | None,
   new_state = TrainState(params=_apply_if_finite(ok, params, state.params),
                          opt_state=_apply_if_finite(ok, opt_state, state.opt_state),
                          step=state.step + ok.astype(state.step.dtype))
+  if layout is not None:
+    new_state = layout.constrain_state(new_state)
   metrics["optim/grad_norm"] = grad_norm
   metrics["optim/skipped"] = (~ok).astype(jnp.float32)
   return new_state, metrics
