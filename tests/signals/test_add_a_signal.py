@@ -32,17 +32,16 @@ def confident_mistake(logp, entropy, mask):
 
 
 @pytest.fixture
-def registered(monkeypatch):
+def registered(monkeypatch, request):
   # --- 2. one registration ---------------------------------------------------------------------------------------
   register_signal(TokenSignal(name="confident-mistake", description="−log p · exp(−H): surprising and confident",
                               fn=confident_mistake, inputs=("logp", "entropy", "mask")))
+  request.addfinalizer(lambda: unregister_signal("confident-mistake"))
   monkeypatch.setattr(experiment_registry, "_EXPERIMENTS", dict(experiment_registry._EXPERIMENTS))  # test-local
   # --- 3. one line per experiment --------------------------------------------------------------------------------
   experiment_registry.register_experiment(dataclasses.replace(base_config(
       "countdown", name="countdown-confident-top20", description="top-20% confident mistakes"),
       credit=make_credit("signal-mask", signal="confident-mistake", rho=0.2)))
-  yield
-  unregister_signal("confident-mistake")
 
 
 def test_a_new_signal_is_trainable_by_name(registered):
