@@ -32,18 +32,17 @@ def confident_mistake(logp, entropy, mask):
 
 
 @pytest.fixture
-def registered(monkeypatch):
+def registered(monkeypatch, request):
   # --- 2. one registration ---------------------------------------------------------------------------------------
   register_signal(TokenSignal(name="confident-mistake", description="−log p · exp(−H): surprising and confident",
                               fn=confident_mistake, inputs=("logp", "entropy", "mask")))
+  request.addfinalizer(lambda: unregister_signal("confident-mistake"))
   experiment_registry.load()
   for name in ("_EXPERIMENTS", "_FAMILIES"):  # test-local registrations
     monkeypatch.setattr(experiment_registry, name, dict(getattr(experiment_registry, name)))
   # --- 3. one line per experiment (in a file of experiments/, or here) ------------------------------------------
   register_method("confident-top20", "top-20% confident mistakes", lambda c: dataclasses.replace(
       c, credit=make_credit("signal-mask", signal="confident-mistake", rho=0.2)), tasks=("countdown",))
-  yield
-  unregister_signal("confident-mistake")
 
 
 def test_a_new_signal_is_trainable_by_name(registered):
