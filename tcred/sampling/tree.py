@@ -50,10 +50,17 @@ class ForkRule(Choice):
 
 
 FORK_RULES = ForkRule.values()
-# Where a prompt's M chains hang (`tree_arrays`): "prompt", one root per prompt with the M chains under it
-# (DESIGN §4.5; TreeRL's released code, so V(root) is the mean over all the prompt's leaves), or "chain",
-# one root per chain (sessions 1–4; a chain never forked then gets TreeRL advantage 0 on every token).
-TREE_ROOTS = ("prompt", "chain")
+class TreeRoot(Choice):
+  """Where a prompt's M chains hang (`tree_arrays`): "prompt", one root per prompt with the M chains
+  under it (DESIGN §4.5; TreeRL's released code, so V(root) is the mean over all the prompt's leaves),
+  or "chain", one root per chain (sessions 1–4; a chain never forked then gets TreeRL advantage 0 on
+  every token)."""
+
+  PROMPT = "prompt"
+  CHAIN = "chain"
+
+
+TREE_ROOTS = TreeRoot.values()
 
 
 class TreePool(NamedTuple):
@@ -276,9 +283,8 @@ def tree_arrays(source: np.ndarray, fork_pos: np.ndarray, length: np.ndarray, tr
     trees: M; max_new_tokens: T.
     root: one of `TREE_ROOTS`.
   """
-  if root not in TREE_ROOTS:
-    raise ValueError(f"root must be one of {list(TREE_ROOTS)}, got {root!r}")
-  roots = 1 if root == "prompt" else trees
+  root = TreeRoot.parse(root, field="tree root")
+  roots = 1 if root is TreeRoot.PROMPT else trees
   g_n = len(source)
   t_n = max_new_tokens
   n_max = 2 * g_n + trees
@@ -314,7 +320,7 @@ def tree_arrays(source: np.ndarray, fork_pos: np.ndarray, length: np.ndarray, tr
     if start > 0:
       prev = int(token_node[g, start - 1])
     else:
-      prev = 0 if root == "prompt" else int(tree_id[g])
+      prev = 0 if root is TreeRoot.PROMPT else int(tree_id[g])
     bounds = [start] + sorted(c for c in cuts[g] if start < c < end) + [end]
     for a, b in zip(bounds[:-1], bounds[1:]):
       parent[node], valid[node] = prev, True

@@ -14,7 +14,7 @@ from tcred.credit.base import CreditMethod, credit_class
 from tcred.losses.pg import LossConfig
 from tcred.models.config import ModelConfig
 from tcred.parallel.mesh import MeshConfig
-from tcred.sampling.tree import TREE_ROOTS, ForkRule
+from tcred.sampling.tree import ForkRule, TreeRoot
 from tcred.tasks.registry import task_config_class
 from tcred.validation import require_finite
 
@@ -112,7 +112,7 @@ class TreeConfig:
       entropy, EPTree) or "neg-logp" (top-N by the sampled token's −log p,
       EPTree's proxy).
     root: where a prompt's M chains hang in the credit methods' node arrays
-      (`tcred.sampling.tree.TREE_ROOTS`): "prompt" (one root per prompt, the
+      (`tcred.sampling.tree.TreeRoot`): "prompt" (one root per prompt, the
       M chains under it, as DESIGN §4.5 and TreeRL's released code; TreeRL's
       V(root) is the mean over all the prompt's leaves) or "chain" (one root
       per chain, the behaviour before session 5). Tree-GRPO's leaf groups come
@@ -134,8 +134,7 @@ class TreeConfig:
     _positive(self, "trees", "forks", "branch")
     _non_negative(self, "rounds")
     ForkRule.parse(self.fork_at, field="tree.fork_at")
-    if self.root not in TREE_ROOTS:
-      raise ValueError(f"tree.root must be one of {list(TREE_ROOTS)}, got {self.root!r}")
+    TreeRoot.parse(self.root, field="tree.root")
 
   @property
   def leaves(self) -> int:

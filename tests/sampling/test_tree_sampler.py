@@ -127,7 +127,7 @@ def test_tree_arrays_by_hand():
   with pytest.raises(ValueError, match="outside its own tokens"):
     tree_arrays(np.array([-1, 0]), np.array([0, 5]), np.array([4, 6]), np.array([0, 0]), trees=1,
                 max_new_tokens=8)
-  with pytest.raises(ValueError, match=r"root must be one of \['prompt', 'chain'\]"):
+  with pytest.raises(ValueError, match=r"unknown tree root 'tree'; allowed: prompt, chain"):
     tree_arrays(source, fork_pos, length, tree_id, trees=2, max_new_tokens=8, root="tree")
 
 
