@@ -3,6 +3,8 @@ and a chat template, trained by name from the CLI on reasoning-gym and on a ques
 loaded back by transformers, which generates the same greedy text as tcred. Bad inputs exit 2."""
 
 import json
+import os
+import pathlib
 
 import jax
 import numpy as np
@@ -69,7 +71,9 @@ def test_reasoning_gym_run_export_and_greedy_parity(checkpoint, tmp_path, capsys
   rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows] == [1, 2] and "eval/pass1" in rows[1]
   assert any(p.name.startswith("events.out.tfevents") for p in run.iterdir())
-  assert not list((tmp_path.parent / "tcred-cache").glob("base/reasoning-gym-*"))  # no SFT base policy
+  cache = pathlib.Path(os.environ["TCRED_CACHE"])
+  assert list(cache.glob("pretrained/reasoning-gym-*/eval-*.json"))  # the checkpoint's base evaluation
+  assert not list(cache.glob("base/reasoning-gym-*"))  # and no SFT base policy
 
   export = tmp_path / "hf"
   assert cli.main(["export", str(run), "--out", str(export)]) == 0
