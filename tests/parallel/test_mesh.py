@@ -15,7 +15,7 @@ from tcred.testing.sharded import simulated_env
 from tcred.training.config import config_diff, config_from_dict, run_config_hash
 
 
-def run_checks(tmp_path, *args: str, timeout: int = 900) -> dict:
+def run_checks(tmp_path, *args: str, timeout: int = 3600) -> dict:  # generous: a loaded 2-core host
   out = tmp_path / "checks.json"
   proc = subprocess.run([sys.executable, "-m", "tcred.testing.sharded", *args, "--out", str(out)],
                         env=simulated_env(8), capture_output=True, text=True, timeout=timeout)
@@ -116,7 +116,7 @@ def test_sharded_grpo_step_equals_one_device_on_a_mixed_mesh(tmp_path):
   """The quick representative: GRPO on a (4, 2) mesh (batch over both axes, parameters over "fsdp")."""
   result = run_checks(tmp_path, "train-step", "--methods", "outcome", "--meshes", "4x2")
   assert result["failures"] == []
-  assert result["compared"] > 50  # every metric, parameter and optimizer leaf
+  assert result["compared"] >= 48  # every metric, parameter and optimizer-state leaf: 48 for the 1-layer policy
   assert "P(None, 'fsdp')" in result["info"]["outcome 4x2 param specs"]  # FSDP really split parameters
 
 
