@@ -8,14 +8,15 @@
 #   bash benchmarks/device_check.sh                 # detect the accelerator, do everything
 #   bash benchmarks/device_check.sh --dry-run       # print the plan and check its inputs (passes on CPU)
 #   options: --platform cuda|tpu|cpu   --python PY   --skip-install   --skip-tests   --out DIR
-#            --real-experiment NAME (default: the first registered experiment of a pretrained checkpoint)
+#            --real-experiment NAME (default jsonl-grpo)   --checkpoint DIR (a Hugging Face checkpoint for it;
+#            default: a tiny random Qwen3 built here)
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 cd "$root" || exit 2
 
-dry_run=0; platform=""; python="${PYTHON:-python}"; skip_install=0; skip_tests=0; out=""; real=""
+dry_run=0; platform=""; python="${PYTHON:-python}"; skip_install=0; skip_tests=0; out=""; real=""; checkpoint=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry_run=1 ;;
@@ -25,9 +26,10 @@ while [ $# -gt 0 ]; do
     --skip-tests) skip_tests=1 ;;
     --out) out="$2"; shift ;;
     --real-experiment) real="$2"; shift ;;
+    --checkpoint) checkpoint="$2"; shift ;;
     -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "device_check.sh: unknown option $1 (allowed: --dry-run --platform --python --skip-install" \
-            "--skip-tests --out --real-experiment)" >&2; exit 2 ;;
+            "--skip-tests --out --real-experiment --checkpoint)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -95,24 +97,35 @@ short=(--steps 3 --seed 0 --no-progress --out "$work/runs" --set sft.steps=300 -
        --set rl.group_size=4 --set rl.final_eval_prompts=8 --set rl.final_eval_samples=2 --set rl.eval_prompts=4
        --set rl.eval_samples=2 --set rl.eval_every=3)
 step run-embedded "$python" -m tcred.cli run countdown-grpo "${short[@]}"
-# The CLI and the experiment registry load (the dry run's check too); a real-model experiment is one whose
-# policy comes from a pretrained checkpoint rather than a tcred preset trained here.
-found="$("$python" - <<'PY'
-import tcred.cli
-from tcred import experiments
-names = experiments.experiment_names()
-parts = lambda c: (c, c.model, c.sft)
-real = [n for n in names if any(getattr(p, "checkpoint", None) for p in parts(experiments.get_experiment(n)))]
-print(len(names), real[0] if real else "")
-PY
-)" || { echo "device_check.sh: tcred does not import (python: $python)" >&2; exit 1; }
-echo "== registry: $(echo "$found" | awk '{print $1}') experiments"
-[ -n "$real" ] || real="$(echo "$found" | awk '{print $2}')"
-if [ -n "$real" ]; then
-  step run-real-model "$python" -m tcred.cli run "$real" --steps 2 --seed 0 --no-progress --out "$work/runs"
+# The CLI and the experiment registry load (the dry run's check too). The real-model run is `$real` (default
+# jsonl-grpo) on --checkpoint DIR, or, without one, on a tiny random Qwen3 with a locally trained BPE tokenizer
+# (`tcred.testing.tiny_hf`, which needs torch), over a generated question file: the checkpoint path, the HF
+# tokenizer and chat template, the EOS ids and the jsonl task all run on the accelerator.
+found="$("$python" -c 'import tcred.cli; from tcred import experiments; print(len(experiments.experiment_names()))')" \
+  || { echo "device_check.sh: tcred does not import (python: $python)" >&2; exit 1; }
+echo "== registry: $found experiments"
+real="${real:-jsonl-grpo}"
+qa="$work/qa.jsonl"
+if [ -z "$checkpoint" ]; then
+  checkpoint="$work/tiny-qwen3"
+  step tiny-checkpoint "$python" -c "
+import json, pathlib, sys
+from tcred.testing.tiny_hf import write_tiny_qwen3
+qa = [{'question': f'What is {a} + {b}?', 'answer': str(a + b)} for a in range(8) for b in range(8)]
+pathlib.Path('$qa').parent.mkdir(parents=True, exist_ok=True)
+pathlib.Path('$qa').write_text(''.join(json.dumps(q) + chr(10) for q in qa))
+write_tiny_qwen3('$checkpoint', [q['question'] + ' ' + q['answer'] for q in qa])"
 else
-  skip run-real-model "no real-model experiment is registered yet (or pass --real-experiment NAME)"
+  step questions "$python" -c "
+import json, pathlib
+pathlib.Path('$qa').parent.mkdir(parents=True, exist_ok=True)
+pathlib.Path('$qa').write_text(''.join(json.dumps({'question': f'What is {a} + {b}?', 'answer': str(a + b)}) + chr(10)
+                                       for a in range(8) for b in range(8)))"
 fi
+step run-real-model "$python" -m tcred.cli run "$real" --steps 2 --seed 0 --no-progress --out "$work/runs" \
+  --set "task_config.checkpoint=$checkpoint" --set "task_config.path=$qa" --set task_config.max_response_len=32 \
+  --set rl.prompts_per_step=4 --set rl.group_size=4 --set rl.final_eval_prompts=8 --set rl.final_eval_samples=2 \
+  --set rl.eval_prompts=4 --set rl.eval_samples=2 --set rl.eval_every=2
 
 # 4. The performance benchmarks (full sizes), reports in $out beside the CPU ones in benchmarks/results/.
 step benchmarks "$python" benchmarks/run_all.py --out-dir "$out"
