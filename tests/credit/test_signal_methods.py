@@ -99,7 +99,9 @@ def test_surprisal_experiments_change_only_the_credit_method():
     for suffix in ("surprisal-top20", "surprisal-weight"):
       cfg = get_experiment(f"{task}-{suffix}")
       assert cfg.credit.name == suffix
-      assert dataclasses.replace(cfg, name=base.name, description=base.description, credit=base.credit) == base
+      assert cfg.method == suffix
+      assert dataclasses.replace(cfg, name=base.name, description=base.description, method=base.method,
+                                 credit=base.credit) == base
 
 
 def test_extras_are_checked_in_one_place_and_counted_from_the_plan():
