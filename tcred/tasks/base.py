@@ -152,3 +152,22 @@ def separator_step_ends(
   if has_cue:
     ends.append(len(response))
   return sorted({end for end in ends if end > 0})
+
+
+def line_step_ends(response: str, *, cue: str) -> list[int]:
+  """Step ends of a free-form response: the end of each reasoning line (before its newline) and of the
+  answer, which starts at the last cue; without a cue the last, partial line ends at len(response).
+
+  Example: ``"a\nb<answer>3"`` with cue "<answer>" gives [1, 3, 12].
+
+  Returns:
+    Strictly ascending exclusive character offsets (empty steps dropped).
+  """
+  reasoning, has_cue, _ = response.rpartition(cue)
+  if not has_cue:
+    reasoning = response
+  ends = [i for i, char in enumerate(reasoning) if char == "\n"]
+  ends.append(len(reasoning))
+  if has_cue:
+    ends.append(len(response))
+  return sorted({end for end in ends if end > 0})

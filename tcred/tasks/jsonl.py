@@ -347,14 +347,7 @@ class Jsonl(base.Task):
     The answer step starts at the last cue; without a cue the last, partial
     line ends at len(response). Character offsets.
     """
-    reasoning, cue, _ = response.rpartition(self.answer_cue)
-    if not cue:
-      reasoning = response
-    ends = [i for i, char in enumerate(reasoning) if char == "\n"]
-    ends.append(len(reasoning))
-    if cue:
-      ends.append(len(response))
-    return sorted({end for end in ends if end > 0})
+    return base.line_step_ends(response, cue=self.answer_cue)
 
   def prefix_value(self, problem: base.Problem, prefix: str) -> float:
     raise NotImplementedError(

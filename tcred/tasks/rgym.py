@@ -202,14 +202,7 @@ class ReasoningGym(base.Task):
 
   def step_ends(self, response: str) -> list[int]:
     """Ends of the reasoning's lines (before each newline) and of the answer (from the last cue on)."""
-    reasoning, cue, _ = response.rpartition(CUE)
-    if not cue:
-      reasoning = response
-    ends = [i for i, char in enumerate(reasoning) if char == "\n"]
-    ends.append(len(reasoning))
-    if cue:
-      ends.append(len(response))
-    return sorted({end for end in ends if end > 0})
+    return base.line_step_ends(response, cue=CUE)
 
   def prefix_value(self, problem: base.Problem, prefix: str) -> float:
     raise NotImplementedError(
