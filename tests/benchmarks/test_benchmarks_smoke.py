@@ -3,7 +3,10 @@
 No timing is asserted (timings belong in benchmarks/, never in tests).
 """
 
+import pytest
 from bench_support import load_benchmark, table_rows
+
+pytestmark = pytest.mark.slow  # the benchmark scripts' smoke runs (~60 s): run with -m slow and in benchmarks
 
 
 def test_quick_benchmark_prints_a_row_per_function(capsys, tmp_path):

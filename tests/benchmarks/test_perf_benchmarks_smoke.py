@@ -11,6 +11,8 @@ import pytest
 
 from bench_support import load_benchmark, table_rows
 
+pytestmark = pytest.mark.slow  # the benchmark scripts' smoke runs (~60 s): run with -m slow and in benchmarks
+
 
 def _number(cell):
   return float(re.match(r"[-+0-9.,e]+", cell).group(0).replace(",", ""))

@@ -64,7 +64,13 @@ def _train(model, credit, batch, steps=2):
   return state.params, metrics
 
 
-@pytest.mark.parametrize("name", credit_names())
+# The generic signal methods equal their named instances at defaults (tests/credit/test_signal_methods.py), and
+# surprisal-weight is mi-weight's code on another signal: their full train steps run with -m slow (CI time).
+_SLOW_TO_TRAIN = ("signal-mask", "signal-peaks", "signal-weight", "surprisal-weight")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW_TO_TRAIN else n
+                                  for n in credit_names()])
 def test_every_credit_method_trains(tiny_model, name):
   params, m = _train(tiny_model, make_credit(name), _batch())
   assert np.isfinite(float(m["loss/total"])) and float(m["optim/skipped"]) == 0.0
@@ -84,6 +90,7 @@ def test_entropy_mask_rho_1_trains_exactly_like_grpo(tiny_model):
   assert float(m["credit/kept_token_frac"]) == 1.0
 
 
+@pytest.mark.slow  # ~10 s (CI time)
 def test_mi_weight_with_equal_gains_trains_exactly_like_grpo(tiny_model):
   extras = {**_extras(), "info_gain": jnp.full((B, G, T), 0.25)}  # exact in binary: weights are exactly 1
   grpo, _ = _train(tiny_model, make_credit("outcome"), _batch(extras))

@@ -233,6 +233,7 @@ def tiny_tree_study(tmp_path_factory):
   return _toy_study(tmp_path_factory, LastCharCountdown(), idf.write_studies, bootstrap=5, rollouts_from="both")
 
 
+@pytest.mark.slow  # ~25 s tree study (CI time)
 def test_tree_section_of_the_pipeline(tiny_tree_study):
   chains, chain_results, md, png, (data, results, tree_png) = tiny_tree_study
   assert chains.source == "chains" and chains.trees is None and set(chains.signals) == set(

@@ -41,7 +41,7 @@ def test_left_padding_does_not_change_real_tokens(tiny_model):
   assert np.all(np.isfinite(out))  # pad queries see no key: still finite
 
 
-@pytest.mark.parametrize("t", [13, 22, 40])  # 2, 3 and (the maximum) 4 query blocks of 8 tokens
+@pytest.mark.parametrize("t", [13, pytest.param(22, marks=pytest.mark.slow), 40])  # 2, 3 and (the maximum) 4 query blocks of 8 tokens
 def test_causal_query_blocks_equal_one_block(tiny_model, monkeypatch, t):
   # Long sequences attend in query blocks that skip keys after each block: same hidden states,
   # gradients included, with left padding. Blocks of 8 tokens keep the test small.

@@ -131,7 +131,7 @@ def test_tree_arrays_by_hand():
     tree_arrays(source, fork_pos, length, tree_id, trees=2, max_new_tokens=8, root="tree")
 
 
-@pytest.mark.parametrize("fork_at", ["step", "entropy", "neg-logp"])
+@pytest.mark.parametrize("fork_at", [pytest.param("step", marks=pytest.mark.slow), "entropy", "neg-logp"])
 def test_sampled_trees_pack_to_the_leaf_view(tiny_model, fork_at):
   graphdef, params = nnx.split(tiny_model)
   task = make_task("countdown")

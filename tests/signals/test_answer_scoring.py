@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from tcred.models.decoder import positions_from_mask
@@ -26,6 +27,7 @@ def _direct(model, prompt, pvalid, response, answer, cases):
   return np.asarray(lp[:, pos, np.asarray(answer)])  # [N, n]
 
 
+@pytest.mark.slow  # ~45 s (CI time); test_extras covers packed vs plain forwards for MI
 def test_packed_scoring_equals_separate_forwards(tiny_model):
   graphdef, params = nnx.split(tiny_model)
   prompt = jnp.array([0, 0, 1, 10, 11, 12], jnp.int32)

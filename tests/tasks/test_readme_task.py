@@ -34,3 +34,4 @@ def test_readme_task_walkthrough():
   finally:
     registry._TASKS.pop("reverse", None)
     experiments._EXPERIMENTS.pop("reverse-grpo", None)
+    experiments._FAMILIES.pop("reverse-grpo", None)

@@ -62,6 +62,7 @@ def test_resumed_run_repeats_the_uninterrupted_metrics(tmp_path, capsys):
   assert untimed(sa) == untimed(sb)
 
 
+@pytest.mark.slow  # ~13 s (CI time); test_fault_injection kills and resumes a run too
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
   out = tmp_path / "runs"
   cmd = [sys.executable, "-m", "tcred.cli", "run", "countdown-grpo", "--steps", "400", "--out", str(out),

@@ -36,6 +36,7 @@ def _step(state, batch, graphdef, tx, credit=None, loss=LossConfig()):
                        credit=credit or make_credit("outcome"), loss_config=loss, temperature=1.0)
 
 
+@pytest.mark.slow  # ~11 s (CI time); the compile cache is exercised by every run test too
 def test_second_call_does_not_recompile(tiny_model):
   tx = adamw(1e-3, warmup=0, weight_decay=0.0, max_grad_norm=1.0)
   graphdef, state = _state(tiny_model, tx)
@@ -46,6 +47,7 @@ def test_second_call_does_not_recompile(tiny_model):
   assert int(state.step) == 2 and np.isfinite(m["loss/total"])
 
 
+@pytest.mark.slow  # ~27 s (CI time); every method trains in tests/credit/test_methods.py
 def test_update_raises_logprob_of_rewarded_rollouts(tiny_model):
   tx = adamw(1e-2, warmup=0, weight_decay=0.0, max_grad_norm=0.0)
   graphdef, state = _state(tiny_model, tx)

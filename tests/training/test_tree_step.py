@@ -17,7 +17,7 @@ from tcred.sampling.rollout import sample_trees_and_score
 from tcred.training.step import Batch, TrainState, rl_train_step
 
 
-@pytest.mark.parametrize("credit,kl", [("tree-grpo", 0.0), ("treerl", 0.0),
+@pytest.mark.parametrize("credit,kl", [pytest.param("tree-grpo", 0.0, marks=pytest.mark.slow), ("treerl", 0.0),
                                        pytest.param("outcome", 0.1, marks=pytest.mark.slow)])
 def test_train_once_update_equals_per_leaf_update(tiny_model, credit, kl):
   graphdef, params = nnx.split(tiny_model)
