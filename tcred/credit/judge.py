@@ -33,7 +33,7 @@ import numpy as np
 from tcred.credit.advantages import AdvantageMode, GroupNorm
 from tcred.credit.base import Credit, CreditInputs, CreditMethod, HostExtras, register_credit
 from tcred.credit.outcome import outcome_advantages, valid_tokens
-from tcred.judges.base import Judge, JudgeContext, make_judge, parse_judge_settings
+from tcred.judges.base import Judge, JudgeContext, JudgeScores, make_judge, parse_judge_settings
 from tcred.judges.credit import judge_token_advantages, process_advantages, token_steps
 from tcred.sampling.rollout import Groups
 from tcred.tasks.base import Problem, Task
@@ -43,7 +43,7 @@ JUDGE_EXTRAS = ("judge_scores", "judge_valid", "judge_steps")
 _PREPARED: dict[tuple, Judge] = {}  # (judge, task name, task config) -> the judge `prepare` returned
 
 
-def _prepared(judge: Judge, task: Task, ctx: JudgeContext) -> Judge:
+def prepared_judge(judge: Judge, task: Task, ctx: JudgeContext) -> Judge:
   """`judge.prepare(task, ctx)` once per judge and task config (trained judges load or train there)."""
   key = (judge, task.name, repr(ctx.task_config))
   if key not in _PREPARED:
@@ -51,10 +51,10 @@ def _prepared(judge: Judge, task: Task, ctx: JudgeContext) -> Judge:
   return _PREPARED[key]
 
 
-def judge_arrays(task: Task, groups: Groups, scores: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
-  """The extras of a chunk from its judge scores `[B, G, W]` (see the module docstring)."""
-  r = groups.rollouts
-  tokens, mask = np.asarray(r.tokens), np.asarray(r.mask)
+def judge_arrays(task: Task, tokens: np.ndarray, mask: np.ndarray, texts: Sequence[Sequence[str]], scores: np.ndarray,
+                 valid: np.ndarray) -> dict[str, np.ndarray]:
+  """The extras of `[B, G, T]` rollouts (tokens, mask with EOS, texts) from their judge scores `[B, G, W]`
+  (see the module docstring)."""
   b, g, t = tokens.shape
   if scores.shape[-1] > t + 1:
     raise ValueError(f"the judge gave {scores.shape[-1] - 1} steps for a {t}-token response budget")
@@ -67,13 +67,24 @@ def judge_arrays(task: Task, groups: Groups, scores: np.ndarray, valid: np.ndarr
   for i in range(b):
     for j in range(g):
       ids = tokens[i, j][mask[i, j]]
-      body = ids[:-1] if r.finished[i, j] else ids
-      ends = tk.step_token_ends(body, task.step_ends(groups.texts[i][j]))
+      body = ids[:-1] if len(ids) and np.isin(ids[-1], tk.eos_ids) else ids
+      ends = tk.step_token_ends(body, task.step_ends(texts[i][j]))
       if int(out_valid[i, j].sum()) != len(ends) + 1:
         raise ValueError(f"the judge scored {int(out_valid[i, j].sum()) - 1} steps of a response with "
                          f"{len(ends)} steps")
       steps[i, j] = token_steps([int(e) for e in ends], len(ids), t)
   return {"judge_scores": out_scores, "judge_valid": out_valid, "judge_steps": steps}
+
+
+def score_rollouts(judge: Judge, task: Task, problems: Sequence[Problem], tokens: np.ndarray, mask: np.ndarray,
+                   texts: Sequence[Sequence[str]], rewards: np.ndarray,
+                   ctx: JudgeContext) -> tuple[dict[str, np.ndarray], JudgeScores]:
+  """Scores `[B, G, T]` rollouts (their own token ids and rewards go to the judge in `ctx`); returns the
+  judge extras (`judge_arrays`) and the judge's `JudgeScores` (its cost)."""
+  tokens, mask = np.asarray(tokens), np.asarray(mask)
+  ids = [[tokens[i, j][mask[i, j]] for j in range(tokens.shape[1])] for i in range(tokens.shape[0])]
+  out = judge.score_groups(task, problems, texts, ctx._replace(rewards=np.asarray(rewards), response_ids=ids))
+  return judge_arrays(task, tokens, mask, texts, out.scores, out.valid), out
 
 
 @register_credit
@@ -115,12 +126,10 @@ class JudgeCredit(GroupNorm, CreditMethod):
 
   def host_extras(self, task: Task, problems: Sequence[Problem], groups: Groups, ctx: JudgeContext) -> HostExtras:
     """Scores the chunk's rollouts with the judge (the current policy, rewards and token ids in `ctx`)."""
-    judge = _prepared(self.make_judge(), task, ctx)
     r = groups.rollouts
-    tokens, mask = np.asarray(r.tokens), np.asarray(r.mask)
-    ids = [[tokens[i, j][mask[i, j]] for j in range(tokens.shape[1])] for i in range(tokens.shape[0])]
-    out = judge.score_groups(task, problems, groups.texts, ctx._replace(rewards=groups.rewards, response_ids=ids))
-    return HostExtras(judge_arrays(task, groups, out.scores, out.valid), tokens=out.tokens, seconds=out.seconds)
+    arrays, out = score_rollouts(prepared_judge(self.make_judge(), task, ctx), task, problems, r.tokens, r.mask,
+                                 groups.texts, groups.rewards, ctx)
+    return HostExtras(arrays, tokens=out.tokens, seconds=out.seconds)
 
   def __call__(self, inputs: CreditInputs) -> Credit:
     ex = inputs.extras
