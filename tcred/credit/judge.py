@@ -98,8 +98,9 @@ class JudgeCredit(GroupNorm, CreditMethod):
       `mc`), checked against the judge's fields; "" keeps its defaults.
     lam: λ ≥ 0, the weight of the process advantage (0: the outcome method exactly).
     mode: the outcome advantage convention (`AdvantageMode`: GRPO's by default).
-    std_ddof, eps, lone: the group normaliser's conventions (`GroupNorm`), for both advantages
-      (`lone` applies to the outcome advantage only).
+    std_ddof, eps, lone: the group normaliser's conventions (`GroupNorm`), for both advantages; with
+      lone="zero" a group of one rollout gets no process advantage either (nothing to compare it with),
+      with lone="reward" its steps are normalised among themselves.
   """
 
   name = "judge"
@@ -137,6 +138,8 @@ class JudgeCredit(GroupNorm, CreditMethod):
     process = jax.vmap(functools.partial(process_advantages, eps=self.eps, ddof=self.std_ddof))(
         ex["judge_scores"], ex["judge_valid"], ex["judge_steps"], inputs.mask)  # [B, G, T]
     process = jnp.where(inputs.group_valid[:, None, None], process, 0.0)
+    if inputs.mask.shape[1] == 1 and self.lone == "zero":
+      process = jnp.zeros_like(process)  # a lone rollout: no credit at all, as its outcome advantage
     advantages = jax.vmap(functools.partial(judge_token_advantages, lam=self.lam))(outcome, process)
     weights = valid_tokens(inputs)
     n = jnp.maximum(jnp.sum(weights), 1)

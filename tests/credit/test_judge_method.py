@@ -64,7 +64,8 @@ def test_judge_credit_equals_numpy_reference(variant, lam):
 
 
 def test_group_of_one_and_no_steps_give_no_nan():
-  # G = 1: the outcome advantage is 0 and the process advantage normalises the rollout's own steps;
+  # G = 1 with lone="reward": the outcome advantage is the raw reward and the process advantage normalises
+  # the rollout's own steps (lone="zero", the default: no credit at all, like GRPO's lone rollout);
   # a rollout whose judge scored no step (only s_0 valid) gets no process credit.
   mask = np.arange(T)[None, None, :] < np.array([[[5]], [[3]]])
   steps = np.stack([token_steps([2, 5], 5, T)[None], token_steps([], 3, T)[None]])
@@ -73,11 +74,11 @@ def test_group_of_one_and_no_steps_give_no_nan():
   valid = scores > -1
   valid[0, 0, 3:] = False
   valid[1, 0, 1:] = False
-  out = jax.jit(make_credit("judge", lam=1.0))(_inputs(np.array([[1.0], [0.0]], np.float32), scores, valid, steps,
-                                                        mask, np.array([True, True])))
-  adv = np.asarray(out.advantages)
-  np.testing.assert_allclose(adv[0, 0, :5], [1, 1, -1, -1, -1], atol=1e-4)
+  inputs = _inputs(np.array([[1.0], [0.0]], np.float32), scores, valid, steps, mask, np.array([True, True]))
+  adv = np.asarray(jax.jit(make_credit("judge", lam=1.0, lone="reward"))(inputs).advantages)
+  np.testing.assert_allclose(adv[0, 0, :5], [2, 2, 0, 0, 0], atol=1e-4)  # reward 1 + (+1, +1, −1, −1, −1)
   assert np.all(adv[1] == 0) and np.all(np.isfinite(adv))
+  assert np.all(np.asarray(jax.jit(make_credit("judge", lam=1.0))(inputs).advantages) == 0)
 
 
 def test_vmap_over_batches_equals_the_batched_call():
