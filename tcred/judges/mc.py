@@ -121,7 +121,7 @@ def step_values(graphdef, params, task: Task, problems: Sequence[Problem], respo
     `StepValues`.
   """
   start = time.perf_counter()
-  if continuations < 1 or isinstance(continuations, bool) or not isinstance(continuations, int):
+  if isinstance(continuations, bool) or not isinstance(continuations, int) or continuations < 1:
     raise ValueError(f"continuations must be an integer >= 1, got {continuations!r}")
   if len(responses) != len(problems):
     raise ValueError(f"need one list of responses per problem, got {len(responses)} for {len(problems)}")
