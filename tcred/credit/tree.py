@@ -13,7 +13,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from tcred.credit.advantages import GroupNorm
 from tcred.credit.base import Credit, CreditInputs, CreditMethod, register_credit
