@@ -40,12 +40,13 @@ from tcred.tasks.base import Problem, Task
 
 JUDGE_EXTRAS = ("judge_scores", "judge_valid", "judge_steps")
 
-_PREPARED: dict[tuple, Judge] = {}  # (judge, task name, task config) -> the judge `prepare` returned
+_PREPARED: dict[tuple, Judge] = {}  # (judge, task, task config, policy config) -> the judge `prepare` returned
 
 
 def prepared_judge(judge: Judge, task: Task, ctx: JudgeContext) -> Judge:
-  """`judge.prepare(task, ctx)` once per judge and task config (trained judges load or train there)."""
-  key = (judge, task.name, repr(ctx.task_config))
+  """`judge.prepare(task, ctx)` once per judge, task config and policy architecture (trained judges load or
+  train there; one may copy the policy's architecture)."""
+  key = (judge, task.name, repr(ctx.task_config), repr(ctx.model_config))
   if key not in _PREPARED:
     _PREPARED[key] = judge.prepare(task, ctx)
   return _PREPARED[key]
