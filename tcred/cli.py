@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
                  help="also load the experiments files of DIR (repeatable; added to $TCRED_EXPERIMENTS): one "
                  "file per method family, plus suites.py")
   sub = p.add_subparsers(dest="command", required=True)
-  sub.add_parser("list", help="list registered experiments and suites")
+  sub.add_parser("list", help="list registered experiments, suites and step judges")
   run = sub.add_parser("run", help="run one experiment by name", epilog=_RUN_EPILOG)
   _add_config_args(run)
   run.add_argument("--seed", type=int, default=0, help="the run's seed, an integer >= 0 (default 0); the run "
@@ -85,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="HSIC MI states after (post, default) or before (pre, MI-Peaks' code) the final RMSNorm")
   ident.add_argument("--mi-sigma", default="width",
                      help="HSIC σ: width (50·sqrt(D/4096), default) or fixed (50, MI-Peaks' code)")
+  ident.add_argument("--judges", default="oracle,mc",
+                     help="step judges added as rows (judge-NAME: the step score change on the step's tokens), "
+                     "comma-separated (default oracle,mc, which need no training; '' for none; trained judges load "
+                     "from the cache or train first)")
   ident.add_argument("--seed", type=int, default=0, help="seeds the rollouts, continuations and bootstrap (>= 0)")
   ident.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the CIs (0: none)")
   ident.add_argument("--out", default="benchmarks/results",
@@ -124,7 +128,7 @@ def _resolve(args):
 
 # IdentifyConfig fields set by a flag: its messages name the flag the user typed.
 _IDENTIFY_FLAGS = ("prompts", "rollouts", "continuations", "delta", "seed", "bootstrap", "rollouts_from",
-                   "tree_fork_at", "mi_peak_rule", "mi_peak_k", "mi_layer", "mi_norm", "mi_sigma")
+                   "tree_fork_at", "mi_peak_rule", "mi_peak_k", "mi_layer", "mi_norm", "mi_sigma", "judges")
 
 
 def _as_flags(message: str, fields=_IDENTIFY_FLAGS) -> str:
@@ -158,7 +162,8 @@ def _identify(args, argv: list[str]) -> int:
                                      delta=args.delta, seed=args.seed, bootstrap=args.bootstrap,
                                      rollouts_from=args.rollouts_from, tree_fork_at=args.tree_fork_at,
                                      mi_peak_rule=args.mi_peak_rule, mi_peak_k=args.mi_peak_k, mi_layer=args.mi_layer,
-                                     mi_norm=args.mi_norm, mi_sigma=args.mi_sigma)
+                                     mi_norm=args.mi_norm, mi_sigma=args.mi_sigma,
+                                     judges=tuple(j.strip() for j in args.judges.split(",") if j.strip()))
   except ValueError as e:
     return _usage_error(_as_flags(str(e)))
   from tcred.training.tracking import RunError, check_writable_dir
@@ -489,6 +494,11 @@ def _dispatch(args, argv: list[str]) -> int:
     print("suites:")
     for name in experiments.suite_names():
       print(f"  {name:32s} {experiments.get_suite(name).description}")
+    from tcred import judges
+
+    print("judges (credit method `judge`, credit.judge=NAME):")
+    for name in judges.judge_names():
+      print(f"  {name:32s} {judges.judge_class(name).description}")
     return 0
   if args.command == "run":
     return _run(args)

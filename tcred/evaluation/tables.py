@@ -395,6 +395,16 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
                    f"| {_pct([x['final_pass1_greedy'] for x in s])} | {samples_cell} | {tokens_cell} "
                    f"| {generated} | {wall} | {'/'.join(sorted({str(x['steps']) for x in s}))} "
                    f"| {'/'.join(sorted({str(r['config_hash']) for r in rs}))} |")
+  judged = [(task, name) for task, names in _ordered(suite, runs) for name in names
+            if all("judge_tokens" in r["summary"] for r in runs[name])]
+  if judged:  # judge-credit runs (credit method `judge`): the judge's own cost, beside the policy's
+    lines += ["", "Step-judge cost per run (on top of the policy's tokens generated; mean ± 95% CI over seeds):"]
+    for task, name in judged:
+      s = [r["summary"] for r in runs[name]]
+      ratio = [x["judge_tokens"] / max(x["tokens_generated"], 1) for x in s]
+      lines.append(f"- {task} {_method_of(name)}: {_budget_cell([float(x['judge_tokens']) for x in s])} judge "
+                   f"tokens ({format_mean_ci(*mean_ci(ratio))}× the tokens generated), "
+                   f"{format_mean_ci(*mean_ci([x['judge_wall_s'] / 60.0 for x in s]))} min")
   return "\n".join(lines) + "\n"
 
 

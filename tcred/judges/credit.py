@@ -79,3 +79,21 @@ def judge_token_advantages(outcome, process, *, lam: float):
   outcome = jnp.asarray(outcome, jnp.float32)
   process = jnp.asarray(process, jnp.float32)
   return outcome[:, None] + lam * process
+
+
+def step_change_per_token(scores: np.ndarray, score_valid: np.ndarray, steps: np.ndarray) -> np.ndarray:
+  """`[..., T]` float64 |s_k − s_{k−1}| of each token's step k (`token_steps`), 0 on padding (host side).
+
+  The judge rows of the identifiability study: a judge's step score change spread over the step's
+  tokens (absolute, as the study ranks decisive tokens of either sign).
+
+  Args:
+    scores, score_valid: `[..., K + 1]` judge scores s_0 … s_K and their validity.
+    steps: `[..., T]` int step of each token (0: padding).
+  """
+  scores = np.asarray(scores, np.float64)
+  score_valid = np.asarray(score_valid, bool)
+  change = np.where(score_valid[..., 1:] & score_valid[..., :-1], np.abs(scores[..., 1:] - scores[..., :-1]), 0.0)
+  per_step = np.concatenate([np.zeros(change.shape[:-1] + (1,)), change], axis=-1)  # [..., K + 1], step 0: none
+  steps = np.asarray(steps)
+  return np.where(steps > 0, np.take_along_axis(per_step, np.clip(steps, 0, per_step.shape[-1] - 1), axis=-1), 0.0)

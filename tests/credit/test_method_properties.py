@@ -11,7 +11,7 @@ filler groups, signals and tree forests:
 Extras are synthetic, with the shapes the rollout stage gives them: `mi`, `info_gain`
 `[B, G, T]`, `ref_logp` `[B, G, J]`, `ref_std`, `answer_valid` `[B, J]`, and the tree
 arrays of a random forest (`tree_extras` of `tree_arrays`, M chains and forks of
-earlier rows). Signal values come from a drawn NumPy seed, so they have no ties and
+earlier rows), and a step judge's scores `[B, G, T + 1]` of random steps (`token_steps`). Signal values come from a drawn NumPy seed, so they have no ties and
 the entropy mask's top-ρ set is unique. Each method runs jitted (one compilation per
 group size and tree count).
 """
@@ -26,6 +26,7 @@ import pytest
 from tcred.credit import credit_names, make_credit
 from tcred.credit.base import CreditInputs
 from tcred.credit.tree import tree_extras
+from tcred.judges.credit import token_steps
 from tcred.sampling.tree import tree_arrays
 from tcred.sampling.rollout import Trees
 
@@ -61,6 +62,21 @@ def _forest(draw, g: int, trees: int):
   return source, fork_pos, length, tree_id
 
 
+def _judge_extras(rng, lengths):
+  """Judge scores of random steps: K ≤ 3 sorted step ends inside each response, scores s_0..s_K in [0, 1]."""
+  b, g = lengths.shape
+  scores, valid = np.zeros((b, g, T + 1), np.float32), np.zeros((b, g, T + 1), bool)
+  steps = np.zeros((b, g, T), np.int32)
+  for i in range(b):
+    for j in range(g):
+      n = int(lengths[i, j])
+      ends = sorted(rng.choice(np.arange(1, n + 1), size=min(n, int(rng.integers(0, 4))), replace=False).tolist())
+      steps[i, j] = token_steps(ends, n, T)
+      scores[i, j, :len(ends) + 1] = rng.uniform(size=len(ends) + 1)
+      valid[i, j, :len(ends) + 1] = True
+  return {"judge_scores": scores, "judge_valid": valid, "judge_steps": steps}
+
+
 @st.composite
 def cases(draw, *, tree: bool, g: int | None = None):
   g = draw(st.integers(1, MAX_G)) if g is None else g
@@ -81,6 +97,7 @@ def cases(draw, *, tree: bool, g: int | None = None):
             "answer_valid": np.arange(J)[None, :] < rng.integers(1, J + 1, size=(B, 1))}
   if draw(st.booleans()):
     extras["info_gain"][0] = 0.0  # no information anywhere in a prompt: plain GRPO weights
+  extras.update(_judge_extras(rng, lengths))
   if tree:
     arrays = [tree_arrays(*r, trees=trees, max_new_tokens=T) for r in rows]
     source, fork_pos, _, tree_id = (np.stack([r[k] for r in rows]) for k in range(4))
@@ -99,7 +116,7 @@ def _permuted(inputs: CreditInputs, perm: np.ndarray) -> CreditInputs:
   """The same batch with each prompt's rollouts reordered: new row i is old row perm[b, i]."""
   rows = lambda x: np.stack([np.asarray(x)[b][perm[b]] for b in range(B)])  # [B, G, ...] along G
   extras = dict(inputs.extras)
-  for name in ("mi", "info_gain", "ref_logp", "tree_id", "token_node"):
+  for name in ("mi", "info_gain", "ref_logp", "tree_id", "token_node", "judge_scores", "judge_valid", "judge_steps"):
     if name in extras:
       extras[name] = rows(extras[name])
   if "tree_leaf_row" in extras:  # node -> leaf row: old row r is now row inverse[r]

@@ -396,9 +396,10 @@ def test_cli_identify_on_a_run_directory(tmp_path, capsys):
   out = tmp_path / "out"
   assert cli.main(["identify", "countdown", "--policy", str(run), "--prompts", "3", "--rollouts", "4",
                    "--continuations", "2", "--bootstrap", "5", "--out", str(out), "--no-progress",
-                   "--rollouts-from", "tree"]) == 0
+                   "--rollouts-from", "tree", "--judges", "oracle"]) == 0  # mc's row: test_identify_judges.py
   text = (out / "identify-countdown.md").read_text()
   assert "checkpoint step 7" in text and (out / "identify-countdown.png").exists()
+  assert "| judge-oracle | \\|s_k − s_(k−1)\\| of the oracle judge" in text and "judge oracle 0 s (0 tokens)" in text
   assert "tree leaves (M = 2 trees per prompt, each a chain forked 1×" in text and "| tree-sibling-gap | " in text
   assert "tcred identify countdown --policy" in text
 
@@ -414,6 +415,8 @@ def test_cli_identify_usage_errors(tmp_path, capsys):
   assert "allowed values are chains, tree, both" in capsys.readouterr().err
   assert cli.main(["identify", "countdown", "--tree-fork-at", "middle"]) == 2
   assert "unknown --tree-fork-at 'middle'; allowed: step, entropy, neg-logp" in capsys.readouterr().err
+  assert cli.main(["identify", "countdown", "--judges", "oracle,nope"]) == 2
+  assert "--judges: unknown judge 'nope'; allowed: " in capsys.readouterr().err
   assert cli.main(["identify", "countdown", "--rollouts", "7"]) == 2
   assert "multiple of tree_trees" in capsys.readouterr().err
   assert cli.main(["identify", "countdown", "--policy", str(tmp_path / "missing")]) == 2

@@ -14,7 +14,7 @@ T2 = student_t_quantile(0.975, 2)  # 4.303
 
 
 def write_run(out, name, seed, *, task, final, base=0.2, greedy=0.3, pass8=0.6, wall_s=600.0, curve=(),
-              config=None):
+              config=None, extra=None):
   """A finished run: config.json (the registered config of `name`, or `config`), summary.json, and
   metrics.jsonl with eval/pass1 at the `curve` points.
 
@@ -27,7 +27,7 @@ def write_run(out, name, seed, *, task, final, base=0.2, greedy=0.3, pass8=0.6, 
   summary = {"name": name, "seed": seed, "task": task, "credit": "outcome", "base_pass1": base,
              "final_pass1": final, "base_pass1_greedy": 0.25, "final_pass1_greedy": greedy, "base_pass8": 0.5,
              "final_pass8": pass8, "eval_samples": 2048, "steps": config["rl"]["steps"], "samples": 0,
-             "tokens_generated": curve[-1][1] if curve else 0, "wall_s": wall_s}
+             "tokens_generated": curve[-1][1] if curve else 0, "wall_s": wall_s, **(extra or {})}
   (run / "summary.json").write_text(json.dumps(summary))
   rows = []
   for step, (samples, tokens, pass1) in enumerate(curve, start=1):
@@ -133,6 +133,24 @@ def test_suite_table_without_baseline_and_single_seed(tmp_path):
   row = [line for line in md.splitlines() if line.startswith("| graph-path | dapo |")][0]
   assert "50.0 (n=1)" in row and row.count("—") == 2
   assert "no `grpo` experiment of graph-path in this suite" in md
+
+
+def test_judge_runs_list_the_judge_cost(tmp_path):
+  out = tmp_path / "runs"
+  for s in range(2):  # judge tokens 4000 and 6000 against 1000 generated: 4× and 6×; 1 and 3 min
+    write_run(out, "countdown-judge-oracle", s, final=0.3, task="countdown", curve=[(10, 1000, 0.3)],
+              extra={"judge_tokens": 4000 + 2000 * s, "judge_wall_s": 60.0 + 120.0 * s})
+  write_run(out, "countdown-grpo", 0, final=0.3, task="countdown", curve=[(10, 1000, 0.3)])
+  suite = Suite(name="suite-j", description="judges", experiments=("countdown-grpo", "countdown-judge-oracle"),
+                seeds=2)
+  md = tables.suite_table(suite, out, missing="skip")
+  lines = [line for line in md.splitlines() if line.startswith("- countdown ")]
+  # Two seeds: half-width t(0.975, 1) · sd / √2 = 12.706 · sd / √2; sd of [4000, 6000] = 1414.2 -> 12.7k,
+  # of the ratios [4, 6] -> 12.7, of the minutes [1, 3] -> 12.7.
+  assert lines == ["- countdown judge-oracle: 5k ± 12.7k judge tokens (5.0 ± 12.7× the tokens generated), "
+                   "2.0 ± 12.7 min"]
+  only_grpo = Suite(name="suite-g", description="grpo", experiments=("countdown-grpo",), seeds=1)
+  assert "Step-judge cost" not in tables.suite_table(only_grpo, out, missing="skip")  # no judge runs: no lines
 
 
 def test_base_policy_already_at_target_needs_no_samples(tmp_path):

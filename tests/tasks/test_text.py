@@ -46,6 +46,7 @@ def test_char_tokenizer_behind_the_interface_is_the_char_module():
   decoded, starts = tk.decode_with_offsets(response)
   assert decoded == "3+5=8,8*7=56#56" and starts[:15].tolist() == list(range(15)) and starts[15:].tolist() == [15, 15]
   np.testing.assert_array_equal(tk.step_positions(response[:15], [5, 12]), [5, 12])  # offset = position
+  np.testing.assert_array_equal(tk.step_token_ends(response[:15], [5, 12, 15]), [5, 12, 15])  # the last one too
   assert tk.cue_id("#") == int(char.encode("#")[0])
   np.testing.assert_array_equal(tk.answer_ids("#56"), [*char.encode("#56"), char.EOS_ID])
 
@@ -81,6 +82,10 @@ def test_hf_offsets_decode_and_step_positions(hf_dir):
   newline = s.index("\n")
   pos = tk.step_positions(ids, [newline])
   assert len(pos) == 1 and spans[pos[0], 0] >= newline and spans[pos[0] - 1, 0] < newline
+  # Step ends in tokens (judge credit): the same positions, plus the response's end (all its tokens).
+  ends = tk.step_token_ends(ids, [newline, len(s)])
+  np.testing.assert_array_equal(ends, [pos[0], len(ids)])
+  assert tk.decode(ids[:ends[0]]).startswith(s[:newline]) and tk.decode(ids[ends[0]:]) == s[len(tk.decode(ids[:ends[0]])):]
   # decode stops at either EOS id and drops PAD
   assert tk.decode([*tk.encode("ab"), 0, *tk.encode("cd")]) == "ab"
 

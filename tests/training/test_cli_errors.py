@@ -118,6 +118,7 @@ _BAD_FLAGS = {
     ("identify", "mi_sigma"): [["--mi-sigma", "huge"]],
     ("identify", "seed"): [["--seed", "-1"]],
     ("identify", "bootstrap"): [["--bootstrap", "-1"]],
+    ("identify", "judges"): [["--judges", "nope"], ["--judges", "oracle,nope"]],
     ("identify", "out"): [["--out", "{file}"]],
     ("export", "run_dir"): [["{file}"], ["{hf}"], ["{missing}"]],
     ("export", "out"): [["--out", "{file}"]],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from tcred.judges import judge_names
 from tcred.sampling.tree import ForkRule
 from tcred.signals.information import PEAK_RULES, MIInputs
 from tcred.training.config import TreeConfig
@@ -17,6 +18,7 @@ class UsageError(ValueError):
 # their continuations have their own, so the chain study's draws do not change when trees are added).
 _NS_ROLLOUTS, _NS_CONTINUATIONS, _NS_BOOTSTRAP = 0x1D, 0x1D + 1, 0x1D + 2
 _NS_TREE_ROLLOUTS, _NS_TREE_CONTINUATIONS = 0x1D + 4, 0x1D + 5
+_NS_JUDGES = 0x1D + 6  # the step judges' own sampling (the mc judge's continuations)
 
 # Where the study's rollouts come from: independent chains, tree leaves, or both (two sections).
 ROLLOUT_SOURCES = ("chains", "tree", "both")
@@ -50,6 +52,8 @@ class IdentifyConfig:
       "top-k" (the mi_peak_k = 20 highest-MI tokens per rollout, the released MI-Peaks code).
     mi_layer, mi_norm, mi_sigma: the HSIC MI inputs (`MIInputs`): default the last layer after the
       final norm with σ scaled by width; the MI-Peaks code: the layer's output before the norm, σ = 50.
+    judges: registered step judges whose rows (`judge-<name>`) the study adds, each at its default settings
+      (default none here; `tcred identify --judges` defaults to oracle,mc, the judges that need no training).
   """
 
   prompts: int = 32
@@ -72,8 +76,15 @@ class IdentifyConfig:
   mi_layer: int = -1
   mi_norm: str = "post"
   mi_sigma: str = "width"
+  judges: tuple[str, ...] = ()
 
   def __post_init__(self):
+    if isinstance(self.judges, str) or not all(isinstance(j, str) for j in self.judges):
+      raise ValueError(f"judges must be a sequence of judge names, got {self.judges!r}")
+    object.__setattr__(self, "judges", tuple(self.judges))
+    for j in self.judges:
+      if j not in judge_names():
+        raise ValueError(f"judges: unknown judge {j!r}; allowed: {', '.join(judge_names())}")
     if self.mi_peak_rule not in PEAK_RULES:
       raise ValueError(f"mi_peak_rule {self.mi_peak_rule!r}: allowed values are {', '.join(PEAK_RULES)}")
     if isinstance(self.mi_peak_k, bool) or not isinstance(self.mi_peak_k, int) or self.mi_peak_k < 1:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from tcred.evaluation.identify.metrics import METRICS, Results
-from tcred.evaluation.identify.signals import describe_signals
+from tcred.evaluation.identify.signals import describe_signals, judges_of
 from tcred.evaluation.identify.study import StudyData
 
 METRIC_TITLES = {
@@ -121,10 +121,12 @@ def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> 
          f"{meta.get('load_start', math.nan):.1f} (the machine is shared; wall times scale with the load).",
          f"- **Wall time**: {meta['wall_s']:.0f} s end to end (policy load {meta.get('load_s', math.nan):.0f} s, "
          f"rollouts {tm.get('rollouts_s', 0):.0f} s, policy forward + extras {tm.get('signals_forward_s', 0):.0f} s, "
-         f"Monte-Carlo continuations + oracle {tm.get('ground_truth_s', 0):.0f} s, metrics + bootstrap "
-         f"{tm.get('metrics_s', 0):.0f} s; compilation included).", "",
+         f"Monte-Carlo continuations + oracle {tm.get('ground_truth_s', 0):.0f} s, "
+         + "".join(f"judge {j} {tm.get(f'{j}_s', 0):.0f} s ({tm.get(f'{j}_tokens', 0):.0f} tokens), "
+                   for j in judges_of(list(data.signals)))
+         + f"metrics + bootstrap {tm.get('metrics_s', 0):.0f} s; compilation included).", "",
          "## Signals", "", "| signal | definition |", "|---|---|"]
-  desc = describe_signals()
+  desc = describe_signals(judges=judges_of(list(data.signals)))
   for name in data.signals:
     out.append(f"| {name} | {_md(desc.get(name, ''))} |")
   out += ["", "## Results", ""] + _results_table(results, pct)

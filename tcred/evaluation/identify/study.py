@@ -8,12 +8,14 @@ from __future__ import annotations
 import time
 from typing import Any, NamedTuple, Sequence
 
+import jax
 import numpy as np
 
-from tcred.evaluation.identify.config import _NS_CONTINUATIONS, _NS_TREE_CONTINUATIONS, IdentifyConfig
+from tcred.evaluation.identify.config import _NS_CONTINUATIONS, _NS_JUDGES, _NS_TREE_CONTINUATIONS, IdentifyConfig
 from tcred.evaluation.identify.rollouts import (Rollout, policy_forward, sample_rollouts, sample_tree_rollouts,
                                                 signal_extras)
-from tcred.evaluation.identify.signals import check_signal, compute_signals, needed_extras, needs_tree, signal_names
+from tcred.evaluation.identify.signals import (check_signal, compute_signals, judge_signals, judges_of, needed_extras,
+                                               needs_tree, signal_names)
 from tcred.evaluation.identify.truth import GroundTruth, ground_truth
 from tcred.tasks.base import Problem, Task
 from tcred.sampling.rollout import Trees
@@ -43,14 +45,15 @@ class StudyData(NamedTuple):
 def run_study(graphdef, params, task: Task, problems: Sequence[Problem], config: IdentifyConfig, *,
               signals: Sequence[str] | None = None, progress: bool = False, source: str = "chains") -> StudyData:
   """Samples the rollouts (`source`: "chains" or "tree"), estimates the ground truth, computes the signals
-  (default: every row of the study the source supports; tree signals need tree rollouts)."""
+  (default: every row of the study the source supports, with the judge rows of `config.judges`; tree
+  signals need tree rollouts). `timings` gets each judge's `<judge>_s` and `<judge>_tokens`."""
   problems = list(problems)
   if len(problems) != config.prompts:
     raise ValueError(f"got {len(problems)} problems for config.prompts={config.prompts}")
   if source not in ("chains", "tree"):
     raise ValueError(f"source must be one of chains, tree, got {source!r}")
   tree = source == "tree"
-  chosen = [check_signal(s) for s in (signal_names(trees=tree) if signals is None else signals)]
+  chosen = [check_signal(s) for s in (signal_names(trees=tree, judges=config.judges) if signals is None else signals)]
   if not tree and any(needs_tree(s) for s in chosen):
     raise ValueError(f"signals {[s for s in chosen if needs_tree(s)]} need tree rollouts (source='tree')")
   timings = {}
@@ -70,7 +73,13 @@ def run_study(graphdef, params, task: Task, problems: Sequence[Problem], config:
                        namespace=_NS_TREE_CONTINUATIONS if tree else _NS_CONTINUATIONS)
   timings["ground_truth_s"] = time.time() - t0
   t0 = time.time()
-  values = compute_signals(chosen, rollout, truth, policy, extras, trees)
+  judge_key = jax.random.fold_in(jax.random.key(config.seed), _NS_JUDGES + 8 * tree)
+  judged, cost = judge_signals(graphdef, params, task, problems, rollout, judges_of(chosen), key=judge_key,
+                               temperature=config.temperature, progress=progress)
+  timings.update(cost)
+  timings["judges_s"] = time.time() - t0
+  t0 = time.time()
+  values = compute_signals(chosen, rollout, truth, policy, extras, trees, judged)
   timings["signals_s"] = time.time() - t0
   return StudyData(task.name, task.answer_cue, problems, config, rollout, truth, values, policy, extras, timings,
                    trees, source, task.tokenizer)
