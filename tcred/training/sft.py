@@ -94,7 +94,7 @@ def _load_or_train(graphdef, params, directory: pathlib.Path, task: Task, task_c
   held_out = [p.prompt for p in eval_problems(task, eval_prompts)]
   record = held_out_record(held_out)
   record_path = directory / HELD_OUT_FILE
-  ckpt = Checkpointer(directory / "params", max_to_keep=1)
+  ckpt = Checkpointer(directory / "params", max_to_keep=1, local=True)  # each process loads (or trains) it
   try:
     if ckpt.steps():
       found = json.loads(record_path.read_text()) if record_path.exists() else None
