@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from tcred.parallel.distributed import DistributedConfig, initialize
+from tcred.parallel.distributed import DistributedConfig, barrier, initialize, is_primary, to_host
 
 from tcred.testing.sharded import simulated_env
 
@@ -39,6 +39,22 @@ def test_environment_sets_coordinator_processes_and_index():
 def test_incomplete_or_malformed_environment_is_refused(env, message):
   with pytest.raises(ValueError, match=message):
     DistributedConfig.from_env(env)
+
+
+def test_alone_the_process_is_primary_and_to_host_copies_every_array():
+  """One process: process 0 writes, the barrier returns at once, and `to_host` is a plain copy to numpy
+  (None leaves, e.g. a sampler's dropped hidden states, stay None)."""
+  import jax.numpy as jnp
+
+  from tcred.sampling.sampler import Rows
+
+  rows = Rows(tokens=jnp.arange(6, dtype=jnp.int32).reshape(2, 3), logp=jnp.zeros((2, 3)),
+              entropy=jnp.ones((2, 3)), length=jnp.array([3, 1]), hidden=None)
+  host = to_host(rows)
+  assert is_primary() and barrier("alone") is None
+  assert type(host) is Rows and host.hidden is None and isinstance(host.tokens, np.ndarray)
+  np.testing.assert_array_equal(host.tokens, [[0, 1, 2], [3, 4, 5]])
+  np.testing.assert_array_equal(host.length, [3, 1])
 
 
 def _free_port() -> int:
