@@ -10,6 +10,7 @@ import numpy as np
 from flax import nnx
 
 from tcred.parallel.distributed import to_host
+from tcred.parallel.mesh import Layout
 from tcred.sampling.sampler import Rollouts, finish, sample_groups
 from tcred.sampling.tree import ForkRule, TreeArrays, choose_forks, fork_round, start_trees, tree_arrays
 from tcred.tasks.base import Problem, Task
@@ -85,11 +86,15 @@ def score(task: Task, problems: Sequence[Problem], rollouts: Rollouts) -> tuple[
 
 def sample_and_score(graphdef: nnx.GraphDef, params: nnx.State, task: Task, problems: Sequence[Problem],
                      key: jax.Array, *, group_size: int, temperature: float, top_p: float = 1.0,
-                     greedy: bool = False) -> Groups:
+                     greedy: bool = False, layout: Layout | None = None) -> Groups:
+  """`layout`: the run's mesh (None: one device): the prompts are split over it and the sampler keeps
+  its KV cache so; the same rollouts either way."""
   prompt, valid = encode_prompts(task, problems)
-  rollouts = sample_groups(graphdef, params, prompt, valid, key, group_size=group_size,
+  placed = (prompt, valid) if layout is None else layout.place_batch((prompt, valid))
+  rollouts = sample_groups(graphdef, params, *placed, key, group_size=group_size,
                            max_new_tokens=task.max_response_len, temperature=temperature, top_p=top_p,
-                           greedy=greedy, eos_id=task.tokenizer.stop_ids, pad_id=task.tokenizer.pad_id)
+                           greedy=greedy, eos_id=task.tokenizer.stop_ids, pad_id=task.tokenizer.pad_id,
+                           layout=layout)
   rollouts = to_host(rollouts)  # every process: the global rollouts (tcred.parallel.distributed)
   rewards, texts = score(task, problems, rollouts)
   return Groups(prompt, valid, rollouts, rewards, texts)

@@ -372,7 +372,7 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
       done = step + 1
       if done % rl.eval_every == 0 or done == rl.steps:
         ev = evaluate(graphdef, state.params, task, held_out[:rl.eval_prompts], jax.random.fold_in(eval_key, done),
-                      samples=rl.eval_samples, temperature=rl.temperature, greedy=False)
+                      samples=rl.eval_samples, temperature=rl.temperature, greedy=False, layout=layout)
         row["eval/pass1"] = ev["pass1"]
         tracker.text("rollouts", _rollout_text(problems, groups), done)
       tracker.log(done, row)
@@ -399,7 +399,7 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
 
   with _announced(announce, "final policy", rl):
     final = evaluate(graphdef, state.params, task, held_out[:rl.final_eval_prompts], eval_key,
-                     samples=rl.final_eval_samples, temperature=rl.temperature)
+                     samples=rl.final_eval_samples, temperature=rl.temperature, layout=layout)
   k = rl.final_eval_samples
   summary = {
       "name": cfg.name, "seed": seed, "task": cfg.task, "credit": cfg.credit.name,
