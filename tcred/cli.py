@@ -414,7 +414,10 @@ def _run(args) -> int:
   from tcred.training.sft import BasePolicyError
   from tcred.training.tracking import RunError
 
+  from tcred.parallel import distributed
+
   try:
+    distributed.initialize()  # one of several processes (TCRED_COORDINATOR, ...): join the others first
     cfg = _resolve(args)
   except ValueError as e:
     return _usage_error(str(e))

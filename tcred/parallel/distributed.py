@@ -7,7 +7,13 @@ environment so that the same command runs on one machine, a GPU cluster or a TPU
   TCRED_DISTRIBUTED=auto        instead of the three above: let JAX find them (Cloud TPU slices,
                                 SLURM, Open MPI and the other clusters `jax.distributed` detects)
 
-With none of these set, a process runs alone and nothing is initialised. After start-up,
+With none of these set, a process runs alone and nothing is initialised.
+
+Every process runs the same program on global arrays (one jitted step, one sampler); what
+happens on the host between them (decoding and scoring rollouts, choosing tree forks,
+metrics) needs whole arrays: `to_host` gives every process the same global value
+(`multihost_utils.process_allgather` of the arrays that span processes), so the host code
+computes the same thing in every process. Files are written by `is_primary()` only. After start-up,
 `jax.devices()` lists every process's devices, so `tcred.parallel.mesh.make_mesh` builds the
 global mesh and each process holds the shards of its own devices. Must run before any other
 JAX call of the process.
@@ -17,9 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Mapping
+from typing import Any, Mapping
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 ENV_COORDINATOR, ENV_PROCESSES, ENV_ID, ENV_MODE = (
     "TCRED_COORDINATOR", "TCRED_NUM_PROCESSES", "TCRED_PROCESS_ID", "TCRED_DISTRIBUTED")
@@ -97,3 +105,27 @@ def initialize(config: DistributedConfig | None = None) -> bool:
     jax.distributed.initialize(coordinator_address=config.coordinator, num_processes=config.num_processes,
                                process_id=config.process_id)
   return True
+
+
+def is_primary() -> bool:
+  """Whether this process writes the files of a run (process 0; True when running alone)."""
+  return jax.process_index() == 0
+
+
+def host_value(x) -> np.ndarray:
+  """The global value of one array on the host: gathered from every process if it spans them
+  (a collective: every process must call it), else `np.asarray` (a copy from its device)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
+def to_host(tree: Any) -> Any:
+  """`host_value` of every array of `tree` (same structure; None leaves stay None)."""
+  return jax.tree.map(host_value, tree)
+
+
+def barrier(name: str) -> None:
+  """Waits until every process reaches the barrier `name` (nothing when running alone)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)

@@ -17,7 +17,8 @@ reference policy of the same shapes are placed alike):
   * batches, rollouts, extras: the leading (prompt) dimension B is split over both axes,
     ("data", "fsdp"), the FSDP devices being data-parallel too; over "data" alone if only
     that divides B; replicated otherwise. The KV cache and decode buffers of the sampler are
-    built inside its jitted function from the placed prompts, and inherit that split.
+    built inside its jitted function from the placed prompts; given the layout, the sampler
+    constrains the cache to that split (`Layout.constrain_batch`), else it is inherited.
 
 On one device (`MeshConfig` resolves to 1 × 1) no layout is built and every array stays where
 it was: a default run on one device is the same program as before this module existed.
@@ -161,6 +162,11 @@ class Layout:
   def place_replicated(self, tree: Any) -> Any:
     """Every array of `tree` on every device (PRNG keys, small tables)."""
     return jax.tree.map(lambda x: _put(x, self.replicated()), tree)
+
+  def constrain_batch(self, tree: Any) -> Any:
+    """Inside a jitted function: keeps batch arrays (leading B or N = B·G, e.g. the sampler's KV
+    cache) on the placement of `place_batch`."""
+    return jax.lax.with_sharding_constraint(tree, self.batch_shardings(tree))
 
   def constrain_state(self, tree: Any) -> Any:
     """Inside a jitted function: keeps a new state on the placement of `place_state`."""

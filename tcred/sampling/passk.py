@@ -9,6 +9,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from tcred.parallel.mesh import Layout
 from tcred.sampling.rollout import sample_and_score
 from tcred.tasks.base import Problem, Task
 
@@ -24,14 +25,15 @@ def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
 
 def evaluate(graphdef: nnx.GraphDef, params: nnx.State, task: Task, problems: Sequence[Problem],
              key: jax.Array, *, samples: int, temperature: float, batch_prompts: int = 64,
-             greedy: bool = True) -> dict[str, float]:
+             greedy: bool = True, layout: Layout | None = None) -> dict[str, float]:
   """pass@1 at `temperature` over `len(problems) × samples` rollouts, pass@k for k = samples,
-  and greedy pass@1 (one greedy rollout per problem) if `greedy`."""
+  and greedy pass@1 (one greedy rollout per problem) if `greedy`; `layout`: the run's mesh, or None
+  (`sample_and_score`)."""
   correct = []
   for start in range(0, len(problems), batch_prompts):
     chunk = problems[start:start + batch_prompts]
     groups = sample_and_score(graphdef, params, task, chunk, jax.random.fold_in(key, start),
-                              group_size=samples, temperature=temperature)
+                              group_size=samples, temperature=temperature, layout=layout)
     correct.append(groups.rewards.sum(axis=1))
   c = np.concatenate(correct)
   out = {"pass1": float(np.mean(c / samples)),
@@ -42,7 +44,7 @@ def evaluate(graphdef: nnx.GraphDef, params: nnx.State, task: Task, problems: Se
     for start in range(0, len(problems), batch_prompts):
       chunk = problems[start:start + batch_prompts]
       groups = sample_and_score(graphdef, params, task, chunk, key, group_size=1, temperature=1.0,
-                                greedy=True)
+                                greedy=True, layout=layout)
       hits.append(groups.rewards[:, 0])
     out["pass1_greedy"] = float(np.mean(np.concatenate(hits)))
   return out

@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tcred.parallel.distributed import to_host
+from tcred.parallel.mesh import Layout
 from tcred.sampling.sampler import Rollouts, finish, sample_groups
 from tcred.sampling.tree import ForkRule, TreeArrays, choose_forks, fork_round, start_trees, tree_arrays
 from tcred.tasks.base import Problem, Task
@@ -84,12 +86,16 @@ def score(task: Task, problems: Sequence[Problem], rollouts: Rollouts) -> tuple[
 
 def sample_and_score(graphdef: nnx.GraphDef, params: nnx.State, task: Task, problems: Sequence[Problem],
                      key: jax.Array, *, group_size: int, temperature: float, top_p: float = 1.0,
-                     greedy: bool = False) -> Groups:
+                     greedy: bool = False, layout: Layout | None = None) -> Groups:
+  """`layout`: the run's mesh (None: one device): the prompts are split over it and the sampler keeps
+  its KV cache so; the same rollouts either way."""
   prompt, valid = encode_prompts(task, problems)
-  rollouts = sample_groups(graphdef, params, prompt, valid, key, group_size=group_size,
+  placed = (prompt, valid) if layout is None else layout.place_batch((prompt, valid))
+  rollouts = sample_groups(graphdef, params, *placed, key, group_size=group_size,
                            max_new_tokens=task.max_response_len, temperature=temperature, top_p=top_p,
-                           greedy=greedy, eos_id=task.tokenizer.stop_ids, pad_id=task.tokenizer.pad_id)
-  rollouts = jax.tree.map(np.asarray, rollouts)
+                           greedy=greedy, eos_id=task.tokenizer.stop_ids, pad_id=task.tokenizer.pad_id,
+                           layout=layout)
+  rollouts = to_host(rollouts)  # every process: the global rollouts (tcred.parallel.distributed)
   rewards, texts = score(task, problems, rollouts)
   return Groups(prompt, valid, rollouts, rewards, texts)
 
@@ -117,9 +123,9 @@ def sample_trees_and_score(graphdef: nnx.GraphDef, params: nnx.State, task: Task
   filled[:, :m] = True
   per_round = m * tree.forks * tree.branch
   for r in range(1, tree.rounds + 1):
-    rows = jax.device_get(pool.rows._replace(hidden=None))
+    rows = to_host(pool.rows._replace(hidden=None))
     length = rows.length.reshape(b, g)
-    fork_pos = np.asarray(pool.fork_pos).reshape(b, g)
+    fork_pos = to_host(pool.fork_pos).reshape(b, g)
     tokens = rows.tokens.reshape(b, g, t_max)
     dest, src, at = [], [], []
     lo = m + (r - 1) * per_round
@@ -150,10 +156,11 @@ def sample_trees_and_score(graphdef: nnx.GraphDef, params: nnx.State, task: Task
                       prompt_slots=p, **common)
   mask, finished = finish(pool.rows, tk.stop_ids)
   shape = (b, g, t_max)
-  rows = jax.device_get(pool.rows._replace(hidden=None))
+  rows = to_host(pool.rows._replace(hidden=None))
+  mask, finished = to_host((mask, finished))
   rollouts = Rollouts(tokens=rows.tokens.reshape(shape), logp=rows.logp.reshape(shape),
-                      mask=np.asarray(mask).reshape(shape), finished=np.asarray(finished).reshape(b, g))
-  fork_pos = np.asarray(pool.fork_pos).reshape(b, g)
+                      mask=mask.reshape(shape), finished=finished.reshape(b, g))
+  fork_pos = to_host(pool.fork_pos).reshape(b, g)
   length = rows.length.reshape(b, g)
   arrays = [tree_arrays(source[i], fork_pos[i], length[i], tree_id[i], trees=m, max_new_tokens=t_max,
                         root=tree.root)

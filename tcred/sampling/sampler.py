@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tcred.models.decoder import Decoder, KVCache, positions_from_mask
+from tcred.parallel.mesh import Layout
 
 
 class Rollouts(NamedTuple):
@@ -107,7 +108,8 @@ def _choose(logits: jax.Array, key: jax.Array, *, temperature: float, top_p: flo
 
 def decode(model: Decoder, cache: KVCache, rows: Rows, first_hidden: jax.Array, prompt_len: jax.Array,
            key: jax.Array, *, slot_base: int, temperature: float, top_p: float, greedy: bool,
-           eos_id: int | tuple[int, ...], pad_id: int) -> tuple[KVCache, Rows, jax.Array]:
+           eos_id: int | tuple[int, ...], pad_id: int, layout: Layout | None = None
+           ) -> tuple[KVCache, Rows, jax.Array]:
   """Continues N rows until each emits EOS or fills its T-token budget.
 
   Row n resumes at response position `rows.length[n]`: its next token is drawn
@@ -128,6 +130,8 @@ def decode(model: Decoder, cache: KVCache, rows: Rows, first_hidden: jax.Array, 
     slot_base: first free cache slot (static).
     temperature, top_p, greedy, eos_id, pad_id: the sampling rule and special ids (`eos_id`: one id or a
       tuple of ids, any of which ends a row).
+    layout: the device mesh of the rows, or None (one device, or left to XLA): the cache stays split
+      over its N rows at every step (`_keep_split`).
 
   Returns:
     (cache, rows, fed): the updated cache and buffers, and the number of tokens
@@ -156,6 +160,7 @@ def decode(model: Decoder, cache: KVCache, rows: Rows, first_hidden: jax.Array, 
                            length=pos + active.astype(jnp.int32))
     hidden, cache = model(token[:, None], (prompt_len + pos)[:, None], active[:, None], s.cache,
                           slot_base + s.k)
+    cache = _keep_split(cache, layout)
     h = hidden[:, 0].astype(jnp.float32)  # [N, D]
     if rows.hidden is not None:
       rows = rows._replace(hidden=put(rows.hidden, pos + 1, h, active))  # pos + 1 = T is dropped
@@ -177,12 +182,23 @@ def empty_rows(n: int, t_max: int, *, pad_id: int, hidden_dim: int | None = None
               entropy=jnp.zeros((n, t_max), jnp.float32), length=jnp.zeros((n,), jnp.int32), hidden=hidden)
 
 
-def prefill(model: Decoder, prompt: jax.Array, prompt_valid: jax.Array, slots: int):
-  """Runs B left-padded prompts once: (cache `[B, slots]`, last hidden `[B, D]`, prompt_len `[B]`)."""
+def _keep_split(cache: KVCache, layout: Layout | None) -> KVCache:
+  """The cache constrained to the batch split of its rows (`Layout.constrain_batch`); unchanged without a layout.
+
+  Without it, XLA's propagation gives the cache update the split of the new keys and values (the
+  key-value heads, from FSDP-split projection weights) while the cache is split over rows: on FSDP
+  meshes the update then gathers the whole cache ("Involuntary full rematerialization").
+  """
+  return cache if layout is None else layout.constrain_batch(cache)
+
+
+def prefill(model: Decoder, prompt: jax.Array, prompt_valid: jax.Array, slots: int, layout: Layout | None = None):
+  """Runs B left-padded prompts once: (cache `[B, slots]`, last hidden `[B, D]`, prompt_len `[B]`).
+  `layout`: keep the cache split over B (`_keep_split`)."""
   b, _ = prompt.shape
-  cache = KVCache.empty(model.config, b, slots)
+  cache = _keep_split(KVCache.empty(model.config, b, slots), layout)
   hidden, cache = model(prompt, positions_from_mask(prompt_valid), prompt_valid, cache, 0)  # [B, P, D]
-  return cache, hidden[:, -1], jnp.sum(prompt_valid, axis=-1).astype(jnp.int32)
+  return _keep_split(cache, layout), hidden[:, -1], jnp.sum(prompt_valid, axis=-1).astype(jnp.int32)
 
 
 def is_eos(tokens: jax.Array, eos_id: int | tuple[int, ...]) -> jax.Array:
@@ -201,10 +217,11 @@ def finish(rows: Rows, eos_id: int | tuple[int, ...]) -> tuple[jax.Array, jax.Ar
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "graphdef", "group_size", "max_new_tokens", "temperature", "top_p", "greedy", "eos_id", "pad_id"))
+    "graphdef", "group_size", "max_new_tokens", "temperature", "top_p", "greedy", "eos_id", "pad_id", "layout"))
 def sample_groups(graphdef: nnx.GraphDef, params: nnx.State, prompt: jax.Array, prompt_valid: jax.Array,
                   key: jax.Array, *, group_size: int, max_new_tokens: int, temperature: float,
-                  top_p: float = 1.0, greedy: bool = False, eos_id: int | tuple[int, ...], pad_id: int) -> Rollouts:
+                  top_p: float = 1.0, greedy: bool = False, eos_id: int | tuple[int, ...], pad_id: int,
+                  layout: Layout | None = None) -> Rollouts:
   """Samples `group_size` responses per prompt.
 
   Args:
@@ -216,6 +233,8 @@ def sample_groups(graphdef: nnx.GraphDef, params: nnx.State, prompt: jax.Array, 
     max_new_tokens: T, the generation budget (EOS included).
     temperature, top_p, greedy: the sampling rule; greedy ignores both.
     eos_id, pad_id: special token ids (`eos_id`: one id, or a tuple of ids any of which ends a response).
+    layout: the mesh the prompts are placed on (`Layout.place_batch`), or None: with it the KV cache is
+      constrained to their split over rows (static; the same tokens either way).
 
   Returns:
     `Rollouts` with `[B, G, T]` arrays. Decoding stops early once every row is done.
@@ -226,11 +245,12 @@ def sample_groups(graphdef: nnx.GraphDef, params: nnx.State, prompt: jax.Array, 
   chex.assert_equal_shape([prompt, prompt_valid])
   b, p = prompt.shape
   n = b * group_size
-  cache, last, prompt_len = prefill(model, prompt, prompt_valid, p + max_new_tokens)
+  cache, last, prompt_len = prefill(model, prompt, prompt_valid, p + max_new_tokens, layout)
   rep = lambda x: jnp.repeat(x, group_size, axis=0)
-  _, rows, _ = decode(model, cache.repeat(group_size), empty_rows(n, max_new_tokens, pad_id=pad_id),
-                      rep(last), rep(prompt_len), key, slot_base=p, temperature=temperature, top_p=top_p,
-                      greedy=greedy, eos_id=eos_id, pad_id=pad_id)
+  _, rows, _ = decode(model, _keep_split(cache.repeat(group_size), layout),
+                      empty_rows(n, max_new_tokens, pad_id=pad_id), rep(last), rep(prompt_len), key, slot_base=p,
+                      temperature=temperature, top_p=top_p, greedy=greedy, eos_id=eos_id, pad_id=pad_id,
+                      layout=layout)
   mask, finished = finish(rows, eos_id)
   shape = (b, group_size, max_new_tokens)
   return Rollouts(tokens=rows.tokens.reshape(shape), logp=rows.logp.reshape(shape),

@@ -23,7 +23,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 from tcred.credit import make_credit
 from tcred.losses.pg import LossConfig
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--method", default="entropy-mask")
   p.add_argument("--out", required=True)
   args = p.parse_args(argv)
-  joined = distributed.initialize()  # before any JAX computation (imports do not start a backend)
+  distributed.initialize()  # before any JAX computation (imports do not start a backend)
 
   jax.config.update("jax_default_matmul_precision", "highest")
   data, fsdp = (int(v) for v in args.mesh.split("x"))
@@ -57,15 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     state, m = rl_train_step(state, batch, None, graphdef=graphdef, tx=tx, credit=make_credit(args.method),
                              loss_config=LossConfig(), temperature=1.0, chunk_size=64, layout=layout)
     rows.append({k: float(np.asarray(v.addressable_data(0))) for k, v in m.items()})  # replicated scalars
-  gather = lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)) if joined else np.asarray(x)
-  leaves = [gather(x) for x in jax.tree.leaves(state.params)]
+  leaves = [distributed.host_value(x) for x in jax.tree.leaves(state.params)]  # gathered from every process
   if jax.process_index() == 0:
     names = sorted(rows[0])
     np.savez(args.out, metric_names=np.array(names), metrics=np.array([[r[k] for k in names] for r in rows]),
              processes=jax.process_count(), devices=jax.device_count(), seconds=time.time() - t0,
              **{f"param_{i:03d}": x for i, x in enumerate(leaves)})
-  if joined:
-    multihost_utils.sync_global_devices("tcred multihost done")
+  distributed.barrier("tcred multihost done")
   print(f"process {jax.process_index()}/{jax.process_count()}: {jax.local_device_count()} of {jax.device_count()} "
         f"devices, {args.steps} steps, loss {rows[-1]['loss/total']:.6f}", flush=True)
   return 0

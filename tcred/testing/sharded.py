@@ -195,7 +195,7 @@ def check_sampler(rec: Recorder, meshes):
   for spec in meshes:
     layout = _layout(spec)
     out = sample_groups(graphdef, layout.place_state(params), *layout.place_batch((batch.prompt, batch.prompt_valid)),
-                        layout.place_replicated(key), **kw)
+                        layout.place_replicated(key), layout=layout, **kw)
     rec.info[f"sampler {spec} tokens sharding"] = str(out.tokens.sharding.spec)
     out = jax.device_get(out)
     rec.equal(f"sampler {spec} tokens", out.tokens, one.tokens)

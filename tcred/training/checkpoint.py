@@ -41,6 +41,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from tcred.parallel.distributed import host_value
 from tcred.training.tracking import RunError
 
 log = logging.getLogger(__name__)
@@ -67,26 +68,18 @@ class _Unusable(Exception):
     self.details = details  # the full error text and whatever Orbax printed meanwhile
 
 
-def _host(x) -> np.ndarray:
-  """The global value of a leaf as a host array (gathered from every process if sharded across them)."""
-  if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    from jax.experimental import multihost_utils
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-  return np.asarray(x)
-
-
 def _sharded(x) -> bool:
   """Whether `x` is a jax.Array placed over more than one device."""
   return isinstance(x, jax.Array) and len(x.sharding.device_set) > 1
 
 
 def _all_finite(leaves) -> bool:
-  return all(np.all(np.isfinite(x)) for x in map(_host, leaves) if np.issubdtype(x.dtype, np.inexact))
+  return all(np.all(np.isfinite(x)) for x in map(host_value, leaves) if np.issubdtype(x.dtype, np.inexact))
 
 
 def leaf_digest(x) -> str:
   """SHA-256 (first 16 hex digits) of one leaf's dtype, shape and bytes (its global value)."""
-  a = np.ascontiguousarray(_host(x))
+  a = np.ascontiguousarray(host_value(x))
   h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
   h.update(a.reshape(-1).view(np.uint8))  # the bytes, without a copy (any dtype, bfloat16 too)
   return h.hexdigest()[:16]
@@ -204,12 +197,30 @@ def _placement(x) -> jax.sharding.Sharding:
 
 
 class Checkpointer:
-  """Saves and restores `(state, metadata)` under `directory/<step>/`."""
+  """Saves and restores `(state, metadata)` under `directory/<step>/`.
 
-  def __init__(self, directory: str | pathlib.Path, *, max_to_keep: int = 2):
+  Across several processes (`tcred.parallel.distributed`) a checkpoint is collective: every
+  process calls `save` and `restore` alike (Orbax writes each process's shards, process 0 the
+  metadata), and `directory` must be on a file system they all see. `local=True`: this
+  process's own checkpoint of arrays it holds whole (a cache, e.g. the SFT base policy),
+  written and read without the others (Orbax's `active_processes` = this one).
+  """
+
+  def __init__(self, directory: str | pathlib.Path, *, max_to_keep: int = 2, local: bool = False):
     self.directory = pathlib.Path(directory).absolute()
+    if not (local and jax.process_count() > 1):
+      self._manager = ocp.CheckpointManager(
+          self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+      return
+    me = jax.process_index()
+    alone = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me},
+                                               barrier_sync_key_prefix=f"tcred-local-{me}")
+    self.directory.mkdir(parents=True, exist_ok=True)  # Orbax's create=True is for all processes only
     self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False,
+                                                             multiprocessing_options=alone),
+        item_handlers={"state": ocp.StandardCheckpointHandler(multiprocessing_options=alone),
+                       "meta": ocp.JsonCheckpointHandler(multiprocessing_options=alone)})
 
   def save(self, step: int, state: Any, metadata: dict[str, Any]) -> bool:
     """Saves synchronously; refuses (returns False) if the state holds non-finite values.
@@ -266,7 +277,7 @@ class Checkpointer:
         out = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         arrays = [out["state"][f"{i:05d}"] for i in range(len(template_leaves))]
-        restored = [_host(x) for x in arrays]
+        restored = [host_value(x) for x in arrays]
         meta = dict(out["meta"])
       except Exception as e:  # noqa: BLE001 - any failure to read makes this checkpoint unusable
         error = e

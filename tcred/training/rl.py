@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from tcred.credit.extras import compute_extras, extras_token_count, validate_extras
 from tcred.judges.base import JudgeContext
+from tcred.parallel.distributed import barrier, is_primary, to_host
 from tcred.parallel.mesh import check_batch, layout_for
 from tcred.runtime import StopRequest, Stopped, stop_signals
 from tcred.sampling.passk import evaluate
@@ -39,7 +40,7 @@ from tcred.training.pretrained import CheckpointInputError, pretrained_policy, r
 from tcred.training.restore import new_train_state, restore_train_state, rl_optimizer
 from tcred.training.sft import base_policy, cache_root, require_vocab
 from tcred.training.step import Batch, rl_train_step
-from tcred.training.tracking import RunError, RunLock, Tracker, check_writable_dir
+from tcred.training.tracking import NoTracker, RunError, RunLock, Tracker, check_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,9 @@ def _base_eval(graphdef, params, task: Task, problems: list[Problem], cfg: Exper
   with _announced(announce, "base policy", rl):
     result = evaluate(graphdef, params, task, problems, jax.random.key(0xE7A1), samples=rl.final_eval_samples,
                       temperature=rl.temperature)
-  path.write_text(json.dumps(result))
+  partial = path.with_name(f"{path.name}.{jax.process_index()}.tmp")  # processes sharing the cache: whole files
+  partial.write_text(json.dumps(result))
+  partial.replace(path)
   return result
 
 
@@ -99,7 +102,7 @@ def _sample_chunk(graphdef, params, task: Task, problems: list[Problem], key: ja
                                     temperature=rl.temperature, top_p=rl.top_p)
   else:
     groups = sample_and_score(graphdef, params, task, problems, key, group_size=rl.group_size,
-                              temperature=rl.temperature, top_p=rl.top_p)
+                              temperature=rl.temperature, top_p=rl.top_p, layout=layout_for(cfg.mesh))
   names = validate_extras(cfg.credit.needs_extras)
   extras, extras_s, extras_tokens = {}, 0.0, 0
   if names:
@@ -107,7 +110,7 @@ def _sample_chunk(graphdef, params, task: Task, problems: list[Problem], key: ja
     solution, solution_valid = encode_solutions(task, problems)
     r = groups.rollouts
     t0 = time.time()
-    extras = jax.device_get(compute_extras(
+    extras = to_host(compute_extras(
         graphdef, params, groups.prompt, groups.prompt_valid, r.tokens, r.mask, answer, answer_valid,
         solution, solution_valid, names=names, temperature=rl.temperature,
         cue_id=task.tokenizer.cue_id(task.answer_cue), mi=cfg.credit.mi_inputs()))
@@ -249,7 +252,8 @@ def run_experiment(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path 
     raise RunError(str(e)) from None
   plan = check_run(cfg, seed=seed, out=out)
   run_dir = run_dir_of(out, cfg.name, seed)
-  with RunLock(run_dir), stop_signals() as stop:
+  # Several processes (tcred.parallel.distributed): all compute, process 0 writes the run directory.
+  with RunLock(run_dir) if is_primary() else contextlib.nullcontext(), stop_signals() as stop:
     try:
       return _run_locked(cfg, plan, seed=seed, run_dir=run_dir, resume=resume, progress=progress,
                          log_every=log_every, stop=stop)
@@ -287,7 +291,10 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
       raise RunError(f"--resume --steps {rl.steps}: {run_dir} has already trained {done} steps; a run is never "
                      f"cut back (its summary would mislabel the policy): pass --steps >= {done}, or start a new "
                      f"run with another --out")
-  config_path.write_text(json.dumps(resolved, indent=1))
+  barrier("tcred run: run directory checked")  # before process 0 writes to it
+  primary = is_primary()
+  if primary:
+    config_path.write_text(json.dumps(resolved, indent=1))
 
   task, held_out, exclude = plan
   n_eval = rl.held_out_prompts
@@ -318,7 +325,7 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
     _say(f"tcred: resuming {run_dir} from its checkpoint at step {start} (of {rl.steps})")
   elif resume:
     _say(f"tcred: {run_dir} has no checkpoint yet; starting from step 0")
-  tracker = Tracker(run_dir, resume_step=start if (resume and start) else None)
+  tracker = Tracker(run_dir, resume_step=start if (resume and start) else None) if primary else NoTracker()
   if start == 0:
     tracker.text("config", "```\n" + json.dumps(resolved, indent=1) + "\n```", 0)
   run_key = jax.random.fold_in(jax.random.key(seed), RL_NAMESPACE)
@@ -376,7 +383,7 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
       done = step + 1
       if done % rl.eval_every == 0 or done == rl.steps:
         ev = evaluate(graphdef, state.params, task, held_out[:rl.eval_prompts], jax.random.fold_in(eval_key, done),
-                      samples=rl.eval_samples, temperature=rl.temperature, greedy=False)
+                      samples=rl.eval_samples, temperature=rl.temperature, greedy=False, layout=layout)
         row["eval/pass1"] = ev["pass1"]
         tracker.text("rollouts", _rollout_text(problems, groups), done)
       tracker.log(done, row)
@@ -403,7 +410,7 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
 
   with _announced(announce, "final policy", rl):
     final = evaluate(graphdef, state.params, task, held_out[:rl.final_eval_prompts], eval_key,
-                     samples=rl.final_eval_samples, temperature=rl.temperature)
+                     samples=rl.final_eval_samples, temperature=rl.temperature, layout=layout)
   k = rl.final_eval_samples
   summary = {
       "name": cfg.name, "seed": seed, "task": cfg.task, "credit": cfg.credit.name,
@@ -420,7 +427,8 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
       # This invocation end to end: base policy (SFT unless cached), RL, evaluations.
       "invocation_wall_s": time.time() - t_start,
   }
-  (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+  if primary:
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
   tracker.hparams(resolved, summary, step=rl.steps)  # TensorBoard HParams: config + final metrics
   return summary
 

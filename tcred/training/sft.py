@@ -21,6 +21,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from tcred.models.config import ModelConfig
+from tcred.parallel.distributed import barrier, is_primary
 from tcred.models.decoder import Decoder
 from tcred.tasks.base import Task
 from tcred.training.checkpoint import Checkpointer
@@ -82,19 +83,26 @@ def base_policy(model_config: ModelConfig, task: Task, task_config, sft: SFTConf
   directory.mkdir(parents=True, exist_ok=True)
   model = Decoder(model_config, rngs=nnx.Rngs(sft.seed))
   graphdef, params = nnx.split(model)
-  # One process builds a base policy; others wait for it and then load it.
+  # One process builds a base policy; others wait for it and then load it. The processes of one run across
+  # hosts (tcred.parallel.distributed): process 0 builds it, the others load it after a barrier.
+  primary, meeting = is_primary(), f"tcred base policy {directory.name}"
+  if not primary:
+    barrier(meeting)
   with open(directory / ".lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
-    return graphdef, _load_or_train(graphdef, params, directory, task, task_config, sft, eval_prompts=eval_prompts,
-                                    progress=progress), directory
+    params = _load_or_train(graphdef, params, directory, task, task_config, sft, eval_prompts=eval_prompts,
+                            progress=progress, train=primary)
+  if primary:
+    barrier(meeting)
+  return graphdef, params, directory
 
 
 def _load_or_train(graphdef, params, directory: pathlib.Path, task: Task, task_config, sft: SFTConfig, *,
-                   eval_prompts: int, progress: bool) -> nnx.State:
+                   eval_prompts: int, progress: bool, train: bool = True) -> nnx.State:
   held_out = [p.prompt for p in eval_problems(task, eval_prompts)]
   record = held_out_record(held_out)
   record_path = directory / HELD_OUT_FILE
-  ckpt = Checkpointer(directory / "params", max_to_keep=1)
+  ckpt = Checkpointer(directory / "params", max_to_keep=1, local=True)  # each process loads (or trains) it
   try:
     if ckpt.steps():
       found = json.loads(record_path.read_text()) if record_path.exists() else None
@@ -103,6 +111,9 @@ def _load_or_train(graphdef, params, directory: pathlib.Path, task: Task, task_c
                               f"excludes ({record_path}: {found}, wanted {record}); remove the directory to rebuild it")
       _, params, _ = ckpt.restore_latest(params)
       return params
+    if not train:
+      raise BasePolicyError(f"process 0 of this run built no base policy in {directory} that this process can "
+                            "see: TCRED_CACHE must be on a file system every process of the run sees")
     record_path.write_text(json.dumps(record, indent=1))
     exclude = frozenset(held_out)
     tx = adamw(sft.lr, warmup=sft.warmup, weight_decay=sft.weight_decay, max_grad_norm=1.0)

@@ -200,3 +200,20 @@ class Tracker:
   def close(self):
     self._file.close()
     self._tb.close()
+
+
+class NoTracker:
+  """A `Tracker` that writes nothing: the processes other than process 0 of a run across
+  several processes (`tcred.parallel.distributed`), which compute the same rows."""
+
+  def log(self, step: int, metrics: dict[str, Any]):
+    pass
+
+  def text(self, tag: str, text: str, step: int):
+    pass
+
+  def hparams(self, config: dict[str, Any], metrics: dict[str, Any], *, step: int):
+    pass
+
+  def close(self):
+    pass

@@ -1,6 +1,8 @@
-"""Several JAX processes (`tcred.parallel.distributed`): the environment contract, and a two-process
-launch on this machine whose two train steps equal one process's (`tcred.testing.multihost`)."""
+"""Several JAX processes (`tcred.parallel.distributed`): the environment contract, a two-process
+launch on this machine whose two train steps equal one process's (`tcred.testing.multihost`), and
+`tcred run` in two processes equal to one process and to one device."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -8,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from tcred.parallel.distributed import DistributedConfig, initialize
+from tcred.parallel.distributed import DistributedConfig, barrier, initialize, is_primary, to_host
 
 from tcred.testing.sharded import simulated_env
 
@@ -37,6 +39,22 @@ def test_environment_sets_coordinator_processes_and_index():
 def test_incomplete_or_malformed_environment_is_refused(env, message):
   with pytest.raises(ValueError, match=message):
     DistributedConfig.from_env(env)
+
+
+def test_alone_the_process_is_primary_and_to_host_copies_every_array():
+  """One process: process 0 writes, the barrier returns at once, and `to_host` is a plain copy to numpy
+  (None leaves, e.g. a sampler's dropped hidden states, stay None)."""
+  import jax.numpy as jnp
+
+  from tcred.sampling.sampler import Rows
+
+  rows = Rows(tokens=jnp.arange(6, dtype=jnp.int32).reshape(2, 3), logp=jnp.zeros((2, 3)),
+              entropy=jnp.ones((2, 3)), length=jnp.array([3, 1]), hidden=None)
+  host = to_host(rows)
+  assert is_primary() and barrier("alone") is None
+  assert type(host) is Rows and host.hidden is None and isinstance(host.tokens, np.ndarray)
+  np.testing.assert_array_equal(host.tokens, [[0, 1, 2], [3, 4, 5]])
+  np.testing.assert_array_equal(host.length, [3, 1])
 
 
 def _free_port() -> int:
@@ -76,3 +94,68 @@ def test_two_processes_train_as_one(tmp_path):
     for k in params:
       np.testing.assert_allclose(two[k], ref[k], rtol=1e-5, atol=1e-5)
   assert not np.allclose(two["param_000"], 0)  # a real policy
+
+
+# `tcred run` in two processes: a trivial countdown (2 numbers up to 3, targets up to 6) and a briefly but
+# strongly fine-tuned 1-layer policy, so that rewards differ within groups and the steps really update.
+TINY_RUN = ["--no-progress", "--set", "model.hidden_size=32", "--set", "model.intermediate_size=64",
+            "--set", "model.num_hidden_layers=1", "--set", "sft.steps=100", "--set", "sft.lr=1e-2",
+            "--set", "sft.batch_size=8", "--set", "task_config.num_numbers=2", "--set", "task_config.max_number=3",
+            "--set", "task_config.max_target=6", "--set", "rl.prompts_per_step=4", "--set", "rl.group_size=4",
+            "--set", "rl.final_eval_prompts=8", "--set", "rl.final_eval_samples=2", "--set", "rl.eval_prompts=4",
+            "--set", "rl.eval_samples=2", "--set", "rl.eval_every=2", "--set", "rl.checkpoint_every=1",
+            "--set", "mesh.fsdp=2"]
+
+
+def _tcred_run(tmp_path, out: str, *args: str, devices: int, processes: int = 1):
+  code = "import sys; from tcred import cli; raise SystemExit(cli.main(sys.argv[1:]))"
+  port = _free_port()
+  procs = []
+  for i in range(processes):
+    env = simulated_env(devices)
+    env["TCRED_CACHE"] = str(tmp_path / "cache")  # shared: one process trains the base policy, the others load it
+    if processes > 1:
+      env.update(TCRED_COORDINATOR=f"localhost:{port}", TCRED_NUM_PROCESSES=str(processes), TCRED_PROCESS_ID=str(i))
+    procs.append(subprocess.Popen([sys.executable, "-c", code, "run", "countdown-grpo", "--out", str(tmp_path / out),
+                                   *TINY_RUN, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True))
+  outputs = [p.communicate(timeout=1800)[0] for p in procs]
+  assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
+  return tmp_path / out / "countdown-grpo" / "seed-0"
+
+
+def _run_rows(run_dir):
+  rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+  return [{k: v for k, v in r.items() if not k.startswith(("time/", "wall_s"))} for r in rows]
+
+
+@pytest.mark.slow
+def test_tcred_run_in_two_processes_equals_one_process_and_one_device(tmp_path):
+  """`tcred run countdown-grpo` as 2 processes × 2 simulated devices on a (2, 2) mesh, 2 steps, then resumed in
+  two processes to 3: the same rollouts (rewards, lengths, counts, exactly), losses and evaluations (1e-5) as
+  one process with 4 devices on the same mesh and as one device; process 0 alone wrote the run directory."""
+  two = _tcred_run(tmp_path, "two", "--steps", "2", devices=2, processes=2)
+  assert sorted(int(p.name) for p in (two / "checkpoints").iterdir() if p.name.isdigit()) == [1, 2]
+  two = _tcred_run(tmp_path, "two", "--steps", "3", "--resume", devices=2, processes=2)
+  four = _tcred_run(tmp_path, "four", "--steps", "3", devices=4)
+  one = _tcred_run(tmp_path, "one", "--steps", "3", "--set", "mesh.fsdp=1", devices=1)
+  got = _run_rows(two)
+  assert [r["step"] for r in got] == [1, 2, 3]  # one writer: no row twice
+  assert max(r["train/informative_groups"] for r in got) > 0 and max(r["optim/grad_norm"] for r in got) > 0
+  for ref in (four, one):
+    want = _run_rows(ref)
+    assert len(want) == 3
+    for a, b in zip(got, want):
+      assert sorted(a) == sorted(b)
+      for k in b:
+        if k.startswith(("train/", "counts/")) or k == "step":
+          assert a[k] == b[k], k
+        else:
+          assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-5), k
+    s_two, s_ref = (json.loads((d / "summary.json").read_text()) for d in (two, ref))
+    for k in s_ref:
+      if "pass" in k or k in ("samples", "tokens_generated", "config_hash", "steps"):
+        assert s_two[k] == s_ref[k], k
+  events = [p.name for p in two.iterdir() if p.name.startswith("events.out.tfevents")]
+  assert sum(e.endswith(".hparams") for e in events) == 1 and len(events) == 3, events  # run + resume + hparams
+  assert not list((tmp_path / "cache").rglob("*.tmp"))  # the base evaluation's cache file: written whole
