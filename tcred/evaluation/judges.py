@@ -36,7 +36,7 @@ from tcred.evaluation.identify.bootstrap import metric_cis
 from tcred.experiments.defaults import TASKS, base_config
 from tcred.judges.base import Judge, JudgeContext, JudgeScores, judge_class, judge_names, make_judge
 from tcred.judges.labels import first_error
-from tcred.judges.trained import TrainedJudge, trainable_judges
+from tcred.judges.trained import TrainedJudge, rollout_ids, trainable_judges
 from tcred.sampling.rollout import sample_and_score
 from tcred.tasks.base import Task
 from tcred.tasks.registry import make_task_from_config
@@ -145,6 +145,7 @@ class EvalRollouts(NamedTuple):
 
   problems: list
   texts: list[list[str]]
+  ids: list[list[np.ndarray]]  # the sampler's ids (EOS included when a response ended)
   rewards: np.ndarray  # [B, G]
   truth: np.ndarray  # [B, G] oracle first error, −1 none
   tokens: int  # generated
@@ -157,8 +158,8 @@ def eval_rollouts(task: Task, ctx: JudgeContext, *, prompts: int, rollouts: int,
   groups = sample_and_score(ctx.graphdef, ctx.params, task, problems, key, group_size=rollouts,
                             temperature=ctx.temperature, top_p=ctx.top_p)
   oracle = make_judge("oracle").score_groups(task, problems, groups.texts, ctx)
-  return EvalRollouts(problems, groups.texts, groups.rewards, first_wrong(oracle.scores, oracle.valid),
-                      groups.generated_tokens())
+  return EvalRollouts(problems, groups.texts, rollout_ids(groups.rollouts.tokens, groups.rollouts.mask),
+                      groups.rewards, first_wrong(oracle.scores, oracle.valid), groups.generated_tokens())
 
 
 def evaluate_judge(judge: Judge, task: Task, ctx: JudgeContext, data: EvalRollouts, *, bootstrap: int = 1000,
@@ -167,6 +168,7 @@ def evaluate_judge(judge: Judge, task: Task, ctx: JudgeContext, data: EvalRollou
   if isinstance(judge, TrainedJudge):
     raise ValueError(f"judge {judge.name!r} is trained: evaluate what its prepare(task, ctx) returns")
   n = len(data.problems)
+  ctx = ctx._replace(rewards=data.rewards, response_ids=data.ids)
   scored: JudgeScores = judge.score_groups(task, data.problems, data.texts, ctx)
   predicted = first_wrong(scored.scores, scored.valid)
   truth = data.truth

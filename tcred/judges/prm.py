@@ -154,25 +154,29 @@ def _logits(model: PRM, tokens, valid, step_pos):
   return model(tokens, valid, step_pos)
 
 
-def encode_steps(task: Task, problems: Sequence[Problem], responses: Sequence[str], *, width: int | None = None
+def encode_steps(task: Task, problems: Sequence[Problem], responses: Sequence[str],
+                 response_ids: Sequence[np.ndarray] | None = None, *, width: int | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """PRM inputs of N rollouts: `(tokens [N, L], valid [N, L], step_pos [N, S], step_valid [N, S])`.
 
-  A row is BOS + prompt + response (the task tokenizer's `prompt_ids` and `encode`), right-padded to
-  L = task.prompt_width + task.max_response_len; step k is read at its last token, the token before
-  the first one that starts at or after its end `task.step_ends(response)[k]`. S = `width` or the
+  A row is the prompt's ids (`tokenizer.prompt_ids`: BOS + prompt) + the response's ids (`response_ids`,
+  the sampler's own ids with EOS when it ended, or `tokenizer.encode(response)`), right-padded to
+  L = task.prompt_width + task.max_response_len. Step k is read at its last token, the one before its
+  exclusive token end (`tokenizer.step_token_ends` of `task.step_ends(response)`). S = `width` or the
   most steps of a rollout.
   """
   tk = task.tokenizer
   length = task.prompt_width + task.max_response_len
+  if response_ids is None:
+    response_ids = [tk.encode(r) for r in responses]
   rows, positions = [], []
-  for problem, response in zip(problems, responses, strict=True):
+  for problem, response, ids in zip(problems, responses, response_ids, strict=True):
     prompt = tk.prompt_ids(problem.prompt)
-    ids = tk.encode(response)
-    _, starts = tk.decode_with_offsets(ids)
-    last = np.searchsorted(starts, np.asarray(task.step_ends(response), np.int64), side="left") - 1
+    ids = np.asarray(ids, np.int32).reshape(-1)
+    body = ids[:-1] if len(ids) and np.isin(ids[-1], tk.eos_ids) else ids
+    token_ends = tk.step_token_ends(body, task.step_ends(response))
     rows.append(np.concatenate([prompt, ids]))
-    positions.append(len(prompt) + np.maximum(last, 0))
+    positions.append(len(prompt) + np.maximum(np.asarray(token_ends, np.int64) - 1, 0))
   s = max([len(p) for p in positions] + [1]) if width is None else width
   tokens = np.full((len(rows), length), tk.pad_id, np.int32)
   valid = np.zeros((len(rows), length), bool)
@@ -265,14 +269,15 @@ class ReadyPRM(Judge):
 
   def score_groups(self, task: Task, problems: Sequence[Problem], responses: Sequence[Sequence[str]],
                    ctx: JudgeContext) -> JudgeScores:
-    """All B×G rollouts through the PRM in chunks of `SCORE_ROWS`; [B, G, K + 1] scores."""
-    del ctx
+    """All B×G rollouts through the PRM in chunks of `SCORE_ROWS`; [B, G, K + 1] scores (the responses' ids
+    from `ctx.response_ids` when given, else encoded from the text)."""
     start = time.perf_counter()
     if len(responses) != len(problems):
       raise ValueError(f"need one list of responses per problem, got {len(responses)} for {len(problems)}")
     flat = [(p, r) for p, group in zip(problems, responses) for r in group]
+    ids = None if ctx.response_ids is None else [x for group in ctx.response_ids for x in group]
     b, g = len(problems), max((len(group) for group in responses), default=0)
-    tokens, valid, step_pos, step_valid = encode_steps(task, [p for p, _ in flat], [r for _, r in flat])
+    tokens, valid, step_pos, step_valid = encode_steps(task, [p for p, _ in flat], [r for _, r in flat], ids)
     probs = []
     for i in range(0, len(flat), SCORE_ROWS):
       n = min(SCORE_ROWS, len(flat) - i)

@@ -47,7 +47,7 @@ from tcred.judges.labels import mc_labels
 from tcred.judges.mc import step_values
 from tcred.judges.prm import PRM, PRMJudge, ReadyPRM, StepExamples, encode_steps, prm_batch, prm_optimizer, prm_train_step
 from tcred.judges.trained import (JudgeTrainer, LabelledRollouts, TrainedJudge, TrainJob, judge_trainer,
-                                  register_judge_trainer, set_training_backend)
+                                  register_judge_trainer, rollout_ids, set_training_backend)
 from tcred.sampling.rollout import sample_and_score
 from tcred.tasks.base import Task
 from tcred.training.checkpoint import Checkpointer, leaf_digest
@@ -105,7 +105,12 @@ def labelled_rollouts(judge: TrainedJudge, task: Task, ctx: JudgeContext, *, pro
     if (directory / "data.json").exists():
       return _read_data(directory, judge, task)
     data, batches = _build_data(judge, task, ctx, progress=progress)
-    np.savez(directory / "data.npz", q=data.q, labels=data.labels, label_valid=data.label_valid)
+    lengths = np.array([len(x) for x in data.response_ids])
+    ids = np.zeros((len(lengths), max(lengths)), np.int32)
+    for n, x in enumerate(data.response_ids):
+      ids[n, :len(x)] = x
+    np.savez(directory / "data.npz", q=data.q, labels=data.labels, label_valid=data.label_valid, ids=ids,
+             lengths=lengths)
     (directory / "data.json").write_text(json.dumps({
         "batches": batches, "prompts": [p.prompt for p in data.problems], "responses": data.responses,
         "tokens": data.tokens, "seconds": data.seconds, "settings": judge.data_settings(),
@@ -119,7 +124,8 @@ def _read_data(directory: pathlib.Path, judge: TrainedJudge, task: Task) -> Labe
   exclude = _exclude(task, judge)
   by_prompt = {p.prompt: p for step in range(meta["batches"]) for p in _batch_problems(task, judge, step, exclude)}
   problems = [by_prompt[prompt] for prompt in meta["prompts"]]  # the problems are regenerated, not stored
-  return LabelledRollouts(problems, meta["responses"], arrays["q"], arrays["labels"], arrays["label_valid"],
+  ids = [row[:n] for row, n in zip(arrays["ids"], arrays["lengths"])]
+  return LabelledRollouts(problems, meta["responses"], ids, arrays["q"], arrays["labels"], arrays["label_valid"],
                           int(meta["tokens"]), float(meta["seconds"]))
 
 
@@ -129,7 +135,7 @@ def _build_data(judge: TrainedJudge, task: Task, ctx: JudgeContext, *, progress:
   exclude = _exclude(task, judge)
   rule = judge.label_rule()
   root = jax.random.fold_in(jax.random.key(judge.data_seed), JUDGE_NAMESPACE)
-  problems, responses, qs, labels = [], [], [], []
+  problems, responses, ids, qs, labels = [], [], [], [], []
   count, tokens, step = 0, 0, 0
   bar = tqdm(total=judge.labels, desc=f"{judge.name} labels", disable=not progress, leave=False)
   while count < judge.labels:
@@ -137,8 +143,10 @@ def _build_data(judge: TrainedJudge, task: Task, ctx: JudgeContext, *, progress:
     k_roll, k_mc = jax.random.split(jax.random.fold_in(root, step))
     groups = sample_and_score(ctx.graphdef, ctx.params, task, batch, k_roll, group_size=judge.rollouts_per_prompt,
                               temperature=ctx.temperature, top_p=ctx.top_p)
+    batch_ids = rollout_ids(groups.rollouts.tokens, groups.rollouts.mask)
     values = step_values(ctx.graphdef, ctx.params, task, batch, groups.texts, continuations=judge.continuations,
-                         key=k_mc, temperature=ctx.temperature, top_p=ctx.top_p)
+                         key=k_mc, temperature=ctx.temperature, top_p=ctx.top_p, rewards=groups.rewards,
+                         response_ids=batch_ids)
     tokens += groups.generated_tokens() + int(values.tokens)
     for i, problem in enumerate(batch):
       for j, text in enumerate(groups.texts[i]):
@@ -148,6 +156,7 @@ def _build_data(judge: TrainedJudge, task: Task, ctx: JudgeContext, *, progress:
         y = mc_labels(q, rule)
         problems.append(problem)
         responses.append(text)
+        ids.append(batch_ids[i][j])
         qs.append(q)
         labels.append(y)
         bar.update(min(len(y), judge.labels - count))
@@ -164,7 +173,7 @@ def _build_data(judge: TrainedJudge, task: Task, ctx: JudgeContext, *, progress:
     y_arr[n, :len(y)] = y
     keep[n, :min(len(y), left)] = True  # the last rollout keeps only the steps still needed
     left -= min(len(y), left)
-  return LabelledRollouts(problems, responses, q_arr, y_arr, keep, tokens, time.time() - t0), step
+  return LabelledRollouts(problems, responses, ids, q_arr, y_arr, keep, tokens, time.time() - t0), step
 
 
 def checkpoint_steps(directory: pathlib.Path) -> list[int]:
@@ -239,7 +248,7 @@ set_training_backend(prepare_trained)
 # ---- the prm kind -------------------------------------------------------------------------------------------
 
 def _prm_examples(data: LabelledRollouts, task: Task) -> StepExamples:
-  tokens, valid, step_pos, step_valid = encode_steps(task, data.problems, data.responses,
+  tokens, valid, step_pos, step_valid = encode_steps(task, data.problems, data.responses, data.response_ids,
                                                      width=data.labels.shape[1])
   if not np.array_equal(step_valid, ~np.isnan(data.q[:, 1:])):
     raise ValueError("the PRM's step positions disagree with the labelled steps (task.step_ends changed?)")
@@ -248,6 +257,15 @@ def _prm_examples(data: LabelledRollouts, task: Task) -> StepExamples:
 
 def _new_prm(judge: PRMJudge, ctx: JudgeContext) -> PRM:
   return PRM(judge.model_config(ctx.model_config), rngs=nnx.Rngs(judge.seed))
+
+
+def _prm_state(model: PRM, optimizer) -> dict[str, Any]:
+  return {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
+
+
+def _set_prm_state(model: PRM, optimizer, state: dict[str, Any]) -> None:
+  nnx.update(model, state["model"])
+  nnx.update(optimizer, state["optimizer"])
 
 
 def _train_prm(job: TrainJob) -> dict[str, float]:
@@ -260,8 +278,8 @@ def _train_prm(job: TrainJob) -> dict[str, float]:
   try:
     start = 0
     if ckpt.steps():
-      start, state, _ = ckpt.restore_latest(nnx.state((model, optimizer)), quarantine=True)
-      nnx.update((model, optimizer), state)
+      start, state, _ = ckpt.restore_latest(_prm_state(model, optimizer), quarantine=True)
+      _set_prm_state(model, optimizer, state)
     width = examples.tokens.shape[1]
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=f"judge {judge.name}",
                disable=not job.progress, leave=False)
@@ -272,7 +290,7 @@ def _train_prm(job: TrainJob) -> dict[str, float]:
       job.log(done, {"judge/loss": float(loss), "judge/accuracy": float(accuracy)})
       bar.set_postfix(loss=f"{float(loss):.3f}")
       if done % judge.checkpoint_every == 0 or done == config.steps:
-        ckpt.save(done, nnx.state((model, optimizer)), {"step": done})
+        ckpt.save(done, _prm_state(model, optimizer), {"step": done})
   finally:
     ckpt.close()
   return {"tokens": config.steps * min(config.batch_size, len(examples.tokens)) * width,
@@ -286,10 +304,10 @@ def _load_prm(judge: PRMJudge, task: Task, directory: pathlib.Path, ctx: JudgeCo
   optimizer = prm_optimizer(model, judge.train_config())
   ckpt = Checkpointer(directory / CHECKPOINTS, max_to_keep=2)
   try:
-    _, state = ckpt.restore(judge.steps, nnx.state((model, optimizer)))
+    state, _ = ckpt.restore(judge.steps, _prm_state(model, optimizer))
   finally:
     ckpt.close()
-  nnx.update((model, optimizer), state)
+  _set_prm_state(model, optimizer, state)
   return ReadyPRM(settings=judge, model=model, prior_score=float(info["prior"]))
 
 
