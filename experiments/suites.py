@@ -2,6 +2,10 @@
 
 Suite files load after every method family file (of every experiments folder), so `suite-quick`
 and `suite-full` follow the registry. Experiments are chosen by their `task` and `method` fields.
+
+The judge-credit family (experiments/judges.py, credit method `judge`) is left out of suite-quick and
+suite-full: its trained judges (prm, generative) need Monte-Carlo labels and a judge training run first,
+and the mc judge samples several times the policy's tokens per step; suite-judges compares them.
 """
 
 from tcred.experiments.defaults import TASKS
@@ -10,6 +14,11 @@ from tcred.experiments.registry import Suite, experiment_for, experiment_names, 
 
 def _pick(tasks, methods) -> tuple[str, ...]:
   return tuple(experiment_for(task, method) for task in tasks for method in methods)
+
+
+def _automatic(name: str) -> bool:
+  """Whether suite-quick / suite-full pick the experiment up from the registry (not the judge family)."""
+  return get_experiment(name).credit.name != "judge"
 
 
 register_suite(Suite(
@@ -33,13 +42,14 @@ register_suite(Suite(
     description="the quick comparison: every registered method on countdown and graph-path, 3 seeds, "
                 "40 RL steps per run",
     experiments=tuple(n for task in ("countdown", "graph-path") for n in experiment_names()
-                      if get_experiment(n).task == task),
+                      if get_experiment(n).task == task and _automatic(n)),
     seeds=3, overrides=QUICK_OVERRIDES))
 
 register_suite(Suite(
     name="suite-full",
     description="every registered experiment of every embedded task, 5 seeds",
-    experiments=tuple(n for n in experiment_names() if get_experiment(n).task in TASKS),  # real models need a checkpoint
+    experiments=tuple(n for n in experiment_names()
+                      if get_experiment(n).task in TASKS and _automatic(n)),  # real models need a checkpoint
     seeds=5))
 
 register_suite(Suite(
@@ -47,4 +57,12 @@ register_suite(Suite(
     description="trees vs chains at equal generated tokens: GRPO, Tree-GRPO, TreeRL on countdown and graph-path, "
                 "3 seeds, 40 RL steps (the runs of suite-quick)",
     experiments=_pick(("countdown", "graph-path"), ("grpo", "tree-grpo", "treerl")),
+    seeds=3, overrides=QUICK_OVERRIDES, runs_under="suite-quick"))
+
+register_suite(Suite(
+    name="suite-judges",
+    description="judge credit (each registered judge: oracle, mc, prm, generative) against GRPO on countdown and "
+                "graph-path, 3 seeds, 40 RL steps (GRPO's runs are suite-quick's)",
+    experiments=tuple(n for task in ("countdown", "graph-path") for n in experiment_names()
+                      if get_experiment(n).task == task and (not _automatic(n) or get_experiment(n).method == "grpo")),
     seeds=3, overrides=QUICK_OVERRIDES, runs_under="suite-quick"))

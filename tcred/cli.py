@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
                  help="also load the experiments files of DIR (repeatable; added to $TCRED_EXPERIMENTS): one "
                  "file per method family, plus suites.py")
   sub = p.add_subparsers(dest="command", required=True)
-  sub.add_parser("list", help="list registered experiments and suites")
+  sub.add_parser("list", help="list registered experiments, suites and step judges")
   run = sub.add_parser("run", help="run one experiment by name", epilog=_RUN_EPILOG)
   _add_config_args(run)
   run.add_argument("--seed", type=int, default=0, help="the run's seed, an integer >= 0 (default 0); the run "
@@ -551,6 +551,11 @@ def _dispatch(args, argv: list[str]) -> int:
     print("suites:")
     for name in experiments.suite_names():
       print(f"  {name:32s} {experiments.get_suite(name).description}")
+    from tcred import judges
+
+    print("judges (credit method `judge`, credit.judge=NAME):")
+    for name in judges.judge_names():
+      print(f"  {name:32s} {judges.judge_class(name).description}")
     return 0
   if args.command == "run":
     return _run(args)

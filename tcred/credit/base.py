@@ -5,6 +5,11 @@ A credit method is a frozen (hashable) dataclass registered by name. It is a
 asks for (`needs`) from the current policy's forward pass and calls it; adding a
 method never touches the train step.
 
+Arrays a method needs from the host (after sampling, before the step) come from
+its `host_extras` hook: the tree arrays of tree rollouts (`needs_tree`), a step
+judge's scores (`tcred.credit.judge`). The RL loop calls it on every sampled
+chunk and logs its cost (`HostExtras.tokens`, `seconds`) under `host_cost`.
+
 Shapes: B prompts, G rollouts per prompt, T response tokens.
 """
 
@@ -12,10 +17,15 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Sequence
 
 import jax
 import numpy as np
+
+from tcred.credit.extras import tree_extras
+from tcred.judges.base import JudgeContext
+from tcred.sampling.rollout import Groups
+from tcred.tasks.base import Problem, Task
 
 
 class CreditInputs(NamedTuple):
@@ -59,6 +69,20 @@ class Credit(NamedTuple):
   normaliser: jax.Array | None = None
 
 
+class HostExtras(NamedTuple):
+  """What `CreditMethod.host_extras` returns for one sampled chunk.
+
+  Attributes:
+    arrays: host arrays added to `CreditInputs.extras` (`[B, ...]`, B the chunk's prompts).
+    tokens: token positions a model processed or generated to compute them (0: none).
+    seconds: wall time spent computing them.
+  """
+
+  arrays: dict[str, np.ndarray]
+  tokens: int = 0
+  seconds: float = 0.0
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CreditMethod(abc.ABC):
   """Base class; subclasses are frozen dataclasses whose fields are the method's settings."""
@@ -69,6 +93,9 @@ class CreditMethod(abc.ABC):
   needs_extras: ClassVar[tuple[str, ...]] = ()
   # Whether the method reads the tree arrays of tree rollouts (`TREE_EXTRAS`).
   needs_tree: ClassVar[bool] = False
+  # The name the RL loop logs `host_extras`' cost under (`counts/<name>_tokens`, `time/<name>_s`, summary
+  # `<name>_tokens`, `<name>_wall_s`); None: nothing logged (a cost-free hook, e.g. the tree arrays).
+  host_cost: ClassVar[str | None] = None
 
   @abc.abstractmethod
   def __call__(self, inputs: CreditInputs) -> Credit:
@@ -77,6 +104,22 @@ class CreditMethod(abc.ABC):
   def mi_inputs(self):
     """The `tcred.signals.information.MIInputs` for the "mi" extra (None: the default states)."""
     return None
+
+  def host_extras(self, task: Task, problems: Sequence[Problem], groups: Groups, ctx: JudgeContext) -> HostExtras:
+    """Host arrays for `CreditInputs.extras`, computed after sampling (see the module docstring).
+
+    Args:
+      task, problems: the chunk's task and its B problems.
+      groups: the sampled, scored chunk (`[B, G, T]` rollouts, texts, trees).
+      ctx: the sampling context: the current policy, a PRNG key for this chunk (a pure function of seed
+        and step), the sampling rule, the cache root, the task and model configs.
+
+    Default: the tree arrays (`tcred.credit.extras.tree_extras`) when `needs_tree`, else nothing.
+    """
+    del task, problems, ctx
+    if not self.needs_tree:
+      return HostExtras({})
+    return HostExtras(tree_extras(groups.trees))
 
   def group_filter(self, rewards: np.ndarray, extras: dict[str, Any]) -> np.ndarray | None:
     """Host-side prompt filter applied while collecting a batch: `[B]` bool of groups to keep

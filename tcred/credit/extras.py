@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from tcred.models.decoder import positions_from_mask
@@ -190,3 +191,15 @@ def compute_extras(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_val
     mi = jax.vmap(lambda hg, hy: jax.vmap(lambda h: hsic_mi(h, hy, sigma=sigma, batch_size=h.shape[0]))(hg))(hidden, h_y)
     out["mi"] = jnp.where(mask, mi, 0.0)
   return out
+
+
+def tree_extras(trees) -> dict[str, np.ndarray]:
+  """Host arrays for `CreditInputs.extras` from `tcred.sampling.rollout.Trees`.
+
+  Returns tree_id `[B, G]`, tree_parent / tree_is_leaf / tree_valid /
+  tree_leaf_row `[B, N]` and token_node `[B, G, T]` (−1 on padding).
+  """
+  stack = lambda name: np.stack([getattr(a, name) for a in trees.arrays])
+  return {"tree_id": np.asarray(trees.tree_id, np.int32), "tree_parent": stack("parent"),
+          "tree_is_leaf": stack("is_leaf"), "tree_valid": stack("valid"), "tree_leaf_row": stack("leaf_row"),
+          "token_node": stack("token_node")}

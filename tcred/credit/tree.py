@@ -1,7 +1,7 @@
 """Credit on tree rollouts (DESIGN §4.5): Tree-GRPO and TreeRL / EPTree.
 
 Both read the forest of each prompt from `CreditInputs.extras` (built on the
-host by `tree_extras`) and return leaf-view `[B, G, T]` advantages. The train
+host by `tree_extras` through `CreditMethod.host_extras`) and return leaf-view `[B, G, T]` advantages. The train
 step gathers the leaf view from packed rows, so a token shared by k leaves
 receives the sum of their k per-token gradients: exactly the update of
 training every leaf sequence separately, with each token through the model once.
@@ -17,6 +17,7 @@ import numpy as np
 
 from tcred.credit.advantages import GroupNorm
 from tcred.credit.base import Credit, CreditInputs, CreditMethod, register_credit
+from tcred.credit.extras import tree_extras  # noqa: F401  (re-exported: the tree methods' host arrays)
 from tcred.credit.outcome import per_token, valid_tokens
 from tcred.signals.registry import TREE_INPUTS
 from tcred.signals.tree import segment_token_advantages, tree_grpo_leaf_advantages
@@ -24,18 +25,6 @@ from tcred.signals.tree import segment_token_advantages, tree_grpo_leaf_advantag
 # Names of the tree arrays in `CreditInputs.extras` (shapes: B prompts, G leaves, N = 2G + M nodes);
 # the token signals read them under the same names.
 TREE_EXTRAS = TREE_INPUTS
-
-
-def tree_extras(trees) -> dict[str, np.ndarray]:
-  """Host arrays for `CreditInputs.extras` from `tcred.sampling.rollout.Trees`.
-
-  Returns tree_id `[B, G]`, tree_parent / tree_is_leaf / tree_valid /
-  tree_leaf_row `[B, N]` and token_node `[B, G, T]` (−1 on padding).
-  """
-  stack = lambda name: np.stack([getattr(a, name) for a in trees.arrays])
-  return {"tree_id": np.asarray(trees.tree_id, np.int32), "tree_parent": stack("parent"),
-          "tree_is_leaf": stack("is_leaf"), "tree_valid": stack("valid"), "tree_leaf_row": stack("leaf_row"),
-          "token_node": stack("token_node")}
 
 
 @register_credit

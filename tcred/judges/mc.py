@@ -17,7 +17,7 @@ step end are forked from that row's KV cache, truncated at the step end, by
 the tree sampler's `fork_round`. Identical prefixes of one problem (every
 response's Q_0, responses sharing steps) are continued once.
 
-`replica_agreement` measures the noise floor of Monte-Carlo labels: the labels
+`replica_agreement` measures the noise floor of Monte-Carlo labels (`label_agreement` on arrays): the labels
 of each rule computed twice from independent continuations.
 
 Shapes: B problems, G responses each, K steps (padded), C continuations.
@@ -35,7 +35,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from tcred.judges.base import Judge, JudgeContext, JudgeScores, register_judge
-from tcred.judges.labels import LabelRule, first_error, mc_labels
+from tcred.judges.labels import LABEL_RULES, LabelRule, first_error, mc_labels
 from tcred.sampling.rollout import encode_prompts
 from tcred.sampling.sampler import finish
 from tcred.sampling.tree import fork_round, start_from_responses
@@ -234,3 +234,59 @@ class MCJudge(Judge):
                     key=ctx.key, temperature=ctx.temperature, top_p=ctx.top_p, progress=ctx.progress,
                     rewards=ctx.rewards, response_ids=ctx.response_ids, fork_rows=self.fork_rows)
     return JudgeScores(np.nan_to_num(v.q).astype(np.float32), v.valid, v.tokens, v.seconds)
+
+
+class ReplicaAgreement(NamedTuple):
+  """How often two independent Monte-Carlo replicas give the same labels (one label rule).
+
+  Attributes:
+    labels: fraction of steps whose labels agree (over every step of every response).
+    first_error: fraction of responses whose first bad step (`first_error`, −1: none) agrees.
+    steps, responses: how many steps and responses were compared.
+  """
+
+  labels: float
+  first_error: float
+  steps: int
+  responses: int
+
+
+def label_agreement(q_a: np.ndarray, q_b: np.ndarray, valid: np.ndarray, rule: LabelRule) -> ReplicaAgreement:
+  """Agreement of the labels of two replicas' values `[..., K + 1]` (`valid` the same for both)."""
+  q_a, q_b, valid = (np.asarray(x).reshape(-1, np.shape(x)[-1]) for x in (q_a, q_b, valid))
+  same = steps = first = responses = 0
+  for a, b, v in zip(q_a, q_b, valid):
+    k1 = int(v.sum())
+    if k1 < 2:
+      continue  # no step
+    la, lb = mc_labels(a[:k1], rule), mc_labels(b[:k1], rule)
+    same += int(np.sum(la == lb))
+    steps += k1 - 1
+    first += int(first_error(la) == first_error(lb))
+    responses += 1
+  return ReplicaAgreement(same / max(steps, 1), first / max(responses, 1), steps, responses)
+
+
+def replica_agreement(graphdef, params, task: Task, problems: Sequence[Problem], responses: Sequence[Sequence[str]],
+                      *, continuations: int, key: jax.Array, temperature: float, top_p: float = 1.0,
+                      rules: Sequence[LabelRule] | None = None, **kwargs) -> dict[str, ReplicaAgreement]:
+  """The noise floor of Monte-Carlo labels: each rule's labels from two `step_values` replicas with
+  independent continuations (keys `fold_in(key, 0)` and `fold_in(key, 1)`), compared step by step and
+  by first error (ProcessBench's target). Single-sample Monte-Carlo credit is known to be noisy
+  (arXiv 2606.15621); a judge trained on these labels cannot agree with them more than they agree
+  with themselves.
+
+  Args:
+    continuations: C per prefix in each replica; rules: the label rules (default: each of
+      `LABEL_RULES` at its default settings); kwargs: passed to `step_values` (rewards, response_ids,
+      progress, fork_rows).
+
+  Returns:
+    `{rule name: ReplicaAgreement}`.
+  """
+  rules = [LabelRule(rule=r) for r in LABEL_RULES] if rules is None else list(rules)
+  a, b = (step_values(graphdef, params, task, problems, responses, continuations=continuations,
+                      key=jax.random.fold_in(key, i), temperature=temperature, top_p=top_p, **kwargs)
+          for i in (0, 1))
+  valid = a.valid & b.valid
+  return {r.rule: label_agreement(np.nan_to_num(a.q), np.nan_to_num(b.q), valid, r) for r in rules}

@@ -168,6 +168,39 @@ def group_advantages(rewards, mode="grpo", mask=None, eps=1e-6):
   return out
 
 
+def process_advantages(scores, score_valid, steps, mask, eps=1e-6):
+  """[G, T]: a judge's score changes of valid steps, (d − mean) / (std + eps) over the group (0 when the
+  std is 0), on the tokens of each step (`tcred.judges.credit.process_advantages`)."""
+  scores = np.asarray(scores, np.float64)
+  deltas = {}
+  for i in range(scores.shape[0]):
+    for k in range(1, scores.shape[1]):
+      if score_valid[i][k] and score_valid[i][k - 1]:
+        deltas[i, k] = scores[i, k] - scores[i, k - 1]
+  values = np.array(list(deltas.values()))
+  out = np.zeros(np.shape(mask))
+  if values.size == 0:
+    return out
+  std = values.std()
+  norm = {key: ((v - values.mean()) / (std + eps) if std > 0 else 0.0) for key, v in deltas.items()}
+  for i in range(out.shape[0]):
+    for t in range(out.shape[1]):
+      if mask[i][t] and steps[i][t] > 0:
+        out[i, t] = norm.get((i, int(steps[i][t])), 0.0)
+  return out
+
+
+def judge_credit(rewards, scores, score_valid, steps, mask, group_valid, lam, eps=1e-6):
+  """[B, G, T]: A_i + λ·d̂ per group (GRPO outcome advantage, `process_advantages`), 0 + 0 for filler groups."""
+  out = np.zeros(np.shape(mask))
+  for b in range(len(rewards)):
+    if not group_valid[b]:
+      continue
+    outcome = group_advantages(rewards[b], eps=eps)
+    out[b] = outcome[:, None] + lam * process_advantages(scores[b], score_valid[b], steps[b], mask[b], eps=eps)
+  return out
+
+
 # --------------------------------------------------------------------- trees
 
 

@@ -9,6 +9,7 @@ from tcred.tasks.base import Problem, Task
 EVAL_NAMESPACE = 0x7E57  # Seed namespace of held-out problems (shared by every run and seed).
 SFT_NAMESPACE = 0x5F7
 RL_NAMESPACE = 0x21
+HOST_NAMESPACE = 0x4057  # Folded into a chunk's sampling key for its credit method's host extras (a judge's sampling).
 
 
 EVAL_PATIENCE = 20_000  # draws without a new prompt after which a task counts as out of prompts

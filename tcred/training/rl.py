@@ -23,7 +23,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from tcred.credit.extras import compute_extras, extras_token_count, validate_extras
-from tcred.credit.tree import tree_extras
+from tcred.judges.base import JudgeContext
 from tcred.parallel.mesh import check_batch, layout_for
 from tcred.runtime import StopRequest, Stopped, stop_signals
 from tcred.sampling.passk import evaluate
@@ -33,7 +33,7 @@ from tcred.tasks.base import Problem, Task
 from tcred.tasks.registry import make_task_from_config
 from tcred.training.checkpoint import CheckpointError, Checkpointer, disk_full
 from tcred.training.config import ExperimentConfig, config_diff, config_hash, normalised_config, run_config_hash
-from tcred.training.data import RL_NAMESPACE, SFT_NAMESPACE, eval_problems, training_problems
+from tcred.training.data import HOST_NAMESPACE, RL_NAMESPACE, SFT_NAMESPACE, eval_problems, training_problems
 from tcred.training.packing import pack_trees
 from tcred.training.pretrained import CheckpointInputError, pretrained_policy, resolve_model
 from tcred.training.restore import new_train_state, restore_train_state, rl_optimizer
@@ -86,6 +86,8 @@ class Chunk(NamedTuple):
   extras: dict[str, np.ndarray]
   extras_s: float = 0.0  # wall seconds of `compute_extras` for this chunk (0 without extras)
   extras_tokens: int = 0  # token positions it ran through the model (`extras_token_count`)
+  host_s: float = 0.0  # wall seconds of the credit method's `host_extras` (e.g. a step judge)
+  host_tokens: int = 0  # token positions it processed or generated
 
 
 def _sample_chunk(graphdef, params, task: Task, problems: list[Problem], key: jax.Array,
@@ -114,9 +116,11 @@ def _sample_chunk(graphdef, params, task: Task, problems: list[Problem], key: ja
                                        prompt_len=groups.prompt.shape[1], response_len=r.tokens.shape[2],
                                        answer_len=answer.shape[1], solution_len=solution.shape[1],
                                        mi=cfg.credit.mi_inputs())
-  if cfg.credit.needs_tree:
-    extras = {**extras, **tree_extras(groups.trees)}
-  return Chunk(groups, list(problems), extras, extras_s, extras_tokens)
+  ctx = JudgeContext(graphdef, params, jax.random.fold_in(key, HOST_NAMESPACE), rl.temperature, rl.top_p,
+                     cache_dir=cache_root(), task_config=cfg.task_config, model_config=cfg.model)
+  host = cfg.credit.host_extras(task, problems, groups, ctx)
+  extras = {**extras, **host.arrays}
+  return Chunk(groups, list(problems), extras, extras_s, extras_tokens, host.seconds, host.tokens)
 
 
 def _collect(graphdef, params, task: Task, cfg: ExperimentConfig, *, seed: int, step: int,
@@ -349,6 +353,11 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
       extras_s, extras_tokens = sum(c.extras_s for c in generated), sum(c.extras_tokens for c in generated)
       counters["extras_wall_s"] = counters.get("extras_wall_s", 0.0) + extras_s
       counters["extras_tokens"] = counters.get("extras_tokens", 0) + extras_tokens
+      cost = cfg.credit.host_cost  # e.g. "judge": the step judge's tokens and seconds beside the policy's
+      host_s, host_tokens = sum(c.host_s for c in generated), sum(c.host_tokens for c in generated)
+      if cost is not None:
+        counters[f"{cost}_wall_s"] = counters.get(f"{cost}_wall_s", 0.0) + host_s
+        counters[f"{cost}_tokens"] = counters.get(f"{cost}_tokens", 0) + host_tokens
       now = time.time()
       counters["wall_s"] += now - t_last
       t_last = now
@@ -362,6 +371,8 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
              "counts/samples": counters["samples"], "counts/tokens_generated": counters["tokens_generated"],
              "time/sample_s": t_sample, "time/step_s": time.time() - t0, "wall_s": counters["wall_s"],
              "time/extras_s": extras_s, "counts/extras_tokens": extras_tokens}  # extras: part of sample_s
+      if cost is not None:  # host extras: part of sample_s too
+        row.update({f"time/{cost}_s": host_s, f"counts/{cost}_tokens": host_tokens})
       done = step + 1
       if done % rl.eval_every == 0 or done == rl.steps:
         ev = evaluate(graphdef, state.params, task, held_out[:rl.eval_prompts], jax.random.fold_in(eval_key, done),
@@ -403,6 +414,9 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
       "samples": counters["samples"],
       "tokens_generated": counters["tokens_generated"], "wall_s": counters["wall_s"],
       "extras_wall_s": counters.get("extras_wall_s", 0.0), "extras_tokens": counters.get("extras_tokens", 0),
+      **({} if cfg.credit.host_cost is None else {
+          f"{cfg.credit.host_cost}_wall_s": counters.get(f"{cfg.credit.host_cost}_wall_s", 0.0),
+          f"{cfg.credit.host_cost}_tokens": counters.get(f"{cfg.credit.host_cost}_tokens", 0)}),
       # This invocation end to end: base policy (SFT unless cached), RL, evaluations.
       "invocation_wall_s": time.time() - t_start,
   }

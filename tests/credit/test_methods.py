@@ -11,6 +11,7 @@ from tcred.credit.base import CreditInputs
 from tcred.credit.token_signals import dro_rewards
 from tcred.signals.registry import normalised_magnitude as information_weights
 from tcred.credit.tree import tree_extras
+from tcred.judges.credit import token_steps
 from tcred.sampling.tree import tree_arrays
 from tcred.sampling.rollout import Trees
 from tcred.losses.pg import LossConfig
@@ -41,6 +42,15 @@ def _chain_forest(num_trees):
   return {k: jnp.asarray(v) for k, v in tree_extras(Trees(source, fork_pos, tree_id, arrays, 0)).items()}
 
 
+def _judge_extras():
+  """Judge scores of two steps per rollout (ends at tokens 1 and 2)."""
+  steps = np.stack([np.stack([token_steps([1, 2], int(n), T) for n in row]) for row in np.asarray(_lengths())[..., 0]])
+  scores = np.zeros((B, G, T + 1), np.float32)
+  scores[..., :3] = np.random.default_rng(0).random((B, G, 3))
+  return {"judge_scores": jnp.asarray(scores), "judge_valid": jnp.asarray(np.arange(T + 1) < 3) & jnp.ones((B, G, 1), bool),
+          "judge_steps": jnp.asarray(steps)}
+
+
 def _batch(extras=None):
   k = jax.random.split(jax.random.key(3), 3)
   mask = jnp.arange(T)[None, None, :] < _lengths()
@@ -49,7 +59,7 @@ def _batch(extras=None):
                old_logp=jnp.full((B, G, T), -4.0) * mask,
                rewards=jnp.array([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 1.0, 1.0]]),
                group_valid=jnp.ones((B,), bool),
-               extras={**_extras(), **_chain_forest(1)} if extras is None else extras)
+               extras={**_extras(), **_chain_forest(1), **_judge_extras()} if extras is None else extras)
 
 
 def _train(model, credit, batch, steps=2):
@@ -66,7 +76,9 @@ def _train(model, credit, batch, steps=2):
 
 # The generic signal methods equal their named instances at defaults (tests/credit/test_signal_methods.py), and
 # surprisal-weight is mi-weight's code on another signal: their full train steps run with -m slow (CI time).
-_SLOW_TO_TRAIN = ("signal-mask", "signal-peaks", "signal-weight", "surprisal-weight")
+# judge: its credit is checked against a reference and trains bit-for-bit like grpo at λ = 0
+# (tests/credit/test_judge_method.py), and the judge-oracle CLI test runs its train step.
+_SLOW_TO_TRAIN = ("signal-mask", "signal-peaks", "signal-weight", "surprisal-weight", "judge")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW_TO_TRAIN else n

@@ -7,27 +7,7 @@ import numpy as np
 import pytest
 
 from tcred.judges.credit import judge_token_advantages, process_advantages, token_steps
-
-
-def process_ref(scores, score_valid, steps, mask, eps=1e-6):
-  """NumPy loops: score changes of valid steps, (d − mean) / (std + eps) over the group, spread on tokens."""
-  scores = np.asarray(scores, np.float64)
-  deltas = {}
-  for i in range(scores.shape[0]):
-    for k in range(1, scores.shape[1]):
-      if score_valid[i][k] and score_valid[i][k - 1]:
-        deltas[i, k] = scores[i, k] - scores[i, k - 1]
-  values = np.array(list(deltas.values()))
-  out = np.zeros(np.shape(mask))
-  if values.size == 0:
-    return out
-  std = values.std()
-  norm = {key: ((v - values.mean()) / (std + eps) if std > 0 else 0.0) for key, v in deltas.items()}
-  for i in range(out.shape[0]):
-    for t in range(out.shape[1]):
-      if mask[i][t] and steps[i][t] > 0:
-        out[i, t] = norm.get((i, int(steps[i][t])), 0.0)
-  return out
+from tcred.testing.numpy_refs import process_advantages as process_ref
 
 
 def test_token_steps_cut_a_response_at_its_step_ends():
