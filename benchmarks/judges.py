@@ -59,9 +59,11 @@ def _trained_settings(args) -> list[str]:
           f"judge.exclude_prompts={max(args.prompts, 256)}"]
 
 
-PRM_SETTINGS = {"full": ["judge.steps=300", "judge.hidden_size=64", "judge.layers=2", "judge.batch_size=32"],
-                "quick": ["judge.steps=4", "judge.hidden_size=32", "judge.layers=1", "judge.batch_size=8",
-                          "judge.checkpoint_every=2"]}
+PRM_SETTINGS = {"full": ["judge.steps=300", "judge.batch_size=32"],
+                "quick": ["judge.steps=4", "judge.batch_size=8", "judge.checkpoint_every=2"]}
+PRM_INITS = {"full": [("prm (from the policy)", ["judge.init=policy"]),
+                      ("prm (scratch, 64 × 2)", ["judge.init=scratch", "judge.hidden_size=64", "judge.layers=2"])],
+             "quick": [("prm", ["judge.init=policy"])]}
 
 
 def run_task(task_name: str, args, policy: list[str], lines: list[str]) -> None:
@@ -93,23 +95,28 @@ def run_task(task_name: str, args, policy: list[str], lines: list[str]) -> None:
   for kind in args.judges:
     if kind == "mc":
       for k in args.mc_continuations:
-        judge = ej.setup("mc", task_name, policy + [f"judge.continuations={k}"]).judge
-        result = ej.evaluate_judge(judge.prepare(task, ctx), task, ctx, data, bootstrap=args.bootstrap, seed=args.seed)
-        row(f"mc (K = {k})", result, "none (samples the policy at scoring time)", "-")
+        judge = ej.setup("mc", task_name, policy + [f"judge.continuations={k}"]).judge.prepare(task, ctx)
+        scored = ej.score(judge, task, ctx, data)
+        for label, below in ((f"mc (K = {k})", ej.WRONG_BELOW), (f"mc (K = {k}), wrong where Q_k = 0", 1e-9)):
+          result = ej.evaluate_judge(judge, task, ctx, data, bootstrap=args.bootstrap, seed=args.seed,
+                                     wrong_below=below, scored=scored)
+          row(label, result, "none (samples the policy at scoring time)", "-")
       continue
     if kind not in judge_names() or kind not in trainable_judges():
       lines.append(f"| {kind} | {args.labels} | not registered in this build | | | | |")
       continue
-    sets = policy + _trained_settings(args) + (PRM_SETTINGS["quick" if args.quick else "full"] if kind == "prm"
-                                               else [])
-    judge = ej.setup(kind, task_name, sets).judge
-    trained = tj.train_judge(judge, task, ctx)
-    info = trained.info
-    result = ej.evaluate_judge(trained.judge, task, ctx, data, bootstrap=args.bootstrap, seed=args.seed)
-    cost = (f"data {info['data_tokens']:,} + train {info.get('train_tokens', 0):,}; "
-            f"{info['data_seconds']:.0f} + {info['train_seconds']:.0f}"
-            + (" (cached)" if trained.reused else ""))
-    row(kind, result, cost, f"{info['labels']} ({info['good_fraction']:.2f} good)")
+    mode = "quick" if args.quick else "full"
+    variants = PRM_INITS[mode] if kind == "prm" else [(kind, [])]
+    for label, extra in variants:
+      sets = policy + _trained_settings(args) + (PRM_SETTINGS[mode] if kind == "prm" else []) + extra
+      judge = ej.setup(kind, task_name, sets).judge
+      trained = tj.train_judge(judge, task, ctx)
+      info = trained.info
+      result = ej.evaluate_judge(trained.judge, task, ctx, data, bootstrap=args.bootstrap, seed=args.seed)
+      cost = (f"data {info['data_tokens']:,} + train {info.get('train_tokens', 0):,}; "
+              f"{info['data_seconds']:.0f} + {info['train_seconds']:.0f}"
+              + (" (cached)" if trained.reused else ""))
+      row(label, result, cost, f"{info['labels']} ({info['good_fraction']:.2f} good)")
   lines.append("")
   rules = [LabelRule(rule=r) for r in LABEL_RULES]
   lines += [f"MC replica agreement on these rollouts (two independent replicas of K continuations per step; "
@@ -124,7 +131,8 @@ def run_task(task_name: str, args, policy: list[str], lines: list[str]) -> None:
   lines.append("")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--quick", action="store_true", help="tiny policy, countdown, few labels (smoke test)")
   p.add_argument("--tasks", nargs="+", default=None, help="default: countdown graph-path")
@@ -139,7 +147,7 @@ def main() -> int:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--progress", action="store_true")
   p.add_argument("--out", default="benchmarks/results/judges.md")
-  args = p.parse_args()
+  args = p.parse_args(argv)
   quick = args.quick
   args.tasks = args.tasks or (["countdown"] if quick else ["countdown", "graph-path"])
   args.labels = args.labels or (24 if quick else 1024)
@@ -150,7 +158,7 @@ def main() -> int:
   policy = list(QUICK_POLICY) if quick else []
   t0 = time.time()
   lines = [*common.header("Step judges: ProcessBench F1 of the first wrong step against the oracle", quick,
-                          sys.argv[1:], __file__),
+                          argv, __file__),
            f"Every trained judge learns from {args.labels} Monte-Carlo step labels (abs-q: Q_k > 0) of its task's "
            f"base policy, K = {args.data_continuations} continuations per step; a step is wrong where a judge "
            "scores it below 0.5. `tcred.evaluation.judges` and `benchmarks/judges.py` document the metrics.", ""]

@@ -115,17 +115,18 @@ def train(s: JudgeSetup, *, resume: bool, log_root: pathlib.Path | None, progres
   return training_judges.train_judge(s.judge, s.task, ctx, resume=resume, log_root=log_root)
 
 
-def first_wrong(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
-  """[B, G] index of the first wrong step (s_k < 0.5, k ≥ 1; index k − 1 as `first_error`), −1 when none.
+def first_wrong(scores: np.ndarray, valid: np.ndarray, *, below: float = WRONG_BELOW) -> np.ndarray:
+  """[B, G] index of the first wrong step (s_k < `below`, k ≥ 1; index k − 1 as `first_error`), −1 when none.
 
   Args:
     scores, valid: [B, G, K + 1] judge scores s_0 … s_K (s_0 is not a step).
+    below: the threshold (0.5; a tiny value such as 1e-9 reads "wrong where s_k = 0", the abs-q rule).
   """
   scores, valid = np.asarray(scores), np.asarray(valid, bool)
   out = np.full(scores.shape[:2], -1, np.int64)
   for i, j in np.ndindex(*scores.shape[:2]):
     steps = scores[i, j, 1:][valid[i, j, 1:]]
-    out[i, j] = first_error(steps >= WRONG_BELOW)
+    out[i, j] = first_error(steps >= below)
   return out
 
 
@@ -162,15 +163,25 @@ def eval_rollouts(task: Task, ctx: JudgeContext, *, prompts: int, rollouts: int,
                       groups.rewards, first_wrong(oracle.scores, oracle.valid), groups.generated_tokens())
 
 
+def score(judge: Judge, task: Task, ctx: JudgeContext, data: EvalRollouts) -> JudgeScores:
+  """A prepared judge's scores of the held-out rollouts (their rewards and ids in the context)."""
+  return judge.score_groups(task, data.problems, data.texts, ctx._replace(rewards=data.rewards, response_ids=data.ids))
+
+
 def evaluate_judge(judge: Judge, task: Task, ctx: JudgeContext, data: EvalRollouts, *, bootstrap: int = 1000,
-                   seed: int = 0) -> dict[str, Any]:
-  """ProcessBench F1 of a prepared judge on `data` (module docstring) with 95% intervals and its scoring cost."""
+                   seed: int = 0, wrong_below: float = WRONG_BELOW, scored: JudgeScores | None = None
+                   ) -> dict[str, Any]:
+  """ProcessBench F1 of a prepared judge on `data` (module docstring) with 95% intervals and its scoring cost.
+
+  `wrong_below`: a step is wrong where its score is below it (0.5). `scored`: the judge's scores of `data`
+  when already computed (the same scores read with another threshold).
+  """
   if isinstance(judge, TrainedJudge):
     raise ValueError(f"judge {judge.name!r} is trained: evaluate what its prepare(task, ctx) returns")
   n = len(data.problems)
-  ctx = ctx._replace(rewards=data.rewards, response_ids=data.ids)
-  scored: JudgeScores = judge.score_groups(task, data.problems, data.texts, ctx)
-  predicted = first_wrong(scored.scores, scored.valid)
+  if scored is None:
+    scored = score(judge, task, ctx, data)
+  predicted = first_wrong(scored.scores, scored.valid, below=wrong_below)
   truth = data.truth
   g = truth.shape[1]
   flat_p, flat_t = predicted.reshape(-1), truth.reshape(-1)
@@ -178,7 +189,7 @@ def evaluate_judge(judge: Judge, task: Task, ctx: JudgeContext, data: EvalRollou
   clusters = [np.arange(i * g, (i + 1) * g) for i in range(n)]
   ci = metric_cis(lambda idx: processbench(flat_p[idx], flat_t[idx]), clusters, METRICS, reps=bootstrap,
                   rng=np.random.default_rng([EVAL_NAMESPACE, seed]))
-  return {"judge": judge.name, "rollouts": int(flat_t.size), "prompts": n,
+  return {"judge": judge.name, "wrong_below": wrong_below, "rollouts": int(flat_t.size), "prompts": n,
           "erroneous": int((flat_t >= 0).sum()), "error_free": int((flat_t < 0).sum()),
           **point, **{f"{m}_ci": list(ci[m]) for m in METRICS},
           "score_tokens": int(scored.tokens), "score_seconds": float(scored.seconds)}

@@ -36,6 +36,7 @@ from tcred.judges.trained import TrainedJudge
 from tcred.models.config import ModelConfig
 from tcred.models.decoder import Decoder, positions_from_mask
 from tcred.tasks.base import Problem, Task
+from tcred.validation import Choice
 
 
 class StepExamples(NamedTuple):
@@ -192,20 +193,32 @@ def encode_steps(task: Task, problems: Sequence[Problem], responses: Sequence[st
   return tokens, valid, step_pos, step_valid
 
 
+class PRMInit(Choice):
+  """Where the PRM's decoder starts: the policy's weights (the usual PRM recipe: a process reward model is
+  fine-tuned from a language model of the task) or random weights."""
+
+  POLICY = "policy"
+  SCRATCH = "scratch"
+
+
 @register_judge
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PRMJudge(TrainedJudge):
   """The `prm` judge's settings: the model, its optimiser and its training data (`TrainedJudge`).
 
   Attributes:
-    hidden_size, layers: the judge's decoder (the policy's architecture otherwise; intermediate size
-      3 × hidden_size, the policy's attention heads).
+    init: "policy" (default): the decoder is the policy's architecture and starts from the policy's
+      weights (the trunk; the head is new); "scratch": a smaller decoder of `hidden_size` × `layers`
+      from random weights.
+    hidden_size, layers: the scratch decoder (the policy's architecture otherwise: intermediate size
+      3 × hidden_size, the policy's attention heads); unused with init="policy".
     steps, batch_size, learning_rate, balance: `PRMTrainConfig`.
   """
 
   name = "prm"
   description = "a small decoder with a step-classification head, trained on Monte-Carlo step labels"
 
+  init: str = "policy"
   hidden_size: int = 64
   layers: int = 2
   steps: int = 300
@@ -215,6 +228,7 @@ class PRMJudge(TrainedJudge):
 
   def __post_init__(self):
     super().__post_init__()
+    PRMInit.parse(self.init, field="judge.init")
     for name in ("hidden_size", "layers"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -226,7 +240,9 @@ class PRMJudge(TrainedJudge):
                           balance=self.balance)
 
   def model_config(self, policy: ModelConfig) -> ModelConfig:
-    """The judge's decoder: the policy's architecture at `hidden_size` × `layers`."""
+    """The judge's decoder: the policy's (init="policy"), or its architecture at `hidden_size` × `layers`."""
+    if PRMInit.parse(self.init, field="judge.init") is PRMInit.POLICY:
+      return policy
     heads = policy.num_attention_heads
     if self.hidden_size % heads:
       raise ValueError(f"judge.hidden_size ({self.hidden_size}) must be divisible by the policy's "

@@ -45,7 +45,8 @@ from tqdm.auto import tqdm
 from tcred.judges.base import Judge, JudgeContext
 from tcred.judges.labels import mc_labels
 from tcred.judges.mc import step_values
-from tcred.judges.prm import PRM, PRMJudge, ReadyPRM, StepExamples, encode_steps, prm_batch, prm_optimizer, prm_train_step
+from tcred.judges.prm import (PRM, PRMInit, PRMJudge, ReadyPRM, StepExamples, encode_steps, prm_batch, prm_optimizer,
+                              prm_train_step)
 from tcred.judges.trained import (JudgeTrainer, LabelledRollouts, TrainedJudge, TrainJob, judge_trainer,
                                   register_judge_trainer, rollout_ids, set_training_backend)
 from tcred.sampling.rollout import sample_and_score
@@ -259,6 +260,13 @@ def _new_prm(judge: PRMJudge, ctx: JudgeContext) -> PRM:
   return PRM(judge.model_config(ctx.model_config), rngs=nnx.Rngs(judge.seed))
 
 
+def _start_from_policy(model: PRM, params) -> None:
+  """Copies the policy's decoder weights into the PRM's trunk (every leaf they share: all but the LM head)."""
+  policy = dict(nnx.to_flat_state(params))
+  trunk = nnx.to_flat_state(nnx.state(model.trunk))
+  nnx.update(model.trunk, nnx.from_flat_state([(path, policy.get(path, var)) for path, var in trunk]))
+
+
 def _prm_state(model: PRM, optimizer) -> dict[str, Any]:
   return {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
 
@@ -273,6 +281,8 @@ def _train_prm(job: TrainJob) -> dict[str, float]:
   judge, config = job.judge, job.judge.train_config()
   examples = _prm_examples(job.data, job.task)
   model = _new_prm(judge, job.ctx)
+  if PRMInit.parse(judge.init, field="judge.init") is PRMInit.POLICY:
+    _start_from_policy(model, job.ctx.params)
   optimizer = prm_optimizer(model, config)
   ckpt = Checkpointer(job.directory / CHECKPOINTS, max_to_keep=2)
   try:

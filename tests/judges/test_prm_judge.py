@@ -52,3 +52,25 @@ def test_an_untrained_prm_refuses_to_score():
   judge = make_judge("prm")
   with pytest.raises(RuntimeError, match="call prepare"):
     judge.scores_with_prior(task, task.make_problem((2, 3, 5), 25), "2+3=5#5")
+
+
+def test_a_prm_started_from_the_policy_holds_its_trunk_weights():
+  from flax import nnx
+
+  from tcred.judges.prm import PRM
+  from tcred.models.config import model_preset
+  from tcred.models.decoder import Decoder
+
+  config = model_preset("tiny")
+  _, params = nnx.split(Decoder(config, rngs=nnx.Rngs(0)))
+  judge = make_judge("prm", init="policy")
+  model = PRM(judge.model_config(config), rngs=nnx.Rngs(1))
+  assert judge.model_config(config) == config  # the policy's architecture
+  training_judges._start_from_policy(model, params)
+  policy = dict(nnx.to_flat_state(params))
+  trunk = dict(nnx.to_flat_state(nnx.state(model.trunk)))
+  assert set(policy) - set(trunk) == {("lm_head", "kernel")} or set(policy) == set(trunk)
+  for path, var in trunk.items():
+    np.testing.assert_array_equal(np.asarray(var.get_value()), np.asarray(policy[path].get_value()))
+  with pytest.raises(ValueError, match="unknown judge.init 'pretrained'; allowed: policy, scratch"):
+    make_judge("prm", init="pretrained")
