@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tcred.models.decoder import KVCache
+from tcred.models.decoder import KVCache, positions_from_mask
 from tcred.sampling.sampler import Rows, decode, empty_rows, prefill
 from tcred.validation import Choice
 
@@ -131,6 +131,54 @@ def start_trees(graphdef: nnx.GraphDef, params: nnx.State, prompt: jax.Array, pr
   slot_pos = slot_pos.at[dest, p:p + t_max].set(chain_pos)
   return TreePool(cache=pool_cache, slot_pos=slot_pos, rows=pool_rows, prompt_len=rep(prompt_len, group_size),
                   fork_pos=jnp.zeros((n,), jnp.int32), fed=fed)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "spare_rows", "pad_id"))
+def start_from_responses(graphdef: nnx.GraphDef, params: nnx.State, prompt: jax.Array, prompt_valid: jax.Array,
+                         response: jax.Array, length: jax.Array, *, spare_rows: int, pad_id: int) -> TreePool:
+  """A pool holding N given responses (teacher forcing), prefilled once, to fork continuations from.
+
+  Each row's prompt and response run through the model in one forward pass;
+  the cache keeps them (response in slot region 0) and `rows.hidden` the state
+  that predicted each response token, so `fork_round(..., round_index=1)` can
+  continue any row from any position `0 ≤ at < length` without feeding a
+  prefix token again (Monte-Carlo step values, `tcred.judges.mc`). `spare_rows`
+  empty rows follow the N responses as fork destinations; forks write region 1,
+  so the pool has S = P + 2·T slots and the destinations can be reused call
+  after call.
+
+  Args:
+    prompt: `[N, P]` left-padded prompts; prompt_valid: `[N, P]` bool.
+    response: `[N, T]` int32 response ids (PAD at and after `length`).
+    length: `[N]` int32 real response tokens (EOS included when the response ended).
+    spare_rows: empty rows added after the N responses (static); pad_id: their token id.
+
+  Returns:
+    The pool, `N + spare_rows` rows; `fed` = the real prompt and response tokens prefilled.
+  """
+  model = nnx.merge(graphdef, params)
+  n, p = prompt.shape
+  t_max = response.shape[-1]
+  slots = p + 2 * t_max
+  resp_valid = jnp.arange(t_max)[None, :] < length[:, None]  # [N, T]
+  valid = jnp.concatenate([prompt_valid, resp_valid], axis=1)
+  cache = KVCache.empty(model.config, n, slots)
+  hidden, cache = model(jnp.concatenate([prompt, response], axis=1), positions_from_mask(valid), valid, cache, 0)
+  hidden = hidden.astype(jnp.float32)  # [N, P + T, D]
+  # The state predicting response token t: the prompt's last for t = 0, else the state after token t − 1.
+  predict = jnp.concatenate([hidden[:, p - 1:p], hidden[:, p:p + t_max - 1]], axis=1)  # [N, T, D]
+  rows = Rows(tokens=response.astype(jnp.int32), logp=jnp.zeros((n, t_max), jnp.float32),
+              entropy=jnp.zeros((n, t_max), jnp.float32), length=length.astype(jnp.int32),
+              hidden=jnp.where(resp_valid[..., None], predict, 0.0))
+  slot_pos = jnp.full((n, slots), -1, jnp.int32).at[:, p:p + t_max].set(
+      _region_slot_pos(jnp.zeros((n,), jnp.int32), length.astype(jnp.int32), t_max))
+  prompt_len = jnp.sum(prompt_valid, axis=-1).astype(jnp.int32)
+  spare = empty_rows(spare_rows, t_max, pad_id=pad_id, hidden_dim=hidden.shape[-1])
+  cat = lambda a, b: jnp.concatenate([a, b.astype(a.dtype)], axis=0)
+  return TreePool(cache=jax.tree.map(cat, cache, KVCache.empty(model.config, spare_rows, slots, cache.k[0].dtype)),
+                  slot_pos=cat(slot_pos, jnp.full((spare_rows, slots), -1, jnp.int32)),
+                  rows=jax.tree.map(cat, rows, spare), prompt_len=cat(prompt_len, jnp.zeros((spare_rows,), jnp.int32)),
+                  fork_pos=jnp.zeros((n + spare_rows,), jnp.int32), fed=jnp.sum(valid, dtype=jnp.int32))
 
 
 @functools.partial(jax.jit, static_argnames=(

@@ -89,6 +89,20 @@ class TaskTokenizer(abc.ABC):
   def hf(self) -> Any:
     """The `transformers` tokenizer (saved next to exported checkpoints)."""
 
+  def step_token_ends(self, ids: np.ndarray, ends: Sequence[int]) -> np.ndarray:
+    """`[K]` int64 exclusive token ends of the steps whose character ends are `ends` (`Task.step_ends`).
+
+    Args:
+      ids: the response's ids `[L]` (EOS excluded).
+      ends: exclusive character offsets of step ends in `decode(ids)`, ascending.
+
+    Returns:
+      For each end, the number of tokens whose text starts before it (a token straddling the boundary is
+      its step's last token), so step k holds tokens `[ends_{k−1}, ends_k)`; at most L.
+    """
+    _, starts = self.decode_with_offsets(ids)
+    return np.searchsorted(starts, np.asarray(list(ends), np.int64), side="left").astype(np.int64)
+
   def step_positions(self, ids: np.ndarray, ends: Sequence[int]) -> np.ndarray:
     """Token positions where the steps after the character offsets `ends` start.
 
@@ -100,8 +114,7 @@ class TaskTokenizer(abc.ABC):
       int positions in [0, L): for each end, the first token whose text starts at or after it
       (a token straddling the boundary is its step's last token).
     """
-    _, starts = self.decode_with_offsets(ids)
-    pos = np.searchsorted(starts, np.asarray(ends, np.int64), side="left")
+    pos = self.step_token_ends(ids, ends)
     return pos[pos < len(ids)]
 
   def cue_id(self, cue: str) -> int:
@@ -160,6 +173,10 @@ class CharTokenizer(TaskTokenizer):
   def decode_with_offsets(self, ids) -> tuple[str, np.ndarray]:
     text = char.decode(ids)
     return text, np.minimum(np.arange(len(np.asarray(ids).reshape(-1)), dtype=np.int64), len(text))
+
+  def step_token_ends(self, ids: np.ndarray, ends: Sequence[int]) -> np.ndarray:
+    """A character offset is a token position (PAD/BOS inside a response are not corrected for)."""
+    return np.asarray(list(ends), np.int64)
 
   def step_positions(self, ids: np.ndarray, ends: Sequence[int]) -> np.ndarray:
     """A character offset is a token position (PAD/BOS inside a response are not corrected for)."""

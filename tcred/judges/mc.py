@@ -1,0 +1,236 @@
+"""The Monte-Carlo judge: step values from continuations of the current policy (DESIGN §4.6).
+
+For a response cut into K steps (token ends e_1 < … < e_K), the value after
+step k is estimated from C continuations sampled by the policy from the prefix
+that ends at e_k (VinePPO, arXiv 2410.01679):
+
+  Q_k = (1/C) Σ_c r(prefix_k + continuation_c),   k = 0 … K − 1,
+  Q_K = r(response)                                 (the rollout's own reward),
+
+Q_0 the value of the prompt alone (e_0 = 0). A continuation earns its reward
+only when it ends with EOS within the response budget T (like the sampler's
+rollouts). The judge's scores are s_k = Q_k.
+
+Nothing is recomputed: every response is prefilled ONCE with its prompt
+(`tcred.sampling.tree.start_from_responses`), and the C continuations of each
+step end are forked from that row's KV cache, truncated at the step end, by
+the tree sampler's `fork_round`. Identical prefixes of one problem (every
+response's Q_0, responses sharing steps) are continued once.
+
+`replica_agreement` measures the noise floor of Monte-Carlo labels: the labels
+of each rule computed twice from independent continuations.
+
+Shapes: B problems, G responses each, K steps (padded), C continuations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from tcred.judges.base import Judge, JudgeContext, JudgeScores, register_judge
+from tcred.judges.labels import LabelRule, first_error, mc_labels
+from tcred.sampling.rollout import encode_prompts
+from tcred.sampling.sampler import finish
+from tcred.sampling.tree import fork_round, start_from_responses
+from tcred.tasks.base import Problem, Task
+
+
+class StepValues(NamedTuple):
+  """Monte-Carlo step values of B×G responses.
+
+  Attributes:
+    q: `[B, G, K + 1]` float64, Q_0 (the prompt alone) … Q_K (the reward); NaN where a response has fewer
+      steps (or no response: ragged groups). A response without steps (empty) has only Q_0.
+    valid: `[B, G, K + 1]` bool, False on the NaN padding.
+    tokens: token positions run through the policy: the prompts and responses prefilled once, then every
+      continuation token (padding rows of the last fork batch included: they were computed).
+    seconds: wall time.
+  """
+
+  q: np.ndarray
+  valid: np.ndarray
+  tokens: int
+  seconds: float
+
+
+class _Response(NamedTuple):
+  problem: int  # b
+  ids: np.ndarray  # [L] response ids, EOS included when the response ended
+  forks: list[int]  # positions to continue from: e_0 = 0, e_1 … e_{K−1} (≥ L: nothing left, Q = reward)
+  steps: int  # K
+  reward: float
+
+
+def _responses(task: Task, problems: Sequence[Problem], responses: Sequence[Sequence[str]],
+               rewards: np.ndarray | None, response_ids) -> list[list[_Response]]:
+  """Each response's ids (given, or re-encoded with EOS when it fits the budget T) and step ends in tokens."""
+  tk = task.tokenizer
+  t_max = task.max_response_len
+  out = []
+  for b, (problem, group) in enumerate(zip(problems, responses)):
+    row = []
+    for g, text in enumerate(group):
+      if response_ids is None:
+        ids = np.asarray(tk.encode(text), np.int32)
+        ended = len(ids) < t_max  # a response that filled the budget never emitted EOS
+        if ended:
+          ids = np.concatenate([ids, np.array([tk.eos_id], np.int32)])
+      else:
+        ids = np.asarray(response_ids[b][g], np.int32).reshape(-1)
+        ended = bool(len(ids)) and bool(np.isin(ids[-1], tk.eos_ids))
+      ids = ids[:t_max]
+      body = ids[:-1] if ended else ids
+      token_ends = [int(e) for e in tk.step_token_ends(body, task.step_ends(text))]
+      if rewards is not None:
+        reward = float(rewards[b][g])
+      else:
+        reward = float(task.reward(problem, text)) if ended else 0.0
+      row.append(_Response(b, ids, [0] + token_ends[:-1], len(token_ends), reward))
+    out.append(row)
+  return out
+
+
+def step_values(graphdef, params, task: Task, problems: Sequence[Problem], responses: Sequence[Sequence[str]], *,
+                continuations: int, key: jax.Array, temperature: float, top_p: float = 1.0, progress: bool = False,
+                rewards: np.ndarray | None = None, response_ids: Sequence[Sequence[np.ndarray]] | None = None,
+                fork_rows: int = 256) -> StepValues:
+  """Monte-Carlo Q_0 … Q_K of every response (see the module docstring).
+
+  Args:
+    graphdef, params: the policy whose continuations estimate the values.
+    task: verifies continuations (`reward`) and cuts responses into steps (`step_ends`).
+    problems: B problems; responses: per problem, its G response texts (without EOS).
+    continuations: C ≥ 1 continuations per distinct prefix.
+    key: PRNG key (the same key gives the same values).
+    temperature, top_p: the continuations' sampling rule (the policy's).
+    progress: show a progress bar over fork batches.
+    rewards: optional `[B, G]` rewards of the responses (Q_K); default: `task.reward` of a response that
+      ended within the budget, else 0 (the sampler's rule, `tcred.sampling.rollout.score`).
+    response_ids: optional per problem, per response, its own token ids (EOS included when it ended;
+      padding removed); default: `task.tokenizer.encode` of the text, plus EOS when it fits the budget.
+    fork_rows: continuation rows per `fork_round` call (one compiled shape; the last batch is padded).
+
+  Returns:
+    `StepValues`.
+  """
+  start = time.perf_counter()
+  if continuations < 1 or isinstance(continuations, bool) or not isinstance(continuations, int):
+    raise ValueError(f"continuations must be an integer >= 1, got {continuations!r}")
+  if len(responses) != len(problems):
+    raise ValueError(f"need one list of responses per problem, got {len(responses)} for {len(problems)}")
+  tk = task.tokenizer
+  t_max = task.max_response_len
+  rows = _responses(task, problems, responses, rewards, response_ids)
+  flat = [r for row in rows for r in row]
+  b = len(problems)
+  g = max((len(row) for row in rows), default=0)
+  width = max((r.steps + 1 for r in flat), default=1)
+  q = np.full((b, g, width), np.nan)
+  if not flat:
+    return StepValues(q, ~np.isnan(q), 0, time.perf_counter() - start)
+  # Distinct prefixes (problem, prefix ids), each continued once from the first response row holding it.
+  pairs: dict[tuple[int, bytes], int] = {}
+  src_at: list[tuple[int, int]] = []
+  refs: list[list[int]] = []  # per flat response, per fork: its prefix's index, or −1 (nothing left: Q = reward)
+  for n, r in enumerate(flat):
+    row = []
+    for at in r.forks:
+      if at >= len(r.ids):
+        row.append(-1)
+        continue
+      key_ = (r.problem, r.ids[:at].tobytes())
+      if key_ not in pairs:
+        pairs[key_] = len(src_at)
+        src_at.append((n, at))
+      row.append(pairs[key_])
+    refs.append(row)
+  src_at = np.array(src_at, np.int64).reshape(-1, 2)  # [U, 2] (response row, position)
+  c = continuations
+  per_call = max(1, fork_rows // c)  # prefixes per fork_round call
+  spare = per_call * c
+  prompt, prompt_valid = encode_prompts(task, problems)
+  rep = np.array([r.problem for r in flat])
+  response = np.full((len(flat), t_max), tk.pad_id, np.int32)
+  length = np.zeros(len(flat), np.int32)
+  for n, r in enumerate(flat):
+    response[n, :len(r.ids)] = r.ids
+    length[n] = len(r.ids)
+  pool = start_from_responses(graphdef, params, jnp.asarray(prompt[rep]), jnp.asarray(prompt_valid[rep]),
+                              jnp.asarray(response), jnp.asarray(length), spare_rows=spare, pad_id=tk.pad_id)
+  n0 = len(flat)
+  dest = jnp.arange(n0, n0 + spare, dtype=jnp.int32)
+  means = np.zeros(len(src_at))
+  memo: dict[tuple[int, str], float] = {}
+  chunks = [np.arange(s, min(s + per_call, len(src_at))) for s in range(0, len(src_at), per_call)]
+  for ci, chunk in enumerate(tqdm(chunks, desc="mc continuations", disable=not progress, leave=False)):
+    padded = np.concatenate([chunk, np.full(per_call - len(chunk), chunk[0])])
+    src = np.repeat(src_at[padded, 0], c).astype(np.int32)
+    at = np.repeat(src_at[padded, 1], c).astype(np.int32)
+    pool = fork_round(graphdef, params, pool, dest, jnp.asarray(src), jnp.asarray(at), jax.random.fold_in(key, ci),
+                      round_index=1, prompt_slots=prompt.shape[1], temperature=temperature, top_p=top_p,
+                      eos_id=tk.stop_ids, pad_id=tk.pad_id)
+    part = jax.tree.map(lambda x: x[n0:], pool.rows._replace(hidden=None))
+    _, finished = finish(part, tk.stop_ids)
+    tokens, finished = np.asarray(part.tokens), np.asarray(finished)
+    for j, u in enumerate(chunk):
+      problem = int(rep[src_at[u, 0]])
+      wins = 0.0
+      for s in range(j * c, (j + 1) * c):
+        if not finished[s]:
+          continue  # cut off at the budget: reward 0
+        text = tk.decode(tokens[s])
+        if (problem, text) not in memo:
+          memo[(problem, text)] = float(task.reward(problems[problem], text))
+        wins += memo[(problem, text)]
+      means[u] = wins / c
+  n = 0
+  for i, row in enumerate(rows):
+    for j, r in enumerate(row):
+      vals = [r.reward if u < 0 else means[u] for u in refs[n]]
+      vals += [r.reward] if r.steps else []  # Q_K; a response without steps has Q_0 only
+      q[i, j, :len(vals)] = vals
+      n += 1
+  return StepValues(q, ~np.isnan(q), int(pool.fed), time.perf_counter() - start)
+
+
+@register_judge
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MCJudge(Judge):
+  """s_k = Q_k, the Monte-Carlo value after step k from `continuations` samples of the current policy.
+
+  Attributes:
+    continuations: C ≥ 1 continuations per distinct prefix (cost: about C·K·T/2 tokens per response).
+    fork_rows: continuation rows per sampler call (memory vs. calls; not a statistical setting).
+  """
+
+  name = "mc"
+  description = "Monte-Carlo step values: mean reward of the policy's continuations after each step (VinePPO)"
+  continuations: int = 4
+  fork_rows: int = 256
+
+  def __post_init__(self):
+    for field in ("continuations", "fork_rows"):
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"judge 'mc' setting {field} must be an integer >= 1, got {value!r}")
+
+  def score(self, task: Task, problem: Problem, response: str, ends: Sequence[int]) -> np.ndarray:
+    raise TypeError("the mc judge samples from the policy: call score_groups with a JudgeContext")
+
+  def prior(self, task: Task, problem: Problem) -> float:
+    raise TypeError("the mc judge samples from the policy: call score_groups with a JudgeContext")
+
+  def score_groups(self, task: Task, problems: Sequence[Problem], responses: Sequence[Sequence[str]],
+                   ctx: JudgeContext) -> JudgeScores:
+    """s = Q (`step_values` with the context's policy, key, sampling rule, rewards and ids)."""
+    v = step_values(ctx.graphdef, ctx.params, task, problems, responses, continuations=self.continuations,
+                    key=ctx.key, temperature=ctx.temperature, top_p=ctx.top_p, progress=ctx.progress,
+                    rewards=ctx.rewards, response_ids=ctx.response_ids, fork_rows=self.fork_rows)
+    return JudgeScores(np.nan_to_num(v.q).astype(np.float32), v.valid, v.tokens, v.seconds)
