@@ -115,6 +115,10 @@ class GenerativeJudge(TrainedJudge):
     JudgeSize.parse(self.size, field="judge.size")
     step_judge.Verdicts.parse(self.verdicts, field="judge.verdicts")
 
+  def prepare(self, task: Task, ctx) -> Judge:
+    self.check_task(task)
+    return super().prepare(task, ctx)
+
   def check_task(self, task: Task) -> None:
     """The judge's SFT needs the task's teacher analyses (the embedded tasks)."""
     super().check_task(task)
@@ -146,6 +150,21 @@ def examples_from_rollouts(task: Task, data: LabelledRollouts) -> list[step_judg
       raise ValueError(f"rollout {n}: labelled steps must be its first ones, got {data.label_valid[n].tolist()}")
     out.extend(step_judge.step_examples(task, problem, response, data.labels[n, :k]))
   return out
+
+
+def teacher_labelled(task: Task, problems: Sequence[Problem], responses: Sequence[str]) -> LabelledRollouts:
+  """Rollouts labelled by the task's teacher (its exact oracle of a complete step) instead of Monte-Carlo values:
+  for tests and oracle-label studies. q holds Q_0 = 1 and the labels as 0/1 values."""
+  labels = [[task.teacher_analysis(p, r[:s], r[s:e]).good for s, e in step_judge.step_spans(task, r)]
+            for p, r in zip(problems, responses)]
+  width = max((len(x) for x in labels), default=0)
+  out = np.zeros((len(labels), width), bool)
+  valid = np.zeros((len(labels), width), bool)
+  q = np.full((len(labels), width + 1), np.nan)
+  for n, row in enumerate(labels):
+    out[n, :len(row)], valid[n, :len(row)] = row, True
+    q[n, 0], q[n, 1:len(row) + 1] = 1.0, row
+  return LabelledRollouts(list(problems), list(responses), q, out, valid, tokens=0, seconds=0.0)
 
 
 def first_step_prior(data: LabelledRollouts) -> float:

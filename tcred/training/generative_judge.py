@@ -72,9 +72,23 @@ def _optimizers(judge: GenerativeJudge):
   return sft, rl
 
 
+def _has_weights(directory: pathlib.Path) -> bool:
+  return (directory / "0").is_dir()
+
+
+def _restore(directory: pathlib.Path, template) -> tuple[Any, dict[str, Any]]:
+  ckpt = Checkpointer(directory, max_to_keep=1)
+  try:
+    return ckpt.restore(0, template)
+  finally:
+    ckpt.close()
+
+
 def _save_weights(directory: pathlib.Path, params, meta: dict[str, Any]) -> None:
   ckpt = Checkpointer(directory, max_to_keep=1)
   try:
+    if ckpt.steps():  # written by an earlier (interrupted or repeated) call from the same checkpoint
+      return
     if not ckpt.save(0, params, meta):
       raise RuntimeError(f"the generative judge's weights are not finite; nothing was written to {directory}")
   finally:
@@ -91,6 +105,9 @@ def train(job: TrainJob) -> dict[str, float]:
   graphdef, params = nnx.split(Decoder(config, rngs=nnx.Rngs(judge.seed)))
   tx_sft, tx_rl = _optimizers(judge)
   total = judge.sft_steps + judge.grpo_steps
+  info_path = job.directory / INFO_FILE
+  if info_path.exists() and _has_weights(job.directory / "weights"):  # trained before
+    return {"tokens": json.loads(info_path.read_text())["tokens"]}
   ckpt = Checkpointer(job.directory / "ckpt", max_to_keep=1)
   state, done, tokens = new_train_state(params, tx_sft), 0, 0
   if ckpt.steps():
@@ -98,6 +115,9 @@ def train(job: TrainJob) -> dict[str, float]:
     template = new_train_state(params, tx_sft if done <= judge.sft_steps else tx_rl)
     state, counters = ckpt.restore(done, template)
     tokens = int(counters.get("tokens", 0))
+  if done < judge.sft_steps and _has_weights(job.directory / "weights-sft"):  # SFT ended after the checkpoint
+    restored, meta = _restore(job.directory / "weights-sft", params)
+    state, done, tokens = new_train_state(restored, tx_rl), judge.sft_steps, int(meta["tokens"])
   good, bad = jtask.class_counts
   bar = tqdm(range(done, total), initial=done, total=total, desc=f"judge generative {job.task.name}",
              disable=not job.progress, leave=False)
@@ -119,8 +139,8 @@ def train(job: TrainJob) -> dict[str, float]:
       job.log(done, {**row, "judge/tokens": tokens})
       bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in row.items()})
       if done == judge.sft_steps:
-        _save_weights(job.directory / "weights-sft", state.params, {"step": done})
-      if done % judge.checkpoint_every == 0 or done == total or done == judge.sft_steps:
+        _save_weights(job.directory / "weights-sft", state.params, {"step": done, "tokens": tokens})
+      elif done % judge.checkpoint_every == 0 and done < total:
         ckpt.save(done, state, {"tokens": tokens})
   finally:
     bar.close()
@@ -129,7 +149,7 @@ def train(job: TrainJob) -> dict[str, float]:
   info = {"model": dataclasses.asdict(config), "max_new_tokens": jtask.max_response_len,
           "prior": first_step_prior(job.data), "examples": len(jtask.examples), "good": good, "bad": bad,
           "sft_steps": judge.sft_steps, "grpo_steps": judge.grpo_steps, "tokens": tokens}
-  (job.directory / INFO_FILE).write_text(json.dumps(info, indent=1))
+  info_path.write_text(json.dumps(info, indent=1))
   return {"tokens": tokens}
 
 
@@ -158,11 +178,7 @@ def load_weights(directory: pathlib.Path, *, which: str = "weights") -> tuple[nn
   """`(graphdef, params, info)` of a trained judge under `directory` (`which`: "weights" or "weights-sft")."""
   info = json.loads((directory / INFO_FILE).read_text())
   graphdef, template = nnx.split(Decoder(ModelConfig(**info["model"]), rngs=nnx.Rngs(0)))
-  ckpt = Checkpointer(directory / which, max_to_keep=1)
-  try:
-    params, _ = ckpt.restore(0, template)
-  finally:
-    ckpt.close()
+  params, _ = _restore(directory / which, template)
   return graphdef, params, info
 
 
