@@ -2,9 +2,10 @@
 
 On a task's default base policy (the SFT policy of `<task>-grpo`, from the base-policy cache):
 
-  1. training data: rollouts of training prompts (never a held-out prompt), Monte-Carlo values Q_0 … Q_K
-     from `--continuations` continuations after each step (`tcred.judges.mc.step_values`), labels
-     `mc_labels(q, rule)`, cut to exactly `--labels` step labels;
+  1. training data: `tcred.training.judges.labelled_rollouts` (what `tcred judge train` uses): rollouts of
+     training prompts (never a held-out prompt), Monte-Carlo values Q_0 … Q_K from `--continuations`
+     continuations after each step (`tcred.judges.mc.step_values`), labels `mc_labels(q, rule)`, exactly
+     `--labels` step labels;
   2. held-out data: rollouts of the first `--heldout-prompts` held-out prompts, labelled the same way, plus
      each step's oracle label (the task's teacher verdict: valid step and answer still reachable);
   3. the judge trained by `tcred.training.generative_judge.train` (SFT on teacher analyses + label verdicts,
@@ -33,25 +34,25 @@ import numpy as np
 from tcred.experiments.registry import get_experiment
 from tcred.judges import JudgeContext, LabelRule, make_judge, mc_labels
 from tcred.judges.mc import step_values
-from tcred.judges.trained import LabelledRollouts, TrainJob
+from tcred.judges.trained import LabelledRollouts, TrainJob, rollout_ids
 from tcred.sampling.rollout import sample_and_score
 from tcred.tasks.registry import make_task_from_config
 from tcred.tasks.step_judge import step_spans
 from tcred.training import generative_judge
-from tcred.training.data import eval_problems, training_problems
+from tcred.training.data import eval_problems
+from tcred.training.judges import labelled_rollouts
 from tcred.training.sft import base_policy
 
-_NAMESPACE = 0x6E7  # this script's training prompts
-
-
-def labelled(graphdef, params, task, problems, *, rollouts: int, continuations: int, rule: LabelRule, key,
-             temperature: float, limit: int | None = None) -> LabelledRollouts:
-  """Rollouts of `problems` with MC labels (at most `limit` labels, the last rollout cut)."""
+def held_out_labelled(graphdef, params, task, problems, *, rollouts: int, continuations: int, rule: LabelRule, key,
+                      temperature: float) -> LabelledRollouts:
+  """Rollouts of (held-out) `problems` with MC labels on every step."""
   t0 = time.time()
   groups = sample_and_score(graphdef, params, task, problems, key, group_size=rollouts, temperature=temperature)
+  ids_all = rollout_ids(groups.rollouts.tokens, groups.rollouts.mask)
   values = step_values(graphdef, params, task, problems, groups.texts, continuations=continuations,
-                       key=jax.random.fold_in(key, 1), temperature=temperature, rewards=groups.rewards)
-  probs, resps, qs, labs = [], [], [], []
+                       key=jax.random.fold_in(key, 1), temperature=temperature, rewards=groups.rewards,
+                       response_ids=ids_all)
+  probs, resps, ids, qs, labs = [], [], [], [], []
   for b, problem in enumerate(problems):
     for g, text in enumerate(groups.texts[b]):
       k = len(step_spans(task, text))
@@ -60,22 +61,18 @@ def labelled(graphdef, params, task, problems, *, rollouts: int, continuations: 
       q = values.q[b, g, :k + 1]
       probs.append(problem)
       resps.append(text)
+      ids.append(ids_all[b][g])
       qs.append(q)
       labs.append(mc_labels(q, rule))
   width = max(len(x) for x in labs)
   q = np.full((len(labs), width + 1), np.nan)
   out = np.zeros((len(labs), width), bool)
   valid = np.zeros((len(labs), width), bool)
-  left = np.inf if limit is None else limit
   for n, (qq, ll) in enumerate(zip(qs, labs)):
     q[n, :len(qq)] = qq
     out[n, :len(ll)] = ll
-    keep = int(min(len(ll), left))
-    valid[n, :keep] = True
-    left -= keep
-  used = valid.any(axis=1)
-  return LabelledRollouts([p for p, u in zip(probs, used) if u], [r for r, u in zip(resps, used) if u], q[used],
-                          out[used], valid[used], tokens=int(values.tokens + groups.generated_tokens()),
+    valid[n, :len(ll)] = True
+  return LabelledRollouts(probs, resps, ids, q, out, valid, tokens=int(values.tokens + groups.generated_tokens()),
                           seconds=time.time() - t0)
 
 
@@ -91,7 +88,7 @@ def main(argv=None) -> int:
   ap.add_argument("--task", default="countdown")
   ap.add_argument("--labels", type=int, default=1024)
   ap.add_argument("--continuations", type=int, default=8)
-  ap.add_argument("--rollouts", type=int, default=4, help="rollouts per training prompt")
+  ap.add_argument("--rollouts", type=int, default=4, help="rollouts per held-out prompt")
   ap.add_argument("--heldout-prompts", type=int, default=96)
   ap.add_argument("--rule", default="abs-q")
   ap.add_argument("--set", action="append", default=[], help="judge setting key=value (int/float/str)")
@@ -113,38 +110,33 @@ def main(argv=None) -> int:
   task = make_task_from_config(cfg.task, cfg.task_config)
   graphdef, params, _ = base_policy(cfg.model, task, cfg.task_config, cfg.sft, eval_prompts=cfg.rl.held_out_prompts,
                                     progress=False)
-  held = eval_problems(task, cfg.rl.held_out_prompts)
-  exclude = frozenset(p.prompt for p in held)
+  held = eval_problems(task, judge.exclude_prompts)  # the judge's training data never holds one of these
   rule = judge.label_rule()
   key = jax.random.key(judge.data_seed)
-  t0 = time.time()
-  train_problems = training_problems(task, -(-args.labels // (2 * args.rollouts)) + 8, namespace=_NAMESPACE,
-                                     seed=judge.data_seed, step=0, exclude=exclude)
-  data = labelled(graphdef, params, task, train_problems, rollouts=args.rollouts, continuations=args.continuations,
-                  rule=rule, key=key, temperature=cfg.rl.temperature, limit=args.labels)
-  got = int(data.label_valid.sum())
-  if got < args.labels:
-    print(f"only {got} labels from {len(train_problems)} prompts (asked {args.labels})", file=sys.stderr)
-  test = labelled(graphdef, params, task, held[:args.heldout_prompts], rollouts=args.rollouts,
-                  continuations=args.continuations, rule=rule, key=jax.random.fold_in(key, 7),
-                  temperature=cfg.rl.temperature)
-  data_s = time.time() - t0
-  oracle = np.concatenate([[task.teacher_analysis(p, r[:s], r[s:e]).good for s, e in step_spans(task, r)]
-                           for p, r in zip(test.problems, test.responses)])
-  mc = test.labels[test.label_valid]
   directory = pathlib.Path(args.work or tempfile.mkdtemp(prefix="gen-judge-"))
   directory.mkdir(parents=True, exist_ok=True)
   ctx = JudgeContext(graphdef, params, key, cfg.rl.temperature, cache_dir=directory, task_config=cfg.task_config,
                      model_config=cfg.model)
+  t0 = time.time()
+  data = labelled_rollouts(judge, task, ctx)  # the trained judges' shared data (`tcred judge train` builds it too)
+  got = int(data.label_valid.sum())
+  test = held_out_labelled(graphdef, params, task, held[:args.heldout_prompts], rollouts=args.rollouts,
+                           continuations=args.continuations, rule=rule, key=jax.random.fold_in(key, 7),
+                           temperature=cfg.rl.temperature)
+  data_s = time.time() - t0
+  oracle = np.concatenate([[task.teacher_analysis(p, r[:s], r[s:e]).good for s, e in step_spans(task, r)]
+                           for p, r in zip(test.problems, test.responses)])
+  mc = test.labels[test.label_valid]
   rows = []
   t0 = time.time()
-  cost = generative_judge.train(TrainJob(judge, task, ctx, data, directory, lambda s, m: rows.append((s, m)), False))
+  cost = generative_judge.train(TrainJob(judge, task, ctx, data, directory / "judge", lambda s, m: rows.append((s, m)),
+                                         False))
   train_s = time.time() - t0
   results = {"task": args.task, "judge": judge.settings(), "labels": got, "train_good_frac":
              float(data.labels[data.label_valid].mean()), "data_s": data_s, "train_s": train_s,
              "train_tokens": cost["tokens"], "heldout_rollouts": len(test.responses)}
   for which in ("weights-sft", "weights"):
-    loaded = generative_judge.load(judge, task, directory, ctx, which=which)
+    loaded = generative_judge.load(judge, task, directory / "judge", ctx, which=which)
     scores = loaded.score_groups(task, test.problems, [[r] for r in test.responses], ctx)
     s = np.concatenate([scores.scores[n, 0, 1:1 + len(step_spans(task, r))] for n, r in enumerate(test.responses)])
     pred = s > 0.5

@@ -164,7 +164,8 @@ def teacher_labelled(task: Task, problems: Sequence[Problem], responses: Sequenc
   for n, row in enumerate(labels):
     out[n, :len(row)], valid[n, :len(row)] = row, True
     q[n, 0], q[n, 1:len(row) + 1] = 1.0, row
-  return LabelledRollouts(list(problems), list(responses), q, out, valid, tokens=0, seconds=0.0)
+  ids = [np.concatenate([task.tokenizer.encode(r), [task.tokenizer.eos_id]]).astype(np.int32) for r in responses]
+  return LabelledRollouts(list(problems), list(responses), ids, q, out, valid, tokens=0, seconds=0.0)
 
 
 def first_step_prior(data: LabelledRollouts) -> float:

@@ -136,6 +136,7 @@ class LabelledRollouts(NamedTuple):
   Attributes:
     problems: [N] the rollouts' problems (training prompts).
     responses: [N] response texts (without EOS); steps are `task.step_ends(response)`.
+    response_ids: [N] the sampler's ids of each response (EOS included when it ended; `rollout_ids`).
     q: [N, S + 1] float64 Monte-Carlo values Q_0 … Q_S, NaN past a rollout's steps.
     labels: [N, S] bool, `mc_labels(q, rule)` per rollout (False on padding).
     label_valid: [N, S] bool, the labels to train on: a rollout's steps, cut after exactly
@@ -146,11 +147,18 @@ class LabelledRollouts(NamedTuple):
 
   problems: list[Problem]
   responses: list[str]
+  response_ids: list[np.ndarray]
   q: np.ndarray
   labels: np.ndarray
   label_valid: np.ndarray
   tokens: int
   seconds: float
+
+
+def rollout_ids(tokens: np.ndarray, mask: np.ndarray) -> list[list[np.ndarray]]:
+  """B lists of G response id arrays (EOS included when it ended) from sampler rows `[B, G, T]` and their mask."""
+  tokens, mask = np.asarray(tokens), np.asarray(mask, bool)
+  return [[tokens[i, j][mask[i, j]] for j in range(tokens.shape[1])] for i in range(tokens.shape[0])]
 
 
 class TrainJob(NamedTuple):

@@ -19,10 +19,11 @@ rollouts and their labels (not from a task config), and `run_experiment`'s
 held-out pass@k evaluations, base-policy cache and run layout are a policy's;
 the judge reuses the pipeline's steps and keeps its own cache entry.
 
-Files under the cache entry (`job.directory`): `ckpt/<step>` (resumable train
-state, steps 1..sft_steps are SFT, later ones GRPO), `weights-sft/` (the judge
-after SFT), `weights/` (the final judge) and `judge.json` (its model config,
-response budget, prior and training record). Importing this module registers
+Files under the cache entry (`job.directory`): `checkpoints/<step>` (the
+resumable train state every `judge.checkpoint_every` steps; steps
+1..sft_steps are SFT, later ones GRPO), `weights-sft/` (the judge after SFT,
+where GRPO starts with a fresh optimizer), `weights/` (the final judge) and
+`judge.json` (its model config, response budget, prior and training record). Importing this module registers
 the `generative` trainer (`tcred.judges.trained.register_judge_trainer`).
 
 Shapes: B judged steps per GRPO step, G analyses each, L SFT sequence length.
@@ -57,6 +58,7 @@ from tcred.training.restore import new_train_state
 from tcred.training.step import Batch, TrainState, rl_train_step, sft_train_step
 
 INFO_FILE = "judge.json"
+CHECKPOINTS = "checkpoints"  # resumable train states (the name `tcred.training.judges` looks for)
 _GRPO = make_credit("outcome", mode="grpo")
 _LOSS = LossConfig()
 
@@ -96,7 +98,8 @@ def _save_weights(directory: pathlib.Path, params, meta: dict[str, Any]) -> None
 
 
 def train(job: TrainJob) -> dict[str, float]:
-  """SFT then GRPO of the judge of `job` (module docstring); resumes from `job.directory/ckpt`."""
+  """SFT then GRPO of the judge of `job` (module docstring); resumes from its checkpoints, or from the SFT
+  weights when SFT ended after the last checkpoint, and returns at once when the final weights exist."""
   judge: GenerativeJudge = job.judge
   judge.check_task(job.task)
   jtask = judge_task(judge, job.task, job.data)
@@ -108,7 +111,7 @@ def train(job: TrainJob) -> dict[str, float]:
   info_path = job.directory / INFO_FILE
   if info_path.exists() and _has_weights(job.directory / "weights"):  # trained before
     return {"tokens": json.loads(info_path.read_text())["tokens"]}
-  ckpt = Checkpointer(job.directory / "ckpt", max_to_keep=1)
+  ckpt = Checkpointer(job.directory / CHECKPOINTS, max_to_keep=1)
   state, done, tokens = new_train_state(params, tx_sft), 0, 0
   if ckpt.steps():
     done = ckpt.steps()[-1]
