@@ -7,7 +7,7 @@ functions with `tcred.judges.trained.register_judge_trainer` (usage in that
 module's docstring) and is imported by one line below, so that every caller of
 `prepare` finds it:
 
-    from tcred.training import judges_generative  # noqa: F401  (an example: registers the generative judge)
+    from tcred.training import generative_judge  # noqa: F401  (registers the generative judge's trainer)
 
 What `prepare_trained(judge, task, ctx)` does:
 
@@ -55,6 +55,7 @@ from tcred.training.checkpoint import Checkpointer, leaf_digest
 from tcred.training.config import config_hash
 from tcred.training.data import eval_problems, training_problems
 from tcred.training.tracking import RunError, Tracker
+from tcred.training import generative_judge  # noqa: F401  (registers the generative judge's trainer)
 
 JUDGE_NAMESPACE = 0x1D9E  # seed namespace of the judges' training prompts, rollouts and continuations
 PROMPTS_PER_BATCH = 16  # training prompts sampled at once while building a judge's data
