@@ -110,9 +110,15 @@ def run_task(task_name: str, args, policy: list[str], lines: list[str]) -> None:
     for label, extra in variants:
       sets = policy + _trained_settings(args) + (PRM_SETTINGS[mode] if kind == "prm" else []) + extra
       judge = ej.setup(kind, task_name, sets).judge
-      trained = tj.train_judge(judge, task, ctx)
-      info = trained.info
-      result = ej.evaluate_judge(trained.judge, task, ctx, data, bootstrap=args.bootstrap, seed=args.seed)
+      try:
+        trained = tj.train_judge(judge, task, ctx)
+        info = trained.info
+        result = ej.evaluate_judge(trained.judge, task, ctx, data, bootstrap=args.bootstrap, seed=args.seed)
+      except Exception as e:  # noqa: BLE001 - one judge's failure is reported in its row, the others still run
+        message = f"{type(e).__name__}: {e}".replace("|", "/").replace("\n", " ")[:200]
+        lines.append(f"| {label} | {args.labels} | FAILED: {message} | | | | |")
+        print(lines[-1], file=sys.stderr, flush=True)
+        continue
       cost = (f"data {info['data_tokens']:,} + train {info.get('train_tokens', 0):,}; "
               f"{info['data_seconds']:.0f} + {info['train_seconds']:.0f}"
               + (" (cached)" if trained.reused else ""))
@@ -164,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
            "scores it below 0.5. `tcred.evaluation.judges` and `benchmarks/judges.py` document the metrics.", ""]
   for task in args.tasks:
     run_task(task, args, policy, lines)
+    common.write(Path(args.out), lines + ["(partial: the run goes on)"])  # a later failure keeps what was measured
   lines += [f"- total wall time {time.time() - t0:.0f} s", common.load_line()]
   common.write(Path(args.out), lines)
   print("\n".join(lines))
