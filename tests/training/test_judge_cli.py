@@ -62,7 +62,8 @@ def test_a_trained_prm_saves_loads_is_reused_and_scores(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["judge", "train", "mc", "--task", "countdown"], "judge 'mc' needs no training"),
-    (["judge", "train", "oracle", "--task", "countdown"], "trainable judges: ['prm'"),
+    (["judge", "train", "oracle", "--task", "countdown"], "needs no training (it scores with the policy or the task "
+     "alone); trainable judges: ["),
     (["judge", "train", "nope", "--task", "countdown"], "unknown judge 'nope'; allowed: ["),
     (["judge", "eval", "prm", "--task", "nope"], "allowed: ['countdown', 'graph-path', 'long-addition']"),
     (["judge", "train", "prm", "--task", "countdown", "--set", "judge.bogus=1"],
