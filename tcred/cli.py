@@ -8,6 +8,8 @@
   tcred identify TASK [--policy base|RUN_DIR] [--prompts N] [--rollouts G] [--continuations K] [--delta D]
                  [--rollouts-from chains|tree|both] [--tree-fork-at entropy|neg-logp|step] [--seed S] [--out DIR]
   tcred export RUN_DIR --out DIR [--step N]
+  tcred judge train KIND --task TASK [--set judge.x=V ...] [--out DIR] [--resume]
+  tcred judge eval KIND --task TASK [--set judge.x=V ...] [--prompts N] [--rollouts R] [--seed S]
 
 Unknown names and bad values exit with status 2 and a message listing what is allowed.
 """
@@ -99,7 +101,32 @@ def _parser() -> argparse.ArgumentParser:
   export.add_argument("run_dir", help="a run directory, e.g. runs/countdown-grpo/seed-0")
   export.add_argument("--out", required=True, help="the directory to write (must not exist or be empty)")
   export.add_argument("--step", type=int, default=None, help="checkpoint step to export (default: the last)")
+  _add_judge_args(sub)
   return p
+
+
+def _add_judge_args(sub) -> None:
+  """`tcred judge train|eval` (`tcred.evaluation.judges`)."""
+  judge = sub.add_parser("judge", help="train or evaluate a step judge on a task's base policy (DESIGN §4.6)")
+  commands = judge.add_subparsers(dest="judge_command", required=True)
+  for name, what in (("train", "train a judge and cache it by its config (a second call reuses it)"),
+                     ("eval", "ProcessBench F1 of a judge's first wrong step against the oracle's, on held-out "
+                      "rollouts (trains a trained judge first if it is not cached)")):
+    c = commands.add_parser(name, help=what)
+    c.add_argument("kind", help="a judge (`tcred list` lists them)")
+    c.add_argument("--task", required=True, help="an embedded task: countdown, graph-path, long-addition")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="judge.FIELD=V sets a judge setting; task_config/model/sft/rl.FIELD=V edit the task's "
+                   "default experiment whose base policy the judge reads (repeatable)")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+  train, ev = commands.choices["train"], commands.choices["eval"]
+  train.add_argument("--out", default="runs", help="metrics.jsonl and TensorBoard scalars go to "
+                     "OUT/judges/<kind>-<config hash>/ (default: runs/); the weights go to the cache")
+  train.add_argument("--resume", action="store_true", help="continue a training that was interrupted")
+  ev.add_argument("--prompts", type=int, default=64, help="held-out prompts N (default 64)")
+  ev.add_argument("--rollouts", type=int, default=4, help="rollouts per prompt R (default 4)")
+  ev.add_argument("--seed", type=int, default=0, help="seeds the rollouts, the judge's sampling and the bootstrap")
+  ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates of the 95%% intervals (0: none)")
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -181,6 +208,38 @@ def _identify(args, argv: list[str]) -> int:
   print(md.read_text())
   extra = f" and {png.with_name(png.stem + '-tree.png')}" if args.rollouts_from == "both" else ""
   print(f"wrote {md}, {png}{extra}", file=sys.stderr)
+  return 0
+
+
+def _judge(args) -> int:
+  from tcred.evaluation import judges
+  from tcred.training.tracking import RunError, check_writable_dir
+
+  progress = not args.no_progress and sys.stderr.isatty()
+  try:
+    if args.judge_command == "train" and args.kind in judges.judge_names():
+      judges.require_trainable(args.kind)  # before its settings: "mc needs no training" beats "no setting labels"
+    s = judges.setup(args.kind, args.task, args.overrides)
+    if args.judge_command == "train":
+      check_writable_dir(args.out, "--out")
+      trained = judges.train(s, resume=args.resume, log_root=pathlib.Path(args.out) / "judges", progress=progress)
+    else:
+      for flag, value, low in (("--prompts", args.prompts, 1), ("--rollouts", args.rollouts, 1),
+                               ("--seed", args.seed, 0), ("--bootstrap", args.bootstrap, 0)):
+        if value < low:
+          raise ValueError(f"{flag} must be an integer >= {low}, got {value}")
+      result = judges.evaluate(s, prompts=args.prompts, rollouts=args.rollouts, seed=args.seed,
+                               bootstrap=args.bootstrap, progress=progress)
+  except (ValueError, RunError) as e:
+    return _usage_error(str(e))
+  if args.judge_command == "eval":
+    print(json.dumps(result, indent=1))
+    return 0
+  info = trained.info
+  verb = "is cached; reusing it" if trained.reused else "trained"
+  print(f"tcred: judge {args.kind} for {args.task} {verb}: {trained.directory} ({info['labels']} labels, "
+        f"{info['data_seconds'] + info['train_seconds']:.0f} s to build)", file=sys.stderr)
+  print(json.dumps(info, indent=1))
   return 0
 
 
@@ -444,6 +503,9 @@ def _interrupted(args, argv: list[str]) -> str:
   if args.command == "table":
     return ("tcred: interrupted; finished runs are kept and partial ones resume from their last checkpoint: rerun "
             f"`tcred {' '.join(shlex.quote(a) for a in argv)}` to continue")
+  if args.command == "judge" and args.judge_command == "train" and not args.resume:
+    return (f"tcred: interrupted; the judge keeps its last checkpoint: resume with "
+            f"`tcred {' '.join(shlex.quote(a) for a in argv)} --resume`")
   return f"tcred: interrupted; rerun `tcred {' '.join(shlex.quote(a) for a in argv)}` to start again"
 
 
@@ -513,6 +575,8 @@ def _dispatch(args, argv: list[str]) -> int:
     return _identify(args, argv)
   if args.command == "export":
     return _export(args)
+  if args.command == "judge":
+    return _judge(args)
   return _usage_error(f"unknown command {args.command!r}")
 
 

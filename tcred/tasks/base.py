@@ -17,11 +17,23 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from tcred.tasks import text
+
+
+class StepAnalysis(NamedTuple):
+  """A teacher's check of one step (`Task.teacher_analysis`).
+
+  Attributes:
+    text: a short analysis (printable ASCII, no newline), e.g. ``"3*5=15;left 7 15;22 reachable"``.
+    good: the teacher's verdict: the step as written is valid and a correct answer stays reachable.
+  """
+
+  text: str
+  good: bool
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -102,6 +114,17 @@ class Task(abc.ABC):
   @abc.abstractmethod
   def demonstration(self, problem: Problem, rng: np.random.Generator) -> str:
     """A noisy demonstration (correct with the config's probability), without EOS."""
+
+  def teacher_analysis(self, problem: Problem, prefix: str, step: str) -> StepAnalysis:
+    """The teacher's short analysis of `step` written after `prefix` (the response so far; `step` starts
+    with its separator or the answer cue, as cut by `step_ends`), for the SFT start of the generative
+    step judge (DESIGN §4.6). It judges the step as complete: a number cut short is wrong, not a prefix.
+
+    Raises:
+      NotImplementedError: the task has no teacher (the default).
+    """
+    raise NotImplementedError(f"task {self.name!r} has no teacher analysis of its steps (only the embedded "
+                              "tasks countdown, graph-path and long-addition write one)")
 
 
 def check_range(

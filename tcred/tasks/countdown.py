@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import types
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
@@ -34,6 +35,7 @@ from tcred.tasks import base
 
 _SEPARATOR = ","
 _OPS = "+-*/"
+_STEP = re.compile(r"(\d+)([-+*/])(\d+)=(\d+)")
 _MAX_SAMPLE_TRIES = 10_000
 
 
@@ -302,3 +304,41 @@ class Countdown(base.Task):
       return _format(_solution_steps(tuple(sorted(numbers)), target, rng), target)
     steps = self._random_steps(tuple(sorted(numbers)), rng, avoid_last=target)
     return _format(steps, steps[-1].result)
+
+  def teacher_analysis(self, problem: base.Problem, prefix: str, step: str) -> base.StepAnalysis:
+    """Recomputes the step's arithmetic and says whether the target stays reachable from what is left.
+
+    Examples (numbers 3 5 7, target 22): after ``""`` the step ``"3*5=15"`` gives
+    ``"3*5=15;left 7 15;22 reachable"`` (good); ``"3*5=16"`` gives ``"3*5=15 not 16"`` (bad);
+    ``"#22"`` after ``"3*5=15,15+7=22"`` gives ``"last 22;target 22;answer 22;right"`` (good).
+    """
+    numbers, target = problem.data
+    reasoning = prefix.partition(self.answer_cue)[0]
+    done = [s for s in reasoning.split(_SEPARATOR) if s]
+    replay = _replay(tuple(sorted(numbers)), done)
+    if replay is None or self.answer_cue in prefix:
+      return base.StepAnalysis("earlier step wrong", False)
+    available, last = replay
+    if step.startswith(self.answer_cue):
+      answer = step[len(self.answer_cue):]
+      good = last == target and answer == str(target)
+      return base.StepAnalysis(f"last {'none' if last is None else last};target {target};answer {answer};{'right' if good else 'wrong'}", good)
+    match = _STEP.fullmatch(step.removeprefix(_SEPARATOR))
+    if match is None:
+      return base.StepAnalysis("bad format", False)
+    a, op, b, c = match.groups()
+    a, b, c = int(a), int(b), int(c)
+    pool = list(available)
+    for x in (a, b):
+      if x not in pool:
+        return base.StepAnalysis(f"{x} not available", False)
+      pool.remove(x)
+    value = _apply(a, op, b)
+    if value is None:
+      return base.StepAnalysis(f"{a}{op}{b} {'not positive' if op == '-' else 'not exact'}", False)
+    if value != c:
+      return base.StepAnalysis(f"{a}{op}{b}={value} not {c}", False)
+    rest = tuple(sorted(pool + [c]))
+    good = c == target or solvable(rest, target)
+    reach = "hit" if c == target else "reachable" if good else "unreachable"
+    return base.StepAnalysis(f"{a}{op}{b}={c};left {' '.join(map(str, rest))};{target} {reach}", good)

@@ -309,3 +309,44 @@ class GraphPath(base.Task):
         break
       path.append(options[rng.integers(len(options))])
     return _format(path, path[-1])
+
+  def teacher_analysis(self, problem: base.Problem, prefix: str, step: str) -> base.StepAnalysis:
+    """Checks that the hop is an edge to a new node and whether the destination stays reachable.
+
+    Examples (edges ab bc cd be, a>d): the first step ``"a-b"`` gives ``"a-b edge;d reachable"``
+    (good); ``"-e"`` after ``"a-b"`` gives ``"b-e edge;d unreachable"`` (bad: a dead end); ``"-d"``
+    after ``"a-b"`` gives ``"b-d no edge"`` (bad); ``"#d"`` after ``"a-b-c-d"`` gives
+    ``"end d;target d;answer d;right"``.
+    """
+    edges, source, target = problem.data
+    adj = adjacency(edges)
+    reasoning = prefix.partition(self.answer_cue)[0]
+    path = [n for n in reasoning.split(_SEPARATOR) if n]
+    if self.answer_cue in prefix or (path and (not _is_simple_path(adj, path, source) or target in path[:-1])):
+      return base.StepAnalysis("earlier step wrong", False)
+    if step.startswith(self.answer_cue):
+      answer = step[len(self.answer_cue):]
+      end = path[-1] if path else "none"
+      good = end == target and answer == target
+      return base.StepAnalysis(f"end {end};target {target};answer {answer};{'right' if good else 'wrong'}", good)
+    nodes = [n for n in step.split(_SEPARATOR) if n]
+    if not nodes or any(len(n) != 1 for n in nodes):
+      return base.StepAnalysis("bad format", False)
+    if path and path[-1] == target:
+      return base.StepAnalysis(f"{target} reached already", False)
+    if not path:  # the first step: the source and the first hop
+      if nodes[0] != source:
+        return base.StepAnalysis(f"starts {nodes[0]} not {source}", False)
+      path, nodes = nodes[:1], nodes[1:]
+    for node in nodes:
+      u = path[-1]
+      if node not in adj.get(u, ()):
+        return base.StepAnalysis(f"{u}-{node} no edge", False)
+      if node in path:
+        return base.StepAnalysis(f"{u}-{node} edge;{node} visited", False)
+      path.append(node)
+    hop = f"{path[-2]}-{path[-1]} edge" if len(path) > 1 else f"at {path[-1]}"
+    if path[-1] == target:
+      return base.StepAnalysis(f"{hop};{target} reached", len(path) > 1)
+    good = _reachable(adj, path[-1], target, path[:-1])
+    return base.StepAnalysis(f"{hop};{target} {'reachable' if good else 'unreachable'}", good)

@@ -211,3 +211,24 @@ class LongAddition(base.Task):
       columns.append(Column(x, y, carry, total))
       carry = int(total >= 10)
     return _format(columns)
+
+  def teacher_analysis(self, problem: base.Problem, prefix: str, step: str) -> base.StepAnalysis:
+    """Recomputes the column's digits, carry and sum (every mistake is fatal in this task).
+
+    Examples (4738+2594): ``"8+4=12"`` first gives ``"col1 8+4=12;ok"`` (good); ``",3+9=12"`` after
+    ``"8+4=12"`` gives ``"col2 3+9+1=13;wrong"`` (bad: the carry is missing); ``"#7332"`` after the four
+    right columns gives ``"answer 7332;right"``.
+    """
+    a, b = problem.data
+    if not problem.solution.startswith(prefix):
+      return base.StepAnalysis("earlier step wrong", False)
+    if step.startswith(self.answer_cue):
+      good = prefix + step == problem.solution
+      return base.StepAnalysis(f"answer {problem.answer};{'right' if good else 'wrong'}", good)
+    columns = correct_columns(a, b)
+    k = len([s for s in prefix.split(_SEPARATOR) if s])
+    if k >= len(columns):
+      return base.StepAnalysis(f"no column {k + 1}", False)
+    want = columns[k].text
+    good = step.removeprefix(_SEPARATOR) == want
+    return base.StepAnalysis(f"col{k + 1} {want};{'ok' if good else 'wrong'}", good)

@@ -35,6 +35,7 @@ from tcred.tasks.registry import make_task_from_config
 from tcred.training.checkpoint import CheckpointError, Checkpointer, disk_full
 from tcred.training.config import ExperimentConfig, config_diff, config_hash, normalised_config, run_config_hash
 from tcred.training.data import HOST_NAMESPACE, RL_NAMESPACE, SFT_NAMESPACE, eval_problems, training_problems
+from tcred.training import judges as _trained_judges  # noqa: F401  (installs the trained judges' prepare)
 from tcred.training.packing import pack_trees
 from tcred.training.pretrained import CheckpointInputError, pretrained_policy, resolve_model
 from tcred.training.restore import new_train_state, restore_train_state, rl_optimizer
