@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tcred.judges.base import Judge, JudgeScores, pad_scores, register_judge
-from tcred.judges.trained import LabelledRollouts, TrainedJudge
+from tcred.judges.trained import LabelledRollouts, TrainedJudge, _check_int
 from tcred.models.config import ModelConfig, model_preset
 from tcred.models.forward import response_logprobs
 from tcred.sampling.sampler import sample_groups
@@ -58,11 +58,6 @@ class JudgeSize(Choice):
   TINY = "tiny"  # 2 layers, width 32 (tests)
   SMALL = "char-small"  # 3 layers, width 128: the embedded tasks' policy size
   POLICY = "policy"  # the policy's ModelConfig (`JudgeContext.model_config`)
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < low:
-    raise ValueError(f"judge.{name} must be an integer >= {low}, got {value!r}")
 
 
 def _check_positive(name: str, value: Any) -> None:
