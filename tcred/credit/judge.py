@@ -45,10 +45,10 @@ _PREPARED: dict[tuple, Judge] = {}  # (judge, task, task config, policy config) 
 
 def prepared_judge(judge: Judge, task: Task, ctx: JudgeContext) -> Judge:
   """`judge.prepare(task, ctx)` once per judge, task config and policy architecture (trained judges load or
-  train there; one may copy the policy's architecture)."""
+  train there, from `ctx.base_params` when given: the run's base policy, also after a resume)."""
   key = (judge, task.name, repr(ctx.task_config), repr(ctx.model_config))
   if key not in _PREPARED:
-    _PREPARED[key] = judge.prepare(task, ctx)
+    _PREPARED[key] = judge.prepare(task, ctx if ctx.base_params is None else ctx._replace(params=ctx.base_params))
   return _PREPARED[key]
 
 

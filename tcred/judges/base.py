@@ -52,6 +52,9 @@ class JudgeContext(NamedTuple):
     response_ids: optional B lists of G int arrays, the responses' own token ids (EOS included when the
       response ended), when the caller has them (RL); a judge that runs the policy continues exactly
       these tokens instead of re-encoding the text (a text need not encode back to its tokens).
+    base_params: optional parameters of the policy a trained judge is built from (its training rollouts
+      and, for `prm`, its initial weights): the run's base policy, so that a resumed run finds the judge
+      its first step trained instead of training one on the resumed policy; None: `params`.
   """
 
   graphdef: Any
@@ -65,6 +68,7 @@ class JudgeContext(NamedTuple):
   progress: bool = False
   rewards: np.ndarray | None = None
   response_ids: Sequence[Sequence[np.ndarray]] | None = None
+  base_params: Any = None
 
 
 class JudgeScores(NamedTuple):

@@ -95,7 +95,7 @@ class Chunk(NamedTuple):
 
 
 def _sample_chunk(graphdef, params, task: Task, problems: list[Problem], key: jax.Array,
-                  cfg: ExperimentConfig) -> Chunk:
+                  cfg: ExperimentConfig, base_params=None) -> Chunk:
   rl = cfg.rl
   if cfg.tree.enabled:
     host_rng = np.random.default_rng(np.asarray(jax.random.key_data(key)))  # fork choices: f(seed, step)
@@ -121,14 +121,15 @@ def _sample_chunk(graphdef, params, task: Task, problems: list[Problem], key: ja
                                        answer_len=answer.shape[1], solution_len=solution.shape[1],
                                        mi=cfg.credit.mi_inputs())
   ctx = JudgeContext(graphdef, params, jax.random.fold_in(key, HOST_NAMESPACE), rl.temperature, rl.top_p,
-                     cache_dir=cache_root(), task_config=cfg.task_config, model_config=cfg.model)
+                     cache_dir=cache_root(), task_config=cfg.task_config, model_config=cfg.model,
+                     base_params=base_params)
   host = cfg.credit.host_extras(task, problems, groups, ctx)
   extras = {**extras, **host.arrays}
   return Chunk(groups, list(problems), extras, extras_s, extras_tokens, host.seconds, host.tokens)
 
 
 def _collect(graphdef, params, task: Task, cfg: ExperimentConfig, *, seed: int, step: int,
-             exclude: frozenset[str], key: jax.Array) -> tuple[Chunk, np.ndarray, list[Chunk]]:
+             exclude: frozenset[str], key: jax.Array, base_params=None) -> tuple[Chunk, np.ndarray, list[Chunk]]:
   """Samples one batch of B groups.
 
   With a group filter (DAPO dynamic sampling: drop all-equal groups; or the credit
@@ -150,7 +151,7 @@ def _collect(graphdef, params, task: Task, cfg: ExperimentConfig, *, seed: int, 
     return keep
 
   problems = training_problems(task, b, namespace=RL_NAMESPACE, seed=seed, step=step, exclude=exclude)
-  first = _sample_chunk(graphdef, params, task, problems, key, cfg)
+  first = _sample_chunk(graphdef, params, task, problems, key, cfg, base_params)
   keep = keep_of(first)
   if keep is None:
     return first, np.ones(b, bool), [first]
@@ -160,7 +161,7 @@ def _collect(graphdef, params, task: Task, cfg: ExperimentConfig, *, seed: int, 
       break
     more = training_problems(task, b, namespace=RL_NAMESPACE, seed=seed, step=step, exclude=exclude,
                              offset=round_)
-    chunk = _sample_chunk(graphdef, params, task, more, jax.random.fold_in(key, round_), cfg)
+    chunk = _sample_chunk(graphdef, params, task, more, jax.random.fold_in(key, round_), cfg, base_params)
     pool.append((chunk, keep_of(chunk)))
   # Kept groups first, in sampling order; then fillers from the first chunk (trained with weight 0).
   picks = [(ci, i) for ci, (_, k) in enumerate(pool) for i in np.flatnonzero(k)][:b]
@@ -340,7 +341,7 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
       params = state.params
       batch_chunk, group_valid, generated = _collect(
           graphdef, params, task, cfg, seed=seed, step=step, exclude=exclude,
-          key=jax.random.fold_in(run_key, step))
+          key=jax.random.fold_in(run_key, step), base_params=base_params)
       groups, problems = batch_chunk.groups, batch_chunk.problems
       t_sample = time.time() - t0
       r = groups.rollouts

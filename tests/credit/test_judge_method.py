@@ -142,3 +142,38 @@ def test_bad_judge_settings_name_the_problem(settings, match):
 def test_judge_settings_reach_the_judge():
   judge = make_credit("judge", judge="mc", judge_settings="continuations=3, fork_rows=64").make_judge()
   assert (judge.continuations, judge.fork_rows) == (3, 64)
+
+
+def test_a_judge_is_prepared_from_the_base_policy_when_given():
+  """A resumed run's first `prepare` sees the run's base policy, not the resumed one (a trained judge's cache
+  entry is keyed by the policy it was trained from, so the run finds the judge its first step built)."""
+  import dataclasses
+  from typing import ClassVar
+
+  from tcred.credit import judge as judge_credit
+  from tcred.judges.base import Judge, JudgeContext
+
+  seen = []
+
+  @dataclasses.dataclass(frozen=True, kw_only=True)
+  class Recorder(Judge):
+    name: ClassVar[str] = "recorder-for-test"
+    description: ClassVar[str] = "records the policy it is prepared from"
+
+    def prepare(self, task, ctx):
+      seen.append(ctx.params)
+      return self
+
+    def score(self, task, problem, response, ends):
+      return np.ones(len(ends))
+
+    def prior(self, task, problem):
+      return 1.0
+
+  class FakeTask:
+    name = "fake"
+
+  ctx = JudgeContext(None, "resumed", jax.random.key(0), 1.0, task_config="a", base_params="base")
+  judge_credit.prepared_judge(Recorder(), FakeTask(), ctx)
+  judge_credit.prepared_judge(Recorder(), FakeTask(), ctx._replace(task_config="b", base_params=None))
+  assert seen == ["base", "resumed"]
