@@ -45,7 +45,7 @@ from tcred.models.forward import response_logprobs
 from tcred.sampling.sampler import sample_groups
 from tcred.tasks import step_judge
 from tcred.tasks.base import Problem, Task
-from tcred.tasks.text import CHAR
+from tcred.tasks.text import CHAR, CharTokenizer
 from tcred.validation import Choice
 
 _CHUNK = 256  # judged steps per sampler call
@@ -180,22 +180,25 @@ def _ending_logp(graphdef, params, prompt, prompt_valid, response, mask):
   return logp
 
 
-def judge_steps(graphdef, params, prompts: Sequence[str], key: jax.Array, *, max_new_tokens: int,
+def judge_steps(graphdef, params, prompts: Sequence[str | np.ndarray], key: jax.Array, *, max_new_tokens: int,
                 samples: int) -> tuple[np.ndarray, list[str], int]:
   """Runs the judge on N prompts: `(scores [N] in [0, 1], the first analysis of each, tokens processed)`.
 
-  See the module docstring for the two scoring rules.
+  A prompt is a `step_judge.judge_prompt` text or `step_judge.judge_prompt_ids` ids (no BOS). See the module
+  docstring for the two scoring rules.
   """
   tk = CHAR
   cue = tk.cue_id(step_judge.VERDICT_CUE)
   plus, minus = (int(tk.encode(v)[0]) for v in (step_judge.GOOD, step_judge.BAD))
-  width = _bucket(max(len(p) for p in prompts) + 1, _BUCKET)
+  rows = [tk.prompt_ids(p) if isinstance(p, str) else np.concatenate([[tk.bos_id], p]).astype(np.int32)
+          for p in prompts]  # BOS + prompt
+  width = _bucket(max(len(r) for r in rows), _BUCKET)
   scores, texts, tokens = np.full(len(prompts), 0.5), [], 0
   for start in range(0, len(prompts), _CHUNK):
-    chunk = list(prompts[start:start + _CHUNK])
+    chunk = rows[start:start + _CHUNK]
     n = len(chunk)
     padded = chunk + [chunk[0]] * (_bucket(n, 64 if n > 16 else 16) - n)  # few compiled batch sizes
-    prompt, valid = tk.encode_prompts(padded, width)
+    prompt, valid = tk.left_pad(padded, width, what="judge prompt")
     r = jax.device_get(sample_groups(graphdef, params, prompt, valid, jax.random.fold_in(key, start),
                                      group_size=samples, max_new_tokens=max_new_tokens, temperature=1.0,
                                      greedy=samples == 1, eos_id=tk.eos_id, pad_id=tk.pad_id))
@@ -270,17 +273,31 @@ class LoadedGenerativeJudge(Judge):
 
   def score_groups(self, task: Task, problems: Sequence[Problem], responses: Sequence[Sequence[str]],
                    ctx) -> JudgeScores:
-    """Every step of every response judged in one batched pass (chunks of `_CHUNK` steps)."""
+    """Every step of every response judged in one batched pass (chunks of `_CHUNK` steps).
+
+    The judge prompts are built from the responses' own ids (`ctx.response_ids`, as `mc` and `prm` read them)
+    when the caller has them and the task's tokenizer is the judge's (char); else from the texts. A policy may
+    write an id outside the character vocabulary (it decodes to U+FFFD), which the text cannot be re-encoded
+    from.
+    """
     if len(responses) != len(problems):
       raise ValueError(f"need one list of responses per problem, got {len(responses)} for {len(problems)}")
     self.check_task(task)
     start = time.perf_counter()
+    tk = task.tokenizer
+    ids = ctx.response_ids if ctx is not None and isinstance(tk, CharTokenizer) else None
     prompts, counts = [], []
-    for problem, group in zip(problems, responses):
+    for b, (problem, group) in enumerate(zip(problems, responses)):
       row = []
-      for response in group:
+      for g, response in enumerate(group):
         spans = step_judge.step_spans(task, response)
-        prompts.extend(step_judge.judge_prompt(problem, response, s, e) for s, e in spans)
+        if ids is None:
+          prompts.extend(step_judge.judge_prompt(problem, response, s, e) for s, e in spans)
+        else:
+          body = np.asarray(ids[b][g], np.int32).reshape(-1)
+          body = body[:-1] if len(body) and np.isin(body[-1], tk.eos_ids) else body
+          ends = [int(e) for e in tk.step_token_ends(body, [e for _, e in spans])]
+          prompts.extend(step_judge.judge_prompt_ids(problem, body, s, e) for s, e in zip([0, *ends[:-1]], ends))
         row.append(len(spans))
       counts.append(row)
     flat, tokens = np.zeros(0), 0

@@ -35,6 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from tcred.tasks import base
+from tcred.tasks.text import CHAR
 from tcred.validation import Choice
 
 VERDICT_CUE = "@"
@@ -79,9 +80,26 @@ def verdict_text(good: bool) -> str:
   return GOOD if good else BAD
 
 
+def _layout(prompt, before, step) -> tuple:
+  """The judge prompt's pieces in order (the one definition of its layout): problem, steps before, [step]."""
+  return prompt, before, _OPEN, step, _CLOSE
+
+
 def judge_prompt(problem: base.Problem, response: str, start: int, end: int) -> str:
   """The judge's prompt for the step `response[start:end]`: the problem, the steps before, the step in brackets."""
-  return f"{problem.prompt}{response[:start]}{_OPEN}{response[start:end]}{_CLOSE}"
+  return "".join(_layout(problem.prompt, response[:start], response[start:end]))
+
+
+def judge_prompt_ids(problem: base.Problem, response_ids: np.ndarray, start: int, end: int) -> np.ndarray:
+  """`judge_prompt` as char-tokenizer ids [P] (no BOS), the response's pieces taken from its own ids.
+
+  `response_ids[start:end]` is the step in tokens (`CHAR.step_token_ends`). The policy's ids are used as
+  they are: an id that decodes to U+FFFD (the unused range of `tcred.tasks.tokenizer`) has no character to
+  re-encode, so building the prompt from the text would fail (or lose which id it was).
+  """
+  ids = np.asarray(response_ids, np.int32).reshape(-1)
+  pieces = _layout(problem.prompt, ids[:start], ids[start:end])
+  return np.concatenate([CHAR.encode(p) if isinstance(p, str) else p for p in pieces]).astype(np.int32)
 
 
 def step_spans(task: base.Task, response: str) -> list[tuple[int, int]]:

@@ -5,9 +5,15 @@ import json
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from tcred.judges import JudgeContext, judge_names, make_judge
-from tcred.judges.generative import examples_from_rollouts, first_step_prior, judge_steps, teacher_labelled
+from tcred.judges.generative import (LoadedGenerativeJudge, examples_from_rollouts, first_step_prior, judge_steps,
+                                     teacher_labelled)
+from tcred.models.config import model_preset
+from tcred.models.decoder import Decoder
+from tcred.tasks import step_judge
+from tcred.tasks import tokenizer as char
 from tcred.judges.trained import TrainJob, judge_trainer
 from tcred.tasks.registry import make_task
 from tcred.training import generative_judge
@@ -132,3 +138,38 @@ def test_sft_teaches_analyses_and_verdicts(tmp_path):
   sampled, _, _ = judge_steps(loaded.graphdef, loaded.params, [e.prompt for e in examples[:16]], jax.random.key(1),
                               max_new_tokens=loaded.max_new_tokens, samples=3)
   assert set(np.round(sampled * 3, 6)) <= {0.0, 1.0, 2.0, 3.0, 1.5}  # 1.5: an undecided 0.5
+
+
+def test_scores_a_response_whose_ids_leave_the_vocabulary():
+  """A policy id of the unused range decodes to U+FFFD, which has no id to re-encode: the judge prompts are
+  built from the response's own ids (`ctx.response_ids`), in the same layout as `judge_prompt`."""
+  task = make_task("countdown")
+  problem = task.sample(np.random.default_rng(0))
+  tk = task.tokenizer
+  unused = char.NUM_REAL_TOKENS  # the first id outside the character vocabulary
+  good = np.concatenate([tk.encode("3+5=8,"), [tk.eos_id]]).astype(np.int32)
+  odd = np.concatenate([tk.encode("3+5=8,"), [unused], tk.encode("*2=9"), [tk.eos_id]]).astype(np.int32)
+  texts = [tk.decode(good), tk.decode(odd)]
+  assert "\ufffd" in texts[1]
+  with pytest.raises(ValueError):
+    tk.encode(texts[1])  # what the text-built prompt used to do
+  # The ids prompt has the text prompt's layout: for an in-vocabulary response they are equal.
+  spans = step_judge.step_spans(task, texts[0])
+  for s, e in spans:
+    np.testing.assert_array_equal(step_judge.judge_prompt_ids(problem, good, s, e),
+                                  tk.encode(step_judge.judge_prompt(problem, texts[0], s, e)))
+  s, e = step_judge.step_spans(task, texts[1])[1]
+  assert unused in step_judge.judge_prompt_ids(problem, odd[:-1], s, e)
+
+  graphdef, params = nnx.split(Decoder(model_preset("tiny"), rngs=nnx.Rngs(0)))
+  judge = LoadedGenerativeJudge(settings=make_judge("generative", size="tiny"), graphdef=graphdef, params=params,
+                                max_new_tokens=2, prior_score=0.25)
+  ctx = JudgeContext(None, None, jax.random.key(0), 1.0, response_ids=[[good, odd]])
+  out = judge.score_groups(task, [problem], [texts], ctx)
+  k = [len(task.step_ends(t)) for t in texts]
+  assert out.valid[0].sum(-1).tolist() == [k[0] + 1, k[1] + 1]
+  assert np.all((out.scores[0][out.valid[0]] >= 0) & (out.scores[0][out.valid[0]] <= 1))
+  assert out.scores[0, 0, 0] == out.scores[0, 1, 0] == 0.25  # s_0 is the prior
+  # Built from ids or from the text, the in-vocabulary response is scored alike (one layout).
+  alone = judge.score_groups(task, [problem], [texts[:1]], ctx._replace(response_ids=None))
+  np.testing.assert_allclose(alone.scores[0, 0, :k[0] + 1], out.scores[0, 0, :k[0] + 1], rtol=1e-6)
