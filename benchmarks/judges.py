@@ -24,7 +24,6 @@ a tiny policy (5 SFT steps) on countdown and a few labels: a smoke test of the s
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -44,13 +43,6 @@ from tcred.training import judges as tj  # noqa: E402
 
 QUICK_POLICY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=1", "sft.steps=5",
                 "sft.batch_size=8", "rl.final_eval_prompts=8", "rl.eval_prompts=4"]
-
-
-def _ci(result: dict, metric: str) -> str:
-  v, (lo, hi) = result[metric], result[f"{metric}_ci"]
-  if not math.isfinite(v):
-    return "n/a"
-  return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) else f"{v:.3f}"
 
 
 def _trained_settings(args) -> list[str]:
@@ -84,8 +76,8 @@ def run_task(task_name: str, args, policy: list[str], lines: list[str]) -> None:
             "|---|---|---|---|---|---|---|"]
 
   def row(label: str, result: dict, training: str, labels: str) -> None:
-    lines.append(f"| {label} | {labels} | {_ci(result, 'f1')} | {_ci(result, 'acc_error')} | "
-                 f"{_ci(result, 'acc_correct')} | {training} | {result['score_tokens'] / n:.0f}, "
+    lines.append(f"| {label} | {labels} | {ej.format_metric(result, 'f1')} | {ej.format_metric(result, 'acc_error')} | "
+                 f"{ej.format_metric(result, 'acc_correct')} | {training} | {result['score_tokens'] / n:.0f}, "
                  f"{result['score_seconds']:.1f} |")
     print(lines[-1], file=sys.stderr, flush=True)
 

@@ -233,7 +233,10 @@ def _judge(args) -> int:
   except (ValueError, RunError) as e:
     return _usage_error(str(e))
   if args.judge_command == "eval":
-    print(json.dumps(result, indent=1))
+    print(f"tcred: judge {args.kind} on {args.task}: F1 {judges.format_metric(result, 'f1')}, acc. erroneous "
+          f"{judges.format_metric(result, 'acc_error')}, acc. error-free "
+          f"{judges.format_metric(result, 'acc_correct')}", file=sys.stderr)
+    print(json.dumps(judges.json_ready(result), indent=1, allow_nan=False))  # undefined metrics: null
     return 0
   info = trained.info
   verb = "is cached; reusing it" if trained.reused else "trained"

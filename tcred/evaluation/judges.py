@@ -141,6 +141,28 @@ def processbench(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
   return {"f1": f1, "acc_error": acc_error, "acc_correct": acc_correct}
 
 
+def format_metric(result: dict[str, Any], metric: str) -> str:
+  """`"0.870 [0.802, 0.927]"` (value and 95% interval of `evaluate_judge`'s `metric`); "n/a" where it is undefined
+  (NaN: F1 or an accuracy when a class of rollouts is empty)."""
+  v = result[metric]
+  lo, hi = result.get(f"{metric}_ci", (math.nan, math.nan))
+  if v is None or not math.isfinite(v):
+    return "n/a"
+  return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and math.isfinite(lo) else f"{v:.3f}"
+
+
+def json_ready(value: Any) -> Any:
+  """`value` with every non-finite float (an undefined metric, NaN) replaced by None, so `json.dumps` writes null
+  (standard JSON has no NaN)."""
+  if isinstance(value, dict):
+    return {k: json_ready(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_ready(v) for v in value]
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
 class EvalRollouts(NamedTuple):
   """Held-out rollouts and the oracle's first error of each."""
 

@@ -119,7 +119,28 @@ def test_judge_eval_reports_f1_with_intervals(capsys):
   assert cli.main(["judge", "eval", "mc", "--task", "countdown", *POLICY, "--set", "judge.continuations=2",
                    "--prompts", "8", "--rollouts", "2", "--bootstrap", "50", "--no-progress"]) == 0
   mc = json.loads(capsys.readouterr().out)
-  # The same held-out rollouts (the tiny policy's are all wrong, so F1 has no error-free class: NaN).
+  # The same held-out rollouts (the tiny policy's are all wrong, so F1 has no error-free class: null).
   assert mc["erroneous"] == oracle["erroneous"] and 0 <= mc["acc_error"] <= 1 and mc["score_tokens"] > 0
   low, high = mc["acc_error_ci"]
   assert low <= mc["acc_error"] <= high
+
+
+def test_judge_eval_writes_null_and_prints_na_for_an_undefined_f1(monkeypatch, capsys):
+  """With no error-free rollout, acc. error-free and F1 are undefined (NaN): the JSON says null (NaN is not
+  JSON), the summary "n/a". The judge's evaluation is replaced by such a result (no policy is sampled)."""
+  nan = float("nan")
+  result = {"judge": "mc", "rollouts": 4, "erroneous": 4, "error_free": 0, "f1": nan, "acc_error": 0.75,
+            "acc_correct": nan, "f1_ci": [nan, nan], "acc_error_ci": [0.5, 1.0], "acc_correct_ci": [nan, nan],
+            "score_tokens": 10, "score_seconds": 0.5}
+  monkeypatch.setattr(eval_judges, "setup", lambda kind, task, overrides: None)
+  monkeypatch.setattr(eval_judges, "evaluate", lambda s, **kwargs: result)
+  assert cli.main(["judge", "eval", "mc", "--task", "countdown", "--no-progress"]) == 0
+  out = capsys.readouterr()
+
+  def reject(constant):
+    raise AssertionError(f"{constant} is not JSON")
+
+  written = json.loads(out.out, parse_constant=reject)
+  assert written["f1"] is None and written["acc_correct"] is None and written["f1_ci"] == [None, None]
+  assert written["acc_error"] == 0.75 and written["acc_error_ci"] == [0.5, 1.0]
+  assert "F1 n/a, acc. erroneous 0.750 [0.500, 1.000], acc. error-free n/a" in out.err
