@@ -147,7 +147,7 @@ def test_scores_a_response_whose_ids_leave_the_vocabulary():
   problem = task.sample(np.random.default_rng(0))
   tk = task.tokenizer
   unused = char.NUM_REAL_TOKENS  # the first id outside the character vocabulary
-  good = np.concatenate([tk.encode("3+5=8,"), [tk.eos_id]]).astype(np.int32)
+  good = np.concatenate([tk.encode("3+5=8,8*2=9"), [tk.eos_id]]).astype(np.int32)  # as long as odd: one width
   odd = np.concatenate([tk.encode("3+5=8,"), [unused], tk.encode("*2=9"), [tk.eos_id]]).astype(np.int32)
   texts = [tk.decode(good), tk.decode(odd)]
   assert "\ufffd" in texts[1]
@@ -161,7 +161,10 @@ def test_scores_a_response_whose_ids_leave_the_vocabulary():
   s, e = step_judge.step_spans(task, texts[1])[1]
   assert unused in step_judge.judge_prompt_ids(problem, odd[:-1], s, e)
 
-  graphdef, params = nnx.split(Decoder(model_preset("tiny"), rngs=nnx.Rngs(0)))
+  # Random weights drawn by numpy on the decoder's abstract state (nnx's own init costs seconds of compiling).
+  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: Decoder(model_preset("tiny"), rngs=nnx.Rngs(0))))
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda x: (rng.normal(size=x.shape) * 0.5).astype(x.dtype), abstract)
   judge = LoadedGenerativeJudge(settings=make_judge("generative", size="tiny"), graphdef=graphdef, params=params,
                                 max_new_tokens=2, prior_score=0.25)
   ctx = JudgeContext(None, None, jax.random.key(0), 1.0, response_ids=[[good, odd]])
