@@ -15,8 +15,8 @@ twice with independent continuations, `tcred.judges.mc.replica_agreement`), the 
 on them can beat, and each judge's cost (training labels, tokens, seconds; scoring tokens and seconds).
 
 Usage:
-  nice -n 19 python benchmarks/judges.py [--quick] [--tasks countdown graph-path] [--judges mc prm generative]
-      [--labels 1024] [--out benchmarks/results/judges.md]
+  nice -n 19 python benchmarks/judges.py [--quick] [--tasks countdown graph-path long-addition]
+      [--judges mc prm generative] [--labels 1024] [--out benchmarks/results/judges.md]
 The full mode reads (or builds, ~6 min each) the cached base policies of the tasks ($TCRED_CACHE); --quick uses
 a tiny policy (5 SFT steps) on countdown and a few labels: a smoke test of the script, not a measurement.
 """
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--quick", action="store_true", help="tiny policy, countdown, few labels (smoke test)")
-  p.add_argument("--tasks", nargs="+", default=None, help="default: countdown graph-path")
+  p.add_argument("--tasks", nargs="+", default=None, help="default: countdown graph-path long-addition")
   p.add_argument("--judges", nargs="+", default=["mc", "prm", "generative"],
                  help="judges besides the oracle (default: mc prm generative; an unregistered kind gets an empty row)")
   p.add_argument("--labels", type=int, default=None, help="training labels of every trained judge (default 1024)")
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--out", default="benchmarks/results/judges.md")
   args = p.parse_args(argv)
   quick = args.quick
-  args.tasks = args.tasks or (["countdown"] if quick else ["countdown", "graph-path"])
+  args.tasks = args.tasks or (["countdown"] if quick else ["countdown", "graph-path", "long-addition"])
   args.labels = args.labels or (24 if quick else 1024)
   args.prompts = args.prompts or (8 if quick else 64)
   args.mc_continuations = args.mc_continuations or ([2] if quick else [4, 8])
