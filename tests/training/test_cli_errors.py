@@ -123,6 +123,7 @@ _BAD_FLAGS = {
     ("export", "run_dir"): [["{file}"], ["{hf}"], ["{missing}"]],
     ("export", "out"): [["--out", "{file}"]],
     ("export", "step"): [["--step", "-1"], ["--step", "abc"]],
+    ("judge", "judge_command"): [["nope"]],  # train/eval flags: tests/training/test_judge_cli.py
 }
 _FIRST = {"run": "countdown-grpo", "show": "countdown-grpo", "table": "suite-demo", "identify": "countdown",
           "export": "{hf}"}
@@ -154,7 +155,7 @@ def test_every_cli_flag_rejects_bad_values(tmp_path, capsys, no_runs):
         bad = [b.format(file=file, hf=hf, missing=tmp_path / "missing") for b in bad]
         first = bad if not action.option_strings else [_FIRST[command].format(hf=hf), *bad]
         defaults = {"run": ["--out", str(out)], "table": ["--out", str(out), "--results", str(out)],
-                    "identify": ["--out", str(out)], "show": [], "export": ["--out", str(out)]}[command]
+                    "identify": ["--out", str(out)], "show": [], "export": ["--out", str(out)], "judge": []}[command]
         argv = [command, *first, *(defaults if "--out" not in bad and "--results" not in bad else [])]
         try:
           rc = cli.main(argv)
