@@ -74,3 +74,14 @@ def test_every_chosen_judge_gets_a_row_in_a_tiny_study():
     v = data.signals[row]
     assert v.shape == data.rollout.mask.shape and np.all(v[~data.rollout.mask] == 0) and np.all((v >= 0) & (v <= 1))
   assert data.timings["mc_tokens"] > 0 and data.timings["oracle_tokens"] == 0
+
+
+def test_the_study_can_prepare_trained_judges_on_its_own():
+  """`tcred identify --judges prm` prepares a trained judge: the study must install the trainer itself
+  (in a fresh interpreter, importing only the identify package), not rely on the RL loop being imported."""
+  import subprocess
+  import sys
+  code = ("import tcred.evaluation.identify, tcred.judges.trained as t; "
+          "assert t._BACKEND is not None, 'no training backend'; assert 'tcred.training.rl' not in __import__('sys').modules")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]

@@ -34,6 +34,7 @@ from tcred.judges.credit import step_change_per_token
 from tcred.signals import registry
 from tcred.sampling.rollout import Trees
 from tcred.tasks.base import Problem, Task
+from tcred.training import judges as _trained_judges  # noqa: F401  (installs the trained judges' prepare)
 from tcred.training.sft import cache_root
 
 
