@@ -14,6 +14,8 @@ from tcred.parallel.distributed import DistributedConfig, barrier, initialize, i
 
 from tcred.testing.sharded import simulated_env
 
+from metric_rows import assert_same_metric_rows
+
 
 def test_no_environment_means_one_process():
   config = DistributedConfig.from_env({})
@@ -145,13 +147,7 @@ def test_tcred_run_in_two_processes_equals_one_process_and_one_device(tmp_path):
   for ref in (four, one):
     want = _run_rows(ref)
     assert len(want) == 3
-    for a, b in zip(got, want):
-      assert sorted(a) == sorted(b)
-      for k in b:
-        if k.startswith(("train/", "counts/")) or k == "step":
-          assert a[k] == b[k], k
-        else:
-          assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-5), k
+    assert_same_metric_rows(got, want)
     s_two, s_ref = (json.loads((d / "summary.json").read_text()) for d in (two, ref))
     for k in s_ref:
       if "pass" in k or k in ("samples", "tokens_generated", "config_hash", "steps"):
