@@ -136,6 +136,11 @@ def normalised_magnitude(score, mask):
   outcome weights); 0 on padding. The weight of `signal-weight` (and of `mi-weight`, DESIGN §4.3(b)).
   """
   mag = jnp.where(mask, jnp.abs(score), 0.0)
+  # Scaled by the largest |s_t| first, so that the mean of the scaled magnitudes is at least 1/T whenever any
+  # |s_t| > 0: a mean of tiny magnitudes would otherwise fall below float32's normal range, where XLA's CPU
+  # flushes it to zero (|s| = [1.2e-38, 0] gave uniform weights instead of [2, 0]).
+  scale = jnp.max(mag, axis=-1, keepdims=True)
+  mag = mag / jnp.where(scale > 0, scale, 1.0)
   n = jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1)
   mean = jnp.sum(mag, axis=-1, keepdims=True) / n
   return jnp.where(mask, jnp.where(mean > 0, mag / jnp.where(mean > 0, mean, 1.0), 1.0), 0.0)
