@@ -263,17 +263,22 @@ def holm(pvalues) -> np.ndarray:
 
 def minimum_detectable_effect(differences, *, alpha: float = 0.05, power: float = 0.8) -> float:
   """The smallest true mean difference the two-sided paired t-test at level `alpha` detects with
-  probability `power`, given the spread of the observed unit differences `[n]`.
+  probability `power`, given the spread of the observed unit differences `[n]` (`mde_from_sd`);
+  nan with fewer than 2 units."""
+  d = _finite(differences, "minimum_detectable_effect")
+  return mde_from_sd(float(d.std(ddof=1)) if d.size > 1 else math.nan, d.size, alpha=alpha, power=power)
 
-  `MDE = λ · s / √n`, s the sample standard deviation (ddof = 1), λ the noncentrality at which
-  `P(|T| > t_{1−α/2, n−1}) = power` for `T ~ nct(n − 1, λ)` (solved with SciPy; about
-  `(t_{1−α/2} + t_{power}) · s / √n`, → 2.80 · s / √n for large n). nan with fewer than 2 units.
+
+def mde_from_sd(sd: float, n: int, *, alpha: float = 0.05, power: float = 0.8) -> float:
+  """Minimum detectable effect of the two-sided one-sample (paired) t-test with n units of spread `sd`.
+
+  `MDE = λ · sd / √n`, λ the noncentrality at which `P(|T| > t_{1−α/2, n−1}) = power` for
+  `T ~ nct(n − 1, λ)` (solved with SciPy; about `(t_{1−α/2} + t_{power}) · sd / √n`, → 2.80 · sd / √n
+  for large n). nan for n < 2 or a nan sd.
   """
   _check_level(alpha, "alpha")
   _check_level(power, "power")
-  d = _finite(differences, "minimum_detectable_effect")
-  n = d.size
-  if n < 2:
+  if n < 2 or math.isnan(sd):
     return math.nan
   df = n - 1
   crit = float(_st.t.ppf(1.0 - alpha / 2.0, df))
@@ -288,7 +293,7 @@ def minimum_detectable_effect(differences, *, alpha: float = 0.05, power: float 
     while gap(hi) < 0:
       hi *= 2.0
     lam = optimize.brentq(gap, 0.0, hi, xtol=1e-12)
-  return lam * float(d.std(ddof=1)) / math.sqrt(n)
+  return lam * sd / math.sqrt(n)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -326,7 +331,7 @@ def curve_area(curve_x: Sequence[float], curve_y: Sequence[float], x_max: float)
   keep = xs < x_max
   px = np.append(xs[keep], x_max)
   py = np.append(ys[keep], np.interp(x_max, xs, ys))
-  return float(np.trapezoid(py, px) / x_max)
+  return float(np.sum(0.5 * (py[1:] + py[:-1]) * np.diff(px)) / x_max)  # trapezoids
 
 
 # ----------------------------------------------------------------------------------------------------
