@@ -134,16 +134,20 @@ def cluster_draws(tree, *, reps: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def percentile_interval(replicates, *, confidence: float = 0.95) -> tuple[float, float]:
-  """The `(1 ± confidence)/2` quantiles of the finite bootstrap replicates; `(nan, nan)` when fewer
-  than half the replicates are finite (a ratio whose denominator often vanishes, say)."""
+  """The `(1 ± confidence)/2` quantiles of the bootstrap replicates (linear interpolation between
+  order statistics, as `np.quantile`); `(nan, nan)` when fewer than half of them are defined (not nan;
+  a ratio whose denominator often vanishes, say). ±inf replicates (a budget never reached) count as
+  the largest / smallest values, and a quantile among them is ±inf."""
   _check_level(confidence, "confidence")
   v = np.asarray(replicates, np.float64).reshape(-1)
-  finite = v[np.isfinite(v)]
-  if finite.size == 0 or finite.size < v.size / 2:
+  defined = v[~np.isnan(v)]
+  if defined.size == 0 or defined.size < v.size / 2:
     return math.nan, math.nan
   alpha = (1.0 - confidence) / 2.0
-  lo, hi = np.quantile(finite, [alpha, 1.0 - alpha])
-  return float(lo), float(hi)
+  big = 1e300  # stands in for ±inf so that interpolation next to it stays defined
+  lo, hi = np.quantile(np.clip(defined, -big, big), [alpha, 1.0 - alpha])
+  back = lambda q: math.copysign(math.inf, q) if abs(q) >= big / 2 else float(q)
+  return back(lo), back(hi)
 
 
 def cluster_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], tree, *, reps: int = BOOTSTRAP_REPS,
@@ -198,12 +202,16 @@ def weighted_mean(x) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def ratio_of_means(num, den) -> Callable[[np.ndarray], np.ndarray]:
-  """The statistic `w ↦ Σ w·num / Σ w·den` (nan where the denominator is 0)."""
+  """The statistic `w ↦ Σ w·num / Σ w·den` (nan where the denominator is 0; an infinite `num` drawn
+  at least once — a budget never reached — gives inf)."""
   num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+  inf_num = np.isinf(num)
+  finite_num = np.where(inf_num, 0.0, num)
 
   def stat(w):
     d = w @ den
-    return np.where(d != 0, (w @ num) / np.where(d != 0, d, 1.0), np.nan)
+    r = np.where(d != 0, (w @ finite_num) / np.where(d != 0, d, 1.0), np.nan)
+    return np.where((w @ inf_num.astype(np.float64) > 0) & (d > 0), np.inf, r)
 
   return stat
 
@@ -283,8 +291,9 @@ def mde_from_sd(sd: float, n: int, *, alpha: float = 0.05, power: float = 0.8) -
   df = n - 1
   crit = float(_st.t.ppf(1.0 - alpha / 2.0, df))
 
-  def gap(lam: float) -> float:
-    return float(_st.nct.sf(crit, df, lam) + _st.nct.cdf(-crit, df, lam)) - power
+  def gap(lam: float) -> float:  # P(T > crit) + P(T < −crit) − power; the far tail is P(T' > crit), T' ~ nct(−λ)
+    far = float(_st.nct.sf(crit, df, -lam))
+    return float(_st.nct.sf(crit, df, lam)) + (0.0 if math.isnan(far) else far) - power
 
   if gap(0.0) >= 0:  # power ≤ alpha: any effect is "detected" as often as none
     lam = 0.0

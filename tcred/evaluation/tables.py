@@ -146,7 +146,7 @@ def _read_run(path: pathlib.Path, experiment: str, seed: int, expected: dict[str
       raise RunDataError(f"corrupt {metrics_path} line {i}: expected an object with a 'step' key")
     rows.append(row)
   return {"experiment": experiment, "seed": seed, "run_dir": path, "summary": summary, "metrics": rows,
-          "config_hash": None if config is None else run_config_hash(config)}
+          "config": config, "config_hash": None if config is None else run_config_hash(config)}
 
 
 def load_runs(out_dir: str | pathlib.Path, experiment: str, seeds: int | Iterable[int], *,
@@ -166,7 +166,8 @@ def load_runs(out_dir: str | pathlib.Path, experiment: str, seeds: int | Iterabl
 
   Returns:
     One dict per run, in seed order: `experiment`, `seed`, `run_dir`, `summary` (summary.json),
-    `metrics` (the rows of metrics.jsonl) and `config_hash` (of its config.json; None without `expected`).
+    `metrics` (the rows of metrics.jsonl), `config` and `config_hash` (its config.json and the hash of
+    it; None without `expected`).
   """
   if missing not in MISSING_MODES:
     raise ValueError(f"missing must be one of {MISSING_MODES}, got {missing!r}")
@@ -294,6 +295,8 @@ def _budget_cell(design: Design, values: list[float | None], seeds: Sequence[int
     return "—"
   if len(reached) < len(values):
     return f"{format_count(float(np.mean([v for v, _ in reached])))} ({len(reached)}/{len(values)})"
+  if len(reached) == 1:
+    return format_count(reached[0][0])
   return format_interval(design.mean([v for v, _ in reached], [s for _, s in reached]), fmt=format_count)
 
 
@@ -387,11 +390,14 @@ def _unpaired_runs(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
   return out
 
 
-def _censored_tokens(curve: dict[str, np.ndarray], target: float) -> tuple[float, bool]:
-  """Generated tokens until the curve first reaches `target`; a curve that never does counts its
-  last point's tokens (a lower bound) and is flagged censored."""
-  hit = samples_to_reach(curve["tokens"], curve["pass1"], target)
-  return (float(curve["tokens"][-1]), True) if hit is None else (hit, False)
+def _tokens_to(curve: dict[str, np.ndarray], level: float) -> float:
+  """Generated tokens until the curve first reaches `level`; inf if it never does (within its budget)."""
+  hit = samples_to_reach(curve["tokens"], curve["pass1"], level)
+  return math.inf if hit is None else hit
+
+
+def _ratio_fmt(v: float) -> str:
+  return "∞" if math.isinf(v) else f"{v:.2f}"
 
 
 def _stars(p: float) -> str:
@@ -405,8 +411,9 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
   For each seed s and method M, against the baseline G (GRPO) of the same seed:
     * area: the mean pass@1 over the first X generated tokens (`stats.curve_area`), X the smallest
       last curve point of the task's runs (no curve is extrapolated); Δ area = area_M(s) − area_G(s);
-    * tokens to the baseline's level: generated tokens until the curve first reaches the target of
-      the budget columns (`curve_target`); the ratio of means Σ_s T_M / Σ_s T_G;
+    * tokens to the baseline's level: generated tokens until the curve first reaches the last eval
+      pass@1 of the baseline's run of the same seed (T_G: the baseline's own first arrival there; a
+      method that never arrives has T_M = ∞); the ratio of means Σ_s T_M / Σ_s T_G;
     * credit score: Σ_s (area_M − area_G) / Σ_s (area_O − area_G), O the suite's oracle (positive control).
   Intervals: `Design.interval` (cluster bootstrap, bases then seeds). p-values: two-sided paired
   t-test on the units (per-base means of the differences), Holm-adjusted across the task's methods
@@ -422,23 +429,24 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
                             "stream: " + "; ".join(problems))
   curves = {n: {r["seed"]: eval_curve(r) for r in runs[n]} for n in names}
   x_max = min(float(c["tokens"][-1]) for n in names for c in curves[n].values())
-  target = curve_target(runs[ref])
+  levels = {s: float(c["pass1"][-1]) for s, c in curves[ref].items()}  # the baseline's final level, per seed
   oracle = oracle_of(suite, task)
   oracle = oracle if oracle in curves else None
   if x_max <= 0:
     return [f"- Paired statistics of {task}: none (a run generated no tokens)."]
   area = {n: {s: stats.curve_area(c["tokens"], c["pass1"], x_max) for s, c in curves[n].items()} for n in names}
-  tokens = {n: {s: _censored_tokens(c, target) for s, c in curves[n].items()} for n in names}
+  tokens = {n: {s: _tokens_to(c, levels[s]) for s, c in curves[n].items() if s in levels} for n in names}
   rows, p_area, p_tokens, variances, n_units = [], [], [], [], []
   for name in names:
     seeds = sorted(set(curves[name]) & set(curves[ref]))
     if name == ref or not seeds:
       continue
     d_area = [area[name][s] - area[ref][s] for s in seeds]
-    t_m, t_g = [tokens[name][s][0] for s in seeds], [tokens[ref][s][0] for s in seeds]
+    t_m, t_g = [tokens[name][s] for s in seeds], [tokens[ref][s] for s in seeds]
+    reached = [t for t in t_m if math.isfinite(t)]
     units = design.units(d_area, seeds)
     p_area.append(stats.paired_t_pvalue(units) if units.size > 1 else math.nan)
-    tok_units = design.units(np.subtract(t_m, t_g), seeds)
+    tok_units = design.units(np.subtract(t_m, t_g), seeds) if len(reached) == len(t_m) else np.zeros(1)
     p_tokens.append(stats.paired_t_pvalue(tok_units) if tok_units.size > 1 else math.nan)
     if units.size > 1:
       variances.append(float(np.var(units, ddof=1)))
@@ -450,10 +458,13 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
         gain = [area[name][s] - area[ref][s] for s in both]
         top = [area[oracle][s] - area[ref][s] for s in both]
         score = (design.interval(stats.ratio_of_means(gain, top), both), float(np.mean(top)))
-    censored = sum(tokens[name][s][1] for s in seeds), sum(tokens[ref][s][1] for s in seeds)
+    if len(reached) == len(t_m):
+      tok = format_interval(design.mean(t_m, seeds), fmt=format_count)
+    else:
+      tok = (f"{format_count(float(np.mean(reached)))} " if reached else "") + f"({len(reached)}/{len(t_m)} reached)"
     rows.append(dict(name=name, seeds=seeds, area=design.mean([area[name][s] for s in seeds], seeds),
-                     d_area=design.mean(d_area, seeds), tokens=design.mean(t_m, seeds),
-                     ratio=design.interval(stats.ratio_of_means(t_m, t_g), seeds), censored=censored,
+                     d_area=design.mean(d_area, seeds), tokens=tok,
+                     ratio=design.interval(stats.ratio_of_means(t_m, t_g), seeds),
                      score=score, mde=stats.minimum_detectable_effect(units, alpha=alpha, power=power)
                      if units.size > 1 else math.nan))
   p_area, p_tokens = stats.holm(p_area), stats.holm(p_tokens)
@@ -470,9 +481,10 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
                  f"variance of the paired differences over {min(n_units)} {unit}, across {len(variances)} methods).")
   lines += [
       f"- Area: mean pass@1 (%) over the first {format_count(x_max)} generated tokens (the shortest run of the "
-      f"task; curves linear between eval points, base policy at 0 tokens). Tokens to `{ref}`'s level: until the "
-      f"curve first reaches {100 * target:.1f}% (the budget columns' target); a run that never does counts its "
-      "last point (a lower bound); \"c: k/j\": k such runs of the method, j of the baseline.",
+      f"task; curves linear between eval points, base policy at 0 tokens). Tokens to level: generated tokens "
+      f"until the curve first reaches the last eval pass@1 of `{ref}`'s run of the same seed (for `{ref}`, its "
+      "own first arrival there); \"(k/n reached)\": the other runs never reached it (their tokens count as ∞: "
+      "the ratio is ∞ where such a run is drawn, and they have no p-value).",
       "- Δ and ratio are paired within a seed (method − baseline; Σ method / Σ baseline); p: paired t-test on the "
       f"{unit}' mean differences, Holm-adjusted across this task's methods (\"*\": below 0.05)."]
   if oracle is not None:
@@ -483,7 +495,7 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
   lines += ["", "| method | pairs | area (%) | Δ area [95% CI] | p (Holm) | tokens to level | ratio [95% CI] "
             "| p (Holm) | credit score [95% CI] | MDE |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   ref_area = design.mean([area[ref][s] for s in ref_seeds], ref_seeds)
-  ref_tokens = design.mean([tokens[ref][s][0] for s in ref_seeds], ref_seeds)
+  ref_tokens = design.mean([tokens[ref][s] for s in ref_seeds], ref_seeds)
   lines.append(f"| {_method_of(ref)} (baseline) | {len(ref_seeds)} | {format_interval(_scaled(ref_area, 100))} | 0 | — "
                f"| {format_interval(ref_tokens, fmt=format_count)} | 1 | — | 0 | — |")
   for row, pa, pt in zip(rows, p_area, p_tokens):
@@ -492,12 +504,10 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
       iv, top = row["score"]
       score = "— (oracle not above baseline)" if top <= 0 else (
           "1 (oracle)" if row["name"] == oracle else format_interval(iv, 2))
-    c_m, c_g = row["censored"]
-    tok = format_interval(row["tokens"], fmt=format_count) + (f" (c: {c_m}/{c_g})" if c_m or c_g else "")
     mde = "—" if math.isnan(row["mde"]) else f"{100 * row['mde']:.1f}"
     lines.append(f"| {_method_of(row['name'])} | {len(row['seeds'])} | {format_interval(_scaled(row['area'], 100))} "
-                 f"| {format_interval(_scaled(row['d_area'], 100))} | {_stars(pa)} | {tok} "
-                 f"| {format_interval(row['ratio'], 2)} | {_stars(pt)} | {score} | {mde} |")
+                 f"| {format_interval(_scaled(row['d_area'], 100))} | {_stars(pa)} | {row['tokens']} "
+                 f"| {format_interval(row['ratio'], fmt=_ratio_fmt)} | {_stars(pt)} | {score} | {mde} |")
   return lines + [""]
 
 
@@ -625,8 +635,9 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
       "not the final one); \"(k/n)\": only k of n seeds reached it (mean over those); \"—\": none did.",
       "- Tokens generated: per run over the whole RL loop (a tree's shared prefix counts once; refills count).",
       "- Wall: minutes per run as each run measured it (runs made with `--jobs` > 1 shared the CPU).",
-      "- Steps, config: the RL steps and the config hash (`tcred show NAME` prints it) of the row's runs; "
-      "every run's config.json equals the config this suite resolves for its seed, `rl.steps` included.",
+      "- Steps, config: the RL steps and the config hash (`tcred show NAME` prints it) of the row's runs, "
+      "with `sft.seed` at base 0's; every run's config.json equals the config this suite resolves for its seed "
+      "(`rl.steps` included; seed s differs only in its base's `sft.seed`).",
   ]
   if suite.overrides:
     lines.append(f"- Suite overrides (on every experiment): `{' '.join(suite.overrides)}`")
@@ -672,7 +683,7 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
                    f"| {_pct(design, [f - b for f, b in zip(final, base)], sd)} | {passk_cell} "
                    f"| {_pct(design, [x['final_pass1_greedy'] for x in s], sd)} | {samples_cell} | {tokens_cell} "
                    f"| {generated} | {wall} | {'/'.join(sorted({str(x['steps']) for x in s}))} "
-                   f"| {'/'.join(sorted({str(r['config_hash']) for r in rs}))} |")
+                   f"| {'/'.join(sorted({_base0_hash(suite, name, r) for r in rs}))} |")
   judged = [(task, name) for task, names in _ordered(suite, runs) for name in names
             if all("judge_tokens" in r["summary"] for r in runs[name])]
   if judged:  # judge-credit runs (credit method `judge`): the judge's own cost, beside the policy's
@@ -688,6 +699,15 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
   if paired:
     lines += ["", "## Paired statistics (sample efficiency and credit score)", "", *paired]
   return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _base0_hash(suite: Suite, name: str, run: dict[str, Any]) -> str:
+  """The config hash of `run` with its `sft.seed` set to base 0's: one hash for every seed of a row."""
+  config = run.get("config")
+  if config is None:
+    return str(run["config_hash"])
+  sft = {**config.get("sft", {}), "seed": suite.config(name).sft.seed}
+  return run_config_hash({**config, "sft": sft})
 
 
 def _band(curves: list[dict[str, np.ndarray]], seeds: Sequence[int], design: Design, x_key: str, points: int = 60):

@@ -149,8 +149,8 @@ def test_two_stage_interval_matches_a_loop_reference():
   tree = [[0, 3, 6], [1, 4], [2, 5]]
   iv = stats.cluster_bootstrap(stats.weighted_mean(values), tree, reps=20_000, rng=np.random.default_rng(3))
   assert iv.estimate == pytest.approx(values.mean())
-  ref = _loop_reference(values, tree, 20_000, np.random.default_rng(4))
-  assert iv.low == pytest.approx(ref[0], abs=0.015) and iv.high == pytest.approx(ref[1], abs=0.015)
+  ref = _loop_reference(values, tree, 10_000, np.random.default_rng(4))
+  assert iv.low == pytest.approx(ref[0], abs=0.02) and iv.high == pytest.approx(ref[1], abs=0.02)
 
 
 def test_flat_paired_bootstrap_matches_scipy():
