@@ -11,6 +11,8 @@ does not have:
     `scipy.stats.bootstrap` resamples independent observations (paired or not) but has no
     hierarchical resampling, which a random base factor needs; with one level the two agree
     (tests/evaluation/test_stats.py checks it against `scipy.stats.bootstrap(paired=True)`).
+    Statistics are functions of leaf weights `[R, L]` (`weighted_mean`, `ratio_of_means`), or of
+    pooled positions through `pooled_statistic` (identify's tokens of prompts).
   * `minimum_detectable_effect` — the effect a two-sided paired t-test detects with a given power,
     solved exactly with the noncentral t distribution.
   * `holm` — Holm's step-down adjusted p-values (SciPy has only Benjamini–Hochberg).
@@ -193,6 +195,18 @@ def expand_indices(leaf_indices: Sequence[np.ndarray], counts: np.ndarray) -> np
   """
   parts = [np.asarray(ix) for ix, c in zip(leaf_indices, counts) for _ in range(int(c))]
   return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def pooled_statistic(metric: Callable[[np.ndarray], float], leaf_indices: Sequence[np.ndarray]
+                     ) -> Callable[[np.ndarray], np.ndarray]:
+  """A `cluster_bootstrap` statistic from a metric of pooled positions (AUROC of a study's tokens,
+  say): `w ↦ [metric(expand_indices(leaf_indices, w_r)) for each replicate r]`.
+
+  `leaf_indices`: `[L]` index arrays, leaf l's positions (e.g. the tokens of prompt l); the tree's
+  leaf ids are positions in this list. Example, prompts within bases (identify over several bases):
+  `cluster_bootstrap(pooled_statistic(auroc_of, tokens_of_prompt), [[0, 1, 2], [3, 4, 5]], reps=200, rng=rng)`.
+  """
+  return lambda w: np.array([metric(expand_indices(leaf_indices, row)) for row in w], np.float64)
 
 
 def weighted_mean(x) -> Callable[[np.ndarray], np.ndarray]:

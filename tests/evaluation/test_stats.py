@@ -199,6 +199,21 @@ def test_cluster_bootstrap_edge_cases():
     stats.cluster_bootstrap(lambda w: w, [0, 1], reps=5)
 
 
+def test_pooled_statistic_resamples_prompts_within_bases():
+  """identify's use: tokens pooled over prompts (leaves), prompts within bases; the pooled token mean
+  of a replicate is Σ_l w_l (token sum of l) / Σ_l w_l (token count of l)."""
+  rng = np.random.default_rng(10)
+  tokens = [np.arange(i * 10, i * 10 + n) for i, n in enumerate((3, 5, 2, 4))]  # 4 prompts' token positions
+  value = rng.normal(size=40)
+  tree = [[0, 1], [2, 3]]
+  draws = stats.cluster_draws(tree, reps=300, rng=rng)
+  pooled = stats.cluster_bootstrap(stats.pooled_statistic(lambda idx: value[idx].mean(), tokens), tree, draws=draws)
+  sums, counts = np.array([value[t].sum() for t in tokens]), np.array([t.size for t in tokens])
+  direct = stats.cluster_bootstrap(lambda w: (w @ sums) / (w @ counts), tree, draws=draws)
+  assert pooled.estimate == pytest.approx(value[np.concatenate(tokens)].mean())
+  np.testing.assert_allclose(pooled, direct, rtol=1e-12)
+
+
 def test_expand_indices_pools_a_replicate():
   leaves = [np.array([0, 1]), np.array([2]), np.array([3, 4, 5])]
   np.testing.assert_array_equal(stats.expand_indices(leaves, np.array([2, 0, 1])), [0, 1, 0, 1, 3, 4, 5])
