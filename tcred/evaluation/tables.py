@@ -476,9 +476,13 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
   if math.isnan(pooled):
     lines.append(f"- **Resolution**: not estimable (fewer than 2 {unit} paired with `{ref}`).")
   else:
+    gain = next((r["d_area"].estimate for r in rows if r["name"] == oracle), None)
+    versus = "" if gain is None or gain <= 0 else (
+        f" The oracle's gain over `{ref}` is {100 * gain:.1f} points: resolution / gain = {pooled / gain:.2f}.")
     lines.append(f"- **Resolution**: the minimum detectable effect on the area is **{100 * pooled:.1f} points** of "
                  f"mean pass@1 (two-sided paired t-test at α = {alpha}, {100 * power:.0f}% power; from the pooled "
-                 f"variance of the paired differences over {min(n_units)} {unit}, across {len(variances)} methods).")
+                 f"variance of the paired differences over {min(n_units)} {unit}, across {len(variances)} methods)."
+                 + versus)
   lines += [
       f"- Area: mean pass@1 (%) over the first {format_count(x_max)} generated tokens (the shortest run of the "
       f"task; curves linear between eval points, base policy at 0 tokens). Tokens to level: generated tokens "

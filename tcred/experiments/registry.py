@@ -132,7 +132,7 @@ class Suite:
 
   def runs_root(self, out) -> pathlib.Path:
     """Where this suite's runs live under the runs root `out`."""
-    own = self.overrides or self.bases > 1
+    own = self.overrides or min(self.bases, self.seeds) > 1
     return pathlib.Path(out) / (self.runs_under or self.name) if own else pathlib.Path(out)
 
 

@@ -428,6 +428,9 @@ def test_paired_section_against_references(paired_runs):
   pooled = stats.mde_from_sd(math.sqrt(np.mean([np.var(u, ddof=1) for u in units.values()])), 2)
   assert f"minimum detectable effect on the area is **{100 * pooled:.1f} points**" in md
   assert "80% power" in md and "over 2 bases, across 2 methods" in md
+  gain = d["dr-grpo"].mean()
+  assert f"The oracle's gain over `countdown-grpo` is {100 * gain:.1f} points: resolution / gain = " \
+         f"{pooled / gain:.2f}." in md
 
 
 def test_paired_tokens_never_reached_are_infinite(paired_runs):
