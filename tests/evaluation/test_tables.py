@@ -445,7 +445,7 @@ def test_paired_tokens_never_reached_are_infinite(paired_runs):
   assert row[5] == "1k (3/4 reached)" and row[6].startswith("∞ [") and row[7] == "—"
 
 
-def test_paired_statistics_refuse_runs_of_different_base_policies(paired_runs, tmp_path, capsys):
+def test_paired_statistics_refuse_runs_of_different_base_policies(paired_runs, tmp_path, capsys, monkeypatch):
   out, _ = paired_runs
   summary = out / "countdown-dapo" / "seed-1" / "summary.json"
   summary.write_text(json.dumps({**json.loads(summary.read_text()), "base_pass1": 0.25}))
@@ -453,6 +453,17 @@ def test_paired_statistics_refuse_runs_of_different_base_policies(paired_runs, t
                                                       "different base policies"):
     tables.suite_table(PAIRED, out)
   assert "Paired statistics" not in tables.suite_table(dataclasses.replace(PAIRED, paired=False), out)
+  # Through the CLI: exit 2 with the message, no table written.
+  from tcred.experiments import registry
+
+  monkeypatch.setitem(registry._SUITES, PAIRED.name, PAIRED)
+  monkeypatch.setattr(cli, "_run_one", lambda *a: pytest.fail("a run started"))
+  root = tmp_path / "o"
+  root.mkdir()
+  out.rename(root / PAIRED.name)
+  assert cli.main(["table", PAIRED.name, "--out", str(root), "--results", str(tmp_path / "results")]) == 2
+  assert "tcred: error: paired statistics need runs of one seed to share" in capsys.readouterr().err
+  assert not (tmp_path / "results").exists()
 
 
 def test_cli_refuses_a_suite_whose_runs_would_not_be_paired(tmp_path, capsys, monkeypatch):
