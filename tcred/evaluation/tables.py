@@ -336,7 +336,8 @@ def _pair_problems(name: str, config: dict[str, Any], ref: str, ref_config: dict
   (base, stream), (rbase, rstream) = pairing_keys(config, seed), pairing_keys(ref_config, seed)
   out = []
   if base != rbase:
-    out.append(f"{name} seed {seed} and {ref} seed {seed} do not share their SFT base policy ({_key_diff(base, rbase)})")
+    out.append(f"{name} seed {seed} and {ref} seed {seed} do not share their SFT base policy "
+               f"({_key_diff(base, rbase)})")
   if stream != rstream:
     out.append(f"{name} seed {seed} and {ref} seed {seed} do not share their prompt stream "
                f"({_key_diff(stream, rstream)})")
@@ -500,8 +501,8 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
             "| p (Holm) | credit score [95% CI] | MDE |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   ref_area = design.mean([area[ref][s] for s in ref_seeds], ref_seeds)
   ref_tokens = design.mean([tokens[ref][s] for s in ref_seeds], ref_seeds)
-  lines.append(f"| {_method_of(ref)} (baseline) | {len(ref_seeds)} | {format_interval(_scaled(ref_area, 100))} | 0 | — "
-               f"| {format_interval(ref_tokens, fmt=format_count)} | 1 | — | 0 | — |")
+  lines.append(f"| {_method_of(ref)} (baseline) | {len(ref_seeds)} | {format_interval(_scaled(ref_area, 100))} "
+               f"| 0 | — | {format_interval(ref_tokens, fmt=format_count)} | 1 | — | 0 | — |")
   for row, pa, pt in zip(rows, p_area, p_tokens):
     score = "—"
     if row["score"] is not None:
