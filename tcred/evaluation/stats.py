@@ -13,11 +13,11 @@ does not have:
     (tests/evaluation/test_stats.py checks it against `scipy.stats.bootstrap(paired=True)`).
     Statistics are functions of leaf weights `[R, L]` (`weighted_mean`, `ratio_of_means`), or of
     pooled positions through `pooled_statistic` (identify's tokens of prompts).
-  * `minimum_detectable_effect` — the effect a two-sided paired t-test detects with a given power,
-    solved exactly with the noncentral t distribution.
+  * `minimum_detectable_effect` / `mde_from_sd` — the effect a two-sided paired t-test detects with
+    a given power, solved exactly with the noncentral t distribution.
   * `holm` — Holm's step-down adjusted p-values (SciPy has only Benjamini–Hochberg).
-  * `tokens_to_reach` / `curve_area` — a run's generated tokens until its pass@1 curve reaches a
-    target, and the mean pass@1 over its first X generated tokens (the area under the curve / X).
+  * `samples_to_reach` / `curve_area` — the budget (samples, generated tokens) until a pass@1 curve
+    reaches a target, and the mean pass@1 over its first X generated tokens (the area under the curve / X).
 """
 
 from __future__ import annotations
