@@ -1,4 +1,9 @@
-"""The suites `tcred table` runs: named lists of experiments with their seed counts.
+"""The suites `tcred table` runs: named lists of experiments with their seed counts and design.
+
+Every suite here is paired over SFT bases (`Suite.bases`, 3 unless the suite has fewer seeds): seed s
+of every experiment starts from base s mod 3 and draws the prompt stream of seed s, and each task's
+table compares every method with its GRPO experiment (`Suite.baseline`) seed by seed; a suite holding
+the positive control names it as `Suite.oracle` (the credit score's 1).
 
 Suite files load after every method family file (of every experiments folder), so `suite-quick`
 and `suite-full` follow the registry. Experiments are chosen by their `task` and `method` fields.
@@ -16,6 +21,16 @@ def _pick(tasks, methods) -> tuple[str, ...]:
   return tuple(experiment_for(task, method) for task in tasks for method in methods)
 
 
+POSITIVE_CONTROL = "policy-value"
+"""The method of the positive control (policy values from many Monte-Carlo continuations, issue 24)
+that a suite holding it names as its oracle: the credit score's 1."""
+
+
+def _oracle(experiments: tuple[str, ...]) -> str | None:
+  """`POSITIVE_CONTROL` if one of `experiments` has that method (the credit score's reference), else None."""
+  return POSITIVE_CONTROL if any(get_experiment(n).method == POSITIVE_CONTROL for n in experiments) else None
+
+
 def _automatic(name: str) -> bool:
   """Whether suite-quick / suite-full pick the experiment up from the registry (not the judge family)."""
   return get_experiment(name).credit.name != "judge"
@@ -31,19 +46,19 @@ register_suite(Suite(
     name="suite-demo",
     description="the README's main job: GRPO vs DAPO vs top-20% entropy tokens on countdown, 1 seed",
     experiments=_pick(("countdown",), ("grpo", "dapo", "entropy-top20")),
-    seeds=1))
+    seeds=1, bases=1))
 
 # The quick comparison fits in about an hour on a 2-core machine: 40 RL steps per run (most of GRPO's
 # gain on both tasks comes in the first 50 steps, BUILD_NOTES.md) with the full held-out evaluation.
 QUICK_OVERRIDES = ("rl.steps=40", "rl.eval_every=10", "rl.checkpoint_every=20")
 
+_QUICK = tuple(n for task in ("countdown", "graph-path") for n in experiment_names()
+               if get_experiment(n).task == task and _automatic(n))
 register_suite(Suite(
     name="suite-quick",
-    description="the quick comparison: every registered method on countdown and graph-path, 3 seeds, "
-                "40 RL steps per run",
-    experiments=tuple(n for task in ("countdown", "graph-path") for n in experiment_names()
-                      if get_experiment(n).task == task and _automatic(n)),
-    seeds=3, overrides=QUICK_OVERRIDES))
+    description="the quick comparison: every registered method on countdown and graph-path, 3 seeds over 3 SFT "
+                "bases (paired), 40 RL steps per run",
+    experiments=_QUICK, seeds=3, bases=3, oracle=_oracle(_QUICK), overrides=QUICK_OVERRIDES))
 
 register_suite(Suite(
     name="suite-full",

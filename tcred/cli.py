@@ -4,7 +4,7 @@
   tcred list
   tcred run NAME [--seed S] [--steps N] [--out DIR] [--set key=value ...] [--resume]
   tcred show NAME [--steps N] [--set key=value ...]
-  tcred table SUITE [--seeds K] [--out DIR] [--jobs J] [--results DIR]
+  tcred table SUITE [--seeds K] [--bases B] [--out DIR] [--jobs J] [--results DIR]
   tcred identify TASK [--policy base|RUN_DIR] [--prompts N] [--rollouts G] [--continuations K] [--delta D]
                  [--rollouts-from chains|tree|both] [--tree-fork-at entropy|neg-logp|step] [--seed S] [--out DIR]
   tcred export RUN_DIR --out DIR [--step N]
@@ -21,6 +21,7 @@ import os
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import argparse
+import dataclasses
 import json
 import logging
 import pathlib
@@ -60,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
                          "it (rl.steps included); otherwise the table refuses, naming the differing fields.")
   table.add_argument("suite", help="a registered suite (see `tcred list`)")
   table.add_argument("--seeds", type=int, default=None, help="seeds per experiment (default: the suite's)")
+  table.add_argument("--bases", type=int, default=None,
+                     help="SFT base policies, a random factor: seed s starts from base s mod BASES (sft.seed + s mod "
+                     "BASES), so every method of one seed is paired; 1..seeds (default: the suite's, 3 for the "
+                     "registered suites, at most --seeds); every interval covers base variation")
   table.add_argument("--out", default="runs", help="runs root (default: runs/)")
   table.add_argument("--jobs", type=int, default=1, help="missing runs to run at once, as subprocesses")
   table.add_argument("--results", default="benchmarks/results",
@@ -267,7 +272,7 @@ def _run_one(suite, name: str, seed: int, out: str) -> str | None:
   from tcred.training.rl import run_experiment
   from tcred.training.tracking import RunError
 
-  cfg = suite.config(name)
+  cfg = suite.config(name, seed)
   try:
     run_experiment(cfg, seed=seed, out=out, resume=True, progress=sys.stderr.isatty(),
                    log_every=0 if sys.stderr.isatty() else _log_every(cfg))
@@ -282,7 +287,7 @@ def _run_one(suite, name: str, seed: int, out: str) -> str | None:
 def _run_command(suite, name: str, seed: int, out: str) -> list[str]:
   """The subprocess that runs one missing run (`--resume` continues a partial one, if any); its
   stderr is a log file, so it writes progress lines there."""
-  sets = [arg for item in suite.overrides for arg in ("--set", item)]
+  sets = [arg for item in suite.run_overrides(name, seed) for arg in ("--set", item)]
   return [sys.executable, "-m", "tcred.cli", "run", name, "--seed", str(seed), "--out", out, "--resume", *sets]
 
 
@@ -303,11 +308,10 @@ def _run_parallel(suite, pending: list[tuple[str, int]], out: str, jobs: int) ->
   from tcred.training.rl import run_dir_of
 
   keys, ready = {}, set()
-  for name, _ in pending:
-    if name not in keys:
-      keys[name], cached = _base_key(suite.config(name))
-      if cached:
-        ready.add(keys[name])
+  for name, seed in pending:
+    keys[(name, seed)], cached = _base_key(suite.config(name, seed))
+    if cached:
+      ready.add(keys[(name, seed)])
   queue, running, builders, failed = list(pending), {}, {}, {}
   total, done = len(pending), 0
   env = {**os.environ, PARENT_PID: str(os.getpid())}
@@ -317,7 +321,7 @@ def _run_parallel(suite, pending: list[tuple[str, int]], out: str, jobs: int) ->
         for item in list(queue):
           if len(running) >= jobs:
             break
-          key = keys[item[0]]
+          key = keys[item]
           if key not in ready and key in builders:
             continue  # its base policy is being built by another run
           if key not in ready:
@@ -337,7 +341,7 @@ def _run_parallel(suite, pending: list[tuple[str, int]], out: str, jobs: int) ->
           log_file.close()
           del running[item]
           done += 1
-          key = keys[item[0]]
+          key = keys[item]
           if builders.get(key) == item:
             del builders[key]  # built (now ready) or failed (the next run of this base builds it)
           minutes = (time.time() - t0) / 60
@@ -381,6 +385,10 @@ def _table(args, argv: list[str]) -> int:
     return _usage_error(str(e))
   if args.seeds is not None and args.seeds < 1:
     return _usage_error(f"--seeds must be >= 1, got {args.seeds}")
+  seeds = args.seeds or suite.seeds
+  if args.bases is not None and not 1 <= args.bases <= seeds:
+    return _usage_error(f"--bases must be an integer from 1 to the number of seeds ({seeds}), got {args.bases}")
+  suite = dataclasses.replace(suite, bases=args.bases if args.bases is not None else min(suite.bases, seeds))
   if args.jobs < 1:
     return _usage_error(f"--jobs must be >= 1, got {args.jobs}")
   from tcred.evaluation import tables
@@ -391,16 +399,24 @@ def _table(args, argv: list[str]) -> int:
     check_writable_dir(args.results, "--results")
   except RunError as e:
     return _usage_error(str(e))
-  seeds = args.seeds or suite.seeds
   root = str(suite.runs_root(args.out))
+  unpaired = tables.unpaired_experiments(suite, seeds)
+  if unpaired:  # before anything runs: paired statistics over runs of different bases or prompt streams
+    for why in unpaired:
+      print(f"tcred: {why}", file=sys.stderr)
+    return _usage_error(f"suite {suite.name} asks for paired statistics against its baseline `{suite.baseline}`, but "
+                        f"{len(unpaired)} pair{'s' if len(unpaired) > 1 else ''} of runs listed above would not share "
+                        "their SFT base policy or prompt stream")
   mismatched = tables.mismatched_runs(suite, root, seeds)
   if mismatched:  # before anything runs: a table never mixes runs of other configs
     for (name, seed), why in mismatched.items():
       print(f"tcred: {tables.run_dir(root, name, seed)} is not a run of {name} seed {seed} as {suite.name} "
             f"configures it: {why}", file=sys.stderr)
+    hint = (f"; runs made before the suite had {suite.bases} bases all hold sft.seed of base 0: `--bases 1` "
+            "reads them" if suite.bases > 1 and any("sft.seed" in why for why in mismatched.values()) else "")
     return _usage_error(f"{len(mismatched)} run director{'y holds' if len(mismatched) == 1 else 'ies hold'} another "
                         f"config than suite {suite.name} (listed above); move them away or choose another --out "
-                        "(a table reuses a run only if its config.json equals the suite's, rl.steps included)")
+                        f"(a table reuses a run only if its config.json equals the suite's, rl.steps included){hint}")
   pending = tables.pending_runs(suite, root, seeds)
   total = len(suite.experiments) * seeds
   print(f"{suite.name}: {total - len(pending)} of {total} runs finished under {root}; "
@@ -422,11 +438,13 @@ def _table(args, argv: list[str]) -> int:
     return 1
   command = "tcred " + " ".join(shlex.quote(a) for a in argv)
   results = pathlib.Path(args.results)
-  results.mkdir(parents=True, exist_ok=True)
   try:
     markdown = tables.suite_table(suite, root, seeds=seeds, command=command,
                                   runs_wall_s=time.time() - t0 if pending else None)
+    results.mkdir(parents=True, exist_ok=True)
     tables.learning_curves(suite, root, results / f"{suite.name}.png", seeds=seeds)
+  except tables.UnpairedRunsError as e:
+    return _usage_error(str(e))
   except tables.RunDataError as e:
     print(f"tcred: error: {e}", file=sys.stderr)
     return 1

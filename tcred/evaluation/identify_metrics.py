@@ -2,7 +2,7 @@
 
 Every function takes flat `[n]` arrays of the valid tokens of a study (pooled over prompts,
 rollouts and positions; the caller flattens and masks) and returns a Python float, NaN when the
-metric is undefined (an empty class, a constant input). No SciPy: ranks are computed here.
+metric is undefined (an empty class, a constant input). Ranks are SciPy's (`scipy.stats.rankdata`).
 
 - `average_ranks`: 1-based ranks, ties get the mean of the ranks they span.
 - `auroc`: area under the ROC curve of `scores` for binary `labels`, the Mann–Whitney U statistic
@@ -26,6 +26,7 @@ import math
 from typing import Callable, Sequence
 
 import numpy as np
+from scipy.stats import rankdata
 
 
 def _flat(x, dtype=np.float64) -> np.ndarray:
@@ -49,17 +50,7 @@ def average_ranks(x) -> np.ndarray:
   x = _flat(x)
   if np.isnan(x).any():
     raise ValueError("average_ranks: NaN in input")
-  n = x.shape[0]
-  order = np.argsort(x, kind="mergesort")
-  xs = x[order]
-  # Runs of equal values: [start, end) in sorted order; each gets rank (start + end + 1) / 2.
-  new_run = np.concatenate([[True], xs[1:] != xs[:-1]]) if n else np.zeros(0, bool)
-  starts = np.flatnonzero(new_run)
-  ends = np.concatenate([starts[1:], [n]])
-  run_rank = (starts + ends + 1) / 2.0  # mean of 1-based ranks start+1 .. end
-  ranks = np.empty(n, np.float64)
-  ranks[order] = np.repeat(run_rank, ends - starts)
-  return ranks
+  return rankdata(x, method="average").astype(np.float64)  # scipy.stats; [] -> []
 
 
 def auroc(scores, labels) -> float:

@@ -1,101 +1,43 @@
-"""Small statistics for the results tables: Student-t confidence intervals and budgets to a target.
+"""Statistics of the results tables: intervals, budgets to a target, and the paired design's tests.
 
-Everything here is plain Python/NumPy (no SciPy): the Student-t quantile is the exact inverse of
-the t CDF, written through the regularised incomplete beta function
+Distributions come from SciPy (`scipy.stats.t`, `scipy.stats.nct`); this module adds what SciPy
+does not have:
 
-  F(t; ν) = 1 − ½ I_{ν/(ν+t²)}(ν/2, ½)      for t ≥ 0,
-
-evaluated with Lentz's continued fraction (Numerical Recipes §6.4) and inverted by bisection to
-machine precision, so it holds for any degrees of freedom and any confidence level.
+  * `cluster_bootstrap` — a percentile bootstrap that resamples a *tree* of clusters: draw the
+    top-level clusters with replacement, then, inside every drawn cluster, its children with
+    replacement, down to the leaves (taken whole). `[[0, 3], [1, 4], [2]]` is five seeds over three
+    SFT bases (bases, then seeds within a base); `[0, 1, ..., n−1]` is the ordinary bootstrap of n
+    units; a tree of prompts whose leaves hold token positions is identify's cluster bootstrap.
+    `scipy.stats.bootstrap` resamples independent observations (paired or not) but has no
+    hierarchical resampling, which a random base factor needs; with one level the two agree
+    (tests/evaluation/test_stats.py checks it against `scipy.stats.bootstrap(paired=True)`).
+    Statistics are functions of leaf weights `[R, L]` (`weighted_mean`, `ratio_of_means`), or of
+    pooled positions through `pooled_statistic` (identify's tokens of prompts).
+  * `minimum_detectable_effect` / `mde_from_sd` — the effect a two-sided paired t-test detects with
+    a given power, solved exactly with the noncentral t distribution.
+  * `holm` — Holm's step-down adjusted p-values (SciPy has only Benjamini–Hochberg).
+  * `samples_to_reach` / `curve_area` — the budget (samples, generated tokens) until a pass@1 curve
+    reaches a target, and the mean pass@1 over its first X generated tokens (the area under the curve / X).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
+from scipy import optimize
+from scipy import stats as _st
 
-
-def _betacf(a: float, b: float, x: float) -> float:
-  """Continued fraction of the incomplete beta function (modified Lentz, NR §6.4)."""
-  tiny, eps = 1e-300, 1e-15
-  qab, qap, qam = a + b, a + 1.0, a - 1.0
-  c, d = 1.0, 1.0 - qab * x / qap
-  d = 1.0 / (d if abs(d) > tiny else tiny)
-  h = d
-  for m in range(1, 10_000):
-    m2 = 2 * m
-    aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-    d = 1.0 + aa * d
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    c = 1.0 + aa / c
-    c = c if abs(c) > tiny else tiny
-    h *= d * c
-    aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-    d = 1.0 + aa * d
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    c = 1.0 + aa / c
-    c = c if abs(c) > tiny else tiny
-    delta = d * c
-    h *= delta
-    if abs(delta - 1.0) < eps:
-      break
-  return h
-
-
-def regularized_incomplete_beta(a: float, b: float, x: float) -> float:
-  """`I_x(a, b)`, the regularised incomplete beta function, for `a, b > 0` and `0 ≤ x ≤ 1`."""
-  if not 0.0 <= x <= 1.0:
-    raise ValueError(f"x must be in [0, 1], got {x}")
-  if x in (0.0, 1.0):
-    return x
-  log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-  front = math.exp(log_front)
-  if x < (a + 1.0) / (a + b + 2.0):
-    return front * _betacf(a, b, x) / a
-  return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def student_t_cdf(t: float, df: float) -> float:
-  """CDF of Student's t distribution with `df` degrees of freedom."""
-  if df <= 0:
-    raise ValueError(f"df must be > 0, got {df}")
-  tail = 0.5 * regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
-  return 1.0 - tail if t >= 0 else tail
-
-
-def student_t_quantile(p: float, df: float) -> float:
-  """The `p` quantile of Student's t with `df` degrees of freedom (e.g. `p=0.975, df=2` → 4.303).
-
-  Bisection on the exact CDF (`student_t_cdf`); accurate to ~1e-12 relative.
-  """
-  if not 0.0 < p < 1.0:
-    raise ValueError(f"p must be in (0, 1), got {p}")
-  if df <= 0:
-    raise ValueError(f"df must be > 0, got {df}")
-  if p < 0.5:
-    return -student_t_quantile(1.0 - p, df)
-  if p == 0.5:
-    return 0.0
-  lo, hi = 0.0, 1.0
-  while student_t_cdf(hi, df) < p:
-    lo, hi = hi, hi * 2.0
-  for _ in range(200):
-    mid = 0.5 * (lo + hi)
-    if student_t_cdf(mid, df) < p:
-      lo = mid
-    else:
-      hi = mid
-    if hi - lo <= 1e-13 * max(1.0, hi):
-      break
-  return 0.5 * (lo + hi)
+BOOTSTRAP_REPS = 10_000
+"""Bootstrap replicates of every table interval."""
 
 
 def mean_ci(values: Sequence[float], *, confidence: float = 0.95) -> tuple[float, float]:
   """Mean and half-width of the two-sided Student-t confidence interval of the mean.
 
-  `half_width = t_{(1+c)/2, n−1} · s / √n` with `s` the sample standard deviation (ddof = 1).
+  `half_width = t_{(1+c)/2, n−1} · s / √n` with `s` the sample standard deviation (ddof = 1) and the
+  t quantile from `scipy.stats.t.ppf`.
 
   Args:
     values: `[n]` finite numbers (one per seed), n ≥ 1.
@@ -105,18 +47,280 @@ def mean_ci(values: Sequence[float], *, confidence: float = 0.95) -> tuple[float
     `(mean, half_width)`; for n = 1 the half-width is `nan` (no spread can be estimated) and
     `format_mean_ci` prints "(n=1)" instead.
   """
-  if not 0.0 < confidence < 1.0:
-    raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-  x = np.asarray(values, dtype=np.float64).reshape(-1)
-  if x.size == 0:
-    raise ValueError("mean_ci needs at least one value, got none")
-  if not np.all(np.isfinite(x)):
-    raise ValueError(f"mean_ci needs finite values, got {x.tolist()}")
+  _check_level(confidence, "confidence")
+  x = _finite(values, "mean_ci")
   mean = float(x.mean())
   if x.size == 1:
     return mean, float("nan")
   sem = float(x.std(ddof=1)) / math.sqrt(x.size)
-  return mean, student_t_quantile(0.5 + confidence / 2.0, x.size - 1) * sem
+  return mean, float(_st.t.ppf(0.5 + confidence / 2.0, x.size - 1)) * sem
+
+
+def _check_level(value: float, name: str) -> None:
+  if not 0.0 < value < 1.0:
+    raise ValueError(f"{name} must be in (0, 1), got {value}")
+
+
+def _finite(values, what: str) -> np.ndarray:
+  x = np.asarray(values, dtype=np.float64).reshape(-1)
+  if x.size == 0:
+    raise ValueError(f"{what} needs at least one value, got none")
+  if not np.all(np.isfinite(x)):
+    raise ValueError(f"{what} needs finite values, got {x.tolist()}")
+  return x
+
+
+# ----------------------------------------------------------------------------------------------------
+# Cluster bootstrap
+
+
+class Interval(NamedTuple):
+  """A point estimate and its percentile bootstrap interval (`low`, `high`; nan when undefined)."""
+
+  estimate: float
+  low: float
+  high: float
+
+
+def cluster_leaves(tree) -> list[int]:
+  """The leaf ids of a cluster tree, depth first. A tree is a non-empty list whose items are leaf
+  ids (ints) or trees; every id 0..L−1 must appear exactly once."""
+  if isinstance(tree, (int, np.integer)) or not isinstance(tree, (list, tuple)) or not tree:
+    raise ValueError(f"a cluster tree is a non-empty list of leaf ids or cluster trees, got {tree!r}")
+  out = []
+  for child in tree:
+    if isinstance(child, (int, np.integer)) and not isinstance(child, bool):
+      out.append(int(child))
+    else:
+      out += cluster_leaves(child)
+  return out
+
+
+def _check_tree(tree) -> int:
+  leaves = cluster_leaves(tree)
+  if sorted(leaves) != list(range(len(leaves))):
+    raise ValueError(f"the leaf ids of a cluster tree must be 0..L-1, each once; got {sorted(leaves)}")
+  return len(leaves)
+
+
+def _draw(node, reps: int, rng: np.random.Generator, n_leaves: int) -> np.ndarray:
+  """`[reps, L]` counts: `reps` independent resamples of `node` (a list level of the tree)."""
+  out = np.zeros((reps, n_leaves), np.int64)
+  picks = rng.integers(0, len(node), size=(reps, len(node)))  # [reps, k] children drawn at this level
+  for c, child in enumerate(node):
+    m = (picks == c).sum(axis=1)  # [reps] times child c was drawn
+    if isinstance(child, (int, np.integer)):
+      out[:, int(child)] += m
+    elif (total := int(m.sum())):
+      # Each draw of a subtree resamples it anew: `total` resamples, summed per replicate.
+      np.add.at(out, np.repeat(np.arange(reps), m), _draw(child, total, rng, n_leaves))
+  return out
+
+
+def cluster_draws(tree, *, reps: int, rng: np.random.Generator) -> np.ndarray:
+  """Counts `[reps, L]`: how many times each leaf is drawn in each replicate of the cluster bootstrap.
+
+  At every level of `tree` (see `cluster_leaves`), as many children as the level has are drawn with
+  replacement; a drawn subtree is resampled again the same way (independently per draw), a drawn leaf
+  is taken whole. A replicate is a deterministic function of `rng`'s state.
+
+  Examples:
+    `[0, 1, 2]`: the ordinary bootstrap of three units (multinomial counts, each row sums to 3).
+    `[[0, 2], [1]]`: two bases with seeds {0, 2} and {1}; row sums vary (a base drawn twice counts
+    its resampled seeds twice).
+  """
+  if isinstance(reps, bool) or not isinstance(reps, (int, np.integer)) or reps < 1:
+    raise ValueError(f"reps must be an integer >= 1, got {reps!r}")
+  n_leaves = _check_tree(tree)
+  return _draw(list(tree), int(reps), rng, n_leaves)
+
+
+def percentile_interval(replicates, *, confidence: float = 0.95) -> tuple[float, float]:
+  """The `(1 ± confidence)/2` quantiles of the bootstrap replicates (linear interpolation between
+  order statistics, as `np.quantile`); `(nan, nan)` when fewer than half of them are defined (not nan;
+  a ratio whose denominator often vanishes, say). ±inf replicates (a budget never reached) count as
+  the largest / smallest values, and a quantile among them is ±inf."""
+  _check_level(confidence, "confidence")
+  v = np.asarray(replicates, np.float64).reshape(-1)
+  defined = v[~np.isnan(v)]
+  if defined.size == 0 or defined.size < v.size / 2:
+    return math.nan, math.nan
+  alpha = (1.0 - confidence) / 2.0
+  big = 1e300  # stands in for ±inf so that interpolation next to it stays defined
+  lo, hi = np.quantile(np.clip(defined, -big, big), [alpha, 1.0 - alpha])
+  back = lambda q: math.copysign(math.inf, q) if abs(q) >= big / 2 else float(q)
+  return back(lo), back(hi)
+
+
+def cluster_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], tree, *, reps: int = BOOTSTRAP_REPS,
+                      rng: np.random.Generator | None = None, draws: np.ndarray | None = None,
+                      confidence: float = 0.95) -> Interval:
+  """A statistic of L leaves with its percentile cluster-bootstrap interval.
+
+  Args:
+    statistic: maps leaf weights `[R, L]` (how often each leaf is drawn) to `[R]` values, e.g. a
+      weighted mean `w @ x / w.sum(1)`; nan where undefined. The estimate is its value at weights 1.
+      A statistic of pooled positions (identify's tokens) builds them per replicate with
+      `expand_indices`.
+    tree: the clusters (`cluster_draws`).
+    reps, rng: replicates and the generator that draws them (default: seed 0, so a table is a
+      deterministic function of its runs); or `draws`, counts from `cluster_draws` reused across
+      statistics of the same design.
+    confidence: two-sided level of the interval.
+
+  Returns:
+    `Interval(estimate, low, high)`; `low, high` are nan with a single leaf or when fewer than half
+    the replicates are finite.
+  """
+  n_leaves = _check_tree(tree)
+  if draws is None:
+    draws = cluster_draws(tree, reps=reps, rng=np.random.default_rng(0) if rng is None else rng)
+  elif draws.ndim != 2 or draws.shape[1] != n_leaves:
+    raise ValueError(f"draws must be [R, {n_leaves}] (one column per leaf), got {draws.shape}")
+  with np.errstate(divide="ignore", invalid="ignore"):
+    estimate = float(np.asarray(statistic(np.ones((1, n_leaves))), np.float64).reshape(-1)[0])
+    values = np.asarray(statistic(draws.astype(np.float64)), np.float64).reshape(-1)
+  if values.shape != (draws.shape[0],):
+    raise ValueError(f"statistic must map weights [R, L] to [R] values, got shape {values.shape}")
+  if n_leaves == 1:  # one unit: no spread can be estimated
+    return Interval(estimate, math.nan, math.nan)
+  return Interval(estimate, *percentile_interval(values, confidence=confidence))
+
+
+def expand_indices(leaf_indices: Sequence[np.ndarray], counts: np.ndarray) -> np.ndarray:
+  """The pooled positions of one replicate: leaf `l`'s index array repeated `counts[l]` times.
+
+  `leaf_indices`: `[L]` arrays (e.g. the token positions of each prompt); `counts`: `[L]`, one row of
+  `cluster_draws`.
+  """
+  parts = [np.asarray(ix) for ix, c in zip(leaf_indices, counts) for _ in range(int(c))]
+  return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def pooled_statistic(metric: Callable[[np.ndarray], float], leaf_indices: Sequence[np.ndarray]
+                     ) -> Callable[[np.ndarray], np.ndarray]:
+  """A `cluster_bootstrap` statistic from a metric of pooled positions (AUROC of a study's tokens,
+  say): `w ↦ [metric(expand_indices(leaf_indices, w_r)) for each replicate r]`.
+
+  `leaf_indices`: `[L]` index arrays, leaf l's positions (e.g. the tokens of prompt l); the tree's
+  leaf ids are positions in this list. Example, prompts within bases (identify over several bases):
+  `cluster_bootstrap(pooled_statistic(auroc_of, tokens_of_prompt), [[0, 1, 2], [3, 4, 5]], reps=200, rng=rng)`.
+  """
+  return lambda w: np.array([metric(expand_indices(leaf_indices, row)) for row in w], np.float64)
+
+
+def weighted_mean(x) -> Callable[[np.ndarray], np.ndarray]:
+  """The statistic `w ↦ Σ_l w_l x_l / Σ_l w_l` of leaf values `x [L]` (for `cluster_bootstrap`)."""
+  x = np.asarray(x, np.float64)
+  return lambda w: (w @ x) / w.sum(axis=1)
+
+
+def ratio_of_means(num, den) -> Callable[[np.ndarray], np.ndarray]:
+  """The statistic `w ↦ Σ w·num / Σ w·den` (nan where the denominator is 0; an infinite `num` drawn
+  at least once — a budget never reached — gives inf)."""
+  num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+  inf_num = np.isinf(num)
+  finite_num = np.where(inf_num, 0.0, num)
+
+  def stat(w):
+    d = w @ den
+    r = np.where(d != 0, (w @ finite_num) / np.where(d != 0, d, 1.0), np.nan)
+    return np.where((w @ inf_num.astype(np.float64) > 0) & (d > 0), np.inf, r)
+
+  return stat
+
+
+def base_tree(seeds: Sequence[int], bases: int):
+  """The cluster tree of runs `seeds` (positions 0..n−1 are the leaves) when seed s uses SFT base
+  `s mod bases`: one cluster per base holding its seeds; with one base, the seeds themselves."""
+  if bases < 1:
+    raise ValueError(f"bases must be >= 1, got {bases}")
+  if bases == 1:
+    return list(range(len(seeds)))
+  groups: dict[int, list[int]] = {}
+  for i, s in enumerate(seeds):
+    groups.setdefault(int(s) % bases, []).append(i)
+  return [groups[b] for b in sorted(groups)]
+
+
+def unit_means(values, tree) -> np.ndarray:
+  """The mean of `values [L]` over the leaves of each top-level cluster of `tree` (a leaf alone is
+  its own unit): the independent units of the design (bases, or seeds with one base)."""
+  x = np.asarray(values, np.float64)
+  return np.array([x[c] if isinstance(c, (int, np.integer)) else x[cluster_leaves(c)].mean() for c in tree])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tests and resolution
+
+
+def paired_t_pvalue(differences) -> float:
+  """Two-sided p-value of the one-sample t-test of mean 0 on `differences [n]` (`scipy.stats.ttest_1samp`);
+  nan with fewer than 2 values or no spread at a mean of exactly 0; 0 with no spread otherwise."""
+  d = _finite(differences, "paired_t_pvalue")
+  if d.size < 2:
+    return math.nan
+  if float(d.std(ddof=1)) == 0.0:
+    return math.nan if float(d.mean()) == 0.0 else 0.0
+  return float(_st.ttest_1samp(d, 0.0).pvalue)
+
+
+def holm(pvalues) -> np.ndarray:
+  """Holm's step-down adjusted p-values: sorted ascending, `p̃_(i) = max_{j ≤ i} min(1, (m − j + 1) p_(j))`.
+
+  nan p-values are left out of the family (m counts the finite ones) and stay nan. Rejecting where
+  `p̃ < α` controls the family-wise error rate at α (Holm 1979).
+  """
+  p = np.asarray(pvalues, np.float64).reshape(-1)
+  out = np.full(p.shape, np.nan)
+  idx = np.flatnonzero(np.isfinite(p))
+  if idx.size == 0:
+    return out
+  order = idx[np.argsort(p[idx], kind="stable")]
+  m = order.size
+  adjusted = np.minimum(1.0, (m - np.arange(m)) * p[order])
+  out[order] = np.maximum.accumulate(adjusted)
+  return out
+
+
+def minimum_detectable_effect(differences, *, alpha: float = 0.05, power: float = 0.8) -> float:
+  """The smallest true mean difference the two-sided paired t-test at level `alpha` detects with
+  probability `power`, given the spread of the observed unit differences `[n]` (`mde_from_sd`);
+  nan with fewer than 2 units."""
+  d = _finite(differences, "minimum_detectable_effect")
+  return mde_from_sd(float(d.std(ddof=1)) if d.size > 1 else math.nan, d.size, alpha=alpha, power=power)
+
+
+def mde_from_sd(sd: float, n: int, *, alpha: float = 0.05, power: float = 0.8) -> float:
+  """Minimum detectable effect of the two-sided one-sample (paired) t-test with n units of spread `sd`.
+
+  `MDE = λ · sd / √n`, λ the noncentrality at which `P(|T| > t_{1−α/2, n−1}) = power` for
+  `T ~ nct(n − 1, λ)` (solved with SciPy; about `(t_{1−α/2} + t_{power}) · sd / √n`, → 2.80 · sd / √n
+  for large n). nan for n < 2 or a nan sd.
+  """
+  _check_level(alpha, "alpha")
+  _check_level(power, "power")
+  if n < 2 or math.isnan(sd):
+    return math.nan
+  df = n - 1
+  crit = float(_st.t.ppf(1.0 - alpha / 2.0, df))
+
+  def gap(lam: float) -> float:  # P(T > crit) + P(T < −crit) − power; the far tail is P(T' > crit), T' ~ nct(−λ)
+    far = float(_st.nct.sf(crit, df, -lam))
+    return float(_st.nct.sf(crit, df, lam)) + (0.0 if math.isnan(far) else far) - power
+
+  if gap(0.0) >= 0:  # power ≤ alpha: any effect is "detected" as often as none
+    lam = 0.0
+  else:
+    hi = 1.0
+    while gap(hi) < 0:
+      hi *= 2.0
+    lam = optimize.brentq(gap, 0.0, hi, xtol=1e-12)
+  return lam * sd / math.sqrt(n)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Curves
 
 
 def samples_to_reach(curve_x: Sequence[float], curve_y: Sequence[float], target: float) -> float | None:
@@ -133,11 +337,45 @@ def samples_to_reach(curve_x: Sequence[float], curve_y: Sequence[float], target:
   return float(xs[hits[0]]) if hits.size else None
 
 
+def curve_area(curve_x: Sequence[float], curve_y: Sequence[float], x_max: float) -> float:
+  """The mean of `y` over `[0, x_max]`: the area under the piecewise-linear curve through the points
+  `(x, y)` (x increasing from 0) up to `x_max`, divided by `x_max`.
+
+  `x_max` must lie within the curve (`0 < x_max ≤ x[-1]`); the curve is never extrapolated.
+  """
+  xs = np.asarray(curve_x, dtype=np.float64).reshape(-1)
+  ys = np.asarray(curve_y, dtype=np.float64).reshape(-1)
+  if xs.shape != ys.shape or xs.size < 2:
+    raise ValueError(f"curve_area needs x and y of the same length >= 2, got {xs.size} and {ys.size}")
+  if np.any(np.diff(xs) < 0) or xs[0] != 0.0:
+    raise ValueError(f"curve_area needs x increasing from 0, got {xs.tolist()}")
+  if not 0.0 < x_max <= xs[-1]:
+    raise ValueError(f"x_max must be in (0, {xs[-1]}] (within the curve), got {x_max}")
+  keep = xs < x_max
+  px = np.append(xs[keep], x_max)
+  py = np.append(ys[keep], np.interp(x_max, xs, ys))
+  return float(np.sum(0.5 * (py[1:] + py[:-1]) * np.diff(px)) / x_max)  # trapezoids
+
+
+# ----------------------------------------------------------------------------------------------------
+# Formatting
+
+
 def format_mean_ci(mean: float, half_width: float, digits: int = 1) -> str:
   """`"m ± h"` with `digits` decimals; `"m (n=1)"` when the half-width is nan (a single value)."""
   if math.isnan(half_width):
     return f"{mean:.{digits}f} (n=1)"
   return f"{mean:.{digits}f} ± {half_width:.{digits}f}"
+
+
+def format_interval(iv: Interval, digits: int = 1, *, fmt: Callable[[float], str] | None = None) -> str:
+  """`"m [lo, hi]"` (`fmt` or `digits` decimals); `"m (n=1)"` when the interval is undefined."""
+  f = fmt or (lambda v: f"{v:.{digits}f}")
+  if math.isnan(iv.estimate):
+    return "—"
+  if math.isnan(iv.low) or math.isnan(iv.high):
+    return f"{f(iv.estimate)} (n=1)"
+  return f"{f(iv.estimate)} [{f(iv.low)}, {f(iv.high)}]"
 
 
 def format_count(x: float) -> str:

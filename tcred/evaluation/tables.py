@@ -7,8 +7,10 @@ experiment and seed, `rl.steps` included (`run_mismatch`); each row shows the st
 hash (`run_config_hash`) of its runs.
 
 Conventions of every table:
-  * values are the mean ± 95% Student-t confidence half-width over seeds (`stats.mean_ci`);
-    pass@1 and pass@k are in percent;
+  * seed s of every experiment starts from SFT base `s mod suite.bases` (`Suite.config(name, seed)`),
+    so the runs of one seed share their base policy and prompt stream (paired design);
+  * values are the mean over seeds [95% percentile interval of a cluster bootstrap: bases, then
+    seeds within a base (`Design`)]; pass@1 and pass@k are in percent;
   * Δ is the per-seed (paired) difference final − base pass@1;
   * "to baseline" budgets: the target is where the task's baseline experiment (method `grpo`
     unless the suite names another, `Suite.baseline`) ends on the *same evaluation as the curves*: the mean over its
@@ -17,6 +19,9 @@ Conventions of every table:
     For each seed, the first point of its eval/pass1 curve with pass@1 ≥ target gives the samples
     (`counts/samples`) and generated tokens (`counts/tokens_generated`) spent so far; the curve
     starts with the base policy (0 samples, `base_pass1`). No interpolation between eval points.
+  * per task with a baseline, the paired statistics against it (`paired_section`): area under the
+    pass@1-vs-tokens curve, tokens to the baseline's level, the credit score against the suite's
+    oracle, Holm-adjusted p-values and the resolution (minimum detectable effect) of the task.
 """
 
 from __future__ import annotations
@@ -30,15 +35,16 @@ import os
 import pathlib
 import platform
 import re
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from tcred.credit.base import credit_class
-from tcred.evaluation.stats import format_count, format_mean_ci, mean_ci, samples_to_reach, student_t_quantile
+from tcred.evaluation import stats
+from tcred.evaluation.stats import Interval, format_count, format_interval, samples_to_reach
 from tcred.experiments.registry import Suite, get_experiment
 from tcred.losses.pg import Aggregation
-from tcred.training.config import config_diff, normalised_config, run_config_hash
+from tcred.training.config import config_diff, flat_config, normalised_config, run_config_hash
 from tcred.training.rl import run_dir_of as run_dir
 
 log = logging.getLogger(__name__)
@@ -83,7 +89,7 @@ def run_mismatch(suite: Suite, out_dir: str | pathlib.Path, experiment: str, see
   """Why the run directory of (experiment, seed) cannot count for `suite`, or None if it can (or is empty).
 
   A directory that holds anything of a run (config.json or summary.json) must hold exactly the config
-  the suite resolves (`suite.config(experiment)` with the seed; the description is not a setting):
+  the suite resolves (`suite.config(experiment, seed)` with the seed; the description is not a setting):
   the message names every differing field, e.g. `rl.steps: 6 here, 300 wanted`.
   """
   path = run_dir(out_dir, experiment, seed)
@@ -93,7 +99,7 @@ def run_mismatch(suite: Suite, out_dir: str | pathlib.Path, experiment: str, see
     found = _read_config(path)
   except RunDataError as e:
     return str(e)
-  differ = config_diff(found, {**suite.config(experiment).to_dict(), "seed": seed})
+  differ = config_diff(found, {**suite.config(experiment, seed).to_dict(), "seed": seed})
   return "; ".join(differ) if differ else None
 
 
@@ -140,11 +146,12 @@ def _read_run(path: pathlib.Path, experiment: str, seed: int, expected: dict[str
       raise RunDataError(f"corrupt {metrics_path} line {i}: expected an object with a 'step' key")
     rows.append(row)
   return {"experiment": experiment, "seed": seed, "run_dir": path, "summary": summary, "metrics": rows,
-          "config_hash": None if config is None else run_config_hash(config)}
+          "config": config, "config_hash": None if config is None else run_config_hash(config)}
 
 
 def load_runs(out_dir: str | pathlib.Path, experiment: str, seeds: int | Iterable[int], *,
-              missing: str = "raise", expected: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+              missing: str = "raise", expected: dict[str, Any] | Callable[[int], dict[str, Any]] | None = None
+              ) -> list[dict[str, Any]]:
   """Reads the finished runs of one experiment.
 
   Args:
@@ -154,18 +161,21 @@ def load_runs(out_dir: str | pathlib.Path, experiment: str, seeds: int | Iterabl
     missing: "raise" (a missing, unfinished or corrupt run raises `RunDataError`) or "skip"
       (it is logged and left out).
     expected: the resolved config (`ExperimentConfig.to_dict()`, without the seed) every run must
-      hold in its config.json, `rl.steps` included; a run with another is treated as corrupt.
+      hold in its config.json, `rl.steps` included, or a function of the seed giving it (a suite's
+      seeds differ in their SFT base); a run with another is treated as corrupt.
 
   Returns:
     One dict per run, in seed order: `experiment`, `seed`, `run_dir`, `summary` (summary.json),
-    `metrics` (the rows of metrics.jsonl) and `config_hash` (of its config.json; None without `expected`).
+    `metrics` (the rows of metrics.jsonl), `config` and `config_hash` (its config.json and the hash of
+    it; None without `expected`).
   """
   if missing not in MISSING_MODES:
     raise ValueError(f"missing must be one of {MISSING_MODES}, got {missing!r}")
   runs = []
   for seed in _seed_list(seeds):
     try:
-      runs.append(_read_run(run_dir(out_dir, experiment, seed), experiment, seed, expected))
+      wanted = expected(seed) if callable(expected) else expected
+      runs.append(_read_run(run_dir(out_dir, experiment, seed), experiment, seed, wanted))
     except RunDataError as e:
       if missing == "raise":
         raise
@@ -210,7 +220,8 @@ def _method_of(experiment: str) -> str:
 
 
 def _load_suite(suite: Suite, out_dir, seeds: int | None, missing: str) -> dict[str, list[dict[str, Any]]]:
-  runs = {name: load_runs(out_dir, name, seeds or suite.seeds, missing=missing, expected=suite.config(name).to_dict())
+  runs = {name: load_runs(out_dir, name, seeds or suite.seeds, missing=missing,
+                          expected=lambda s, n=name: suite.config(n, s).to_dict())
           for name in suite.experiments}
   return {name: r for name, r in runs.items() if r}
 
@@ -228,18 +239,281 @@ def _ordered(suite: Suite, runs: dict[str, list[dict[str, Any]]]) -> list[tuple[
   return out
 
 
-def _pct(values: Sequence[float]) -> str:
-  return format_mean_ci(*mean_ci([100.0 * v for v in values]))
+def oracle_of(suite: Suite, task: str) -> str | None:
+  """The positive control of `task` in `suite`: its experiment of that task whose method is
+  `suite.oracle`; None when the suite names none or has none for the task."""
+  if suite.oracle is None:
+    return None
+  found = [n for n in suite.experiments if suite.config(n).task == task and suite.config(n).method == suite.oracle]
+  return found[0] if found else None
 
 
-def _budget_cell(values: list[float | None]) -> str:
-  reached = [v for v in values if v is not None]
+class Design:
+  """The statistical design of a table: each run's seed s started from SFT base `s mod bases`.
+
+  Every interval is a 95% percentile cluster bootstrap (`stats.cluster_bootstrap`) over the tree
+  bases → seeds within a base (`stats.base_tree`), `stats.BOOTSTRAP_REPS` replicates drawn from a
+  fixed generator once per set of seeds, so a table is a deterministic function of its runs.
+  """
+
+  def __init__(self, bases: int, reps: int = stats.BOOTSTRAP_REPS):
+    self.bases, self.reps = bases, reps
+    self._draws: dict[tuple[int, ...], np.ndarray] = {}
+
+  def tree(self, seeds: Sequence[int]):
+    return stats.base_tree(seeds, self.bases)
+
+  def draws(self, seeds: Sequence[int]) -> np.ndarray:
+    """`[reps, len(seeds)]` bootstrap counts of the runs of `seeds` (`stats.cluster_draws`), drawn once."""
+    key = tuple(int(s) for s in seeds)
+    if key not in self._draws:
+      self._draws[key] = stats.cluster_draws(self.tree(key), reps=self.reps, rng=np.random.default_rng(0))
+    return self._draws[key]
+
+  def interval(self, statistic, seeds: Sequence[int]) -> Interval:
+    return stats.cluster_bootstrap(statistic, self.tree(seeds), draws=self.draws(seeds))
+
+  def mean(self, values: Sequence[float], seeds: Sequence[int]) -> Interval:
+    return self.interval(stats.weighted_mean(values), seeds)
+
+  def units(self, values: Sequence[float], seeds: Sequence[int]) -> np.ndarray:
+    """The independent units of paired differences `values`: per-base means (one value per seed with one base)."""
+    return stats.unit_means(values, self.tree(seeds))
+
+
+def _scaled(iv: Interval, k: float) -> Interval:
+  return Interval(iv.estimate * k, iv.low * k, iv.high * k)
+
+
+def _pct(design: Design, values: Sequence[float], seeds: Sequence[int]) -> str:
+  return format_interval(_scaled(design.mean(values, seeds), 100.0))
+
+
+def _budget_cell(design: Design, values: list[float | None], seeds: Sequence[int]) -> str:
+  reached = [(v, s) for v, s in zip(values, seeds) if v is not None]
   if not reached:
     return "—"
-  m, hw = mean_ci(reached)
   if len(reached) < len(values):
-    return f"{format_count(m)} ({len(reached)}/{len(values)})"
-  return format_count(m) if math.isnan(hw) else f"{format_count(m)} ± {format_count(hw)}"
+    return f"{format_count(float(np.mean([v for v, _ in reached])))} ({len(reached)}/{len(values)})"
+  if len(reached) == 1:
+    return format_count(reached[0][0])
+  return format_interval(design.mean([v for v, _ in reached], [s for _, s in reached]), fmt=format_count)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The paired design: what a run's base policy and prompt stream depend on.
+
+class UnpairedRunsError(RunDataError):
+  """Paired statistics were asked for runs that do not share their base policy or prompt stream."""
+
+
+def _held_out(flat: dict[str, Any]) -> int:
+  return max(int(flat.get("rl.final_eval_prompts", 0)), int(flat.get("rl.eval_prompts", 0)))
+
+
+def pairing_keys(config: dict[str, Any], seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+  """`(base, stream)`: the settings a run's SFT base policy and its RL prompt stream are functions of.
+
+  The base policy is cached by (model, task, task_config, sft, held-out count) (`sft.base_policy_dir`);
+  the prompts of RL step t are drawn from (task, task_config, seed, t) outside the held-out set
+  (`data.training_problems`). `rl.prompts_per_step` only sets how many of a step's prompts are drawn:
+  the first B of a larger batch are the B of a smaller one, so it does not break the pairing.
+  """
+  flat = flat_config(config)
+  base = {k: v for k, v in flat.items() if k == "task" or k.startswith(("model.", "task_config.", "sft."))}
+  base["held-out prompts"] = _held_out(flat)
+  stream = {k: v for k, v in flat.items() if k == "task" or k.startswith("task_config.")}
+  stream.update({"seed": seed, "held-out prompts": base["held-out prompts"]})
+  return base, stream
+
+
+def _key_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
+  keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+  return ", ".join(f"{k} {json.dumps(a.get(k))} vs {json.dumps(b.get(k))}" for k in keys)
+
+
+def _pair_problems(name: str, config: dict[str, Any], ref: str, ref_config: dict[str, Any], seed: int) -> list[str]:
+  (base, stream), (rbase, rstream) = pairing_keys(config, seed), pairing_keys(ref_config, seed)
+  out = []
+  if base != rbase:
+    out.append(f"{name} seed {seed} and {ref} seed {seed} do not share their SFT base policy "
+               f"({_key_diff(base, rbase)})")
+  if stream != rstream:
+    out.append(f"{name} seed {seed} and {ref} seed {seed} do not share their prompt stream "
+               f"({_key_diff(stream, rstream)})")
+  return out
+
+
+def unpaired_experiments(suite: Suite, seeds: int | None = None) -> list[str]:
+  """Why the suite's paired statistics would compare runs of different base policies or prompt
+  streams, one message per (experiment, seed) against its task's baseline; [] when the design is
+  paired (or the suite reports no paired statistics). Read from the configs alone: call it before
+  running anything."""
+  if not suite.paired:
+    return []
+  out = []
+  tasks = {suite.config(n).task for n in suite.experiments}
+  for task in sorted(tasks):
+    ref = baseline_of(suite, task)
+    if ref is None:
+      continue
+    for name in suite.experiments:
+      if name == ref or suite.config(name).task != task:
+        continue
+      for seed in _seed_list(seeds or suite.seeds):
+        out += _pair_problems(name, suite.config(name, seed).to_dict(), ref, suite.config(ref, seed).to_dict(), seed)
+  return out
+
+
+def _unpaired_runs(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: str, names: list[str]) -> list[str]:
+  """`unpaired_experiments` on the runs' own config.json files, plus the base policy's evaluation:
+  paired runs of one seed read the same cached base, so equal evaluation settings give equal
+  `base_pass1` (a base rebuilt between the runs does not)."""
+  ref = baseline_of(suite, task)
+  out = []
+  by_seed = {r["seed"]: r for r in runs.get(ref, [])}
+  for name in names:
+    if name == ref:
+      continue
+    for r in runs[name]:
+      other = by_seed.get(r["seed"])
+      if other is None:
+        continue
+      a, b = _read_config(pathlib.Path(r["run_dir"])), _read_config(pathlib.Path(other["run_dir"]))
+      problems = _pair_problems(name, a, ref, b, r["seed"])
+      same_eval = all(a["rl"].get(k) == b["rl"].get(k) for k in ("final_eval_prompts", "final_eval_samples",
+                                                                    "temperature"))
+      if not problems and same_eval and r["summary"]["base_pass1"] != other["summary"]["base_pass1"]:
+        problems.append(f"{name} seed {r['seed']} and {ref} seed {r['seed']} evaluated different base policies "
+                        f"(base pass@1 {r['summary']['base_pass1']} vs {other['summary']['base_pass1']} with the same "
+                        "evaluation settings: the base policy was rebuilt between the runs)")
+      out += problems
+  return out
+
+
+def _tokens_to(curve: dict[str, np.ndarray], level: float) -> float:
+  """Generated tokens until the curve first reaches `level`; inf if it never does (within its budget)."""
+  hit = samples_to_reach(curve["tokens"], curve["pass1"], level)
+  return math.inf if hit is None else hit
+
+
+def _ratio_fmt(v: float) -> str:
+  return "∞" if math.isinf(v) else f"{v:.2f}"
+
+
+def _stars(p: float) -> str:
+  return "—" if math.isnan(p) else f"{p:.3f}{' *' if p < 0.05 else ''}"
+
+
+def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: str, names: list[str],
+                   design: Design, *, alpha: float = 0.05, power: float = 0.8) -> list[str]:
+  """The paired statistics of one task against its baseline (Markdown lines; [] without a baseline).
+
+  For each seed s and method M, against the baseline G (GRPO) of the same seed:
+    * area: the mean pass@1 over the first X generated tokens (`stats.curve_area`), X the smallest
+      last curve point of the task's runs (no curve is extrapolated); Δ area = area_M(s) − area_G(s);
+    * tokens to the baseline's level: generated tokens until the curve first reaches the last eval
+      pass@1 of the baseline's run of the same seed (T_G: the baseline's own first arrival there; a
+      method that never arrives has T_M = ∞); the ratio of means Σ_s T_M / Σ_s T_G;
+    * credit score: Σ_s (area_M − area_G) / Σ_s (area_O − area_G), O the suite's oracle (positive control).
+  Intervals: `Design.interval` (cluster bootstrap, bases then seeds). p-values: two-sided paired
+  t-test on the units (per-base means of the differences), Holm-adjusted across the task's methods
+  (one family for Δ area, one for the tokens). Resolution: the minimum detectable Δ area at
+  α = `alpha`, two-sided, with `power`, from the pooled variance of the units across methods.
+  """
+  ref = baseline_of(suite, task)
+  if ref is None or ref not in runs or not suite.paired:
+    return []
+  problems = _unpaired_runs(suite, runs, task, names)
+  if problems:
+    raise UnpairedRunsError("paired statistics need runs of one seed to share their base policy and prompt "
+                            "stream: " + "; ".join(problems))
+  curves = {n: {r["seed"]: eval_curve(r) for r in runs[n]} for n in names}
+  x_max = min(float(c["tokens"][-1]) for n in names for c in curves[n].values())
+  levels = {s: float(c["pass1"][-1]) for s, c in curves[ref].items()}  # the baseline's final level, per seed
+  oracle = oracle_of(suite, task)
+  oracle = oracle if oracle in curves else None
+  if x_max <= 0:
+    return [f"- Paired statistics of {task}: none (a run generated no tokens)."]
+  area = {n: {s: stats.curve_area(c["tokens"], c["pass1"], x_max) for s, c in curves[n].items()} for n in names}
+  tokens = {n: {s: _tokens_to(c, levels[s]) for s, c in curves[n].items() if s in levels} for n in names}
+  rows, p_area, p_tokens, variances, n_units = [], [], [], [], []
+  for name in names:
+    seeds = sorted(set(curves[name]) & set(curves[ref]))
+    if name == ref or not seeds:
+      continue
+    d_area = [area[name][s] - area[ref][s] for s in seeds]
+    t_m, t_g = [tokens[name][s] for s in seeds], [tokens[ref][s] for s in seeds]
+    reached = [t for t in t_m if math.isfinite(t)]
+    units = design.units(d_area, seeds)
+    p_area.append(stats.paired_t_pvalue(units) if units.size > 1 else math.nan)
+    tok_units = design.units(np.subtract(t_m, t_g), seeds) if len(reached) == len(t_m) else np.zeros(1)
+    p_tokens.append(stats.paired_t_pvalue(tok_units) if tok_units.size > 1 else math.nan)
+    if units.size > 1:
+      variances.append(float(np.var(units, ddof=1)))
+      n_units.append(units.size)
+    score = None
+    if oracle is not None:
+      both = [s for s in seeds if s in curves[oracle]]
+      if both:
+        gain = [area[name][s] - area[ref][s] for s in both]
+        top = [area[oracle][s] - area[ref][s] for s in both]
+        score = (design.interval(stats.ratio_of_means(gain, top), both), float(np.mean(top)))
+    if len(reached) == len(t_m):
+      tok = format_interval(design.mean(t_m, seeds), fmt=format_count)
+    else:
+      tok = (f"{format_count(float(np.mean(reached)))} " if reached else "") + f"({len(reached)}/{len(t_m)} reached)"
+    rows.append(dict(name=name, seeds=seeds, area=design.mean([area[name][s] for s in seeds], seeds),
+                     d_area=design.mean(d_area, seeds), tokens=tok,
+                     ratio=design.interval(stats.ratio_of_means(t_m, t_g), seeds),
+                     score=score, mde=stats.minimum_detectable_effect(units, alpha=alpha, power=power)
+                     if units.size > 1 else math.nan))
+  p_area, p_tokens = stats.holm(p_area), stats.holm(p_tokens)
+  ref_seeds = sorted(curves[ref])
+  pooled = (stats.mde_from_sd(math.sqrt(float(np.mean(variances))), min(n_units), alpha=alpha, power=power)
+            if variances else math.nan)
+  unit = "bases" if design.bases > 1 else "seeds"
+  lines = [f"### {task}: paired against `{ref}`", ""]
+  if math.isnan(pooled):
+    lines.append(f"- **Resolution**: not estimable (fewer than 2 {unit} paired with `{ref}`).")
+  else:
+    gain = next((r["d_area"].estimate for r in rows if r["name"] == oracle), None)
+    versus = "" if gain is None or gain <= 0 else (
+        f" The oracle's gain over `{ref}` is {100 * gain:.1f} points: resolution / gain = {pooled / gain:.2f}.")
+    lines.append(f"- **Resolution**: the minimum detectable effect on the area is **{100 * pooled:.1f} points** of "
+                 f"mean pass@1 (two-sided paired t-test at α = {alpha}, {100 * power:.0f}% power; from the pooled "
+                 f"variance of the paired differences over {min(n_units)} {unit}, across {len(variances)} methods)."
+                 + versus)
+  lines += [
+      f"- Area: mean pass@1 (%) over the first {format_count(x_max)} generated tokens (the shortest run of the "
+      f"task; curves linear between eval points, base policy at 0 tokens). Tokens to level: generated tokens "
+      f"until the curve first reaches the last eval pass@1 of `{ref}`'s run of the same seed (for `{ref}`, its "
+      "own first arrival there); \"(k/n reached)\": the other runs never reached it (their tokens count as ∞: "
+      "the ratio is ∞ where such a run is drawn, and they have no p-value).",
+      "- Δ and ratio are paired within a seed (method − baseline; Σ method / Σ baseline); p: paired t-test on the "
+      f"{unit}' mean differences, Holm-adjusted across this task's methods (\"*\": below 0.05)."]
+  if oracle is not None:
+    lines.append(f"- Credit score: (area − `{ref}`) / (`{oracle}` − `{ref}`), the ratio of the mean gains; 0 is no "
+                 "credit beyond the baseline, 1 is the oracle's (positive control's) credit.")
+  else:
+    lines.append(f"- Credit score: none (suite {suite.name} names no oracle experiment of {task}).")
+  lines += ["", "| method | pairs | area (%) | Δ area [95% CI] | p (Holm) | tokens to level | ratio [95% CI] "
+            "| p (Holm) | credit score [95% CI] | MDE |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  ref_area = design.mean([area[ref][s] for s in ref_seeds], ref_seeds)
+  ref_tokens = design.mean([tokens[ref][s] for s in ref_seeds], ref_seeds)
+  lines.append(f"| {_method_of(ref)} (baseline) | {len(ref_seeds)} | {format_interval(_scaled(ref_area, 100))} "
+               f"| 0 | — | {format_interval(ref_tokens, fmt=format_count)} | 1 | — | 0 | — |")
+  for row, pa, pt in zip(rows, p_area, p_tokens):
+    score = "—"
+    if row["score"] is not None:
+      iv, top = row["score"]
+      score = "— (oracle not above baseline)" if top <= 0 else (
+          "1 (oracle)" if row["name"] == oracle else format_interval(iv, 2))
+    mde = "—" if math.isnan(row["mde"]) else f"{100 * row['mde']:.1f}"
+    lines.append(f"| {_method_of(row['name'])} | {len(row['seeds'])} | {format_interval(_scaled(row['area'], 100))} "
+                 f"| {format_interval(_scaled(row['d_area'], 100))} | {_stars(pa)} | {row['tokens']} "
+                 f"| {format_interval(row['ratio'], fmt=_ratio_fmt)} | {_stars(pt)} | {score} | {mde} |")
+  return lines + [""]
 
 
 def machine_description() -> str:
@@ -312,35 +586,53 @@ def _conventions_lines(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None = None, command: str | None = None,
                 missing: str = "raise", runs_wall_s: float | None = None) -> str:
-  """The Markdown results table of a suite (one row per experiment), built from its run directories.
+  """The Markdown results table of a suite (one row per experiment), built from its run directories,
+  then, per task with a baseline, the paired statistics against it (`paired_section`).
 
   Args:
-    suite: the suite.
-    out_dir: the `--out` root of its runs.
+    suite: the suite (its `bases`: seed s of every experiment started from SFT base s mod bases).
+    out_dir: the runs root of the suite (`suite.runs_root(--out)`).
     seeds: seeds per experiment (0..seeds−1); default `suite.seeds`.
     command: the exact command that produced the runs and table, quoted in the header.
     missing: "raise" or "skip", as in `load_runs`.
     runs_wall_s: wall time of the command that ran the missing runs (quoted in the header).
 
   Returns:
-    Markdown text: a header (suite, command, machine, date, conventions) and the table.
+    Markdown text: a header (suite, command, machine, date, design, conventions), the table, and the
+    paired sections, each with its resolution line.
+
+  Raises:
+    RunDataError: a run is missing, unfinished, corrupt or of another config.
+    UnpairedRunsError: paired runs (one seed, one task) do not share their base policy or prompt stream.
   """
   n_seeds = seeds or suite.seeds
   runs = _load_suite(suite, out_dir, n_seeds, missing)
   if not runs:
     raise RunDataError(f"no finished runs of suite {suite.name!r} under {out_dir}")
+  bases = min(suite.bases, n_seeds)
+  design = Design(bases)
   ks = {int(m.group(1)) for rs in runs.values() for r in rs for key in r["summary"]
         if (m := _PASSK.match(key)) and m.group(1) != "1"}
   k = min(ks) if ks else None
   eval_samples = sorted({int(r["summary"]["eval_samples"]) for rs in runs.values() for r in rs})
-
+  if bases > 1:
+    design_line = (f"- Design: seeds 0–{n_seeds - 1} over {bases} SFT base policies (a random factor): seed s of "
+                   f"every experiment starts from base s mod {bases} (`sft.seed` + s mod {bases}) and draws the "
+                   "prompt stream of seed s, so the runs of one seed are paired.")
+  else:
+    design_line = (f"- Design: seeds 0–{n_seeds - 1}, one SFT base policy; every run of one seed draws the prompt "
+                   "stream of seed s (paired); base variation is not covered (`--bases` > 1 covers it).")
   lines = [
       f"# {suite.name}", "", suite.description, "",
-      f"- Command: `{command or f'tcred table {suite.name} --seeds {n_seeds}'}`",
+      f"- Command: `{command or f'tcred table {suite.name} --seeds {n_seeds} --bases {bases}'}`",
       f"- Machine: {machine_description()}",
       f"- Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-      f"- Runs: `{out_dir}`, seeds 0–{n_seeds - 1}; cells are mean ± 95% CI (Student t) over seeds, "
-      f"\"(n=1)\" where one seed only.",
+      design_line,
+      f"- Runs: `{out_dir}`; cells are the mean over seeds [95% percentile interval of a cluster bootstrap, "
+      f"{stats.BOOTSTRAP_REPS:,} replicates, resampling "
+      + (f"the {bases} bases, then the seeds within each drawn base: intervals cover base variation"
+         if bases > 1 else "seeds") + "], \"(n=1)\" where one seed only. With few clusters percentile intervals "
+      "are narrow (3 values: the range of the three): read them with the resolution line of each paired table.",
       f"- pass@1 in %, at temperature 1.0 on held-out prompts ({', '.join(map(str, eval_samples))} samples "
       f"per final evaluation); greedy pass@1: one greedy rollout per held-out prompt; Δ: paired final − base.",
       "- To baseline: samples and generated tokens until the run's eval pass@1 curve (base policy at 0) "
@@ -348,8 +640,9 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
       "not the final one); \"(k/n)\": only k of n seeds reached it (mean over those); \"—\": none did.",
       "- Tokens generated: per run over the whole RL loop (a tree's shared prefix counts once; refills count).",
       "- Wall: minutes per run as each run measured it (runs made with `--jobs` > 1 shared the CPU).",
-      "- Steps, config: the RL steps and the config hash (`tcred show NAME` prints it) of the row's runs; "
-      "every run's config.json equals the config this suite resolves, `rl.steps` included.",
+      "- Steps, config: the RL steps and the config hash (`tcred show NAME` prints it) of the row's runs, "
+      "with `sft.seed` at base 0's; every run's config.json equals the config this suite resolves for its seed "
+      "(`rl.steps` included; seed s differs only in its base's `sft.seed`).",
   ]
   if suite.overrides:
     lines.append(f"- Suite overrides (on every experiment): `{' '.join(suite.overrides)}`")
@@ -377,39 +670,54 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
     for name in names:
       rs = runs[name]
       s = [r["summary"] for r in rs]
+      sd = [r["seed"] for r in rs]
       base = [x["base_pass1"] for x in s]
       final = [x["final_pass1"] for x in s]
       passk = [x.get(f"final_pass{k}") for x in s] if k else []
-      passk_cell = _pct(passk) if passk and None not in passk else "—"
+      passk_cell = _pct(design, passk, sd) if passk and None not in passk else "—"
       target = targets[task]
       curves = [eval_curve(r) for r in rs]
       if target is None:
         samples_cell = tokens_cell = "—"
       else:
-        samples_cell = _budget_cell([samples_to_reach(c["samples"], c["pass1"], target) for c in curves])
-        tokens_cell = _budget_cell([samples_to_reach(c["tokens"], c["pass1"], target) for c in curves])
-      wall = format_mean_ci(*mean_ci([x["wall_s"] / 60.0 for x in s]))
-      generated = _budget_cell([float(x["tokens_generated"]) for x in s])
-      lines.append(f"| {task} | {_method_of(name)} | {len(rs)} | {_pct(base)} | {_pct(final)} "
-                   f"| {_pct([f - b for f, b in zip(final, base)])} | {passk_cell} "
-                   f"| {_pct([x['final_pass1_greedy'] for x in s])} | {samples_cell} | {tokens_cell} "
+        samples_cell = _budget_cell(design, [samples_to_reach(c["samples"], c["pass1"], target) for c in curves], sd)
+        tokens_cell = _budget_cell(design, [samples_to_reach(c["tokens"], c["pass1"], target) for c in curves], sd)
+      wall = format_interval(design.mean([x["wall_s"] / 60.0 for x in s], sd))
+      generated = _budget_cell(design, [float(x["tokens_generated"]) for x in s], sd)
+      lines.append(f"| {task} | {_method_of(name)} | {len(rs)} | {_pct(design, base, sd)} | {_pct(design, final, sd)} "
+                   f"| {_pct(design, [f - b for f, b in zip(final, base)], sd)} | {passk_cell} "
+                   f"| {_pct(design, [x['final_pass1_greedy'] for x in s], sd)} | {samples_cell} | {tokens_cell} "
                    f"| {generated} | {wall} | {'/'.join(sorted({str(x['steps']) for x in s}))} "
-                   f"| {'/'.join(sorted({str(r['config_hash']) for r in rs}))} |")
+                   f"| {'/'.join(sorted({_base0_hash(suite, name, r) for r in rs}))} |")
   judged = [(task, name) for task, names in _ordered(suite, runs) for name in names
             if all("judge_tokens" in r["summary"] for r in runs[name])]
   if judged:  # judge-credit runs (credit method `judge`): the judge's own cost, beside the policy's
-    lines += ["", "Step-judge cost per run (on top of the policy's tokens generated; mean ± 95% CI over seeds):"]
+    lines += ["", "Step-judge cost per run (on top of the policy's tokens generated; mean [95% CI] over seeds):"]
     for task, name in judged:
       s = [r["summary"] for r in runs[name]]
+      sd = [r["seed"] for r in runs[name]]
       ratio = [x["judge_tokens"] / max(x["tokens_generated"], 1) for x in s]
-      lines.append(f"- {task} {_method_of(name)}: {_budget_cell([float(x['judge_tokens']) for x in s])} judge "
-                   f"tokens ({format_mean_ci(*mean_ci(ratio))}× the tokens generated), "
-                   f"{format_mean_ci(*mean_ci([x['judge_wall_s'] / 60.0 for x in s]))} min")
-  return "\n".join(lines) + "\n"
+      lines.append(f"- {task} {_method_of(name)}: {_budget_cell(design, [float(x['judge_tokens']) for x in s], sd)} "
+                   f"judge tokens ({format_interval(design.mean(ratio, sd))}× the tokens generated), "
+                   f"{format_interval(design.mean([x['judge_wall_s'] / 60.0 for x in s], sd))} min")
+  paired = [line for task, names in _ordered(suite, runs) for line in paired_section(suite, runs, task, names, design)]
+  if paired:
+    lines += ["", "## Paired statistics (sample efficiency and credit score)", "", *paired]
+  return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _band(curves: list[dict[str, np.ndarray]], x_key: str, points: int = 60):
-  """Mean and 95% CI half-width of pass@1 across seeds on a common grid of `x_key`, `[points]` each.
+def _base0_hash(suite: Suite, name: str, run: dict[str, Any]) -> str:
+  """The config hash of `run` with its `sft.seed` set to base 0's: one hash for every seed of a row."""
+  config = run.get("config")
+  if config is None:
+    return str(run["config_hash"])
+  sft = {**config.get("sft", {}), "seed": suite.config(name).sft.seed}
+  return run_config_hash({**config, "sft": sft})
+
+
+def _band(curves: list[dict[str, np.ndarray]], seeds: Sequence[int], design: Design, x_key: str, points: int = 60):
+  """Mean and 95% interval (`Design`: cluster bootstrap) of pass@1 across seeds on a common grid of
+  `x_key`: `(grid, mean, low, high)`, each `[points]`.
 
   Each seed's curve is linearly interpolated onto the grid `[0, min over seeds of its last x]`.
   """
@@ -418,15 +726,18 @@ def _band(curves: list[dict[str, np.ndarray]], x_key: str, points: int = 60):
   ys = np.stack([np.interp(grid, c[x_key], c["pass1"]) for c in curves])  # [seeds, points]
   mean = ys.mean(0)
   if len(curves) < 2:
-    return grid, mean, np.zeros_like(mean)
-  hw = student_t_quantile(0.975, len(curves) - 1) * ys.std(0, ddof=1) / math.sqrt(len(curves))
-  return grid, mean, hw
+    return grid, mean, mean, mean
+  draws = design.draws(seeds)
+  boot = (draws @ ys) / draws.sum(1, keepdims=True)  # [R, points]
+  low, high = np.quantile(boot, [0.025, 0.975], axis=0)
+  return grid, mean, low, high
 
 
 def learning_curves(suite: Suite, out_dir: str | pathlib.Path, path_png: str | pathlib.Path, *,
                     seeds: int | None = None, missing: str = "raise") -> pathlib.Path:
   """Plots pass@1 (%) against generated tokens: one subplot per task, one line per method with a
-  95% CI band across seeds, and the task baseline's final mean pass@1 as a dashed line.
+  95% band across seeds (the table's cluster bootstrap, bases then seeds), and the task baseline's
+  last eval pass@1 (the budget target) as a dashed line.
 
   Returns:
     The path of the PNG written.
@@ -439,16 +750,17 @@ def learning_curves(suite: Suite, out_dir: str | pathlib.Path, path_png: str | p
   runs = _load_suite(suite, out_dir, seeds, missing)
   if not runs:
     raise RunDataError(f"no finished runs of suite {suite.name!r} under {out_dir}")
+  design = Design(min(suite.bases, seeds or suite.seeds))
   tasks = _ordered(suite, runs)
   fig, axes = plt.subplots(1, len(tasks), figsize=(6.0 * len(tasks), 4.2), squeeze=False)
   for ax, (task, names) in zip(axes[0], tasks):
     for i, name in enumerate(names):  # 10 colours, then the same colours dashed, dotted
-      grid, mean, hw = _band([eval_curve(r) for r in runs[name]], "tokens")
+      grid, mean, low, high = _band([eval_curve(r) for r in runs[name]], [r["seed"] for r in runs[name]], design,
+                                    "tokens")
       (line,) = ax.plot(grid, 100 * mean, color=f"C{i % 10}", ls=("-", "--", ":")[i // 10 % 3],
                         label=f"{_method_of(name)} (n={len(runs[name])})")
-      if np.any(hw > 0):  # the band is clipped to the possible range [0, 100]
-        ax.fill_between(grid, np.clip(100 * (mean - hw), 0, 100), np.clip(100 * (mean + hw), 0, 100),
-                        color=line.get_color(), alpha=0.15, lw=0)
+      if np.any(high > low):
+        ax.fill_between(grid, 100 * low, 100 * high, color=line.get_color(), alpha=0.15, lw=0)
     base = baseline_of(suite, task)
     if base in runs:
       ax.axhline(100 * curve_target(runs[base]), color="grey", ls="--", lw=0.8,
@@ -458,7 +770,8 @@ def learning_curves(suite: Suite, out_dir: str | pathlib.Path, path_png: str | p
     ax.set_ylabel("pass@1 (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-  fig.suptitle(f"{suite.name}: eval pass@1, mean ± 95% CI over seeds")
+  fig.suptitle(f"{suite.name}: eval pass@1, mean and 95% cluster-bootstrap band over seeds "
+               f"({design.bases} base{'s' if design.bases > 1 else ''})")
   fig.tight_layout()
   path = pathlib.Path(path_png)
   path.parent.mkdir(parents=True, exist_ok=True)

@@ -83,29 +83,57 @@ def _run_file(path: pathlib.Path, family: str) -> None:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Suite:
-  """A named list of experiments with their seed count.
+  """A named list of experiments with their seed count and design.
 
   `overrides` (`section.field=value`, as `tcred run --set`) apply to every
   experiment of the suite, e.g. a shorter RL budget; such a suite keeps its runs
   under `<out>/<runs_under or suite name>/` so they never mix with runs of the
-  registered configs. Suites with equal overrides may share runs via `runs_under`.
+  registered configs. Suites with equal overrides and bases may share runs via `runs_under`.
+
+  Paired design over `bases` SFT base policies (a random factor): seed s of every experiment
+  starts from base `s mod bases` — its `sft.seed` is the experiment's own plus `s mod bases`
+  (`config(name, seed)`) — so every method of one seed starts from the same base policy and draws
+  the same prompt stream (the RL prompts are a function of the task, the seed and the held-out
+  set). With more than one base the runs live under `<out>/<runs_under or suite name>/` too.
+  `baseline` is the method of each task's reference experiment (GRPO); `oracle`, if set, the
+  method of each task's positive control, the "perfect credit" end of the credit score.
   """
 
   name: str
   description: str
   experiments: tuple[str, ...]
   seeds: int = 3
+  bases: int = 3  # SFT bases; a table with fewer seeds uses min(bases, seeds)
   baseline: str = "grpo"  # the method of each task's baseline experiment
+  oracle: str | None = None  # the method of each task's positive control (credit score 1)
+  paired: bool = True  # report the paired statistics against the baseline
   overrides: tuple[str, ...] = ()
   runs_under: str | None = None
 
-  def config(self, experiment: str) -> ExperimentConfig:
-    """The experiment's config as this suite runs it."""
-    return get_experiment(experiment).with_overrides(list(self.overrides))
+  def __post_init__(self):
+    for field in ("seeds", "bases"):
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"suite {self.name!r}: {field} must be an integer >= 1, got {value!r}")
+
+  def config(self, experiment: str, seed: int | None = None) -> ExperimentConfig:
+    """The experiment's config as this suite runs it; with `seed`, the SFT base of that seed
+    (`sft.seed` + seed mod bases)."""
+    cfg = get_experiment(experiment).with_overrides(list(self.overrides))
+    if seed is None or self.bases == 1:
+      return cfg
+    return dataclasses.replace(cfg, sft=dataclasses.replace(cfg.sft, seed=cfg.sft.seed + seed % self.bases))
+
+  def run_overrides(self, experiment: str, seed: int) -> tuple[str, ...]:
+    """`--set` items that make `tcred run EXPERIMENT --seed SEED` run it as this suite does (`config`)."""
+    if self.bases == 1:
+      return self.overrides
+    return self.overrides + (f"sft.seed={self.config(experiment, seed).sft.seed}",)
 
   def runs_root(self, out) -> pathlib.Path:
     """Where this suite's runs live under the runs root `out`."""
-    return pathlib.Path(out) / (self.runs_under or self.name) if self.overrides else pathlib.Path(out)
+    own = self.overrides or min(self.bases, self.seeds) > 1
+    return pathlib.Path(out) / (self.runs_under or self.name) if own else pathlib.Path(out)
 
 
 def register_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -131,9 +159,13 @@ def register_suite(suite: Suite) -> Suite:
     suite.config(name)  # raises ValueError on an override the experiment does not accept
   if suite.runs_under is not None:
     other = _SUITES.get(suite.runs_under)
-    if other is None or other.overrides != suite.overrides:
+    if other is None or other.overrides != suite.overrides or other.bases != suite.bases:
       raise ValueError(f"suite {suite.name!r} shares the runs of {suite.runs_under!r}, which must be a registered "
-                       f"suite with the same overrides {suite.overrides}")
+                       f"suite with the same overrides {suite.overrides} and bases ({suite.bases})")
+  methods = sorted({get_experiment(e).method for e in suite.experiments})
+  if suite.oracle is not None and suite.oracle not in methods:
+    raise ValueError(f"suite {suite.name!r} names the oracle method {suite.oracle!r}, which none of its experiments "
+                     f"has; its methods: {methods}")
   _SUITES[suite.name] = suite
   return suite
 

@@ -256,7 +256,7 @@ def test_oserror_enospc_is_recognised_as_a_full_disk(tmp_path, monkeypatch):
 
 SUITE = "suite-fault-injection"
 SUITE_OVERRIDES = tuple(TINY[1::2]) + ("rl.steps=12",)
-_SUITE_DEF = dict(name=SUITE, description="two tiny runs (tests only)", experiments=(NAME,), seeds=2,
+_SUITE_DEF = dict(name=SUITE, description="two tiny runs (tests only)", experiments=(NAME,), seeds=2, bases=1,
                   overrides=SUITE_OVERRIDES)
 
 _TABLE = textwrap.dedent("""
