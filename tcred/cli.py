@@ -214,6 +214,7 @@ def _identify(args, argv: list[str]) -> int:
 def _judge(args) -> int:
   from tcred.evaluation import judges
   from tcred.training.tracking import RunError, check_writable_dir
+  from tcred.validation import require_seed
 
   progress = not args.no_progress and sys.stderr.isatty()
   try:
@@ -228,6 +229,7 @@ def _judge(args) -> int:
                                ("--seed", args.seed, 0), ("--bootstrap", args.bootstrap, 0)):
         if value < low:
           raise ValueError(f"{flag} must be an integer >= {low}, got {value}")
+      require_seed(args.seed, "--seed")
       result = judges.evaluate(s, prompts=args.prompts, rollouts=args.rollouts, seed=args.seed,
                                bootstrap=args.bootstrap, progress=progress)
   except (ValueError, RunError) as e:

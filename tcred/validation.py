@@ -18,6 +18,17 @@ def require_finite(config: Any, prefix: str) -> None:
       raise ValueError(f"{prefix}.{field.name} must be a finite number, got {value!r}")
 
 
+MAX_SEED = 2**63 - 1
+"""The largest seed: `jax.random.key` takes a signed 64-bit integer (2**63 raises OverflowError;
+NumPy's generators take any size). Every seed, of a flag or a config field, is in [0, MAX_SEED]."""
+
+
+def require_seed(value: Any, name: str) -> None:
+  """Raises ValueError naming `name` unless `value` is an integer in [0, MAX_SEED] (bools refused)."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= MAX_SEED:
+    raise ValueError(f"{name} must be an integer in [0, 2**63 - 1 = {MAX_SEED}], got {value!r}")
+
+
 class Choice(str, enum.Enum):
   """A closed set of named options (loss aggregation, advantage mode, tree fork rule, ...), checked in
   one place: `parse` is the only check, and its message is the only one for the kind.

@@ -16,7 +16,7 @@ from tcred.models.config import ModelConfig
 from tcred.parallel.mesh import MeshConfig
 from tcred.sampling.tree import ForkRule, TreeRoot
 from tcred.tasks.registry import task_config_class
-from tcred.validation import require_finite
+from tcred.validation import require_finite, require_seed
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -38,7 +38,8 @@ class SFTConfig:
   def __post_init__(self):
     require_finite(self, self.section)
     _positive(self, "steps", "batch_size", "lr")
-    _non_negative(self, "warmup", "weight_decay", "seed")
+    _non_negative(self, "warmup", "weight_decay")
+    require_seed(self.seed, "sft.seed")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

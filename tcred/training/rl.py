@@ -37,11 +37,12 @@ from tcred.training.config import ExperimentConfig, config_diff, config_hash, no
 from tcred.training.data import HOST_NAMESPACE, RL_NAMESPACE, SFT_NAMESPACE, eval_problems, training_problems
 from tcred.training import judges as _trained_judges  # noqa: F401  (installs the trained judges' prepare)
 from tcred.training.packing import pack_trees
-from tcred.training.pretrained import CheckpointInputError, pretrained_policy, resolve_model
+from tcred.training.pretrained import PLACEHOLDER, CheckpointInputError, pretrained_policy, resolve_model
 from tcred.training.restore import new_train_state, restore_train_state, rl_optimizer
 from tcred.training.sft import base_policy, cache_root, require_vocab
 from tcred.training.step import Batch, rl_train_step
 from tcred.training.tracking import NoTracker, RunError, RunLock, Tracker, check_writable_dir
+from tcred.validation import require_seed
 
 log = logging.getLogger(__name__)
 
@@ -200,12 +201,18 @@ def check_run(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path) -> R
       held-out prompts than the task can produce, or no training prompts outside them (each message
       names the flag or field to change).
   """
-  if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-    raise RunError(f"--seed must be an integer >= 0, got {seed!r}")
+  try:
+    require_seed(seed, "--seed")
+  except ValueError as e:
+    raise RunError(str(e)) from None
   check_writable_dir(out, "--out")
   rl = cfg.rl
   try:
     task = make_task_from_config(cfg.task, cfg.task_config)
+    if task.checkpoint is None and cfg.model == PLACEHOLDER:  # a real-model experiment given no checkpoint
+      raise ValueError(f"experiment {cfg.name} starts its policy from a Hugging Face checkpoint: set "
+                       "task_config.checkpoint=DIR (a directory holding config.json, the *.safetensors weights and "
+                       "the tokenizer files)")
     require_vocab(cfg.model, task)
   except ValueError as e:  # the task's data, tokenizer or checkpoint (e.g. an unknown dataset, no EOS token)
     raise RunError(str(e)) from None
