@@ -386,7 +386,7 @@ def _table(args, argv: list[str]) -> int:
   if args.jobs < 1:
     return _usage_error(f"--jobs must be >= 1, got {args.jobs}")
   from tcred.evaluation import tables
-  from tcred.training.tracking import RunError, check_writable_dir
+  from tcred.training.tracking import RunError, check_writable_dir, write_atomic
 
   try:
     check_writable_dir(args.out, "--out")
@@ -432,7 +432,7 @@ def _table(args, argv: list[str]) -> int:
   except tables.RunDataError as e:
     print(f"tcred: error: {e}", file=sys.stderr)
     return 1
-  (results / f"{suite.name}.md").write_text(markdown)
+  write_atomic(results / f"{suite.name}.md", markdown)
   print(markdown)
   print(f"wrote {results / f'{suite.name}.md'} and {results / f'{suite.name}.png'}", file=sys.stderr)
   return 0

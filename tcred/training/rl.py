@@ -41,7 +41,7 @@ from tcred.training.pretrained import PLACEHOLDER, CheckpointInputError, pretrai
 from tcred.training.restore import new_train_state, restore_train_state, rl_optimizer
 from tcred.training.sft import base_policy, cache_root, require_vocab
 from tcred.training.step import Batch, rl_train_step
-from tcred.training.tracking import NoTracker, RunError, RunLock, Tracker, check_writable_dir
+from tcred.training.tracking import NoTracker, RunError, RunLock, Tracker, check_writable_dir, write_json
 from tcred.validation import require_seed
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,7 @@ def _base_eval(graphdef, params, task: Task, problems: list[Problem], cfg: Exper
   with _announced(announce, "base policy", rl):
     result = evaluate(graphdef, params, task, problems, jax.random.key(0xE7A1), samples=rl.final_eval_samples,
                       temperature=rl.temperature)
-  partial = path.with_name(f"{path.name}.{jax.process_index()}.tmp")  # processes sharing the cache: whole files
-  partial.write_text(json.dumps(result))
-  partial.replace(path)
+  write_json(path, result)  # processes sharing the cache: whole files
   return result
 
 
@@ -303,7 +301,7 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
   barrier("tcred run: run directory checked")  # before process 0 writes to it
   primary = is_primary()
   if primary:
-    config_path.write_text(json.dumps(resolved, indent=1))
+    write_json(config_path, resolved)  # whole or absent, even on a full disk
 
   task, held_out, exclude = plan
   n_eval = rl.held_out_prompts
@@ -437,7 +435,7 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
       "invocation_wall_s": time.time() - t_start,
   }
   if primary:
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_json(run_dir / "summary.json", summary)
   tracker.hparams(resolved, summary, step=rl.steps)  # TensorBoard HParams: config + final metrics
   return summary
 

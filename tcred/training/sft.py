@@ -29,6 +29,7 @@ from tcred.training.config import SFTConfig, config_hash
 from tcred.training.optim import adamw
 from tcred.training.data import SFT_NAMESPACE, encode_demonstrations, eval_problems, training_problems
 from tcred.training.step import TrainState, sft_train_step
+from tcred.training.tracking import write_json
 
 HELD_OUT_FILE = "held_out.json"  # written before SFT starts: which prompts it excluded
 
@@ -114,7 +115,7 @@ def _load_or_train(graphdef, params, directory: pathlib.Path, task: Task, task_c
     if not train:
       raise BasePolicyError(f"process 0 of this run built no base policy in {directory} that this process can "
                             "see: TCRED_CACHE must be on a file system every process of the run sees")
-    record_path.write_text(json.dumps(record, indent=1))
+    write_json(record_path, record)
     exclude = frozenset(held_out)
     tx = adamw(sft.lr, warmup=sft.warmup, weight_decay=sft.weight_decay, max_grad_norm=1.0)
     state = TrainState(params, tx.init(params), jnp.int32(0))
@@ -134,9 +135,9 @@ def _load_or_train(graphdef, params, directory: pathlib.Path, task: Task, task_c
     if not ckpt.save(sft.steps, state.params, {"sft_losses": losses, "wall_s": time.time() - t0}):
       raise BasePolicyError(f"SFT of the {task.name} base policy ended with non-finite parameters (last losses "
                             f"{losses[-3:]}); nothing was cached and RL does not start; try a smaller sft.lr")
-    (directory / "info.json").write_text(json.dumps({
+    write_json(directory / "info.json", {
         "task": task.name, "task_config": repr(task_config), **record, "sft_wall_s": time.time() - t0,
-        "sft_losses": losses}, indent=1))
+        "sft_losses": losses})
     return state.params
   finally:
     ckpt.close()
