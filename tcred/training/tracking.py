@@ -214,6 +214,21 @@ HPARAMS_SUFFIX = ".hparams"  # event files holding a run's hparams record (one p
 _WRITERS = itertools.count()  # `Tracker` event writers opened by this process
 
 
+def _writer(run_dir: pathlib.Path):
+  """A tensorboardX writer of a new event file in `run_dir`. tensorboardX names a file by the second
+  it was opened: a suffix unique to the writer keeps a second writer within that second (a quick
+  resume, a test) from truncating the first one's file."""
+  from tensorboardX import SummaryWriter
+
+  return SummaryWriter(str(run_dir), flush_secs=10, filename_suffix=f".{os.getpid()}-{next(_WRITERS)}")
+
+
+def _add_scalars(writer, step: int, row: dict[str, Any]) -> None:
+  for k, v in row.items():
+    if k != "step":
+      writer.add_scalar(k, v, step)
+
+
 def _scalar_event_files(run_dir: pathlib.Path) -> list[pathlib.Path]:
   """The TensorBoard event files of `run_dir` a `Tracker` wrote (not the `.hparams` one), oldest first."""
   return sorted(p for p in run_dir.glob("events.out.tfevents.*") if not p.name.endswith(HPARAMS_SUFFIX))
@@ -269,25 +284,25 @@ class Tracker:
   """Writes one JSON object per step to `metrics.jsonl` and the same scalars to TensorBoard.
 
   Non-finite values are written to metrics.jsonl as null (valid JSON; `tcred.evaluation.tables`
-  reads them back as NaN) and to TensorBoard as they are. TensorBoard events are flushed every step,
-  so a killed run loses at most the step it was writing.
+  reads them back as NaN) and to TensorBoard as they are. metrics.jsonl is flushed every step;
+  tensorboardX writes its events from a queue, every 10 s, so a kill loses the latest TensorBoard
+  events (up to 10 s of steps), which the resume writes again:
 
-  On resume (`resume_step`: the step of the restored checkpoint), metrics.jsonl keeps its rows up to
+  on resume (`resume_step`: the step of the restored checkpoint), metrics.jsonl keeps its rows up to
   `resume_step`, and the run's TensorBoard scalars are rewritten so that every step is in exactly one
-  event file, once: a new event file gets the kept rows of metrics.jsonl (every step up to the
-  checkpoint, including those a killed run wrote to metrics.jsonl but never flushed to TensorBoard)
-  and the other events of the old files up to `resume_step` (text), and only then are the old files
-  (not the `.hparams` one) removed. The steps after the checkpoint, which the run redoes, are
+  event file, once. A new event file, closed before anything is removed, gets the kept rows of
+  metrics.jsonl (every step up to the checkpoint, including those a killed run never got to write to
+  TensorBoard) and the other events of the old files up to `resume_step` (text); then the old files
+  (not the `.hparams` one) are removed. The steps after the checkpoint, which the run redoes, are
   written again as it goes. TensorBoard then shows each step once, and a resumed run's curves equal
-  the uninterrupted run's (a TensorBoard `purge_step` would rely on each reader honouring it, and
-  cannot restore steps that were never flushed before a kill).
+  the uninterrupted run's (TensorBoard's `purge_step` relies on each reader honouring it, and cannot
+  bring back steps that were never written before a kill).
   """
 
   def __init__(self, run_dir: pathlib.Path, *, resume_step: int | None = None):
-    from tensorboardX import SummaryWriter
-
     self.run_dir = run_dir
     self.path = run_dir / "metrics.jsonl"
+    run_dir.mkdir(parents=True, exist_ok=True)
     kept: list[tuple[str, dict[str, Any]]] = []
     if resume_step is not None and self.path.exists():
       kept = [(line, row) for line in self.path.read_text().splitlines()
@@ -295,36 +310,27 @@ class Tracker:
     write_atomic(self.path, "".join(line + "\n" for line, _ in kept))
     old = _scalar_event_files(run_dir)
     other = _events_up_to(old, resume_step) if resume_step is not None else {}
-    # tensorboardX names a file by the second it was opened: a suffix unique to this writer keeps a
-    # second writer within that second (a quick resume, a test) from truncating the first one's file.
-    self._tb = SummaryWriter(str(run_dir), flush_secs=10, filename_suffix=f".{os.getpid()}-{next(_WRITERS)}")
-    if resume_step is not None:
-      rows = {row["step"]: row for _, row in kept}
-      for step in sorted(set(rows) | set(other)):
-        for event in other.get(step, []):
-          self._tb.file_writer.add_event(event)
-        if step in rows:
-          self._scalars(step, {k: math.nan if v is None else v for k, v in rows[step].items()})
-      self._tb.flush()
+    if resume_step is not None:  # the steps kept, in a file closed (all written) before the old ones go
+      with _writer(run_dir) as replay:
+        rows = {row["step"]: row for _, row in kept}
+        for step in sorted(set(rows) | set(other)):
+          for event in other.get(step, []):
+            replay.file_writer.add_event(event)
+          if step in rows:
+            _add_scalars(replay, step, {k: math.nan if v is None else v for k, v in rows[step].items()})
     for path in old:  # after the new file holds everything: a kill in between leaves duplicates only
       path.unlink(missing_ok=True)  # until the next resume, which rewrites them again
+    self._tb = _writer(run_dir)
     self._file = self.path.open("a")
-
-  def _scalars(self, step: int, row: dict[str, Any]):
-    for k, v in row.items():
-      if k != "step":
-        self._tb.add_scalar(k, v, step)
 
   def log(self, step: int, metrics: dict[str, Any]):
     row = {"step": step, **{k: _scalar(v) for k, v in metrics.items()}}
     self._file.write(json.dumps(json_ready(row), allow_nan=False) + "\n")
     self._file.flush()
-    self._scalars(step, row)
-    self._tb.flush()
+    _add_scalars(self._tb, step, row)
 
   def text(self, tag: str, text: str, step: int):
     self._tb.add_text(tag, text, step)
-    self._tb.flush()
 
   def hparams(self, config: dict[str, Any], metrics: dict[str, Any], *, step: int):
     """Records the run for TensorBoard's HParams dashboard (call once, when the run ends).

@@ -39,6 +39,17 @@ def _rows(run: pathlib.Path):
   return [{k: v for k, v in r.items() if not k.startswith(TIMING)} for r in rows]
 
 
+def _tb_scalars(run: pathlib.Path):
+  """{tag: [(step, value)]} of the run's TensorBoard scalars as TensorBoard's own reader shows them
+  (every event file of the directory), timings left out."""
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+  acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+  acc.Reload()
+  return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]
+          if not tag.startswith(TIMING) and not tag.startswith("summary/")}
+
+
 def _summary(run: pathlib.Path):
   s = json.loads((run / "summary.json").read_text())
   # config_hash: the hash of the run's settings (a test may change one that does not touch results,
@@ -111,6 +122,9 @@ def test_sigkill_at_a_random_step_then_resume_repeats_the_run(tmp_path, referenc
   assert not (run / "summary.json").exists()
   assert _run(out, "--resume") == 0
   _assert_like_reference(run, reference)
+  # TensorBoard shows every step once, with the uninterrupted run's values (issue 22).
+  scalars = _tb_scalars(run)
+  assert scalars == _tb_scalars(reference[0]) and scalars["train/reward"][-1][0] == STEPS
 
 
 def test_sigterm_stops_a_run_after_its_step_with_a_checkpoint(tmp_path, reference):
@@ -133,6 +147,38 @@ def test_sigterm_stops_a_run_after_its_step_with_a_checkpoint(tmp_path, referenc
   assert _run(out, "--resume", "--set", "rl.checkpoint_every=100") == 0
   _, ref_rows, ref_summary = reference
   assert _rows(run) == ref_rows and _summary(run) == ref_summary
+
+
+def test_a_resumed_tracker_rewrites_every_step_to_tensorboard_once(tmp_path):
+  """A kill leaves metrics.jsonl ahead of the TensorBoard events (tensorboardX writes every 10 s): the
+  resume writes every step up to its checkpoint again, once, and drops the steps it redoes."""
+  from tcred.training.tracking import Tracker
+
+  run = tmp_path / "run"
+  first = Tracker(run)
+  first.text("config", "the config", 0)
+  first.log(1, {"loss": 1.0})
+  first.text("rollouts", "step 2", 2)
+  first.close()
+  with (run / "metrics.jsonl").open("a") as f:  # steps 2-5 reached metrics.jsonl, not TensorBoard
+    f.writelines(json.dumps({"step": s, "loss": float(s)}) + "\n" for s in range(2, 6))
+  resumed = Tracker(run, resume_step=3)  # the checkpoint of step 3; steps 4, 5 are redone
+  resumed.log(4, {"loss": float("nan")})
+  resumed.log(5, {"loss": 50.0})
+  resumed.close()
+  scalars = _tb_scalars(run)["loss"]
+  assert [s for s, _ in scalars] == [1, 2, 3, 4, 5]
+  assert [v for s, v in scalars if s != 4] == [1.0, 2.0, 3.0, 50.0] and np.isnan(scalars[3][1])
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+  acc = EventAccumulator(str(run))
+  acc.Reload()
+  assert {t: [e.step for e in acc.Tensors(t)] for t in acc.Tags()["tensors"]} == {
+      "config/text_summary": [0], "rollouts/text_summary": [2]}
+  # metrics.jsonl is strict JSON: NaN is null (json.loads(..., parse_constant=...) refuses NaN).
+  lines = (run / "metrics.jsonl").read_text().splitlines()
+  rows = [json.loads(ln, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl")) for ln in lines]
+  assert [r["loss"] for r in rows] == [1.0, 2.0, 3.0, None, 50.0]
 
 
 # --- corrupt checkpoints ------------------------------------------------------------------------------
