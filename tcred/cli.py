@@ -1,4 +1,4 @@
-"""`tcred` command line (DESIGN §2).
+"""`tcred` command line (README.md, "Usage").
 
   tcred [--experiments DIR ...] COMMAND ...   (DIR: a folder of the user's experiments files)
   tcred list
@@ -61,10 +61,10 @@ def _parser() -> argparse.ArgumentParser:
   table.add_argument("suite", help="a registered suite (see `tcred list`)")
   table.add_argument("--seeds", type=int, default=None, help="seeds per experiment (default: the suite's)")
   table.add_argument("--out", default="runs", help="runs root (default: runs/)")
-  table.add_argument("--jobs", type=int, default=1, help="missing runs to run at once, as subprocesses")
+  table.add_argument("--jobs", type=int, default=1, help="missing runs to run at once, as subprocesses (default 1)")
   table.add_argument("--results", default="benchmarks/results",
                      help="where SUITE.md and SUITE.png go (default: benchmarks/results/)")
-  ident = sub.add_parser("identify", help="identifiability study of the token signals on one task (DESIGN §5)")
+  ident = sub.add_parser("identify", help="identifiability study of the token signals on one task")
   ident.add_argument("task", help="a task with an exact oracle (countdown, graph-path, long-addition)")
   ident.add_argument("--policy", default="base",
                      help="'base' (the task's cached SFT base policy) or a run directory (its final checkpoint)")
@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
   ident.add_argument("--rollouts", type=int, default=8, help="rollouts per prompt G (default 8)")
   ident.add_argument("--continuations", type=int, default=32,
                      help="continuations per prefix K for the Monte-Carlo values (default 32)")
-  ident.add_argument("--delta", type=float, default=0.25, help="a token is decisive when |A_t| >= delta")
+  ident.add_argument("--delta", type=float, default=0.25, help="a token is decisive when |A_t| >= delta, in (0, 1] (default 0.25)")
   ident.add_argument("--rollouts-from", default="both",
                      help="chains (G independent rollouts), tree (G leaves of an EPTree forest per prompt, with "
                      "the tree sibling gap signal) or both (default: both, one report with a tree section)")
@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_judge_args(sub) -> None:
   """`tcred judge train|eval` (`tcred.evaluation.judges`)."""
-  judge = sub.add_parser("judge", help="train or evaluate a step judge on a task's base policy (DESIGN §4.6)")
+  judge = sub.add_parser("judge", help="train or evaluate a step judge on a task's base policy")
   commands = judge.add_subparsers(dest="judge_command", required=True)
   for name, what in (("train", "train a judge and cache it by its config (a second call reuses it)"),
                      ("eval", "ProcessBench F1 of a judge's first wrong step against the oracle's, on held-out "
@@ -131,11 +131,14 @@ def _add_judge_args(sub) -> None:
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
   """NAME, --steps and --set: what resolves an experiment's config (`run` and `show`)."""
+  from tcred.training.config import FALSE_SPELLINGS, TRUE_SPELLINGS
+
   parser.add_argument("name", help="a registered experiment (see `tcred list`)")
   parser.add_argument("--steps", type=int, default=None, help="RL steps, an integer >= 1 (overrides rl.steps)")
   parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config field, e.g. --set rl.lr=3e-4 (repeatable); sections: task_config, "
-                      "model, sft, rl, credit, loss, tree, mesh; `tcred show NAME` lists the fields")
+                      "model, sft, rl, credit, loss, tree, mesh; `tcred show NAME` lists the fields; booleans: "
+                      f"{'/'.join(TRUE_SPELLINGS)} or {'/'.join(FALSE_SPELLINGS)} (any case); none: unset")
 
 
 def _resolve(args):

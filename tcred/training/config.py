@@ -289,6 +289,10 @@ def config_from_dict(d: dict[str, Any]) -> ExperimentConfig:
       tree=TreeConfig(**d.get("tree", {})), mesh=MeshConfig(**d.get("mesh", {})))
 
 
+TRUE_SPELLINGS, FALSE_SPELLINGS = ("true", "1", "yes"), ("false", "0", "no")
+"""How `--set key=value` spells a boolean (any letter case)."""
+
+
 def _parse(raw: str, cls: type, field: str, key: str) -> Any:
   hints = typing.get_type_hints(cls)
   hint = hints.get(field, str)
@@ -298,9 +302,9 @@ def _parse(raw: str, cls: type, field: str, key: str) -> Any:
   for typ in options:
     try:
       if typ is bool:
-        if raw.lower() in ("true", "1", "yes"):
+        if raw.lower() in TRUE_SPELLINGS:
           return True
-        if raw.lower() in ("false", "0", "no"):
+        if raw.lower() in FALSE_SPELLINGS:
           return False
         raise ValueError
       if typ is int:
@@ -312,7 +316,8 @@ def _parse(raw: str, cls: type, field: str, key: str) -> Any:
     except ValueError:
       continue
   names = [getattr(t, "__name__", str(t)) for t in options]
-  raise ValueError(f"--set {key}={raw!r}: expected a value of type {' | '.join(names)}")
+  spellings = f" ({'/'.join(TRUE_SPELLINGS)} or {'/'.join(FALSE_SPELLINGS)})" if bool in options else ""
+  raise ValueError(f"--set {key}={raw!r}: expected a value of type {' | '.join(names)}{spellings}")
 
 
 def _positive(obj, *names):

@@ -271,6 +271,29 @@ def run_experiment(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path 
       raise
 
 
+def _read_run_config(config_path: pathlib.Path, ckpt_dir: pathlib.Path) -> dict[str, Any] | None:
+  """The config.json of a run directory, or None when there is none to continue.
+
+  config.json is written atomically (whole or absent); one that is empty or cut short (written by a
+  tcred before issue 22, on a full disk) belongs to a run that never reached a checkpoint when there is
+  none: it is treated as absent, so a rerun (with or without --resume) starts the run and writes it
+  again. With checkpoints, RunError names the file (never a JSON traceback).
+  """
+  if not config_path.exists():
+    return None
+  try:
+    found = json.loads(config_path.read_text())
+    if not isinstance(found, dict):
+      raise ValueError(f"a JSON {type(found).__name__}, not an object")
+  except (OSError, ValueError) as e:
+    if not checkpoint_steps(ckpt_dir) and not (config_path.parent / "summary.json").exists():
+      log.warning("%s is unreadable (%s) and the run has no checkpoint: starting it over", config_path, e)
+      return None
+    raise RunError(f"{config_path} is unreadable ({type(e).__name__}: {e}) though the run has checkpoints; "
+                   "move the run directory away or choose another --out") from None
+  return found
+
+
 def _say(message: str) -> None:
   print(message, file=sys.stderr, flush=True)
 
@@ -282,11 +305,12 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
   config_path = run_dir / "config.json"
   resolved = {**cfg.to_dict(), "seed": seed}
   ckpt_dir = run_dir / "checkpoints"
-  if config_path.exists():
+  found = _read_run_config(config_path, ckpt_dir)
+  if found is not None:
     if not resume:
       raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     # A config written before a field existed (e.g. model.qk_norm) holds that field at its default.
-    differ = config_diff(normalised_config(json.loads(config_path.read_text())), resolved, ignore=("rl.steps",))
+    differ = config_diff(normalised_config(found), resolved, ignore=("rl.steps",))
     if differ:
       raise RunError(f"--resume: the config differs from the one in {config_path} (only rl.steps / --steps may "
                      f"change): {'; '.join(differ)}")
@@ -309,7 +333,7 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
     graphdef, base_params, base_dir = pretrained_policy(cfg.model, task, cfg.task_config, cache_root())
   else:
     graphdef, base_params, base_dir = base_policy(cfg.model, task, cfg.task_config, cfg.sft,
-                                                  eval_prompts=n_eval, progress=progress)
+                                                  eval_prompts=n_eval, progress=progress, log_lines=log_every > 0)
   announce = progress or log_every > 0
   base = _base_eval(graphdef, base_params, task, held_out[:rl.final_eval_prompts], cfg, base_dir, announce=announce)
 

@@ -298,6 +298,72 @@ def test_oserror_enospc_is_recognised_as_a_full_disk(tmp_path, monkeypatch):
   ckpt.close()
 
 
+def _disk_fills_while_writing(monkeypatch, name_prefix: str):
+  """pathlib.Path.write_bytes of a file whose name starts with `name_prefix` writes half its bytes and
+  raises ENOSPC, as a device that fills up mid-write does."""
+  real = pathlib.Path.write_bytes
+
+  def write_bytes(self, data):
+    if self.name.startswith(name_prefix):
+      real(self, data[:len(data) // 2])
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+    return real(self, data)
+
+  monkeypatch.setattr(pathlib.Path, "write_bytes", write_bytes)
+
+
+class _Started(Exception):
+  """Raised in place of the base policy: the run got past its run-directory checks."""
+
+
+def test_full_disk_while_writing_config_json_leaves_the_run_startable(tmp_path, monkeypatch, capfd):
+  from tcred.training import rl
+
+  def started(*a, **k):
+    raise _Started
+  monkeypatch.setattr(rl, "base_policy", started)
+  out = tmp_path / "runs"
+  run = out / NAME / "seed-0"
+  with monkeypatch.context() as m:
+    _disk_fills_while_writing(m, ".config.json.")
+    assert _run(out, steps=2) == 2
+  err = capfd.readouterr().err
+  lines = [ln for ln in err.splitlines() if ln.startswith("tcred:")]
+  assert len(lines) == 1 and "no space left" in lines[0] and "Traceback" not in err, err
+  assert sorted(p.name for p in run.iterdir()) == []  # no config.json, whole or part; no temporary file
+  with pytest.raises(_Started):  # a plain rerun starts (no "already holds a run")
+    _run(out, steps=2)
+  # A config.json of 0 bytes (what tcred wrote before writes were atomic) and no checkpoint: --resume starts over.
+  (run / "config.json").write_text("")
+  with pytest.raises(_Started):
+    _run(out, "--resume", steps=2)
+  # With checkpoints, one line naming the file, no JSONDecodeError traceback.
+  (run / "config.json").write_text("")
+  (run / "checkpoints" / "2").mkdir(parents=True)
+  capfd.readouterr()
+  assert _run(out, "--resume", steps=2) == 2
+  err = capfd.readouterr().err
+  assert f"{run / 'config.json'} is unreadable" in err and "Traceback" not in err, err
+
+
+def test_export_on_a_full_disk_leaves_nothing_and_a_second_export_works(tmp_path, reference, monkeypatch, capfd):
+  run, out = reference[0], tmp_path / "deep" / "hf"
+  with monkeypatch.context() as m:
+    _disk_fills_while_writing(m, "model")  # model.safetensors: written after config.json
+    from safetensors import numpy as st_numpy
+
+    def save_file(tensors, filename, metadata=None):
+      pathlib.Path(filename).write_bytes(st_numpy.save(tensors, metadata=metadata))
+    m.setattr(st_numpy, "save_file", save_file)
+    assert cli.main(["export", str(run), "--out", str(out)]) == 2
+  err = capfd.readouterr().err
+  assert [ln for ln in err.splitlines() if ln.startswith("tcred:")] == [
+      f"tcred: error: could not write --out {str(out)!r}: no space left on the device; nothing was written there"], err
+  assert not (tmp_path / "deep").exists()  # neither the export nor its parent nor a temporary directory
+  assert cli.main(["export", str(run), "--out", str(out)]) == 0
+  assert (out / "model.safetensors").exists() and (out / "config.json").exists()
+
+
 # --- a stopped `tcred table` ----------------------------------------------------------------------------
 
 SUITE = "suite-fault-injection"
