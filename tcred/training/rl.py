@@ -30,6 +30,7 @@ from tcred.runtime import StopRequest, Stopped, stop_signals
 from tcred.sampling.passk import evaluate
 from tcred.sampling.rollout import (Groups, encode_answers, encode_solutions, sample_and_score,
                                     sample_trees_and_score)
+from tcred.models.config import ModelConfig
 from tcred.tasks.base import Problem, Task
 from tcred.tasks.registry import make_task_from_config
 from tcred.training.checkpoint import CheckpointError, Checkpointer, disk_full
@@ -212,6 +213,7 @@ def check_run(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path) -> R
                        "task_config.checkpoint=DIR (a directory holding config.json, the *.safetensors weights and "
                        "the tokenizer files)")
     require_vocab(cfg.model, task)
+    require_positions(cfg.model, task)
   except ValueError as e:  # the task's data, tokenizer or checkpoint (e.g. an unknown dataset, no EOS token)
     raise RunError(str(e)) from None
   try:
@@ -232,6 +234,20 @@ def check_run(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path) -> R
       raise RunError(f"{e} ({rl.held_out_prompts} held-out prompts from rl.final_eval_prompts / rl.eval_prompts, "
                      f"{what}={n}); use fewer held-out prompts") from None
   return RunPlan(task, held_out, exclude)
+
+
+def require_positions(model: ModelConfig, task: Task) -> None:
+  """Raises ValueError unless the longest prompt plus the longest response fits the model's positions.
+
+  A sequence is the left-padded prompt (`task.prompt_width` = P tokens) followed by up to
+  `task.max_response_len` = T generated tokens, so its last position is P + T - 1 (a tree rollout's
+  leaves are no longer than T)."""
+  need = task.prompt_width + task.max_response_len
+  if need > model.max_position_embeddings:
+    raise ValueError(f"model.max_position_embeddings={model.max_position_embeddings} is too small for task "
+                     f"{task.name}: its prompts take up to {task.prompt_width} tokens and its responses up to "
+                     f"{task.max_response_len}, {need} positions; set model.max_position_embeddings >= {need} "
+                     "(a checkpoint's is its own: choose a task config with shorter prompts or responses)")
 
 
 def checkpoint_steps(ckpt_dir: pathlib.Path) -> list[int]:

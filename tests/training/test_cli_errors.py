@@ -3,6 +3,8 @@
 
 import dataclasses
 import json
+import pathlib
+import re
 import types
 import typing
 
@@ -192,6 +194,9 @@ def test_settings_the_model_cannot_compute_are_refused(tmp_path, capsys, no_runs
                   "(e.g. 128, 136)", out, capsys)
   _expect_refused(run("countdown-grpo", "model.head_dim=33"), "model.head_dim must be even", out, capsys)
   _expect_refused(run("countdown-grpo", "model.num_key_value_heads=3"), "model.num_key_value_heads", out, capsys)
+  # Prompt + response must fit the positions (countdown: 13 prompt + 27 response tokens = 40).
+  _expect_refused(run("countdown-grpo", "model.max_position_embeddings=39"), "model.max_position_embeddings >= 40",
+                  out, capsys)
   # Seeds: jax.random.key takes a signed 64-bit integer.
   _expect_refused(["run", "countdown-grpo", "--out", str(out), "--seed", str(2**63)], "--seed", out, capsys)
   _expect_refused(run("countdown-grpo", f"sft.seed={2**63}"), "sft.seed", out, capsys)
@@ -275,6 +280,23 @@ def test_run_help_documents_every_argument_and_points_to_list(capsys):
   assert e.value.code == 0
   text = capsys.readouterr().out
   assert "tcred list" in text and "tcred show" in text
+
+
+def test_help_shows_every_default_and_cites_only_files_that_exist(capsys):
+  texts = {}
+  for argv in (["--help"], *[[c, "--help"] for c in _commands()], ["judge", "train", "--help"]):
+    with pytest.raises(SystemExit):
+      cli.main(argv)
+    texts[argv[0]] = " ".join(capsys.readouterr().out.split())
+  root = pathlib.Path(cli.__file__).resolve().parents[1]
+  for name, text in texts.items():
+    for cited in set(re.findall(r"(?<![\w-])([A-Z_]+\.md)\b", text)) - {"SUITE.md"}:  # SUITE: the argument
+      assert (root / cited).exists(), f"`tcred {name} --help` cites {cited}, which the repository does not have"
+  assert "DESIGN" not in " ".join(texts.values())
+  assert "(default 1)" in texts["table"] and "(default 0.25)" in texts["identify"]
+  assert "booleans: true/1/yes or false/0/no" in texts["run"]
+  with pytest.raises(ValueError, match=r"rl.dynamic_sampling='maybe'.*\(true/1/yes or false/0/no\)"):
+    experiments.get_experiment("countdown-grpo").with_overrides(["rl.dynamic_sampling=maybe"])
 
 
 def test_show_prints_the_resolved_config_without_running(tmp_path, capsys, monkeypatch, no_runs):
