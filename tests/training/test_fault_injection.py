@@ -155,6 +155,7 @@ def test_a_resumed_tracker_rewrites_every_step_to_tensorboard_once(tmp_path):
   from tcred.training.tracking import Tracker
 
   run = tmp_path / "run"
+  run.mkdir()
   first = Tracker(run)
   first.text("config", "the config", 0)
   first.log(1, {"loss": 1.0})
