@@ -207,6 +207,14 @@ def test_settings_the_model_cannot_compute_are_refused(tmp_path, capsys, no_runs
   assert not out.exists()
 
 
+def test_identify_settings_without_a_flag_are_finite_too():
+  from tcred.evaluation.identify import IdentifyConfig
+
+  for field in ("mi_tau", "temperature"):
+    with pytest.raises(ValueError, match=f"^{field} must be a finite number, got inf"):
+      IdentifyConfig(**{field: float("inf")})
+
+
 def test_the_seed_bound_is_what_jax_accepts():
   import jax
 

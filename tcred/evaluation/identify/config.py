@@ -9,7 +9,7 @@ from tcred.judges import judge_names
 from tcred.sampling.tree import ForkRule
 from tcred.signals.information import PEAK_RULES, MIInputs
 from tcred.training.config import TreeConfig
-from tcred.validation import require_seed
+from tcred.validation import require_finite, require_seed
 
 class UsageError(ValueError):
   """A bad task name, policy or setting given by the user (the CLI exits with status 2)."""
@@ -80,6 +80,7 @@ class IdentifyConfig:
   judges: tuple[str, ...] = ()
 
   def __post_init__(self):
+    require_finite(self, "")  # mi_tau=inf, temperature=inf: the CLI writes a flag's field as the flag
     if isinstance(self.judges, str) or not all(isinstance(j, str) for j in self.judges):
       raise ValueError(f"judges must be a sequence of judge names, got {self.judges!r}")
     object.__setattr__(self, "judges", tuple(self.judges))
