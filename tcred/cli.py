@@ -1,4 +1,4 @@
-"""`tcred` command line (DESIGN §2).
+"""`tcred` command line (README.md, "Usage").
 
   tcred [--experiments DIR ...] COMMAND ...   (DIR: a folder of the user's experiments files)
   tcred list
@@ -66,10 +66,10 @@ def _parser() -> argparse.ArgumentParser:
                      "BASES), so every method of one seed is paired; 1..seeds (default: the suite's, 3 for the "
                      "registered suites, at most --seeds); every interval covers base variation")
   table.add_argument("--out", default="runs", help="runs root (default: runs/)")
-  table.add_argument("--jobs", type=int, default=1, help="missing runs to run at once, as subprocesses")
+  table.add_argument("--jobs", type=int, default=1, help="missing runs to run at once, as subprocesses (default 1)")
   table.add_argument("--results", default="benchmarks/results",
                      help="where SUITE.md and SUITE.png go (default: benchmarks/results/)")
-  ident = sub.add_parser("identify", help="identifiability study of the token signals on one task (DESIGN §5)")
+  ident = sub.add_parser("identify", help="identifiability study of the token signals on one task")
   ident.add_argument("task", help="a task with an exact oracle (countdown, graph-path, long-addition)")
   ident.add_argument("--policy", default="base",
                      help="'base' (the task's cached SFT base policy) or a run directory (its final checkpoint)")
@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
   ident.add_argument("--rollouts", type=int, default=8, help="rollouts per prompt G (default 8)")
   ident.add_argument("--continuations", type=int, default=32,
                      help="continuations per prefix K for the Monte-Carlo values (default 32)")
-  ident.add_argument("--delta", type=float, default=0.25, help="a token is decisive when |A_t| >= delta")
+  ident.add_argument("--delta", type=float, default=0.25, help="a token is decisive when |A_t| >= delta, in (0, 1] (default 0.25)")
   ident.add_argument("--rollouts-from", default="both",
                      help="chains (G independent rollouts), tree (G leaves of an EPTree forest per prompt, with "
                      "the tree sibling gap signal) or both (default: both, one report with a tree section)")
@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_judge_args(sub) -> None:
   """`tcred judge train|eval` (`tcred.evaluation.judges`)."""
-  judge = sub.add_parser("judge", help="train or evaluate a step judge on a task's base policy (DESIGN §4.6)")
+  judge = sub.add_parser("judge", help="train or evaluate a step judge on a task's base policy")
   commands = judge.add_subparsers(dest="judge_command", required=True)
   for name, what in (("train", "train a judge and cache it by its config (a second call reuses it)"),
                      ("eval", "ProcessBench F1 of a judge's first wrong step against the oracle's, on held-out "
@@ -136,11 +136,14 @@ def _add_judge_args(sub) -> None:
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
   """NAME, --steps and --set: what resolves an experiment's config (`run` and `show`)."""
+  from tcred.training.config import FALSE_SPELLINGS, TRUE_SPELLINGS
+
   parser.add_argument("name", help="a registered experiment (see `tcred list`)")
   parser.add_argument("--steps", type=int, default=None, help="RL steps, an integer >= 1 (overrides rl.steps)")
   parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config field, e.g. --set rl.lr=3e-4 (repeatable); sections: task_config, "
-                      "model, sft, rl, credit, loss, tree, mesh; `tcred show NAME` lists the fields")
+                      "model, sft, rl, credit, loss, tree, mesh; `tcred show NAME` lists the fields; booleans: "
+                      f"{'/'.join(TRUE_SPELLINGS)} or {'/'.join(FALSE_SPELLINGS)} (any case); none: unset")
 
 
 def _resolve(args):
@@ -219,6 +222,7 @@ def _identify(args, argv: list[str]) -> int:
 def _judge(args) -> int:
   from tcred.evaluation import judges
   from tcred.training.tracking import RunError, check_writable_dir
+  from tcred.validation import require_seed
 
   progress = not args.no_progress and sys.stderr.isatty()
   try:
@@ -233,6 +237,7 @@ def _judge(args) -> int:
                                ("--seed", args.seed, 0), ("--bootstrap", args.bootstrap, 0)):
         if value < low:
           raise ValueError(f"{flag} must be an integer >= {low}, got {value}")
+      require_seed(args.seed, "--seed")
       result = judges.evaluate(s, prompts=args.prompts, rollouts=args.rollouts, seed=args.seed,
                                bootstrap=args.bootstrap, progress=progress)
   except (ValueError, RunError) as e:
@@ -392,7 +397,7 @@ def _table(args, argv: list[str]) -> int:
   if args.jobs < 1:
     return _usage_error(f"--jobs must be >= 1, got {args.jobs}")
   from tcred.evaluation import tables
-  from tcred.training.tracking import RunError, check_writable_dir
+  from tcred.training.tracking import RunError, check_writable_dir, write_atomic
 
   try:
     check_writable_dir(args.out, "--out")
@@ -448,7 +453,7 @@ def _table(args, argv: list[str]) -> int:
   except tables.RunDataError as e:
     print(f"tcred: error: {e}", file=sys.stderr)
     return 1
-  (results / f"{suite.name}.md").write_text(markdown)
+  write_atomic(results / f"{suite.name}.md", markdown)
   print(markdown)
   print(f"wrote {results / f'{suite.name}.md'} and {results / f'{suite.name}.png'}", file=sys.stderr)
   return 0

@@ -10,12 +10,25 @@ from typing import Any
 
 
 def require_finite(config: Any, prefix: str) -> None:
-  """Raises ValueError naming `prefix.field` for the first real-valued field of the dataclass
-  `config` that is NaN or ±inf (ints and bools are always finite; None and strings are skipped)."""
+  """Raises ValueError naming `prefix.field` (`field` for an empty prefix) for the first real-valued
+  field of the dataclass `config` that is NaN or ±inf (ints and bools are always finite; None and
+  strings are skipped)."""
   for field in dataclasses.fields(config):
     value = getattr(config, field.name)
     if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and not math.isfinite(value):
-      raise ValueError(f"{prefix}.{field.name} must be a finite number, got {value!r}")
+      name = f"{prefix}.{field.name}" if prefix else field.name
+      raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+MAX_SEED = 2**63 - 1
+"""The largest seed: `jax.random.key` takes a signed 64-bit integer (2**63 raises OverflowError;
+NumPy's generators take any size). Every seed, of a flag or a config field, is in [0, MAX_SEED]."""
+
+
+def require_seed(value: Any, name: str) -> None:
+  """Raises ValueError naming `name` unless `value` is an integer in [0, MAX_SEED] (bools refused)."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= MAX_SEED:
+    raise ValueError(f"{name} must be an integer in [0, 2**63 - 1 = {MAX_SEED}], got {value!r}")
 
 
 class Choice(str, enum.Enum):

@@ -44,6 +44,7 @@ from tcred.training import judges as training_judges
 from tcred.training.config import ExperimentConfig, _parse
 from tcred.training.data import eval_problems
 from tcred.training.sft import base_policy, cache_root
+from tcred.training.tracking import json_ready  # noqa: F401  (the CLI prints its results through it)
 
 EVAL_NAMESPACE = 0x1D9F  # seed namespace of the evaluation rollouts and the judges' own sampling
 WRONG_BELOW = 0.5  # a step is wrong where its score is below this
@@ -149,18 +150,6 @@ def format_metric(result: dict[str, Any], metric: str) -> str:
   if v is None or not math.isfinite(v):
     return "n/a"
   return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and math.isfinite(lo) else f"{v:.3f}"
-
-
-def json_ready(value: Any) -> Any:
-  """`value` with every non-finite float (an undefined metric, NaN) replaced by None, so `json.dumps` writes null
-  (standard JSON has no NaN)."""
-  if isinstance(value, dict):
-    return {k: json_ready(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [json_ready(v) for v in value]
-  if isinstance(value, float) and not math.isfinite(value):
-    return None
-  return value
 
 
 class EvalRollouts(NamedTuple):

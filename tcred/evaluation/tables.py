@@ -46,6 +46,7 @@ from tcred.experiments.registry import Suite, get_experiment
 from tcred.losses.pg import Aggregation
 from tcred.training.config import config_diff, flat_config, normalised_config, run_config_hash
 from tcred.training.rl import run_dir_of as run_dir
+from tcred.training.tracking import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def _read_run(path: pathlib.Path, experiment: str, seed: int, expected: dict[str
       raise RunDataError(f"corrupt {metrics_path} line {i}: {e}") from None
     if not isinstance(row, dict) or "step" not in row:
       raise RunDataError(f"corrupt {metrics_path} line {i}: expected an object with a 'step' key")
-    rows.append(row)
+    rows.append({k: math.nan if v is None else v for k, v in row.items()})  # null: a non-finite value
   return {"experiment": experiment, "seed": seed, "run_dir": path, "summary": summary, "metrics": rows,
           "config": config, "config_hash": None if config is None else run_config_hash(config)}
 
@@ -775,6 +776,7 @@ def learning_curves(suite: Suite, out_dir: str | pathlib.Path, path_png: str | p
   fig.tight_layout()
   path = pathlib.Path(path_png)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=120)
+  with atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=120)
   plt.close(fig)
   return path

@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 from tcred.tasks.base import Problem, Task
+from tcred.validation import require_finite
 
 
 class JudgeContext(NamedTuple):
@@ -115,6 +116,9 @@ class Judge(abc.ABC):
   description: ClassVar[str]
   needs_oracle: ClassVar[bool] = False
   """Whether the judge reads the task's exact prefix values (refused on tasks without an oracle)."""
+
+  def __post_init__(self):
+    require_finite(self, "judge")  # judge.alpha=inf: every real-valued setting is finite
 
   @abc.abstractmethod
   def score(self, task: Task, problem: Problem, response: str, ends: Sequence[int]) -> np.ndarray:

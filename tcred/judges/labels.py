@@ -23,6 +23,8 @@ import dataclasses
 
 import numpy as np
 
+from tcred.validation import require_finite
+
 LABEL_RULES = ("abs-q", "rel-ratio", "rel-effective")
 
 
@@ -43,6 +45,7 @@ class LabelRule:
   n: int = 8
 
   def __post_init__(self):
+    require_finite(self, "judge")  # the rule's fields are judge settings (judge.alpha, judge.gamma)
     if self.rule not in LABEL_RULES:
       raise ValueError(f"unknown label rule {self.rule!r}; allowed: {list(LABEL_RULES)}")
     if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)) or not 0 < self.gamma <= 1:

@@ -216,6 +216,7 @@ class MCJudge(Judge):
   fork_rows: int = 256
 
   def __post_init__(self):
+    super().__post_init__()
     for field in ("continuations", "fork_rows"):
       value = getattr(self, field)
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -56,6 +56,7 @@ import numpy as np
 from tcred.judges.base import Judge
 from tcred.judges.labels import LabelRule
 from tcred.tasks.base import Problem, Task
+from tcred.validation import require_seed
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
@@ -92,12 +93,13 @@ class TrainedJudge(Judge):
   checkpoint_every: int = 50
 
   def __post_init__(self):
+    super().__post_init__()
     _check_int("labels", self.labels, 1)
     _check_int("continuations", self.continuations, 1)
     _check_int("rollouts_per_prompt", self.rollouts_per_prompt, 1)
-    _check_int("data_seed", self.data_seed, 0)
+    require_seed(self.data_seed, "judge.data_seed")
     _check_int("exclude_prompts", self.exclude_prompts, 0)
-    _check_int("seed", self.seed, 0)
+    require_seed(self.seed, "judge.seed")
     _check_int("checkpoint_every", self.checkpoint_every, 1)
     self.label_rule()  # its messages name the rule's fields and allowed values
 

@@ -67,6 +67,16 @@ class ModelConfig:
       raise ValueError(
           f"model.hidden_size ({self.hidden_size}) must be divisible by "
           f"model.num_attention_heads ({self.num_attention_heads}) unless model.head_dim is given")
+    if self.dim_per_head % 2:  # RoPE rotates pairs of dimensions: an odd head width cannot be split in two
+      h = self.num_attention_heads
+      if self.head_dim is not None:
+        raise ValueError(f"model.head_dim must be even (RoPE rotates pairs of dimensions), got {self.head_dim}")
+      below, above = (self.hidden_size // (2 * h)) * 2 * h, (self.hidden_size // (2 * h) + 1) * 2 * h
+      allowed = ", ".join(str(v) for v in (below, above) if v > 0)
+      raise ValueError(f"model.hidden_size={self.hidden_size} gives a head width of {self.hidden_size} / {h} "
+                       f"heads = {self.dim_per_head}, odd; RoPE needs an even one: set model.hidden_size to a "
+                       f"multiple of 2 x model.num_attention_heads = {2 * h} (e.g. {allowed}), or an even "
+                       "model.head_dim")
     for name in ("rms_norm_eps", "rope_theta", "rope_factor", "rope_original_max_position_embeddings"):
       if getattr(self, name) <= 0:
         raise ValueError(f"model.{name} must be > 0, got {getattr(self, name)!r}")

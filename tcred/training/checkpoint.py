@@ -42,7 +42,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from tcred.parallel.distributed import host_value
-from tcred.training.tracking import RunError
+from tcred.training.tracking import RunError, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ class Checkpointer:
       k += 1
       target = root / f"{step}-{unusable.reason}-{k}"
     shutil.move(str(self.directory / str(step)), str(target))
-    (target / "restore-error.txt").write_text(f"{unusable}\n\n{unusable.details}")
+    write_atomic(target / "restore-error.txt", f"{unusable}\n\n{unusable.details}")
     self._manager.reload()
     return target
 

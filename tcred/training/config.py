@@ -16,7 +16,7 @@ from tcred.models.config import ModelConfig
 from tcred.parallel.mesh import MeshConfig
 from tcred.sampling.tree import ForkRule, TreeRoot
 from tcred.tasks.registry import task_config_class
-from tcred.validation import require_finite
+from tcred.validation import require_finite, require_seed
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -38,7 +38,8 @@ class SFTConfig:
   def __post_init__(self):
     require_finite(self, self.section)
     _positive(self, "steps", "batch_size", "lr")
-    _non_negative(self, "warmup", "weight_decay", "seed")
+    _non_negative(self, "warmup", "weight_decay")
+    require_seed(self.seed, "sft.seed")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -288,6 +289,10 @@ def config_from_dict(d: dict[str, Any]) -> ExperimentConfig:
       tree=TreeConfig(**d.get("tree", {})), mesh=MeshConfig(**d.get("mesh", {})))
 
 
+TRUE_SPELLINGS, FALSE_SPELLINGS = ("true", "1", "yes"), ("false", "0", "no")
+"""How `--set key=value` spells a boolean (any letter case)."""
+
+
 def _parse(raw: str, cls: type, field: str, key: str) -> Any:
   hints = typing.get_type_hints(cls)
   hint = hints.get(field, str)
@@ -297,9 +302,9 @@ def _parse(raw: str, cls: type, field: str, key: str) -> Any:
   for typ in options:
     try:
       if typ is bool:
-        if raw.lower() in ("true", "1", "yes"):
+        if raw.lower() in TRUE_SPELLINGS:
           return True
-        if raw.lower() in ("false", "0", "no"):
+        if raw.lower() in FALSE_SPELLINGS:
           return False
         raise ValueError
       if typ is int:
@@ -311,7 +316,8 @@ def _parse(raw: str, cls: type, field: str, key: str) -> Any:
     except ValueError:
       continue
   names = [getattr(t, "__name__", str(t)) for t in options]
-  raise ValueError(f"--set {key}={raw!r}: expected a value of type {' | '.join(names)}")
+  spellings = f" ({'/'.join(TRUE_SPELLINGS)} or {'/'.join(FALSE_SPELLINGS)})" if bool in options else ""
+  raise ValueError(f"--set {key}={raw!r}: expected a value of type {' | '.join(names)}{spellings}")
 
 
 def _positive(obj, *names):

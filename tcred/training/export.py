@@ -19,9 +19,10 @@ from flax import nnx
 from tcred.models.decoder import Decoder
 from tcred.models.hf import save_pretrained
 from tcred.tasks.registry import make_task_from_config
-from tcred.training.checkpoint import Checkpointer, CheckpointError
+from tcred.training.checkpoint import Checkpointer, CheckpointError, disk_full
 from tcred.training.config import ExperimentConfig, config_from_dict
 from tcred.training.restore import new_train_state, restore_train_state, rl_optimizer
+from tcred.training.tracking import RunError, check_writable_dir, write_directory_atomic
 
 
 class ExportError(ValueError):
@@ -78,16 +79,36 @@ def export_run(run_dir: str | pathlib.Path, out: str | pathlib.Path, *, step: in
                ) -> tuple[pathlib.Path, int]:
   """Writes the policy of `run_dir` at `step` (default: last) as a Hugging Face directory `out`.
 
-  `out` must not exist or be empty. Returns `(out, step exported)`. Raises `ExportError`.
+  `out` must not exist or be empty. Everything is written into a temporary directory beside `out`,
+  renamed to `out` once complete (`tcred.training.tracking.write_directory_atomic`): a full disk or
+  a kill leaves no part of an export. Returns `(out, step exported)`. Raises `ExportError` (a bad
+  `out`, run or step; an OS error while writing, named in one line, with nothing left behind).
   """
   out = pathlib.Path(out)
   if out.exists() and (not out.is_dir() or any(out.iterdir())):
     raise ExportError(f"--out {str(out)!r} exists and is not an empty directory; choose a new one")
+  try:
+    check_writable_dir(out, "--out")  # under a file, /proc, a read-only file system
+  except RunError as e:
+    raise ExportError(str(e)) from None
   cfg, _, params, step = run_policy(run_dir, step=step)
   tokenizer = make_task_from_config(cfg.task, cfg.task_config).tokenizer
-  save_pretrained(out, params, cfg.model, tokenizer=tokenizer.hf())
-  if len(tokenizer.eos_ids) > 1:  # `generate` stops where tcred's sampler does: at every EOS id
-    generation = transformers.GenerationConfig.from_pretrained(out)
-    generation.eos_token_id = list(tokenizer.eos_ids)
-    generation.save_pretrained(out)
+
+  def write(directory: pathlib.Path) -> None:
+    save_pretrained(directory, params, cfg.model, tokenizer=tokenizer.hf())
+    if len(tokenizer.eos_ids) > 1:  # `generate` stops where tcred's sampler does: at every EOS id
+      generation = transformers.GenerationConfig.from_pretrained(directory)
+      generation.eos_token_id = list(tokenizer.eos_ids)
+      generation.save_pretrained(directory)
+
+  try:
+    write_directory_atomic(out, write)
+  except Exception as e:  # noqa: BLE001 - an OS error in any writer (safetensors, transformers) is reported
+    if disk_full(e):
+      reason = "no space left on the device"
+    elif isinstance(e, OSError):
+      reason = f"{e.strerror or type(e).__name__}" + (f": {e.filename}" if e.filename else "")
+    else:
+      raise
+    raise ExportError(f"could not write --out {str(out)!r}: {reason}; nothing was written there") from None
   return out, step

@@ -56,6 +56,7 @@ from tcred.training.data import RL_NAMESPACE, SFT_NAMESPACE, encode_demonstratio
 from tcred.training.optim import adamw
 from tcred.training.restore import new_train_state
 from tcred.training.step import Batch, TrainState, rl_train_step, sft_train_step
+from tcred.training.tracking import write_json
 
 INFO_FILE = "judge.json"
 CHECKPOINTS = "checkpoints"  # resumable train states (the name `tcred.training.judges` looks for)
@@ -152,7 +153,7 @@ def train(job: TrainJob) -> dict[str, float]:
   info = {"model": dataclasses.asdict(config), "max_new_tokens": jtask.max_response_len,
           "prior": first_step_prior(job.data), "examples": len(jtask.examples), "good": good, "bad": bad,
           "sft_steps": judge.sft_steps, "grpo_steps": judge.grpo_steps, "tokens": tokens}
-  info_path.write_text(json.dumps(info, indent=1))
+  write_json(info_path, info)
   return {"tokens": tokens}
 
 

@@ -54,7 +54,7 @@ from tcred.tasks.base import Task
 from tcred.training.checkpoint import Checkpointer, leaf_digest
 from tcred.training.config import config_hash
 from tcred.training.data import eval_problems, training_problems
-from tcred.training.tracking import RunError, Tracker
+from tcred.training.tracking import RunError, Tracker, atomic_path, write_json
 from tcred.training import generative_judge  # noqa: F401  (registers the generative judge's trainer)
 
 JUDGE_NAMESPACE = 0x1D9E  # seed namespace of the judges' training prompts, rollouts and continuations
@@ -111,12 +111,12 @@ def labelled_rollouts(judge: TrainedJudge, task: Task, ctx: JudgeContext, *, pro
     ids = np.zeros((len(lengths), max(lengths)), np.int32)
     for n, x in enumerate(data.response_ids):
       ids[n, :len(x)] = x
-    np.savez(directory / "data.npz", q=data.q, labels=data.labels, label_valid=data.label_valid, ids=ids,
-             lengths=lengths)
-    (directory / "data.json").write_text(json.dumps({
+    with atomic_path(directory / "data.npz") as tmp:
+      np.savez(tmp, q=data.q, labels=data.labels, label_valid=data.label_valid, ids=ids, lengths=lengths)
+    write_json(directory / "data.json", {
         "batches": batches, "prompts": [p.prompt for p in data.problems], "responses": data.responses,
         "tokens": data.tokens, "seconds": data.seconds, "settings": judge.data_settings(),
-        **_policy_key(task, ctx)}, indent=1))
+        **_policy_key(task, ctx)})
     return data
 
 
@@ -235,7 +235,7 @@ def train_judge(judge: TrainedJudge, task: Task, ctx: JudgeContext, *, resume: b
             "data_tokens": data.tokens, "data_seconds": data.seconds,
             "train_seconds": time.time() - t0, "resumed_from": done[-1] if done else 0,
             **{f"train_{k}" if k == "tokens" else k: v for k, v in cost.items()}}
-    (directory / TRAINED_FILE).write_text(json.dumps(info, indent=1))
+    write_json(directory / TRAINED_FILE, info)
     return TrainedInfo(trainer.load(judge, task, directory, ctx), directory, info, False)
 
 

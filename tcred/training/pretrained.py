@@ -27,7 +27,7 @@ from tcred.models.hf import load_pretrained, UnsupportedCheckpoint, config_from_
 from tcred.tasks.base import Task
 from tcred.training.config import ExperimentConfig, config_hash
 
-PLACEHOLDER = ModelConfig(vocab_size=1, hidden_size=1, intermediate_size=1, num_hidden_layers=1,
+PLACEHOLDER = ModelConfig(vocab_size=1, hidden_size=2, intermediate_size=1, num_hidden_layers=1,
                           num_attention_heads=1, num_key_value_heads=1)
 """The `model` section of a registered real-model experiment: the checkpoint's config replaces it."""
 

@@ -30,6 +30,7 @@ from tcred.runtime import StopRequest, Stopped, stop_signals
 from tcred.sampling.passk import evaluate
 from tcred.sampling.rollout import (Groups, encode_answers, encode_solutions, sample_and_score,
                                     sample_trees_and_score)
+from tcred.models.config import ModelConfig
 from tcred.tasks.base import Problem, Task
 from tcred.tasks.registry import make_task_from_config
 from tcred.training.checkpoint import CheckpointError, Checkpointer, disk_full
@@ -37,11 +38,12 @@ from tcred.training.config import ExperimentConfig, config_diff, config_hash, no
 from tcred.training.data import HOST_NAMESPACE, RL_NAMESPACE, SFT_NAMESPACE, eval_problems, training_problems
 from tcred.training import judges as _trained_judges  # noqa: F401  (installs the trained judges' prepare)
 from tcred.training.packing import pack_trees
-from tcred.training.pretrained import CheckpointInputError, pretrained_policy, resolve_model
+from tcred.training.pretrained import PLACEHOLDER, CheckpointInputError, pretrained_policy, resolve_model
 from tcred.training.restore import new_train_state, restore_train_state, rl_optimizer
 from tcred.training.sft import base_policy, cache_root, require_vocab
 from tcred.training.step import Batch, rl_train_step
-from tcred.training.tracking import NoTracker, RunError, RunLock, Tracker, check_writable_dir
+from tcred.training.tracking import NoTracker, RunError, RunLock, Tracker, check_writable_dir, write_json
+from tcred.validation import require_seed
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +78,7 @@ def _base_eval(graphdef, params, task: Task, problems: list[Problem], cfg: Exper
   with _announced(announce, "base policy", rl):
     result = evaluate(graphdef, params, task, problems, jax.random.key(0xE7A1), samples=rl.final_eval_samples,
                       temperature=rl.temperature)
-  partial = path.with_name(f"{path.name}.{jax.process_index()}.tmp")  # processes sharing the cache: whole files
-  partial.write_text(json.dumps(result))
-  partial.replace(path)
+  write_json(path, result)  # processes sharing the cache: whole files
   return result
 
 
@@ -200,13 +200,20 @@ def check_run(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path) -> R
       held-out prompts than the task can produce, or no training prompts outside them (each message
       names the flag or field to change).
   """
-  if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-    raise RunError(f"--seed must be an integer >= 0, got {seed!r}")
+  try:
+    require_seed(seed, "--seed")
+  except ValueError as e:
+    raise RunError(str(e)) from None
   check_writable_dir(out, "--out")
   rl = cfg.rl
   try:
     task = make_task_from_config(cfg.task, cfg.task_config)
+    if task.checkpoint is None and cfg.model == PLACEHOLDER:  # a real-model experiment given no checkpoint
+      raise ValueError(f"experiment {cfg.name} starts its policy from a Hugging Face checkpoint: set "
+                       "task_config.checkpoint=DIR (a directory holding config.json, the *.safetensors weights and "
+                       "the tokenizer files)")
     require_vocab(cfg.model, task)
+    require_positions(cfg.model, task)
   except ValueError as e:  # the task's data, tokenizer or checkpoint (e.g. an unknown dataset, no EOS token)
     raise RunError(str(e)) from None
   try:
@@ -227,6 +234,20 @@ def check_run(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path) -> R
       raise RunError(f"{e} ({rl.held_out_prompts} held-out prompts from rl.final_eval_prompts / rl.eval_prompts, "
                      f"{what}={n}); use fewer held-out prompts") from None
   return RunPlan(task, held_out, exclude)
+
+
+def require_positions(model: ModelConfig, task: Task) -> None:
+  """Raises ValueError unless the longest prompt plus the longest response fits the model's positions.
+
+  A sequence is the left-padded prompt (`task.prompt_width` = P tokens) followed by up to
+  `task.max_response_len` = T generated tokens, so its last position is P + T - 1 (a tree rollout's
+  leaves are no longer than T)."""
+  need = task.prompt_width + task.max_response_len
+  if need > model.max_position_embeddings:
+    raise ValueError(f"model.max_position_embeddings={model.max_position_embeddings} is too small for task "
+                     f"{task.name}: its prompts take up to {task.prompt_width} tokens and its responses up to "
+                     f"{task.max_response_len}, {need} positions; set model.max_position_embeddings >= {need} "
+                     "(a checkpoint's is its own: choose a task config with shorter prompts or responses)")
 
 
 def checkpoint_steps(ckpt_dir: pathlib.Path) -> list[int]:
@@ -266,6 +287,29 @@ def run_experiment(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path 
       raise
 
 
+def _read_run_config(config_path: pathlib.Path, ckpt_dir: pathlib.Path) -> dict[str, Any] | None:
+  """The config.json of a run directory, or None when there is none to continue.
+
+  config.json is written atomically (whole or absent); one that is empty or cut short (written by a
+  tcred before issue 22, on a full disk) belongs to a run that never reached a checkpoint when there is
+  none: it is treated as absent, so a rerun (with or without --resume) starts the run and writes it
+  again. With checkpoints, RunError names the file (never a JSON traceback).
+  """
+  if not config_path.exists():
+    return None
+  try:
+    found = json.loads(config_path.read_text())
+    if not isinstance(found, dict):
+      raise ValueError(f"a JSON {type(found).__name__}, not an object")
+  except (OSError, ValueError) as e:
+    if not checkpoint_steps(ckpt_dir) and not (config_path.parent / "summary.json").exists():
+      log.warning("%s is unreadable (%s) and the run has no checkpoint: starting it over", config_path, e)
+      return None
+    raise RunError(f"{config_path} is unreadable ({type(e).__name__}: {e}) though the run has checkpoints; "
+                   "move the run directory away or choose another --out") from None
+  return found
+
+
 def _say(message: str) -> None:
   print(message, file=sys.stderr, flush=True)
 
@@ -277,11 +321,12 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
   config_path = run_dir / "config.json"
   resolved = {**cfg.to_dict(), "seed": seed}
   ckpt_dir = run_dir / "checkpoints"
-  if config_path.exists():
+  found = _read_run_config(config_path, ckpt_dir)
+  if found is not None:
     if not resume:
       raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     # A config written before a field existed (e.g. model.qk_norm) holds that field at its default.
-    differ = config_diff(normalised_config(json.loads(config_path.read_text())), resolved, ignore=("rl.steps",))
+    differ = config_diff(normalised_config(found), resolved, ignore=("rl.steps",))
     if differ:
       raise RunError(f"--resume: the config differs from the one in {config_path} (only rl.steps / --steps may "
                      f"change): {'; '.join(differ)}")
@@ -296,7 +341,7 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
   barrier("tcred run: run directory checked")  # before process 0 writes to it
   primary = is_primary()
   if primary:
-    config_path.write_text(json.dumps(resolved, indent=1))
+    write_json(config_path, resolved)  # whole or absent, even on a full disk
 
   task, held_out, exclude = plan
   n_eval = rl.held_out_prompts
@@ -304,7 +349,7 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
     graphdef, base_params, base_dir = pretrained_policy(cfg.model, task, cfg.task_config, cache_root())
   else:
     graphdef, base_params, base_dir = base_policy(cfg.model, task, cfg.task_config, cfg.sft,
-                                                  eval_prompts=n_eval, progress=progress)
+                                                  eval_prompts=n_eval, progress=progress, log_lines=log_every > 0)
   announce = progress or log_every > 0
   base = _base_eval(graphdef, base_params, task, held_out[:rl.final_eval_prompts], cfg, base_dir, announce=announce)
 
@@ -430,7 +475,7 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
       "invocation_wall_s": time.time() - t_start,
   }
   if primary:
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_json(run_dir / "summary.json", summary)
   tracker.hparams(resolved, summary, step=rl.steps)  # TensorBoard HParams: config + final metrics
   return summary
 

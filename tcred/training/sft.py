@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import pathlib
+import sys
 import time
 
 import jax.numpy as jnp
@@ -29,12 +30,17 @@ from tcred.training.config import SFTConfig, config_hash
 from tcred.training.optim import adamw
 from tcred.training.data import SFT_NAMESPACE, encode_demonstrations, eval_problems, training_problems
 from tcred.training.step import TrainState, sft_train_step
+from tcred.training.tracking import write_json
 
 HELD_OUT_FILE = "held_out.json"  # written before SFT starts: which prompts it excluded
 
 
 class BasePolicyError(RuntimeError):
   """A base policy cannot be built or reused (non-finite SFT result, cache built for other prompts)."""
+
+
+def _say(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
 
 
 def cache_root() -> pathlib.Path:
@@ -68,10 +74,13 @@ def require_vocab(model_config: ModelConfig, task: Task) -> None:
 
 
 def base_policy(model_config: ModelConfig, task: Task, task_config, sft: SFTConfig, *,
-                eval_prompts: int, progress: bool = True) -> tuple[nnx.GraphDef, nnx.State, pathlib.Path]:
+                eval_prompts: int, progress: bool = True, log_lines: bool = False
+                ) -> tuple[nnx.GraphDef, nnx.State, pathlib.Path]:
   """Returns the SFT base policy `(graphdef, params, cache_dir)`, training it if not cached.
 
-  `eval_prompts`: the held-out prompts of the run (SFT never sees them).
+  `eval_prompts`: the held-out prompts of the run (SFT never sees them). `progress`: a progress bar
+  (for a terminal); `log_lines`: a line on stderr when SFT starts and every ~5% of its steps instead
+  (for logs: SFT of a full base policy takes minutes to tens of minutes on a CPU).
 
   Raises:
     ValueError: the model's vocabulary is too small for the task.
@@ -91,14 +100,14 @@ def base_policy(model_config: ModelConfig, task: Task, task_config, sft: SFTConf
   with open(directory / ".lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     params = _load_or_train(graphdef, params, directory, task, task_config, sft, eval_prompts=eval_prompts,
-                            progress=progress, train=primary)
+                            progress=progress, train=primary, log_lines=log_lines)
   if primary:
     barrier(meeting)
   return graphdef, params, directory
 
 
 def _load_or_train(graphdef, params, directory: pathlib.Path, task: Task, task_config, sft: SFTConfig, *,
-                   eval_prompts: int, progress: bool, train: bool = True) -> nnx.State:
+                   eval_prompts: int, progress: bool, train: bool = True, log_lines: bool = False) -> nnx.State:
   held_out = [p.prompt for p in eval_problems(task, eval_prompts)]
   record = held_out_record(held_out)
   record_path = directory / HELD_OUT_FILE
@@ -114,13 +123,16 @@ def _load_or_train(graphdef, params, directory: pathlib.Path, task: Task, task_c
     if not train:
       raise BasePolicyError(f"process 0 of this run built no base policy in {directory} that this process can "
                             "see: TCRED_CACHE must be on a file system every process of the run sees")
-    record_path.write_text(json.dumps(record, indent=1))
+    write_json(record_path, record)
     exclude = frozenset(held_out)
     tx = adamw(sft.lr, warmup=sft.warmup, weight_decay=sft.weight_decay, max_grad_norm=1.0)
     state = TrainState(params, tx.init(params), jnp.int32(0))
     t0 = time.time()
     losses = []
     bar = tqdm(range(sft.steps), desc=f"sft {task.name}", disable=not progress, leave=False)
+    every = max(1, sft.steps // 20)  # ~5% of the steps, as the RL loop's lines
+    if log_lines:
+      _say(f"tcred: training the {task.name} base policy: {sft.steps} SFT steps (cached in {directory})")
     for step in bar:
       problems = training_problems(task, sft.batch_size, namespace=SFT_NAMESPACE, seed=sft.seed, step=step,
                                    exclude=exclude)
@@ -131,12 +143,15 @@ def _load_or_train(graphdef, params, directory: pathlib.Path, task: Task, task_c
       if step % 50 == 0 or step == sft.steps - 1:
         losses.append((step, float(metrics["sft/loss"])))
         bar.set_postfix(loss=f"{losses[-1][1]:.3f}")
+      if log_lines and ((step + 1) % every == 0 or step == sft.steps - 1):
+        _say(f"tcred: sft {task.name}: step {step + 1}/{sft.steps}, loss {float(metrics['sft/loss']):.3f}, "
+             f"{time.time() - t0:.0f} s")
     if not ckpt.save(sft.steps, state.params, {"sft_losses": losses, "wall_s": time.time() - t0}):
       raise BasePolicyError(f"SFT of the {task.name} base policy ended with non-finite parameters (last losses "
                             f"{losses[-3:]}); nothing was cached and RL does not start; try a smaller sft.lr")
-    (directory / "info.json").write_text(json.dumps({
+    write_json(directory / "info.json", {
         "task": task.name, "task_config": repr(task_config), **record, "sft_wall_s": time.time() - t0,
-        "sft_losses": losses}, indent=1))
+        "sft_losses": losses})
     return state.params
   finally:
     ckpt.close()

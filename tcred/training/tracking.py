@@ -1,13 +1,18 @@
-"""Run directory, lock, and the metric tracker (JSONL + TensorBoard)."""
+"""Run directory, lock, atomic file writes, and the metric tracker (JSONL + TensorBoard)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import itertools
 import json
+import math
 import numbers
 import os
 import pathlib
-from typing import Any
+import shutil
+import tempfile
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -39,6 +44,99 @@ def check_writable_dir(path: str | pathlib.Path, flag: str) -> None:
     os.unlink(probe)
   except OSError as e:
     raise RunError(f"{flag} {str(path)!r}: cannot write in {ancestor} ({e.strerror or e})") from None
+
+
+def _fsync_dir(directory: pathlib.Path) -> None:
+  """Makes a rename inside `directory` durable (a no-op where directories cannot be opened)."""
+  try:
+    fd = os.open(directory, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | pathlib.Path) -> Iterator[pathlib.Path]:
+  """Yields a temporary path beside `path` to write; when the block ends, the file is flushed to
+  disk (fsync) and renamed onto `path` (os.replace), so `path` is either its old content or the
+  whole new one, never a part (a full disk, a kill). On an error the temporary file is removed
+  and the error raised; `path` is untouched. The temporary name keeps `path`'s suffix (matplotlib
+  reads the format from it) and starts with a dot."""
+  path = pathlib.Path(path)
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+  os.close(fd)
+  tmp = pathlib.Path(tmp)
+  try:
+    yield tmp
+    with open(tmp, "rb+") as f:
+      os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would make a report unreadable to others
+    os.replace(tmp, path)
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
+  _fsync_dir(path.parent)
+
+
+def write_atomic(path: str | pathlib.Path, data: str | bytes) -> None:
+  """Writes `data` (text as UTF-8) to `path` through `atomic_path`: every file of a run, cache
+  or report is written this way (config.json, summary.json, tables, reports, caches)."""
+  with atomic_path(path) as tmp:
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def write_json(path: str | pathlib.Path, value: Any, *, indent: int | None = 1) -> None:
+  """`value` as JSON through `write_atomic`; NaN and ±inf are written as null (`json_ready`), so the
+  file is valid JSON."""
+  write_atomic(path, json.dumps(json_ready(value), indent=indent, allow_nan=False))
+
+
+def json_ready(value: Any) -> Any:
+  """`value` with every non-finite float (NaN, ±inf) replaced by None, through dicts, lists and tuples:
+  what strict JSON readers (jq, JavaScript, pandas) accept. Readers turn None back into NaN."""
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  if isinstance(value, dict):
+    return {k: json_ready(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_ready(v) for v in value]
+  return value
+
+
+def write_directory_atomic(out: str | pathlib.Path, write: Callable[[pathlib.Path], None]) -> None:
+  """Calls `write(tmp)` on a new temporary directory beside `out`, then fsyncs its files and renames
+  it to `out` (which must not exist or be an empty directory), so `out` never holds a part of what
+  `write` writes. On an error the temporary directory, and any parent of `out` this call created,
+  are removed and the error raised."""
+  out = pathlib.Path(out).absolute()
+  created, parent = [], out.parent
+  while not parent.exists():
+    created.append(parent)
+    parent = parent.parent
+  tmp = None
+  try:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    write(tmp)
+    for file in tmp.rglob("*"):
+      if file.is_file():
+        with open(file, "rb+") as f:
+          os.fsync(f.fileno())
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, out)
+    _fsync_dir(out.parent)
+  except BaseException:
+    if tmp is not None:
+      shutil.rmtree(tmp, ignore_errors=True)
+    for directory in created:  # innermost first
+      with contextlib.suppress(OSError):
+        directory.rmdir()
+    raise
 
 
 class RunLock:
@@ -113,6 +211,54 @@ def _parse(line: str) -> dict[str, Any] | None:
 HPARAMS_SUFFIX = ".hparams"  # event files holding a run's hparams record (one per finished run)
 
 
+_WRITERS = itertools.count()  # `Tracker` event writers opened by this process
+
+
+def _writer(run_dir: pathlib.Path):
+  """A tensorboardX writer of a new event file in `run_dir`. tensorboardX names a file by the second
+  it was opened: a suffix unique to the writer keeps a second writer within that second (a quick
+  resume, a test) from truncating the first one's file."""
+  from tensorboardX import SummaryWriter
+
+  return SummaryWriter(str(run_dir), flush_secs=10, filename_suffix=f".{os.getpid()}-{next(_WRITERS)}")
+
+
+def _add_scalars(writer, step: int, row: dict[str, Any]) -> None:
+  for k, v in row.items():
+    if k != "step":
+      writer.add_scalar(k, v, step)
+
+
+def _scalar_event_files(run_dir: pathlib.Path) -> list[pathlib.Path]:
+  """The TensorBoard event files of `run_dir` a `Tracker` wrote (not the `.hparams` one), oldest first."""
+  return sorted(p for p in run_dir.glob("events.out.tfevents.*") if not p.name.endswith(HPARAMS_SUFFIX))
+
+
+def _events_up_to(files: list[pathlib.Path], last_step: int) -> dict[int, list[Any]]:
+  """{step: [events]} of the summaries in `files` at steps <= `last_step` other than scalars (the
+  text a `Tracker` wrote), as tensorboardX events; one per (tag, step), the first found. A record cut
+  short by a kill ends its file's reading."""
+  from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+  from tensorboardX.proto import event_pb2
+
+  found: dict[int, list[Any]] = {}
+  seen = set()
+  for path in files:
+    for record in RawEventFileLoader(str(path)).Load():
+      event = event_pb2.Event.FromString(record)
+      if not event.HasField("summary") or event.step > last_step:
+        continue
+      values = [v for v in event.summary.value if v.WhichOneof("value") != "simple_value"
+                and (v.tag, event.step) not in seen]
+      if not values:
+        continue
+      seen.update((v.tag, event.step) for v in values)
+      del event.summary.value[:]
+      event.summary.value.extend(values)
+      found.setdefault(event.step, []).append(event)
+  return found
+
+
 def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
   """Nested dict -> {"rl.lr": 1e-4, "credit.name": "grpo", ...} of TensorBoard hparam values.
 
@@ -137,32 +283,51 @@ def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, bool |
 class Tracker:
   """Writes one JSON object per step to `metrics.jsonl` and the same scalars to TensorBoard.
 
-  On resume, lines after `resume_step` are dropped and TensorBoard events after
-  it are purged, so a resumed run's logs equal the uninterrupted run's.
+  Non-finite values are written to metrics.jsonl as null (valid JSON; `tcred.evaluation.tables`
+  reads them back as NaN) and to TensorBoard as they are. metrics.jsonl is flushed every step;
+  tensorboardX writes its events from a queue, every 10 s, so a kill loses the latest TensorBoard
+  events (up to 10 s of steps), which the resume writes again:
+
+  on resume (`resume_step`: the step of the restored checkpoint), metrics.jsonl keeps its rows up to
+  `resume_step`, and the run's TensorBoard scalars are rewritten so that every step is in exactly one
+  event file, once. A new event file, closed before anything is removed, gets the kept rows of
+  metrics.jsonl (every step up to the checkpoint, including those a killed run never got to write to
+  TensorBoard) and the other events of the old files up to `resume_step` (text); then the old files
+  (not the `.hparams` one) are removed. The steps after the checkpoint, which the run redoes, are
+  written again as it goes. TensorBoard then shows each step once, and a resumed run's curves equal
+  the uninterrupted run's (TensorBoard's `purge_step` relies on each reader honouring it, and cannot
+  bring back steps that were never written before a kill).
   """
 
   def __init__(self, run_dir: pathlib.Path, *, resume_step: int | None = None):
-    from tensorboardX import SummaryWriter
-
     self.run_dir = run_dir
     self.path = run_dir / "metrics.jsonl"
-    if resume_step is None:
-      self.path.write_text("")
-    elif self.path.exists():
-      keep = [line for line in self.path.read_text().splitlines()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    kept: list[tuple[str, dict[str, Any]]] = []
+    if resume_step is not None and self.path.exists():
+      kept = [(line, row) for line in self.path.read_text().splitlines()
               if (row := _parse(line)) is not None and row["step"] <= resume_step]
-      self.path.write_text("".join(line + "\n" for line in keep))
+    write_atomic(self.path, "".join(line + "\n" for line, _ in kept))
+    old = _scalar_event_files(run_dir)
+    other = _events_up_to(old, resume_step) if resume_step is not None else {}
+    if resume_step is not None:  # the steps kept, in a file closed (all written) before the old ones go
+      with _writer(run_dir) as replay:
+        rows = {row["step"]: row for _, row in kept}
+        for step in sorted(set(rows) | set(other)):
+          for event in other.get(step, []):
+            replay.file_writer.add_event(event)
+          if step in rows:
+            _add_scalars(replay, step, {k: math.nan if v is None else v for k, v in rows[step].items()})
+    for path in old:  # after the new file holds everything: a kill in between leaves duplicates only
+      path.unlink(missing_ok=True)  # until the next resume, which rewrites them again
+    self._tb = _writer(run_dir)
     self._file = self.path.open("a")
-    self._tb = SummaryWriter(str(run_dir), purge_step=None if resume_step is None else resume_step + 1,
-                             flush_secs=10)
 
   def log(self, step: int, metrics: dict[str, Any]):
     row = {"step": step, **{k: _scalar(v) for k, v in metrics.items()}}
-    self._file.write(json.dumps(row) + "\n")
+    self._file.write(json.dumps(json_ready(row), allow_nan=False) + "\n")
     self._file.flush()
-    for k, v in row.items():
-      if k != "step":
-        self._tb.add_scalar(k, v, step)
+    _add_scalars(self._tb, step, row)
 
   def text(self, tag: str, text: str, step: int):
     self._tb.add_text(tag, text, step)

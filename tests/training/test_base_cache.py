@@ -97,3 +97,26 @@ def test_sft_ending_non_finite_caches_nothing(monkeypatch):
     sft.base_policy(MODEL, task, task.config, few, eval_prompts=8, progress=False)
   directory = sft.base_policy_dir(MODEL, task.name, task.config, few, held_out=8)
   assert not (directory / "info.json").exists()
+
+
+def test_a_run_without_a_terminal_prints_sft_progress_lines(tmp_path, monkeypatch, capsys):
+  """Issue 22: SFT of a base policy took 22 silent minutes when stderr was not a terminal; now a line
+  when it starts and one per ~5% of its steps, as the RL loop prints (the train step is a no-op here)."""
+  from tcred import cli
+  from tcred.training import rl
+
+  class Stop(Exception):
+    pass
+
+  def stop(*a, **k):
+    raise Stop
+  monkeypatch.setenv("TCRED_CACHE", str(tmp_path / "cache"))
+  monkeypatch.setattr(sft, "sft_train_step", lambda state, *a, **k: (state, {"sft/loss": 0.5}))
+  monkeypatch.setattr(rl, "_base_eval", stop)  # after the base policy: stop there
+  with pytest.raises(Stop):
+    cli.main(["run", "countdown-grpo", "--out", str(tmp_path / "runs"), "--steps", "1", "--set", "sft.steps=40",
+              "--set", "sft.batch_size=4", "--set", "model.num_hidden_layers=1"])
+  lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("tcred: ")]
+  assert lines[0].startswith("tcred: training the countdown base policy: 40 SFT steps"), lines
+  assert [ln.split(",")[0] for ln in lines[1:]] == [f"tcred: sft countdown: step {s}/40" for s in range(2, 41, 2)]
+  assert "loss 0.500" in lines[-1]

@@ -3,6 +3,8 @@
 
 import dataclasses
 import json
+import pathlib
+import re
 import types
 import typing
 
@@ -93,7 +95,7 @@ _BAD_FLAGS = {
     ("run", "name"): [["no-such-experiment"]],
     ("run", "steps"): [["--steps", "0"], ["--steps", "-3"], ["--steps", "abc"]],
     ("run", "overrides"): [["--set", "rl.lr"], ["--set", "rl.nope=1"], ["--set", "nope.x=1"]],
-    ("run", "seed"): [["--seed", "-1"], ["--seed", "abc"]],
+    ("run", "seed"): [["--seed", "-1"], ["--seed", "abc"], ["--seed", str(2**63)]],
     ("run", "out"): [["--out", "{file}"], ["--out", "{file}/sub"], ["--out", "/sys/tcred-test-runs"]],
     ("show", "name"): [["no-such-experiment"]],
     ("show", "steps"): [["--steps", "0"], ["--steps", "abc"]],
@@ -117,12 +119,12 @@ _BAD_FLAGS = {
     ("identify", "mi_layer"): [["--mi-layer", "99"], ["--mi-layer", "abc"]],
     ("identify", "mi_norm"): [["--mi-norm", "middle"]],
     ("identify", "mi_sigma"): [["--mi-sigma", "huge"]],
-    ("identify", "seed"): [["--seed", "-1"]],
+    ("identify", "seed"): [["--seed", "-1"], ["--seed", str(2**63)]],
     ("identify", "bootstrap"): [["--bootstrap", "-1"]],
     ("identify", "judges"): [["--judges", "nope"], ["--judges", "oracle,nope"]],
     ("identify", "out"): [["--out", "{file}"]],
     ("export", "run_dir"): [["{file}"], ["{hf}"], ["{missing}"]],
-    ("export", "out"): [["--out", "{file}"]],
+    ("export", "out"): [["--out", "{file}"], ["--out", "{file}/sub"], ["--out", "/proc/tcred-test-export"]],
     ("export", "step"): [["--step", "-1"], ["--step", "abc"]],
     ("judge", "judge_command"): [["nope"]],  # train/eval flags: tests/training/test_judge_cli.py
 }
@@ -182,6 +184,46 @@ def test_run_checks_come_before_anything_is_written(tmp_path, capsys, no_runs):
   (tmp_path / "f").write_text("keep me")
   _expect_refused(["run", "countdown-grpo", "--out", str(tmp_path / "f")], "is not a directory", out, capsys)
   assert (tmp_path / "f").read_text() == "keep me"
+
+
+def test_settings_the_model_cannot_compute_are_refused(tmp_path, capsys, no_runs):
+  """Issue 22: values that passed validation and then failed inside the model or the random keys."""
+  out = tmp_path / "out"
+  run = lambda name, *sets: ["run", name, "--out", str(out), *[a for s in sets for a in ("--set", s)]]
+  # An odd head width (132 / 4 heads = 33): RoPE splits each head in two halves.
+  _expect_refused(run("countdown-grpo", "model.hidden_size=132"), "multiple of 2 x model.num_attention_heads = 8 "
+                  "(e.g. 128, 136)", out, capsys)
+  _expect_refused(run("countdown-grpo", "model.head_dim=33"), "model.head_dim must be even", out, capsys)
+  _expect_refused(run("countdown-grpo", "model.num_key_value_heads=3"), "model.num_key_value_heads", out, capsys)
+  # Prompt + response must fit the positions (countdown: 13 prompt + 27 response tokens = 40).
+  _expect_refused(run("countdown-grpo", "model.max_position_embeddings=39"), "model.max_position_embeddings >= 40",
+                  out, capsys)
+  # Seeds: jax.random.key takes a signed 64-bit integer.
+  _expect_refused(["run", "countdown-grpo", "--out", str(out), "--seed", str(2**63)], "--seed", out, capsys)
+  _expect_refused(run("countdown-grpo", f"sft.seed={2**63}"), "sft.seed", out, capsys)
+  # A real-model experiment without its checkpoint names the checkpoint, not the placeholder's vocabulary.
+  assert cli.main(run("jsonl-grpo")) == 2
+  err = capsys.readouterr().err
+  assert "task_config.checkpoint=DIR" in err and "vocab_size" not in err, err
+  assert not out.exists()
+
+
+def test_identify_settings_without_a_flag_are_finite_too():
+  from tcred.evaluation.identify import IdentifyConfig
+
+  for field in ("mi_tau", "temperature"):
+    with pytest.raises(ValueError, match=f"^{field} must be a finite number, got inf"):
+      IdentifyConfig(**{field: float("inf")})
+
+
+def test_the_seed_bound_is_what_jax_accepts():
+  import jax
+
+  from tcred.validation import MAX_SEED
+
+  jax.random.key(MAX_SEED)
+  with pytest.raises(OverflowError):
+    jax.random.key(MAX_SEED + 1)
 
 
 TINY_SETS = ["rl.prompts_per_step=4", "rl.group_size=2", "rl.final_eval_prompts=8", "rl.eval_prompts=4"]
@@ -247,6 +289,23 @@ def test_run_help_documents_every_argument_and_points_to_list(capsys):
   assert e.value.code == 0
   text = capsys.readouterr().out
   assert "tcred list" in text and "tcred show" in text
+
+
+def test_help_shows_every_default_and_cites_only_files_that_exist(capsys):
+  texts = {}
+  for argv in (["--help"], *[[c, "--help"] for c in _commands()], ["judge", "train", "--help"]):
+    with pytest.raises(SystemExit):
+      cli.main(argv)
+    texts[argv[0]] = " ".join(capsys.readouterr().out.split())
+  root = pathlib.Path(cli.__file__).resolve().parents[1]
+  for name, text in texts.items():
+    for cited in set(re.findall(r"(?<![\w-])([A-Z_]+\.md)\b", text)) - {"SUITE.md"}:  # SUITE: the argument
+      assert (root / cited).exists(), f"`tcred {name} --help` cites {cited}, which the repository does not have"
+  assert "DESIGN" not in " ".join(texts.values())
+  assert "(default 1)" in texts["table"] and "(default 0.25)" in texts["identify"]
+  assert "booleans: true/1/yes or false/0/no" in texts["run"]
+  with pytest.raises(ValueError, match=r"rl.dynamic_sampling='maybe'.*\(true/1/yes or false/0/no\)"):
+    experiments.get_experiment("countdown-grpo").with_overrides(["rl.dynamic_sampling=maybe"])
 
 
 def test_show_prints_the_resolved_config_without_running(tmp_path, capsys, monkeypatch, no_runs):

@@ -39,6 +39,17 @@ def _rows(run: pathlib.Path):
   return [{k: v for k, v in r.items() if not k.startswith(TIMING)} for r in rows]
 
 
+def _tb_scalars(run: pathlib.Path):
+  """{tag: [(step, value)]} of the run's TensorBoard scalars as TensorBoard's own reader shows them
+  (every event file of the directory), timings left out."""
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+  acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+  acc.Reload()
+  return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]
+          if not tag.startswith(TIMING) and not tag.startswith("summary/")}
+
+
 def _summary(run: pathlib.Path):
   s = json.loads((run / "summary.json").read_text())
   # config_hash: the hash of the run's settings (a test may change one that does not touch results,
@@ -111,6 +122,9 @@ def test_sigkill_at_a_random_step_then_resume_repeats_the_run(tmp_path, referenc
   assert not (run / "summary.json").exists()
   assert _run(out, "--resume") == 0
   _assert_like_reference(run, reference)
+  # TensorBoard shows every step once, with the uninterrupted run's values (issue 22).
+  scalars = _tb_scalars(run)
+  assert scalars == _tb_scalars(reference[0]) and scalars["train/reward"][-1][0] == STEPS
 
 
 def test_sigterm_stops_a_run_after_its_step_with_a_checkpoint(tmp_path, reference):
@@ -133,6 +147,39 @@ def test_sigterm_stops_a_run_after_its_step_with_a_checkpoint(tmp_path, referenc
   assert _run(out, "--resume", "--set", "rl.checkpoint_every=100") == 0
   _, ref_rows, ref_summary = reference
   assert _rows(run) == ref_rows and _summary(run) == ref_summary
+
+
+def test_a_resumed_tracker_rewrites_every_step_to_tensorboard_once(tmp_path):
+  """A kill leaves metrics.jsonl ahead of the TensorBoard events (tensorboardX writes every 10 s): the
+  resume writes every step up to its checkpoint again, once, and drops the steps it redoes."""
+  from tcred.training.tracking import Tracker
+
+  run = tmp_path / "run"
+  run.mkdir()
+  first = Tracker(run)
+  first.text("config", "the config", 0)
+  first.log(1, {"loss": 1.0})
+  first.text("rollouts", "step 2", 2)
+  first.close()
+  with (run / "metrics.jsonl").open("a") as f:  # steps 2-5 reached metrics.jsonl, not TensorBoard
+    f.writelines(json.dumps({"step": s, "loss": float(s)}) + "\n" for s in range(2, 6))
+  resumed = Tracker(run, resume_step=3)  # the checkpoint of step 3; steps 4, 5 are redone
+  resumed.log(4, {"loss": float("nan")})
+  resumed.log(5, {"loss": 50.0})
+  resumed.close()
+  scalars = _tb_scalars(run)["loss"]
+  assert [s for s, _ in scalars] == [1, 2, 3, 4, 5]
+  assert [v for s, v in scalars if s != 4] == [1.0, 2.0, 3.0, 50.0] and np.isnan(scalars[3][1])
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+  acc = EventAccumulator(str(run))
+  acc.Reload()
+  assert {t: [e.step for e in acc.Tensors(t)] for t in acc.Tags()["tensors"]} == {
+      "config/text_summary": [0], "rollouts/text_summary": [2]}
+  # metrics.jsonl is strict JSON: NaN is null (json.loads(..., parse_constant=...) refuses NaN).
+  lines = (run / "metrics.jsonl").read_text().splitlines()
+  rows = [json.loads(ln, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl")) for ln in lines]
+  assert [r["loss"] for r in rows] == [1.0, 2.0, 3.0, None, 50.0]
 
 
 # --- corrupt checkpoints ------------------------------------------------------------------------------
@@ -250,6 +297,72 @@ def test_oserror_enospc_is_recognised_as_a_full_disk(tmp_path, monkeypatch):
   with pytest.raises(CheckpointWriteError, match="no space left"):
     ckpt.save(1, {"w": np.ones(3, np.float32)}, {})
   ckpt.close()
+
+
+def _disk_fills_while_writing(monkeypatch, name_prefix: str):
+  """pathlib.Path.write_bytes of a file whose name starts with `name_prefix` writes half its bytes and
+  raises ENOSPC, as a device that fills up mid-write does."""
+  real = pathlib.Path.write_bytes
+
+  def write_bytes(self, data):
+    if self.name.startswith(name_prefix):
+      real(self, data[:len(data) // 2])
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+    return real(self, data)
+
+  monkeypatch.setattr(pathlib.Path, "write_bytes", write_bytes)
+
+
+class _Started(Exception):
+  """Raised in place of the base policy: the run got past its run-directory checks."""
+
+
+def test_full_disk_while_writing_config_json_leaves_the_run_startable(tmp_path, monkeypatch, capfd):
+  from tcred.training import rl
+
+  def started(*a, **k):
+    raise _Started
+  monkeypatch.setattr(rl, "base_policy", started)
+  out = tmp_path / "runs"
+  run = out / NAME / "seed-0"
+  with monkeypatch.context() as m:
+    _disk_fills_while_writing(m, ".config.json.")
+    assert _run(out, steps=2) == 2
+  err = capfd.readouterr().err
+  lines = [ln for ln in err.splitlines() if ln.startswith("tcred:")]
+  assert len(lines) == 1 and "no space left" in lines[0] and "Traceback" not in err, err
+  assert sorted(p.name for p in run.iterdir()) == []  # no config.json, whole or part; no temporary file
+  with pytest.raises(_Started):  # a plain rerun starts (no "already holds a run")
+    _run(out, steps=2)
+  # A config.json of 0 bytes (what tcred wrote before writes were atomic) and no checkpoint: --resume starts over.
+  (run / "config.json").write_text("")
+  with pytest.raises(_Started):
+    _run(out, "--resume", steps=2)
+  # With checkpoints, one line naming the file, no JSONDecodeError traceback.
+  (run / "config.json").write_text("")
+  (run / "checkpoints" / "2").mkdir(parents=True)
+  capfd.readouterr()
+  assert _run(out, "--resume", steps=2) == 2
+  err = capfd.readouterr().err
+  assert f"{run / 'config.json'} is unreadable" in err and "Traceback" not in err, err
+
+
+def test_export_on_a_full_disk_leaves_nothing_and_a_second_export_works(tmp_path, reference, monkeypatch, capfd):
+  run, out = reference[0], tmp_path / "deep" / "hf"
+  with monkeypatch.context() as m:
+    _disk_fills_while_writing(m, "model")  # model.safetensors: written after config.json
+    from safetensors import numpy as st_numpy
+
+    def save_file(tensors, filename, metadata=None):
+      pathlib.Path(filename).write_bytes(st_numpy.save(tensors, metadata=metadata))
+    m.setattr(st_numpy, "save_file", save_file)
+    assert cli.main(["export", str(run), "--out", str(out)]) == 2
+  err = capfd.readouterr().err
+  assert [ln for ln in err.splitlines() if ln.startswith("tcred:")] == [
+      f"tcred: error: could not write --out {str(out)!r}: no space left on the device; nothing was written there"], err
+  assert not (tmp_path / "deep").exists()  # neither the export nor its parent nor a temporary directory
+  assert cli.main(["export", str(run), "--out", str(out)]) == 0
+  assert (out / "model.safetensors").exists() and (out / "config.json").exists()
 
 
 # --- a stopped `tcred table` ----------------------------------------------------------------------------

@@ -72,6 +72,10 @@ def test_a_trained_prm_saves_loads_is_reused_and_scores(tmp_path, capsys):
     (["judge", "train", "prm", "--task", "countdown", "--set", "judge.steps=x"], "expected a value of type int"),
     (["judge", "eval", "mc", "--task", "countdown", "--prompts", "0"], "--prompts must be an integer >= 1"),
     (["judge", "eval", "prm", "--task", "countdown", "--prompts", "300"], "exceeds judge.exclude_prompts=256"),
+    # Issue 22: jax.random.key overflows at 2**63; an infinite label weight is not a setting.
+    (["judge", "eval", "mc", "--task", "countdown", "--seed", str(2**63)], "--seed must be an integer in [0, 2**63"),
+    (["judge", "train", "prm", "--task", "countdown", "--set", "judge.alpha=inf"], "judge.alpha must be a finite"),
+    (["judge", "train", "prm", "--task", "countdown", "--set", f"judge.seed={2**63}"], "judge.seed must be an"),
 ])
 def test_bad_judge_input_exits_2_listing_what_is_allowed(args, message, capsys):
   assert cli.main(args) == 2

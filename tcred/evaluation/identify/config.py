@@ -9,6 +9,7 @@ from tcred.judges import judge_names
 from tcred.sampling.tree import ForkRule
 from tcred.signals.information import PEAK_RULES, MIInputs
 from tcred.training.config import TreeConfig
+from tcred.validation import require_finite, require_seed
 
 class UsageError(ValueError):
   """A bad task name, policy or setting given by the user (the CLI exits with status 2)."""
@@ -79,6 +80,7 @@ class IdentifyConfig:
   judges: tuple[str, ...] = ()
 
   def __post_init__(self):
+    require_finite(self, "")  # mi_tau=inf, temperature=inf: the CLI writes a flag's field as the flag
     if isinstance(self.judges, str) or not all(isinstance(j, str) for j in self.judges):
       raise ValueError(f"judges must be a sequence of judge names, got {self.judges!r}")
     object.__setattr__(self, "judges", tuple(self.judges))
@@ -97,8 +99,7 @@ class IdentifyConfig:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int) or self.bootstrap < 0:
       raise ValueError(f"bootstrap must be an integer >= 0, got {self.bootstrap!r}")
-    if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-      raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+    require_seed(self.seed, "seed")
     if not 0.0 < self.delta <= 1.0:
       raise ValueError(f"delta must be in (0, 1] (a change in success probability), got {self.delta!r}")
     if not 0.0 < self.top_fraction <= 1.0:

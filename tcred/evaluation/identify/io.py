@@ -25,6 +25,7 @@ from tcred.training.config import config_from_dict
 from tcred.training.data import eval_problems
 from tcred.training.export import ExportError, run_policy
 from tcred.training.sft import base_policy
+from tcred.training.tracking import write_atomic
 
 
 def _check_prompts(cfg, prompts: int) -> int:
@@ -155,5 +156,5 @@ def write_studies(graphdef, params, task: Task, problems: Sequence[Problem], con
   text = report.markdown_report(data, results, meta)
   if tree is not None:
     text += report.tree_section(tree[0], tree[1], tree[2].name)
-  md_path.write_text(text)
+  write_atomic(md_path, text)
   return data, results, md_path, png_path, tree

@@ -13,6 +13,7 @@ import numpy as np
 from tcred.evaluation.identify.metrics import METRICS, Results
 from tcred.evaluation.identify.signals import describe_signals, judges_of
 from tcred.evaluation.identify.study import StudyData
+from tcred.training.tracking import atomic_path
 
 METRIC_TITLES = {
     "auroc_decisive": "AUROC, |A_t| ≥ δ",
@@ -312,6 +313,7 @@ def plot(data: StudyData, results: Results, path: str | pathlib.Path) -> tuple[i
   ax2.set_title(f"prompt {prompt!r}, reward {data.rollout.rewards[i, j]:.0f}; row-wise min–max scaled "
                 f"(⏎ = EOS; numbers: A_t)")
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  with atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=110)
   plt.close(fig)
   return i, j
