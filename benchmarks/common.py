@@ -224,6 +224,12 @@ def check_pinned(report: dict | None, threads: int, who: str) -> None:
     raise RuntimeError(f"{who} runs with other thread counts than the {threads} requested: {wrong}")
 
 
+def threads_text(report: dict) -> str:
+  """One side's `pin_threads()` report as a line of the results file."""
+  torch = "" if report["torch"] is None else f", torch {report['torch']}"
+  return (f"{report['cores']} core(s), OMP {report['omp']}{torch}, XLA `{report['xla_flags']}`")
+
+
 def thread_counts(text: str) -> list[int]:
   """`--threads 1,2` -> [1, 2] (each in 1..usable cores)."""
   try:
@@ -290,10 +296,11 @@ def header_lines(rec: dict[str, Any]) -> list[str]:
 def write_results(out: Path | None, record: dict[str, Any], render: Callable[[dict], list[str]]) -> str:
   """The report, rendered from `record` alone; with `out`, writes `out` (Markdown) and the record beside
   it (`out` with `.json`), so `--render` regenerates the file and nothing in it is written by hand."""
-  text = "\n".join(render(record)) + "\n"
+  recorded = json.dumps(record, indent=1, sort_keys=True) + "\n"
+  text = "\n".join(render(json.loads(recorded))) + "\n"  # exactly what `--render` gives from the file
   if out is not None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    out.with_suffix(".json").write_text(recorded)
     out.write_text(text)
   return text
 

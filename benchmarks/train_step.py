@@ -292,7 +292,7 @@ def render(record: dict) -> list[str]:
     mfu = model_flop / jax_s / (peak * 1e9)
     c0, c1, c2 = first["cache"]
     lines += [f"## {threads} thread(s) per side: our step (jitted `rl_train_step`)", "",
-              f"- process threads: {first['threads']}",
+              f"- process threads: {common.threads_text(first['threads'])}",
               f"- first call (trace + compile + 1 step): {first['first_s']:.2f} s, of which XLA backend compile "
               f"{first['backend_compile_s']:.2f} s ({first['compile_events']} backend compilation(s) of "
               f"`rl_train_step`'s program and helpers); jit cache size {c0} -> {c1}",
@@ -313,7 +313,7 @@ def render(record: dict) -> list[str]:
       ratio = torch_s / jax_s
       t0 = runs["torch"][0]
       lines += [f"## {threads} thread(s) per side: PyTorch eager (transformers `LlamaForCausalLM`, same weights)", "",
-                f"- process threads: {t0['threads']}",
+                f"- process threads: {common.threads_text(t0['threads'])}",
                 f"- attention implementation `{t0['attn']}`; glibc's default allocator settings (the "
                 f"huge-page tunable is ours, not PyTorch's); first step {t0['first_s']:.2f} s",
                 f"- step time {common.spread(times['torch'])} s over {len(times['torch'])} steps: "
