@@ -123,7 +123,7 @@ def run_side(side: str, config, sz: Sizes, repeats: int) -> dict:
   from tcred.models.hf import hf_config, to_hf_state_dict
   graphdef, params = common.init_params(config)
   prompt_np = _prompt(config, sz)
-  hf = transformers.LlamaForCausalLM(hf_config(config))
+  hf = transformers.AutoModelForCausalLM.from_config(hf_config(config))
   hf.load_state_dict({k: torch.from_numpy(v) for k, v in to_hf_state_dict(params).items()}, strict=True)
   hf.eval()
   gen_config = transformers.GenerationConfig(

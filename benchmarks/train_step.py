@@ -127,7 +127,7 @@ class TorchStep:
     from tcred.models.hf import hf_config, to_hf_state_dict
     self.torch = torch
     cfg = hf_config(config)  # bench-27m is Llama-family (no biases, no q/k norms)
-    self.model = transformers.LlamaForCausalLM(cfg)
+    self.model = transformers.AutoModelForCausalLM.from_config(cfg)  # Llama or Qwen3 by the config
     self.model.load_state_dict({k: torch.from_numpy(v) for k, v in to_hf_state_dict(params).items()},
                                strict=True)
     self.model.train()

@@ -140,3 +140,13 @@ def test_xla_trace_quick_runs_in_its_own_process(tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   rows = table_rows(out.read_text())
   assert any(k.startswith("ynn_fusion → f32[") for k in rows)  # op events with their HLO output shapes
+
+
+def test_scaling_length_quick(capsys, tmp_path):
+  text = _run("scaling_length", capsys, tmp_path, "--no-torch")
+  assert (tmp_path / "scaling_length.png").stat().st_size > 0 and (tmp_path / "scaling_length.json").exists()
+  rows = table_rows(text)
+  assert all("tok/s" in cell for side in ("ours-sampler", "ours-train") for cell in rows[side][1:])
+  assert "tok/s" in rows["ours-sampler"][1] and "MiB" in rows["ours-train"][1]
+  ks = [float(m) for m in re.findall(r"\| (-?[0-9.]+) ± [0-9.]+ \|", text)]
+  assert len(ks) == 4 and all(math.isfinite(k) for k in ks)  # 2 sides x 2 series, each fitted on 3 points
