@@ -124,9 +124,13 @@ def side_by_side(fns: dict[str, Callable[[], Any]], repeats: int, warmup: bool =
 
 
 def alternate_processes(script: str, sides: list[str], rounds: int, args: list[str],
-                        glibc_default: tuple[str, ...] = ()) -> dict[str, list[dict]]:
+                        glibc_default: tuple[str, ...] = (), threads: int | None = None) -> dict[str, list[dict]]:
   """Runs `python SCRIPT --side S ARGS` for each side in turn, `rounds` times (A, B, A, B, ...),
   each in a fresh process, and returns per side the JSON objects they printed last.
+
+  With `threads`, every side's process runs under `pinned_env(threads)` on `threads` cores
+  (`pinned_cores`), and must report what it was given (`pin_threads()` in its JSON as "threads");
+  a side whose report differs from the request raises (an unfair comparison is never written).
 
   Sides in `glibc_default` (PyTorch's) run with glibc's default allocator settings, not
   the huge-page tunable that `tcred` sets for itself (`tcred.runtime`): each framework
@@ -140,17 +144,173 @@ def alternate_processes(script: str, sides: list[str], rounds: int, args: list[s
   out: dict[str, list[dict]] = {side: [] for side in sides}
   for _ in range(rounds):
     for side in sides:
-      env = dict(os.environ)
+      env = dict(os.environ) if threads is None else pinned_env(threads)
       if side in glibc_default:
         env.pop("GLIBC_TUNABLES", None)
         env["TCRED_HUGE_PAGES"] = "0"
+      cores = None if threads is None else pinned_cores(threads)
       proc = subprocess.run([sys.executable, script, "--side", side, *args], capture_output=True, text=True,
-                            env=env)
+                            env=env, preexec_fn=None if cores is None else (lambda: os.sched_setaffinity(0, cores)))
       if proc.returncode != 0:
         raise RuntimeError(f"{Path(script).name} --side {side} failed (exit status {proc.returncode}):\n"
                            f"{proc.stderr[-4000:]}")
-      out[side].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+      result = json.loads(proc.stdout.strip().splitlines()[-1])
+      if threads is not None:
+        check_pinned(result.get("threads"), threads, f"{Path(script).name} --side {side}")
+      out[side].append(result)
   return out
+
+
+# --- Fair side-by-side runs: equal threads, recorded load (DESIGN §6 "Fairness") -------------------------
+
+THREADS_ENV = "TCRED_BENCH_THREADS"
+MAX_LOAD = 1.0  # 1-minute load average above which a timing is refused (or, with --allow-load, marked)
+_XLA_THREAD_FLAGS = ("--xla_cpu_multi_thread_eigen", "intra_op_parallelism_threads")
+
+
+def pinned_cores(threads: int) -> list[int]:
+  """The first `threads` cores this process may run on (each side gets the same ones)."""
+  cores = sorted(os.sched_getaffinity(0))
+  if not 1 <= threads <= len(cores):
+    raise ValueError(f"threads must be in 1..{len(cores)} (the usable cores), got {threads}")
+  return cores[:threads]
+
+
+def pinned_env(threads: int, env: dict[str, str] | None = None) -> dict[str, str]:
+  """`env` (default: this process's) with every thread pool a side may use set to `threads`:
+  OpenMP/MKL/OpenBLAS through their variables, XLA's CPU client through `XLA_FLAGS` (Eigen's
+  intra-op pool), and torch through `THREADS_ENV`, which `pin_threads` applies in the child."""
+  env = dict(os.environ if env is None else env)
+  for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", THREADS_ENV):
+    env[name] = str(threads)
+  flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith(_XLA_THREAD_FLAGS)]
+  flags += [f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}",
+            f"intra_op_parallelism_threads={threads}"]
+  env["XLA_FLAGS"] = " ".join(flags)
+  return env
+
+
+def pin_threads(torch: bool = False) -> dict[str, Any]:
+  """Called first in a side's process: applies `THREADS_ENV` to torch (`set_num_threads`,
+  `set_num_interop_threads`) when `torch`, and reports the threads this process was given."""
+  requested = os.environ.get(THREADS_ENV)
+  report: dict[str, Any] = {"requested": None if requested is None else int(requested),
+                            "cores": len(os.sched_getaffinity(0)), "omp": os.environ.get("OMP_NUM_THREADS"),
+                            "xla_flags": " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                                                  if f.startswith(_XLA_THREAD_FLAGS)),
+                            "torch": None}
+  if torch:
+    import torch as _torch
+    if requested is not None:
+      _torch.set_num_threads(int(requested))
+      try:
+        _torch.set_num_interop_threads(int(requested))
+      except RuntimeError:  # already set (parallel work ran): reported below as it is
+        pass
+    report["torch"] = _torch.get_num_threads()
+  return report
+
+
+def check_pinned(report: dict | None, threads: int, who: str) -> None:
+  """Raises unless a side's `pin_threads()` report shows exactly `threads` everywhere."""
+  if not report:
+    raise RuntimeError(f"{who} did not report its threads (call common.pin_threads() first)")
+  wrong = {k: report[k] for k in ("requested", "cores") if report[k] != threads}
+  if report["omp"] != str(threads):
+    wrong["omp"] = report["omp"]
+  if report["torch"] is not None and report["torch"] != threads:
+    wrong["torch"] = report["torch"]
+  if wrong:
+    raise RuntimeError(f"{who} runs with other thread counts than the {threads} requested: {wrong}")
+
+
+def threads_text(report: dict) -> str:
+  """One side's `pin_threads()` report as a line of the results file."""
+  torch = "" if report["torch"] is None else f", torch {report['torch']}"
+  return (f"{report['cores']} core(s), OMP {report['omp']}{torch}, XLA `{report['xla_flags']}`")
+
+
+def thread_counts(text: str) -> list[int]:
+  """`--threads 1,2` -> [1, 2] (each in 1..usable cores)."""
+  try:
+    counts = [int(x) for x in text.split(",") if x.strip()]
+  except ValueError:
+    counts = []
+  usable = len(os.sched_getaffinity(0))
+  if not counts or any(not 1 <= n <= usable for n in counts):
+    raise SystemExit(f"error: --threads takes a comma-separated list of counts in 1..{usable}, got {text!r}")
+  return counts
+
+
+def check_load(max_load: float, allow: bool, quick: bool) -> dict[str, Any]:
+  """The load record of a measurement, taken before it starts. A 1-minute load average above
+  `max_load` refuses the run (exit 2) unless `allow` (then every report marks it) or `quick`
+  (smoke runs are no measurement)."""
+  load = load_average()
+  loaded = load[0] > max_load
+  if loaded and not (allow or quick):
+    print(f"error: load average {load[0]:.2f} > {max_load:g} (another job is running); wait for a quiet "
+          "machine or pass --allow-load (the report will be marked)", file=sys.stderr)
+    raise SystemExit(2)
+  return {"before": list(load), "max": max_load, "loaded": bool(loaded)}
+
+
+def finish_load(record: dict[str, Any]) -> dict[str, Any]:
+  """Adds the load after the measurement; marks the record loaded if it rose above the limit."""
+  after = load_average()
+  return {**record, "after": list(after), "loaded": bool(record["loaded"] or after[0] > record["max"])}
+
+
+def load_lines(load: dict[str, Any]) -> list[str]:
+  fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)
+  lines = [f"- load average (1, 5, 15 min) before: {fmt(load['before'])}; after: {fmt(load['after'])} "
+           f"(limit {load['max']:g} on the 1-minute figure)"]
+  if load["loaded"]:
+    lines.append("- **LOADED: the machine was busy during this measurement; the figures are not a result**")
+  return lines
+
+
+def add_fair_arguments(parser) -> None:
+  parser.add_argument("--threads", default="1,2", help="threads (and cores) per side, comma-separated; every "
+                      "side gets the same (default: 1,2)")
+  parser.add_argument("--max-load", type=float, default=MAX_LOAD,
+                      help=f"refuse to measure above this 1-minute load average (default {MAX_LOAD:g})")
+  parser.add_argument("--allow-load", action="store_true", help="measure anyway above --max-load; marked")
+  parser.add_argument("--render", type=Path, metavar="JSON",
+                      help="write the report again from a recorded JSON (no measurement)")
+
+
+def machine_record(title: str, quick: bool, argv: list[str], script: str) -> dict[str, Any]:
+  """What a report's header says, captured when the measurement starts (rendered by `header_lines`)."""
+  return {"title": title, "quick": quick, "command": command(script, argv),
+          "date": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+          "machine": machine_lines()[:2]}
+
+
+def header_lines(rec: dict[str, Any]) -> list[str]:
+  note = " (--quick: tiny sizes, not a measurement)" if rec["quick"] else ""
+  return [f"# {rec['title']}{note}", "", f"Command: `{rec['command']}`", "", f"- date: {rec['date']}",
+          *rec["machine"], ""]
+
+
+def write_results(out: Path | None, record: dict[str, Any], render: Callable[[dict], list[str]]) -> str:
+  """The report, rendered from `record` alone; with `out`, writes `out` (Markdown) and the record beside
+  it (`out` with `.json`), so `--render` regenerates the file and nothing in it is written by hand."""
+  recorded = json.dumps(record, indent=1, sort_keys=True) + "\n"
+  text = "\n".join(render(json.loads(recorded))) + "\n"  # exactly what `--render` gives from the file
+  if out is not None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(recorded)
+    out.write_text(text)
+  return text
+
+
+def render_from(path: Path, out: Path | None, render: Callable[[dict], list[str]]) -> str:
+  """`--render JSON`: the report of a recorded measurement, written to `out` (default: beside the JSON)."""
+  record = json.loads(path.read_text())
+  text = "\n".join(render(record)) + "\n"
+  (out or path.with_suffix(".md")).write_text(text)
+  return text
 
 
 def median(xs: list[float]) -> float:

@@ -18,7 +18,12 @@ own process, alternating (tcred, TRL, tcred, TRL, ...); a process runs `--warmup
 
 Tokens/s = completion tokens generated in the step (up to EOS, the same count for all three) / seconds.
 
-  python benchmarks/peer_grpo.py                       # writes benchmarks/results/peer_grpo.md
+Fairness (DESIGN §6): at each `--threads` count (default 1 and 2) both sides run on the same cores with the
+same OpenMP, torch and XLA thread counts (each child reports them); a load average above `--max-load` refuses
+the measurement (`--allow-load` measures and marks it). The report is rendered from the JSON record written
+beside it (`--render peer_grpo.json` rewrites it); notes come from `--notes FILE`, never from hand edits.
+
+  python benchmarks/peer_grpo.py                       # writes benchmarks/results/peer_grpo.md (+ .json)
   python benchmarks/peer_grpo.py --rounds 1 --steps 1  # a quick look
 
 Needs torch and trl (`pip install -e '.[peer]'`).
@@ -30,12 +35,14 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import common  # noqa: E402
 
 DATASET = "basic_arithmetic"
 DATASET_CONFIG = '{"min_terms": 2, "max_terms": 4}'
@@ -69,6 +76,7 @@ def _task(checkpoint: str, tokens: int):
 
 
 def run_tcred(args) -> dict:
+  threads = common.pin_threads()
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -112,10 +120,11 @@ def run_tcred(args) -> dict:
     if step >= args.warmup:
       steps.append({"tokens": int(r.mask.sum()), "sampling_s": t2 - t0, "scoring_s": t2 - t1, "update_s": t3 - t2,
                     "step_s": t3 - t0})
-  return {"side": "tcred", "steps": steps}
+  return {"side": "tcred", "steps": steps, "threads": threads}
 
 
 def run_trl(args) -> dict:
+  threads = common.pin_threads(torch=True)
   import torch
   import transformers
   from datasets import Dataset
@@ -171,7 +180,7 @@ def run_trl(args) -> dict:
   trainer.add_callback(Clock())
   torch.manual_seed(0)
   trainer.train()
-  return {"side": "trl", "steps": records[args.warmup:], "torch_threads": torch.get_num_threads()}
+  return {"side": "trl", "steps": records[args.warmup:], "threads": {**threads, "torch": torch.get_num_threads()}}
 
 
 def child(args) -> int:
@@ -184,47 +193,80 @@ def _median(rows, key):
   return statistics.median(r[key] for r in rows)
 
 
-def report(results: list[dict], meta: dict, args, command: str) -> str:
-  sides = {s: [row for r in results if r["side"] == s for row in r["steps"]] for s in ("tcred", "trl")}
-  lines = [f"# One GRPO step: tcred vs TRL GRPOTrainer (CPU)", "",
-           f"Command: `{command}`  ", f"Machine: {platform.platform()}, {os.cpu_count()} CPUs (shared with other "
-           "processes while this ran: read the ratio, not the absolute numbers).  ",
+def render(record: dict) -> list[str]:
+  """The Markdown report of a recorded measurement (`measure`), and nothing else."""
+  meta, a = record["checkpoint"], record["args"]
+  lines = [*common.header_lines(record),
            f"Model: random Qwen3, {meta['params'] / 1e6:.1f}M parameters ({meta['layers']} layers, width "
            f"{meta['hidden']}, BPE vocabulary {meta['vocab_size']}), float32.  ",
-           f"Batch: {args.prompts} prompts x {args.group} samples, {args.tokens} new tokens at most, temperature 1; "
+           f"Batch: {a['prompts']} prompts x {a['group']} samples, {a['tokens']} new tokens at most, temperature 1; "
            f"reasoning-gym `{DATASET}` `{DATASET_CONFIG}` prompts in the chat template.  ",
-           f"Each side: {args.rounds} processes, alternating, {args.warmup} warm-up + {args.steps} timed steps each; "
-           "medians over the timed steps.", "",
-           "| side | steps | tokens/step | sampling tok/s | update tok/s | step tok/s | sampling s | scoring s | "
-           "update s | step s |", "|---|---|---|---|---|---|---|---|---|---|"]
-  med = {}
-  for side, rows in sides.items():
-    if not rows:
-      continue
-    med[side] = {k: _median(rows, k) for k in ("tokens", "sampling_s", "scoring_s", "update_s", "step_s")}
-    m = med[side]
-    lines.append(f"| {side} | {len(rows)} | {m['tokens']:.0f} | {m['tokens'] / m['sampling_s']:.0f} | "
-                 f"{m['tokens'] / m['update_s']:.0f} | {m['tokens'] / m['step_s']:.0f} | {m['sampling_s']:.2f} | "
-                 f"{m['scoring_s']:.3f} | {m['update_s']:.2f} | {m['step_s']:.2f} |")
-  if len(med) == 2:
-    a, b = med["tcred"], med["trl"]
-    ratio = lambda k: (a["tokens"] / a[k]) / (b["tokens"] / b[k])
-    lines += ["", f"**tcred / TRL tokens/s: sampling {ratio('sampling_s'):.2f}x, update {ratio('update_s'):.2f}x, "
-              f"whole step {ratio('step_s'):.2f}x** (target >= 2x on the whole step)."]
-    lines += ["", "Where the time goes (share of the median step):", "",
-              "| side | sampling (generation) | scoring | update |", "|---|---|---|---|"]
+           f"Each side: {a['rounds']} processes per thread count, alternating, {a['warmup']} warm-up + {a['steps']} "
+           "timed steps each; medians over the timed steps. Every process gets the same cores, OpenMP/MKL threads, "
+           "torch threads and XLA intra-op threads (`common.pinned_env`) and reports them.", "",
+           *common.load_lines(record["load"]), "",
+           "| threads per side | side | steps | tokens/step | sampling tok/s | update tok/s | step tok/s | sampling s | "
+           "scoring s | update s | step s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+  ratios, shares = [], []
+  for threads, results in record["by_threads"].items():
+    sides = {s: [row for r in results if r["side"] == s for row in r["steps"]] for s in ("tcred", "trl")}
+    med = {}
+    for side, rows in sides.items():
+      if not rows:
+        continue
+      med[side] = m = {k: _median(rows, k) for k in ("tokens", "sampling_s", "scoring_s", "update_s", "step_s")}
+      lines.append(f"| {threads} | {side} | {len(rows)} | {m['tokens']:.0f} | {m['tokens'] / m['sampling_s']:.0f} | "
+                   f"{m['tokens'] / m['update_s']:.0f} | {m['tokens'] / m['step_s']:.0f} | {m['sampling_s']:.2f} | "
+                   f"{m['scoring_s']:.3f} | {m['update_s']:.2f} | {m['step_s']:.2f} |")
+    if len(med) == 2:
+      x, y = med["tcred"], med["trl"]
+      ratio = lambda k: (x["tokens"] / x[k]) / (y["tokens"] / y[k])
+      ratios.append(f"- {threads} thread(s) a side: **tcred / TRL tokens/s: sampling {ratio('sampling_s'):.2f}x, "
+                    f"update {ratio('update_s'):.2f}x, whole step {ratio('step_s'):.2f}x** (target >= 2x on the "
+                    f"whole step: {'met' if ratio('step_s') >= 2 else 'NOT met'})")
     for side, m in med.items():
       gen = m["sampling_s"] - m["scoring_s"]
-      lines.append(f"| {side} | {100 * gen / m['step_s']:.0f}% | {100 * m['scoring_s'] / m['step_s']:.1f}% | "
-                   f"{100 * m['update_s'] / m['step_s']:.0f}% |")
+      shares.append(f"| {threads} | {side} | {100 * gen / m['step_s']:.0f}% | {100 * m['scoring_s'] / m['step_s']:.1f}% | "
+                    f"{100 * m['update_s'] / m['step_s']:.0f}% |")
+  lines += ["", *ratios, "", "Where the time goes (each part's median over the median step):", "",
+            "| threads per side | side | sampling (generation) | scoring | update |", "|---|---|---|---|---|", *shares]
+  if record.get("notes"):
+    lines += ["", "Notes (from `--notes`):", "", record["notes"].rstrip()]
   lines += ["", "Per step (all processes):", "", "```"]
-  for r in results:
-    lines.append(json.dumps(r))
-  lines += ["```", ""]
-  return "\n".join(lines)
+  for threads, results in record["by_threads"].items():
+    lines += [json.dumps(r) for r in results]
+  return lines + ["```", ""]
+
+
+def measure(args, argv: list[str]) -> dict:
+  record = {**common.machine_record("One GRPO step: tcred vs TRL GRPOTrainer (CPU)", False, argv, __file__),
+            "args": {k: getattr(args, k) for k in ("prompts", "group", "tokens", "warmup", "steps", "rounds")},
+            "load": common.check_load(args.max_load, args.allow_load, False), "by_threads": {},
+            "notes": pathlib.Path(args.notes).read_text() if args.notes else ""}
+  with tempfile.TemporaryDirectory(prefix="peer-grpo-") as tmp:
+    ckpt = pathlib.Path(tmp) / "qwen3"
+    record["checkpoint"] = make_checkpoint(ckpt)
+    print(f"checkpoint: {record['checkpoint']}", file=sys.stderr)
+    for threads in common.thread_counts(args.threads):
+      results = record["by_threads"][str(threads)] = []
+      env = {**common.pinned_env(threads), "TRANSFORMERS_VERBOSITY": "error"}
+      cores = common.pinned_cores(threads)
+      for r in range(args.rounds):
+        for side in ("tcred", "trl"):
+          out = pathlib.Path(tmp) / f"{side}-{threads}-{r}.json"
+          cmd = [sys.executable, __file__, "--side", side, "--checkpoint", str(ckpt), "--json", str(out),
+                 *[f"--{k}={getattr(args, k)}" for k in ("prompts", "group", "tokens", "warmup", "steps")]]
+          t0 = time.time()
+          subprocess.run(cmd, check=True, env=env, preexec_fn=lambda: os.sched_setaffinity(0, cores))
+          results.append(json.loads(out.read_text()))
+          common.check_pinned(results[-1]["threads"], threads, f"peer_grpo --side {side}")
+          print(f"[{threads} thread(s), {side} round {r}] {time.time() - t0:.0f} s", file=sys.stderr)
+  record["load"] = common.finish_load(record["load"])
+  return record
 
 
 def main(argv=None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--prompts", type=int, default=4)
   p.add_argument("--group", type=int, default=4)
@@ -232,31 +274,19 @@ def main(argv=None) -> int:
   p.add_argument("--warmup", type=int, default=1)
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--rounds", type=int, default=2)
-  p.add_argument("--out", default="benchmarks/results/peer_grpo.md")
+  p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("benchmarks/results/peer_grpo.md"))
+  p.add_argument("--notes", help="a text file whose contents the report quotes under 'Notes' (never edit the report)")
   p.add_argument("--side", choices=("tcred", "trl"), help=argparse.SUPPRESS)
   p.add_argument("--checkpoint", help=argparse.SUPPRESS)
   p.add_argument("--json", help=argparse.SUPPRESS)
+  common.add_fair_arguments(p)
   args = p.parse_args(argv)
   if args.side:
     return child(args)
-  command = "python benchmarks/peer_grpo.py " + " ".join(sys.argv[1:] if argv is None else argv)
-  with tempfile.TemporaryDirectory(prefix="peer-grpo-") as tmp:
-    ckpt = pathlib.Path(tmp) / "qwen3"
-    meta = make_checkpoint(ckpt)
-    print(f"checkpoint: {meta}", file=sys.stderr)
-    results = []
-    for r in range(args.rounds):
-      for side in ("tcred", "trl"):
-        out = pathlib.Path(tmp) / f"{side}-{r}.json"
-        cmd = [sys.executable, __file__, "--side", side, "--checkpoint", str(ckpt), "--json", str(out),
-               *[f"--{k}={getattr(args, k)}" for k in ("prompts", "group", "tokens", "warmup", "steps")]]
-        t0 = time.time()
-        subprocess.run(cmd, check=True, env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
-        results.append(json.loads(out.read_text()))
-        print(f"[{side} round {r}] {time.time() - t0:.0f} s: {results[-1]['steps']}", file=sys.stderr)
-  text = report(results, meta, args, command)
-  pathlib.Path(args.out).write_text(text)
-  print(text)
+  if args.render:
+    print(common.render_from(args.render, args.out, render), end="")
+    return 0
+  print(common.write_results(args.out, measure(args, argv), render), end="")
   return 0
 
 

@@ -13,6 +13,11 @@ tokens/s counts generated tokens (prefill included in the time). Compilation is 
 
 Target (DESIGN §6): ≥ 3× the tokens/s of `generate`.
 
+Fairness (DESIGN §6): at each `--threads` count (default 1 and 2) both sides run on the same cores
+with the same OpenMP, torch and XLA thread counts, each child reporting what it got; a load average
+above `--max-load` refuses the measurement (`--allow-load` measures and marks it). `--out X.md` also
+writes `X.json`, the whole record, from which `--render X.json` rewrites the report.
+
 Usage:
   python benchmarks/sampler.py                  # bench-27m, 2 rounds x 2 batches per side
   python benchmarks/sampler.py --repeats 3 --rounds 3
@@ -104,19 +109,21 @@ def ours_call(config, sz: Sizes):
 def run_side(side: str, config, sz: Sizes, repeats: int) -> dict:
   """One sampler alone in this process: a first call (compile / warm-up + one batch), then
   `repeats` timed batches. Returns what the report needs, JSON-serialisable."""
+  threads = common.pin_threads(torch=side == "generate")
   if side == "ours":
     ours = ours_call(config, sz)
     first_s, out = common.time_once(ours)  # compile + one run
     ok = bool(np.all(np.asarray(out.mask))) and out.tokens.shape == (1, sz.g, sz.t) and bool(
         np.all(np.isfinite(np.asarray(out.logp))))
-    return {"times": [common.time_once(ours)[0] for _ in range(repeats)], "first_s": first_s, "ok": ok}
+    return {"times": [common.time_once(ours)[0] for _ in range(repeats)], "first_s": first_s, "ok": ok,
+            "threads": threads}
   import torch
   import transformers
 
   from tcred.models.hf import hf_config, to_hf_state_dict
   graphdef, params = common.init_params(config)
   prompt_np = _prompt(config, sz)
-  hf = transformers.LlamaForCausalLM(hf_config(config))
+  hf = transformers.AutoModelForCausalLM.from_config(hf_config(config))
   hf.load_state_dict({k: torch.from_numpy(v) for k, v in to_hf_state_dict(params).items()}, strict=True)
   hf.eval()
   gen_config = transformers.GenerationConfig(
@@ -139,7 +146,79 @@ def run_side(side: str, config, sz: Sizes, repeats: int) -> dict:
   return {"times": [common.time_once(generate)[0] for _ in range(repeats)], "first_s": first_s,
           "ok": tuple(out.shape) == (sz.g, sz.p + sz.t), "shape": list(out.shape),
           "logit_diff": float(np.max(np.abs(hf_logits - our_logits))), "attn": hf.config._attn_implementation,
-          "threads": torch.get_num_threads()}
+          "threads": threads}
+
+
+def measure(args, argv: list[str]) -> dict:
+  """Runs both samplers at every thread count (alternating processes) and returns the record."""
+  sz = QUICK if args.quick else FULL
+  repeats = 1 if args.quick else args.repeats
+  rounds = 1 if args.quick else args.rounds
+  config = model_preset(sz.model)
+  record = {**common.machine_record("Sampler: sample_groups vs transformers generate", args.quick, argv, __file__),
+            "sizes": sz._asdict(), "repeats": repeats, "rounds": rounds,
+            "load": common.check_load(args.max_load, args.allow_load, args.quick), "by_threads": {}}
+  sides = ["ours"] + (["generate"] if common.have_torch() else [])
+  for threads in common.thread_counts(args.threads):
+    record["by_threads"][str(threads)] = common.alternate_processes(
+        __file__, sides, rounds, ["--repeats", str(repeats)] + (["--quick"] if args.quick else []),
+        glibc_default=("generate",), threads=threads)
+  graphdef, params = common.init_params(config)
+  record["decode_profile"] = _decode_profile(graphdef, params, sz, repeats=1 if args.quick else 20)
+  record["load"] = common.finish_load(record["load"])
+  return record
+
+
+def render(record: dict) -> list[str]:
+  """The Markdown report of a recorded measurement (`measure`), and nothing else."""
+  sz = Sizes(**record["sizes"])
+  repeats, rounds = record["repeats"], record["rounds"]
+  config = model_preset(sz.model)
+  new_tokens = sz.g * sz.t
+  lines = common.header_lines(record) + [
+      f"Model `{sz.model}` ({config.num_params() / 1e6:.2f}M parameters), 1 prompt of {sz.p} tokens, "
+      f"G = {sz.g}, {sz.t} new tokens each ({new_tokens:,} generated), temperature 1.0, no truncation, "
+      "EOS stopping disabled on both sides.",
+      f"Each side runs in its own process, {rounds} round(s) alternating (ours, generate, ...), {repeats} "
+      "timed batch(es) per round after a first (compiling / warm-up) call, at each thread count: every side's "
+      "process gets the same cores, OpenMP/MKL threads, torch threads and XLA intra-op threads "
+      "(`common.pinned_env`), and reports what it got.", "", *common.load_lines(record["load"]), ""]
+  names = {"ours": "ours", "generate": "transformers generate"}
+  summary = ["## Summary", "", "| threads per side | ours tokens/s | generate tokens/s | ours / generate |",
+             "|---:|---:|---:|---:|"]
+  ours_s = None
+  for threads, runs in record["by_threads"].items():
+    times = {side: [t for r in rs for t in r["times"]] for side, rs in runs.items()}
+    tps = {side: new_tokens / common.median(ts) for side, ts in times.items()}
+    ours0 = runs["ours"][0]
+    ours_s = common.median(times["ours"])
+    hf_lines = []
+    if "generate" in runs:
+      g0 = runs["generate"][0]
+      hf_lines = [f"- identical weights: max |logit difference| at the prompt's last position = {g0['logit_diff']:.2e}",
+                  f"- transformers: attention `{g0['attn']}`, {common.threads_text(g0['threads'])}, glibc's default "
+                  f"allocator settings (the huge-page tunable is ours), first call "
+                  f"{g0['first_s']:.2f} s, output {tuple(g0['shape'])} "
+                  f"({'every row generated the full budget' if all(r['ok'] for r in runs['generate']) else 'WRONG LENGTH'})"]
+    lines += [f"## {threads} thread(s) per side: generation ({rounds} round(s) × {repeats} batch(es) per side)", "",
+              f"- ours: {common.threads_text(ours0['threads'])}; first call (compile + run) {ours0['first_s']:.2f} s; "
+              f"{'every row generated the full budget' if all(r['ok'] for r in runs['ours']) else 'WRONG OUTPUT'}",
+              *hf_lines, "", "| sampler | s per batch median (min–max) | tokens/s |", "|---|---:|---:|"]
+    for side, ts in times.items():
+      lines.append(f"| {names[side]} | {common.spread(ts)} | {tps[side]:,.0f} |")
+    lines.append("")
+    if "generate" in tps:
+      ratio = tps["ours"] / tps["generate"]
+      lines += [f"Ours / generate: **{ratio:.2f}×** (target ≥ {TARGET:g}×: {'met' if ratio >= TARGET else 'NOT met'}).", ""]
+      summary.append(f"| {threads} | {tps['ours']:,.0f} | {tps['generate']:,.0f} | {ratio:.2f}× |")
+    else:
+      lines += [f"transformers generate: {common.TORCH_MISSING}", ""]
+      summary.append(f"| {threads} | {tps['ours']:,.0f} | – | – |")
+  lines += summary + [""]
+  lines += [f"## Profile of one decode step (pieces jitted alone, unpinned, median; whole loop at the last "
+            f"thread count: {ours_s / sz.t * 1e3:.2f} ms/step)", "", "| piece | ms |", "|---|---:|"]
+  lines += [f"| {name} | {s * 1e3:.3f} |" for name, s in record["decode_profile"].items()]
+  return lines + [""]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,64 +227,18 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--quick", action="store_true", help="tiny model, 1 repeat (CI smoke test)")
   parser.add_argument("--repeats", type=int, default=2, help="timed batches per side and round")
   parser.add_argument("--rounds", type=int, default=2, help="alternations of the two sides' processes")
-  parser.add_argument("--out", type=Path, help="also write the report (Markdown) to this file")
+  parser.add_argument("--out", type=Path, help="also write the report (Markdown) and its record (.json) here")
   parser.add_argument("--side", choices=("ours", "generate"), help=argparse.SUPPRESS)  # one side's process
+  common.add_fair_arguments(parser)
   args = parser.parse_args(argv)
-  sz = QUICK if args.quick else FULL
-  repeats = 1 if args.quick else args.repeats
-  rounds = 1 if args.quick else args.rounds
-  config = model_preset(sz.model)
   if args.side:
-    print(json.dumps(run_side(args.side, config, sz, repeats)))
+    sz = QUICK if args.quick else FULL
+    print(json.dumps(run_side(args.side, model_preset(sz.model), sz, 1 if args.quick else args.repeats)))
     return 0
-  new_tokens = sz.g * sz.t
-
-  lines = common.header("Sampler: sample_groups vs transformers generate", args.quick, argv, __file__)
-  lines += [f"Model `{sz.model}` ({config.num_params() / 1e6:.2f}M parameters), 1 prompt of {sz.p} tokens, "
-            f"G = {sz.g}, {sz.t} new tokens each ({new_tokens:,} generated), temperature 1.0, no truncation, "
-            "EOS stopping disabled on both sides.",
-            f"Each side runs in its own process, {rounds} round(s) alternating (ours, generate, ...), {repeats} "
-            "timed batch(es) per round after a first (compiling / warm-up) call.", ""]
-  print("\n".join(lines), flush=True)
-
-  sides = ["ours"] + (["generate"] if common.have_torch() else [])
-  load0 = common.load_average()
-  runs = common.alternate_processes(__file__, sides, rounds, ["--repeats", str(repeats)] +
-                                    (["--quick"] if args.quick else []), glibc_default=("generate",))
-  times = {side: [t for r in rs for t in r["times"]] for side, rs in runs.items()}
-  tps = {side: new_tokens / common.median(ts) for side, ts in times.items()}
-  ours0 = runs["ours"][0]
-  hf_lines = []
-  if "generate" in runs:
-    g0 = runs["generate"][0]
-    hf_lines = [f"- identical weights: max |logit difference| at the prompt's last position = {g0['logit_diff']:.2e}",
-                f"- transformers: attention `{g0['attn']}`, torch threads {g0['threads']}, glibc's default allocator "
-                f"settings (the huge-page tunable is ours), first call "
-                f"{g0['first_s']:.2f} s, output {tuple(g0['shape'])} "
-                f"({'every row generated the full budget' if all(r['ok'] for r in runs['generate']) else 'WRONG LENGTH'})"]
-  tab = [f"## Generation ({rounds} round(s) × {repeats} batch(es) per side, load average before: "
-         f"{', '.join(f'{x:.2f}' for x in load0)})", "",
-         f"- ours: first call (compile + run) {ours0['first_s']:.2f} s; "
-         f"{'every row generated the full budget' if all(r['ok'] for r in runs['ours']) else 'WRONG OUTPUT'}",
-         *hf_lines, "", "| sampler | s per batch median (min–max) | tokens/s |", "|---|---:|---:|"]
-  names = {"ours": "ours", "generate": "transformers generate"}
-  for side, ts in times.items():
-    tab.append(f"| {names[side]} | {common.spread(ts)} | {tps[side]:,.0f} |")
-  tab.append("")
-  if "generate" in tps:
-    ratio = tps["ours"] / tps["generate"]
-    tab.append(f"Ours / generate: **{ratio:.2f}×** (target ≥ {TARGET:g}×: {'met' if ratio >= TARGET else 'NOT met'}).")
-  else:
-    tab.append(f"transformers generate: {common.TORCH_MISSING}")
-  graphdef, params = common.init_params(config)
-  prof = _decode_profile(graphdef, params, sz, repeats=1 if args.quick else 20)
-  step_s = common.median(times["ours"]) / sz.t
-  tab += ["", f"## Profile of one decode step (pieces jitted alone, median; whole loop: {step_s * 1e3:.2f} ms/step)",
-          "", "| piece | ms |", "|---|---:|"]
-  tab += [f"| {name} | {s * 1e3:.3f} |" for name, s in prof.items()]
-  tab += ["", common.load_line()]
-  print("\n".join(tab), flush=True)
-  common.write(args.out, lines + tab)
+  if args.render:
+    print(common.render_from(args.render, args.out, render), end="")
+    return 0
+  print(common.write_results(args.out, measure(args, argv), render), end="", flush=True)
   return 0
 
 

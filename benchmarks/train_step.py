@@ -16,6 +16,11 @@ thread pools meeting in one process (`common.alternate_processes`).
 
 Target (DESIGN §6): MFU ≥ 60% and ≥ 1.1× the PyTorch tokens/s; the second call never recompiles.
 
+Fairness (DESIGN §6): at each `--threads` count (default 1 and 2) both sides run on the same cores
+with the same OpenMP, torch and XLA thread counts, each child reporting what it got; a load average
+above `--max-load` refuses the measurement (`--allow-load` measures and marks it). `--out X.md` also
+writes `X.json`, the whole record, from which `--render X.json` rewrites the report.
+
 Usage:
   python benchmarks/train_step.py                 # bench-27m, 2 rounds x 3 steps per side
   python benchmarks/train_step.py --steps 4 --rounds 3
@@ -122,7 +127,7 @@ class TorchStep:
     from tcred.models.hf import hf_config, to_hf_state_dict
     self.torch = torch
     cfg = hf_config(config)  # bench-27m is Llama-family (no biases, no q/k norms)
-    self.model = transformers.LlamaForCausalLM(cfg)
+    self.model = transformers.AutoModelForCausalLM.from_config(cfg)  # Llama or Qwen3 by the config
     self.model.load_state_dict({k: torch.from_numpy(v) for k, v in to_hf_state_dict(params).items()},
                                strict=True)
     self.model.train()
@@ -147,7 +152,7 @@ def head_matmuls(config: ModelConfig, sz: Sizes) -> int:
   return 3 if logits_saved(sz.b * sz.g * sz.t, config.vocab_size) else 4
 
 
-def profile(ours: JaxStep, config: ModelConfig, sz: Sizes, repeats: int) -> list[str]:
+def profile(ours: JaxStep, config: ModelConfig, sz: Sizes, repeats: int) -> dict:
   """Seconds and GFLOP/s of the step's parts, each jitted alone: the decoder forward + backward
   (gradient of `Σ hidden`), the log-prob/entropy head forward + backward on the response
   positions' hidden states, and the AdamW update (with clipping)."""
@@ -188,10 +193,14 @@ def profile(ours: JaxStep, config: ModelConfig, sz: Sizes, repeats: int) -> list
            "head (log-probs + entropy) forward + backward": head_matmuls(config, sz) * 2 * n_seq * sz.t * d * v,
            "AdamW update": None, "whole rl_train_step": None}
   flops["whole rl_train_step"] = sum(f for name, f in flops.items() if f is not None and name != "whole rl_train_step")
+  return {name: {"times": ts, "flop": flops[name]} for name, ts in times.items()}
+
+
+def render_profile(parts: dict) -> list[str]:
   out = ["## Profile: parts of the step jitted alone (interleaved, median)", "",
          "| part | s median (min–max) | GFLOP (matmuls) | GFLOP/s |", "|---|---:|---:|---:|"]
-  for name, ts in times.items():
-    f = flops[name]
+  for name, part in parts.items():
+    ts, f = part["times"], part["flop"]
     out.append(f"| {name} | {common.spread(ts)} | {'–' if f is None else f'{f / 1e9:.1f}'} | "
                f"{'–' if f is None else f'{f / common.median(ts) / 1e9:.1f}'} |")
   return out + [""]
@@ -200,11 +209,12 @@ def profile(ours: JaxStep, config: ModelConfig, sz: Sizes, repeats: int) -> list
 def run_side(side: str, config: ModelConfig, sz: Sizes, steps: int) -> dict:
   """One side alone in this process: its first call (compile + one step), then `steps`
   timed steps. Returns what the report needs, JSON-serialisable."""
+  threads = common.pin_threads(torch=side == "torch")
   if side == "torch":
     torch_step = TorchStep(config, sz, common.init_params(config)[1])  # the weights JaxStep draws
     first_s, _ = common.time_once(torch_step)
     return {"times": [common.time_once(torch_step)[0] for _ in range(steps)], "first_s": first_s,
-            "attn": torch_step.attn}
+            "attn": torch_step.attn, "threads": threads}
   counter = CompileCounter()
   ours = JaxStep(config, sz)
   cache0 = rl_train_step._cache_size()
@@ -217,7 +227,107 @@ def run_side(side: str, config: ModelConfig, sz: Sizes, steps: int) -> dict:
   return {"times": times, "first_s": first_s, "compile_events": compiles - compiles0,
           "backend_compile_s": compile_s - compile_s0,
           "cache": [cache0, cache1, rl_train_step._cache_size()], "recompiles": counter.compiles - compiles,
-          "finite": bool(np.isfinite(float(loss0)) and np.isfinite(loss_end))}
+          "finite": bool(np.isfinite(float(loss0)) and np.isfinite(loss_end)), "threads": threads}
+
+
+def measure(args, argv: list[str]) -> dict:
+  """Runs both sides at every thread count (alternating processes) and returns the record."""
+  sz = QUICK if args.quick else FULL
+  steps = 2 if args.quick else args.steps
+  rounds = 1 if args.quick else args.rounds
+  config = model_preset(sz.model)
+  record = {**common.machine_record("Train step: rl_train_step vs PyTorch eager", args.quick, argv, __file__),
+            "sizes": sz._asdict(), "steps": steps, "rounds": rounds,
+            "load": common.check_load(args.max_load, args.allow_load, args.quick), "by_threads": {}}
+  sides = ["jax"]
+  if args.no_torch:
+    record["torch_note"] = "skipped: --no-torch"
+  elif not common.have_torch():
+    record["torch_note"] = common.TORCH_MISSING
+  else:
+    sides.append("torch")
+  side_args = ["--steps", str(steps)] + (["--quick"] if args.quick else [])
+  for threads in common.thread_counts(args.threads):
+    runs = common.alternate_processes(__file__, sides, rounds, side_args, glibc_default=("torch",), threads=threads)
+    record["by_threads"][str(threads)] = {"runs": runs}
+  record["peak_gflops"] = common.jax_matmul_gflops(256 if args.quick else 2048)
+  if args.profile:
+    record["profile"] = profile(JaxStep(config, sz), config, sz, steps)
+  record["load"] = common.finish_load(record["load"])
+  return record
+
+
+def render(record: dict) -> list[str]:
+  """The Markdown report of a recorded measurement (`measure`), and nothing else."""
+  sz = Sizes(**record["sizes"])
+  steps, rounds, peak = record["steps"], record["rounds"], record["peak_gflops"]
+  config = model_preset(sz.model)
+  n_seq, seq_len = sz.b * sz.g, sz.p + sz.t
+  tokens = n_seq * seq_len
+  n_nonemb = config.num_params(embeddings=False)
+  model_flop = 6 * n_nonemb * tokens
+  d, v, l_ = config.hidden_size, config.vocab_size, config.num_hidden_layers
+  n_head = head_matmuls(config, sz)
+  head_flop = n_head * 2 * d * v * n_seq * sz.t
+  attn_flop = 3 * 4 * l_ * seq_len * config.num_attention_heads * config.dim_per_head * tokens  # full S×S
+  lines = common.header_lines(record) + [
+      f"Model `{sz.model}`: {config.num_params() / 1e6:.2f}M parameters, {n_nonemb / 1e6:.2f}M without "
+      f"embedding and head. Batch: {sz.b} prompt × {sz.g} responses, P = {sz.p}, T = {sz.t}: "
+      f"{n_seq} sequences × {seq_len} tokens = {tokens:,} tokens per step.",
+      f"Each side runs in its own process, {rounds} round(s) alternating (ours, PyTorch, ours, ...), "
+      f"{steps} timed steps per round after a first (compiling) call, at each thread count: every side's "
+      "process gets the same cores, OpenMP/MKL threads, torch threads and XLA intra-op threads "
+      "(`common.pinned_env`), and reports what it got.", "", *common.load_lines(record["load"]),
+      f"- JAX float32 {256 if record['quick'] else 2048}² matmul, same run: {peak:.1f} GFLOP/s "
+      f"(unpinned: the roof MFU is measured against)", ""]
+  summary = ["## Summary", "", "| threads per side | ours tokens/s | PyTorch tokens/s | ours / PyTorch | MFU |",
+             "|---:|---:|---:|---:|---:|"]
+  for threads, by in record["by_threads"].items():
+    runs = by["runs"]
+    times = {side: [t for r in rs for t in r["times"]] for side, rs in runs.items()}
+    first = runs["jax"][0]
+    recompiles = sum(r["recompiles"] for r in runs["jax"])
+    no_recompile = recompiles == 0 and all(r["cache"][2] == r["cache"][1] for r in runs["jax"])
+    jax_s = common.median(times["jax"])
+    mfu = model_flop / jax_s / (peak * 1e9)
+    c0, c1, c2 = first["cache"]
+    lines += [f"## {threads} thread(s) per side: our step (jitted `rl_train_step`)", "",
+              f"- process threads: {common.threads_text(first['threads'])}",
+              f"- first call (trace + compile + 1 step): {first['first_s']:.2f} s, of which XLA backend compile "
+              f"{first['backend_compile_s']:.2f} s ({first['compile_events']} backend compilation(s) of "
+              f"`rl_train_step`'s program and helpers); jit cache size {c0} -> {c1}",
+              f"- later calls: jit cache size {c1} -> {c2}, XLA backend compilations during {steps} timed steps × "
+              f"{rounds} process(es): {recompiles} -> **{'no recompilation' if no_recompile else 'RECOMPILED'}**",
+              f"- step time {common.spread(times['jax'])} s over {len(times['jax'])} steps: "
+              f"**{tokens / jax_s:,.0f} tokens/s**",
+              f"- losses finite: {all(r['finite'] for r in runs['jax'])}",
+              f"- model FLOPs 6 × {n_nonemb / 1e6:.2f}M × {tokens:,} = {model_flop / 1e9:.1f} GFLOP per step -> "
+              f"{model_flop / jax_s / 1e9:.1f} GFLOP/s, **MFU {mfu:.1%}** (target ≥ {MFU_TARGET:.0%}: "
+              f"{'met' if mfu >= MFU_TARGET else 'NOT met'})",
+              f"- not counted in MFU: head {head_flop / 1e9:.1f} GFLOP ({n_head} × 2·D·V per response token: "
+              f"{'logits saved for the backward pass' if n_head == 3 else 'streamed, recomputed in the backward pass'}), "
+              f"attention scores {attn_flop / 1e9:.1f} GFLOP (QKᵀ and PV over all {seq_len} slots, fwd + bwd)", ""]
+    row = [threads, f"{tokens / jax_s:,.0f}", "–", "–", f"{mfu:.1%}"]
+    if "torch" in runs:
+      torch_s = common.median(times["torch"])
+      ratio = torch_s / jax_s
+      t0 = runs["torch"][0]
+      lines += [f"## {threads} thread(s) per side: PyTorch eager (transformers `LlamaForCausalLM`, same weights)", "",
+                f"- process threads: {common.threads_text(t0['threads'])}",
+                f"- attention implementation `{t0['attn']}`; glibc's default allocator settings (the "
+                f"huge-page tunable is ours, not PyTorch's); first step {t0['first_s']:.2f} s",
+                f"- step time {common.spread(times['torch'])} s over {len(times['torch'])} steps: "
+                f"**{tokens / torch_s:,.0f} tokens/s**, MFU by the same count {model_flop / torch_s / (peak * 1e9):.1%}",
+                f"- ours / torch tokens/s: **{ratio:.2f}×** (target ≥ {TORCH_TARGET}×: "
+                f"{'met' if ratio >= TORCH_TARGET else 'NOT met'})", ""]
+      row[2:4] = [f"{tokens / torch_s:,.0f}", f"{ratio:.2f}×"]
+    else:
+      lines += ["## PyTorch eager", "", f"- {record.get('torch_note', '')}", ""]
+    summary.append("| " + " | ".join(str(c) for c in row) + " |")
+  lines += summary + [""]
+  if "profile" in record:
+    lines += render_profile(record["profile"])
+  return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,86 +338,18 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--rounds", type=int, default=2, help="alternations of the two sides' processes")
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch side")
   parser.add_argument("--profile", action="store_true", help="also time the step's parts alone")
-  parser.add_argument("--out", type=Path, help="also write the report (Markdown) to this file")
+  parser.add_argument("--out", type=Path, help="also write the report (Markdown) and its record (.json) here")
   parser.add_argument("--side", choices=("jax", "torch"), help=argparse.SUPPRESS)  # one side's process
+  common.add_fair_arguments(parser)
   args = parser.parse_args(argv)
-  sz = QUICK if args.quick else FULL
-  steps = 2 if args.quick else args.steps
-  rounds = 1 if args.quick else args.rounds
-  config = model_preset(sz.model)
   if args.side:
-    print(json.dumps(run_side(args.side, config, sz, steps)))
+    sz = QUICK if args.quick else FULL
+    print(json.dumps(run_side(args.side, model_preset(sz.model), sz, 2 if args.quick else args.steps)))
     return 0
-  n_seq, seq_len = sz.b * sz.g, sz.p + sz.t
-  tokens = n_seq * seq_len
-  n_nonemb = config.num_params(embeddings=False)
-
-  lines = common.header("Train step: rl_train_step vs PyTorch eager", args.quick, argv, __file__)
-  lines += [f"Model `{sz.model}`: {config.num_params() / 1e6:.2f}M parameters, {n_nonemb / 1e6:.2f}M without "
-            f"embedding and head. Batch: {sz.b} prompt × {sz.g} responses, P = {sz.p}, T = {sz.t}: "
-            f"{n_seq} sequences × {seq_len} tokens = {tokens:,} tokens per step.",
-            f"Each side runs in its own process, {rounds} round(s) alternating (ours, PyTorch, ours, ...), "
-            f"{steps} timed steps per round after a first (compiling) call.", ""]
-  print("\n".join(lines), flush=True)
-
-  peak = common.jax_matmul_gflops(256 if args.quick else 2048)
-  torch_note = ""
-  sides = ["jax"]
-  if args.no_torch:
-    torch_note = "skipped: --no-torch"
-  elif not common.have_torch():
-    torch_note = common.TORCH_MISSING
-  else:
-    sides.append("torch")
-  load0 = common.load_average()
-  side_args = ["--steps", str(steps)] + (["--quick"] if args.quick else [])
-  runs = common.alternate_processes(__file__, sides, rounds, side_args, glibc_default=("torch",))
-  times = {side: [t for r in rs for t in r["times"]] for side, rs in runs.items()}
-  first = runs["jax"][0]
-  recompiles = sum(r["recompiles"] for r in runs["jax"])
-  no_recompile = recompiles == 0 and all(r["cache"][2] == r["cache"][1] for r in runs["jax"])
-  jax_s = common.median(times["jax"])
-
-  model_flop = 6 * n_nonemb * tokens
-  mfu = model_flop / jax_s / (peak * 1e9)
-  d, v, l_ = config.hidden_size, config.vocab_size, config.num_hidden_layers
-  n_head = head_matmuls(config, sz)
-  head_flop = n_head * 2 * d * v * n_seq * sz.t
-  attn_flop = 3 * 4 * l_ * seq_len * config.num_attention_heads * config.dim_per_head * tokens  # full S×S
-  c0, c1, c2 = first["cache"]
-  tab = ["## Our step (jitted `rl_train_step`)", "",
-         f"- JAX float32 {256 if args.quick else 2048}² matmul, same run: {peak:.1f} GFLOP/s",
-         f"- first call (trace + compile + 1 step): {first['first_s']:.2f} s, of which XLA backend compile "
-         f"{first['backend_compile_s']:.2f} s ({first['compile_events']} backend compilation(s) of "
-         f"`rl_train_step`'s program and helpers); jit cache size {c0} -> {c1}",
-         f"- later calls: jit cache size {c1} -> {c2}, XLA backend compilations during {steps} timed steps × "
-         f"{rounds} process(es): {recompiles} -> **{'no recompilation' if no_recompile else 'RECOMPILED'}**",
-         f"- step time {common.spread(times['jax'])} s over {len(times['jax'])} steps (load average before: "
-         f"{', '.join(f'{x:.2f}' for x in load0)}): **{tokens / jax_s:,.0f} tokens/s**",
-         f"- losses finite: {all(r['finite'] for r in runs['jax'])}",
-         f"- model FLOPs 6 × {n_nonemb / 1e6:.2f}M × {tokens:,} = {model_flop / 1e9:.1f} GFLOP per step -> "
-         f"{model_flop / jax_s / 1e9:.1f} GFLOP/s, **MFU {mfu:.1%}** (target ≥ {MFU_TARGET:.0%}: "
-         f"{'met' if mfu >= MFU_TARGET else 'NOT met'})",
-         f"- not counted in MFU: head {head_flop / 1e9:.1f} GFLOP ({n_head} × 2·D·V per response token: "
-         f"{'logits saved for the backward pass' if n_head == 3 else 'streamed, recomputed in the backward pass'}), "
-         f"attention scores {attn_flop / 1e9:.1f} GFLOP (QKᵀ and PV over all {seq_len} slots, fwd + bwd)", ""]
-  if "torch" in runs:
-    torch_s = common.median(times["torch"])
-    ratio = jax_s and torch_s / jax_s
-    tab += ["## PyTorch eager (transformers `LlamaForCausalLM`, same weights, alternating processes)", "",
-            f"- attention implementation `{runs['torch'][0]['attn']}`; glibc's default allocator settings (the "
-            f"huge-page tunable is ours, not PyTorch's); first step {runs['torch'][0]['first_s']:.2f} s",
-            f"- step time {common.spread(times['torch'])} s over {len(times['torch'])} steps: "
-            f"**{tokens / torch_s:,.0f} tokens/s**, MFU by the same count {model_flop / torch_s / (peak * 1e9):.1%}",
-            f"- ours / torch tokens/s: **{ratio:.2f}×** (target ≥ {TORCH_TARGET}×: "
-            f"{'met' if ratio >= TORCH_TARGET else 'NOT met'})", ""]
-  else:
-    tab += ["## PyTorch eager", "", f"- {torch_note}", ""]
-  if args.profile:
-    tab += profile(JaxStep(config, sz), config, sz, steps)
-  tab.append(common.load_line())
-  print("\n".join(tab), flush=True)
-  common.write(args.out, lines + tab)
+  if args.render:
+    print(common.render_from(args.render, args.out, render), end="")
+    return 0
+  print(common.write_results(args.out, measure(args, argv), render), end="", flush=True)
   return 0
 
 

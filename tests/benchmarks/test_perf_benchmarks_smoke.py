@@ -18,13 +18,13 @@ def _number(cell):
   return float(re.match(r"[-+0-9.,e]+", cell).group(0).replace(",", ""))
 
 
-def _run(name, capsys, tmp_path):
+def _run(name, capsys, tmp_path, *extra):
   out = tmp_path / f"{name}.md"
-  assert load_benchmark(name).main(["--quick", "--out", str(out)]) == 0
+  assert load_benchmark(name).main(["--quick", "--out", str(out), *extra]) == 0
   text = capsys.readouterr().out
   assert out.read_text().strip() == text.strip()
   assert f"Command: `python benchmarks/{name}.py --quick" in text or "--quick" in text
-  assert "nproc=" in text and "load average at start" in text and "CPU model" in text
+  assert "nproc=" in text and "load average" in text and "CPU model" in text
   return text
 
 
@@ -41,7 +41,7 @@ def test_logits_path_quick(capsys, tmp_path):
 
 
 def test_train_step_quick(capsys, tmp_path):
-  text = _run("train_step", capsys, tmp_path)
+  text = _run("train_step", capsys, tmp_path, "--threads", "1")
   assert "**no recompilation**" in text
   assert "losses finite: True" in text
   tps = [_number(m) for m in re.findall(r"\*\*([0-9,.]+) tokens/s\*\*", text)]
@@ -53,8 +53,8 @@ def test_train_step_quick(capsys, tmp_path):
 
 
 def test_sampler_quick(capsys, tmp_path):
-  text = _run("sampler", capsys, tmp_path)
-  assert "ours: first call" in text and "every row generated the full budget" in text
+  text = _run("sampler", capsys, tmp_path, "--threads", "1")
+  assert "first call (compile + run)" in text and "every row generated the full budget" in text
   rows = table_rows(text)
   assert _number(rows["ours"][2]) > 0
   if importlib.util.find_spec("torch") is None:
@@ -140,3 +140,13 @@ def test_xla_trace_quick_runs_in_its_own_process(tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   rows = table_rows(out.read_text())
   assert any(k.startswith("ynn_fusion → f32[") for k in rows)  # op events with their HLO output shapes
+
+
+def test_scaling_length_quick(capsys, tmp_path):
+  text = _run("scaling_length", capsys, tmp_path, "--no-torch")
+  assert (tmp_path / "scaling_length.png").stat().st_size > 0 and (tmp_path / "scaling_length.json").exists()
+  rows = table_rows(text)
+  assert all("tok/s" in cell for side in ("ours-sampler", "ours-train") for cell in rows[side][1:])
+  assert "tok/s" in rows["ours-sampler"][1] and "MiB" in rows["ours-train"][1]
+  ks = [float(m) for m in re.findall(r"\| (-?[0-9.]+) ± [0-9.]+ \|", text)]
+  assert len(ks) == 4 and all(math.isfinite(k) for k in ks)  # 2 sides x 2 series, each fitted on 3 points
