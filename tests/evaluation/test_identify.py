@@ -408,7 +408,7 @@ def test_cli_identify_usage_errors(tmp_path, capsys):
   assert cli.main(["identify", "no-such-task"]) == 2
   assert "allowed: countdown" in capsys.readouterr().err
   assert cli.main(["identify", "countdown", "--delta", "1.5"]) == 2
-  assert "delta must be in (0, 1]" in capsys.readouterr().err
+  assert "delta must be in (0, 1)" in capsys.readouterr().err
   assert cli.main(["identify", "countdown", "--continuations", "0"]) == 2
   assert "continuations" in capsys.readouterr().err
   assert cli.main(["identify", "countdown", "--rollouts-from", "forest"]) == 2
