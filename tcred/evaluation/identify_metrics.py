@@ -84,30 +84,57 @@ def auroc(scores, labels) -> float:
   return float(u / (n_pos * n_neg))
 
 
+def stratified_ranks(x, strata) -> tuple[np.ndarray, np.ndarray]:
+  """1-based average ranks of `x [n]` within each stratum (ties share the mean of their ranks), and each
+  value's stratum as `0..S−1` (`np.unique(strata, return_inverse=True)`): `(ranks [n], inverse [n])`.
+
+  One sort for all strata (`np.lexsort` by stratum, then value): rank = position in the sorted order minus
+  the stratum's first position, averaged over runs of equal (stratum, value).
+  """
+  x = _flat(x)
+  if np.isnan(x).any():
+    raise ValueError("stratified_ranks: NaN in input")
+  strata = np.asarray(strata).reshape(-1)
+  _check_same(x, strata)
+  _, inv = np.unique(strata, return_inverse=True)
+  inv = inv.reshape(-1)
+  n = x.shape[0]
+  ranks = np.empty(n, np.float64)
+  if n == 0:
+    return ranks, inv
+  order = np.lexsort((x, inv))
+  xs, gs = x[order], inv[order]
+  new_run = np.concatenate([[True], (xs[1:] != xs[:-1]) | (gs[1:] != gs[:-1])])
+  starts = np.flatnonzero(new_run)
+  ends = np.concatenate([starts[1:], [n]])
+  first = np.searchsorted(gs, gs[starts], side="left")  # the stratum's first sorted position, per run
+  ranks[order] = np.repeat((starts + ends + 1) / 2.0 - first, ends - starts)
+  return ranks, inv
+
+
 def stratified_auroc(scores, labels, strata) -> float:
   """AUROC over the (positive, negative) pairs that share a stratum (e.g. the token position).
 
   `Σ_s U_s / Σ_s n_pos,s · n_neg,s`, with U_s the Mann–Whitney statistic within stratum s: the
   probability that a positive scores above a negative of the same stratum (ties 1/2). It removes
   what a signal knows only through the stratum (a signal that is a function of the position
-  scores exactly 0.5). NaN if no stratum holds both classes.
+  scores exactly 0.5). NaN if no stratum holds both classes. (A stratum with one class has U_s = 0
+  and no pairs, so summing over every stratum is the same.)
   """
   scores = _flat(scores)
   labels = _flat(labels, bool)
-  strata = np.asarray(strata).reshape(-1)
-  _check_same(scores, labels, strata)
-  u_sum, pairs = 0.0, 0
-  for s in np.unique(strata):
-    sel = strata == s
-    lab = labels[sel]
-    n_pos = int(lab.sum())
-    n_neg = lab.shape[0] - n_pos
-    if n_pos == 0 or n_neg == 0:
-      continue
-    ranks = average_ranks(scores[sel])
-    u_sum += ranks[lab].sum() - n_pos * (n_pos + 1) / 2.0
-    pairs += n_pos * n_neg
-  return math.nan if pairs == 0 else float(u_sum / pairs)
+  _check_same(scores, labels)
+  ranks, inv = stratified_ranks(scores, strata)
+  if not inv.size:
+    return math.nan
+  n_pos = np.bincount(inv, weights=labels.astype(np.float64))
+  n_all = np.bincount(inv).astype(np.float64)
+  pairs = float(np.sum(n_pos * (n_all - n_pos)))
+  if pairs == 0:
+    return math.nan
+  u = float(np.sum(np.bincount(inv, weights=np.where(labels, ranks, 0.0), minlength=n_pos.size)
+                   - n_pos * (n_pos + 1) / 2.0))
+  return u / pairs
 
 
 def quantile_strata(x, q: int = 10) -> np.ndarray:
@@ -140,15 +167,19 @@ def stratified_spearman(x, y, strata) -> float:
   """
   x, y = _flat(x), _flat(y)
   _check_same(x, y)
-  _, inv = _strata(strata, x.shape[0])
-  total, weight = 0.0, 0
-  for s in range(int(inv.max()) + 1 if inv.size else 0):
-    sel = inv == s
-    r = spearman(x[sel], y[sel])
-    if math.isfinite(r):
-      total += int(sel.sum()) * r
-      weight += int(sel.sum())
-  return math.nan if weight == 0 else float(total / weight)
+  rx, inv = stratified_ranks(x, strata)
+  ry, _ = stratified_ranks(y, strata)
+  if not inv.size:
+    return math.nan
+  n_s = np.bincount(inv).astype(np.float64)
+  mid = (n_s + 1.0) / 2.0  # the mean rank within each stratum
+  dx, dy = rx - mid[inv], ry - mid[inv]
+  sxy, sxx, syy = (np.bincount(inv, weights=w, minlength=n_s.size) for w in (dx * dy, dx * dx, dy * dy))
+  ok = (n_s >= 2) & (sxx > 0) & (syy > 0)
+  if not ok.any():
+    return math.nan
+  rho = sxy[ok] / np.sqrt(sxx[ok] * syy[ok])
+  return float(np.sum(n_s[ok] * rho) / np.sum(n_s[ok]))
 
 
 def stratified_top_precision(scores, labels, strata, frac: float = 0.2) -> float:

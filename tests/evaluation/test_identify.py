@@ -363,11 +363,20 @@ def test_report_structure(tiny_study):
     assert heading in text
   assert "tcred identify toy" in text and "Wall time" in text and "Machine" in text
   assert f"K = {data.config.continuations}" in text and "sqrt(1/(2K)) = 0.500" in text
-  table = [line for line in text.splitlines() if line.startswith("| ") and "[" in line]
-  assert len(table) == len(idf.signal_names(trees=False)) and "Tree rollouts" not in text
+  main, controls = text.split("## Controls")
+  table = [line for line in main.splitlines() if line.startswith("| ") and "[" in line]
+  # every row of the study, the bound row first
+  assert len(table) == len(idf.signal_names(trees=False)) + 1 and "Tree rollouts" not in text
+  assert table[0].startswith("| bound | ")
   for line in table:
     cells = re.split(r"(?<!\\)\|", line)[2:-1]
     assert len(cells) == len(idf.METRICS), line  # escaped pipes do not split cells
+  rows = [line for line in controls.split("###")[0].splitlines() if line.startswith("| ") and "[" in line]
+  assert len(rows) == len(table)
+  for line in rows:
+    assert len(re.split(r"(?<!\\)\|", line)[2:-1]) == len(idf.CONTROL_METRICS), line
+  assert "### Label noise floor" in text and "provably Monte-Carlo noise" in text
+  assert "cluster bootstrap over prompts (one SFT base" in text and "**Bases**: 1 SFT base" in text
   assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
