@@ -44,6 +44,9 @@ from tcred.sampling.tree import start_from_responses
 from tcred.tasks.base import Problem, Task
 
 
+ROW_BUCKET = 64  # prefilled alternative rows are padded to a multiple of this
+
+
 class ForkingTruth(NamedTuple):
   """The forking ground truth at S sampled positions.
 
@@ -98,7 +101,7 @@ def top_alternatives(graphdef, params, rollout: Rollout, prompt: np.ndarray, rol
   fed = 0
   for s in range(0, len(rows), rows_per_call):
     part = rows[s:s + rows_per_call]
-    part = part + [part[0]] * (rows_per_call - len(part)) if len(rows) > rows_per_call else part
+    part = part + [part[0]] * (rows_per_call - len(part))  # one shape for every call
     i, j = np.array([r[0] for r in part]), np.array([r[1] for r in part])
     pool = start_from_responses(graphdef, params, jnp.asarray(rollout.prompt[i]), jnp.asarray(rollout.prompt_valid[i]),
                                 jnp.asarray(rollout.tokens[i, j]), jnp.asarray(lengths[i, j].astype(np.int32)),
@@ -151,12 +154,17 @@ def forking_truth(graphdef, params, task: Task, problems: Sequence[Problem], rol
   if row_ids:
     # Each row holds prefix + a and one placeholder token; forking at len(prefix + a) re-samples the
     # placeholder from the state after a, so the continuation starts right after the alternative.
-    response = np.full((len(row_ids), t_max), tk.pad_id, np.int32)
-    length = np.zeros(len(row_ids), np.int32)
-    for r, ids in enumerate(row_ids):
+    # The prefilled rows are padded to a multiple of `ROW_BUCKET` (copies of row 0, never continued), so
+    # that studies of similar size share the compiled shapes.
+    padded = -(-len(row_ids) // ROW_BUCKET) * ROW_BUCKET
+    response = np.full((padded, t_max), tk.pad_id, np.int32)
+    length = np.zeros(padded, np.int32)
+    for r in range(padded):
+      ids = row_ids[r] if r < len(row_ids) else row_ids[0]
       response[r, :len(ids)] = ids
       length[r] = len(ids) + 1
-    src_at = np.stack([np.arange(len(row_ids)), length - 1], axis=1)
+    row_problem += [row_problem[0]] * (padded - len(row_ids))
+    src_at = np.stack([np.arange(len(row_ids)), length[:len(row_ids)] - 1], axis=1)
     key = jax.random.fold_in(jax.random.key(config.seed), _NS_FORKING)
     means, cont_fed = continuation_means(graphdef, params, task, problems, np.asarray(row_problem), response, length,
                                          src_at, continuations=config.continuations, key=key,
