@@ -435,3 +435,15 @@ def test_cli_identify_usage_errors(tmp_path, capsys):
   assert "is a run of task 'countdown'" in capsys.readouterr().err
   assert cli.main(["identify", "countdown", "--policy", str(run), "--prompts", "100000"]) == 2
   assert "--prompts must be <=" in capsys.readouterr().err
+  # the controls' settings: named with their allowed range, before anything is written
+  out = tmp_path / "never"
+  for argv, message in ((["--bases", "0"], "--bases must be an integer >= 1, got 0"),
+                        (["--delta", "1"], "--delta must be in (0, 1)"),
+                        (["--delta", "0"], "--delta must be in (0, 1)"),
+                        (["--alternatives", "1000"], "--alternatives must be in [2, 128]"),
+                        (["--alternatives", "1"], "--alternatives must be an integer >= 2 and at most the policy's"),
+                        (["--continuations", "lots"], "--continuations must be an integer >= 1 or auto"),
+                        (["--policy", str(run), "--bases", "2"], "--bases must be 1 with --policy RUN_DIR")):
+    assert cli.main(["identify", "countdown", *argv, "--out", str(out)]) == 2, argv
+    assert message in capsys.readouterr().err, argv
+    assert not out.exists()

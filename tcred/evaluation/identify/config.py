@@ -119,7 +119,8 @@ class IdentifyConfig:
                       ("max_continuations", 1)):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        bound = " and at most the policy's vocabulary size" if name == "alternatives" else ""
+        raise ValueError(f"{name} must be an integer >= {low}{bound}, got {value!r}")
     if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int) or self.bootstrap < 0:
       raise ValueError(f"bootstrap must be an integer >= 0, got {self.bootstrap!r}")
     if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
