@@ -376,7 +376,7 @@ def test_report_structure(tiny_study):
   for line in rows:
     assert len(re.split(r"(?<!\\)\|", line)[2:-1]) == len(idf.CONTROL_METRICS), line
   assert "### Label noise floor" in text and "provably Monte-Carlo noise" in text
-  assert "cluster bootstrap over prompts (one SFT base" in text and "**Bases**: 1 SFT base" in text
+  assert "cluster bootstrap over prompts (one SFT base" in text and "**Bases**: 1 policy" in text
   assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -176,13 +176,17 @@ def write_studies(graphdef, params, task: Task, problems: Sequence[Problem], con
 
 def _run_bases(policies, task, problems, config: IdentifyConfig, *, progress: bool, source: str
                ) -> tuple[StudyData, IdentifyConfig]:
-  """One study per base, pooled; with `auto_continuations`, K is chosen on base 0 and reused (returned)."""
+  """One study per base, pooled. With `auto_continuations`, K is chosen on base 0 and reused by the other bases
+  and the tree study (the returned config); the replica agreement is measured on base 0 only (its cost is two
+  step-level Monte-Carlo passes at K)."""
   studies = []
+  chosen = config
   for graphdef, params in policies:
     studies.append(run_study(graphdef, params, task, problems, config, progress=progress, source=source))
-    if config.auto_continuations:
-      config = dataclasses.replace(config, continuations=studies[0].truth.continuations, auto_continuations=False)
-  return pool_studies(studies), config
+    if len(studies) == 1:
+      chosen = dataclasses.replace(config, continuations=studies[0].truth.continuations, auto_continuations=False)
+      config = dataclasses.replace(chosen, replicas=False)
+  return pool_studies(studies), chosen
 
 
 def _write(graphdef, params, task: Task, problems: Sequence[Problem], config: IdentifyConfig, *, out: Any,

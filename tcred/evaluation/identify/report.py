@@ -116,10 +116,11 @@ def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> 
          "## Settings", "",
          f"- **Policy**: {meta['policy']}.",
          f"- **Task**: `{data.task_name}` with `{meta.get('task_config', '')}`; response budget T = {t} tokens.",
-         f"- **Bases**: {results.bases} SFT base{'s' if results.bases > 1 else ''} (`sft.seed` = "
-         f"{', '.join(map(str, range(results.bases)))}; `--bases`), each studied on the same prompts and pooled; "
-         + ("every interval resamples bases, then prompts within a base." if results.bases > 1 else
-            "the intervals cover prompt resampling only, not the base (`--bases 3` for reported studies)."),
+         (f"- **Bases**: {results.bases} SFT bases (`sft.seed` = {', '.join(map(str, range(results.bases)))}; "
+          "`--bases`), each studied on the same prompts and pooled; every interval resamples bases, then prompts "
+          "within a base." if results.bases > 1 else
+          "- **Bases**: 1 policy; the intervals cover prompt resampling only, not the SFT base (`--bases 3` for "
+          "reported studies)."),
          f"- **Rollouts**: {n // results.bases} held-out prompts (`eval_problems`, never seen in SFT or RL) × {g} "
          + ("rollouts" if data.trees is None else f"tree leaves ({_tree_shape(data)})")
          + f" at temperature {cfg.temperature}; mean reward {_fmt(results.reward_mean)}; mean length "
@@ -149,7 +150,10 @@ def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> 
          f"Monte-Carlo continuations + oracle {tm.get('ground_truth_s', 0):.0f} s, "
          + "".join(f"judge {j} {tm.get(f'{j}_s', 0):.0f} s ({tm.get(f'{j}_tokens', 0):.0f} tokens), "
                    for j in judges_of(list(data.signals)))
-         + f"metrics + bootstrap {tm.get('metrics_s', 0):.0f} s; compilation included).", "",
+         + (f"replica agreement {tm.get('replicas_s', 0):.0f} s, " if "replicas_s" in tm else "")
+         + (f"forking truth {tm.get('forking_s', 0):.0f} s, " if "forking_s" in tm else "")
+         + f"metrics + bootstrap {tm.get('metrics_s', 0):.0f} s; compilation included"
+         + (f"; times summed over the {results.bases} bases" if results.bases > 1 else "") + ").", "",
          "## Signals", "", "| signal | definition |", "|---|---|"]
   desc = describe_signals(judges=judges_of(list(data.signals)))
   for name in data.signals:
@@ -211,6 +215,10 @@ def _results_table(results: Results, pct: int, metrics=METRICS, scores=None, tit
   return out
 
 
+def _pct(x: float) -> str:
+  return f"{100 * x:.1f}%" if math.isfinite(x) else "n/a"
+
+
 def _bootstrap_words(results: Results) -> str:
   if results.bases > 1:
     return (f"two-level cluster bootstrap (the {results.bases} SFT bases resampled with replacement, then the prompts "
@@ -233,20 +241,22 @@ def _noise_section(results: Results, cfg) -> list[str]:
     return []
   out = ["", "### Label noise floor", "",
          f"- Tokens that can be decisive (p ≤ 1 − δ): {100 * nf.can_decide:.1f}%. Decisive labels on tokens with "
-         f"p > 1 − δ are provably Monte-Carlo noise (their true |A_t| ≤ 1 − p < δ): **{100 * nf.violating:.1f}%** "
+         f"p > 1 − δ are provably Monte-Carlo noise (their true |A_t| ≤ 1 − p < δ): **{_pct(nf.violating)}** "
          f"{_ci(tuple(100 * c for c in nf.violating_ci))} of the decisive labels ({100 * nf.violating_tokens:.2f}% of "
          f"all tokens), against a stated level of {100 * nf.target:.0f}%: "
-         + ("below it." if nf.violating <= nf.target else "**above it: raise K (`--continuations auto`).**")]
+         + ("n/a (no decisive label)." if not math.isfinite(nf.violating) else "below it." if nf.violating <= nf.target
+            else "**above it: raise K (`--continuations auto`).**")]
   if nf.continuation_steps:
     out.append(f"- K chosen by `--continuations auto` (double K until the share is at most {100 * nf.target:.0f}% "
                f"or K would pass {cfg.max_continuations}): "
-               + ", ".join(f"K = {k}: {100 * v:.1f}%" for k, v in nf.continuation_steps) + f"; used K = {nf.continuations}.")
+               + ", ".join(f"K = {k}: {_pct(v)}" for k, v in nf.continuation_steps) + f"; used K = {nf.continuations}.")
   else:
     out.append(f"- K = {nf.continuations} given (`--continuations auto` chooses K per task so that the share stays "
                f"below {100 * nf.target:.0f}%).")
   if nf.replica:
+    on = " of base 0" if results.bases > 1 else ""
     out.append(f"- Monte-Carlo replica agreement at K = {nf.continuations} (the mc judge's step labels from two "
-               "independent replicas on these rollouts, `tcred.judges.mc.replica_agreement`): "
+               f"independent replicas on the rollouts{on}, `tcred.judges.mc.replica_agreement`): "
                + "; ".join(f"{rule} labels {100 * a.labels:.1f}%, first error {100 * a.first_error:.1f}% "
                            f"({a.steps} steps)" for rule, a in nf.replica.items()) + ".")
   return out
