@@ -263,6 +263,20 @@ def test_stratified_top_precision_and_sets_by_hand():
   assert im.stratified_chance_jaccard(a, b, [0] * 6) == pytest.approx(im.chance_jaccard(3, 2, 6))
 
 
+@settings(max_examples=60, deadline=None)
+@given(values, st.data(), st.sampled_from([0.1, 0.2, 0.5, 1.0]))
+def test_stratified_top_precision_matches_per_stratum_enumeration(scores, data, frac):
+  labels = data.draw(st.lists(st.booleans(), min_size=len(scores), max_size=len(scores)))
+  strata = np.array(data.draw(st.lists(st.integers(0, 2), min_size=len(scores), max_size=len(scores))))
+  hits = chosen = 0.0
+  for s in np.unique(strata):
+    sel = np.flatnonzero(strata == s)
+    k = math.ceil(round(frac * len(sel), 9))
+    hits += k * precision_enumerated([scores[i] for i in sel], [labels[i] for i in sel], frac)
+    chosen += k
+  assert im.stratified_top_precision(scores, labels, strata, frac) == pytest.approx(hits / chosen)
+
+
 def test_p_conditioned_controls_against_a_reference():
   """The bound row and the p-conditioned AUROC (`control_metrics`) against scipy's Mann–Whitney on a
   hand-made study where the answer is known: decisive tokens all have p ≤ 1 − δ."""
