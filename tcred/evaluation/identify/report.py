@@ -280,8 +280,16 @@ def _forking_section(results: Results, cfg, pct: int) -> list[str]:
     out += _results_table(results, pct, CONTROL_METRICS, f.scores, FORKING_TITLES, f.decisive_rate)
     beat = [n for n, s in f.scores.items() if n != BOUND_ROW and math.isfinite(s.ci["auroc_minus_bound"][0])
             and s.ci["auroc_minus_bound"][0] > 0]
-    out += ["", f"- Rows whose AUROC for decisive positions beats the bound row (paired 95% CI of the difference "
+    found = [n for n, s in f.scores.items() if n != BOUND_ROW and math.isfinite(s.ci["auroc_decisive"][0])
+             and s.ci["auroc_decisive"][0] > 0.5]
+    out += ["", f"- Rows whose AUROC for decisive positions has its 95% CI above 0.5: {', '.join(found) or 'none'}.",
+            f"- Rows whose AUROC for decisive positions beats the bound row (paired 95% CI of the difference "
             f"above 0): {', '.join(beat) or 'none'}."]
+    e = f.scores.get("entropy")
+    if e is not None:
+      out.append(f"- Entropy (the forking-token claim): AUROC {_cell(e.values['auroc_decisive'], e.ci['auroc_decisive'])}, "
+                 f"same position {_cell(e.values['auroc_decisive_same_position'], e.ci['auroc_decisive_same_position'])}, "
+                 f"among p ≤ 1 − δ {_cell(e.values['auroc_p_bound'], e.ci['auroc_p_bound'])}.")
   return out
 
 
