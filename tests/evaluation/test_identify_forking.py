@@ -169,3 +169,26 @@ def test_choosing_k_stops_when_the_bound_holds(two_bases):
   shares = dict(truth.continuation_steps)
   assert truth.continuations == 16 and list(shares) == [4, 8, 16] and shares[4] == 1.0
   assert (np.abs(truth.advantages) <= 1).all()
+
+
+@pytest.mark.slow  # a whole two-base `identify` on random policies (~1 min loaded)
+def test_identify_builds_one_base_per_sft_seed_and_pools_them(tmp_path, monkeypatch):
+  from tcred.evaluation.identify import io
+
+  seeds = []
+
+  def fake_base_policy(model_config, task, task_config, sft, *, eval_prompts, progress=False):
+    seeds.append(sft.seed)  # the base cache key hashes the whole SFT config, seed included
+    graphdef, params = nnx.split(Decoder(model_preset("tiny"), rngs=nnx.Rngs(sft.seed)))
+    return graphdef, params, tmp_path / f"base-{sft.seed}"
+
+  monkeypatch.setattr(io, "base_policy", fake_base_policy)
+  config = idf.IdentifyConfig(prompts=2, rollouts=2, continuations=2, bases=2, rollouts_from="chains", bootstrap=5,
+                              fork_positions=1, replicas=True)
+  data, results, md, _ = idf.identify("countdown", config=config, out=tmp_path / "out")
+  assert seeds == [0, 1] and results.bases == 2 and data.bases == 2
+  assert list(data.base) == [0, 0, 1, 1] and data.problems[:2] == data.problems[2:]  # the same prompts per base
+  assert results.noise.replica and results.forking.positions == data.rollout.mask.any(-1).sum()
+  text = md.read_text()
+  assert "sft.seed = 0" in text and "sft.seed = 1" in text and "two-level cluster bootstrap" in text
+  assert "replica agreement at K = 2" in text and "of base 0" in text
