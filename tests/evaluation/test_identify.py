@@ -353,6 +353,10 @@ def test_results_are_finite_and_in_range(tiny_study):
   assert results.scores["early-position"].values["auroc_decisive_same_position"] == 0.5
   o = results.overlap
   assert 0.0 <= o.jaccard_top <= 1.0 and -1.0 <= o.spearman <= 1.0 and 0.0 <= o.peak_fraction < 1.0
+  for v in (o.jaccard_top_position, o.jaccard_top_position_chance, o.jaccard_top_p_decile,
+            o.jaccard_top_p_decile_chance):
+    assert 0.0 <= v <= 1.0
+  assert -1.0 <= o.spearman_position <= 1.0 and -1.0 <= o.spearman_p_decile <= 1.0
 
 
 def test_report_structure(tiny_study):

@@ -60,6 +60,10 @@ class Overlap(NamedTuple):
   jaccard_top_position_ci: tuple[float, float] = (math.nan, math.nan)
   spearman_position: float = math.nan
   spearman_position_ci: tuple[float, float] = (math.nan, math.nan)
+  # p-conditioned: the same within deciles of the sampled token's p (point estimates).
+  jaccard_top_p_decile: float = math.nan
+  jaccard_top_p_decile_chance: float = math.nan
+  spearman_p_decile: float = math.nan
 
 
 class NoiseFloor(NamedTuple):
@@ -259,6 +263,8 @@ def entropy_mi_overlap(data: StudyData, rng: np.random.Generator) -> Overlap:
   pos_jaccard = lambda idx: im.jaccard(top(e, idx), top(m, idx))
   pos_spearman = lambda idx: im.stratified_spearman(e[idx], m[idx], position[idx])
   everything = np.arange(total)
+  p_decile = im.quantile_strata(np.exp(flat(data.policy["logp"])), 10)
+  top_e_p, top_m_p = (im.stratified_top_mask(x, p_decile, cfg.top_fraction) for x in (e, m))
   sp_ci = jac_ci = pos_sp_ci = pos_jac_ci = (math.nan, math.nan)
   if cfg.bootstrap:
     sp_ci = im.cluster_bootstrap_ci(lambda idx: im.spearman(e[idx], m[idx]), clusters, reps=cfg.bootstrap, rng=rng)
@@ -272,7 +278,10 @@ def entropy_mi_overlap(data: StudyData, rng: np.random.Generator) -> Overlap:
       spearman_within=float(np.mean(within)) if within else math.nan, spearman_ci=sp_ci, jaccard_top_ci=jac_ci,
       jaccard_top_position=pos_jaccard(everything),
       jaccard_top_position_chance=im.stratified_chance_jaccard(top(e, everything), top(m, everything), position),
-      jaccard_top_position_ci=pos_jac_ci, spearman_position=pos_spearman(everything), spearman_position_ci=pos_sp_ci)
+      jaccard_top_position_ci=pos_jac_ci, spearman_position=pos_spearman(everything), spearman_position_ci=pos_sp_ci,
+      jaccard_top_p_decile=im.jaccard(top_e_p, top_m_p),
+      jaccard_top_p_decile_chance=im.stratified_chance_jaccard(top_e_p, top_m_p, p_decile),
+      spearman_p_decile=im.stratified_spearman(e, m, p_decile))
 
 
 def describe_signals() -> dict[str, str]:

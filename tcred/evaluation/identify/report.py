@@ -188,7 +188,10 @@ def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> 
             f"within each position (ties kept) have Jaccard **{_fmt(o.jaccard_top_position)}** "
             f"{_ci(o.jaccard_top_position_ci)} against {_fmt(o.jaccard_top_position_chance)} for random sets of the "
             f"same sizes within each position; Spearman(entropy, MI) within a position (size-weighted mean over "
-            f"positions) **{_fmt(o.spearman_position)}** {_ci(o.spearman_position_ci)}."]
+            f"positions) **{_fmt(o.spearman_position)}** {_ci(o.spearman_position_ci)}.",
+            f"- **p-conditioned** (within deciles of the sampled token's p): Jaccard of the top-{pct}% sets "
+            f"{_fmt(o.jaccard_top_p_decile)} (random sets within deciles {_fmt(o.jaccard_top_p_decile_chance)}); "
+            f"Spearman(entropy, MI) within a decile {_fmt(o.spearman_p_decile)}."]
   if results.forking is not None:
     out += _forking_section(results, cfg, pct)
   out += ["", "## Summary (generated from the numbers)", ""] + _auto_summary(results, cfg.delta)
@@ -251,8 +254,8 @@ def _noise_section(results: Results, cfg) -> list[str]:
                f"or K would pass {cfg.max_continuations}): "
                + ", ".join(f"K = {k}: {_pct(v)}" for k, v in nf.continuation_steps) + f"; used K = {nf.continuations}.")
   else:
-    out.append(f"- K = {nf.continuations} given (`--continuations auto` chooses K per task so that the share stays "
-               f"below {100 * nf.target:.0f}%).")
+    out.append(f"- K = {nf.continuations}, fixed in this study (`--continuations auto` chooses K on base 0's chain "
+               f"study, doubling it until the share is at most {100 * nf.target:.0f}%, and the other studies reuse it).")
   if nf.replica:
     on = " of base 0" if results.bases > 1 else ""
     out.append(f"- Monte-Carlo replica agreement at K = {nf.continuations} (the mc judge's step labels from two "
