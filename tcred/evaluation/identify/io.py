@@ -132,13 +132,11 @@ def identify(task_name: str, *, policy: str = "base", config: IdentifyConfig = I
     description += f"; {d_b}"
   task = make_task_from_config(cfg.task, cfg.task_config)
   load_s = time.time() - t_start
-  _, data, results, md, png, _ = _write(graphdef, params, task, eval_problems(task, config.prompts), config, out=out,
-                                        name=task_name, progress=progress, more_bases=more,
-                                        meta={"command": command or f"tcred identify {task_name}",
-                                              "policy": description, "load_s": load_s,
-                                              "task_config": repr(cfg.task_config), "load_start": load_start},
-                                        t_start=t_start)
-  return data, results, md, png
+  return write_study(graphdef, params, task, eval_problems(task, config.prompts), config, out=out,
+                     name=task_name, progress=progress, more_bases=more,
+                     meta={"command": command or f"tcred identify {task_name}", "policy": description,
+                           "load_s": load_s, "task_config": repr(cfg.task_config), "load_start": load_start},
+                     t_start=t_start)
 
 
 def write_study(graphdef, params, task: Task, problems: Sequence[Problem], config: IdentifyConfig, *, out: Any,
@@ -169,29 +167,6 @@ def write_studies(graphdef, params, task: Task, problems: Sequence[Problem], con
   `more_bases`: `(graphdef, params)` of SFT bases 1..B−1 (`config.bases` = B); each runs the same studies
   on the same prompts, and the studies are pooled (`pool_studies`: the CIs resample bases, then prompts).
   """
-  _, *rest = _write(graphdef, params, task, problems, config, out=out, name=name, meta=meta, progress=progress,
-                    t_start=t_start, more_bases=more_bases)
-  return tuple(rest)
-
-
-def _run_bases(policies, task, problems, config: IdentifyConfig, *, progress: bool, source: str
-               ) -> tuple[StudyData, IdentifyConfig]:
-  """One study per base, pooled. With `auto_continuations`, K is chosen on base 0 and reused by the other bases
-  and the tree study (the returned config); the replica agreement is measured on base 0 only (its cost is two
-  step-level Monte-Carlo passes at K)."""
-  studies = []
-  chosen = config
-  for graphdef, params in policies:
-    studies.append(run_study(graphdef, params, task, problems, config, progress=progress, source=source))
-    if len(studies) == 1:
-      chosen = dataclasses.replace(config, continuations=studies[0].truth.continuations, auto_continuations=False)
-      config = dataclasses.replace(chosen, replicas=False)
-  return pool_studies(studies), chosen
-
-
-def _write(graphdef, params, task: Task, problems: Sequence[Problem], config: IdentifyConfig, *, out: Any,
-           name: str, meta: dict[str, Any], progress: bool = False, t_start: float | None = None,
-           more_bases: Sequence[tuple[Any, Any]] = ()):
   if len(more_bases) + 1 != config.bases:
     raise ValueError(f"config.bases = {config.bases} needs {config.bases - 1} more base policies, got "
                      f"{len(more_bases)}")
@@ -218,4 +193,19 @@ def _write(graphdef, params, task: Task, problems: Sequence[Problem], config: Id
   if tree is not None:
     text += report.tree_section(tree[0], tree[1], tree[2].name)
   md_path.write_text(text)
-  return None, data, results, md_path, png_path, tree
+  return data, results, md_path, png_path, tree
+
+
+def _run_bases(policies, task, problems, config: IdentifyConfig, *, progress: bool, source: str
+               ) -> tuple[StudyData, IdentifyConfig]:
+  """One study per base, pooled. With `auto_continuations`, K is chosen on base 0 and reused by the other bases
+  and the tree study (the returned config); the replica agreement is measured on base 0 only (its cost is two
+  step-level Monte-Carlo passes at K)."""
+  studies = []
+  chosen = config
+  for graphdef, params in policies:
+    studies.append(run_study(graphdef, params, task, problems, config, progress=progress, source=source))
+    if len(studies) == 1:
+      chosen = dataclasses.replace(config, continuations=studies[0].truth.continuations, auto_continuations=False)
+      config = dataclasses.replace(chosen, replicas=False)
+  return pool_studies(studies), chosen
