@@ -126,6 +126,10 @@ def forking_truth(graphdef, params, task: Task, problems: Sequence[Problem], rol
   rng = np.random.default_rng([_NS_FORK_POSITIONS, config.seed])
   prompt, rollout_idx, position = sample_positions(rollout.mask, config.fork_positions, rng)
   k = config.alternatives
+  if not len(position):  # no valid token anywhere
+    empty = np.zeros((0, k))
+    return ForkingTruth(prompt, rollout_idx, position, empty.astype(np.int64), empty, empty, np.zeros(0),
+                        config.continuations, 0, 0)
   alts, probs, fed = top_alternatives(graphdef, params, rollout, prompt, rollout_idx, position, k=k,
                                       temperature=config.temperature, pad_id=tk.pad_id)
   values = np.full(alts.shape, np.nan)
