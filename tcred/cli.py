@@ -5,7 +5,8 @@
   tcred run NAME [--seed S] [--steps N] [--out DIR] [--set key=value ...] [--resume]
   tcred show NAME [--steps N] [--set key=value ...]
   tcred table SUITE [--seeds K] [--bases B] [--out DIR] [--jobs J] [--results DIR]
-  tcred identify TASK [--policy base|RUN_DIR] [--prompts N] [--rollouts G] [--continuations K] [--delta D]
+  tcred identify TASK [--policy base|RUN_DIR] [--prompts N] [--rollouts G] [--continuations K|auto] [--delta D]
+                 [--bases B] [--fork-positions P] [--alternatives k] [--noise-target L]
                  [--rollouts-from chains|tree|both] [--tree-fork-at entropy|neg-logp|step] [--seed S] [--out DIR]
   tcred export RUN_DIR --out DIR [--step N]
   tcred judge train KIND --task TASK [--set judge.x=V ...] [--out DIR] [--resume]
@@ -75,9 +76,24 @@ def _parser() -> argparse.ArgumentParser:
                      help="'base' (the task's cached SFT base policy) or a run directory (its final checkpoint)")
   ident.add_argument("--prompts", type=int, default=32, help="held-out prompts N (default 32)")
   ident.add_argument("--rollouts", type=int, default=8, help="rollouts per prompt G (default 8)")
-  ident.add_argument("--continuations", type=int, default=32,
-                     help="continuations per prefix K for the Monte-Carlo values (default 32)")
-  ident.add_argument("--delta", type=float, default=0.25, help="a token is decisive when |A_t| >= delta, in (0, 1] (default 0.25)")
+  ident.add_argument("--continuations", default="32",
+                     help="continuations per prefix K for the Monte-Carlo values (default 32), or auto: start at 32 "
+                     "and double K until the bound-violating share of the decisive labels is at most --noise-target")
+  ident.add_argument("--delta", type=float, default=0.25, help="a token is decisive when |A_t| >= delta, in (0, 1) (default 0.25)")
+  ident.add_argument("--noise-target", type=float, default=0.05,
+                     help="the level the share of decisive labels on tokens with p > 1 - delta (provably noise) should "
+                     "stay below, in (0, 1) (default 0.05; the stopping rule of --continuations auto)")
+  ident.add_argument("--bases", type=int, default=None,
+                     help="SFT bases pooled (sft.seed = 0..B-1; CIs resample bases, then prompts); default 3 with "
+                     "--policy base, 1 with a run directory")
+  ident.add_argument("--fork-positions", type=int, default=2,
+                     help="positions per rollout for the forking ground truth (top-k alternatives continued K times "
+                     "each; 0: none; default 2)")
+  ident.add_argument("--alternatives", type=int, default=3,
+                     help="k, the most probable tokens continued at each forking position (2 to the vocabulary size; "
+                     "default 3)")
+  ident.add_argument("--no-replicas", action="store_true",
+                     help="skip the mc judge's replica agreement at K (the label noise floor)")
   ident.add_argument("--rollouts-from", default="both",
                      help="chains (G independent rollouts), tree (G leaves of an EPTree forest per prompt, with "
                      "the tree sibling gap signal) or both (default: both, one report with a tree section)")
@@ -163,7 +179,8 @@ def _resolve(args):
 
 # IdentifyConfig fields set by a flag: its messages name the flag the user typed.
 _IDENTIFY_FLAGS = ("prompts", "rollouts", "continuations", "delta", "seed", "bootstrap", "rollouts_from",
-                   "tree_fork_at", "mi_peak_rule", "mi_peak_k", "mi_layer", "mi_norm", "mi_sigma", "judges")
+                   "tree_fork_at", "mi_peak_rule", "mi_peak_k", "mi_layer", "mi_norm", "mi_sigma", "judges",
+                   "noise_target", "bases", "fork_positions", "alternatives")
 
 
 def _as_flags(message: str, fields=_IDENTIFY_FLAGS) -> str:
@@ -192,8 +209,17 @@ def _export(args) -> int:
 def _identify(args, argv: list[str]) -> int:
   from tcred.evaluation import identify
 
+  auto = args.continuations == "auto"
   try:
-    config = identify.IdentifyConfig(prompts=args.prompts, rollouts=args.rollouts, continuations=args.continuations,
+    continuations = 32 if auto else int(args.continuations)
+  except ValueError:
+    return _usage_error(f"--continuations must be an integer >= 1 or auto, got {args.continuations!r}")
+  bases = args.bases if args.bases is not None else (3 if args.policy == "base" else 1)
+  try:
+    config = identify.IdentifyConfig(prompts=args.prompts, rollouts=args.rollouts, continuations=continuations,
+                                     auto_continuations=auto, noise_target=args.noise_target, bases=bases,
+                                     fork_positions=args.fork_positions, alternatives=args.alternatives,
+                                     replicas=not args.no_replicas,
                                      delta=args.delta, seed=args.seed, bootstrap=args.bootstrap,
                                      rollouts_from=args.rollouts_from, tree_fork_at=args.tree_fork_at,
                                      mi_peak_rule=args.mi_peak_rule, mi_peak_k=args.mi_peak_k, mi_layer=args.mi_layer,

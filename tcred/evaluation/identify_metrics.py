@@ -16,6 +16,10 @@ metric is undefined (an empty class, a constant input). Ranks are SciPy's (`scip
   is deterministic and a constant signal scores exactly the base rate).
 - `jaccard`, `chance_jaccard`: the overlap of two token sets and its expectation for two
   independent random sets of the same sizes.
+- Controls (DESIGN §5): `quantile_strata` (e.g. p-deciles), `stratified_spearman`,
+  `stratified_top_precision`, `stratified_top_mask` and `stratified_chance_jaccard`: the same figures
+  computed within strata (a position, a p-decile) and pooled, so that what a signal knows through the
+  stratum alone does not count.
 - `cluster_bootstrap_ci`: percentile confidence interval of any of the above, resampling whole
   clusters (prompts) with replacement, since tokens of one prompt are not independent.
 """
@@ -71,30 +75,167 @@ def auroc(scores, labels) -> float:
   return float(u / (n_pos * n_neg))
 
 
+def stratified_ranks(x, strata) -> tuple[np.ndarray, np.ndarray]:
+  """1-based average ranks of `x [n]` within each stratum (ties share the mean of their ranks), and each
+  value's stratum as `0..S−1` (`np.unique(strata, return_inverse=True)`): `(ranks [n], inverse [n])`.
+
+  One sort for all strata (`np.lexsort` by stratum, then value): rank = position in the sorted order minus
+  the stratum's first position, averaged over runs of equal (stratum, value).
+  """
+  x = _flat(x)
+  if np.isnan(x).any():
+    raise ValueError("stratified_ranks: NaN in input")
+  strata = np.asarray(strata).reshape(-1)
+  _check_same(x, strata)
+  _, inv = np.unique(strata, return_inverse=True)
+  inv = inv.reshape(-1)
+  n = x.shape[0]
+  ranks = np.empty(n, np.float64)
+  if n == 0:
+    return ranks, inv
+  order = np.lexsort((x, inv))
+  xs, gs = x[order], inv[order]
+  new_run = np.concatenate([[True], (xs[1:] != xs[:-1]) | (gs[1:] != gs[:-1])])
+  starts = np.flatnonzero(new_run)
+  ends = np.concatenate([starts[1:], [n]])
+  first = np.searchsorted(gs, gs[starts], side="left")  # the stratum's first sorted position, per run
+  ranks[order] = np.repeat((starts + ends + 1) / 2.0 - first, ends - starts)
+  return ranks, inv
+
+
 def stratified_auroc(scores, labels, strata) -> float:
   """AUROC over the (positive, negative) pairs that share a stratum (e.g. the token position).
 
   `Σ_s U_s / Σ_s n_pos,s · n_neg,s`, with U_s the Mann–Whitney statistic within stratum s: the
   probability that a positive scores above a negative of the same stratum (ties 1/2). It removes
   what a signal knows only through the stratum (a signal that is a function of the position
-  scores exactly 0.5). NaN if no stratum holds both classes.
+  scores exactly 0.5). NaN if no stratum holds both classes. (A stratum with one class has U_s = 0
+  and no pairs, so summing over every stratum is the same.)
   """
   scores = _flat(scores)
   labels = _flat(labels, bool)
+  _check_same(scores, labels)
+  ranks, inv = stratified_ranks(scores, strata)
+  if not inv.size:
+    return math.nan
+  n_pos = np.bincount(inv, weights=labels.astype(np.float64))
+  n_all = np.bincount(inv).astype(np.float64)
+  pairs = float(np.sum(n_pos * (n_all - n_pos)))
+  if pairs == 0:
+    return math.nan
+  u = float(np.sum(np.bincount(inv, weights=np.where(labels, ranks, 0.0), minlength=n_pos.size)
+                   - n_pos * (n_pos + 1) / 2.0))
+  return u / pairs
+
+
+def quantile_strata(x, q: int = 10) -> np.ndarray:
+  """`[n]` int stratum of each value: its q-quantile bin over `x` itself (`q = 10`: deciles).
+
+  Bin edges are the interior quantiles `np.quantile(x, [1/q, …, (q−1)/q])`; value v goes to bin
+  `#{edges < v}` (`np.searchsorted(edges, v, side="left")`), so equal values share a bin and heavily
+  tied inputs (p ≈ 1 for most tokens) give fewer than q non-empty bins.
+  """
+  x = _flat(x)
+  if q < 1:
+    raise ValueError(f"q must be >= 1, got {q}")
+  if x.shape[0] == 0:
+    return np.zeros(0, np.int64)
+  edges = np.quantile(x, np.arange(1, q) / q)
+  return np.searchsorted(edges, x, side="left").astype(np.int64)
+
+
+def _strata(strata, n: int) -> tuple[np.ndarray, np.ndarray]:
   strata = np.asarray(strata).reshape(-1)
-  _check_same(scores, labels, strata)
-  u_sum, pairs = 0.0, 0
-  for s in np.unique(strata):
-    sel = strata == s
-    lab = labels[sel]
-    n_pos = int(lab.sum())
-    n_neg = lab.shape[0] - n_pos
-    if n_pos == 0 or n_neg == 0:
-      continue
-    ranks = average_ranks(scores[sel])
-    u_sum += ranks[lab].sum() - n_pos * (n_pos + 1) / 2.0
-    pairs += n_pos * n_neg
-  return math.nan if pairs == 0 else float(u_sum / pairs)
+  if strata.shape[0] != n:
+    raise ValueError(f"arrays must have the same length, got {[n, strata.shape[0]]}")
+  values, inv = np.unique(strata, return_inverse=True)
+  return values, inv.reshape(-1)
+
+
+def stratified_spearman(x, y, strata) -> float:
+  """Spearman's correlation within strata, pooled: `Σ_s n_s ρ_s / Σ_s n_s` over the strata whose ρ_s is
+  defined (≥ 2 values, neither input constant within the stratum). A function of the stratum alone has no
+  within-stratum variation and is left out (NaN when no stratum has a defined ρ_s).
+  """
+  x, y = _flat(x), _flat(y)
+  _check_same(x, y)
+  rx, inv = stratified_ranks(x, strata)
+  ry, _ = stratified_ranks(y, strata)
+  if not inv.size:
+    return math.nan
+  n_s = np.bincount(inv).astype(np.float64)
+  mid = (n_s + 1.0) / 2.0  # the mean rank within each stratum
+  dx, dy = rx - mid[inv], ry - mid[inv]
+  sxy, sxx, syy = (np.bincount(inv, weights=w, minlength=n_s.size) for w in (dx * dy, dx * dx, dy * dy))
+  ok = (n_s >= 2) & (sxx > 0) & (syy > 0)
+  if not ok.any():
+    return math.nan
+  rho = sxy[ok] / np.sqrt(sxx[ok] * syy[ok])
+  return float(np.sum(n_s[ok] * rho) / np.sum(n_s[ok]))
+
+
+def stratified_top_precision(scores, labels, strata, frac: float = 0.2) -> float:
+  """Precision of the top `k_s = ceil(frac · n_s)` tokens of every stratum s, pooled over strata:
+  `Σ_s k_s · precision_s / Σ_s k_s`, each `precision_s` the `top_fraction_precision` of the stratum (ties at
+  its threshold broken uniformly at random, its expectation). A constant signal scores the strata-weighted
+  base rate. Vectorised: one sort by (stratum, −score) gives each stratum's k_s-th largest score.
+  """
+  scores = _flat(scores)
+  labels = _flat(labels, bool)
+  _check_same(scores, labels)
+  if not 0.0 < frac <= 1.0:
+    raise ValueError(f"frac must be in (0, 1], got {frac}")
+  _, inv = _strata(strata, scores.shape[0])
+  if not inv.size:
+    return math.nan
+  n_s = np.bincount(inv)
+  k_s = np.minimum(n_s, np.ceil(np.round(frac * n_s, 9)).astype(np.int64))
+  order = np.lexsort((-scores, inv))
+  starts = np.searchsorted(inv[order], np.arange(n_s.size), side="left")
+  threshold = scores[order][starts + np.maximum(k_s, 1) - 1][inv]  # each token's stratum's k_s-th largest
+  count = lambda m: np.bincount(inv, weights=m.astype(np.float64), minlength=n_s.size)
+  above, tied = scores > threshold, scores == threshold
+  a, m = count(above), count(tied)
+  hits = count(above & labels) + (k_s - a) * count(tied & labels) / np.maximum(m, 1)
+  return float(hits.sum() / k_s.sum())
+
+
+def stratified_top_mask(scores, strata, frac: float = 0.2) -> np.ndarray:
+  """`[n]` bool: within each stratum, the tokens scoring at least its `ceil(frac · n_s)`-th largest score
+  (ties at the threshold kept, as `forking_mask` keeps them)."""
+  scores = _flat(scores)
+  _, inv = _strata(strata, scores.shape[0])
+  out = np.zeros(scores.shape[0], bool)
+  for s in range(int(inv.max()) + 1 if inv.size else 0):
+    sel = np.flatnonzero(inv == s)
+    k = min(sel.size, math.ceil(round(frac * sel.size, 9)))
+    if k:
+      out[sel] = scores[sel] >= np.sort(scores[sel])[sel.size - k]
+  return out
+
+
+def stratified_chance_jaccard(a, b, strata) -> float:
+  """Jaccard expected for two sets drawn uniformly at random within each stratum with the per-stratum sizes
+  of the bool masks `a` and `b`: `E∩ / (|A| + |B| − E∩)`, `E∩ = Σ_s a_s b_s / n_s` (the ratio of expectations,
+  as `chance_jaccard`)."""
+  a, b = _flat(a, bool), _flat(b, bool)
+  _check_same(a, b)
+  _, inv = _strata(strata, a.shape[0])
+  n_s = np.bincount(inv).astype(np.float64)
+  a_s = np.bincount(inv, weights=a).astype(np.float64)
+  b_s = np.bincount(inv, weights=b).astype(np.float64)
+  inter = float(np.sum(np.where(n_s > 0, a_s * b_s / np.maximum(n_s, 1), 0.0)))
+  union = float(a.sum() + b.sum()) - inter
+  return math.nan if union <= 0 else inter / union
+
+
+def violating_share(decisive, can_decide) -> float:
+  """Share of the decisive labels on tokens that cannot be decisive (`~can_decide`, e.g. p > 1 − δ under the
+  on-policy bound |A_t| ≤ 1 − p): provably Monte-Carlo noise. NaN without a decisive label."""
+  decisive, can_decide = _flat(decisive, bool), _flat(can_decide, bool)
+  _check_same(decisive, can_decide)
+  d = int(decisive.sum())
+  return math.nan if d == 0 else float((decisive & ~can_decide).sum() / d)
 
 
 def spearman(x, y) -> float:
@@ -157,14 +298,34 @@ def chance_jaccard(size_a: int, size_b: int, n: int) -> float:
   return float(inter / (size_a + size_b - inter))
 
 
-def cluster_bootstrap_ci(metric: Callable[[np.ndarray], float], clusters: Sequence[np.ndarray], *,
+def cluster_resample(clusters, rng: np.random.Generator) -> np.ndarray:
+  """The token indices of one cluster-bootstrap replicate.
+
+  `clusters`: C index arrays (one level: prompts), or B sequences of index arrays (two levels: SFT bases,
+  then the prompts of each base). One level draws C clusters with replacement and concatenates them. Two
+  levels draw B bases with replacement (`rng.integers(0, B, size=B)`), then, for each drawn base in turn,
+  its own prompts with replacement, as one level does; a base drawn twice contributes two independent
+  prompt resamples. With B = 1 the base draw is skipped, so one base gives exactly the one-level replicate.
+  """
+  if len(clusters) and not isinstance(clusters[0], np.ndarray):
+    if len(clusters) == 1:
+      return cluster_resample(clusters[0], rng)
+    bases = rng.integers(0, len(clusters), size=len(clusters))
+    return np.concatenate([cluster_resample(clusters[b], rng) for b in bases])
+  c = len(clusters)
+  pick = rng.integers(0, c, size=c)
+  return np.concatenate([clusters[i] for i in pick])
+
+
+def cluster_bootstrap_ci(metric: Callable[[np.ndarray], float], clusters: Sequence, *,
                          reps: int, rng: np.random.Generator, confidence: float = 0.95
                          ) -> tuple[float, float]:
   """Percentile CI of `metric(idx)` under resampling whole clusters with replacement.
 
   Args:
     metric: maps an index array into the flat token arrays to a float (NaN allowed).
-    clusters: C index arrays (the tokens of each prompt).
+    clusters: C index arrays (the tokens of each prompt), or B sequences of them (bases, then prompts:
+      a two-level cluster bootstrap, `cluster_resample`).
     reps: bootstrap replicates.
     rng: NumPy generator (the CI is a deterministic function of its state).
     confidence: two-sided level.
@@ -172,12 +333,9 @@ def cluster_bootstrap_ci(metric: Callable[[np.ndarray], float], clusters: Sequen
   Returns:
     (low, high), NaN if fewer than half of the replicates gave a finite value.
   """
-  c = len(clusters)
   values = []
   for _ in range(reps):
-    pick = rng.integers(0, c, size=c)
-    idx = np.concatenate([clusters[i] for i in pick])
-    values.append(metric(idx))
+    values.append(metric(cluster_resample(clusters, rng)))
   values = np.asarray(values, np.float64)
   values = values[np.isfinite(values)]
   if values.size < max(1, reps // 2):

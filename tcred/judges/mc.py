@@ -152,24 +152,60 @@ def step_values(graphdef, params, task: Task, problems: Sequence[Problem], respo
       row.append(pairs[key_])
     refs.append(row)
   src_at = np.array(src_at, np.int64).reshape(-1, 2)  # [U, 2] (response row, position)
-  c = continuations
-  per_call = max(1, fork_rows // c)  # prefixes per fork_round call
-  spare = per_call * c
-  prompt, prompt_valid = encode_prompts(task, problems)
   rep = np.array([r.problem for r in flat])
   response = np.full((len(flat), t_max), tk.pad_id, np.int32)
   length = np.zeros(len(flat), np.int32)
   for n, r in enumerate(flat):
     response[n, :len(r.ids)] = r.ids
     length[n] = len(r.ids)
+  means, fed = continuation_means(graphdef, params, task, problems, rep, response, length, src_at,
+                                  continuations=continuations, key=key, temperature=temperature, top_p=top_p,
+                                  fork_rows=fork_rows, progress=progress)
+  n = 0
+  for i, row in enumerate(rows):
+    for j, r in enumerate(row):
+      vals = [r.reward if u < 0 else means[u] for u in refs[n]]
+      vals += [r.reward] if r.steps else []  # Q_K; a response without steps has Q_0 only
+      q[i, j, :len(vals)] = vals
+      n += 1
+  return StepValues(q, ~np.isnan(q), fed, time.perf_counter() - start)
+
+
+def continuation_means(graphdef, params, task: Task, problems: Sequence[Problem], problem_of: np.ndarray,
+                       response: np.ndarray, length: np.ndarray, src_at: np.ndarray, *, continuations: int,
+                       key: jax.Array, temperature: float, top_p: float = 1.0, fork_rows: int = 256,
+                       progress: bool = False, desc: str = "mc continuations") -> tuple[np.ndarray, int]:
+  """Mean reward of C continuations of U prefixes of R given responses, forked from their cached prefill.
+
+  The R responses are prefilled once with their prompts (`start_from_responses`); prefix u is row
+  `src_at[u, 0]` cut at position `src_at[u, 1]` (`0 ≤ at < length`), and `fork_round` samples its C
+  continuations from the cache (the token at `at` is re-sampled: the prefix is the `at` tokens before
+  it). A continuation earns `task.reward` of the whole row only when it ends with a stop token within
+  the budget T. Batches of `fork_rows // C` prefixes share one compiled shape (the last is padded); batch
+  `ci` samples with `fold_in(key, ci)`.
+
+  Args:
+    problem_of: `[R]` problem of each response; response: `[R, T]` int32 (PAD after `length`);
+      length: `[R]` int32; src_at: `[U, 2]` (response row, position).
+
+  Returns:
+    (`[U]` float64 means, tokens run through the policy: the prefill and every continuation token).
+  """
+  tk = task.tokenizer
+  c = continuations
+  src_at = np.asarray(src_at, np.int64).reshape(-1, 2)
+  per_call = max(1, fork_rows // c)  # prefixes per fork_round call
+  spare = per_call * c
+  prompt, prompt_valid = encode_prompts(task, problems)
+  rep = np.asarray(problem_of)
+  n0 = len(rep)
   pool = start_from_responses(graphdef, params, jnp.asarray(prompt[rep]), jnp.asarray(prompt_valid[rep]),
                               jnp.asarray(response), jnp.asarray(length), spare_rows=spare, pad_id=tk.pad_id)
-  n0 = len(flat)
   dest = jnp.arange(n0, n0 + spare, dtype=jnp.int32)
   means = np.zeros(len(src_at))
   memo: dict[tuple[int, str], float] = {}
   chunks = [np.arange(s, min(s + per_call, len(src_at))) for s in range(0, len(src_at), per_call)]
-  for ci, chunk in enumerate(tqdm(chunks, desc="mc continuations", disable=not progress, leave=False)):
+  for ci, chunk in enumerate(tqdm(chunks, desc=desc, disable=not progress, leave=False)):
     padded = np.concatenate([chunk, np.full(per_call - len(chunk), chunk[0])])
     src = np.repeat(src_at[padded, 0], c).astype(np.int32)
     at = np.repeat(src_at[padded, 1], c).astype(np.int32)
@@ -190,14 +226,7 @@ def step_values(graphdef, params, task: Task, problems: Sequence[Problem], respo
           memo[(problem, text)] = float(task.reward(problems[problem], text))
         wins += memo[(problem, text)]
       means[u] = wins / c
-  n = 0
-  for i, row in enumerate(rows):
-    for j, r in enumerate(row):
-      vals = [r.reward if u < 0 else means[u] for u in refs[n]]
-      vals += [r.reward] if r.steps else []  # Q_K; a response without steps has Q_0 only
-      q[i, j, :len(vals)] = vals
-      n += 1
-  return StepValues(q, ~np.isnan(q), int(pool.fed), time.perf_counter() - start)
+  return means, int(pool.fed)
 
 
 @register_judge

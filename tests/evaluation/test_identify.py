@@ -353,6 +353,10 @@ def test_results_are_finite_and_in_range(tiny_study):
   assert results.scores["early-position"].values["auroc_decisive_same_position"] == 0.5
   o = results.overlap
   assert 0.0 <= o.jaccard_top <= 1.0 and -1.0 <= o.spearman <= 1.0 and 0.0 <= o.peak_fraction < 1.0
+  for v in (o.jaccard_top_position, o.jaccard_top_position_chance, o.jaccard_top_p_decile,
+            o.jaccard_top_p_decile_chance):
+    assert 0.0 <= v <= 1.0
+  assert -1.0 <= o.spearman_position <= 1.0 and -1.0 <= o.spearman_p_decile <= 1.0
 
 
 def test_report_structure(tiny_study):
@@ -363,11 +367,20 @@ def test_report_structure(tiny_study):
     assert heading in text
   assert "tcred identify toy" in text and "Wall time" in text and "Machine" in text
   assert f"K = {data.config.continuations}" in text and "sqrt(1/(2K)) = 0.500" in text
-  table = [line for line in text.splitlines() if line.startswith("| ") and "[" in line]
-  assert len(table) == len(idf.signal_names(trees=False)) and "Tree rollouts" not in text
+  main, controls = text.split("## Controls")
+  table = [line for line in main.splitlines() if line.startswith("| ") and "[" in line]
+  # every row of the study, the bound row first
+  assert len(table) == len(idf.signal_names(trees=False)) + 1 and "Tree rollouts" not in text
+  assert table[0].startswith("| bound | ")
   for line in table:
     cells = re.split(r"(?<!\\)\|", line)[2:-1]
     assert len(cells) == len(idf.METRICS), line  # escaped pipes do not split cells
+  rows = [line for line in controls.split("###")[0].splitlines() if line.startswith("| ") and "[" in line]
+  assert len(rows) == len(table)
+  for line in rows:
+    assert len(re.split(r"(?<!\\)\|", line)[2:-1]) == len(idf.CONTROL_METRICS), line
+  assert "### Label noise floor" in text and "provably Monte-Carlo noise" in text
+  assert "cluster bootstrap over prompts (one SFT base" in text and "**Bases**: 1 policy" in text
   assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -408,7 +421,7 @@ def test_cli_identify_usage_errors(tmp_path, capsys):
   assert cli.main(["identify", "no-such-task"]) == 2
   assert "allowed: countdown" in capsys.readouterr().err
   assert cli.main(["identify", "countdown", "--delta", "1.5"]) == 2
-  assert "delta must be in (0, 1]" in capsys.readouterr().err
+  assert "delta must be in (0, 1)" in capsys.readouterr().err
   assert cli.main(["identify", "countdown", "--continuations", "0"]) == 2
   assert "continuations" in capsys.readouterr().err
   assert cli.main(["identify", "countdown", "--rollouts-from", "forest"]) == 2
@@ -426,3 +439,15 @@ def test_cli_identify_usage_errors(tmp_path, capsys):
   assert "is a run of task 'countdown'" in capsys.readouterr().err
   assert cli.main(["identify", "countdown", "--policy", str(run), "--prompts", "100000"]) == 2
   assert "--prompts must be <=" in capsys.readouterr().err
+  # the controls' settings: named with their allowed range, before anything is written
+  out = tmp_path / "never"
+  for argv, message in ((["--bases", "0"], "--bases must be an integer >= 1, got 0"),
+                        (["--delta", "1"], "--delta must be in (0, 1)"),
+                        (["--delta", "0"], "--delta must be in (0, 1)"),
+                        (["--alternatives", "1000"], "--alternatives must be in [2, 128]"),
+                        (["--alternatives", "1"], "--alternatives must be an integer >= 2 and at most the policy's"),
+                        (["--continuations", "lots"], "--continuations must be an integer >= 1 or auto"),
+                        (["--policy", str(run), "--bases", "2"], "--bases must be 1 with --policy RUN_DIR")):
+    assert cli.main(["identify", "countdown", *argv, "--out", str(out)]) == 2, argv
+    assert message in capsys.readouterr().err, argv
+    assert not out.exists()

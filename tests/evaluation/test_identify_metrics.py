@@ -198,3 +198,155 @@ def test_against_scipy_if_installed():
   np.testing.assert_allclose(im.average_ranks(x), stats.rankdata(x))
   u = stats.mannwhitneyu(x[labels], x[~labels]).statistic
   assert im.auroc(x, labels) == pytest.approx(u / (labels.sum() * (~labels).sum()))
+
+
+# ------------------------------------------------------------------ controls: strata, p-conditioning, bases
+
+
+def test_quantile_strata_by_hand():
+  # deciles of 0..19: edges at 1.9, 3.8, ..., 17.1 -> two values per bin
+  np.testing.assert_array_equal(im.quantile_strata(np.arange(20.0)), np.repeat(np.arange(10), 2))
+  # heavily tied (p ≈ 1 for most tokens): equal values share a bin, fewer than ten bins
+  s = im.quantile_strata([1.0] * 8 + [0.2, 0.5])
+  assert len(set(s[:8])) == 1 and len(set(s)) < 10 and s[8] < s[9] <= s[0]
+
+
+def test_stratified_ranks_match_scipy_within_each_stratum():
+  stats = pytest.importorskip("scipy.stats")
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 5, size=200).astype(float)
+  strata = rng.integers(0, 7, size=200) * 3 - 4
+  ranks, inv = im.stratified_ranks(x, strata)
+  for s in np.unique(strata):
+    sel = strata == s
+    np.testing.assert_allclose(ranks[sel], stats.rankdata(x[sel]))
+    assert len(set(inv[sel])) == 1
+
+
+def test_stratified_spearman_by_hand_and_against_scipy():
+  # stratum 0 (4 tokens): ρ = 1; stratum 1 (2 tokens): ρ = −1; stratum 2: constant x, left out
+  x = [1, 2, 3, 4, 1, 2, 5, 5]
+  y = [1, 3, 5, 7, 2, 1, 0, 9]
+  strata = [0, 0, 0, 0, 1, 1, 2, 2]
+  assert im.stratified_spearman(x, y, strata) == pytest.approx((4 * 1 - 2 * 1) / 6)
+  assert math.isnan(im.stratified_spearman([0, 1], [0, 1], [0, 1]))  # no stratum with two values
+  # a function of the stratum alone carries no within-stratum information
+  assert math.isnan(im.stratified_spearman(strata, y, strata))
+  stats = pytest.importorskip("scipy.stats")
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=300)
+  strata = rng.integers(0, 6, size=300)
+  y = x + strata + rng.normal(size=300)
+  want = [(np.sum(strata == s), stats.spearmanr(x[strata == s], y[strata == s]).statistic) for s in range(6)]
+  assert im.stratified_spearman(x, y, strata) == pytest.approx(sum(n * r for n, r in want) / 300)
+  # pooled, the stratum's shift in y dilutes the correlation; within strata it does not
+  assert im.spearman(x, y) < im.stratified_spearman(x, y, strata)
+
+
+def test_stratified_top_precision_and_sets_by_hand():
+  # stratum 0: scores 4, 3, 2, 1, 0 labels 1, 0, 0, 0, 0 -> top ceil(0.2·5) = 1 token, precision 1
+  # stratum 1: scores 1, 1 (tied) labels 1, 0 -> top 1 of 2 tied: expected precision 0.5
+  scores = [4, 3, 2, 1, 0, 1, 1]
+  labels = [1, 0, 0, 0, 0, 1, 0]
+  strata = [0, 0, 0, 0, 0, 1, 1]
+  assert im.stratified_top_precision(scores, labels, strata, 0.2) == pytest.approx((1 * 1 + 1 * 0.5) / 2)
+  np.testing.assert_array_equal(im.stratified_top_mask(scores, strata, 0.2), [1, 0, 0, 0, 0, 1, 1])  # ties kept
+  # a signal that only knows the stratum: the strata-weighted base rate
+  assert im.stratified_top_precision(strata, labels, strata, 1.0) == pytest.approx(2 / 7)
+  # chance Jaccard within strata: E∩ = Σ a_s b_s / n_s
+  a = np.array([1, 1, 0, 0, 1, 0], bool)
+  b = np.array([1, 0, 0, 0, 0, 1], bool)
+  st = [0, 0, 0, 0, 1, 1]
+  inter = 2 * 1 / 4 + 1 * 1 / 2
+  assert im.stratified_chance_jaccard(a, b, st) == pytest.approx(inter / (3 + 2 - inter))
+  # one stratum: the pooled chance Jaccard
+  assert im.stratified_chance_jaccard(a, b, [0] * 6) == pytest.approx(im.chance_jaccard(3, 2, 6))
+
+
+@settings(max_examples=60, deadline=None)
+@given(values, st.data(), st.sampled_from([0.1, 0.2, 0.5, 1.0]))
+def test_stratified_top_precision_matches_per_stratum_enumeration(scores, data, frac):
+  labels = data.draw(st.lists(st.booleans(), min_size=len(scores), max_size=len(scores)))
+  strata = np.array(data.draw(st.lists(st.integers(0, 2), min_size=len(scores), max_size=len(scores))))
+  hits = chosen = 0.0
+  for s in np.unique(strata):
+    sel = np.flatnonzero(strata == s)
+    k = math.ceil(round(frac * len(sel), 9))
+    hits += k * precision_enumerated([scores[i] for i in sel], [labels[i] for i in sel], frac)
+    chosen += k
+  assert im.stratified_top_precision(scores, labels, strata, frac) == pytest.approx(hits / chosen)
+
+
+def test_p_conditioned_controls_against_a_reference():
+  """The bound row and the p-conditioned AUROC (`control_metrics`) against scipy's Mann–Whitney on a
+  hand-made study where the answer is known: decisive tokens all have p ≤ 1 − δ."""
+  stats = pytest.importorskip("scipy.stats")
+  from tcred.evaluation.identify.metrics import bound_indicator, control_metrics
+
+  rng = np.random.default_rng(2)
+  n, delta = 400, 0.25
+  p = np.where(rng.random(n) < 0.5, rng.uniform(0.9, 1.0, n), rng.uniform(0.05, 0.7, n))
+  can = p <= 1 - delta
+  decisive = can & (rng.random(n) < 0.4)
+  surprisal = -np.log(p)
+  bound = bound_indicator(np.log(p), delta)
+  np.testing.assert_array_equal(bound, can.astype(float))
+  # the bound row alone: AUROC = P(bound_pos > bound_neg) + ½ ties = (1 + share of negatives that can decide) / 2
+  share = can[~decisive].mean()
+  assert im.auroc(bound, decisive) == pytest.approx(1 - share + share / 2)
+  position = rng.integers(0, 10, n)
+  out = control_metrics(surprisal, decisive, decisive.astype(float), can, im.quantile_strata(p), position, 0.2)
+  u = stats.mannwhitneyu(surprisal[can & decisive], surprisal[can & ~decisive]).statistic
+  assert out["auroc_p_bound"] == pytest.approx(u / ((can & decisive).sum() * (can & ~decisive).sum()))
+  # surprisal knows nothing about decisiveness beyond the bound here: near 0.5 among p ≤ 1 − δ
+  assert abs(out["auroc_p_bound"] - 0.5) < 0.1 and im.auroc(surprisal, decisive) > 0.75
+  assert out["spearman_p_bound"] == pytest.approx(stats.spearmanr(surprisal[can], decisive[can]).statistic)
+  assert out["auroc_p_decile"] == pytest.approx(im.stratified_auroc(surprisal, decisive, im.quantile_strata(p)))
+  assert im.violating_share(decisive, can) == 0.0
+  assert im.violating_share([True, True, False, True], [True, False, False, False]) == pytest.approx(2 / 3)
+  assert math.isnan(im.violating_share([False], [True]))
+
+
+def two_level_reference(clusters, rng):
+  """Plain loops: draw B bases with replacement, then for each drawn base its prompts with replacement."""
+  base_draw = [0] if len(clusters) == 1 else list(rng.integers(0, len(clusters), size=len(clusters)))
+  idx = []
+  for b in base_draw:
+    prompts = clusters[b]
+    for i in rng.integers(0, len(prompts), size=len(prompts)):
+      idx.extend(prompts[i].tolist())
+  return np.array(idx)
+
+
+def test_two_level_cluster_bootstrap_matches_a_reference():
+  bases = [[np.arange(0, 3), np.arange(3, 5)], [np.arange(5, 9)], [np.arange(9, 10), np.arange(10, 12),
+                                                                   np.arange(12, 15)]]
+  for seed in range(5):
+    a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+    np.testing.assert_array_equal(im.cluster_resample(bases, a), two_level_reference(bases, b))
+  # one base: exactly the one-level replicate
+  a, b = np.random.default_rng(7), np.random.default_rng(7)
+  np.testing.assert_array_equal(im.cluster_resample([bases[0]], a), im.cluster_resample(bases[0], b))
+  # Base variation: each base's prompts share a base effect; resampling prompts alone ignores it.
+  rng = np.random.default_rng(3)
+  values, clusters, flat = [], [], []
+  start = 0
+  for b in range(3):
+    effect = 2.0 * b
+    base = []
+    for _ in range(8):
+      v = effect + rng.normal(scale=0.1, size=5)
+      base.append(np.arange(start, start + 5))
+      values.append(v)
+      start += 5
+    clusters.append(base)
+    flat += base
+  x = np.concatenate(values)
+  mean = lambda idx: float(x[idx].mean())
+  lo2, hi2 = im.cluster_bootstrap_ci(mean, clusters, reps=400, rng=np.random.default_rng(0))
+  lo1, hi1 = im.cluster_bootstrap_ci(mean, flat, reps=400, rng=np.random.default_rng(0))
+  assert hi2 - lo2 > 2 * (hi1 - lo1)  # expected ratio sqrt(24 prompts / 3 bases) ≈ 2.8
+  # the two-level replicate mean's spread: the base means' bootstrap spread, sd(base means)·sqrt((B−1)/B)/sqrt(B)
+  reps = np.array([mean(im.cluster_resample(clusters, np.random.default_rng(s))) for s in range(2000)])
+  base_means = np.array([x[np.concatenate(c)].mean() for c in clusters])
+  assert reps.std() == pytest.approx(base_means.std() / math.sqrt(3), rel=0.1)

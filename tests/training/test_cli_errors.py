@@ -110,8 +110,13 @@ _BAD_FLAGS = {
     ("identify", "policy"): [["--policy", "{file}"], ["--policy", "{hf}"]],
     ("identify", "prompts"): [["--prompts", "1"], ["--prompts", "100000"], ["--prompts", "abc"]],
     ("identify", "rollouts"): [["--rollouts", "0"], ["--rollouts", "abc"]],
-    ("identify", "continuations"): [["--continuations", "0"]],
-    ("identify", "delta"): [["--delta", "nan"], ["--delta", "2"], ["--delta", "abc"]],
+    ("identify", "continuations"): [["--continuations", "0"], ["--continuations", "many"]],
+    ("identify", "delta"): [["--delta", "nan"], ["--delta", "2"], ["--delta", "1"], ["--delta", "0"],
+                            ["--delta", "abc"]],
+    ("identify", "noise_target"): [["--noise-target", "0"], ["--noise-target", "1.5"], ["--noise-target", "nan"]],
+    ("identify", "bases"): [["--bases", "0"], ["--bases", "abc"]],
+    ("identify", "fork_positions"): [["--fork-positions", "-1"], ["--fork-positions", "abc"]],
+    ("identify", "alternatives"): [["--alternatives", "1"], ["--alternatives", "100000"]],
     ("identify", "rollouts_from"): [["--rollouts-from", "forest"]],
     ("identify", "tree_fork_at"): [["--tree-fork-at", "middle"]],
     ("identify", "mi_peak_rule"): [["--mi-peak-rule", "median"]],
@@ -130,7 +135,7 @@ _BAD_FLAGS = {
 }
 _FIRST = {"run": "countdown-grpo", "show": "countdown-grpo", "table": "suite-demo", "identify": "countdown",
           "export": "{hf}"}
-_NO_VALUE = ("help", "resume", "no_progress")  # flags without a value to get wrong
+_NO_VALUE = ("help", "resume", "no_progress", "no_replicas")  # flags without a value to get wrong
 
 
 def _commands():

@@ -49,7 +49,15 @@ Two sources of rollouts (`IdentifyConfig.rollouts_from`):
 The metrics (`tcred.evaluation.identify_metrics`, plain NumPy) pool every valid response token of
 the study; confidence intervals resample whole prompts (cluster bootstrap).
 
-Files: `config` (IdentifyConfig, seed namespaces, UsageError), `rollouts` (chains / tree leaves, the
+Controls (DESIGN §5, issue 23): every table starts with the *bound* row (the indicator p(token) ≤ 1 − δ:
+on-policy values bound |A_t| ≤ 1 − p, so only those tokens can be decisive) and carries, beside each pooled
+figure, its difference from the bound row (paired bootstrap), its p-conditioned versions (among p ≤ 1 − δ;
+within p-deciles) and its position-controlled versions (within a position); the label noise floor (the
+share of decisive labels on p > 1 − δ, provably noise; the mc judge's replica agreement at K; K chosen by
+`auto_continuations`); a second ground truth at positions (`forking`: the top-k alternatives' value
+spread); and several SFT bases pooled with a two-level cluster bootstrap (bases, then prompts).
+
+Files: `config` (IdentifyConfig, seed namespaces, UsageError), `forking` (the positions' ground truth), `rollouts` (chains / tree leaves, the
 policy forward and extras), `truth` (Monte-Carlo values, oracle, fatal errors), `signals` (the rows),
 `study` (run_study), `metrics` (evaluate_study, the entropy–MI overlap), `bootstrap` (cluster
 bootstrap), `io` (policy loading, `identify`, the written files), `report` (markdown and plots),
@@ -61,15 +69,18 @@ from __future__ import annotations
 
 from tcred.evaluation.identify.config import ROLLOUT_SOURCES, IdentifyConfig, UsageError
 from tcred.evaluation.identify.io import identify, load_policy, write_studies, write_study
-from tcred.evaluation.identify.metrics import (METRICS, Overlap, Results, SignalScore, entropy_mi_overlap,
-                                               evaluate_study, reasoning_mask)
+from tcred.evaluation.identify.forking import ForkingResults, ForkingTruth, evaluate_forking, forking_truth
+from tcred.evaluation.identify.metrics import (BOUND_ROW, CONTROL_METRICS, METRICS, NoiseFloor, Overlap, Results,
+                                               SignalScore, bound_indicator, entropy_mi_overlap, evaluate_study,
+                                               reasoning_mask)
 from tcred.evaluation.identify.rollouts import (Rollout, policy_forward, sample_rollouts, sample_tree_rollouts,
                                                 signal_extras)
 from tcred.evaluation.identify.signals import TRUTH_ROWS, TruthRow, describe_signals, signal_names
-from tcred.evaluation.identify.study import StudyData, run_study
+from tcred.evaluation.identify.study import StudyData, pool_studies, run_study
 from tcred.evaluation.identify.truth import GroundTruth, ground_truth, monte_carlo_values, oracle_values
 
-__all__ = ["METRICS", "ROLLOUT_SOURCES", "TRUTH_ROWS", "GroundTruth", "IdentifyConfig", "Overlap", "Results",
+__all__ = ["BOUND_ROW", "CONTROL_METRICS", "ForkingResults", "ForkingTruth", "NoiseFloor", "bound_indicator",
+           "evaluate_forking", "forking_truth", "pool_studies", "METRICS", "ROLLOUT_SOURCES", "TRUTH_ROWS", "GroundTruth", "IdentifyConfig", "Overlap", "Results",
            "Rollout", "SignalScore", "StudyData", "TruthRow", "UsageError", "describe_signals", "entropy_mi_overlap",
            "evaluate_study", "ground_truth", "identify", "load_policy", "monte_carlo_values", "oracle_values",
            "policy_forward", "reasoning_mask", "run_study", "sample_rollouts", "sample_tree_rollouts",

@@ -1,5 +1,7 @@
-"""Cluster-bootstrap confidence intervals over prompts: the study's tokens are resampled by whole
-prompts (a prompt's G rollouts and their tokens are not independent), 95% percentile intervals.
+"""Cluster-bootstrap confidence intervals: the study's tokens are resampled by whole prompts (a prompt's
+G rollouts and their tokens are not independent), and, when the study pools several SFT bases, by bases
+first, then prompts within each drawn base (a two-level cluster bootstrap, `identify_metrics.cluster_resample`);
+95% percentile intervals.
 """
 
 from __future__ import annotations
@@ -9,20 +11,30 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tcred.evaluation.identify_metrics import cluster_resample
 
-def prompt_clusters(mask: np.ndarray) -> list[np.ndarray]:
-  """For each prompt, the positions of its valid tokens in the pooled `mask` order: `[N, G, T]` -> N arrays."""
+
+def prompt_clusters(mask: np.ndarray, base: np.ndarray | None = None) -> list:
+  """For each prompt, the positions of its valid tokens in the pooled `mask` order: `[N, G, T]` -> N arrays.
+
+  `base` (`[N]` int, optional): the SFT base of each prompt row (a study pooled over bases); then the
+  clusters are two-level: one list per base (in order of first appearance), of its prompts' arrays.
+  """
   n = mask.shape[0]
   prompt_of = np.broadcast_to(np.arange(n)[:, None, None], mask.shape)[mask]
-  return [np.flatnonzero(prompt_of == i) for i in range(n)]
+  prompts = [np.flatnonzero(prompt_of == i) for i in range(n)]
+  if base is None:
+    return prompts
+  base = np.asarray(base).reshape(-1)
+  return [[prompts[i] for i in np.flatnonzero(base == b)] for b in dict.fromkeys(base.tolist())]
 
 
-def metric_cis(metrics_of: Callable[[np.ndarray], dict[str, float]], clusters: Sequence[np.ndarray],
-               names: Sequence[str], *, reps: int, rng: np.random.Generator) -> dict[str, tuple[float, float]]:
+def metric_cis(metrics_of: Callable[[np.ndarray], dict], clusters: Sequence, names: Sequence, *, reps: int,
+               rng: np.random.Generator) -> dict:
   """95% percentile intervals of every metric `metrics_of(idx)` over `reps` cluster-bootstrap replicates.
 
-  Each replicate draws len(clusters) prompts with replacement (one generator seeded from `rng`, so
-  each call consumes one draw of `rng`) and pools their token positions `idx`. A metric gets
+  Each replicate draws clusters with replacement (`cluster_resample`: prompts, or bases then prompts; one
+  generator seeded from `rng`, so each call consumes one draw of `rng`) and pools their token positions `idx`. A metric gets
   (nan, nan) with `reps = 0` or when fewer than half the replicates give a finite value.
   """
   ci = {m: (math.nan, math.nan) for m in names}
@@ -31,7 +43,7 @@ def metric_cis(metrics_of: Callable[[np.ndarray], dict[str, float]], clusters: S
   boot = {m: [] for m in names}
   state = np.random.default_rng(rng.integers(2**63))
   for _ in range(reps):
-    idx = np.concatenate([clusters[i] for i in state.integers(0, len(clusters), size=len(clusters))])
+    idx = cluster_resample(clusters, state)
     for m, v in metrics_of(idx).items():
       boot[m].append(v)
   for m in names:

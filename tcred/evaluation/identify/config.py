@@ -20,6 +20,8 @@ class UsageError(ValueError):
 _NS_ROLLOUTS, _NS_CONTINUATIONS, _NS_BOOTSTRAP = 0x1D, 0x1D + 1, 0x1D + 2
 _NS_TREE_ROLLOUTS, _NS_TREE_CONTINUATIONS = 0x1D + 4, 0x1D + 5
 _NS_JUDGES = 0x1D + 6  # the step judges' own sampling (the mc judge's continuations)
+_NS_REPLICAS = 0x1D + 16  # the mc judge's replica agreement at K (the noise floor)
+_NS_FORKING, _NS_FORK_POSITIONS = 0x1D + 17, 0x1D + 18  # the forking truth's continuations, its position draw
 
 # Where the study's rollouts come from: independent chains, tree leaves, or both (two sections).
 ROLLOUT_SOURCES = ("chains", "tree", "both")
@@ -55,6 +57,21 @@ class IdentifyConfig:
       final norm with σ scaled by width; the MI-Peaks code: the layer's output before the norm, σ = 50.
     judges: registered step judges whose rows (`judge-<name>`) the study adds, each at its default settings
       (default none here; `tcred identify --judges` defaults to oracle,mc, the judges that need no training).
+    noise_target: the level the bound-violating share (decisive labels on tokens with p > 1 − δ, provably
+      Monte-Carlo noise) should stay below; reported beside the share, and the stopping rule of
+      `auto_continuations`.
+    auto_continuations: choose K per task (`--continuations auto`): start at `continuations`, and while the
+      bound-violating share of the chain study exceeds `noise_target` and K < `max_continuations`, add K more
+      continuations of every prefix (fresh draws: K doubles); the report gives each K tried and its share.
+    max_continuations: the largest K `auto_continuations` may reach.
+    replicas: measure the mc judge's replica agreement at K on the chain study's rollouts
+      (`tcred.judges.mc.replica_agreement`: two independent replicas of K continuations per step end).
+    bases: B SFT bases the study pools (`sft.seed` = 0..B−1 selects each base); every CI resamples bases,
+      then prompts within a base (two-level cluster bootstrap). One base: the prompt bootstrap.
+    fork_positions: positions sampled per rollout for the forking ground truth (0: none); at each, the
+      `alternatives` most probable tokens are continued K times each, and the position is decisive when
+      their values spread (max − min) by at least δ (`tcred.evaluation.identify.forking`).
+    alternatives: k, the top-k tokens continued at each sampled position (≤ the vocabulary; ≥ 2).
   """
 
   prompts: int = 32
@@ -78,6 +95,13 @@ class IdentifyConfig:
   mi_norm: str = "post"
   mi_sigma: str = "width"
   judges: tuple[str, ...] = ()
+  noise_target: float = 0.05
+  auto_continuations: bool = False
+  max_continuations: int = 256
+  replicas: bool = False
+  bases: int = 1
+  fork_positions: int = 0
+  alternatives: int = 3
 
   def __post_init__(self):
     require_finite(self, "")  # mi_tau=inf, temperature=inf: the CLI writes a flag's field as the flag
@@ -93,15 +117,20 @@ class IdentifyConfig:
       raise ValueError(f"mi_peak_k must be an integer >= 1, got {self.mi_peak_k!r}")
     MIInputs(layer=self.mi_layer, norm=self.mi_norm, sigma=self.mi_sigma)  # validates the MI inputs
     for name, low in (("prompts", 2), ("rollouts", 1), ("continuations", 1), ("prefix_batch", 1),
-                      ("extras_batch", 1)):
+                      ("extras_batch", 1), ("bases", 1), ("fork_positions", 0), ("alternatives", 2),
+                      ("max_continuations", 1)):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        bound = " and at most the policy's vocabulary size" if name == "alternatives" else ""
+        raise ValueError(f"{name} must be an integer >= {low}{bound}, got {value!r}")
     if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int) or self.bootstrap < 0:
       raise ValueError(f"bootstrap must be an integer >= 0, got {self.bootstrap!r}")
     require_seed(self.seed, "seed")
-    if not 0.0 < self.delta <= 1.0:
-      raise ValueError(f"delta must be in (0, 1] (a change in success probability), got {self.delta!r}")
+    if not 0.0 < self.delta < 1.0:
+      raise ValueError(f"delta must be in (0, 1) (a change in success probability; the bound row p ≤ 1 − δ needs "
+                       f"δ < 1), got {self.delta!r}")
+    if not 0.0 < self.noise_target < 1.0:
+      raise ValueError(f"noise_target must be in (0, 1), got {self.noise_target!r}")
     if not 0.0 < self.top_fraction <= 1.0:
       raise ValueError(f"top_fraction must be in (0, 1], got {self.top_fraction!r}")
     if not self.mi_tau >= 0.0:

@@ -5,6 +5,7 @@ studies, and the files they write (`identify-<task>.md`, `.png`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -18,7 +19,7 @@ from tcred import experiments
 from tcred.evaluation.identify import report
 from tcred.evaluation.identify.config import IdentifyConfig, UsageError
 from tcred.evaluation.identify.metrics import Results, evaluate_study
-from tcred.evaluation.identify.study import StudyData, run_study
+from tcred.evaluation.identify.study import StudyData, pool_studies, run_study
 from tcred.tasks.base import Problem, Task
 from tcred.tasks.registry import make_task_from_config, task_entry, task_names
 from tcred.training.config import config_from_dict
@@ -43,14 +44,24 @@ def _check_mi_layer(cfg, mi_layer: int) -> None:
                      "layers (negative: from the last layer)")
 
 
-def load_policy(task_name: str, policy: str, *, prompts: int = 1, progress: bool = False, mi_layer: int = -1
+def _check_alternatives(cfg, alternatives: int | None) -> None:
+  vocab = cfg.model.vocab_size
+  if alternatives is not None and not 2 <= alternatives <= vocab:
+    raise UsageError(f"--alternatives must be in [2, {vocab}] (the policy's vocabulary has {vocab} tokens), "
+                     f"got {alternatives}")
+
+
+def load_policy(task_name: str, policy: str, *, prompts: int = 1, progress: bool = False, mi_layer: int = -1,
+                alternatives: int | None = None, bases: int = 1, sft_seed: int = 0
                 ) -> tuple[Any, nnx.GraphDef, nnx.State, str]:
-  """The policy of a study: `"base"` (the cached SFT base of `<task>-grpo`) or a run directory's final checkpoint.
+  """The policy of a study: `"base"` (the cached SFT base of `<task>-grpo`, trained with `sft.seed = sft_seed`:
+  base b of a several-base study) or a run directory's final checkpoint.
 
   Returns `(experiment config, graphdef, params, description)`. Raises UsageError with the allowed
   values for an unknown task, a directory that is not a run of this task with a checkpoint, or
-  more `prompts` than the held-out prompts excluded from the policy's training, or an `mi_layer` the
-  policy does not have; all before any policy is built or read.
+  more `prompts` than the held-out prompts excluded from the policy's training, an `mi_layer` the
+  policy does not have, more `alternatives` than its vocabulary, or `bases` > 1 with a run directory (one
+  policy); all before any policy is built or read.
   """
   # Registered tasks with an exact oracle and a `<task>-grpo` experiment (its config defines the base policy).
   grpo = {experiments.get_experiment(n).task: n for n in experiments.experiment_names()
@@ -64,9 +75,15 @@ def load_policy(task_name: str, policy: str, *, prompts: int = 1, progress: bool
     task = make_task_from_config(cfg.task, cfg.task_config)
     n_eval = _check_prompts(cfg, prompts)
     _check_mi_layer(cfg, mi_layer)
-    graphdef, params, directory = base_policy(cfg.model, task, cfg.task_config, cfg.sft, eval_prompts=n_eval,
+    _check_alternatives(cfg, alternatives)
+    sft = dataclasses.replace(cfg.sft, seed=sft_seed)
+    cfg = dataclasses.replace(cfg, sft=sft)
+    graphdef, params, directory = base_policy(cfg.model, task, cfg.task_config, sft, eval_prompts=n_eval,
                                               progress=progress)
-    return cfg, graphdef, params, f"SFT base policy of `{cfg.name}` (`{directory}`)"
+    return cfg, graphdef, params, f"SFT base policy of `{cfg.name}` with sft.seed = {sft_seed} (`{directory}`)"
+  if bases != 1:
+    raise UsageError(f"--bases must be 1 with --policy RUN_DIR (one trained policy), got {bases}; several bases "
+                     "need --policy base")
   run_dir = pathlib.Path(policy)
   config_path = run_dir / "config.json"
   if not config_path.is_file():
@@ -82,6 +99,7 @@ def load_policy(task_name: str, policy: str, *, prompts: int = 1, progress: bool
     raise UsageError(f"--policy {policy!r} is a run of task {cfg.task!r}, not {task_name!r}")
   _check_prompts(cfg, prompts)
   _check_mi_layer(cfg, mi_layer)
+  _check_alternatives(cfg, alternatives)
   if not (run_dir / "checkpoints").is_dir():
     raise UsageError(f"--policy {policy!r}: no checkpoints/ directory; allowed values are 'base' or a run "
                      "directory with checkpoints")
@@ -96,27 +114,35 @@ def load_policy(task_name: str, policy: str, *, prompts: int = 1, progress: bool
 def identify(task_name: str, *, policy: str = "base", config: IdentifyConfig = IdentifyConfig(),
              out: Any = "benchmarks/results", command: str = "", progress: bool = False
              ) -> tuple[StudyData, Results, Any, Any]:
-  """The whole study of `tcred identify`: loads the policy, runs the study on the first N held-out
-  prompts (`eval_problems`), writes `out/identify-<task>.md` and `out/identify-<task>.png`.
+  """The whole study of `tcred identify`: loads the policy (with `config.bases` = B > 1, the SFT bases
+  `sft.seed` = 0..B−1), runs the study on the first N held-out prompts (`eval_problems`) of each, pools
+  them, writes `out/identify-<task>.md` and `out/identify-<task>.png`.
 
-  Returns (data, results, md path, png path). Raises UsageError for a bad task, policy or --prompts.
+  Returns (data, results, md path, png path). Raises UsageError for a bad task, policy, --prompts,
+  --alternatives or --bases, before any policy is built or any file written.
   """
   t_start = time.time()
   load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
-  cfg, graphdef, params, description = load_policy(task_name, policy, prompts=config.prompts, progress=progress,
-                                                   mi_layer=config.mi_layer)
+  check = dict(prompts=config.prompts, progress=progress, mi_layer=config.mi_layer,
+               alternatives=config.alternatives, bases=config.bases)
+  cfg, graphdef, params, description = load_policy(task_name, policy, **check)
+  more = []
+  for b in range(1, config.bases):
+    _, g_b, p_b, d_b = load_policy(task_name, policy, **check, sft_seed=b)
+    more.append((g_b, p_b))
+    description += f"; {d_b}"
   task = make_task_from_config(cfg.task, cfg.task_config)
   load_s = time.time() - t_start
   return write_study(graphdef, params, task, eval_problems(task, config.prompts), config, out=out,
-                     name=task_name, progress=progress,
+                     name=task_name, progress=progress, more_bases=more,
                      meta={"command": command or f"tcred identify {task_name}", "policy": description,
                            "load_s": load_s, "task_config": repr(cfg.task_config), "load_start": load_start},
                      t_start=t_start)
 
 
 def write_study(graphdef, params, task: Task, problems: Sequence[Problem], config: IdentifyConfig, *, out: Any,
-                name: str, meta: dict[str, Any], progress: bool = False, t_start: float | None = None
-                ) -> tuple[StudyData, Results, Any, Any]:
+                name: str, meta: dict[str, Any], progress: bool = False, t_start: float | None = None,
+                more_bases: Sequence[tuple[Any, Any]] = ()) -> tuple[StudyData, Results, Any, Any]:
   """Runs the study of `problems` and writes `out/identify-<name>.md` and `.png`.
 
   `config.rollouts_from`: "chains" or "tree" run one study (the report and plot of its rollouts);
@@ -128,26 +154,37 @@ def write_study(graphdef, params, task: Task, problems: Sequence[Problem], confi
   `write_studies` also returns the tree study of "both".
   """
   data, results, md_path, png_path, _ = write_studies(graphdef, params, task, problems, config, out=out, name=name,
-                                                      meta=meta, progress=progress, t_start=t_start)
+                                                      meta=meta, progress=progress, t_start=t_start,
+                                                      more_bases=more_bases)
   return data, results, md_path, png_path
 
 
 def write_studies(graphdef, params, task: Task, problems: Sequence[Problem], config: IdentifyConfig, *, out: Any,
-                  name: str, meta: dict[str, Any], progress: bool = False, t_start: float | None = None):
+                  name: str, meta: dict[str, Any], progress: bool = False, t_start: float | None = None,
+                  more_bases: Sequence[tuple[Any, Any]] = ()):
   """`write_study`, also returning the tree study: (data, results, md, png, tree) where `tree` is
-  (tree data, tree results, tree png) with `rollouts_from="both"`, else None."""
+  (tree data, tree results, tree png) with `rollouts_from="both"`, else None.
+
+  `more_bases`: `(graphdef, params)` of SFT bases 1..B−1 (`config.bases` = B); each runs the same studies
+  on the same prompts, and the studies are pooled (`pool_studies`: the CIs resample bases, then prompts).
+  """
+  if len(more_bases) + 1 != config.bases:
+    raise ValueError(f"config.bases = {config.bases} needs {config.bases - 1} more base policies, got "
+                     f"{len(more_bases)}")
+  policies = [(graphdef, params), *more_bases]
   t_start = time.time() if t_start is None else t_start
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   md_path, png_path = out / f"identify-{name}.md", out / f"identify-{name}.png"
   first = "tree" if config.rollouts_from == "tree" else "chains"
-  data = run_study(graphdef, params, task, problems, config, progress=progress, source=first)
+  data, chosen = _run_bases(policies, task, problems, config, progress=progress, source=first)
   results = evaluate_study(data)
   report.plot(data, results, png_path)
   tree = None
   if config.rollouts_from == "both":
     tree_png = out / f"identify-{name}-tree.png"
-    tree_data = run_study(graphdef, params, task, problems, config, progress=progress, source="tree")
+    tree_data, _ = _run_bases(policies, task, problems, dataclasses.replace(chosen, fork_positions=0),
+                              progress=progress, source="tree")
     tree_results = evaluate_study(tree_data)
     report.plot(tree_data, tree_results, tree_png)
     tree = (tree_data, tree_results, tree_png)
@@ -158,3 +195,18 @@ def write_studies(graphdef, params, task: Task, problems: Sequence[Problem], con
     text += report.tree_section(tree[0], tree[1], tree[2].name)
   write_atomic(md_path, text)
   return data, results, md_path, png_path, tree
+
+
+def _run_bases(policies, task, problems, config: IdentifyConfig, *, progress: bool, source: str
+               ) -> tuple[StudyData, IdentifyConfig]:
+  """One study per base, pooled. With `auto_continuations`, K is chosen on base 0 and reused by the other bases
+  and the tree study (the returned config); the replica agreement is measured on base 0 only (its cost is two
+  step-level Monte-Carlo passes at K)."""
+  studies = []
+  chosen = config
+  for graphdef, params in policies:
+    studies.append(run_study(graphdef, params, task, problems, config, progress=progress, source=source))
+    if len(studies) == 1:
+      chosen = dataclasses.replace(config, continuations=studies[0].truth.continuations, auto_continuations=False)
+      config = dataclasses.replace(chosen, replicas=False)
+  return pool_studies(studies), chosen

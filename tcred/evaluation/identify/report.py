@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from tcred.evaluation.identify.metrics import METRICS, Results
+from tcred.evaluation.identify.metrics import BOUND_ROW, CONTROL_METRICS, METRICS, Results
 from tcred.evaluation.identify.signals import describe_signals, judges_of
 from tcred.evaluation.identify.study import StudyData
 from tcred.training.tracking import atomic_path
@@ -22,7 +22,17 @@ METRIC_TITLES = {
     "auroc_fatal": "AUROC, fatal errors",
     "auroc_decisive_reasoning": "AUROC, |A_t| ≥ δ, reasoning tokens",
     "auroc_decisive_same_position": "AUROC, |A_t| ≥ δ, same position",
+    "auroc_minus_bound": "AUROC − bound row's (paired)",
+    "auroc_p_bound": "AUROC among p ≤ 1 − δ",
+    "auroc_p_decile": "AUROC within p-deciles",
+    "spearman_p_bound": "Spearman with |A_t| among p ≤ 1 − δ",
+    "spearman_same_position": "Spearman with |A_t|, same position",
+    "precision_top_same_position": "precision of top {pct}% within each position",
 }
+FORKING_TITLES = {**METRIC_TITLES, "auroc_decisive": "AUROC, spread ≥ δ",
+                  "auroc_decisive_same_position": "AUROC, spread ≥ δ, same position",
+                  "spearman_abs_adv": "Spearman with the spread", "spearman_p_bound": "Spearman with the spread among p ≤ 1 − δ",
+                  "spearman_same_position": "Spearman with the spread, same position"}
 
 
 def _fmt(x: float, digits: int = 3) -> str:
@@ -62,7 +72,7 @@ def example_rollout(data: StudyData, delta: float) -> tuple[int, int]:
 def _auto_summary(results: Results, delta: float) -> list[str]:
   lines = []
   rows = [(name, s.values["auroc_decisive"], s.ci["auroc_decisive"]) for name, s in results.scores.items()
-          if name != "oracle-judge" and math.isfinite(s.values["auroc_decisive"])]
+          if name not in ("oracle-judge", BOUND_ROW) and math.isfinite(s.values["auroc_decisive"])]
   rows.sort(key=lambda r: -r[1])
   if rows:
     lines.append("- Ranking by AUROC for |A_t| ≥ δ (the oracle judge aside): "
@@ -73,6 +83,17 @@ def _auto_summary(results: Results, delta: float) -> list[str]:
     if any(math.isfinite(ci[0]) for _, _, ci in rows):
       lines.append(f"- 95% CI above chance (0.5): {', '.join(above) or 'none'}; below chance: "
                    f"{', '.join(below) or 'none'}; includes chance: {', '.join(chance) or 'none'}.")
+  if BOUND_ROW in results.scores:
+    beat = [n for n, s in results.scores.items() if n != BOUND_ROW
+            and math.isfinite(s.ci["auroc_minus_bound"][0]) and s.ci["auroc_minus_bound"][0] > 0]
+    b = results.scores[BOUND_ROW].values
+    lines.append(f"- The bound row (p ≤ 1 − δ) scores AUROC {_fmt(b['auroc_decisive'])}; rows that beat it (paired 95% "
+                 f"CI of the difference above 0): {', '.join(beat) or 'none'}.")
+    cond = [(n, s.values["auroc_p_bound"], s.ci["auroc_p_bound"]) for n, s in results.scores.items()
+            if n not in (BOUND_ROW, "oracle-judge")]
+    above = [n for n, _, ci in cond if math.isfinite(ci[0]) and ci[0] > 0.5]
+    lines.append(f"- Among tokens that can be decisive (p ≤ 1 − δ), rows with AUROC CI above 0.5: "
+                 f"{', '.join(above) or 'none'}.")
   o = results.scores.get("oracle-judge")
   if o is not None:
     lines.append(f"- The oracle judge (exact prefix values) reaches AUROC {_fmt(o.values['auroc_decisive'])} for "
@@ -96,7 +117,12 @@ def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> 
          "## Settings", "",
          f"- **Policy**: {meta['policy']}.",
          f"- **Task**: `{data.task_name}` with `{meta.get('task_config', '')}`; response budget T = {t} tokens.",
-         f"- **Rollouts**: {n} held-out prompts (`eval_problems`, never seen in SFT or RL) × {g} "
+         (f"- **Bases**: {results.bases} SFT bases (`sft.seed` = {', '.join(map(str, range(results.bases)))}; "
+          "`--bases`), each studied on the same prompts and pooled; every interval resamples bases, then prompts "
+          "within a base." if results.bases > 1 else
+          "- **Bases**: 1 policy; the intervals cover prompt resampling only, not the SFT base (`--bases 3` for "
+          "reported studies)."),
+         f"- **Rollouts**: {n // results.bases} held-out prompts (`eval_problems`, never seen in SFT or RL) × {g} "
          + ("rollouts" if data.trees is None else f"tree leaves ({_tree_shape(data)})")
          + f" at temperature {cfg.temperature}; mean reward {_fmt(results.reward_mean)}; mean length "
          f"{lengths.mean():.1f} tokens (EOS included); {results.tokens} response tokens in all.",
@@ -116,8 +142,8 @@ def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> 
          f"counted 1/2; Spearman uses average ranks; precision of the top {pct}% is pooled over the whole "
          f"study (the top ceil({cfg.top_fraction}·n) tokens by the signal, ties at the threshold broken "
          f"uniformly at random, its expectation), to compare with the decisive share "
-         f"{100 * results.decisive_rate:.1f}%. Brackets: 95% percentile intervals of a cluster bootstrap "
-         f"over prompts ({cfg.bootstrap} replicates).",
+         f"{100 * results.decisive_rate:.1f}%. Brackets: 95% percentile intervals of a {_bootstrap_words(results)} "
+         f"({cfg.bootstrap} replicates).",
          f"- **Machine**: {meta['machine']}; 1-min load average at the start "
          f"{meta.get('load_start', math.nan):.1f} (the machine is shared; wall times scale with the load).",
          f"- **Wall time**: {meta['wall_s']:.0f} s end to end (policy load {meta.get('load_s', math.nan):.0f} s, "
@@ -125,7 +151,10 @@ def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> 
          f"Monte-Carlo continuations + oracle {tm.get('ground_truth_s', 0):.0f} s, "
          + "".join(f"judge {j} {tm.get(f'{j}_s', 0):.0f} s ({tm.get(f'{j}_tokens', 0):.0f} tokens), "
                    for j in judges_of(list(data.signals)))
-         + f"metrics + bootstrap {tm.get('metrics_s', 0):.0f} s; compilation included).", "",
+         + (f"replica agreement {tm.get('replicas_s', 0):.0f} s, " if "replicas_s" in tm else "")
+         + (f"forking truth {tm.get('forking_s', 0):.0f} s, " if "forking_s" in tm else "")
+         + f"metrics + bootstrap {tm.get('metrics_s', 0):.0f} s; compilation included"
+         + (f"; times summed over the {results.bases} bases" if results.bases > 1 else "") + ").", "",
          "## Signals", "", "| signal | definition |", "|---|---|"]
   desc = describe_signals(judges=judges_of(list(data.signals)))
   for name in data.signals:
@@ -133,7 +162,11 @@ def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> 
   out += ["", "## Results", ""] + _results_table(results, pct)
   out += ["", "*Same position*: AUROC over pairs of a decisive and a non-decisive token at the same position t "
           "only, so knowing the position alone is worth 0.5 (the `early-position` control). *Reasoning tokens*: "
-          "only the tokens before the answer cue (the cue, the answer and EOS left out)."]
+          "only the tokens before the answer cue (the cue, the answer and EOS left out). *bound*: the indicator "
+          f"p(token) ≤ 1 − δ = {1 - cfg.delta:.2f}, not a signal: on-policy Monte-Carlo values bound |A_t| ≤ 1 − p, so "
+          "only these tokens can be decisive; every signal must beat it."]
+  out += ["", "## Controls", ""] + _controls_intro(cfg, pct) + [""] + _results_table(results, pct, CONTROL_METRICS)
+  out += _noise_section(results, cfg)
   if results.signed:
     out += ["", "Signed agreement with A_t (Spearman): "
             + "; ".join(f"{k} {_fmt(v)}" for k, v in results.signed.items()) + "."]
@@ -151,7 +184,17 @@ def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> 
             f"- HSIC MI inputs: {cfg.mi_inputs.describe()} (`--mi-layer {cfg.mi_layer} --mi-norm {cfg.mi_norm} "
             f"--mi-sigma {cfg.mi_sigma}`).",
             f"- Spearman(entropy, MI): pooled **{_fmt(o.spearman)}** {_ci(o.spearman_ci)}; mean within a "
-            f"rollout {_fmt(o.spearman_within)}."]
+            f"rollout {_fmt(o.spearman_within)}.",
+            f"- **Position-controlled** (entropy falls along the response and MI rises): the top-{pct}% sets taken "
+            f"within each position (ties kept) have Jaccard **{_fmt(o.jaccard_top_position)}** "
+            f"{_ci(o.jaccard_top_position_ci)} against {_fmt(o.jaccard_top_position_chance)} for random sets of the "
+            f"same sizes within each position; Spearman(entropy, MI) within a position (size-weighted mean over "
+            f"positions) **{_fmt(o.spearman_position)}** {_ci(o.spearman_position_ci)}.",
+            f"- **p-conditioned** (within deciles of the sampled token's p): Jaccard of the top-{pct}% sets "
+            f"{_fmt(o.jaccard_top_p_decile)} (random sets within deciles {_fmt(o.jaccard_top_p_decile_chance)}); "
+            f"Spearman(entropy, MI) within a decile {_fmt(o.spearman_p_decile)}."]
+  if results.forking is not None:
+    out += _forking_section(results, cfg, pct)
   out += ["", "## Summary (generated from the numbers)", ""] + _auto_summary(results, cfg.delta)
   if meta.get("png"):
     out += ["", f"![AUROCs and one rollout]({meta['png']})", "",
@@ -162,13 +205,95 @@ def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> 
   return "\n".join(out) + "\n"
 
 
-def _results_table(results: Results, pct: int) -> list[str]:
-  out = ["| signal | " + " | ".join(_md(METRIC_TITLES[m].format(pct=pct)) for m in METRICS) + " |",
-         "|---|" + "---|" * len(METRICS)]
-  for name, score in results.scores.items():
-    out.append(f"| {name} | " + " | ".join(_cell(score.values[m], score.ci[m]) for m in METRICS) + " |")
-  random = {"spearman_abs_adv": "0", "precision_top": f"{results.decisive_rate:.3f}"}
-  out.append("| *random* | " + " | ".join(random.get(m, "0.5") for m in METRICS) + " |")
+def _results_table(results: Results, pct: int, metrics=METRICS, scores=None, titles=METRIC_TITLES,
+                   decisive_rate: float | None = None) -> list[str]:
+  scores = results.scores if scores is None else scores
+  rate = results.decisive_rate if decisive_rate is None else decisive_rate
+  out = ["| signal | " + " | ".join(_md(titles[m].format(pct=pct)) for m in metrics) + " |",
+         "|---|" + "---|" * len(metrics)]
+  for name, score in scores.items():
+    out.append(f"| {name} | " + " | ".join(_cell(score.values[m], score.ci[m]) for m in metrics) + " |")
+  random = {"spearman_abs_adv": "0", "precision_top": f"{rate:.3f}", "spearman_p_bound": "0",
+            "spearman_same_position": "0", "precision_top_same_position": "base rate", "auroc_minus_bound": "n/a"}
+  out.append("| *random* | " + " | ".join(random.get(m, "0.5") for m in metrics) + " |")
+  return out
+
+
+def _pct(x: float) -> str:
+  return f"{100 * x:.1f}%" if math.isfinite(x) else "n/a"
+
+
+def _bootstrap_words(results: Results) -> str:
+  if results.bases > 1:
+    return (f"two-level cluster bootstrap (the {results.bases} SFT bases resampled with replacement, then the prompts "
+            "within each drawn base), so the intervals cover base variation")
+  return "cluster bootstrap over prompts (one SFT base: the intervals do not cover base variation)"
+
+
+def _controls_intro(cfg, pct: int) -> list[str]:
+  return [f"Each pooled figure beside its controls. *AUROC − bound row's*: the signal's AUROC minus the bound row's "
+          "on the same bootstrap replicates (above 0: it beats the bound). *Among p ≤ 1 − δ*: only the tokens "
+          "whose true |A_t| can reach δ. *Within p-deciles*: pairs of tokens in the same decile of p (deciles of the "
+          "pooled p; ties share a bin, so there may be fewer than ten). *Same position*: Spearman within each "
+          "position t (mean over positions weighted by their tokens), and the top "
+          f"{pct}% chosen within each position (precision pooled over positions)."]
+
+
+def _noise_section(results: Results, cfg) -> list[str]:
+  nf = results.noise
+  if nf is None:
+    return []
+  out = ["", "### Label noise floor", "",
+         f"- Tokens that can be decisive (p ≤ 1 − δ): {100 * nf.can_decide:.1f}%. Decisive labels on tokens with "
+         f"p > 1 − δ are provably Monte-Carlo noise (their true |A_t| ≤ 1 − p < δ): **{_pct(nf.violating)}** "
+         f"{_ci(tuple(100 * c for c in nf.violating_ci))} of the decisive labels ({100 * nf.violating_tokens:.2f}% of "
+         f"all tokens), against a stated level of {100 * nf.target:.0f}%: "
+         + ("n/a (no decisive label)." if not math.isfinite(nf.violating) else "below it." if nf.violating <= nf.target
+            else "**above it: raise K (`--continuations auto`).**")]
+  if nf.continuation_steps:
+    out.append(f"- K chosen by `--continuations auto` (double K until the share is at most {100 * nf.target:.0f}% "
+               f"or K would pass {cfg.max_continuations}): "
+               + ", ".join(f"K = {k}: {_pct(v)}" for k, v in nf.continuation_steps) + f"; used K = {nf.continuations}.")
+  else:
+    out.append(f"- K = {nf.continuations}, fixed in this study (`--continuations auto` chooses K on base 0's chain "
+               f"study, doubling it until the share is at most {100 * nf.target:.0f}%, and the other studies reuse it).")
+  if nf.replica:
+    on = " of base 0" if results.bases > 1 else ""
+    out.append(f"- Monte-Carlo replica agreement at K = {nf.continuations} (the mc judge's step labels from two "
+               f"independent replicas on the rollouts{on}, `tcred.judges.mc.replica_agreement`): "
+               + "; ".join(f"{rule} labels {100 * a.labels:.1f}%, first error {100 * a.first_error:.1f}% "
+                           f"({a.steps} steps)" for rule, a in nf.replica.items()) + ".")
+  return out
+
+
+def _forking_section(results: Results, cfg, pct: int) -> list[str]:
+  f = results.forking
+  out = ["", "## Forking ground truth at positions", "",
+         f"At {f.positions} positions sampled uniformly ({cfg.fork_positions} per rollout), the {f.alternatives} most "
+         f"probable next tokens are each appended to the prefix and continued K = {f.continuations} times "
+         f"({f.continued} distinct prefix + token rows continued, {f.tokens} tokens through the policy); a stop "
+         "token's value is the prefix's reward. A position is *decisive* when the alternatives' values spread "
+         f"(max − min) by at least δ = {cfg.delta}: {100 * f.decisive_rate:.1f}% of the positions (mean spread "
+         f"{_fmt(f.mean_spread)}). This truth is about where the trajectory can branch, and is not bounded by "
+         "1 − p of the sampled token. Each row scores a position by its value at the sampled token there.", ""]
+  if f.scores:
+    from tcred.evaluation.identify.forking import FORKING_METRICS
+
+    out += _results_table(results, pct, FORKING_METRICS, f.scores, FORKING_TITLES, f.decisive_rate)
+    out += ["", "Controls at the positions:", ""]
+    out += _results_table(results, pct, CONTROL_METRICS, f.scores, FORKING_TITLES, f.decisive_rate)
+    beat = [n for n, s in f.scores.items() if n != BOUND_ROW and math.isfinite(s.ci["auroc_minus_bound"][0])
+            and s.ci["auroc_minus_bound"][0] > 0]
+    found = [n for n, s in f.scores.items() if n != BOUND_ROW and math.isfinite(s.ci["auroc_decisive"][0])
+             and s.ci["auroc_decisive"][0] > 0.5]
+    out += ["", f"- Rows whose AUROC for decisive positions has its 95% CI above 0.5: {', '.join(found) or 'none'}.",
+            f"- Rows whose AUROC for decisive positions beats the bound row (paired 95% CI of the difference "
+            f"above 0): {', '.join(beat) or 'none'}."]
+    e = f.scores.get("entropy")
+    if e is not None:
+      out.append(f"- Entropy (the forking-token claim): AUROC {_cell(e.values['auroc_decisive'], e.ci['auroc_decisive'])}, "
+                 f"same position {_cell(e.values['auroc_decisive_same_position'], e.ci['auroc_decisive_same_position'])}, "
+                 f"among p ≤ 1 − δ {_cell(e.values['auroc_p_bound'], e.ci['auroc_p_bound'])}.")
   return out
 
 
@@ -221,19 +346,23 @@ def tree_section(data: StudyData, results: Results, png: str | None = None) -> s
          f"{100 * results.noise_positive_rate:.1f}%: {_noise_reading(results)}); fatal errors "
          f"{100 * results.fatal_rate:.1f}%. Mean plug-in SE of A_t {results.mean_advantage_se:.3f}.",
          f"- **Metrics** as above, pooled over every valid token of every leaf (a prefix shared by k leaves counts "
-         f"k times, with one signal value and one A_t); bootstrap over prompts ({cfg.bootstrap} replicates).",
+         f"k times, with one signal value and one A_t); {_bootstrap_words(results)} ({cfg.bootstrap} replicates).",
          f"- **Wall time** of this section: rollouts {tm.get('rollouts_s', 0):.0f} s, policy forward + extras "
          f"{tm.get('signals_forward_s', 0):.0f} s, Monte-Carlo continuations + oracle "
          f"{tm.get('ground_truth_s', 0):.0f} s, metrics + bootstrap {tm.get('metrics_s', 0):.0f} s (included in the "
          "end-to-end time above).", "",
          "### Results on tree leaves", ""] + _results_table(results, pct)
+  out += ["", "Controls on tree leaves:", ""] + _results_table(results, pct, CONTROL_METRICS) + _noise_section(
+      results, cfg)
   if results.signed:
     out += ["", "Signed agreement with A_t (Spearman): "
             + "; ".join(f"{k} {_fmt(v)}" for k, v in results.signed.items()) + "."]
   o = results.overlap
   if o is not None:
     out += ["", f"Entropy vs MI on tree leaves: Jaccard of the top-{pct}% sets {_fmt(o.jaccard_top)} (chance "
-            f"{_fmt(o.jaccard_top_chance)}), Spearman {_fmt(o.spearman)}."]
+            f"{_fmt(o.jaccard_top_chance)}), Spearman {_fmt(o.spearman)}; within positions: Jaccard "
+            f"{_fmt(o.jaccard_top_position)} (random sets {_fmt(o.jaccard_top_position_chance)}), Spearman "
+            f"{_fmt(o.spearman_position)}."]
   out += ["", "### Summary of the tree section (generated from the numbers)", ""] + _auto_summary(results, cfg.delta)
   if png:
     out += ["", f"![AUROCs on tree leaves and one leaf]({png})", "",
@@ -291,7 +420,7 @@ def plot(data: StudyData, results: Results, path: str | pathlib.Path) -> tuple[i
 
   rows = [("|A_t|", np.abs(data.truth.advantages[i, j, :length])),
           ("fatal", data.truth.fatal[i, j, :length].astype(float))]
-  for n in names:
+  for n in data.signals:
     rows.append((n, data.signals[n][i, j, :length]))
   mat = []
   for _, v in rows:

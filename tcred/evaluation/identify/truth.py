@@ -6,6 +6,7 @@ Shapes: N prompts, G rollouts per prompt, T the response budget, K continuations
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple, Sequence
 
 import jax
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from tcred.evaluation import identify_metrics as im
 from tcred.evaluation.identify.config import _NS_CONTINUATIONS, IdentifyConfig
 from tcred.evaluation.identify.rollouts import Rollout
 from tcred.sampling.sampler import sample_groups
@@ -33,6 +35,10 @@ class GroundTruth(NamedTuple):
     oracle: `[N, G, T + 1]` prefix_value of each prefix (k = L: the reward); NaN beyond L.
     fatal: `[N, G, T]` bool, the oracle goes 1 → 0 across token t.
     unique_prefixes: how many distinct (prompt, prefix) pairs were continued (K times each).
+    continuations: K, the continuations per prefix behind `values` (chosen by `auto_continuations`, or
+      `config.continuations`).
+    continuation_steps: `((K, bound-violating share), ...)` of every K `auto_continuations` tried, in order
+      (empty when K was given).
   """
 
   values: np.ndarray
@@ -43,7 +49,8 @@ class GroundTruth(NamedTuple):
   oracle: np.ndarray
   fatal: np.ndarray
   unique_prefixes: int
-
+  continuations: int = 0
+  continuation_steps: tuple = ()
 
 
 def _prefix_table(rollout: Rollout):
@@ -156,19 +163,60 @@ def oracle_values(task: Task, problems: Sequence[Problem], rollout: Rollout) -> 
   return out
 
 
+def _value_se(values: np.ndarray, lengths: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+  """Plug-in and smoothed standard errors `[N, G, T + 1]` of V̂ from K continuations (0 at k = L, NaN beyond)."""
+  se = np.sqrt(values * (1.0 - values) / k)
+  smooth = (values * k + 1.0) / (k + 2.0)
+  se_smooth = np.sqrt(smooth * (1.0 - smooth) / k)
+  final = np.arange(values.shape[-1]) == lengths[..., None]
+  return np.where(final, 0.0, se), np.where(final, 0.0, se_smooth)
+
+
+def violating_share(values: np.ndarray, mask: np.ndarray, can_decide: np.ndarray, delta: float) -> float:
+  """Share of the decisive labels (|V̂_{t+1} − V̂_t| ≥ δ) on tokens that cannot be decisive (`~can_decide`:
+  p > 1 − δ); NaN without a decisive label."""
+  adv = np.nan_to_num(values[..., 1:] - values[..., :-1])
+  return im.violating_share((np.abs(adv) >= delta)[mask], np.asarray(can_decide)[mask])
+
+
 def ground_truth(graphdef, params, task: Task, problems: Sequence[Problem], rollout: Rollout,
-                 config: IdentifyConfig, *, progress: bool = False, namespace: int = _NS_CONTINUATIONS
-                 ) -> GroundTruth:
+                 config: IdentifyConfig, *, progress: bool = False, namespace: int = _NS_CONTINUATIONS,
+                 can_decide: np.ndarray | None = None) -> GroundTruth:
+  """The Monte-Carlo values (K = `config.continuations`) and the oracle of every prefix of `rollout`.
+
+  With `config.auto_continuations` (and `can_decide`, `[N, G, T]` bool: p ≤ 1 − δ), K is chosen: while the
+  bound-violating share (`violating_share`) exceeds `config.noise_target` and 2K ≤ `max_continuations`,
+  every prefix gets K more continuations (seed namespace `namespace + 0x1000·round`, fresh draws) and the
+  two means are averaged (the mean of 2K). Round 0 is the fixed-K run, so K given or chosen share draws.
+  """
   oracle = oracle_values(task, problems, rollout)
   lost = (oracle[..., :-1] == 0.0) if config.skip_lost else None
-  values, value_se, value_se_smooth, unique = monte_carlo_values(graphdef, params, task, problems, rollout, config,
-                                                                 lost=lost, progress=progress, namespace=namespace)
+  values, _, _, unique = monte_carlo_values(graphdef, params, task, problems, rollout, config, lost=lost,
+                                            progress=progress, namespace=namespace)
   mask = rollout.mask
+  k = config.continuations
+  steps = []
+  if config.auto_continuations:
+    if can_decide is None:
+      raise ValueError("auto_continuations needs can_decide (the tokens with p <= 1 - delta)")
+    rounds = 0
+    while True:
+      share = violating_share(values, mask, can_decide, config.delta)
+      steps.append((k, share))
+      if not share > config.noise_target or 2 * k > config.max_continuations:
+        break
+      rounds += 1
+      more, _, _, _ = monte_carlo_values(graphdef, params, task, problems, rollout,
+                                         dataclasses.replace(config, continuations=k), lost=lost, progress=progress,
+                                         namespace=namespace + 0x1000 * rounds)
+      values = (values + more) / 2.0  # both means of K draws: the mean of 2K (NaN beyond L stays NaN)
+      k *= 2
+  value_se, value_se_smooth = _value_se(values, mask.sum(-1), k)
   adv = np.where(mask, np.nan_to_num(values[..., 1:] - values[..., :-1]), 0.0)
   pair_se = lambda se: np.where(mask, np.sqrt(np.nan_to_num(se[..., 1:]) ** 2 + np.nan_to_num(se[..., :-1]) ** 2),
                                  0.0)
   # Where the oracle says a prefix is lost, V = 0 exactly (every continuation fails): no MC error.
   value_se_smooth = np.where(oracle == 0.0, 0.0, value_se_smooth)
   fatal = mask & (np.nan_to_num(oracle[..., :-1]) == 1.0) & (np.nan_to_num(oracle[..., 1:], nan=1.0) == 0.0)
-  return GroundTruth(values, value_se, adv, pair_se(value_se), pair_se(value_se_smooth), oracle, fatal, unique)
-
+  return GroundTruth(values, value_se, adv, pair_se(value_se), pair_se(value_se_smooth), oracle, fatal, unique, k,
+                     tuple(steps))
