@@ -46,25 +46,24 @@ def _inputs(scores=_SCORES, rewards=((1.0, 0.0),), lengths=((4, 4),), ends=((1, 
 
 def test_doomed_rollout_after_its_fatal_step():
   inputs = _inputs()
+  methods = [make_credit("policy-value"), make_credit("policy-value", norm="group"),
+             make_credit("verifier", outcome=False, lam=1.0),
+             make_credit("verifier", outcome=False, lam=1.0, after_fatal="negative"), make_credit("verifier", lam=0.5)]
+  judge, (pv, pv_group, vp, vn, v) = jax.jit(lambda x: (
+      process_advantages(_SCORES[0], np.ones((2, 4), bool), x.extras["judge_steps"][0], x.mask[0]),
+      [m(x).advantages[0] for m in methods]))(inputs)
   # Today's judge credit (kept as the `judge` method): group-normalised changes d = (0, 0, 0 | 0, −1, 0),
   # mean −1/6, std √5/6: a zero change scores (1/6) / (√5/6) = 1/√5 = 0.447, the doomed last step too.
-  judge = np.asarray(process_advantages(_SCORES[0], np.ones((2, 4), bool), inputs.extras["judge_steps"][0],
-                                        inputs.mask[0]))
   np.testing.assert_allclose(judge[1, 2], 1 / math.sqrt(5), atol=1e-5)
   # policy-value: A^π = V_k − V_{k−1}: 0, 0, 0 and 0, −1, 0 — nothing after the fatal step.
-  pv = np.asarray(jax.jit(make_credit("policy-value"))(inputs).advantages)
-  np.testing.assert_allclose(pv[0], [[0, 0, 0, 0], [0, -1, 0, 0]], atol=1e-6)
+  np.testing.assert_allclose(pv, [[0, 0, 0, 0], [0, -1, 0, 0]], atol=1e-6)
   # Its norm="group" option is today's judge normaliser exactly.
-  pv_group = np.asarray(make_credit("policy-value", norm="group")(inputs).advantages)
-  np.testing.assert_allclose(pv_group[0], judge, atol=1e-6)
+  np.testing.assert_allclose(pv_group, judge, atol=1e-6)
   # verifier-process: r = +1, +1, +1 and +1, −1, 0 (after_fatal="negative": −1 on the last step).
-  vp = np.asarray(make_credit("verifier", outcome=False, lam=1.0)(inputs).advantages)
-  np.testing.assert_allclose(vp[0], [[1, 1, 1, 1], [1, -1, 0, 0]], atol=1e-6)
-  vn = np.asarray(make_credit("verifier", outcome=False, lam=1.0, after_fatal="negative")(inputs).advantages)
-  np.testing.assert_allclose(vn[0], [[1, 1, 1, 1], [1, -1, -1, -1]], atol=1e-6)
+  np.testing.assert_allclose(vp, [[1, 1, 1, 1], [1, -1, 0, 0]], atol=1e-6)
+  np.testing.assert_allclose(vn, [[1, 1, 1, 1], [1, -1, -1, -1]], atol=1e-6)
   # verifier (outcome + λ·process, λ = 0.5): GRPO's ±1 plus 0.5·r; the doomed last step has the outcome alone.
-  v = np.asarray(make_credit("verifier", lam=0.5)(inputs).advantages)
-  np.testing.assert_allclose(v[0], [[1.5, 1.5, 1.5, 1.5], [-0.5, -1.5, -1.0, -1.0]], atol=1e-5)
+  np.testing.assert_allclose(v, [[1.5, 1.5, 1.5, 1.5], [-0.5, -1.5, -1.0, -1.0]], atol=1e-5)
 
 
 def test_verifier_step_rewards_hand_computed():
@@ -80,19 +79,19 @@ def test_policy_value_hand_computed_values_filler_and_lone_groups():
   # V = 0.5 (prompt), 0.75, 0.25, reward 0: A = +0.25, −0.5, −0.25 on steps of 2, 1 and 2 tokens (EOS in the last).
   scores = np.array([[[0.5, 0.75, 0.25, 0.0], [0.5, 0.5, 1.0, 1.0]]], np.float32)
   inputs = _inputs(scores, rewards=((0.0, 1.0),), lengths=((5, 4),), ends=((2, 3, 4), (1, 2, 3)))
-  out = jax.jit(make_credit("policy-value"))(inputs)
+  lone = _inputs(scores[:, :1], rewards=((0.0,),), lengths=((5,),), ends=((2, 3, 4),))
+  pv, pv_reward = make_credit("policy-value"), make_credit("policy-value", lone="reward")
+  out, filler, lone_zero, lone_reward = jax.jit(lambda x, y: (
+      pv(x), pv(x._replace(group_valid=jnp.array([False]))), pv(y).advantages, pv_reward(y).advantages))(inputs, lone)
   np.testing.assert_allclose(np.asarray(out.advantages)[0],
                              [[0.25, 0.25, -0.5, -0.25, -0.25], [0, 0.5, 0, 0, 0]], atol=1e-6)
   np.testing.assert_array_equal(out.weights, inputs.mask)
   # value_se: mean over the 8 valid values of sqrt(V(1 − V)/16).
   v = scores.reshape(-1)
   np.testing.assert_allclose(out.metrics["value_se"], np.mean(np.sqrt(v * (1 - v) / 16)), rtol=1e-5)
-  filler = make_credit("policy-value")(inputs._replace(group_valid=jnp.array([False])))
   assert np.all(np.asarray(filler.advantages) == 0) and np.all(np.asarray(filler.weights) == 0)
-  lone = _inputs(scores[:, :1], rewards=((0.0,),), lengths=((5,),), ends=((2, 3, 4),))
-  assert np.all(np.asarray(make_credit("policy-value")(lone).advantages) == 0)  # lone="zero"
-  np.testing.assert_allclose(np.asarray(make_credit("policy-value", lone="reward")(lone).advantages)[0, 0],
-                             [0.25, 0.25, -0.5, -0.25, -0.25], atol=1e-6)
+  assert np.all(np.asarray(lone_zero) == 0)  # lone="zero"
+  np.testing.assert_allclose(np.asarray(lone_reward)[0, 0], [0.25, 0.25, -0.5, -0.25, -0.25], atol=1e-6)
 
 
 # ------------------------------------------------------------------ random mask
@@ -125,16 +124,20 @@ def test_random_mask_is_uniform_over_positions_and_reproducible():
 
 def test_random_mask_method_outcome_advantages_and_rho_1_is_grpo():
   inputs = _inputs(rewards=((1.0, 0.0),), lengths=((4, 3),))
-  out = jax.jit(make_credit("random-mask"))(inputs)
+  methods = [make_credit("random-mask"), make_credit("outcome"), make_credit("random-mask", rho=1.0),
+             make_credit("random-mask", normaliser="valid")]
+  call = jax.jit(lambda x: [m(x) for m in methods])
+  out, grpo, full, valid = call(inputs)
   np.testing.assert_array_equal(np.asarray(out.weights).sum(-1), [[1, 1]])  # ceil(0.2·4) = ceil(0.2·3) = 1
-  grpo = make_credit("outcome")(inputs)
   np.testing.assert_allclose(out.advantages, grpo.advantages, atol=1e-6)
-  full = make_credit("random-mask", rho=1.0)(inputs)
   np.testing.assert_array_equal(full.weights, grpo.weights)
-  again = jax.jit(make_credit("random-mask"))(inputs)  # reproducible from the credit key
-  np.testing.assert_array_equal(out.weights, again.weights)
-  valid = make_credit("random-mask", normaliser="valid")(inputs)
   np.testing.assert_array_equal(valid.normaliser, inputs.mask)
+  np.testing.assert_array_equal(out.weights, call(inputs)[0].weights)  # reproducible from the credit key
+  other = inputs._replace(extras={**inputs.extras, CREDIT_KEY: jnp.asarray(credit_key_data(jax.random.key(9), 1))})
+  draws = {tuple(np.flatnonzero(np.asarray(call(x)[0].weights)[0, 0]))
+           for x in [other] + [other._replace(extras={**other.extras, CREDIT_KEY: jnp.asarray(
+               credit_key_data(jax.random.key(s), 1))}) for s in range(20)]}
+  assert len(draws) > 1  # another key: another mask
 
 
 def test_credit_key_data_is_a_function_of_the_key():
@@ -178,21 +181,18 @@ def test_shuffle_is_uniform_over_permutations():
 def test_shuffled_credit_keeps_each_responses_credits():
   scores = np.array([[[0.5, 0.75, 0.25, 0.0], [0.5, 0.5, 1.0, 1.0]]], np.float32)
   inputs = _inputs(scores, rewards=((0.0, 1.0),), lengths=((5, 4),), ends=((2, 3, 4), (1, 2, 3)))
-  for method, settings in (("policy-value", ""), ("verifier", "lam=0.5;after_fatal=negative"),
-                           ("entropy-mask", "rho=0.5")):
-    inner = make_credit(method, **({"lam": 0.5, "after_fatal": "negative"} if method == "verifier" else
-                                   {"rho": 0.5} if method == "entropy-mask" else {}))
-    shuffled = make_credit("shuffled", method=method, settings=settings)
+  inputs = inputs._replace(entropy=jnp.asarray(np.random.default_rng(0).random(inputs.mask.shape)))
+  m = np.asarray(inputs.mask)
+  for inner, settings in ((make_credit("verifier", lam=0.5, after_fatal="negative"), "lam=0.5;after_fatal=negative"),
+                          (make_credit("entropy-mask", rho=0.5), "rho=0.5")):
+    shuffled = make_credit("shuffled", method=inner.name, settings=settings)
     assert shuffled.inner == inner
-    a = inner(inputs._replace(entropy=jnp.asarray(np.random.default_rng(0).random(inputs.mask.shape))))
-    s = jax.jit(shuffled)(inputs._replace(entropy=jnp.asarray(np.random.default_rng(0).random(inputs.mask.shape))))
-    m = np.asarray(inputs.mask)
+    a, s = jax.jit(lambda x, inner=inner, shuffled=shuffled: (inner(x), shuffled(x)))(inputs)
     for g in range(2):
       pairs = lambda c: sorted(zip(np.asarray(c.advantages)[0, g][m[0, g]], np.asarray(c.weights)[0, g][m[0, g]]))
       np.testing.assert_allclose(pairs(s), pairs(a), atol=1e-6)
   # Outcome credit is the same on every token of a response: shuffling it changes nothing.
-  o = make_credit("outcome")(inputs)
-  so = jax.jit(make_credit("shuffled", method="outcome"))(inputs)
+  o, so = jax.jit(lambda x: (make_credit("outcome")(x), make_credit("shuffled", method="outcome")(x)))(inputs)
   np.testing.assert_array_equal(so.advantages, o.advantages)
   np.testing.assert_array_equal(so.weights, o.weights)
 
