@@ -208,6 +208,15 @@ def test_shuffled_moves_policy_value_credit_off_its_step():
   assert len(where) >= 8  # P(fewer than 8 of 12 positions in 60 uniform draws) < 1e-6
 
 
+def test_shuffled_settings_reach_the_wrapped_method():
+  # ";" separates the wrapped method's settings, so a judge's own comma-separated settings pass through.
+  s = make_credit("shuffled", method="judge", settings="judge=mc;judge_settings=continuations=8,fork_rows=128;lam=0.25")
+  assert s.inner == make_credit("judge", judge="mc", judge_settings="continuations=8,fork_rows=128", lam=0.25)
+  assert s.host_cost == "judge" and s.needs_extras == () and not s.needs_tree
+  assert make_credit("shuffled", method="verifier", settings="outcome=false").inner.outcome is False
+  assert make_credit("shuffled", method="mi-weight").needs_extras == ("info_gain",)
+
+
 @pytest.mark.parametrize("settings, message", [
     (dict(method="shuffled"), "credit.method"), (dict(method="no-such-method"), "allowed"),
     (dict(method="variance-filter"), "filters groups"), (dict(method="verifier", settings="lam"), "key=value"),
