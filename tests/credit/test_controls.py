@@ -94,6 +94,69 @@ def test_policy_value_hand_computed_values_filler_and_lone_groups():
   np.testing.assert_allclose(np.asarray(lone_reward)[0, 0], [0.25, 0.25, -0.5, -0.25, -0.25], atol=1e-6)
 
 
+def _reference(values, valid, steps, mask, rewards, group_valid, *, lam, outcome, after_fatal, method):
+  """NumPy loops: the verifier's or policy-value's [B, G, T] advantages (module docstring of the controls)."""
+  out = np.zeros(mask.shape)
+  for b in range(mask.shape[0]):
+    if not group_valid[b]:
+      continue
+    r = rewards[b]
+    a = (r - r.mean()) / (r.std() + 1e-6) if outcome else np.zeros_like(r)
+    for g in range(mask.shape[1]):
+      k_max = int(valid[b, g].sum()) - 1
+      per_step = np.zeros(k_max + 1)
+      for k in range(1, k_max + 1):
+        before, after = values[b, g, k - 1], values[b, g, k]
+        if method == "policy-value":
+          per_step[k] = after - before
+        elif before >= 0.5:
+          per_step[k] = 1.0 if after >= 0.5 else -1.0
+        else:
+          per_step[k] = -1.0 if after_fatal == "negative" else 0.0
+      for t in range(mask.shape[2]):
+        if mask[b, g, t]:
+          out[b, g, t] = a[g] + lam * (per_step[steps[b, g, t]] if steps[b, g, t] > 0 else 0.0)
+  return out
+
+
+@pytest.mark.parametrize("method, settings", [
+    ("verifier", dict(lam=0.7)), ("verifier", dict(lam=1.0, outcome=False, after_fatal="negative")),
+    ("policy-value", {})])
+def test_controls_equal_numpy_reference_and_vmap_per_prompt(method, settings):
+  rng = np.random.default_rng(1)
+  b, g, t = 3, 4, 8
+  lengths = rng.integers(1, t + 1, size=(b, g))
+  ends = [[sorted(rng.choice(np.arange(1, n + 1), size=min(int(n), int(rng.integers(0, 4))), replace=False).tolist())
+           for n in row] for row in lengths]
+  steps = np.stack([np.stack([token_steps(e, int(n), t) for e, n in zip(er, nr)]) for er, nr in zip(ends, lengths)])
+  valid = np.zeros((b, g, t + 1), bool)
+  values = np.zeros((b, g, t + 1), np.float32)
+  for i in range(b):
+    for j in range(g):
+      k = len(ends[i][j])
+      valid[i, j, :k + 1] = True
+      if method == "verifier":  # monotone 0/1 oracle values: alive until a random fatal step
+        values[i, j, :k + 1] = np.arange(k + 1) < rng.integers(0, k + 2)
+      else:
+        values[i, j, :k + 1] = rng.integers(0, 5, size=k + 1) / 4
+  mask = np.arange(t)[None, None, :] < lengths[..., None]
+  rewards = rng.integers(0, 2, size=(b, g)).astype(np.float32)
+  group_valid = np.array([True, True, False])
+  zeros = jnp.zeros(mask.shape)
+  inputs = CreditInputs(rewards=jnp.asarray(rewards), mask=jnp.asarray(mask), group_valid=jnp.asarray(group_valid),
+                        entropy=zeros, logp=zeros, old_logp=zeros,
+                        extras={"judge_scores": jnp.asarray(values), "judge_valid": jnp.asarray(valid),
+                                "judge_steps": jnp.asarray(steps)})
+  credit = make_credit(method, **settings)
+  per_prompt = lambda x: jax.tree.map(lambda y: y[0], credit(jax.tree.map(lambda y: y[None], x)).advantages)
+  got, vmapped = jax.jit(lambda x: (credit(x).advantages, jax.vmap(per_prompt)(x)))(inputs)
+  want = _reference(values, valid, steps, mask, rewards, group_valid, lam=settings.get("lam", 1.0),
+                    outcome=settings.get("outcome", method == "verifier"), after_fatal=settings.get("after_fatal"),
+                    method=method)
+  np.testing.assert_allclose(np.where(mask, got, 0.0), want, atol=1e-5)
+  np.testing.assert_allclose(np.where(mask, vmapped, 0.0), want, atol=1e-5)
+
+
 # ------------------------------------------------------------------ random mask
 
 
