@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import ClassVar, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
