@@ -80,7 +80,7 @@ from tcred.judges.credit import ProcessNorm, process_advantages, steps_to_tokens
 from tcred.sampling.rollout import Groups
 from tcred.signals.entropy import pooled_forking_mask
 from tcred.tasks.base import Problem, Task
-from tcred.validation import Choice, parse_settings
+from tcred.validation import Choice, parse_settings, require_finite
 
 CREDIT_KEY = "credit_key"
 """The extra holding each prompt's PRNG key data `[B, 2]` uint32 for the random methods."""
@@ -389,6 +389,7 @@ class Shuffled(CreditMethod):
       raise ValueError(f"credit.settings must be a string of key=value pairs, got {self.settings!r}")
     try:
       inner = self.inner
+      require_finite(inner, f"credit.settings of {self.method}")  # the config checks only shuffled's own fields
     except (ValueError, TypeError) as e:
       raise ValueError(f"credit.method={self.method!r}, credit.settings={self.settings!r}: {e}") from None
     if type(inner).group_filter is not CreditMethod.group_filter:

@@ -284,7 +284,7 @@ def test_shuffled_settings_reach_the_wrapped_method():
     (dict(method="shuffled"), "credit.method"), (dict(method="no-such-method"), "allowed"),
     (dict(method="variance-filter"), "filters groups"), (dict(method="verifier", settings="lam"), "key=value"),
     (dict(method="verifier", settings="nope=1"), "allowed"), (dict(method="verifier", settings="lam=-1"), "lam"),
-    (dict(method="verifier", settings="lam=abc"), "float")])
+    (dict(method="verifier", settings="lam=abc"), "float"), (dict(method="verifier", settings="eps=inf"), "finite")])
 def test_shuffled_refuses_bad_settings(settings, message):
   with pytest.raises(ValueError, match=message):
     make_credit("shuffled", **settings)
