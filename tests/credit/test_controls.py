@@ -246,16 +246,17 @@ def test_shuffled_credit_keeps_each_responses_credits():
   inputs = _inputs(scores, rewards=((0.0, 1.0),), lengths=((5, 4),), ends=((2, 3, 4), (1, 2, 3)))
   inputs = inputs._replace(entropy=jnp.asarray(np.random.default_rng(0).random(inputs.mask.shape)))
   m = np.asarray(inputs.mask)
-  for inner, settings in ((make_credit("verifier", lam=0.5, after_fatal="negative"), "lam=0.5;after_fatal=negative"),
-                          (make_credit("entropy-mask", rho=0.5), "rho=0.5")):
-    shuffled = make_credit("shuffled", method=inner.name, settings=settings)
-    assert shuffled.inner == inner
-    a, s = jax.jit(lambda x, inner=inner, shuffled=shuffled: (inner(x), shuffled(x)))(inputs)
+  pairs_of = ((make_credit("verifier", lam=0.5, after_fatal="negative"), "lam=0.5;after_fatal=negative"),
+              (make_credit("entropy-mask", rho=0.5), "rho=0.5"), (make_credit("outcome"), ""))
+  methods = [(inner, make_credit("shuffled", method=inner.name, settings=settings)) for inner, settings in pairs_of]
+  assert all(shuffled.inner == inner for inner, shuffled in methods)
+  results = jax.jit(lambda x: [(inner(x), shuffled(x)) for inner, shuffled in methods])(inputs)
+  for a, s in results[:2]:
     for g in range(2):
       pairs = lambda c: sorted(zip(np.asarray(c.advantages)[0, g][m[0, g]], np.asarray(c.weights)[0, g][m[0, g]]))
       np.testing.assert_allclose(pairs(s), pairs(a), atol=1e-6)
   # Outcome credit is the same on every token of a response: shuffling it changes nothing.
-  o, so = jax.jit(lambda x: (make_credit("outcome")(x), make_credit("shuffled", method="outcome")(x)))(inputs)
+  o, so = results[2]
   np.testing.assert_array_equal(so.advantages, o.advantages)
   np.testing.assert_array_equal(so.weights, o.weights)
 

@@ -13,10 +13,12 @@ def _rows(run):
   return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+# CI time: the default run trains `shuffled` (wrapping verifier, with the credit key) in a train step
+# (tests/credit/test_methods.py) and the judge-oracle CLI test runs the judge host arrays through the loop.
+@pytest.mark.slow
 @pytest.mark.parametrize("name, extra", [
     ("countdown-shuffled-verifier", []),  # the oracle's host arrays, the credit key and the shuffle in the step
-    pytest.param("countdown-policy-value", ["--set", "credit.continuations=2", "--set", "credit.fork_rows=16"],
-                 marks=pytest.mark.slow),  # the continuation sampler's compilations
+    ("countdown-policy-value", ["--set", "credit.continuations=2", "--set", "credit.fork_rows=16"]),
 ])
 def test_control_experiments_run_and_log_the_judge_cost(tmp_path, name, extra):
   assert cli.main(["run", name, "--steps", "2", "--out", str(tmp_path), "--no-progress", *TINY, *extra]) == 0
