@@ -10,11 +10,14 @@ and `suite-full` follow the registry. Experiments are chosen by their `task` and
 
 The judge-credit family (experiments/judges.py, credit method `judge`) is left out of suite-quick and
 suite-full: its trained judges (prm, generative) need Monte-Carlo labels and a judge training run first,
-and the mc judge samples several times the policy's tokens per step; suite-judges compares them.
+and the mc judge samples several times the policy's tokens per step; suite-judges compares them. The controls
+(experiments/controls.py: policy values, perfect verifier, random and shuffled credit) are left out of them
+too: they belong to the credit suite, and the committed suite-quick and suite-full tables stay reproducible.
 """
 
 from tcred.experiments.defaults import TASKS
-from tcred.experiments.registry import Suite, experiment_for, experiment_names, get_experiment, register_suite
+from tcred.experiments.registry import (Suite, experiment_for, experiment_names, families, get_experiment,
+                                        register_suite)
 
 
 def _pick(tasks, methods) -> tuple[str, ...]:
@@ -31,9 +34,13 @@ def _oracle(experiments: tuple[str, ...]) -> str | None:
   return POSITIVE_CONTROL if any(get_experiment(n).method == POSITIVE_CONTROL for n in experiments) else None
 
 
+_CONTROLS = frozenset(families().get("controls", ()))
+
+
 def _automatic(name: str) -> bool:
-  """Whether suite-quick / suite-full pick the experiment up from the registry (not the judge family)."""
-  return get_experiment(name).credit.name != "judge"
+  """Whether suite-quick / suite-full pick the experiment up from the registry (not the judge family, not
+  the controls)."""
+  return get_experiment(name).credit.name != "judge" and name not in _CONTROLS
 
 
 register_suite(Suite(

@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import math
 import numbers
+import typing
 from typing import Any
 
 
@@ -50,3 +51,39 @@ class Choice(str, enum.Enum):
   @classmethod
   def values(cls) -> tuple[str, ...]:
     return tuple(m.value for m in cls)
+
+
+def parse_settings(cls: type, text: str, *, kind: str, name: str, sep: str = ",") -> dict[str, Any]:
+  """The settings of the dataclass `cls` written as ``"key=value<sep>key=value"``, each value converted to
+  its field's type (int, float, bool, str); ValueError naming the `kind` and `name` of what is set (e.g.
+  judge 'mc'), the unknown key or the bad value, and what is allowed. A value may hold "=" (only the
+  first one splits) and, with another separator than ",", commas (e.g. a judge's own settings inside
+  the settings of a credit method).
+
+  Used for the nested settings of a judge (`tcred.judges.base.parse_judge_settings`) and of the credit
+  method that `shuffled` wraps.
+  """
+  what = f"{kind} {name!r}"
+  hints = typing.get_type_hints(cls)
+  allowed = sorted(f.name for f in dataclasses.fields(cls))
+  out: dict[str, Any] = {}
+  for item in filter(None, (part.strip() for part in text.split(sep))):
+    key, eq, raw = item.partition("=")
+    key = key.strip()
+    if not eq:
+      sep_name = "commas" if sep == "," else f"{sep!r}"
+      raise ValueError(f"{kind} settings are key=value pairs separated by {sep_name}, got {item!r}")
+    if key not in allowed:
+      raise ValueError(f"{what} has no setting {key!r}; allowed: {allowed}")
+    typ, raw = hints[key], raw.strip()
+    try:
+      if typ is bool:
+        if raw.lower() not in ("true", "false"):
+          raise ValueError
+        out[key] = raw.lower() == "true"
+      else:
+        out[key] = typ(raw) if typ in (int, float, str) else raw
+    except ValueError:
+      raise ValueError(f"{what} setting {key}={raw!r}: expected a value of type "
+                       f"{getattr(typ, '__name__', typ)}") from None
+  return out

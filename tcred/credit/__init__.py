@@ -8,3 +8,4 @@ from tcred.credit import signal_methods  # noqa: F401,E402  (registers the token
 from tcred.credit import token_signals  # noqa: F401,E402  (registers DRO's methods)
 from tcred.credit import tree  # noqa: F401,E402  (registers "tree-grpo", "treerl")
 from tcred.credit import judge  # noqa: F401,E402  (registers "judge")
+from tcred.credit import controls  # noqa: F401,E402  (registers "policy-value", "verifier", "random-mask", "shuffled")

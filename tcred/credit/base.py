@@ -96,6 +96,10 @@ class CreditMethod(abc.ABC):
   # The name the RL loop logs `host_extras`' cost under (`counts/<name>_tokens`, `time/<name>_s`, summary
   # `<name>_tokens`, `<name>_wall_s`); None: nothing logged (a cost-free hook, e.g. the tree arrays).
   host_cost: ClassVar[str | None] = None
+  # Whether the credit draws random numbers (the controls `random-mask`, `shuffled`): from the "credit_key"
+  # extra its `host_extras` adds (one key per prompt, a pure function of seed and step), so it is
+  # equivariant under permuting a group only in distribution (tests/credit/test_method_properties.py).
+  stochastic: ClassVar[bool] = False
 
   @abc.abstractmethod
   def __call__(self, inputs: CreditInputs) -> Credit:

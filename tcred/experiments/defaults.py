@@ -63,3 +63,11 @@ def register_method(method: str, description: str, edit: Callable[[ExperimentCon
   return [register_experiment(edit(base_config(task, method=method, name=f"{task}-{method}",
                                                description=f"{description} on {task}")))
           for task in tasks]
+
+
+def default_tasks(*, oracle: bool = False) -> tuple[str, ...]:
+  """Every task with default experiments here (embedded and real-model, in order); `oracle=True`: only those
+  whose task has an exact oracle (`Task.has_oracle`), e.g. for methods that read prefix values. A task
+  added to the defaults above is picked up by every experiments file that iterates over this."""
+  from tcred.tasks.registry import task_entry  # pylint: disable=import-outside-toplevel
+  return tuple(t for t in _TASK_DEFAULTS if not oracle or task_entry(t).task_cls.has_oracle)

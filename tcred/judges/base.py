@@ -27,14 +27,13 @@ import abc
 import dataclasses
 import pathlib
 import time
-import typing
 from typing import Any, ClassVar, NamedTuple, Sequence
 
 import jax
 import numpy as np
 
 from tcred.tasks.base import Problem, Task
-from tcred.validation import require_finite
+from tcred.validation import parse_settings, require_finite
 
 
 class JudgeContext(NamedTuple):
@@ -203,27 +202,5 @@ def make_judge(name: str, **settings: Any) -> Judge:
 def parse_judge_settings(name: str, text: str) -> dict[str, Any]:
   """Settings of judge `name` from ``"key=value,key=value"`` (a credit method's `judge_settings`), each
   value converted to its field's type (int, float, bool, str); ValueError naming the unknown key or
-  the bad value and what is allowed."""
-  cls = judge_class(name)
-  hints = typing.get_type_hints(cls)
-  allowed = sorted(f.name for f in dataclasses.fields(cls))
-  out: dict[str, Any] = {}
-  for item in filter(None, (part.strip() for part in text.split(","))):
-    key, eq, raw = item.partition("=")
-    key = key.strip()
-    if not eq:
-      raise ValueError(f"judge settings are key=value pairs separated by commas, got {item!r}")
-    if key not in allowed:
-      raise ValueError(f"judge {name!r} has no setting {key!r}; allowed: {allowed}")
-    typ, raw = hints[key], raw.strip()
-    try:
-      if typ is bool:
-        if raw.lower() not in ("true", "false"):
-          raise ValueError
-        out[key] = raw.lower() == "true"
-      else:
-        out[key] = typ(raw) if typ in (int, float, str) else raw
-    except ValueError:
-      raise ValueError(f"judge {name!r} setting {key}={raw!r}: expected a value of type "
-                       f"{getattr(typ, '__name__', typ)}") from None
-  return out
+  the bad value and what is allowed (`tcred.validation.parse_settings`)."""
+  return parse_settings(judge_class(name), text, kind="judge", name=name)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tcred.signals.group import group_advantages
+from tcred.validation import Choice
 
 
 def token_steps(ends: Sequence[int], length: int, width: int) -> np.ndarray:
@@ -47,8 +48,37 @@ def token_steps(ends: Sequence[int], length: int, width: int) -> np.ndarray:
   return out
 
 
-def process_advantages(scores, score_valid, steps, mask, *, eps: float = 1e-6, ddof: int = 0):
-  """[G, T] float32: the group-normalised score change of each token's step, 0 off the steps.
+class ProcessNorm(Choice):
+  """How `process_advantages` scales the score changes d_{i,k} of a group.
+
+  GROUP: (d − mean) / (std + eps) over the group's valid steps (the judge credit's default, §4.6): a step
+    is credited relative to the group's average change, so a step that changed nothing gets
+    −mean/std, positive when the group's mean change is negative (also after a fatal step).
+  NONE: d itself (the policy-value control: A^π = V(after) − V(before), VinePPO's advantage): a step that
+    changed nothing gets exactly 0.
+  """
+
+  GROUP = "group"
+  NONE = "none"
+
+
+def steps_to_tokens(per_step, steps, mask):
+  """[G, T] float32: each valid token's value of its step, `per_step[g, steps[g, t]]`, 0 off the steps.
+
+  Args:
+    per_step: [G, K + 1] a value per step (column 0, "no step", is never read).
+    steps: [G, T] int, `token_steps` per rollout (0: no step, padding).
+    mask: [G, T] bool response mask.
+  """
+  per_step = jnp.asarray(per_step, jnp.float32)
+  steps = jnp.asarray(steps, jnp.int32)
+  on_step = jnp.asarray(mask, bool) & (steps > 0)
+  gathered = jnp.take_along_axis(per_step, jnp.clip(steps, 0, per_step.shape[1] - 1), axis=1)
+  return jnp.where(on_step, gathered, 0.0)
+
+
+def process_advantages(scores, score_valid, steps, mask, *, eps: float = 1e-6, ddof: int = 0, norm: str = "group"):
+  """[G, T] float32: the (by default group-normalised) score change of each token's step, 0 off the steps.
 
   Args:
     scores: [G, K + 1] judge scores s_0 … s_K per rollout.
@@ -57,7 +87,10 @@ def process_advantages(scores, score_valid, steps, mask, *, eps: float = 1e-6, d
     steps: [G, T] int, `token_steps` per rollout (0: no step, padding).
     mask: [G, T] bool response mask.
     eps, ddof: the group normaliser's conventions (`group_advantages`).
+    norm: a `ProcessNorm` (static): "group" (default) normalises the changes over the group's valid
+      steps, "none" keeps them as they are.
   """
+  norm = ProcessNorm.parse(norm, field="norm")
   scores = jnp.asarray(scores, jnp.float32)
   score_valid = jnp.asarray(score_valid, bool)
   steps = jnp.asarray(steps, jnp.int32)
@@ -68,10 +101,12 @@ def process_advantages(scores, score_valid, steps, mask, *, eps: float = 1e-6, d
                      f"{score_valid.shape}, {steps.shape}, {mask.shape}")
   delta = scores[:, 1:] - scores[:, :-1]  # [G, K]
   valid = score_valid[:, 1:] & score_valid[:, :-1]  # [G, K]
-  norm = group_advantages(delta.reshape(-1), mask=valid.reshape(-1), eps=eps, ddof=ddof)
-  per_step = jnp.concatenate([jnp.zeros((g, 1), jnp.float32), norm.reshape(g, k1 - 1)], axis=1)  # [G, K+1]
-  on_step = mask & (steps > 0)
-  return jnp.where(on_step, jnp.take_along_axis(per_step, jnp.clip(steps, 0, k1 - 1), axis=1), 0.0)
+  if norm is ProcessNorm.GROUP:
+    change = group_advantages(delta.reshape(-1), mask=valid.reshape(-1), eps=eps, ddof=ddof).reshape(g, k1 - 1)
+  else:
+    change = jnp.where(valid, delta, 0.0)
+  per_step = jnp.concatenate([jnp.zeros((g, 1), jnp.float32), change], axis=1)  # [G, K+1]
+  return steps_to_tokens(per_step, steps, mask)
 
 
 def judge_token_advantages(outcome, process, *, lam: float):

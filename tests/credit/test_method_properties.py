@@ -11,9 +11,14 @@ filler groups, signals and tree forests:
 Extras are synthetic, with the shapes the rollout stage gives them: `mi`, `info_gain`
 `[B, G, T]`, `ref_logp` `[B, G, J]`, `ref_std`, `answer_valid` `[B, J]`, and the tree
 arrays of a random forest (`tree_extras` of `tree_arrays`, M chains and forks of
-earlier rows), and a step judge's scores `[B, G, T + 1]` of random steps (`token_steps`). Signal values come from a drawn NumPy seed, so they have no ties and
-the entropy mask's top-ρ set is unique. Each method runs jitted (one compilation per
+earlier rows), and a step judge's scores `[B, G, T + 1]` of random steps (`token_steps`), and the
+random methods' per-prompt key data "credit_key" `[B, 2]`. Signal values come from a drawn NumPy seed, so they
+have no ties and the entropy mask's top-ρ set is unique. Each method runs jitted (one compilation per
 group size and tree count).
+
+A random method (`stochastic`: `random-mask`, `shuffled`) draws per prompt from its key, so permuting the
+group permutes its credit only in distribution: for it, each rollout's multisets of loss weights and of
+weighted advantages are what must follow the permutation.
 """
 
 import hypothesis
@@ -25,6 +30,7 @@ import pytest
 
 from tcred.credit import credit_names, make_credit
 from tcred.credit.base import CreditInputs
+from tcred.credit.controls import CREDIT_KEY, credit_key_data
 from tcred.credit.tree import tree_extras
 from tcred.judges.credit import token_steps
 from tcred.sampling.tree import tree_arrays
@@ -98,6 +104,7 @@ def cases(draw, *, tree: bool, g: int | None = None):
   if draw(st.booleans()):
     extras["info_gain"][0] = 0.0  # no information anywhere in a prompt: plain GRPO weights
   extras.update(_judge_extras(rng, lengths))
+  extras[CREDIT_KEY] = credit_key_data(jax.random.key(int(rng.integers(2**31))), B)
   if tree:
     arrays = [tree_arrays(*r, trees=trees, max_new_tokens=T) for r in rows]
     source, fork_pos, _, tree_id = (np.stack([r[k] for r in rows]) for k in range(4))
@@ -155,6 +162,8 @@ def test_credit_is_finite_zero_on_padding_and_equivariant(name):
     adv, w = _check_finite_and_padding(name, case.inputs)
     adv_p, w_p = _check_finite_and_padding(name, _permuted(case.inputs, case.perm))
     rows = lambda x: np.stack([x[b][case.perm[b]] for b in range(B)])
+    if make_credit(name).stochastic:  # equivariant in distribution: compare each rollout's multisets
+      adv, adv_p, w, w_p = np.sort(adv * w, -1), np.sort(adv_p * w_p, -1), np.sort(w, -1), np.sort(w_p, -1)
     np.testing.assert_allclose(adv_p, rows(adv), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(w_p > 0, rows(w) > 0)
     np.testing.assert_allclose(w_p, rows(w), rtol=1e-5, atol=1e-6)

@@ -8,6 +8,7 @@ from flax import nnx
 
 from tcred.credit import credit_names, make_credit
 from tcred.credit.base import CreditInputs
+from tcred.credit.controls import CREDIT_KEY, credit_key_data
 from tcred.credit.token_signals import dro_rewards
 from tcred.signals.registry import normalised_magnitude as information_weights
 from tcred.credit.tree import tree_extras
@@ -59,7 +60,8 @@ def _batch(extras=None):
                old_logp=jnp.full((B, G, T), -4.0) * mask,
                rewards=jnp.array([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 1.0, 1.0]]),
                group_valid=jnp.ones((B,), bool),
-               extras={**_extras(), **_chain_forest(1), **_judge_extras()} if extras is None else extras)
+               extras={**_extras(), **_chain_forest(1), **_judge_extras(),
+                       CREDIT_KEY: jnp.asarray(credit_key_data(jax.random.key(5), B))} if extras is None else extras)
 
 
 def _train(model, credit, batch, steps=2):
@@ -78,7 +80,10 @@ def _train(model, credit, batch, steps=2):
 # surprisal-weight is mi-weight's code on another signal: their full train steps run with -m slow (CI time).
 # judge: its credit is checked against a reference and trains bit-for-bit like grpo at λ = 0
 # (tests/credit/test_judge_method.py), and the judge-oracle CLI test runs its train step.
-_SLOW_TO_TRAIN = ("signal-mask", "signal-peaks", "signal-weight", "surprisal-weight", "judge")
+# The controls: `shuffled` at its defaults wraps `verifier` and draws from the credit key in the train step;
+# policy-value, verifier and random-mask are checked on hand-computed cases (tests/credit/test_controls.py).
+_SLOW_TO_TRAIN = ("signal-mask", "signal-peaks", "signal-weight", "surprisal-weight", "judge", "policy-value",
+                  "verifier", "random-mask")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW_TO_TRAIN else n
