@@ -5,6 +5,11 @@ with `tokenizers` (special tokens ``<|endoftext|>`` (PAD), ``<|im_start|>``,
 ``<|im_end|>`` (EOS), a ChatML chat template), creates a randomly initialised
 `transformers.Qwen3ForCausalLM` of the given size and saves both with
 `save_pretrained`, as a user's checkpoint directory would look. Needs torch.
+
+`write_tiny_qwen2(directory, texts)` is the same as a Qwen2 checkpoint: q/k/v
+biases, ``tokenizer_class: Qwen2Tokenizer`` in `tokenizer_config.json` (as Qwen's
+checkpoints name it) over a `tokenizer.json` whose byte-level pre-tokenizer keeps
+digit groups, and sampling settings in `generation_config.json`.
 """
 
 from __future__ import annotations
@@ -69,4 +74,36 @@ def write_tiny_qwen3(directory: str | pathlib.Path, texts: Iterable[str], *, hid
                                                           do_sample=False)
   model.save_pretrained(directory)
   tok.save_pretrained(directory)
+  return directory
+
+
+QWEN2_GENERATION = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
+"""The sampling settings `write_tiny_qwen2` puts in generation_config.json (those of Qwen2.5's instruct models)."""
+
+
+def write_tiny_qwen2(directory: str | pathlib.Path, texts: Iterable[str], *, hidden_size: int = 32,
+                     layers: int = 1, heads: int = 4, kv_heads: int = 2, intermediate_size: int = 64,
+                     vocab_size: int = 384, seed: int = 0) -> pathlib.Path:
+  """Writes a random Qwen2 checkpoint and its BPE tokenizer to `directory` (see the module docstring)."""
+  import json
+
+  import torch
+  import transformers
+
+  directory = pathlib.Path(directory)
+  tok = bpe_tokenizer(texts, vocab_size=vocab_size)
+  torch.manual_seed(seed)
+  config = transformers.Qwen2Config(
+      vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=intermediate_size, num_hidden_layers=layers,
+      num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=1024,
+      tie_word_embeddings=False, rope_theta=10000.0, pad_token_id=tok.pad_token_id,
+      eos_token_id=tok.eos_token_id, bos_token_id=None)
+  model = transformers.Qwen2ForCausalLM(config).eval()
+  model.generation_config = transformers.GenerationConfig(
+      eos_token_id=[tok.eos_token_id, tok.pad_token_id], pad_token_id=tok.pad_token_id, **QWEN2_GENERATION)
+  model.save_pretrained(directory)
+  tok.save_pretrained(directory)
+  tokenizer_config = directory / "tokenizer_config.json"
+  tokenizer_config.write_text(json.dumps({**json.loads(tokenizer_config.read_text()),
+                                          "tokenizer_class": "Qwen2Tokenizer"}, indent=2))
   return directory

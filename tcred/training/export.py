@@ -5,20 +5,23 @@ checkpoints of the RL train state (`checkpoints/<step>/`); the policy's
 parameters are restored from the chosen step and written by
 `tcred.models.hf.save_pretrained` with the run's tokenizer, so that
 `transformers.AutoModelForCausalLM` and `AutoTokenizer` load the directory.
+
+A run of a Hugging Face checkpoint exports the checkpoint's tokenizer files
+unchanged (byte for byte) and every field of its `generation_config.json`
+(temperature, top_p, ...) except the token ids, which name every EOS id the run
+stopped at. Its tokenizer is loaded (and refused if unusable) before anything is written.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any
-
-import transformers
 from flax import nnx
 
 from tcred.models.decoder import Decoder
 from tcred.models.hf import save_pretrained
 from tcred.tasks.registry import make_task_from_config
+from tcred.tasks.text import TaskTokenizer
 from tcred.training.checkpoint import Checkpointer, CheckpointError
 from tcred.training.config import ExperimentConfig, config_from_dict
 from tcred.training.restore import new_train_state, restore_train_state, rl_optimizer
@@ -68,10 +71,13 @@ def run_policy(run_dir: str | pathlib.Path, *, step: int | None = None
   return cfg, graphdef, state.params, step
 
 
-def run_tokenizer(cfg: ExperimentConfig) -> Any:
-  """The `transformers` tokenizer of a run's task (`Task.tokenizer.hf()`: the character tokenizer of the
-  embedded tasks, the checkpoint's of the real-model tasks)."""
-  return make_task_from_config(cfg.task, cfg.task_config).tokenizer.hf()
+def run_tokenizer(cfg: ExperimentConfig) -> TaskTokenizer:
+  """The tokenizer of a run's task (`Task.tokenizer`: the character tokenizer of the embedded tasks, the
+  checkpoint's of the real-model tasks); ExportError if it cannot be loaded."""
+  try:
+    return make_task_from_config(cfg.task, cfg.task_config).tokenizer
+  except ValueError as e:  # the task's checkpoint or tokenizer directory (moved, emptied, unusable)
+    raise ExportError(f"the run's tokenizer: {e}") from None
 
 
 def export_run(run_dir: str | pathlib.Path, out: str | pathlib.Path, *, step: int | None = None
@@ -84,10 +90,6 @@ def export_run(run_dir: str | pathlib.Path, out: str | pathlib.Path, *, step: in
   if out.exists() and (not out.is_dir() or any(out.iterdir())):
     raise ExportError(f"--out {str(out)!r} exists and is not an empty directory; choose a new one")
   cfg, _, params, step = run_policy(run_dir, step=step)
-  tokenizer = make_task_from_config(cfg.task, cfg.task_config).tokenizer
-  save_pretrained(out, params, cfg.model, tokenizer=tokenizer.hf())
-  if len(tokenizer.eos_ids) > 1:  # `generate` stops where tcred's sampler does: at every EOS id
-    generation = transformers.GenerationConfig.from_pretrained(out)
-    generation.eos_token_id = list(tokenizer.eos_ids)
-    generation.save_pretrained(out)
+  tokenizer = run_tokenizer(cfg)
+  save_pretrained(out, params, cfg.model, tokenizer=tokenizer, generation=tokenizer.generation_config)
   return out, step
