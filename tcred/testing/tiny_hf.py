@@ -10,6 +10,8 @@ with `tokenizers` (special tokens ``<|endoftext|>`` (PAD), ``<|im_start|>``,
 biases, ``tokenizer_class: Qwen2Tokenizer`` in `tokenizer_config.json` (as Qwen's
 checkpoints name it) over a `tokenizer.json` whose byte-level pre-tokenizer keeps
 digit groups, and sampling settings in `generation_config.json`.
+`write_tiny_qwen2_without_torch` writes the same kind of directory from a random
+tcred decoder through `tcred.models.hf.save_pretrained` (fast; no torch).
 """
 
 from __future__ import annotations
@@ -103,7 +105,37 @@ def write_tiny_qwen2(directory: str | pathlib.Path, texts: Iterable[str], *, hid
       eos_token_id=[tok.eos_token_id, tok.pad_token_id], pad_token_id=tok.pad_token_id, **QWEN2_GENERATION)
   model.save_pretrained(directory)
   tok.save_pretrained(directory)
-  tokenizer_config = directory / "tokenizer_config.json"
-  tokenizer_config.write_text(json.dumps({**json.loads(tokenizer_config.read_text()),
-                                          "tokenizer_class": "Qwen2Tokenizer"}, indent=2))
+  name_qwen2_tokenizer(directory)
+  return directory
+
+
+def name_qwen2_tokenizer(directory: str | pathlib.Path) -> None:
+  """Sets ``tokenizer_class: Qwen2Tokenizer`` in the directory's `tokenizer_config.json`, as Qwen's checkpoints do."""
+  import json
+
+  path = pathlib.Path(directory) / "tokenizer_config.json"
+  path.write_text(json.dumps({**json.loads(path.read_text()), "tokenizer_class": "Qwen2Tokenizer"}, indent=2))
+
+
+def write_tiny_qwen2_without_torch(directory: str | pathlib.Path, texts: Iterable[str], *, vocab_size: int = 320,
+                                   seed: int = 0) -> pathlib.Path:
+  """A Qwen2 checkpoint like `write_tiny_qwen2`'s (1 layer, width 32), written by tcred (no torch)."""
+  import json
+
+  from flax import nnx
+
+  from tcred.models.config import ModelConfig
+  from tcred.models.decoder import Decoder
+  from tcred.models.hf import save_pretrained
+
+  directory = pathlib.Path(directory)
+  tok = bpe_tokenizer(texts, vocab_size=vocab_size)
+  config = ModelConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=4, num_key_value_heads=2, attention_bias=True,
+                       max_position_embeddings=1024)
+  save_pretrained(directory, nnx.split(Decoder(config, rngs=nnx.Rngs(seed)))[1], config, tokenizer=tok)
+  name_qwen2_tokenizer(directory)
+  (directory / "generation_config.json").write_text(json.dumps(
+      {"eos_token_id": [tok.eos_token_id, tok.pad_token_id], "pad_token_id": tok.pad_token_id, **QWEN2_GENERATION,
+       "transformers_version": "5.0.0"}, indent=2))
   return directory
