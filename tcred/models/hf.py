@@ -393,6 +393,7 @@ def check_weight_files(directory: str | Path, config: ModelConfig) -> list[Path]
   """
   from safetensors import SafetensorError, safe_open
 
+  directory = Path(directory)
   files = weight_files(directory)
   where: dict[str, Path] = {}
   shapes: dict[str, tuple[int, ...]] = {}
@@ -418,16 +419,16 @@ def check_weight_files(directory: str | Path, config: ModelConfig) -> list[Path]
     expected[name] = tuple(var.shape[::-1] if transpose else var.shape)
   for name, shape in shapes.items():
     if name in expected and shape != expected[name]:
-      raise CheckpointFileError(f"{where[name]}: tensor {name} has shape {list(shape)}, but config.json asks for "
-                                f"{list(expected[name])}")
+      raise CheckpointFileError(f"{where[name]}: tensor {name} has shape {list(shape)}, but "
+                                f"{directory / 'config.json'} asks for {list(expected[name])}")
   ignored = {k for k in shapes if k.endswith("rotary_emb.inv_freq")}
   if config.tie_word_embeddings:
     ignored.add("lm_head.weight")
   missing = sorted(set(expected) - set(shapes))
   unexpected = sorted(set(shapes) - set(expected) - ignored)
   if missing or unexpected:
-    read = ", ".join(f.name for f in files)
-    raise CheckpointFileError(f"the weights in {read} do not match config.json: missing "
+    read = ", ".join(str(f) for f in files)
+    raise CheckpointFileError(f"the weights in {read} do not match {directory / 'config.json'}: missing "
                               f"{missing[:8]}{' ...' if len(missing) > 8 else ''}, unexpected "
                               f"{unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
   return files

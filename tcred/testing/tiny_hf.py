@@ -122,6 +122,8 @@ def write_tiny_qwen2_without_torch(directory: str | pathlib.Path, texts: Iterabl
   """A Qwen2 checkpoint like `write_tiny_qwen2`'s (1 layer, width 32), written by tcred (no torch)."""
   import json
 
+  import jax
+  import numpy as np
   from flax import nnx
 
   from tcred.models.config import ModelConfig
@@ -133,9 +135,44 @@ def write_tiny_qwen2_without_torch(directory: str | pathlib.Path, texts: Iterabl
   config = ModelConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                        num_attention_heads=4, num_key_value_heads=2, attention_bias=True,
                        max_position_embeddings=1024)
-  save_pretrained(directory, nnx.split(Decoder(config, rngs=nnx.Rngs(seed)))[1], config, tokenizer=tok)
+  rng = np.random.default_rng(seed)  # NumPy draws: no JAX initialisers to compile
+  abstract = nnx.split(nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0))))[1]
+  params = jax.tree.map(lambda x: rng.normal(1.0 if x.ndim == 1 else 0.0, 0.1, x.shape).astype(np.float32), abstract)
+  save_pretrained(directory, params, config, tokenizer=tok)
   name_qwen2_tokenizer(directory)
   (directory / "generation_config.json").write_text(json.dumps(
       {"eos_token_id": [tok.eos_token_id, tok.pad_token_id], "pad_token_id": tok.pad_token_id, **QWEN2_GENERATION,
        "transformers_version": "5.0.0"}, indent=2))
   return directory
+
+
+def fake_checkpoint_run(out: str | pathlib.Path, checkpoint: str, *, name: str = "jsonl-grpo", step: int = 1,
+                        overrides: Iterable[str] = (), weights: bool = True) -> pathlib.Path:
+  """A run directory as `tcred run NAME --set task_config.checkpoint=CHECKPOINT` leaves it at `step`
+  (config.json, the `started` marker and, with `weights`, a checkpoint of the checkpoint's own weights; no
+  training): what `tcred export` reads, in seconds instead of a run's minutes. Returns `out/NAME/seed-0`."""
+  import json
+
+  from tcred import experiments
+  from tcred.models.hf import load_pretrained
+  from tcred.training.checkpoint import Checkpointer
+  from tcred.training.pretrained import resolve_model
+  from tcred.training.restore import new_train_state, rl_optimizer
+  from tcred.training.rl import STARTED
+
+  cfg = resolve_model(experiments.get_experiment(name).with_overrides(
+      [f"task_config.checkpoint={checkpoint}", *overrides]))
+  run = pathlib.Path(out) / name / "seed-0"
+  run.mkdir(parents=True)
+  (run / "config.json").write_text(json.dumps({**cfg.to_dict(), "seed": 0}, indent=1))
+  (run / STARTED).write_text("{}\n")
+  if not weights:
+    return run
+  _, params = load_pretrained(checkpoint)
+  ckpt = Checkpointer(run / "checkpoints")
+  try:
+    ckpt.save(step, new_train_state(params, rl_optimizer(cfg.rl)), {"samples": 0, "tokens_generated": 0,
+                                                                     "wall_s": 0.0, "nonfinite_in_row": 0})
+  finally:
+    ckpt.close()
+  return run

@@ -31,6 +31,20 @@ class ExportError(ValueError):
   """A bad `tcred export` input (the message names the problem and what is allowed)."""
 
 
+def run_config(run_dir: pathlib.Path) -> ExperimentConfig:
+  """The experiment config of a run directory; ExportError for a missing directory or one that is not a run."""
+  if not run_dir.is_dir():
+    raise ExportError(f"run directory {str(run_dir)!r} does not exist")
+  config_path = run_dir / "config.json"
+  if not config_path.is_file():
+    raise ExportError(f"{str(run_dir)!r} is not a run directory: no config.json (a run directory is "
+                      "OUT/NAME/seed-S as written by `tcred run`, e.g. runs/countdown-grpo/seed-0)")
+  try:
+    return config_from_dict(json.loads(config_path.read_text()))
+  except (ValueError, KeyError, TypeError) as e:
+    raise ExportError(f"{str(config_path)!r} is not the config of a tcred run: {type(e).__name__}: {e}") from e
+
+
 def run_policy(run_dir: str | pathlib.Path, *, step: int | None = None
                ) -> tuple[ExperimentConfig, nnx.GraphDef, nnx.State, int]:
   """The policy of a run directory at checkpoint `step` (default: the last usable one).
@@ -40,16 +54,7 @@ def run_policy(run_dir: str | pathlib.Path, *, step: int | None = None
   run without checkpoints, or a `step` that has no checkpoint (listing the steps that do).
   """
   run_dir = pathlib.Path(run_dir)
-  if not run_dir.is_dir():
-    raise ExportError(f"run directory {str(run_dir)!r} does not exist")
-  config_path = run_dir / "config.json"
-  if not config_path.is_file():
-    raise ExportError(f"{str(run_dir)!r} is not a run directory: no config.json (a run directory is "
-                      "OUT/NAME/seed-S as written by `tcred run`, e.g. runs/countdown-grpo/seed-0)")
-  try:
-    cfg = config_from_dict(json.loads(config_path.read_text()))
-  except (ValueError, KeyError, TypeError) as e:
-    raise ExportError(f"{str(config_path)!r} is not the config of a tcred run: {type(e).__name__}: {e}") from e
+  cfg = run_config(run_dir)
   ckpt_dir = run_dir / "checkpoints"
   if not ckpt_dir.is_dir():
     raise ExportError(f"{str(run_dir)!r} has no checkpoints/ directory: the run has not saved a checkpoint yet")
@@ -89,7 +94,7 @@ def export_run(run_dir: str | pathlib.Path, out: str | pathlib.Path, *, step: in
   out = pathlib.Path(out)
   if out.exists() and (not out.is_dir() or any(out.iterdir())):
     raise ExportError(f"--out {str(out)!r} exists and is not an empty directory; choose a new one")
+  tokenizer = run_tokenizer(run_config(pathlib.Path(run_dir)))  # refused before the slower restore
   cfg, _, params, step = run_policy(run_dir, step=step)
-  tokenizer = run_tokenizer(cfg)
   save_pretrained(out, params, cfg.model, tokenizer=tokenizer, generation=tokenizer.generation_config)
   return out, step
