@@ -18,7 +18,8 @@ _BAD = {bool: ("maybe", "nan"), int: ("abc", "1.5", "nan", "-1"), float: ("abc",
         str: ("no-such-value", "-1")}
 # Fields for which a generic bad value above is valid (credit.mi_layer=-1: the last layer) get their own.
 _BAD_OF_FIELD = {"credit.mi_layer": ("abc", "1.5", "nan", "99", "-99"),
-                 "task_config.answer_cue": ("",)}  # jsonl: any non-empty text is a cue ("nan" too)
+                 "task_config.answer_cue": ("",),  # jsonl: any non-empty text is a cue ("nan" too)
+                 "task_config.instruction": ("", " ")}  # jsonl: and any non-empty text an instruction
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ def test_every_experiment_rejects_non_finite_values(tmp_path, capsys, no_runs):
   out = tmp_path / "out"
   for name in _CHECKED:
     for key, _ in _fields(experiments.get_experiment(name)):
-      value = "" if key == "task_config.answer_cue" else "nan"  # "nan" is a valid jsonl answer cue
+      value = "" if key in ("task_config.answer_cue", "task_config.instruction") else "nan"  # valid jsonl texts
       _expect_refused(["run", name, "--set", f"{key}={value}", "--out", str(out)], key, out, capsys)
 
 
@@ -304,7 +305,8 @@ def _bad_checkpoints(root):
   variant("missing-shard", "model-00002-of-00002.safetensors", [*cfg_files, *tok_files], lambda d: (
       save_file(tensors, str(d / "model-00001-of-00002.safetensors")),
       (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
-          **{k: "model-00001-of-00002.safetensors" for k in tensors}, "lm_head.weight": "model-00002-of-00002.safetensors"}}))))
+          **{k: "model-00001-of-00002.safetensors" for k in tensors},
+          "lm_head.weight": "model-00002-of-00002.safetensors"}}))))
   variant("integer-dtype", "has dtype I32", [*cfg_files, *tok_files], lambda d: save_file(
       {**tensors, "model.norm.weight": tensors["model.norm.weight"].astype("int32")}, str(d / "model.safetensors")))
   variant("misshaped", "has shape [3]", [*cfg_files, *tok_files], lambda d: save_file(
@@ -378,7 +380,8 @@ def test_export_refuses_a_run_whose_checkpoint_lost_its_tokenizer(bad_checkpoint
 
 
 SMALL_REAL = ["--steps", "1", "--no-progress", "--set", "rl.prompts_per_step=2", "--set", "rl.group_size=2",
-              "--set", "rl.final_eval_prompts=2", "--set", "rl.eval_prompts=2", "--set", "task_config.max_response_len=8"]
+              "--set", "rl.final_eval_prompts=2", "--set", "rl.eval_prompts=2",
+              "--set", "task_config.max_response_len=8"]
 
 
 def test_a_run_that_failed_before_its_first_step_leaves_its_out_reusable(bad_checkpoints, tmp_path, capsys,
