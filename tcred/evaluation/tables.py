@@ -82,12 +82,15 @@ def _read_config(path: pathlib.Path) -> dict[str, Any]:
 def run_mismatch(suite: Suite, out_dir: str | pathlib.Path, experiment: str, seed: int) -> str | None:
   """Why the run directory of (experiment, seed) cannot count for `suite`, or None if it can (or is empty).
 
-  A directory that holds anything of a run (config.json or summary.json) must hold exactly the config
-  the suite resolves (`suite.config(experiment)` with the seed; the description is not a setting):
-  the message names every differing field, e.g. `rl.steps: 6 here, 300 wanted`.
+  A directory that holds a run (one that finished a step, `tcred.training.rl.run_started`) must hold
+  exactly the config the suite resolves (`suite.config(experiment)` with the seed; the description is not
+  a setting): the message names every differing field, e.g. `rl.steps: 6 here, 300 wanted`. A run that
+  failed before its first step holds nothing: the table's run starts there afresh.
   """
+  from tcred.training.rl import run_started  # here: the RL loop's imports are slow, and only this needs it
+
   path = run_dir(out_dir, experiment, seed)
-  if not (path / "config.json").exists() and not (path / "summary.json").exists():
+  if not run_started(path):
     return None
   try:
     found = _read_config(path)

@@ -312,3 +312,17 @@ def test_table_rows_record_steps_and_config_hash(runs):
   summary.write_text(json.dumps({**json.loads(summary.read_text()), "steps": 6}))
   with pytest.raises(tables.RunDataError, match="says 6 steps"):
     tables.suite_table(SUITE, runs)
+
+
+def test_a_run_directory_of_a_failed_start_is_not_another_config(tmp_path):
+  """A run that failed before its first step (config.json only) holds no run: the table runs it afresh instead
+  of refusing it as another config (issue 22)."""
+  suite = get_suite("suite-demo")
+  path = tables.run_dir(tmp_path, "countdown-grpo", 0)
+  path.mkdir(parents=True)
+  config = get_experiment("countdown-grpo").with_overrides(["rl.steps=6"]).to_dict()
+  (path / "config.json").write_text(json.dumps({**config, "seed": 0}))
+  assert tables.run_mismatch(suite, tmp_path, "countdown-grpo", 0) is None
+  assert ("countdown-grpo", 0) in tables.pending_runs(suite, tmp_path, 1)
+  (path / "started").write_text("{}")
+  assert "rl.steps: 6 here, 300 wanted" in tables.run_mismatch(suite, tmp_path, "countdown-grpo", 0)
