@@ -38,6 +38,7 @@ from tcred.credit.base import credit_class
 from tcred.evaluation.stats import format_count, format_mean_ci, mean_ci, samples_to_reach, student_t_quantile
 from tcred.experiments.registry import Suite, get_experiment
 from tcred.losses.pg import Aggregation
+from tcred.training.rl import run_started
 from tcred.training.config import config_diff, normalised_config, run_config_hash
 from tcred.training.rl import run_dir_of as run_dir
 
@@ -87,8 +88,6 @@ def run_mismatch(suite: Suite, out_dir: str | pathlib.Path, experiment: str, see
   a setting): the message names every differing field, e.g. `rl.steps: 6 here, 300 wanted`. A run that
   failed before its first step holds nothing: the table's run starts there afresh.
   """
-  from tcred.training.rl import run_started  # here: the RL loop's imports are slow, and only this needs it
-
   path = run_dir(out_dir, experiment, seed)
   if not run_started(path):
     return None

@@ -37,7 +37,8 @@ version put them: `rope_parameters` (version 5) or `rope_theta` + `rope_scaling`
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -299,20 +300,22 @@ def _params_dtype(params: nnx.State) -> str:
 
 
 def save_pretrained(directory: str | Path, params: nnx.State, config: ModelConfig, *, tokenizer: Any = None,
+                    tokenizer_files: Sequence[str | Path] | None = None, eos_ids: Sequence[int] | None = None,
                     generation: Mapping[str, Any] | None = None) -> Path:
   """Writes a directory that `transformers.AutoModelForCausalLM.from_pretrained` loads.
 
   `config.json` (the family of `hf_model_type(config)`, `dtype` of the parameters),
   `generation_config.json`, `model.safetensors` (HF layout, the parameters' dtype)
-  and, given a tokenizer, its files (and chat template, if it has one) with its
-  BOS/EOS/PAD ids in both configs, so that `generate` stops at its EOS.
+  and, given a `transformers` tokenizer, its files (and chat template, if it has
+  one) with its BOS/EOS/PAD ids in both configs, so that `generate` stops at its EOS.
 
-  `tokenizer`: a `transformers` tokenizer (written with its `save_pretrained`), or a
-  `tcred.tasks.text.TaskTokenizer` (written with its `save`: an HF checkpoint's
-  tokenizer files are copied unchanged; its `eos_ids` are the EOS ids of
-  `generation_config.json`). `generation`: the source checkpoint's
-  `generation_config.json` as a dict: every field is kept except the token ids,
-  which are the tokenizer's.
+  Args:
+    tokenizer: a `transformers` tokenizer (its token ids; its files unless `tokenizer_files`).
+    tokenizer_files: the tokenizer files of the source checkpoint, copied byte for byte instead of
+      `tokenizer.save_pretrained` (which adds fields, e.g. transformers 5's `is_local`).
+    eos_ids: every EOS id (`generation_config.json`'s `eos_token_id`; default: the tokenizer's EOS).
+    generation: the source checkpoint's `generation_config.json` as a dict: every field is kept as it is
+      (sampling settings, ...) except the BOS/EOS/PAD ids, which are the tokenizer's and `eos_ids`.
   """
   import transformers
   from safetensors.numpy import save_file
@@ -320,22 +323,18 @@ def save_pretrained(directory: str | Path, params: nnx.State, config: ModelConfi
   directory = Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   extra: dict[str, Any] = {"dtype": _params_dtype(params)}
-  eos_ids = None
   if tokenizer is not None:
-    hf_tok = tokenizer.hf() if hasattr(tokenizer, "eos_ids") else tokenizer
-    extra.update(bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id,
-                 pad_token_id=hf_tok.pad_token_id)
-    if hasattr(tokenizer, "eos_ids"):
-      eos_ids = list(tokenizer.eos_ids)
-      extra.update(pad_token_id=tokenizer.pad_id)
-      tokenizer.save(directory)
-    else:
+    extra.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                 pad_token_id=tokenizer.pad_token_id)
+    if tokenizer_files is None:
       tokenizer.save_pretrained(directory)
+  for f in tokenizer_files or ():
+    shutil.copyfile(f, directory / Path(f).name)
   hf = hf_config(config, **extra)
   hf.save_pretrained(directory)
   ours = transformers.GenerationConfig.from_model_config(hf)
   if eos_ids is not None and len(eos_ids) > 1:  # `generate` stops where tcred's sampler does: at every EOS id
-    ours.eos_token_id = eos_ids
+    ours.eos_token_id = [int(i) for i in eos_ids]
   if generation is None:
     ours.save_pretrained(directory)
   else:  # the source's fields as they are (a GenerationConfig would validate and reorder them), our token ids

@@ -227,7 +227,6 @@ class JsonlConfig:
             raise ValueError(f"{self.path}, line {item.line}: {key} holds characters {bad} outside the "
                              "char tokenizer's vocabulary (printable ASCII and newline); use tokenizer=<HF dir>")
 
-
   @property
   def instruction_text(self) -> str:
     """The statement of the answer format (`instruction`, else the default of the format and cue)."""

@@ -31,7 +31,6 @@ import abc
 import copy
 import json
 import pathlib
-import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -97,9 +96,8 @@ class TaskTokenizer(abc.ABC):
   generation_config: dict[str, Any] | None = None
   """The tokenizer directory's `generation_config.json` (None: none); `tcred export` keeps its fields."""
 
-  def save(self, directory: str | pathlib.Path) -> None:
-    """Writes the tokenizer's files into `directory` (next to an exported checkpoint)."""
-    self.hf().save_pretrained(directory)
+  source_files: tuple[pathlib.Path, ...] | None = None
+  """The tokenizer's files on disk, which `tcred export` copies unchanged (None: written by `hf().save_pretrained`)."""
 
   def step_token_ends(self, ids: np.ndarray, ends: Sequence[int]) -> np.ndarray:
     """`[K]` int64 exclusive token ends of the steps whose character ends are `ends` (`Task.step_ends`).
@@ -274,6 +272,7 @@ class HFTokenizer(TaskTokenizer):
       raise TokenizerError(f"tokenizer directory {directory!r} does not exist")
     self.directory = path
     self.files = tuple(f for f in TOKENIZER_FILES if (path / f).is_file())
+    self.source_files = tuple(path / f for f in self.files)
     needed = ("tokenizer.json (or vocab.json + merges.txt, vocab.txt, tokenizer.model) and tokenizer_config.json "
               "naming eos_token, as `tokenizer.save_pretrained(DIR)` writes them")
     if not any(f in self.files for f in VOCABULARY_FILES):
@@ -348,11 +347,6 @@ class HFTokenizer(TaskTokenizer):
     other = copy.copy(self)
     other.system = system
     return other
-
-  def save(self, directory: str | pathlib.Path) -> None:
-    """Copies the tokenizer files (`files`) into `directory` unchanged, byte for byte."""
-    for name in self.files:
-      shutil.copyfile(self.directory / name, pathlib.Path(directory) / name)
 
   def encode(self, text: str) -> np.ndarray:
     return np.asarray(self._tok(text, add_special_tokens=False)["input_ids"], np.int32)

@@ -16,8 +16,22 @@ tcred decoder through `tcred.models.hf.save_pretrained` (fast; no torch).
 
 from __future__ import annotations
 
+import json
 import pathlib
 from collections.abc import Iterable
+
+import jax
+import numpy as np
+from flax import nnx
+
+from tcred import experiments
+from tcred.models.config import ModelConfig
+from tcred.models.decoder import Decoder
+from tcred.models.hf import load_pretrained, save_pretrained
+from tcred.training.checkpoint import Checkpointer
+from tcred.training.pretrained import resolve_model
+from tcred.training.restore import new_train_state, rl_optimizer
+from tcred.training.rl import STARTED
 
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -87,8 +101,6 @@ def write_tiny_qwen2(directory: str | pathlib.Path, texts: Iterable[str], *, hid
                      layers: int = 1, heads: int = 4, kv_heads: int = 2, intermediate_size: int = 64,
                      vocab_size: int = 384, seed: int = 0) -> pathlib.Path:
   """Writes a random Qwen2 checkpoint and its BPE tokenizer to `directory` (see the module docstring)."""
-  import json
-
   import torch
   import transformers
 
@@ -111,8 +123,6 @@ def write_tiny_qwen2(directory: str | pathlib.Path, texts: Iterable[str], *, hid
 
 def name_qwen2_tokenizer(directory: str | pathlib.Path) -> None:
   """Sets ``tokenizer_class: Qwen2Tokenizer`` in the directory's `tokenizer_config.json`, as Qwen's checkpoints do."""
-  import json
-
   path = pathlib.Path(directory) / "tokenizer_config.json"
   path.write_text(json.dumps({**json.loads(path.read_text()), "tokenizer_class": "Qwen2Tokenizer"}, indent=2))
 
@@ -120,16 +130,6 @@ def name_qwen2_tokenizer(directory: str | pathlib.Path) -> None:
 def write_tiny_qwen2_without_torch(directory: str | pathlib.Path, texts: Iterable[str], *, vocab_size: int = 320,
                                    seed: int = 0) -> pathlib.Path:
   """A Qwen2 checkpoint like `write_tiny_qwen2`'s (1 layer, width 32), written by tcred (no torch)."""
-  import json
-
-  import jax
-  import numpy as np
-  from flax import nnx
-
-  from tcred.models.config import ModelConfig
-  from tcred.models.decoder import Decoder
-  from tcred.models.hf import save_pretrained
-
   directory = pathlib.Path(directory)
   tok = bpe_tokenizer(texts, vocab_size=vocab_size)
   config = ModelConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -151,15 +151,6 @@ def fake_checkpoint_run(out: str | pathlib.Path, checkpoint: str, *, name: str =
   """A run directory as `tcred run NAME --set task_config.checkpoint=CHECKPOINT` leaves it at `step`
   (config.json, the `started` marker and, with `weights`, a checkpoint of the checkpoint's own weights; no
   training): what `tcred export` reads, in seconds instead of a run's minutes. Returns `out/NAME/seed-0`."""
-  import json
-
-  from tcred import experiments
-  from tcred.models.hf import load_pretrained
-  from tcred.training.checkpoint import Checkpointer
-  from tcred.training.pretrained import resolve_model
-  from tcred.training.restore import new_train_state, rl_optimizer
-  from tcred.training.rl import STARTED
-
   cfg = resolve_model(experiments.get_experiment(name).with_overrides(
       [f"task_config.checkpoint={checkpoint}", *overrides]))
   run = pathlib.Path(out) / name / "seed-0"

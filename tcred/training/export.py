@@ -96,5 +96,6 @@ def export_run(run_dir: str | pathlib.Path, out: str | pathlib.Path, *, step: in
     raise ExportError(f"--out {str(out)!r} exists and is not an empty directory; choose a new one")
   tokenizer = run_tokenizer(run_config(pathlib.Path(run_dir)))  # refused before the slower restore
   cfg, _, params, step = run_policy(run_dir, step=step)
-  save_pretrained(out, params, cfg.model, tokenizer=tokenizer, generation=tokenizer.generation_config)
+  save_pretrained(out, params, cfg.model, tokenizer=tokenizer.hf(), tokenizer_files=tokenizer.source_files,
+                  eos_ids=tokenizer.eos_ids, generation=tokenizer.generation_config)
   return out, step

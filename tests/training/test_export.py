@@ -131,7 +131,8 @@ def test_a_checkpoint_tokenizer_is_written_as_it_was(tmp_path):
   source = write_tiny_qwen2_without_torch(tmp_path / "ckpt", ["What is 1234 + 5678? #6912"] * 20)
   config, params = load_pretrained(source)
   tokenizer = HFTokenizer(str(source))
-  save_pretrained(tmp_path / "out", params, config, tokenizer=tokenizer, generation=tokenizer.generation_config)
+  save_pretrained(tmp_path / "out", params, config, tokenizer=tokenizer.hf(), tokenizer_files=tokenizer.source_files,
+                  eos_ids=tokenizer.eos_ids, generation=tokenizer.generation_config)
   _same_tokenizer_and_generation(source, tmp_path / "out")
   written = json.loads((tmp_path / "out" / "config.json").read_text())
   assert written["model_type"] == "qwen2" and written["eos_token_id"] == tokenizer.eos_id
