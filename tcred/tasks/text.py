@@ -247,7 +247,7 @@ class HFTokenizer(TaskTokenizer):
   rebuilds a Qwen2 `tokenizer.json` as its own `Qwen2Tokenizer`, whose
   pre-tokenizer splits digits one by one where the file keeps digit groups: a
   model would train on other ids than its tokenizer produces. Every load checks
-  this on `PROBE_TEXT` against the `tokenizers` library reading the file, and
+  this on `PROBE_TEXTS` against the `tokenizers` library reading the file, and
   refuses a disagreement naming both id sequences. Without `tokenizer.json`
   (vocabulary files of a slow tokenizer only) `AutoTokenizer` reads the directory.
 
@@ -322,7 +322,7 @@ class HFTokenizer(TaskTokenizer):
     return value
 
   def _check_against_file(self, file: pathlib.Path) -> None:
-    """TokenizerError unless `encode(PROBE_TEXT)` equals the ids of `file` read by `tokenizers` itself."""
+    """TokenizerError unless `encode` of each of `PROBE_TEXTS` equals the ids of `file` read by `tokenizers`."""
     import tokenizers
 
     try:
