@@ -510,8 +510,11 @@ def _log_every(cfg) -> int:
 def _show(args) -> int:
   from tcred.training.config import run_config_hash
 
+  from tcred.tasks.registry import make_task_from_config
+
   try:
     cfg = _resolve(args)
+    make_task_from_config(cfg.task, cfg.task_config).tokenizer  # a tokenizer directory `run` would refuse
   except ValueError as e:
     return _usage_error(str(e))
   resolved = cfg.to_dict()

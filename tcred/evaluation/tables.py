@@ -46,6 +46,7 @@ from tcred.experiments.registry import Suite, get_experiment
 from tcred.losses.pg import Aggregation
 from tcred.training.config import config_diff, flat_config, normalised_config, run_config_hash
 from tcred.training.rl import run_dir_of as run_dir
+from tcred.training.rl import run_started
 from tcred.training.tracking import atomic_path
 
 log = logging.getLogger(__name__)
@@ -89,12 +90,13 @@ def _read_config(path: pathlib.Path) -> dict[str, Any]:
 def run_mismatch(suite: Suite, out_dir: str | pathlib.Path, experiment: str, seed: int) -> str | None:
   """Why the run directory of (experiment, seed) cannot count for `suite`, or None if it can (or is empty).
 
-  A directory that holds anything of a run (config.json or summary.json) must hold exactly the config
-  the suite resolves (`suite.config(experiment, seed)` with the seed; the description is not a setting):
-  the message names every differing field, e.g. `rl.steps: 6 here, 300 wanted`.
+  A directory that holds a run (one that finished a step, `tcred.training.rl.run_started`) must hold
+  exactly the config the suite resolves (`suite.config(experiment, seed)` with the seed; the description is
+  not a setting): the message names every differing field, e.g. `rl.steps: 6 here, 300 wanted`. A run that
+  failed before its first step holds nothing: the table's run starts there afresh.
   """
   path = run_dir(out_dir, experiment, seed)
-  if not (path / "config.json").exists() and not (path / "summary.json").exists():
+  if not run_started(path):
     return None
   try:
     found = _read_config(path)

@@ -37,7 +37,8 @@ version put them: `rope_parameters` (version 5) or `rope_theta` + `rope_scaling`
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -298,13 +299,23 @@ def _params_dtype(params: nnx.State) -> str:
   return dtypes.pop()
 
 
-def save_pretrained(directory: str | Path, params: nnx.State, config: ModelConfig, *, tokenizer: Any = None) -> Path:
+def save_pretrained(directory: str | Path, params: nnx.State, config: ModelConfig, *, tokenizer: Any = None,
+                    tokenizer_files: Sequence[str | Path] | None = None, eos_ids: Sequence[int] | None = None,
+                    generation: Mapping[str, Any] | None = None) -> Path:
   """Writes a directory that `transformers.AutoModelForCausalLM.from_pretrained` loads.
 
   `config.json` (the family of `hf_model_type(config)`, `dtype` of the parameters),
   `generation_config.json`, `model.safetensors` (HF layout, the parameters' dtype)
   and, given a `transformers` tokenizer, its files (and chat template, if it has
   one) with its BOS/EOS/PAD ids in both configs, so that `generate` stops at its EOS.
+
+  Args:
+    tokenizer: a `transformers` tokenizer (its token ids; its files unless `tokenizer_files`).
+    tokenizer_files: the tokenizer files of the source checkpoint, copied byte for byte instead of
+      `tokenizer.save_pretrained` (which adds fields, e.g. transformers 5's `is_local`).
+    eos_ids: every EOS id (`generation_config.json`'s `eos_token_id`; default: the tokenizer's EOS).
+    generation: the source checkpoint's `generation_config.json` as a dict: every field is kept as it is
+      (sampling settings, ...) except the BOS/EOS/PAD ids, which are the tokenizer's and `eos_ids`.
   """
   import transformers
   from safetensors.numpy import save_file
@@ -315,21 +326,123 @@ def save_pretrained(directory: str | Path, params: nnx.State, config: ModelConfi
   if tokenizer is not None:
     extra.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                  pad_token_id=tokenizer.pad_token_id)
-    tokenizer.save_pretrained(directory)
+    if tokenizer_files is None:
+      tokenizer.save_pretrained(directory)
+  for f in tokenizer_files or ():
+    shutil.copyfile(f, directory / Path(f).name)
   hf = hf_config(config, **extra)
   hf.save_pretrained(directory)
-  transformers.GenerationConfig.from_model_config(hf).save_pretrained(directory)
+  ours = transformers.GenerationConfig.from_model_config(hf)
+  if eos_ids is not None and len(eos_ids) > 1:  # `generate` stops where tcred's sampler does: at every EOS id
+    ours.eos_token_id = [int(i) for i in eos_ids]
+  if generation is None:
+    ours.save_pretrained(directory)
+  else:  # the source's fields as they are (a GenerationConfig would validate and reorder them), our token ids
+    ids = ("bos_token_id", "eos_token_id", "pad_token_id")
+    kept = {k: v for k, v in generation.items() if k not in ids}
+    kept.update({k: getattr(ours, k) for k in ids if getattr(ours, k, None) is not None})
+    (directory / "generation_config.json").write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n")
   save_file(to_hf_state_dict(params), str(directory / "model.safetensors"), metadata={"format": "pt"})
   return directory
+
+
+class CheckpointFileError(ValueError):
+  """A weight file of a checkpoint that cannot be read or does not fit its config (the message names the file)."""
+
+
+_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+
+
+def weight_files(directory: str | Path) -> list[Path]:
+  """The safetensors files of a checkpoint: the shards its `model.safetensors.index.json` names, else every
+  `*.safetensors` in it.
+
+  Raises:
+    FileNotFoundError: no weight file, or shards the index names that are missing (all of them listed).
+    CheckpointFileError: an index that is not readable JSON with a `weight_map`.
+  """
+  directory = Path(directory)
+  index = directory / "model.safetensors.index.json"
+  if index.is_file():
+    try:
+      weight_map = json.loads(index.read_text())["weight_map"]
+      shards = sorted(set(weight_map.values()))
+      assert shards and all(isinstance(f, str) for f in shards)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError,
+            AssertionError) as e:
+      raise CheckpointFileError(f"{index} is not a safetensors index (JSON with a non-empty \"weight_map\" "
+                                f"of tensor name -> shard file): {type(e).__name__}: {e}") from None
+    missing = [f for f in shards if not (directory / f).is_file()]
+    if missing:
+      raise FileNotFoundError(f"{index} names {len(shards)} shard files, of which {len(missing)} are missing: "
+                              f"{', '.join(missing)}")
+    return [directory / f for f in shards]
+  files = sorted(directory.glob("*.safetensors"))
+  if not files:
+    raise FileNotFoundError(f"no *.safetensors file in {directory} (PyTorch .bin checkpoints are not read)")
+  return files
+
+
+def check_weight_files(directory: str | Path, config: ModelConfig) -> list[Path]:
+  """Reads the headers of a checkpoint's weight files (no tensor data) and checks them against `config`.
+
+  Returns `weight_files(directory)`. Raises `FileNotFoundError` (see `weight_files`) or
+  `CheckpointFileError` naming the file: a truncated or corrupt file, a tensor stored twice, a
+  non-floating dtype, a shape other than `config`'s, or tensors missing or unexpected.
+  """
+  from safetensors import SafetensorError, safe_open
+
+  directory = Path(directory)
+  files = weight_files(directory)
+  where: dict[str, Path] = {}
+  shapes: dict[str, tuple[int, ...]] = {}
+  for f in files:
+    try:
+      with safe_open(str(f), framework="numpy") as h:
+        for name in h.keys():
+          part = h.get_slice(name)
+          dtype, shape = part.get_dtype(), tuple(part.get_shape())
+          if name in where:
+            raise CheckpointFileError(f"{f}: tensor {name} is also in {where[name]}")
+          if dtype not in _FLOAT_DTYPES:
+            raise CheckpointFileError(f"{f}: tensor {name} has dtype {dtype}; weights must be one of "
+                                      f"{', '.join(_FLOAT_DTYPES)}")
+          where[name], shapes[name] = f, shape
+    except SafetensorError as e:
+      raise CheckpointFileError(f"{f} is not a readable safetensors file (truncated or corrupt?): {e}") from None
+    except OSError as e:
+      raise CheckpointFileError(f"{f} cannot be read: {e.strerror or e}") from None
+  expected = {}
+  for path, var in nnx.to_flat_state(_abstract_params(config)):
+    name, transpose = _hf_name(path)
+    expected[name] = tuple(var.shape[::-1] if transpose else var.shape)
+  for name, shape in shapes.items():
+    if name in expected and shape != expected[name]:
+      raise CheckpointFileError(f"{where[name]}: tensor {name} has shape {list(shape)}, but "
+                                f"{directory / 'config.json'} asks for {list(expected[name])}")
+  ignored = {k for k in shapes if k.endswith("rotary_emb.inv_freq")}
+  if config.tie_word_embeddings:
+    ignored.add("lm_head.weight")
+  missing = sorted(set(expected) - set(shapes))
+  unexpected = sorted(set(shapes) - set(expected) - ignored)
+  if missing or unexpected:
+    read = ", ".join(str(f) for f in files)
+    raise CheckpointFileError(f"the weights in {read} do not match {directory / 'config.json'}: missing "
+                              f"{missing[:8]}{' ...' if len(missing) > 8 else ''}, unexpected "
+                              f"{unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+  return files
 
 
 def load_pretrained(directory: str | Path, *, dtype=jnp.float32) -> tuple[ModelConfig, nnx.State]:
   """Reads an HF Llama/Qwen2/Qwen3 directory (`config.json` and one or more `*.safetensors`) in `dtype`.
 
-  Raises `FileNotFoundError` for a missing directory or file and `UnsupportedCheckpoint`
-  (a `ValueError`) for a model the decoder cannot represent.
+  Raises `FileNotFoundError` for a missing directory or file, `UnsupportedCheckpoint`
+  (a `ValueError`) for a model the decoder cannot represent, and `CheckpointFileError`
+  (a `ValueError`) naming a weight file that is unreadable, does not fit the config or
+  holds non-finite values (`check_weight_files`).
   """
   import transformers
+  from safetensors import SafetensorError
   from safetensors.flax import load_file  # bfloat16 without ml_dtypes support in NumPy
 
   directory = Path(directory)
@@ -338,10 +451,14 @@ def load_pretrained(directory: str | Path, *, dtype=jnp.float32) -> tuple[ModelC
     raise FileNotFoundError(f"{directory} is not a Hugging Face checkpoint directory: no config.json")
   _check_model_type(json.loads(config_path.read_text()).get("model_type"))
   config = config_from_hf(transformers.AutoConfig.from_pretrained(directory, local_files_only=True))
-  files = sorted(directory.glob("*.safetensors"))
-  if not files:
-    raise FileNotFoundError(f"no *.safetensors file in {directory} (PyTorch .bin checkpoints are not read)")
   tensors: dict[str, Any] = {}
-  for f in files:
-    tensors.update(load_file(str(f)))
+  for f in check_weight_files(directory, config):
+    try:
+      part = load_file(str(f))
+    except (SafetensorError, OSError) as e:
+      raise CheckpointFileError(f"{f} is not a readable safetensors file (truncated or corrupt?): {e}") from None
+    bad = [k for k, v in part.items() if not bool(jnp.isfinite(v).all())]
+    if bad:
+      raise CheckpointFileError(f"{f}: tensors {sorted(bad)[:8]} hold NaN or infinite values")
+    tensors.update(part)
   return config, from_hf_state_dict(tensors, config, dtype=dtype)

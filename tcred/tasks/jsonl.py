@@ -3,14 +3,25 @@
 A JSONL file holds one JSON object per line with the string keys ``question``
 and ``answer`` and, optionally, ``solution`` (a worked solution without the
 final answer). Blank lines are skipped. The prompt is
-``prompt_template.format(question=...)``; a response is
+``prompt_template.format(question=...)`` (default: the question as it is, so the
+user turn is exactly the question); a response is
 ``<reasoning><cue><answer>`` with the cue ``answer_cue`` (``answer_format="cue"``,
 the answer is the text after the cue's **last** occurrence) or
 ``<reasoning>\\boxed{<answer>}`` (``answer_format="boxed"``, the answer is the
 content of the last ``\\boxed{...}``; the answer cue is then ``\\boxed{`` and
 `Problem.answer` the text after it, the closing brace included).
 
-Reward: the extracted answer and the reference answer are both parsed as LaTeX
+The answer format is stated to the model (`instruction`, default `answer_instruction`:
+"... the final answer after "#", for example: #42" or "... in \\boxed{}"), in
+the turn `instruction_turn` names: ``"system"`` (default: a system message of the
+chat template, so the user turn stays the question; an HF tokenizer without a chat
+template puts it and a blank line before the prompt; the char tokenizer, whose
+policies learn the format from demonstrations, leaves it out), ``"user"`` (after
+the question in the prompt, a blank line between) or ``"none"``.
+
+Reward: a response cut off before EOS (it reached `max_response_len`) scores 0
+whatever it holds (`tcred.sampling.rollout.score`). Otherwise the extracted
+answer and the reference answer are both parsed as LaTeX
 math (``$...$``) by `math_verify.parse` and compared with `math_verify.verify`
 (sympy equivalence: ``\\frac{1}{2}``, ``1/2`` and ``0.5`` agree, ``x=3`` and
 ``3`` agree). A reference answer that math-verify cannot parse (free text) is
@@ -62,9 +73,19 @@ SAMPLE_PATH = str(pathlib.Path(__file__).resolve().parent / "data" / "sample.jso
 _REQUIRED_KEYS = ("question", "answer")
 _OPTIONAL_KEYS = ("solution",)
 _ANSWER_FORMATS = ("cue", "boxed")
+INSTRUCTION_TURNS = ("system", "user", "none")
 _BOXED = "\\boxed{"
 _DEFAULT_MAX_RESPONSE_LEN = 256  # Without solutions there is nothing to measure.
 SPLIT_SEED = 0x5B17  # The order of a file's held-out split (one for every run and file).
+
+
+def answer_instruction(answer_format: str, answer_cue: str) -> str:
+  """The default statement of the answer format (the `instruction` of a `JsonlConfig` that sets none)."""
+  if answer_format == "boxed":
+    return "Solve the problem step by step. End your response with the final answer in \\boxed{}, for example: " \
+           "\\boxed{42}"
+  return (f'Solve the problem step by step. End your response with the final answer after "{answer_cue}", for '
+          f"example: {answer_cue}42")
 
 
 class JsonlItem(NamedTuple):
@@ -143,10 +164,14 @@ class JsonlConfig:
 
   Attributes:
     path: the JSONL file (validated on construction: exists, every line well formed).
-    prompt_template: a `str.format` template whose only field is ``{question}``.
+    prompt_template: a `str.format` template whose only field is ``{question}`` (default: the question).
     answer_format: ``"cue"`` (the answer follows the last `answer_cue`) or
       ``"boxed"`` (the answer is in the last ``\\boxed{...}``).
     answer_cue: the cue of ``"cue"`` format, a non-empty string.
+    instruction: the text that states the answer format to the model; None: `answer_instruction`
+      of the format and cue.
+    instruction_turn: where the instruction goes: ``"system"``, ``"user"`` or ``"none"`` (see the
+      module docstring).
     tokenizer: ``"char"`` or the path of a local HF tokenizer directory (ignored when
       `checkpoint` is set).
     checkpoint: None, or a Hugging Face checkpoint directory (`config.json`, safetensors,
@@ -157,9 +182,11 @@ class JsonlConfig:
   """
 
   path: str = SAMPLE_PATH
-  prompt_template: str = "{question}\n"
+  prompt_template: str = "{question}"
   answer_format: str = "cue"
   answer_cue: str = "#"
+  instruction: str | None = None
+  instruction_turn: str = "system"
   tokenizer: str = "char"
   max_response_len: int | None = None
   checkpoint: str | None = None
@@ -176,6 +203,12 @@ class JsonlConfig:
       raise ValueError(f"answer_format must be one of {', '.join(_ANSWER_FORMATS)}, got {self.answer_format!r}")
     if not isinstance(self.answer_cue, str) or not self.answer_cue:
       raise ValueError(f"answer_cue must be a non-empty string, got {self.answer_cue!r}")
+    if self.instruction is not None and (not isinstance(self.instruction, str) or not self.instruction.strip()):
+      raise ValueError(f"instruction must be None (the default statement of the answer format) or a non-empty "
+                       f"string, got {self.instruction!r}; instruction_turn=none states nothing")
+    if self.instruction_turn not in INSTRUCTION_TURNS:
+      raise ValueError(f"instruction_turn must be one of {', '.join(INSTRUCTION_TURNS)}, got "
+                       f"{self.instruction_turn!r}")
     if self.tokenizer != "char" and not (isinstance(self.tokenizer, str) and os.path.isdir(self.tokenizer)):
       raise ValueError(f"tokenizer must be 'char' or the path of a local HF tokenizer directory, "
                        f"got {self.tokenizer!r}")
@@ -187,12 +220,29 @@ class JsonlConfig:
     items = load_items(self.path)
     if self.tokenizer == "char" and self.checkpoint is None:
       for item in items:
-        for key, text in (("question", self.prompt_template.format(question=item.question)),
+        for key, text in (("question", self.user_turn(item.question)),
                           ("answer", item.answer), ("solution", item.solution or "")):
           bad = sorted({c for c in text if c not in char_tok.CHARS})
           if bad:
             raise ValueError(f"{self.path}, line {item.line}: {key} holds characters {bad} outside the "
                              "char tokenizer's vocabulary (printable ASCII and newline); use tokenizer=<HF dir>")
+
+  @property
+  def instruction_text(self) -> str:
+    """The statement of the answer format (`instruction`, else the default of the format and cue)."""
+    if self.instruction is not None:
+      return self.instruction
+    return answer_instruction(self.answer_format, self.answer_cue)
+
+  def user_turn(self, question: str) -> str:
+    """The prompt of `question` (`Problem.prompt`): the template, plus the instruction if it goes in the user turn."""
+    prompt = self.prompt_template.format(question=question)
+    return f"{prompt}\n\n{self.instruction_text}" if self.instruction_turn == "user" else prompt
+
+  @property
+  def system_turn(self) -> str | None:
+    """The system turn of every prompt of an HF tokenizer (None: none)."""
+    return self.instruction_text if self.instruction_turn == "system" else None
 
 
 def _last_boxed(text: str) -> str | None:
@@ -273,7 +323,7 @@ class Jsonl(base.Task):
   def tokenizer(self) -> text.TaskTokenizer:
     """The checkpoint's tokenizer, else the configured one (see the module docstring)."""
     directory = self.config.checkpoint or (None if self.config.tokenizer == "char" else self.config.tokenizer)
-    return text.CHAR if directory is None else text.hf_tokenizer(directory)
+    return text.CHAR if directory is None else text.hf_tokenizer(directory, system=self.config.system_turn)
 
   def num_tokens(self, value: str) -> int:
     """Length of `value` in tokens of the task's tokenizer (no special tokens)."""
@@ -301,7 +351,7 @@ class Jsonl(base.Task):
     gold = item.answer
     answer = gold + "}" if self.config.answer_format == "boxed" else gold
     return base.Problem(
-        prompt=self.config.prompt_template.format(question=item.question),
+        prompt=self.config.user_turn(item.question),
         answer=answer,
         solution=(item.solution or "") + self.answer_cue + answer,
         data=JsonlData(item.line, gold, item.solution),

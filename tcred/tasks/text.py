@@ -8,12 +8,15 @@ tree sampler's step-boundary forks) goes through `Task.tokenizer`, a
   * `CharTokenizer` (`CHAR`): tcred's character tokenizer
     (`tcred.tasks.tokenizer`), the default of the embedded tasks. One token per
     character, so a character offset is a token position.
-  * `HFTokenizer`: a Hugging Face tokenizer read with `transformers.AutoTokenizer`
-    from a local checkpoint directory (no hub access). Prompts are rendered with
-    the tokenizer's chat template when it has one (one user message, generation
-    prompt added), else BOS (if the tokenizer has one) + the prompt's tokens.
-    Every EOS id the directory names (`generation_config.json` and the
-    tokenizer's own EOS) ends a response.
+  * `HFTokenizer`: a Hugging Face tokenizer of a local checkpoint directory (no
+    hub access), giving exactly the ids of the directory's own `tokenizer.json`
+    (checked on a probe text at every load). Prompts are rendered with the
+    tokenizer's chat template when it has one (an optional system message, one
+    user message, generation prompt added), else BOS (if the tokenizer has one)
+    + the prompt's tokens. Every EOS id the directory names
+    (`generation_config.json` and the tokenizer's own EOS) ends a response. A
+    directory without a vocabulary file, an empty vocabulary or no EOS is
+    refused (`TokenizerError`), naming the files found and the files needed.
 
 Offsets: `encode_with_offsets(text)` gives each token's `[start, end)` character
 span in `text`; `decode_with_offsets(ids)` the decoded text and the character
@@ -25,6 +28,7 @@ steps start, which is where tree rollouts fork.
 from __future__ import annotations
 
 import abc
+import copy
 import json
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -87,7 +91,13 @@ class TaskTokenizer(abc.ABC):
 
   @abc.abstractmethod
   def hf(self) -> Any:
-    """The `transformers` tokenizer (saved next to exported checkpoints)."""
+    """The `transformers` tokenizer (its token ids go into exported configs)."""
+
+  generation_config: dict[str, Any] | None = None
+  """The tokenizer directory's `generation_config.json` (None: none); `tcred export` keeps its fields."""
+
+  source_files: tuple[pathlib.Path, ...] | None = None
+  """The tokenizer's files on disk, which `tcred export` copies unchanged (None: written by `hf().save_pretrained`)."""
 
   def step_token_ends(self, ids: np.ndarray, ends: Sequence[int]) -> np.ndarray:
     """`[K]` int64 exclusive token ends of the steps whose character ends are `ends` (`Task.step_ends`).
@@ -210,31 +220,82 @@ class TokenizerError(ValueError):
   """A tokenizer directory tcred cannot use (the message names the directory and the problem)."""
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "spiece.model",
+                   "chat_template.jinja", "chat_template.json")
+"""Files of a Hugging Face tokenizer directory (`HFTokenizer.files`: those present; copied unchanged on export)."""
+VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
+"""Files that hold a vocabulary: a tokenizer directory needs at least one."""
+PROBE_TEXTS = ("What is 1234 + 56,789?\n  12.5% of 2026 = 253.25; x^2 = 49 -> x = 7.", "Ünïcode ✓ 東京 ½")
+"""What `HFTokenizer` encodes both through transformers and through `tokenizer.json` itself: digit groups,
+spaces, newlines, punctuation and non-ASCII text, where a rewritten pre-tokenizer shows (a text the file
+cannot encode, e.g. non-ASCII in a vocabulary without an unknown token, is skipped)."""
+
+
+def _listing(path: pathlib.Path) -> str:
+  names = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+  return ", ".join(names) if names else "nothing"
+
+
 class HFTokenizer(TaskTokenizer):
   """A Hugging Face tokenizer from a local directory (see the module docstring).
+
+  The ids are those of the directory's own `tokenizer.json` when it has one: it is
+  loaded as it is (`transformers.PreTrainedTokenizerFast`, which also reads the
+  special tokens and chat template of `tokenizer_config.json`), never through the
+  class that `tokenizer_config.json` names. transformers 5's `AutoTokenizer`
+  rebuilds a Qwen2 `tokenizer.json` as its own `Qwen2Tokenizer`, whose
+  pre-tokenizer splits digits one by one where the file keeps digit groups: a
+  model would train on other ids than its tokenizer produces. Every load checks
+  this on `PROBE_TEXTS` against the `tokenizers` library reading the file, and
+  refuses a disagreement naming both id sequences. Without `tokenizer.json`
+  (vocabulary files of a slow tokenizer only) `AutoTokenizer` reads the directory.
 
   Args:
     directory: holds the tokenizer files (`tokenizer.json`, `tokenizer_config.json`, ...) and
       optionally `generation_config.json` (more EOS ids) and `config.json` (the model's vocabulary).
     chat_template: render prompts with the tokenizer's chat template if it has one.
+    system: the system turn of every prompt (None: none). With a chat template it is a
+      ``system`` message before the user's; without one its text and a blank line precede the prompt.
+
+  Raises:
+    TokenizerError: a missing directory, no vocabulary file (the message lists the files found and
+      those needed), a tokenizer transformers cannot read, an empty vocabulary, no EOS token, or ids
+      that differ from `tokenizer.json`'s.
   """
 
-  def __init__(self, directory: str, *, chat_template: bool = True):
+  def __init__(self, directory: str, *, chat_template: bool = True, system: str | None = None):
     import transformers  # Here: a slow import that the embedded tasks do not need.
 
     path = pathlib.Path(directory)
     if not path.is_dir():
       raise TokenizerError(f"tokenizer directory {directory!r} does not exist")
+    self.directory = path
+    self.files = tuple(f for f in TOKENIZER_FILES if (path / f).is_file())
+    self.source_files = tuple(path / f for f in self.files)
+    needed = ("tokenizer.json (or vocab.json + merges.txt, vocab.txt, tokenizer.model) and tokenizer_config.json "
+              "naming eos_token, as `tokenizer.save_pretrained(DIR)` writes them")
+    if not any(f in self.files for f in VOCABULARY_FILES):
+      raise TokenizerError(f"{directory!r} holds no tokenizer: found {_listing(path)}; needed: {needed}")
     try:
-      self._tok = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+      if "tokenizer.json" in self.files:
+        self._tok = transformers.PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+      else:
+        self._tok = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # noqa: BLE001  (transformers raises many kinds; the message says which)
-      raise TokenizerError(f"no Hugging Face tokenizer in {directory!r}: {type(e).__name__}: {e}") from None
+      raise TokenizerError(f"no usable Hugging Face tokenizer in {directory!r} (found {_listing(path)}; needed: "
+                           f"{needed}): {type(e).__name__}: {e}") from None
     self.name = str(directory)
     tok = self._tok
+    if len(tok) == 0:
+      raise TokenizerError(f"the tokenizer in {directory!r} has an empty vocabulary (found {_listing(path)}; "
+                           f"needed: {needed})")
+    if "tokenizer.json" in self.files:
+      self._check_against_file(path / "tokenizer.json")
     eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
-    gen = path / "generation_config.json"
-    if gen.is_file():
-      value = json.loads(gen.read_text()).get("eos_token_id")
+    self.generation_config = self._read_json(path / "generation_config.json")
+    if self.generation_config is not None:
+      value = self.generation_config.get("eos_token_id")
       eos += value if isinstance(value, list) else [] if value is None else [value]
     self.eos_ids = tuple(dict.fromkeys(int(i) for i in eos))
     if not self.eos_ids:
@@ -245,7 +306,47 @@ class HFTokenizer(TaskTokenizer):
     self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else self.eos_ids[0])
     self.vocab_size = len(tok)
     self.use_chat_template = bool(chat_template and getattr(tok, "chat_template", None))
+    self.system = system
     self._special = np.array(sorted({self.pad_id, *([] if self.bos_id is None else [self.bos_id])}), np.int64)
+
+  @staticmethod
+  def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
+    if not path.is_file():
+      return None
+    try:
+      value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+      raise TokenizerError(f"{str(path)!r} is not readable JSON: {type(e).__name__}: {e}") from None
+    if not isinstance(value, dict):
+      raise TokenizerError(f"{str(path)!r} must hold a JSON object, got {type(value).__name__}")
+    return value
+
+  def _check_against_file(self, file: pathlib.Path) -> None:
+    """TokenizerError unless `encode` of each of `PROBE_TEXTS` equals the ids of `file` read by `tokenizers`."""
+    import tokenizers
+
+    try:
+      backend = tokenizers.Tokenizer.from_file(str(file))
+    except Exception as e:  # noqa: BLE001  (the Rust library raises a plain Exception)
+      raise TokenizerError(f"{str(file)!r} is not a readable tokenizer file: {type(e).__name__}: {e}") from None
+    for probe in PROBE_TEXTS:
+      try:
+        own = list(backend.encode(probe, add_special_tokens=False).ids)
+      except Exception:  # noqa: BLE001  (a text outside the vocabulary: nothing to compare)
+        continue
+      loaded = self.encode(probe).tolist()
+      if loaded != own:
+        raise TokenizerError(f"transformers encodes {probe!r} as {loaded} but {str(file)!r} itself gives {own}; "
+                             "tcred trains on the checkpoint's own ids and refuses a tokenizer that transformers "
+                             "rewrites")
+
+  def with_system(self, system: str | None) -> "HFTokenizer":
+    """This tokenizer with `system` as the system turn of every prompt (shares the loaded files)."""
+    if system == self.system:
+      return self
+    other = copy.copy(self)
+    other.system = system
+    return other
 
   def encode(self, text: str) -> np.ndarray:
     return np.asarray(self._tok(text, add_special_tokens=False)["input_ids"], np.int32)
@@ -279,12 +380,14 @@ class HFTokenizer(TaskTokenizer):
 
   def prompt_ids(self, prompt: str) -> np.ndarray:
     if self.use_chat_template:
-      out = self._tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True,
+      system = [] if self.system is None else [{"role": "system", "content": self.system}]
+      out = self._tok.apply_chat_template([*system, {"role": "user", "content": prompt}], tokenize=True,
                                           add_generation_prompt=True)
       ids = out["input_ids"] if isinstance(out, Mapping) or hasattr(out, "keys") else out  # v5: a BatchEncoding
       return np.asarray(ids, np.int32).reshape(-1)
     bos = [] if self.bos_id is None else [self.bos_id]
-    return np.concatenate([np.asarray(bos, np.int32), self.encode(prompt)])
+    text = prompt if self.system is None else f"{self.system}\n\n{prompt}"
+    return np.concatenate([np.asarray(bos, np.int32), self.encode(text)])
 
   def hf(self) -> Any:
     return self._tok
@@ -293,11 +396,12 @@ class HFTokenizer(TaskTokenizer):
 _HF_CACHE: dict[tuple[str, bool, int], HFTokenizer] = {}
 
 
-def hf_tokenizer(directory: str, *, chat_template: bool = True) -> HFTokenizer:
-  """`HFTokenizer(directory)`, loaded once per process and directory state (tokenizer.json's mtime)."""
+def hf_tokenizer(directory: str, *, chat_template: bool = True, system: str | None = None) -> HFTokenizer:
+  """`HFTokenizer(directory, system=system)`, loaded once per process and directory state (the newest
+  modification time of its tokenizer files)."""
   path = pathlib.Path(directory)
-  stamp = max((f.stat().st_mtime_ns for f in path.glob("*.json")), default=0) if path.is_dir() else -1
+  stamp = max((f.stat().st_mtime_ns for f in path.iterdir() if f.is_file()), default=0) if path.is_dir() else -1
   key = (str(path.resolve()) if path.exists() else str(path), chat_template, stamp)
   if key not in _HF_CACHE:
     _HF_CACHE[key] = HFTokenizer(directory, chat_template=chat_template)
-  return _HF_CACHE[key]
+  return _HF_CACHE[key].with_system(system)

@@ -5,20 +5,23 @@ checkpoints of the RL train state (`checkpoints/<step>/`); the policy's
 parameters are restored from the chosen step and written by
 `tcred.models.hf.save_pretrained` with the run's tokenizer, so that
 `transformers.AutoModelForCausalLM` and `AutoTokenizer` load the directory.
+
+A run of a Hugging Face checkpoint exports the checkpoint's tokenizer files
+unchanged (byte for byte) and every field of its `generation_config.json`
+(temperature, top_p, ...) except the token ids, which name every EOS id the run
+stopped at. Its tokenizer is loaded (and refused if unusable) before anything is written.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any
-
-import transformers
 from flax import nnx
 
 from tcred.models.decoder import Decoder
 from tcred.models.hf import save_pretrained
 from tcred.tasks.registry import make_task_from_config
+from tcred.tasks.text import TaskTokenizer
 from tcred.training.checkpoint import Checkpointer, CheckpointError, disk_full
 from tcred.training.config import ExperimentConfig, config_from_dict
 from tcred.training.restore import new_train_state, restore_train_state, rl_optimizer
@@ -27,6 +30,20 @@ from tcred.training.tracking import RunError, check_writable_dir, write_director
 
 class ExportError(ValueError):
   """A bad `tcred export` input (the message names the problem and what is allowed)."""
+
+
+def run_config(run_dir: pathlib.Path) -> ExperimentConfig:
+  """The experiment config of a run directory; ExportError for a missing directory or one that is not a run."""
+  if not run_dir.is_dir():
+    raise ExportError(f"run directory {str(run_dir)!r} does not exist")
+  config_path = run_dir / "config.json"
+  if not config_path.is_file():
+    raise ExportError(f"{str(run_dir)!r} is not a run directory: no config.json (a run directory is "
+                      "OUT/NAME/seed-S as written by `tcred run`, e.g. runs/countdown-grpo/seed-0)")
+  try:
+    return config_from_dict(json.loads(config_path.read_text()))
+  except (ValueError, KeyError, TypeError) as e:
+    raise ExportError(f"{str(config_path)!r} is not the config of a tcred run: {type(e).__name__}: {e}") from e
 
 
 def run_policy(run_dir: str | pathlib.Path, *, step: int | None = None
@@ -38,16 +55,7 @@ def run_policy(run_dir: str | pathlib.Path, *, step: int | None = None
   run without checkpoints, or a `step` that has no checkpoint (listing the steps that do).
   """
   run_dir = pathlib.Path(run_dir)
-  if not run_dir.is_dir():
-    raise ExportError(f"run directory {str(run_dir)!r} does not exist")
-  config_path = run_dir / "config.json"
-  if not config_path.is_file():
-    raise ExportError(f"{str(run_dir)!r} is not a run directory: no config.json (a run directory is "
-                      "OUT/NAME/seed-S as written by `tcred run`, e.g. runs/countdown-grpo/seed-0)")
-  try:
-    cfg = config_from_dict(json.loads(config_path.read_text()))
-  except (ValueError, KeyError, TypeError) as e:
-    raise ExportError(f"{str(config_path)!r} is not the config of a tcred run: {type(e).__name__}: {e}") from e
+  cfg = run_config(run_dir)
   ckpt_dir = run_dir / "checkpoints"
   if not ckpt_dir.is_dir():
     raise ExportError(f"{str(run_dir)!r} has no checkpoints/ directory: the run has not saved a checkpoint yet")
@@ -69,10 +77,13 @@ def run_policy(run_dir: str | pathlib.Path, *, step: int | None = None
   return cfg, graphdef, state.params, step
 
 
-def run_tokenizer(cfg: ExperimentConfig) -> Any:
-  """The `transformers` tokenizer of a run's task (`Task.tokenizer.hf()`: the character tokenizer of the
-  embedded tasks, the checkpoint's of the real-model tasks)."""
-  return make_task_from_config(cfg.task, cfg.task_config).tokenizer.hf()
+def run_tokenizer(cfg: ExperimentConfig) -> TaskTokenizer:
+  """The tokenizer of a run's task (`Task.tokenizer`: the character tokenizer of the embedded tasks, the
+  checkpoint's of the real-model tasks); ExportError if it cannot be loaded."""
+  try:
+    return make_task_from_config(cfg.task, cfg.task_config).tokenizer
+  except ValueError as e:  # the task's checkpoint or tokenizer directory (moved, emptied, unusable)
+    raise ExportError(f"the run's tokenizer: {e}") from None
 
 
 def export_run(run_dir: str | pathlib.Path, out: str | pathlib.Path, *, step: int | None = None
@@ -91,15 +102,12 @@ def export_run(run_dir: str | pathlib.Path, out: str | pathlib.Path, *, step: in
     check_writable_dir(out, "--out")  # under a file, /proc, a read-only file system
   except RunError as e:
     raise ExportError(str(e)) from None
+  tokenizer = run_tokenizer(run_config(pathlib.Path(run_dir)))  # refused before the slower restore
   cfg, _, params, step = run_policy(run_dir, step=step)
-  tokenizer = make_task_from_config(cfg.task, cfg.task_config).tokenizer
 
   def write(directory: pathlib.Path) -> None:
-    save_pretrained(directory, params, cfg.model, tokenizer=tokenizer.hf())
-    if len(tokenizer.eos_ids) > 1:  # `generate` stops where tcred's sampler does: at every EOS id
-      generation = transformers.GenerationConfig.from_pretrained(directory)
-      generation.eos_token_id = list(tokenizer.eos_ids)
-      generation.save_pretrained(directory)
+    save_pretrained(directory, params, cfg.model, tokenizer=tokenizer.hf(), tokenizer_files=tokenizer.source_files,
+                    eos_ids=tokenizer.eos_ids, generation=tokenizer.generation_config)
 
   try:
     write_directory_atomic(out, write)

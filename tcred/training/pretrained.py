@@ -9,6 +9,12 @@ tokenizer it uses; its experiments' policy is that checkpoint's model:
     the run directory records the real architecture and `tcred export` rebuilds it.
     The registered real-model experiments carry `PLACEHOLDER` there; a `model.*`
     override that disagrees with the checkpoint is refused.
+  * `check_checkpoint(directory)` (called by `resolve_model`, so `tcred run` and
+    `tcred show` refuse before anything is written) reads the config, loads the
+    tokenizer (`tcred.tasks.text.HFTokenizer`: a vocabulary, an EOS) and the
+    weight files' headers (every shard of an index, readable, floating dtypes,
+    the config's names and shapes); every problem is one `CheckpointInputError`
+    naming the directory or file.
   * `pretrained_policy` loads the weights (float32) as the base policy: no SFT stage.
 """
 
@@ -23,8 +29,9 @@ from flax import nnx
 
 from tcred.models.config import ModelConfig
 from tcred.models.decoder import Decoder
-from tcred.models.hf import load_pretrained, UnsupportedCheckpoint, config_from_hf
+from tcred.models.hf import UnsupportedCheckpoint, check_weight_files, config_from_hf, load_pretrained
 from tcred.tasks.base import Task
+from tcred.tasks.text import TokenizerError, hf_tokenizer
 from tcred.training.config import ExperimentConfig, config_hash
 
 PLACEHOLDER = ModelConfig(vocab_size=1, hidden_size=2, intermediate_size=1, num_hidden_layers=1,
@@ -53,25 +60,47 @@ def checkpoint_model_config(directory: str) -> ModelConfig:
     raise CheckpointInputError(f"checkpoint directory {directory!r} does not exist")
   config_path = path / "config.json"
   if not config_path.is_file():
-    raise CheckpointInputError(f"{directory!r} is not a Hugging Face checkpoint directory: no config.json")
+    found = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing"
+    raise CheckpointInputError(f"{directory!r} is not a Hugging Face checkpoint directory: no config.json (found "
+                               f"{found}; needed: config.json, *.safetensors and the tokenizer files)")
   try:
     return config_from_hf(json.loads(config_path.read_text()))
   except UnsupportedCheckpoint as e:
     raise CheckpointInputError(f"checkpoint {directory!r}: {e}") from None
-  except (ValueError, TypeError, json.JSONDecodeError) as e:
+  except (OSError, ValueError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
     raise CheckpointInputError(f"checkpoint {directory!r}: unreadable config.json: {type(e).__name__}: {e}") from None
+
+
+def check_checkpoint(directory: str) -> ModelConfig:
+  """The checkpoint's `ModelConfig`, once its tokenizer and weight files are known usable (module docstring).
+
+  Raises:
+    CheckpointInputError: see `checkpoint_model_config`; a tokenizer tcred cannot use (no tokenizer
+      files, an empty vocabulary, no EOS: the message lists the files found and needed); weight files
+      that are missing, truncated, corrupt, or do not fit the config (the message names the file).
+  """
+  model = checkpoint_model_config(directory)
+  try:
+    hf_tokenizer(directory)
+  except TokenizerError as e:
+    raise CheckpointInputError(f"checkpoint {directory!r}: {e}") from None
+  try:
+    check_weight_files(directory, model)
+  except (OSError, ValueError) as e:
+    raise CheckpointInputError(f"checkpoint {directory!r}: {e}") from None
+  return model
 
 
 def resolve_model(cfg: ExperimentConfig) -> ExperimentConfig:
   """`cfg` with the checkpoint's model config (unchanged without a checkpoint; see the module docstring).
 
   Raises:
-    CheckpointInputError: see `checkpoint_model_config`, or `model.*` settings that differ from the checkpoint's.
+    CheckpointInputError: see `check_checkpoint`, or `model.*` settings that differ from the checkpoint's.
   """
   directory = checkpoint_of(cfg)
   if directory is None:
     return cfg
-  model = checkpoint_model_config(directory)
+  model = check_checkpoint(directory)
   if cfg.model not in (PLACEHOLDER, model):
     wanted = dataclasses.asdict(model)
     differ = [f"model.{k}={v!r} (checkpoint: {wanted[k]!r})" for k, v in dataclasses.asdict(cfg.model).items()
@@ -100,7 +129,7 @@ def pretrained_policy(model_config: ModelConfig, task: Task, task_config, cache_
   """`(graphdef, params, cache_dir)` of the task's checkpoint in float32, like `sft.base_policy`."""
   try:
     config, params = load_pretrained(task.checkpoint)
-  except (FileNotFoundError, UnsupportedCheckpoint) as e:
+  except (OSError, ValueError) as e:  # a file gone, truncated, corrupt or changed since `check_checkpoint`
     raise CheckpointInputError(f"checkpoint {task.checkpoint!r}: {e}") from None
   if config != model_config:
     raise CheckpointInputError(f"checkpoint {task.checkpoint!r} changed since the run was configured")

@@ -1,7 +1,8 @@
 """The RL loop: sample groups, score them, one jitted train step per batch.
 
 `run_experiment(cfg, seed=..., out=..., resume=...)` writes the DESIGN §2 layout:
-`out/NAME/seed-S/{config.json, metrics.jsonl, summary.json, events..., checkpoints/}`.
+`out/NAME/seed-S/{config.json, metrics.jsonl, summary.json, events..., checkpoints/}`, plus the
+`started` marker once a step is done (until then a rerun reuses the directory without --resume).
 Every random draw is a pure function of (seed, step), so a resumed run repeats
 the uninterrupted run's metrics exactly (timings aside).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import pathlib
 import sys
 import time
@@ -257,13 +259,58 @@ def checkpoint_steps(ckpt_dir: pathlib.Path) -> list[int]:
   return sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit() and p.is_dir())
 
 
+STARTED = "started"
+"""The marker file of a run directory whose run has finished a step (`run_started`)."""
+
+
+def run_started(run_dir: pathlib.Path) -> bool:
+  """Whether `run_dir` holds a run to continue: one that finished at least one step.
+
+  Evidence of a step: the `STARTED` marker (written atomically once the first step's metrics row is
+  logged), a checkpoint, summary.json, or a metrics.jsonl row (run directories written before the
+  marker existed). config.json alone does not count: it is written before the base policy is loaded,
+  so a run that failed there (a bad checkpoint, a full disk, a bad setting only the loop finds) or was
+  stopped before its first step leaves a directory that `tcred run` starts afresh, without --resume.
+  """
+  if (run_dir / STARTED).exists() or checkpoint_steps(run_dir / "checkpoints") or (run_dir / "summary.json").exists():
+    return True
+  metrics = run_dir / "metrics.jsonl"
+  try:
+    return any(_metrics_row(line) for line in metrics.read_text().splitlines()) if metrics.exists() else False
+  except (OSError, UnicodeDecodeError):
+    return False
+
+
+def _metrics_row(line: str) -> bool:
+  try:
+    return isinstance(row := json.loads(line), dict) and "step" in row
+  except ValueError:
+    return False
+
+
+def _mark_started(run_dir: pathlib.Path) -> None:
+  """Writes the `STARTED` marker atomically (a temporary file renamed over it)."""
+  tmp = run_dir / f".{STARTED}.tmp"
+  tmp.write_text(json.dumps({"time": time.time()}) + "\n")
+  os.replace(tmp, run_dir / STARTED)
+
+
+def _clear_unstarted(run_dir: pathlib.Path) -> None:
+  """Removes the logs a run that never finished a step left (`run_started` is false): its TensorBoard
+  event files and metrics.jsonl, so that the new run's are the only ones."""
+  for f in [*run_dir.glob("events.out.tfevents.*"), run_dir / "metrics.jsonl", run_dir / STARTED]:
+    f.unlink(missing_ok=True)
+
+
 def run_experiment(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path = "runs", resume: bool = False,
                    progress: bool = True, log_every: int = 0) -> dict[str, Any]:
   """Runs one experiment and returns its summary (also written to summary.json).
 
   `progress`: a progress bar (for a terminal); `log_every` > 0: a line on stderr every that many
   steps and around each final evaluation instead (for logs). Raises RunError, before anything is
-  written, for what `check_run` refuses and for a run directory that `--resume` cannot continue.
+  written, for what `check_run` refuses and for a run directory that `--resume` cannot continue,
+  and (after config.json, which a rerun then replaces: `run_started`) for a checkpoint whose weights
+  cannot be loaded.
 
   SIGTERM or SIGHUP stops it after the current RL step, with a checkpoint of that
   step, by raising `tcred.runtime.Stopped` (a KeyboardInterrupt); the lock is
@@ -280,6 +327,8 @@ def run_experiment(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path 
     try:
       return _run_locked(cfg, plan, seed=seed, run_dir=run_dir, resume=resume, progress=progress,
                          log_every=log_every, stop=stop)
+    except CheckpointInputError as e:  # weights unreadable or changed since `resolve_model` checked them
+      raise RunError(str(e)) from None
     except Exception as e:
       if disk_full(e):
         raise RunError(f"no space left on the device while writing {run_dir}; free some space and rerun "
@@ -321,8 +370,11 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
   config_path = run_dir / "config.json"
   resolved = {**cfg.to_dict(), "seed": seed}
   ckpt_dir = run_dir / "checkpoints"
-  found = _read_run_config(config_path, ckpt_dir)
-  if found is not None:
+  found = _read_run_config(config_path, ckpt_dir) if run_started(run_dir) else None
+  if found is None:  # nothing to continue: no step finished, or an unreadable config.json and no checkpoint
+    if is_primary():
+      _clear_unstarted(run_dir)  # its logs go; config.json is replaced below
+  else:
     if not resume:
       raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     # A config written before a field existed (e.g. model.qk_norm) holds that field at its default.
@@ -434,6 +486,9 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
         row["eval/pass1"] = ev["pass1"]
         tracker.text("rollouts", _rollout_text(problems, groups), done)
       tracker.log(done, row)
+      if not started and primary:
+        _mark_started(run_dir)
+        started = True
       bar.set_postfix(reward=f"{row['train/reward']:.2f}")
       if log_every and (done % log_every == 0 or done == rl.steps):
         ev = f", eval pass@1 {row['eval/pass1']:.3f}" if "eval/pass1" in row else ""

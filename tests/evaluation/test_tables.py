@@ -525,3 +525,17 @@ def test_paired_table_end_to_end_on_tiny_runs(tmp_path, capsys, monkeypatch):
   oracle_row = next(line for line in md.splitlines() if line.startswith("| dr-grpo | 2 |"))
   assert "1 (oracle)" in oracle_row or "(oracle not above baseline)" in oracle_row  # tiny policies may score 0
   assert (results / "suite-e2e.png").stat().st_size > 10_000
+
+
+def test_a_run_directory_of_a_failed_start_is_not_another_config(tmp_path):
+  """A run that failed before its first step (config.json only) holds no run: the table runs it afresh instead
+  of refusing it as another config (issue 22)."""
+  suite = get_suite("suite-demo")
+  path = tables.run_dir(tmp_path, "countdown-grpo", 0)
+  path.mkdir(parents=True)
+  config = get_experiment("countdown-grpo").with_overrides(["rl.steps=6"]).to_dict()
+  (path / "config.json").write_text(json.dumps({**config, "seed": 0}))
+  assert tables.run_mismatch(suite, tmp_path, "countdown-grpo", 0) is None
+  assert ("countdown-grpo", 0) in tables.pending_runs(suite, tmp_path, 1)
+  (path / "started").write_text("{}")
+  assert "rl.steps: 6 here, 300 wanted" in tables.run_mismatch(suite, tmp_path, "countdown-grpo", 0)

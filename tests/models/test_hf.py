@@ -212,3 +212,61 @@ def test_model_config_refuses_bad_rope_settings():
     model_preset("tiny", rope_type="llama3", rope_low_freq_factor=4.0, rope_high_freq_factor=4.0)
   with pytest.raises(ValueError, match="rope_factor"):
     model_preset("tiny", rope_factor=0.0)
+
+
+def test_weight_file_problems_name_the_file(tmp_path):
+  """Truncated, corrupt, non-float, misshaped and missing weight files (and missing shards of an index) are
+  refused by `load_pretrained` with the file named, never a raw SafetensorError."""
+  from safetensors.numpy import save_file
+
+  from tcred.models.hf import CheckpointFileError, check_weight_files
+
+  config = model_preset("tiny")
+  good = tmp_path / "good"
+  save_pretrained(good, _params(), config)
+  weights = (good / "model.safetensors").read_bytes()
+  sd = to_hf_state_dict(_params())
+
+  def broken(name, write):
+    directory = tmp_path / name
+    directory.mkdir()
+    for f in ("config.json", "generation_config.json"):
+      (directory / f).write_bytes((good / f).read_bytes())
+    write(directory)
+    return directory
+
+  cases = {
+      "truncated": (lambda d: (d / "model.safetensors").write_bytes(weights[:len(weights) // 2]),
+                    CheckpointFileError, "model.safetensors is not a readable safetensors file"),
+      "corrupt": (lambda d: (d / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}"),
+                  CheckpointFileError, "model.safetensors is not a readable safetensors file"),
+      "integer": (lambda d: save_file({**sd, "model.norm.weight": np.ones(sd["model.norm.weight"].shape, np.int32)},
+                                      str(d / "model.safetensors")),
+                  CheckpointFileError, "model.safetensors: tensor model.norm.weight has dtype I32"),
+      "misshaped": (lambda d: save_file({**sd, "model.norm.weight": np.ones(3, np.float32)},
+                                        str(d / "model.safetensors")),
+                    CheckpointFileError, r"model.safetensors: tensor model.norm.weight has shape \[3\]"),
+      "incomplete": (lambda d: save_file({k: v for k, v in sd.items() if k != "lm_head.weight"},
+                                         str(d / "model.safetensors")),
+                     CheckpointFileError, r"do not match .*config.json: missing \['lm_head.weight'\]"),
+      "non-finite": (lambda d: save_file({**sd, "model.norm.weight": np.full_like(sd["model.norm.weight"], np.nan)},
+                                         str(d / "model.safetensors")),
+                     CheckpointFileError, r"tensors \['model.norm.weight'\] hold NaN"),
+      "missing-shard": (lambda d: (save_file(sd, str(d / "model-00001-of-00002.safetensors")),
+                                   (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+                                       **{k: "model-00001-of-00002.safetensors" for k in sd},
+                                       "lm_head.weight": "model-00002-of-00002.safetensors"}}))),
+                        FileNotFoundError, "1 are missing: model-00002-of-00002.safetensors"),
+      "bad-index": (lambda d: (save_file(sd, str(d / "model.safetensors")),
+                               (d / "model.safetensors.index.json").write_text("{}")),
+                    CheckpointFileError, "model.safetensors.index.json is not a safetensors index"),
+  }
+  for name, (write, error, match) in cases.items():
+    directory = broken(name, write)
+    with pytest.raises(error, match=match) as info:
+      load_pretrained(directory)
+    assert str(directory) in str(info.value), name
+    if name != "non-finite":  # the headers tell every other problem, without reading the tensors
+      with pytest.raises(error, match=match):
+        check_weight_files(directory, config)
+  assert check_weight_files(good, config) == [good / "model.safetensors"]

@@ -36,7 +36,7 @@ def test_sample_file_is_shipped_and_well_formed():
 
 def test_problem_format():
   first = PROBLEMS[0]
-  assert first.prompt == "What is 1/2 + 1/4?\n"
+  assert first.prompt == "What is 1/2 + 1/4?"  # the question as it is: no stray newline in the user turn
   assert first.answer == "\\frac{3}{4}"
   assert first.solution == "1/2 = 2/4, and 2/4 + 1/4 = 3/4.#\\frac{3}{4}"
   assert first.data == JsonlData(1, "\\frac{3}{4}", "1/2 = 2/4, and 2/4 + 1/4 = 3/4.")
@@ -271,6 +271,8 @@ def test_non_ascii_file_works_with_an_hf_tokenizer(tmp_path):
         ({"tokenizer": "/no/such/dir"}, "tokenizer must be 'char' or"),
         ({"max_response_len": 0}, "max_response_len"),
         ({"max_response_len": 2.5}, "max_response_len"),
+        ({"instruction": ""}, "instruction must be None"),
+        ({"instruction_turn": "assistant"}, "instruction_turn must be one of system, user, none"),
     ],
 )
 def test_bad_config_values_name_the_field(overrides, field):
@@ -306,3 +308,33 @@ def test_empty_question_file_is_refused(tmp_path):
   path.write_text("\n")
   with pytest.raises(ValueError, match="empty.jsonl: no items"):
     JsonlConfig(path=str(path))
+
+
+def test_hf_prompts_are_the_chat_rendered_question_with_the_answer_format_stated(tmp_path):
+  """The user turn is the question exactly; the answer format (cue or box) is stated in the system turn by
+  default, in the user turn or nowhere as configured."""
+  from tcred.testing.tiny_hf import bpe_tokenizer
+
+  directory = tmp_path / "tok"
+  hf = bpe_tokenizer(["What is 1/2 + 1/4? #3/4 \\boxed{x}"] * 20)
+  hf.save_pretrained(directory)
+  question = load_items(SAMPLE_PATH)[0].question
+
+  def rendered(config, *messages):
+    task = Jsonl(config)
+    problem = _problem(task, "\\frac{3}{4}")
+    got = task.tokenizer.prompt_ids(problem.prompt).tolist()
+    want = hf.apply_chat_template(list(messages), tokenize=True, add_generation_prompt=True)
+    return got, list(want["input_ids"] if hasattr(want, "keys") else want), problem
+
+  got, want, problem = rendered(JsonlConfig(tokenizer=str(directory)),
+                                {"role": "system", "content": JsonlConfig().instruction_text},
+                                {"role": "user", "content": question})
+  assert got == want and problem.prompt == question
+  assert '"#"' in JsonlConfig().instruction_text and "\\boxed{}" in JsonlConfig(answer_format="boxed").instruction_text
+  got, want, _ = rendered(JsonlConfig(tokenizer=str(directory), instruction_turn="none"),
+                          {"role": "user", "content": question})
+  assert got == want
+  got, want, problem = rendered(JsonlConfig(tokenizer=str(directory), instruction_turn="user", instruction="Use #."),
+                                {"role": "user", "content": question + "\n\nUse #."})
+  assert got == want and problem.prompt == question + "\n\nUse #."

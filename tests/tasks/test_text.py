@@ -96,3 +96,79 @@ def test_tokenizer_without_eos_is_refused(tmp_path):
     text.HFTokenizer(str(tmp_path))
   with pytest.raises(text.TokenizerError, match="does not exist"):
     text.HFTokenizer(str(tmp_path / "missing"))
+
+
+DIGITS = "What is 1234 + 5678? 6912. So 12 34 567 8901 2345 = 99"
+
+
+@pytest.fixture(scope="module")
+def qwen2_dir(tmp_path_factory):
+  """A tokenizer directory as Qwen2 checkpoints have it: `tokenizer_class: Qwen2Tokenizer` over a tokenizer.json
+  whose byte-level pre-tokenizer keeps digit groups (transformers 5's Qwen2Tokenizer splits every digit)."""
+  from tcred.testing.tiny_hf import name_qwen2_tokenizer
+
+  directory = tmp_path_factory.mktemp("qwen2-tok")
+  bpe_tokenizer([DIGITS] * 40 + TEXTS, vocab_size=320).save_pretrained(directory)
+  name_qwen2_tokenizer(directory)
+  return directory
+
+
+def test_ids_are_those_of_the_checkpoints_own_tokenizer_json(qwen2_dir):
+  import tokenizers
+
+  own = tokenizers.Tokenizer.from_file(str(qwen2_dir / "tokenizer.json"))
+  tk = text.HFTokenizer(str(qwen2_dir))
+  question = "What is 1234 + 5678?"
+  want = own.encode(question, add_special_tokens=False).ids
+  assert any(sum(c.isdigit() for c in own.id_to_token(i)) > 1 for i in want)  # the file keeps digit groups
+  np.testing.assert_array_equal(tk.encode(question), want)
+  for probe in text.PROBE_TEXTS:
+    np.testing.assert_array_equal(tk.encode(probe), own.encode(probe, add_special_tokens=False).ids)
+  # The chat-rendered prompt too, and the special tokens and template of tokenizer_config.json are kept.
+  rendered = f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+  np.testing.assert_array_equal(tk.prompt_ids(question), own.encode(rendered, add_special_tokens=False).ids)
+  assert tk.eos_id == own.token_to_id("<|im_end|>") and tk.pad_id == own.token_to_id("<|endoftext|>")
+
+
+def test_a_tokenizer_that_transformers_rewrites_is_refused_naming_both_id_sequences(qwen2_dir, monkeypatch):
+  import transformers
+  from tokenizers import pre_tokenizers
+
+  # What transformers 5's Qwen2Tokenizer does to the file: a pre-tokenizer that splits every digit.
+  rewritten = transformers.PreTrainedTokenizerFast.from_pretrained(str(qwen2_dir))
+  rewritten.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+      pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+  monkeypatch.setattr(transformers.PreTrainedTokenizerFast, "from_pretrained", lambda *a, **k: rewritten)
+  with pytest.raises(text.TokenizerError, match=r"transformers encodes .* as \[.*\] but .*tokenizer.json' itself "
+                     r"gives \[.*\]"):
+    text.HFTokenizer(str(qwen2_dir))
+
+
+def test_a_directory_without_a_usable_tokenizer_is_refused_naming_the_files(tmp_path):
+  weights_only = tmp_path / "weights-only"
+  weights_only.mkdir()
+  for name in ("config.json", "generation_config.json", "model.safetensors"):
+    (weights_only / name).write_text("{}")
+  with pytest.raises(text.TokenizerError) as info:
+    text.HFTokenizer(str(weights_only))
+  message = str(info.value)
+  assert "found config.json, generation_config.json, model.safetensors" in message
+  assert "needed: tokenizer.json" in message and "tokenizer_config.json" in message
+
+  import tokenizers
+
+  empty = tmp_path / "empty-vocabulary"
+  empty.mkdir()
+  tokenizers.Tokenizer(tokenizers.models.BPE()).save(str(empty / "tokenizer.json"))
+  with pytest.raises(text.TokenizerError, match="empty vocabulary .*found tokenizer.json; needed"):
+    text.HFTokenizer(str(empty))
+
+
+def test_a_system_turn_precedes_the_user_turn(hf_dir):
+  tk = text.hf_tokenizer(str(hf_dir), system="Answer after #.")
+  assert tk.hf().decode(tk.prompt_ids("What is 12 * 5?").tolist()) == (
+      "<|im_start|>system\nAnswer after #.<|im_end|>\n<|im_start|>user\nWhat is 12 * 5?<|im_end|>\n"
+      "<|im_start|>assistant\n")
+  assert text.hf_tokenizer(str(hf_dir)).system is None  # the same loaded files, without it
+  plain = text.HFTokenizer(str(hf_dir), chat_template=False, system="Answer after #.")
+  assert plain.hf().decode(plain.prompt_ids("What is 12 * 5?").tolist()) == "Answer after #.\n\nWhat is 12 * 5?"

@@ -85,6 +85,7 @@ def test_resume_accepts_a_run_config_written_before_new_model_fields(tmp_path, m
   cfg = experiments.get_experiment("countdown-grpo")
   run_dir = rl.run_dir_of(tmp_path, cfg.name, 0)
   run_dir.mkdir(parents=True)
+  (run_dir / rl.STARTED).write_text("{}")  # a run that finished a step (config.json alone is no run, issue 22)
   old = {**cfg.to_dict(), "seed": 0}
   for field in ("qk_norm", "rope_type", "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor",
                 "rope_original_max_position_embeddings"):  # fields added by issue 15

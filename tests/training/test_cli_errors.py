@@ -8,6 +8,8 @@ import re
 import types
 import typing
 
+import numpy as np
+
 import pytest
 
 from tcred import cli, experiments
@@ -18,7 +20,8 @@ _BAD = {bool: ("maybe", "nan"), int: ("abc", "1.5", "nan", "-1"), float: ("abc",
         str: ("no-such-value", "-1")}
 # Fields for which a generic bad value above is valid (credit.mi_layer=-1: the last layer) get their own.
 _BAD_OF_FIELD = {"credit.mi_layer": ("abc", "1.5", "nan", "99", "-99"),
-                 "task_config.answer_cue": ("",)}  # jsonl: any non-empty text is a cue ("nan" too)
+                 "task_config.answer_cue": ("",),  # jsonl: any non-empty text is a cue ("nan" too)
+                 "task_config.instruction": ("", " ")}  # jsonl: and any non-empty text an instruction
 
 
 @pytest.fixture
@@ -80,7 +83,7 @@ def test_every_experiment_rejects_non_finite_values(tmp_path, capsys, no_runs):
   out = tmp_path / "out"
   for name in _CHECKED:
     for key, _ in _fields(experiments.get_experiment(name)):
-      value = "" if key == "task_config.answer_cue" else "nan"  # "nan" is a valid jsonl answer cue
+      value = "" if key in ("task_config.answer_cue", "task_config.instruction") else "nan"  # valid jsonl texts
       _expect_refused(["run", name, "--set", f"{key}={value}", "--out", str(out)], key, out, capsys)
 
 
@@ -323,3 +326,167 @@ def test_show_prints_the_resolved_config_without_running(tmp_path, capsys, monke
   assert config["rl"]["steps"] == 7 and config["rl"]["lr"] == 3e-4 and config["rl"]["dynamic_sampling"] is True
   assert run_config_hash(config) in captured.err
   assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- checkpoint and tokenizer inputs (issue 22)
+
+
+def _bad_checkpoints(root):
+  """{name: (directory, text the error must hold)}: one tiny Qwen2 checkpoint (no torch) damaged in each way
+  a user's directory can be, plus the good one under "good"."""
+  import shutil
+
+  import tokenizers
+  from safetensors.numpy import load_file, save_file
+
+  from tcred.testing.tiny_hf import bpe_tokenizer, write_tiny_qwen2_without_torch
+
+  good = write_tiny_qwen2_without_torch(root / "good", ["What is 12 + 34? #46"] * 20)
+  weights = (good / "model.safetensors").read_bytes()
+  tensors = load_file(str(good / "model.safetensors"))
+  out = {"good": (good, "")}
+
+  def variant(name, needle, keep, write=lambda d: None):
+    d = root / name
+    d.mkdir()
+    for f in keep:
+      shutil.copyfile(good / f, d / f)
+    write(d)
+    out[name] = (d, needle)
+
+  tok_files = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]
+  cfg_files = ["config.json", "generation_config.json"]
+  variant("no-tokenizer", "holds no tokenizer: found config.json, generation_config.json, model.safetensors",
+          [*cfg_files, "model.safetensors"])
+  variant("empty-vocabulary", "empty vocabulary", [*cfg_files, "model.safetensors"],
+          lambda d: tokenizers.Tokenizer(tokenizers.models.BPE()).save(str(d / "tokenizer.json")))
+  variant("no-eos", "no EOS token", ["config.json", "model.safetensors"],
+          lambda d: bpe_tokenizer(["What is 12 + 34? #46"] * 20, eos=False).save_pretrained(d))
+  variant("no-weights", "no *.safetensors file", [*cfg_files, *tok_files])
+  variant("truncated", "model.safetensors is not a readable safetensors file", [*cfg_files, *tok_files],
+          lambda d: (d / "model.safetensors").write_bytes(weights[:-100]))
+  variant("corrupt", "model.safetensors is not a readable safetensors file", [*cfg_files, *tok_files],
+          lambda d: (d / "model.safetensors").write_bytes(b"\x10" + bytes(7) + b"{not json at all"))
+  variant("missing-shard", "model-00002-of-00002.safetensors", [*cfg_files, *tok_files], lambda d: (
+      save_file(tensors, str(d / "model-00001-of-00002.safetensors")),
+      (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+          **{k: "model-00001-of-00002.safetensors" for k in tensors},
+          "lm_head.weight": "model-00002-of-00002.safetensors"}}))))
+  variant("integer-dtype", "has dtype I32", [*cfg_files, *tok_files], lambda d: save_file(
+      {**tensors, "model.norm.weight": tensors["model.norm.weight"].astype("int32")}, str(d / "model.safetensors")))
+  variant("misshaped", "has shape [3]", [*cfg_files, *tok_files], lambda d: save_file(
+      {**tensors, "model.norm.weight": tensors["model.norm.weight"][:3]}, str(d / "model.safetensors")))
+  variant("bad-config", "unreadable config.json", ["generation_config.json", *tok_files, "model.safetensors"],
+          lambda d: (d / "config.json").write_text("{"))
+  return out
+
+
+TOKENIZER_PROBLEMS = ("no-tokenizer", "empty-vocabulary", "no-eos")
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory):
+  return _bad_checkpoints(tmp_path_factory.mktemp("checkpoints"))
+
+
+def _one_error_line(argv, needle, directory, capsys, out=None):
+  try:
+    rc = cli.main(argv)
+  except SystemExit as e:
+    rc = e.code
+  err = capsys.readouterr().err
+  lines = err.strip().splitlines()
+  assert rc == 2 and len(lines) == 1 and lines[0].startswith("tcred: error:"), (argv, err)
+  assert needle in err and (directory is None or str(directory) in err), (argv, needle, err)
+  assert out is None or not out.exists(), f"{argv} wrote {out}"
+
+
+def test_every_command_refuses_bad_checkpoints_and_tokenizers(bad_checkpoints, tmp_path, capsys, no_runs):
+  """`run` and `show` (task_config.checkpoint, and jsonl's task_config.tokenizer), `export` (a run whose
+  checkpoint's tokenizer is gone) and `judge` (which takes no checkpoint) refuse every bad checkpoint or
+  tokenizer directory with one `tcred: error:` line naming it, exit 2, before anything is written."""
+  out = tmp_path / "out"
+  for name, (directory, needle) in bad_checkpoints.items():
+    if name == "good":
+      continue
+    for command in ("run", "show"):
+      argv = [command, "jsonl-grpo", "--set", f"task_config.checkpoint={directory}",
+              *(["--out", str(out)] if command == "run" else [])]
+      _one_error_line(argv, needle, directory, capsys, out)
+    if name in TOKENIZER_PROBLEMS:  # jsonl's own tokenizer directory (the policy from SFT)
+      for command in ("run", "show"):
+        argv = [command, "jsonl-grpo", "--set", f"task_config.tokenizer={directory}",
+                *(["--out", str(out)] if command == "run" else [])]
+        _one_error_line(argv, needle, directory, capsys, out)
+  missing = tmp_path / "missing"
+  for command in ("run", "show"):
+    _one_error_line([command, "jsonl-grpo", "--set", f"task_config.checkpoint={missing}"], "no such directory",
+                    missing, capsys, out)
+  for judge_command in ("train", "eval"):  # judges run on an embedded task's SFT policy: no checkpoint to give
+    directory = bad_checkpoints["no-tokenizer"][0]
+    _one_error_line(["judge", judge_command, "prm", "--task", "jsonl", "--set", f"task_config.checkpoint={directory}"],
+                    "judges need an embedded task", None, capsys)
+    _one_error_line(["judge", judge_command, "prm", "--task", "countdown", "--set",
+                     f"task_config.checkpoint={directory}"], "task_config.checkpoint", None, capsys)
+
+
+def test_export_refuses_a_run_whose_checkpoint_lost_its_tokenizer(bad_checkpoints, tmp_path, capsys):
+  from tcred.testing.tiny_hf import fake_checkpoint_run
+
+  link = tmp_path / "ckpt"
+  link.symlink_to(bad_checkpoints["good"][0])
+  run = fake_checkpoint_run(tmp_path / "runs", str(link), weights=False)  # the tokenizer is refused before
+  out = tmp_path / "hf"
+  for name in (*TOKENIZER_PROBLEMS, "missing"):
+    link.unlink()
+    link.symlink_to(bad_checkpoints[name][0] if name != "missing" else tmp_path / "nowhere")
+    needle = bad_checkpoints[name][1] if name != "missing" else "no such directory"
+    _one_error_line(["export", str(run), "--out", str(out)], needle, link, capsys, out)
+
+
+SMALL_REAL = ["--steps", "1", "--no-progress", "--set", "rl.prompts_per_step=2", "--set", "rl.group_size=2",
+              "--set", "rl.final_eval_prompts=2", "--set", "rl.eval_prompts=2",
+              "--set", "task_config.max_response_len=8"]
+
+
+def test_a_run_that_failed_before_its_first_step_leaves_its_out_reusable(bad_checkpoints, tmp_path, capsys,
+                                                                          monkeypatch):
+  """Weights that only loading finds bad (NaN) stop the run after config.json with one error line, exit 2; the
+  next run at the same --out starts without --resume (and clears the failed attempt's logs), as it does after a
+  config.json cut short by a full disk. A run that finished a step still needs --resume."""
+  import shutil
+
+  from safetensors.numpy import load_file, save_file
+
+  good = bad_checkpoints["good"][0]
+  nan = tmp_path / "nan-weights"
+  shutil.copytree(good, nan)
+  tensors = load_file(str(good / "model.safetensors"))
+  save_file({**tensors, "model.norm.weight": tensors["model.norm.weight"] * np.nan}, str(nan / "model.safetensors"))
+  out = tmp_path / "runs"
+  run_dir = out / "jsonl-grpo" / "seed-0"
+  argv = ["run", "jsonl-grpo", "--out", str(out), *SMALL_REAL]
+  _one_error_line([*argv, "--set", f"task_config.checkpoint={nan}"], "hold NaN or infinite values",
+                  nan / "model.safetensors", capsys)
+  assert (run_dir / "config.json").exists() and not rl.run_started(run_dir)
+
+  class Reached(Exception):
+    pass
+
+  def reached(*a, **k):
+    raise Reached
+  monkeypatch.setattr(rl, "pretrained_policy", reached)
+  (run_dir / "events.out.tfevents.1.host").write_bytes(b"stale")
+  (run_dir / "metrics.jsonl").write_text("")
+  again = [*argv, "--set", f"task_config.checkpoint={good}", "--set", "rl.lr=2e-6"]
+  with pytest.raises(Reached):  # past the run-directory check: no "already holds a run"
+    cli.main(again)
+  assert json.loads((run_dir / "config.json").read_text())["rl"]["lr"] == 2e-6  # the new run's config
+  assert not (run_dir / "metrics.jsonl").exists() and not list(run_dir.glob("events.out.tfevents.*"))
+  (run_dir / "config.json").write_text("")  # a full disk while config.json was written (0 bytes)
+  with pytest.raises(Reached):
+    cli.main(again)
+  with pytest.raises(Reached):
+    cli.main([*again, "--resume"])  # --resume of a run that never started starts it
+  (run_dir / rl.STARTED).write_text("{}")
+  _one_error_line(again, "already holds a run; pass --resume", run_dir, capsys)

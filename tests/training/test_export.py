@@ -101,3 +101,55 @@ def test_bad_run_directories_exit_2_naming_the_problem(tmp_path, capsys):
   (run / "checkpoints").mkdir()
   assert "has no checkpoint yet" in error(run)
   assert not (tmp_path / "out").exists()
+
+
+def _same_tokenizer_and_generation(source, out):
+  from tcred.tasks.text import TOKENIZER_FILES, HFTokenizer
+  from tcred.testing.tiny_hf import QWEN2_GENERATION
+
+  tokenizer_files = [f for f in TOKENIZER_FILES if (source / f).exists()]
+  assert {"tokenizer.json", "tokenizer_config.json"} <= set(tokenizer_files)
+  assert [f for f in TOKENIZER_FILES if (out / f).exists()] == tokenizer_files  # nothing added
+  for f in tokenizer_files:
+    assert (out / f).read_bytes() == (source / f).read_bytes(), f  # no is_local / local_files_only
+  generation = json.loads((out / "generation_config.json").read_text())
+  source_generation = json.loads((source / "generation_config.json").read_text())
+  assert generation == source_generation and QWEN2_GENERATION.items() <= generation.items()
+  assert generation["eos_token_id"] == list(HFTokenizer(str(source)).eos_ids)
+  np.testing.assert_array_equal(HFTokenizer(str(out)).encode("What is 1234 + 5678?"),
+                                HFTokenizer(str(source)).encode("What is 1234 + 5678?"))
+
+
+def test_a_checkpoint_tokenizer_is_written_as_it_was(tmp_path):
+  """What `tcred export` writes for a Qwen2-style checkpoint (tokenizer_class Qwen2Tokenizer over a tokenizer.json
+  that keeps digit groups; temperature, top_p, top_k, do_sample in generation_config.json): the same tokenizer
+  files byte for byte, nothing added, and every generation setting; the EOS ids those tcred stops at."""
+  from tcred.models.hf import save_pretrained
+  from tcred.tasks.text import HFTokenizer
+  from tcred.testing.tiny_hf import write_tiny_qwen2_without_torch
+
+  source = write_tiny_qwen2_without_torch(tmp_path / "ckpt", ["What is 1234 + 5678? #6912"] * 20)
+  config, params = load_pretrained(source)
+  tokenizer = HFTokenizer(str(source))
+  save_pretrained(tmp_path / "out", params, config, tokenizer=tokenizer.hf(), tokenizer_files=tokenizer.source_files,
+                  eos_ids=tokenizer.eos_ids, generation=tokenizer.generation_config)
+  _same_tokenizer_and_generation(source, tmp_path / "out")
+  written = json.loads((tmp_path / "out" / "config.json").read_text())
+  assert written["model_type"] == "qwen2" and written["eos_token_id"] == tokenizer.eos_id
+
+
+@pytest.mark.slow
+def test_a_checkpoint_run_exports_its_tokenizer_files_and_generation_settings_unchanged(tmp_path, capsys):
+  """`tcred export` of a run of that checkpoint (see above), end to end; its weights are the checkpoint's."""
+  from tcred.testing.tiny_hf import fake_checkpoint_run, write_tiny_qwen2_without_torch
+
+  source = write_tiny_qwen2_without_torch(tmp_path / "ckpt", ["What is 1234 + 5678? #6912"] * 20)
+  run = fake_checkpoint_run(tmp_path / "runs", str(source))
+  out = tmp_path / "hf"
+  assert cli.main(["export", str(run), "--out", str(out)]) == 0
+  capsys.readouterr()
+  _same_tokenizer_and_generation(source, out)
+  _, theirs = load_pretrained(source)
+  _, ours = load_pretrained(out)
+  for a, b in zip(jax.tree.leaves(theirs), jax.tree.leaves(ours)):
+    np.testing.assert_array_equal(a, b)

@@ -143,3 +143,36 @@ def test_bad_inputs_exit_2_naming_the_problem(checkpoint, tmp_path, capsys):
   code, err = error("--set", f"task_config.checkpoint={checkpoint}", "--set", f"task_config.path={small}",
                     name="jsonl-grpo")
   assert code == 2 and "has 2 distinct questions" in err and "at least 3" in err
+
+
+@pytest.mark.slow
+def test_a_qwen2_checkpoint_trains_and_exports_with_its_own_token_ids(tmp_path):
+  """Issue 22: a Qwen2 checkpoint written by transformers whose tokenizer.json keeps digit groups (transformers 5's
+  AutoTokenizer would split them): the run's ids are the file's, the export holds the same tokenizer files and
+  generation settings, and transformers generates the same greedy text from it."""
+  import tokenizers
+
+  from tcred.tasks.registry import make_task
+  from tcred.testing.tiny_hf import QWEN2_GENERATION, write_tiny_qwen2
+
+  texts = [f"What is {a} + {b}? {a} + {b} = {a + b} #{a + b}" for a in range(1200, 1300) for b in (345, 6789)]
+  checkpoint = write_tiny_qwen2(tmp_path / "qwen2", texts, vocab_size=320)
+  path = tmp_path / "qa.jsonl"
+  path.write_text("".join(json.dumps({"question": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n"
+                          for a in range(1200, 1206) for b in (345, 6789)))
+  own = tokenizers.Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+  task = make_task("jsonl", path=str(path), max_response_len=8, checkpoint=str(checkpoint))
+  for problem in task.problems():
+    ids = own.encode(problem.prompt, add_special_tokens=False).ids
+    assert task.tokenizer.encode(problem.prompt).tolist() == ids and len(ids) < len(problem.prompt) - 8
+  out = tmp_path / "runs"
+  assert cli.main(["run", "jsonl-grpo", "--steps", "2", "--out", str(out), "--set", f"task_config.checkpoint={checkpoint}",
+                   "--set", f"task_config.path={path}", "--set", "task_config.max_response_len=8", *SMALL]) == 0
+  export = tmp_path / "hf"
+  assert cli.main(["export", str(out / "jsonl-grpo" / "seed-0"), "--out", str(export)]) == 0
+  for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+    assert (export / f).read_bytes() == (checkpoint / f).read_bytes(), f
+  generation = json.loads((export / "generation_config.json").read_text())
+  assert QWEN2_GENERATION.items() <= generation.items()
+  exported = make_task("jsonl", path=str(path), max_response_len=8, checkpoint=str(export))
+  _greedy_texts_agree(str(export), exported, exported.held_out_problems(3))
