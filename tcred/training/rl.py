@@ -370,10 +370,12 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
   config_path = run_dir / "config.json"
   resolved = {**cfg.to_dict(), "seed": seed}
   ckpt_dir = run_dir / "checkpoints"
-  found = _read_run_config(config_path, ckpt_dir) if run_started(run_dir) else None
+  started = run_started(run_dir)
+  found = _read_run_config(config_path, ckpt_dir) if started else None
   if found is None:  # nothing to continue: no step finished, or an unreadable config.json and no checkpoint
+    started = False
     if is_primary():
-      _clear_unstarted(run_dir)  # its logs go; config.json is replaced below
+      _clear_unstarted(run_dir)  # its logs go (the STARTED marker too); config.json is replaced below
   else:
     if not resume:
       raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
