@@ -31,6 +31,7 @@ from tcred.credit.advantages import AdvantageMode, GroupNorm
 from tcred.credit.base import Credit, CreditInputs, CreditMethod, register_credit
 from tcred.credit.extras import validate_extras
 from tcred.credit.outcome import outcome_advantages, per_token, valid_tokens
+from tcred.signals.controls import batch_group_keys
 from tcred.signals.entropy import FORKING_KEEP, FORKING_POOLS, FORKING_TIES, pooled_forking_mask
 from tcred.signals.information import PEAK_RULES, MIInputs, mi_peaks
 from tcred.signals.registry import get_signal, normalised_magnitude
@@ -42,12 +43,15 @@ MASK_NORMALISERS = ("kept", "valid")
 def signal_arrays(inputs: CreditInputs) -> dict[str, jax.Array]:
   """The arrays a token signal may read (`tcred.signals.registry`), from the train step's inputs.
 
-  "mask" is the valid tokens of real groups (`valid_tokens`: filler groups score 0 everywhere).
+  "mask" is the valid tokens of real groups (`valid_tokens`: filler groups score 0 everywhere); "key"
+  the random control's per-group keys (`batch_group_keys` of the sampling policy's log-probs; traced
+  only when a signal reads it).
   """
   chex.assert_rank([inputs.mask, inputs.entropy, inputs.logp], 3)
   chex.assert_rank(inputs.rewards, 2)
-  return {**inputs.extras, "mask": valid_tokens(inputs), "rewards": inputs.rewards, "entropy": inputs.entropy,
-          "logp": inputs.logp}
+  valid = valid_tokens(inputs)
+  return {**inputs.extras, "mask": valid, "rewards": inputs.rewards, "entropy": inputs.entropy,
+          "logp": inputs.logp, "key": batch_group_keys(inputs.old_logp, valid)}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
