@@ -41,14 +41,16 @@ def top_fraction_jaccard(a, b, mask, *, rho: float = AGREEMENT_RHO):
   return jnp.where(union > 0, jnp.sum(top_a & top_b) / jnp.maximum(union, 1), 0.0)
 
 
-def _average_ranks(x, mask):
-  """`[M]` float, `[M]` bool -> `[M]` 1-based average ranks among the valid entries (ties share the mean
+def average_ranks(x, mask):
+  """`[...]` float, `[...]` bool -> `[...]` 1-based average ranks among the valid entries (ties share the mean
   of their ranks), 0 on invalid entries."""
-  key = jnp.where(mask, jnp.asarray(x, jnp.float32), jnp.inf)  # invalid entries sort last
+  shape = jnp.shape(x)
+  mask = jnp.asarray(mask, bool).reshape(-1)
+  key = jnp.where(mask, jnp.asarray(x, jnp.float32).reshape(-1), jnp.inf)  # invalid entries sort last
   order = jnp.sort(key)
   below = jnp.searchsorted(order, key, side="left")  # entries strictly smaller
   upto = jnp.searchsorted(order, key, side="right")  # entries smaller or equal
-  return jnp.where(mask, (below + upto + 1) / 2.0, 0.0)
+  return jnp.where(mask, (below + upto + 1) / 2.0, 0.0).reshape(shape)
 
 
 def spearman(a, b, mask):
@@ -56,8 +58,8 @@ def spearman(a, b, mask):
   their average ranks, as `scipy.stats.spearmanr`); 0 when either is constant or fewer than 2 are valid."""
   chex.assert_equal_shape([a, b, mask])
   m = jnp.asarray(mask, bool).reshape(-1)
-  ra = _average_ranks(jnp.asarray(a).reshape(-1), m)
-  rb = _average_ranks(jnp.asarray(b).reshape(-1), m)
+  ra = average_ranks(jnp.asarray(a).reshape(-1), m)
+  rb = average_ranks(jnp.asarray(b).reshape(-1), m)
   n = jnp.maximum(jnp.sum(m), 1)
   ca = jnp.where(m, ra - jnp.sum(ra) / n, 0.0)
   cb = jnp.where(m, rb - jnp.sum(rb) / n, 0.0)
