@@ -102,3 +102,33 @@ def test_study_rows_and_roles():
   assert "random" not in registry.signal_names(roles=("signal",))
   with pytest.raises(ValueError, match="role"):
     registry.TokenSignal(name="x", description="x", fn=lambda m: m, inputs=("mask",), role="nope")
+
+
+@pytest.mark.slow  # ~20 s: compiles compute_extras with a model forward
+def test_extras_give_the_policy_s_grad_norms_and_the_reference_s_logprobs(tiny_model):
+  from flax import nnx
+
+  from tcred.credit.extras import compute_extras
+  from tcred.models.forward import _response_states, response_logprobs
+
+  graphdef, params = nnx.split(tiny_model)
+  ref = jax.tree.map(lambda x: x * 0.9, params)
+  b, g, p, t, j = 2, 2, 3, 4, 2
+  mask = jnp.arange(t)[None, None, :] < jnp.array([[[4], [2]], [[3], [1]]])
+  args = (jnp.full((b, p), 5).at[:, 0].set(1), jnp.ones((b, p), bool), jnp.where(mask, 7, 0).at[:, :, 1].set(8) * mask,
+          mask, jnp.full((b, j), 6), jnp.ones((b, j), bool), jnp.full((b, 3), 5), jnp.ones((b, 3), bool))
+  names = ("grad_norm_hidden", "grad_norm_unembed", "ref_policy_logp")
+  with pytest.raises(ValueError, match="reference policy"):
+    compute_extras(graphdef, params, *args, names=names, temperature=1.0, cue_id=6)
+  out = compute_extras(graphdef, params, *args, names=names, temperature=1.0, cue_id=6, ref_params=ref)
+  want_ref, _ = response_logprobs(graphdef, ref, *args[:4], temperature=1.0, chunk_size=1024)
+  np.testing.assert_allclose(np.asarray(out["ref_policy_logp"]), np.where(mask, want_ref, 0.0), rtol=1e-5, atol=1e-6)
+  # the GMTS norms of the policy's own final states (numpy_refs: each token's whole logits and gradient)
+  hidden, unembed, targets = _response_states(graphdef, params, *args[:4])
+  want_h, want_u = numpy_refs.token_grad_norms(np.asarray(hidden).reshape(-1, hidden.shape[-1]), np.asarray(unembed),
+                                               np.asarray(targets).ravel(), 1.0)
+  valid = np.asarray(mask)
+  np.testing.assert_allclose(np.asarray(out["grad_norm_hidden"]), np.where(valid, want_h.reshape(b, g, t), 0.0),
+                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(out["grad_norm_unembed"]), np.where(valid, want_u.reshape(b, g, t), 0.0),
+                             rtol=1e-4, atol=1e-5)
