@@ -24,6 +24,7 @@ import itertools
 from typing import Mapping, Sequence
 
 import chex
+import jax
 import jax.numpy as jnp
 
 from tcred.signals.entropy import forking_mask
@@ -43,14 +44,24 @@ def top_fraction_jaccard(a, b, mask, *, rho: float = AGREEMENT_RHO):
 
 def average_ranks(x, mask):
   """`[...]` float, `[...]` bool -> `[...]` 1-based average ranks among the valid entries (ties share the mean
-  of their ranks), 0 on invalid entries."""
+  of their ranks, as `scipy.stats.rankdata`), 0 on invalid entries.
+
+  One sort: in sorted order, a tie run spans positions [start, end] (running max of run starts, reversed
+  running min of run ends), and every member gets (start + end) / 2 + 1.
+  """
   shape = jnp.shape(x)
   mask = jnp.asarray(mask, bool).reshape(-1)
   key = jnp.where(mask, jnp.asarray(x, jnp.float32).reshape(-1), jnp.inf)  # invalid entries sort last
-  order = jnp.sort(key)
-  below = jnp.searchsorted(order, key, side="left")  # entries strictly smaller
-  upto = jnp.searchsorted(order, key, side="right")  # entries smaller or equal
-  return jnp.where(mask, (below + upto + 1) / 2.0, 0.0).reshape(shape)
+  m = key.shape[0]
+  if m == 0:
+    return jnp.zeros(shape, jnp.float32)
+  idx = jnp.arange(m)
+  srt, order = jax.lax.sort((key, idx), num_keys=1)  # [M] sorted keys and where they came from
+  differs = srt[1:] != srt[:-1]  # [M − 1]
+  start = jax.lax.cummax(jnp.where(jnp.concatenate([jnp.array([True]), differs]), idx, 0))
+  end = jax.lax.cummin(jnp.where(jnp.concatenate([differs, jnp.array([True])]), idx, m), reverse=True)
+  ranks = jnp.zeros((m,), jnp.float32).at[order].set((start + end) / 2.0 + 1.0)
+  return jnp.where(mask, ranks, 0.0).reshape(shape)
 
 
 def spearman(a, b, mask):
@@ -73,7 +84,7 @@ def gini(x, mask):
   chex.assert_equal_shape([x, mask])
   m = jnp.asarray(mask, bool).reshape(-1)
   n = jnp.sum(m)
-  s = jnp.sort(jnp.where(m, jnp.asarray(x, jnp.float32).reshape(-1), jnp.inf))  # valid first, ascending
+  s = jax.lax.sort(jnp.where(m, jnp.asarray(x, jnp.float32).reshape(-1), jnp.inf))  # valid first, ascending
   i = jnp.arange(1, s.shape[0] + 1)
   s = jnp.where(i <= n, s, 0.0)
   total = jnp.sum(s)
