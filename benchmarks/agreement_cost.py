@@ -94,7 +94,7 @@ def main() -> int:
   med = {side: common.median([x for r in rs for x in r["times"]]) for side, rs in runs.items()}
   lines = [f"# Agreement scalars: cost in the train step ({args.experiment})", "",
            f"Command: `{common.command(__file__, sys.argv[1:])}`", "",
-           *common.machine_lines(), f"- load before: {load_before}; after: {common.load_line()}",
+           *common.machine_lines(), load_before.replace("at end", "before the runs"), common.load_line(),
            f"- threads pinned on both sides: XLA_FLAGS='{os.environ['XLA_FLAGS']}', OMP/MKL/OPENBLAS = {args.threads}",
            f"- shapes [B, G, P, T] = {runs['on'][0]['shape']}; agreement scalars: {runs['on'][0]['metrics']}", "",
            "| side | median step (s) | all steps: median (min–max) | compile (s) |", "|---|---|---|---|"]
