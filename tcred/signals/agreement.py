@@ -36,8 +36,11 @@ AGREEMENT_RHO = 0.2
 def top_fraction_jaccard(a, b, mask, *, rho: float = AGREEMENT_RHO):
   """`[..., T] x 3 -> scalar`: Jaccard of the top-ρ valid tokens by `a` and by `b` (0 with no valid token)."""
   chex.assert_equal_shape([a, b, mask])
-  top_a = forking_mask(a, mask, rho=rho)
-  top_b = forking_mask(b, mask, rho=rho)
+  return set_jaccard(forking_mask(a, mask, rho=rho), forking_mask(b, mask, rho=rho))
+
+
+def set_jaccard(top_a, top_b):
+  """`[...] bool x 2 -> scalar`: |A ∩ B| / |A ∪ B|, 0 when both are empty."""
   union = jnp.sum(top_a | top_b)
   return jnp.where(union > 0, jnp.sum(top_a & top_b) / jnp.maximum(union, 1), 0.0)
 
@@ -68,9 +71,14 @@ def spearman(a, b, mask):
   """`[..., T] x 3 -> scalar`: Spearman's ρ of `a` and `b` over the valid tokens (the Pearson correlation of
   their average ranks, as `scipy.stats.spearmanr`); 0 when either is constant or fewer than 2 are valid."""
   chex.assert_equal_shape([a, b, mask])
+  return rank_correlation(average_ranks(a, mask), average_ranks(b, mask), mask)
+
+
+def rank_correlation(ra, rb, mask):
+  """`[...] x 3 -> scalar`: the Pearson correlation of two rank arrays over the valid entries (Spearman's ρ
+  given `average_ranks`); 0 when either is constant."""
   m = jnp.asarray(mask, bool).reshape(-1)
-  ra = average_ranks(jnp.asarray(a).reshape(-1), m)
-  rb = average_ranks(jnp.asarray(b).reshape(-1), m)
+  ra, rb = ra.reshape(-1), rb.reshape(-1)
   n = jnp.maximum(jnp.sum(m), 1)
   ca = jnp.where(m, ra - jnp.sum(ra) / n, 0.0)
   cb = jnp.where(m, rb - jnp.sum(rb) / n, 0.0)
@@ -122,9 +130,11 @@ def agreement_metrics(scores: Mapping[str, object], mask, credit, *, rho: float 
     "agreement/credit_effective_ratio": scalar}`, pairs in the order of `scores`.
   """
   out = {}
+  top = {n: forking_mask(s, mask, rho=rho) for n, s in scores.items()}  # once per signal, not per pair
+  ranks = {n: average_ranks(s, mask) for n, s in scores.items()}
   for a, b in itertools.combinations(scores, 2):
-    out[f"agreement/{a}__{b}/jaccard"] = top_fraction_jaccard(scores[a], scores[b], mask, rho=rho)
-    out[f"agreement/{a}__{b}/spearman"] = spearman(scores[a], scores[b], mask)
+    out[f"agreement/{a}__{b}/jaccard"] = set_jaccard(top[a], top[b])
+    out[f"agreement/{a}__{b}/spearman"] = rank_correlation(ranks[a], ranks[b], mask)
   out["agreement/credit_gini"] = gini(credit, mask)
   out["agreement/credit_effective_ratio"] = effective_ratio(credit, mask)
   return out

@@ -90,6 +90,15 @@ def test_metric_names_cover_every_pair():
   assert sorted(out) == sorted(["agreement/credit_gini", "agreement/credit_effective_ratio"] + [
       f"agreement/{a}__{b}/{m}" for a, b in [("entropy", "surprisal"), ("entropy", "info-gain"),
                                              ("surprisal", "info-gain")] for m in ("jaccard", "spearman")])
+  # the per-signal sets and ranks computed once give the pairwise functions' values
+  two = {n: scores[n] for n in ("entropy", "info-gain")}
+  credit = np.abs(scores["surprisal"])
+  vals = jax.jit(lambda: ag.agreement_metrics(two, mask, credit))()
+  assert float(vals["agreement/entropy__info-gain/jaccard"]) == float(
+      _JIT["top_fraction_jaccard"](two["entropy"], two["info-gain"], mask))
+  np.testing.assert_allclose(float(vals["agreement/entropy__info-gain/spearman"]),
+                             scipy.stats.spearmanr(two["entropy"].ravel(), two["info-gain"].ravel()).statistic, rtol=1e-5)
+  np.testing.assert_allclose(float(vals["agreement/credit_gini"]), _gini_reference(credit.ravel()), rtol=1e-5)
   assert ag.step_signal_names(()) == ("entropy", "surprisal")  # no extras: the step's own forward only
   assert "info-gain" in ag.step_signal_names(("info_gain",)) and "random" not in ag.step_signal_names(("info_gain",))
   assert "entropy-bound" not in ag.step_signal_names(("info_gain",))  # a diagnostic, not a ranking
