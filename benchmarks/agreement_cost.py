@@ -12,6 +12,7 @@ Target (issue 25): the agreement scalars add at most 5% to the train step.
 Usage:
   python benchmarks/agreement_cost.py                         # countdown-grpo, 3 rounds × 20 steps per side
   python benchmarks/agreement_cost.py --experiment countdown-mi-weight --rounds 2
+  python benchmarks/agreement_cost.py --interleaved    # also both steps in turn inside one process
   python benchmarks/agreement_cost.py --out benchmarks/results/agreement_cost.md
 """
 
@@ -53,18 +54,33 @@ def _child(args) -> None:
                 rewards=jnp.asarray(rng.integers(0, 2, (b, g)), jnp.float32), group_valid=jnp.ones((b,), bool),
                 extras=extras)
   tx = adamw(cfg.rl.lr, warmup=0, weight_decay=cfg.rl.weight_decay, max_grad_norm=cfg.rl.max_grad_norm)
+  step = lambda s, on: rl_train_step(s, batch, None, graphdef=graphdef, tx=tx, credit=cfg.credit,
+                                     loss_config=cfg.loss, temperature=cfg.rl.temperature,
+                                     chunk_size=cfg.rl.chunk_size, agreement=on)
+  if args.side == "both":  # one process, the two compiled steps called in turn (off, on, off, on, ...)
+    states = {on: TrainState(jax.tree.map(jnp.copy, params), tx.init(params), jnp.int32(0)) for on in (False, True)}
+    for on in (False, True):
+      states[on], m = step(states[on], on)
+      jax.block_until_ready(m)
+    times = {False: [], True: []}
+    for _ in range(args.steps):
+      for on in (False, True):
+        t0 = time.perf_counter()
+        states[on], m = step(states[on], on)
+        jax.block_until_ready((states[on], m))
+        times[on].append(time.perf_counter() - t0)
+    print(json.dumps({"off": times[False], "on": times[True]}))
+    return
   state = TrainState(params, tx.init(params), jnp.int32(0))
-  step = lambda s: rl_train_step(s, batch, None, graphdef=graphdef, tx=tx, credit=cfg.credit, loss_config=cfg.loss,
-                                 temperature=cfg.rl.temperature, chunk_size=cfg.rl.chunk_size,
-                                 agreement=args.side == "on")
+  step_one = lambda s: step(s, args.side == "on")
   t0 = time.perf_counter()
-  state, m = step(state)
+  state, m = step_one(state)
   jax.block_until_ready(m)
   compile_s = time.perf_counter() - t0
   times = []
   for _ in range(args.steps):
     t0 = time.perf_counter()
-    state, m = step(state)
+    state, m = step_one(state)
     jax.block_until_ready((state, m))
     times.append(time.perf_counter() - t0)
   print(json.dumps({"compile_s": compile_s, "times": times, "metrics": sorted(k for k in m if k.startswith("agree")),
@@ -78,7 +94,9 @@ def main() -> int:
   ap.add_argument("--rounds", type=int, default=3, help="processes per side, alternating")
   ap.add_argument("--threads", type=int, default=1, help="threads pinned on both sides (XLA intra-op, OMP, MKL)")
   ap.add_argument("--out", type=Path, default=None)
-  ap.add_argument("--side", choices=("off", "on"), default=None, help=argparse.SUPPRESS)
+  ap.add_argument("--interleaved", action="store_true",
+                  help="also time both steps called in turn inside one process (same allocator and load)")
+  ap.add_argument("--side", choices=("off", "on", "both"), default=None, help=argparse.SUPPRESS)
   args = ap.parse_args()
   if args.side is not None:
     _child(args)
@@ -106,6 +124,12 @@ def main() -> int:
                  f"{common.median([r['compile_s'] for r in rs]):.1f} |")
   lines += ["", f"Overhead: {100 * (med['on'] / med['off'] - 1):+.1f}% of the step (median of "
                 f"{args.rounds} × {args.steps} steps per side; target ≤ 5%)."]
+  if args.interleaved:
+    both = common.alternate_processes(__file__, ["both"], 1, argv)["both"][0]
+    lines += ["", f"Interleaved in one process ({args.steps} steps each, off and on in turn): median "
+                  f"{common.spread(both['off'])} s off, {common.spread(both['on'])} s on: "
+                  f"{100 * (common.median(both['on']) / common.median(both['off']) - 1):+.1f}% (min to min "
+                  f"{100 * (min(both['on']) / min(both['off']) - 1):+.1f}%)."]
   print("\n".join(lines))
   common.write(args.out, lines)
   return 0
