@@ -8,6 +8,10 @@ bit-identical metrics exactly when their fingerprint files are equal line by lin
   python benchmarks/fingerprint.py --out fp-before.json            # at the old commit
   python benchmarks/fingerprint.py --out fp-after.json --compare fp-before.json
 
+`--ignore PREFIX[,PREFIX]` also removes the metrics whose key starts with a prefix before hashing: a change that
+only adds scalars (e.g. `--ignore agreement/`, issue 25's agreement scalars) compares equal with a commit
+before it exactly when every other metric is bit-identical.
+
 Each run goes through `tcred run` in this process (`tcred.cli.main`), sharing one throwaway
 base-policy cache; `--only` restricts the experiments (substring match). Exit status 1 when
 `--compare` finds a difference, listing the experiments that differ.
@@ -36,13 +40,16 @@ CHAINS = ("rl.group_size=4",)  # tree experiments keep their group size (= leave
 BOOKKEEPING = ("config_hash",)  # summary keys that describe the run, not its results (added after 6949de9)
 
 
-def _untimed(row: dict) -> dict:
-  return {k: v for k, v in row.items() if not (k.startswith(TIMING) or k.endswith("wall_s") or k in BOOKKEEPING)}
+def _untimed(row: dict, ignore: tuple[str, ...] = ()) -> dict:
+  return {k: v for k, v in row.items()
+          if not (k.startswith(TIMING) or k.endswith("wall_s") or k in BOOKKEEPING or (ignore and k.startswith(ignore)))}
 
 
-def digest(run_dir: pathlib.Path) -> dict[str, str]:
-  """SHA-256 of a run's metrics rows and summary, timing and bookkeeping keys removed, keys sorted."""
-  rows = [_untimed(json.loads(line)) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+def digest(run_dir: pathlib.Path, ignore: tuple[str, ...] = ()) -> dict[str, str]:
+  """SHA-256 of a run's metrics rows and summary, timing and bookkeeping keys (and metric keys starting with a
+  prefix of `ignore`) removed, keys sorted."""
+  rows = [_untimed(json.loads(line), ignore) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+          if line.strip()]
   summary = _untimed(json.loads((run_dir / "summary.json").read_text()))
   h = lambda obj: hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
   return {"metrics": h(rows), "summary": h(summary), "final_pass1": summary.get("final_pass1")}
@@ -55,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--only", default="", help="run only the experiments whose name contains this (several "
                  "substrings: comma-separated, any of them)")
   p.add_argument("--compare", default=None, help="a fingerprint JSON to compare with")
+  p.add_argument("--ignore", default="", help="metric key prefixes left out of the metrics hash (comma-separated), "
+                 "e.g. agreement/ to compare with a commit before the agreement scalars")
   args = p.parse_args(argv)
 
   from tcred import cli, experiments
@@ -64,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
   os.environ["TCRED_CACHE"] = str(work / "cache")
   commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           cwd=pathlib.Path(__file__).parent).stdout.strip()
-  result = {"commit": commit, "steps": args.steps, "overrides": list(TINY), "chain_overrides": list(CHAINS),
+  result = {"commit": commit, "steps": args.steps, "ignore": args.ignore, "overrides": list(TINY), "chain_overrides": list(CHAINS),
             "machine": platform.platform(),
             "experiments": {}}
   for name in names:
@@ -77,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     if code != 0:
       result["experiments"][name] = {"error": f"exit status {code}"}
     else:
-      result["experiments"][name] = digest(work / "runs" / name / "seed-0")
+      result["experiments"][name] = digest(work / "runs" / name / "seed-0",
+                                           tuple(x for x in args.ignore.split(",") if x))
     print(f"{name:34s} {time.time() - t0:6.1f} s  {result['experiments'][name]}", file=sys.stderr, flush=True)
   pathlib.Path(args.out).write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
 

@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from tcred.models.decoder import positions_from_mask
-from tcred.models.forward import pack_groups
+from tcred.models.forward import pack_groups, response_grad_norms, response_logprobs
 from tcred.signals.information import MIInputs, answer_information_gain, answer_logprobs_after_prefixes, hsic_mi
 from tcred.signals.variance import reference_token_std
 
@@ -38,6 +38,10 @@ class Extra:
     hidden_states: computed from the response hidden states and the reference solution's final
       hidden state (a plain forward of P + T per rollout, unless answer scoring gives the states,
       plus S per prompt for the solution).
+    policy_forward: computed from the sampling policy's own output head on the responses (a plain
+      forward of P + T per rollout, then a streaming pass over the vocabulary: the GMTS norms).
+    reference_forward: computed by the reference policy (`compute_extras(ref_params=...)`; training:
+      the run's base) on the responses (a plain forward of P + T per rollout).
   """
 
   name: str
@@ -45,6 +49,8 @@ class Extra:
   description: str
   answer_scoring: bool = False
   hidden_states: bool = False
+  policy_forward: bool = False
+  reference_forward: bool = False
 
 
 _EXTRAS: dict[str, Extra] = {}
@@ -53,8 +59,9 @@ _EXTRAS: dict[str, Extra] = {}
 def register_extra(extra: Extra) -> Extra:
   if extra.name in _EXTRAS:
     raise ValueError(f"extra {extra.name!r} is already registered")
-  if extra.answer_scoring == extra.hidden_states:
-    raise ValueError(f"extra {extra.name!r} must come from exactly one of answer scoring or hidden states")
+  if extra.answer_scoring + extra.hidden_states + extra.policy_forward + extra.reference_forward != 1:
+    raise ValueError(f"extra {extra.name!r} must come from exactly one of answer scoring, hidden states, the "
+                     f"policy forward or the reference forward")
   _EXTRAS[extra.name] = extra
   return extra
 
@@ -73,6 +80,16 @@ register_extra(Extra(name="ref_std", shape="[B, J]", answer_scoring=True,
 register_extra(Extra(name="mi", shape="[B, G, T]", hidden_states=True,
                      description="HSIC MI between each token's hidden state and the reference solution's final "
                                  "hidden state (`hsic_mi`)"))
+register_extra(Extra(name="grad_norm_hidden", shape="[B, G, T]", policy_forward=True,
+                     description="‖∂ log p(o_t) / ∂h_t‖ at the last hidden state (GMTS, `token_grad_norms`)"))
+register_extra(Extra(name="grad_norm_unembed", shape="[B, G, T]", policy_forward=True,
+                     description="‖∂ log p(o_t) / ∂U‖ at the unembedding (GMTS, `token_grad_norms`)"))
+register_extra(Extra(name="ref_policy_logp", shape="[B, G, T]", reference_forward=True,
+                     description="log π_ref(o_t | x, o<t) of each sampled token under the reference policy"))
+
+
+# Tokens per block of the extras' vocabulary passes (as the train step's default `chunk_size`).
+_EXTRAS_CHUNK = 1024
 
 
 def validate_extras(names) -> tuple[str, ...]:
@@ -91,11 +108,15 @@ class ExtrasPlan(NamedTuple):
     response_forward: a plain forward of the responses (P + T per rollout) for their hidden states;
       skipped when answer scoring already gives the default hidden states.
     solution_forward: a forward of each prompt's reference solution (S per prompt).
+    policy_forward: a plain forward of the responses for the GMTS gradient norms (P + T per rollout).
+    reference_forward: a plain forward of the responses under the reference policy (P + T per rollout).
   """
 
   answer_scoring: bool
   response_forward: bool
   solution_forward: bool
+  policy_forward: bool = False
+  reference_forward: bool = False
 
 
 def extras_plan(names, mi: MIInputs | None = None) -> ExtrasPlan:
@@ -104,7 +125,9 @@ def extras_plan(names, mi: MIInputs | None = None) -> ExtrasPlan:
   scoring = any(e.answer_scoring for e in chosen)
   hidden = any(e.hidden_states for e in chosen)
   reuse = scoring and (mi or MIInputs()).is_default
-  return ExtrasPlan(answer_scoring=scoring, response_forward=hidden and not reuse, solution_forward=hidden)
+  return ExtrasPlan(answer_scoring=scoring, response_forward=hidden and not reuse, solution_forward=hidden,
+                    policy_forward=any(e.policy_forward for e in chosen),
+                    reference_forward=any(e.reference_forward for e in chosen))
 
 
 def response_hidden(model, prompt, prompt_valid, response, mask, *, hidden_layer: int = -1, final_norm: bool = True):
@@ -123,7 +146,8 @@ def extras_token_count(names, *, batch: int, group: int, prompt_len: int, respon
 
   The passes of `extras_plan(names, mi)`: answer scoring packs P + T + T·(J − 1) tokens per rollout
   (prompt, response, T answer copies without the last token); a plain response forward P + T per
-  rollout; the reference solution S per prompt. Zero when no extra is asked for.
+  rollout (each of: hidden states, the GMTS policy forward, the reference policy's forward); the
+  reference solution S per prompt. Zero when no extra is asked for.
 
   Args:
     names: extra names (validated); mi: the hidden states of "mi" (None: the default).
@@ -139,6 +163,7 @@ def extras_token_count(names, *, batch: int, group: int, prompt_len: int, respon
     tokens += rollouts * (prompt_len + response_len)
   if plan.solution_forward:
     tokens += batch * solution_len
+  tokens += (plan.policy_forward + plan.reference_forward) * rollouts * (prompt_len + response_len)
   return tokens
 
 
@@ -149,10 +174,19 @@ def cue_index(response, mask, cue_id: int):
   return jnp.where(jnp.any(is_cue, axis=-1), jnp.argmax(is_cue, axis=-1), jnp.maximum(lengths - 1, 0))
 
 
+def check_reference(names, ref_params) -> None:
+  """ValueError when an extra of `names` needs the reference policy and none is given."""
+  need = [n for n in validate_extras(names) if _EXTRAS[n].reference_forward]
+  if need and ref_params is None:
+    raise ValueError(f"extra(s) {need} need a reference policy (the run's base in training; the study needs a "
+                     f"base policy beside the policy under study); none was given")
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "names", "temperature", "cue_id", "mi_sigma", "mi"))
 def compute_extras(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_valid, response, mask, answer,
                    answer_valid, solution, solution_valid, *, names: tuple[str, ...], temperature: float,
-                   cue_id: int, mi_sigma: float | None = None, mi: MIInputs | None = None) -> dict[str, jax.Array]:
+                   cue_id: int, mi_sigma: float | None = None, mi: MIInputs | None = None,
+                   ref_params: nnx.State | None = None) -> dict[str, jax.Array]:
   """Computes the requested extras for a batch.
 
   "mi" compares the hidden states `mi` names (`MIInputs`: layer, pre/post final
@@ -164,7 +198,9 @@ def compute_extras(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_val
     answer, answer_valid `[B, J]` (y* = cue + answer + EOS, right-padded);
     solution, solution_valid `[B, S]` (BOS + reference solution, left-padded: the
     last column is its final token).
+    ref_params: the reference policy (same graphdef) for "ref_policy_logp"; None otherwise.
   """
+  check_reference(names, ref_params)  # at trace time: ValueError without a reference policy
   mi = mi or MIInputs()
   plan = extras_plan(names, mi)
   out = {"answer_valid": answer_valid}
@@ -190,6 +226,14 @@ def compute_extras(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_val
     sigma = mi_sigma or mi.bandwidth(h_y.shape[-1])
     mi = jax.vmap(lambda hg, hy: jax.vmap(lambda h: hsic_mi(h, hy, sigma=sigma, batch_size=h.shape[0]))(hg))(hidden, h_y)
     out["mi"] = jnp.where(mask, mi, 0.0)
+  if plan.policy_forward:  # GMTS: one forward, then the streaming vocabulary pass (`token_grad_norms`)
+    h_norm, u_norm = response_grad_norms(graphdef, params, prompt, prompt_valid, response, mask,
+                                         temperature=temperature, chunk_size=_EXTRAS_CHUNK)
+    out.update({"grad_norm_hidden": jnp.where(mask, h_norm, 0.0), "grad_norm_unembed": jnp.where(mask, u_norm, 0.0)})
+  if plan.reference_forward:
+    ref_logp, _ = response_logprobs(graphdef, ref_params, prompt, prompt_valid, response, mask,
+                                    temperature=temperature, chunk_size=_EXTRAS_CHUNK)
+    out["ref_policy_logp"] = jnp.where(mask, ref_logp, 0.0)
   return out
 
 

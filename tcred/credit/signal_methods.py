@@ -31,6 +31,8 @@ from tcred.credit.advantages import AdvantageMode, GroupNorm
 from tcred.credit.base import Credit, CreditInputs, CreditMethod, register_credit
 from tcred.credit.extras import validate_extras
 from tcred.credit.outcome import outcome_advantages, per_token, valid_tokens
+from tcred.signals.agreement import average_ranks
+from tcred.signals.controls import batch_group_keys
 from tcred.signals.entropy import FORKING_KEEP, FORKING_POOLS, FORKING_TIES, pooled_forking_mask
 from tcred.signals.information import PEAK_RULES, MIInputs, mi_peaks
 from tcred.signals.registry import get_signal, normalised_magnitude
@@ -42,12 +44,15 @@ MASK_NORMALISERS = ("kept", "valid")
 def signal_arrays(inputs: CreditInputs) -> dict[str, jax.Array]:
   """The arrays a token signal may read (`tcred.signals.registry`), from the train step's inputs.
 
-  "mask" is the valid tokens of real groups (`valid_tokens`: filler groups score 0 everywhere).
+  "mask" is the valid tokens of real groups (`valid_tokens`: filler groups score 0 everywhere); "key"
+  the random control's per-group keys (`batch_group_keys` of the sampling policy's log-probs; traced
+  only when a signal reads it).
   """
   chex.assert_rank([inputs.mask, inputs.entropy, inputs.logp], 3)
   chex.assert_rank(inputs.rewards, 2)
-  return {**inputs.extras, "mask": valid_tokens(inputs), "rewards": inputs.rewards, "entropy": inputs.entropy,
-          "logp": inputs.logp}
+  valid = valid_tokens(inputs)
+  return {**inputs.extras, "mask": valid, "rewards": inputs.rewards, "entropy": inputs.entropy,
+          "logp": inputs.logp, "key": batch_group_keys(inputs.old_logp, valid)}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -64,20 +69,27 @@ class SignalCredit(GroupNorm, CreditMethod):
 
   def __post_init__(self):
     super().__post_init__()
-    try:
-      signal = get_signal(self.signal)
-    except ValueError as e:
-      raise ValueError(f"credit.signal: {e}") from None
-    validate_extras(signal.needs_extras)
+    for name in self.signal_names():
+      try:
+        signal = get_signal(name)
+      except ValueError as e:
+        raise ValueError(f"credit.{self.signal_field}: {e}") from None
+      validate_extras(signal.needs_extras)
     AdvantageMode.parse(self.mode, field="credit.mode")
+
+  signal_field: ClassVar[str] = "signal"
+
+  def signal_names(self) -> tuple[str, ...]:
+    """The registered signals the method reads."""
+    return (self.signal,)
 
   @property
   def needs_extras(self) -> tuple[str, ...]:
-    return get_signal(self.signal).needs_extras
+    return tuple(sorted({e for n in self.signal_names() for e in get_signal(n).needs_extras}))
 
   @property
   def needs_tree(self) -> bool:
-    return get_signal(self.signal).needs_tree
+    return any(get_signal(n).needs_tree for n in self.signal_names())
 
   def scores(self, inputs: CreditInputs) -> jax.Array:
     """`[B, G, T]` float32 signal scores, 0 off the valid tokens."""
@@ -231,6 +243,51 @@ class SignalWeight(ScaledAdvantage):
   name = "signal-weight"
   description = "advantage scaled per token by the normalised magnitude of any registered token signal"
   signal: str = "info-gain"
+
+
+@register_credit
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CombinedMask(TopFractionMask):
+  """Policy gradient only on the top-ρ tokens by an equal-weight rank average of several registered
+  signals (issue 25 item 4: does optimising for one signal under-explore the others?).
+
+    c_t = (1/K) Σ_k r_k(t) / n,   r_k(t) the average rank (1..n, ties share their mean rank) of token t
+                                   by signal k among the batch's n valid tokens
+
+  then the top-ρ of c_t pooled as `TopFractionMask` (same settings: keep, ties, pool, normaliser).
+  Ranks make signals of different scales (nats, kernel statistics, gradient norms) commensurable; each
+  signal counts once. `signals`: comma-separated registered signal names, at least two (a string so that
+  `--set credit.signals=entropy,surprisal` works). Default: the parts of the credit suite's token masks,
+  entropy (`entropy-mask`), surprisal (`surprisal-top20`) and HSIC MI (`mi-peaks`).
+  Diagnostic: `kept_combined_rank`, the mean combined rank score of the kept tokens.
+  """
+
+  name = "combined-mask"
+  description = "policy gradient only on the top-ρ tokens by the equal-weight rank average of several signals"
+  metric = "kept_combined_rank"
+  signal_field: ClassVar[str] = "signals"
+  signals: str = "entropy,surprisal,hsic-mi"
+
+  def __post_init__(self):
+    names = self.signal_names()
+    if not isinstance(self.signals, str) or len(names) < 2 or len(set(names)) != len(names) or "" in names:
+      raise ValueError(f"credit.signals must name at least two different registered token signals, comma-separated "
+                       f"(e.g. 'entropy,surprisal'), got {self.signals!r}")
+    super().__post_init__()
+
+  def signal_names(self) -> tuple[str, ...]:
+    return tuple(n.strip() for n in self.signals.split(",")) if isinstance(self.signals, str) else ()
+
+  def metric_name(self) -> str:
+    return self.metric
+
+  def scores(self, inputs: CreditInputs) -> jax.Array:
+    """`[B, G, T]` float32 combined rank scores in (0, 1], 0 off the valid tokens."""
+    arrays = signal_arrays(inputs)
+    valid = arrays["mask"]
+    n = jnp.maximum(jnp.sum(valid), 1)
+    ranks = [average_ranks(get_signal(name)(arrays), valid) / n for name in self.signal_names()]
+    return jnp.where(valid, sum(ranks) / len(ranks), 0.0)
 
 
 # ------------------------------------------------------------------ named methods: one signal fixed

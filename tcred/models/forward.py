@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tcred.models.decoder import positions_from_mask
-from tcred.models.logprobs import token_logprobs_and_entropy
+from tcred.models.logprobs import token_grad_norms, token_logprobs_and_entropy
 
 
 def pack_groups(prompt, prompt_valid, response, mask):
@@ -25,6 +25,21 @@ def pack_groups(prompt, prompt_valid, response, mask):
   return seq.reshape(b * g, p + t), valid.reshape(b * g, p + t)
 
 
+def _response_states(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_valid, response, mask):
+  """The final hidden states predicting each response token `[BG, T, D]`, the unembedding `[D, V]` and
+  the targets `[BG, T]` (one forward pass of the packed prompt + response rows)."""
+  chex.assert_rank([prompt, prompt_valid, response, mask], [2, 2, 3, 3])
+  chex.assert_equal_shape([prompt, prompt_valid])
+  chex.assert_equal_shape([response, mask])
+  chex.assert_equal_shape_prefix([prompt, response], 1)
+  model = nnx.merge(graphdef, params)
+  p = prompt.shape[1]
+  seq, valid = pack_groups(prompt, prompt_valid, response, mask)
+  inputs, in_valid = seq[:, :-1], valid[:, :-1]
+  hidden, _ = model(inputs, positions_from_mask(in_valid), in_valid)  # [BG, P+T-1, D]
+  return hidden[:, p - 1:], model.unembedding(), seq[:, p:]
+
+
 def response_logprobs(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_valid, response, mask,
                       *, temperature: float, chunk_size: int):
   """Log-probs and entropy `[B, G, T]` of `response` given `prompt`, one forward pass.
@@ -32,16 +47,17 @@ def response_logprobs(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_
   The prompt is repeated for each of the G rollouts; logits are formed only for
   the T response positions, chunk by chunk.
   """
-  chex.assert_rank([prompt, prompt_valid, response, mask], [2, 2, 3, 3])
-  chex.assert_equal_shape([prompt, prompt_valid])
-  chex.assert_equal_shape([response, mask])
-  chex.assert_equal_shape_prefix([prompt, response], 1)
-  model = nnx.merge(graphdef, params)
   b, g, t = response.shape
-  p = prompt.shape[1]
-  seq, valid = pack_groups(prompt, prompt_valid, response, mask)
-  inputs, in_valid = seq[:, :-1], valid[:, :-1]
-  hidden, _ = model(inputs, positions_from_mask(in_valid), in_valid)  # [BG, P+T-1, D]
-  logp, ent = token_logprobs_and_entropy(hidden[:, p - 1:], model.unembedding(), seq[:, p:],
-                                         temperature=temperature, chunk_size=chunk_size)
+  hidden, unembed, targets = _response_states(graphdef, params, prompt, prompt_valid, response, mask)
+  logp, ent = token_logprobs_and_entropy(hidden, unembed, targets, temperature=temperature, chunk_size=chunk_size)
   return logp.reshape(b, g, t), ent.reshape(b, g, t)
+
+
+def response_grad_norms(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_valid, response, mask,
+                        *, temperature: float, chunk_size: int):
+  """GMTS gradient norms `[B, G, T]` x 2 of `response` given `prompt` (`token_grad_norms`: with respect
+  to the last hidden state and to the unembedding), one forward pass, chunked over the vocabulary."""
+  b, g, t = response.shape
+  hidden, unembed, targets = _response_states(graphdef, params, prompt, prompt_valid, response, mask)
+  h_norm, u_norm = token_grad_norms(hidden, unembed, targets, temperature=temperature, chunk_size=chunk_size)
+  return h_norm.reshape(b, g, t), u_norm.reshape(b, g, t)

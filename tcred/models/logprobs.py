@@ -112,8 +112,12 @@ def _dlogits(z, hit, lse, mean_z, g_logp, g_ent, tau):
   return (jnp.where(hit, g_logp, 0.0) - p * (g_logp + g_ent * (z - mean_z))) / tau
 
 
-def _stats(h, u, y, tau, c, vc):
-  """Per token: log-sum-exp `[N]`, mean logit `Σ p z` `[N]`, target logit `[N]` (tempered)."""
+def _stats(h, u, y, tau, c, vc, *, grads: bool = False):
+  """Per token: log-sum-exp `[N]`, mean logit `Σ p z` `[N]`, target logit `[N]` (tempered).
+
+  `grads=True` (`token_grad_norms`) also accumulates, in the same streaming pass, `Σ_v p_v²` `[N]` and
+  the expected unembedding column `Σ_v p_v U[:, v]` `[N, D]` (float32), returned after the three.
+  """
   n, v = h.shape[0], u.shape[1]
   num_v = -(-v // vc)
 
@@ -121,8 +125,8 @@ def _stats(h, u, y, tau, c, vc):
     yc = jax.lax.dynamic_slice_in_dim(y, i * c, c)  # [C]
 
     def vocab_chunk(j, acc):
-      m, s, a, zy = acc  # running max, Σ e^(z−m), Σ e^(z−m) z, target logit; each [C]
-      _, _, z, start, fresh = _block(h, u, i, j, tau=tau, c=c, vc=vc)
+      m, s, a, zy = acc[:4]  # running max, Σ e^(z−m), Σ e^(z−m) z, target logit; each [C]
+      _, uc, z, start, fresh = _block(h, u, i, j, tau=tau, c=c, vc=vc)
       zf = jnp.where(fresh, z, -jnp.inf)
       m_new = jnp.maximum(m, jnp.max(zf, axis=-1))
       e = jnp.exp(zf - m_new[:, None])  # [C, Vc], 0 on stale columns
@@ -131,16 +135,85 @@ def _stats(h, u, y, tau, c, vc):
       a = a * scale + jnp.sum(e * jnp.where(fresh, z, 0.0), axis=-1)
       hit = (start + jnp.arange(vc))[None, :] == yc[:, None]
       zy = zy + jnp.sum(jnp.where(hit & fresh, z, 0.0), axis=-1)
-      return m_new, s, a, zy
+      if not grads:
+        return m_new, s, a, zy
+      q, mu = acc[4:]  # Σ e^(2(z−m)) [C], Σ e^(z−m) U[:, v] [C, D]
+      q = q * scale ** 2 + jnp.sum(e * e, axis=-1)
+      mu = mu * scale[:, None] + jnp.dot(e, uc.T.astype(jnp.float32))
+      return m_new, s, a, zy, q, mu
 
     zeros = jnp.zeros((c,), jnp.float32)
-    m, s, a, zy = jax.lax.fori_loop(0, num_v, vocab_chunk, (jnp.full((c,), -jnp.inf), zeros, zeros, zeros))
+    init = (jnp.full((c,), -jnp.inf), zeros, zeros, zeros)
+    if grads:
+      init += (zeros, jnp.zeros((c, u.shape[0]), jnp.float32))
+    acc = jax.lax.fori_loop(0, num_v, vocab_chunk, init)
+    m, s, a, zy = acc[:4]
     lse = m + jnp.log(s)
+    vals = (lse, a / s, zy)
+    if grads:
+      vals += (acc[4] / s ** 2, acc[5] / s[:, None])
     upd = lambda x, val: jax.lax.dynamic_update_slice_in_dim(x, val, i * c, axis=0)
-    return tuple(upd(x, val) for x, val in zip(out, (lse, a / s, zy)))
+    return tuple(upd(x, val) for x, val in zip(out, vals))
 
   zeros = jnp.zeros((n,), jnp.float32)
-  return jax.lax.fori_loop(0, n // c, token_chunk, (zeros, zeros, zeros))
+  init = (zeros, zeros, zeros)
+  if grads:
+    init += (zeros, jnp.zeros((n, u.shape[0]), jnp.float32))
+  return jax.lax.fori_loop(0, n // c, token_chunk, init)
+
+
+def token_grad_norms(hidden: jax.Array, unembed: jax.Array, targets: jax.Array, *, temperature: float,
+                     chunk_size: int = 1024, vocab_chunk_size: int = DEFAULT_VOCAB_CHUNK
+                     ) -> tuple[jax.Array, jax.Array]:
+  """Per-token gradient norms of the sampled token's log-probability (GMTS), never holding `[N, V]`.
+
+  With `z = h U / τ`, `p = softmax(z)` and target y (closed form, no autodiff):
+
+    ∂ log p_y / ∂h = (U[:, y] − U p) / τ            ->  ‖U[:, y] − Σ_v p_v U[:, v]‖ / τ
+    ∂ log p_y / ∂U = h (e_y − p)ᵀ / τ               ->  ‖h‖ · sqrt(1 − 2 p_y + Σ_v p_v²) / τ
+
+  The expected column `Σ_v p_v U[:, v]` `[N, D]` and `Σ_v p_v²` are accumulated in the same streaming
+  pass over `[chunk_size, vocab_chunk_size]` logit blocks as the log-sum-exp (`_stats`), so memory is
+  that of `token_logprobs_and_entropy` plus `[N, D]`. GMTS (Gradient Magnitude-based Token Selection,
+  OpenReview JGvOicAo3g) ranks tokens by a gradient magnitude; here the log-probability's gradient with
+  respect to the last hidden state (the input of the unembedding) or to the unembedding.
+
+  Args:
+    hidden: `[..., T, D]` final hidden states; unembed: `[D, V]`; targets: `[..., T]` int token ids.
+    temperature, chunk_size, vocab_chunk_size: as `token_logprobs_and_entropy`.
+
+  Returns:
+    `(hidden_norm [..., T], unembed_norm [..., T])` float32, not differentiable (inputs `stop_gradient`ed).
+  """
+  if hidden.shape[:-1] != targets.shape:
+    raise ValueError(f"hidden {hidden.shape} and targets {targets.shape} disagree: "
+                     "expected hidden [..., T, D] and targets [..., T]")
+  if unembed.ndim != 2 or hidden.shape[-1] != unembed.shape[0]:
+    raise ValueError(f"hidden width {hidden.shape[-1]} != unembed rows {unembed.shape[0]} "
+                     "(unembed must be [D, V])")
+  if temperature <= 0:
+    raise ValueError(f"temperature must be > 0, got {temperature}")
+  if chunk_size < 1 or vocab_chunk_size < 1:
+    raise ValueError(f"chunk_size and vocab_chunk_size must be >= 1, got {chunk_size}, {vocab_chunk_size}")
+  lead = targets.shape
+  d, v = unembed.shape
+  h = jax.lax.stop_gradient(hidden).reshape(-1, d)
+  u = jax.lax.stop_gradient(unembed)
+  y = targets.reshape(-1).astype(jnp.int32)
+  n = h.shape[0]
+  c = max(1, min(chunk_size, n))
+  pad = -n % c
+  if pad:
+    h = jnp.pad(h, ((0, pad), (0, 0)))
+    y = jnp.pad(y, (0, pad))
+  tau = float(temperature)
+  lse, _, zy, p_sq, mean_col = _stats(h, u, y, tau, c, max(1, min(vocab_chunk_size, v)), grads=True)
+  u_y = jnp.take(u.T, y, axis=0).astype(jnp.float32)  # [N, D] the targets' columns
+  hidden_norm = jnp.linalg.norm(u_y - mean_col, axis=-1) / tau
+  p_y = jnp.exp(zy - lse)
+  unembed_norm = (jnp.linalg.norm(h.astype(jnp.float32), axis=-1)
+                  * jnp.sqrt(jnp.maximum(1.0 - 2.0 * p_y + p_sq, 0.0)) / tau)
+  return hidden_norm[:n].reshape(lead), unembed_norm[:n].reshape(lead)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))

@@ -10,6 +10,9 @@ positionally in that order):
     "rewards"  [G]    float  outcome rewards
     "entropy"  [G, T] float  entropy of the policy's next-token distribution at the sampling temperature
     "logp"     [G, T] float  log-probability of each sampled token under the policy (same forward)
+    "key"      [2]    uint32 a PRNG key of the group (raw `jax.random.key_data`), for the random control:
+                             a hash of the batch's sampled-token log-probs (`controls.batch_group_keys`;
+                             training: the sampling policy's, the study: its policy's), fresh every batch
   the tree arrays of tree rollouts (`TREE_INPUTS`; training needs `tree.enabled`)
   extras: any other name is computed by an extra forward pass before the step
     (`tcred.credit.extras`, e.g. "mi", "info_gain"); credit methods and the study validate them there.
@@ -34,7 +37,15 @@ import jax
 import jax.numpy as jnp
 
 # The arrays every caller provides (module docstring).
-STEP_INPUTS = ("mask", "rewards", "entropy", "logp")
+STEP_INPUTS = ("mask", "rewards", "entropy", "logp", "key")
+# What a registered signal is for (`TokenSignal.role`): a "signal" ranks tokens by how decisive they are
+# (every pair of a run's signals is compared each step, `tcred.signals.agreement`); a "control" is a
+# reference row that carries no information by construction (the random chance row); a "diagnostic"
+# checks a bound or a convention and is summarised by its share of non-zero tokens (the entropy bound).
+SIGNAL_ROLES = ("signal", "control", "diagnostic")
+# The extra that holds the reference policy's log-probs (`tcred.credit.extras`): signals reading it
+# need a reference policy (training: the run's base; the study: a base beside the policy under study).
+REFERENCE_INPUTS = ("ref_policy_logp",)
 # The tree arrays of tree rollouts, as the train step's `CreditInputs.extras` and the study give them
 # (`tcred.credit.tree.tree_extras`); per prompt: tree_id [G] tree of each leaf row; tree_parent,
 # tree_is_leaf, tree_valid, tree_leaf_row [N] node arrays (`TreeArrays`; leaf_row: the row a leaf node
@@ -52,12 +63,14 @@ class TokenSignal:
     fn: the pure function of one group, `fn(*[inputs of one group]) -> [G, T]` float, 0 on padding;
       no `jax.jit` on it (callers jit once, at the outermost step).
     inputs: the names of the arrays `fn` reads, in its argument order (module docstring).
+    role: one of `SIGNAL_ROLES` (default "signal").
   """
 
   name: str
   description: str
   fn: Callable[..., Any]
   inputs: tuple[str, ...]
+  role: str = "signal"
 
   def __post_init__(self):
     if not isinstance(self.name, str) or not self.name or self.name != self.name.strip():
@@ -65,6 +78,8 @@ class TokenSignal:
     if not isinstance(self.inputs, tuple) or not self.inputs or not all(isinstance(n, str) for n in self.inputs):
       raise ValueError(f"token signal {self.name!r}: inputs must be a non-empty tuple of array names, "
                        f"got {self.inputs!r}")
+    if self.role not in SIGNAL_ROLES:
+      raise ValueError(f"token signal {self.name!r}: role={self.role!r} is not one of {list(SIGNAL_ROLES)}")
     try:
       inspect.signature(self.fn).bind(*self.inputs)
     except TypeError as e:
@@ -82,6 +97,11 @@ class TokenSignal:
   def needs_tree(self) -> bool:
     """Whether the signal reads the tree arrays (defined on tree rollouts only)."""
     return any(n in TREE_INPUTS for n in self.inputs)
+
+  @property
+  def needs_reference(self) -> bool:
+    """Whether the signal reads a reference policy's log-probs (`REFERENCE_INPUTS`)."""
+    return any(n in REFERENCE_INPUTS for n in self.inputs)
 
   def __call__(self, arrays: Mapping[str, Any]) -> jax.Array:
     """The signal of a batch: `fn` vmapped over the B prompts of `arrays` (each input `[B, ...]`).
@@ -118,9 +138,11 @@ def unregister_signal(name: str) -> None:
   del _SIGNALS[name]
 
 
-def signal_names(*, trees: bool = True) -> list[str]:
-  """Registered signals in registration order (`trees=False`: those that need no tree rollouts)."""
-  return [n for n, s in _SIGNALS.items() if trees or not s.needs_tree]
+def signal_names(*, trees: bool = True, reference: bool = True, roles: tuple[str, ...] = SIGNAL_ROLES) -> list[str]:
+  """Registered signals in registration order (`trees=False`: those that need no tree rollouts;
+  `reference=False`: those that need no reference policy; `roles`: only these `SIGNAL_ROLES`)."""
+  return [n for n, s in _SIGNALS.items()
+          if (trees or not s.needs_tree) and (reference or not s.needs_reference) and s.role in roles]
 
 
 def get_signal(name: str) -> TokenSignal:

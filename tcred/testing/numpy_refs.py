@@ -358,11 +358,55 @@ def normalised_magnitude(score, mask):
   return out
 
 
+def random_scores(key, mask):
+  """[G, T]: uniform draws of the key on valid tokens, 0 elsewhere. The draws themselves are the PRNG's
+  definition (threefry, `jax.random.uniform`), so this reference takes them from JAX and checks the rest
+  (shape, masking, one key per group); their uniformity is tested separately (scipy's KS test)."""
+  import jax  # the PRNG's definition (module docstring)
+  u = np.asarray(jax.random.uniform(jax.random.wrap_key_data(np.asarray(key, np.uint32)), np.shape(mask)),
+                 np.float64)
+  return masked_value(u, mask)
+
+
+def entropy_bound_excess(info_gain, entropy, mask):
+  """[G, T]: max(|IG_t| − H_t, 0) on valid tokens (the entropy bound check, arXiv 2604.11056)."""
+  g, t = np.shape(mask)
+  out = np.zeros((g, t))
+  for i in range(g):
+    for s in range(t):
+      if mask[i][s]:
+        out[i, s] = max(abs(float(info_gain[i][s])) - float(entropy[i][s]), 0.0)
+  return out
+
+
+def logp_change(logp, ref_policy_logp, mask):
+  """[G, T]: log π(o_t) − log π_ref(o_t) on valid tokens (arXiv 2603.22117)."""
+  return masked_value(np.asarray(logp, np.float64) - np.asarray(ref_policy_logp, np.float64), mask)
+
+
+def token_grad_norms(hidden, unembed, targets, temperature):
+  """[N] x 2 for hidden [N, D], unembed [D, V], targets [N]: the norms of ∂ log p_y/∂h and ∂ log p_y/∂U,
+  from each token's whole logits and its explicit gradients (one token at a time, float64)."""
+  hidden, unembed = np.asarray(hidden, np.float64), np.asarray(unembed, np.float64)
+  h_norm, u_norm = np.zeros(len(targets)), np.zeros(len(targets))
+  for n, (h, y) in enumerate(zip(hidden, targets)):
+    z = h @ unembed / temperature
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    dz = -p
+    dz[int(y)] += 1.0  # ∂ log p_y / ∂z
+    h_norm[n] = np.linalg.norm(unembed @ dz / temperature)
+    u_norm[n] = np.linalg.norm(np.outer(h, dz) / temperature)
+  return h_norm, u_norm
+
+
 # Registered signal name -> its reference.
 SIGNAL_REFS = {
     "entropy": masked_value, "surprisal": surprisal, "hsic-mi": masked_value, "info-gain": information_gain_magnitude,
     "xroll-sigma": running_answer_sigma, "xroll-sigma-delta": running_answer_sigma_delta,
     "tree-sibling-gap": tree_sibling_gap, "tree-fork-gap": tree_fork_gap,
+    "random": random_scores, "entropy-bound": entropy_bound_excess, "delta-logp": logp_change,
+    "gmts-hidden": masked_value, "gmts-unembed": masked_value,
 }
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from tcred.credit.extras import compute_extras, extras_token_count, validate_extras
+from tcred.credit.extras import compute_extras, extras_plan, extras_token_count, validate_extras
 from tcred.judges.base import JudgeContext
 from tcred.parallel.distributed import barrier, is_primary, to_host
 from tcred.parallel.mesh import check_batch, layout_for
@@ -116,7 +116,8 @@ def _sample_chunk(graphdef, params, task: Task, problems: list[Problem], key: ja
     extras = to_host(compute_extras(
         graphdef, params, groups.prompt, groups.prompt_valid, r.tokens, r.mask, answer, answer_valid,
         solution, solution_valid, names=names, temperature=rl.temperature,
-        cue_id=task.tokenizer.cue_id(task.answer_cue), mi=cfg.credit.mi_inputs()))
+        cue_id=task.tokenizer.cue_id(task.answer_cue), mi=cfg.credit.mi_inputs(),
+        ref_params=base_params if extras_plan(names).reference_forward else None))  # Δlog p: the run's base
     extras_s = time.time() - t0
     extras_tokens = extras_token_count(names, batch=r.tokens.shape[0], group=r.tokens.shape[1],
                                        prompt_len=groups.prompt.shape[1], response_len=r.tokens.shape[2],

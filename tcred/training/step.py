@@ -19,11 +19,14 @@ import optax
 from flax import nnx
 
 from tcred.credit.base import CreditInputs, CreditMethod
+from tcred.credit.signal_methods import signal_arrays
 from tcred.losses.pg import LossConfig, aggregate, kl_k3, ppo_clip_surrogate
 from tcred.models.decoder import positions_from_mask
 from tcred.models.forward import response_logprobs
 from tcred.models.logprobs import token_logprobs_and_entropy
 from tcred.parallel.mesh import Layout
+from tcred.signals.agreement import agreement_metrics, step_signal_names
+from tcred.signals.registry import get_signal
 from tcred.training.packing import PackedRows
 
 
@@ -106,12 +109,23 @@ def _apply_if_finite(ok, new, old):
   return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
+def _agreement(inputs: CreditInputs, out) -> dict[str, jax.Array]:
+  """Agreement of the step's signals and the credit's concentration (`tcred.signals.agreement`): every pair
+  of the registered signals computable from `inputs` (the step's entropy and log-probs, and the extras the
+  credit method asked for), on the valid tokens of real groups; credit magnitudes `w_t · |A_t|`."""
+  arrays = signal_arrays(inputs)
+  valid = arrays["mask"]
+  scores = {n: get_signal(n)(arrays) for n in step_signal_names(tuple(inputs.extras))}
+  credit_mag = jnp.where(valid, out.weights * jnp.abs(out.advantages), 0.0)
+  return agreement_metrics(scores, valid, credit_mag)
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "tx", "credit", "loss_config", "temperature",
-                                              "chunk_size", "layout"), donate_argnums=(0,))
+                                              "chunk_size", "layout", "agreement"), donate_argnums=(0,))
 def rl_train_step(state: TrainState, batch: Batch, ref_params: nnx.State | None, *,
                   graphdef: nnx.GraphDef, tx: optax.GradientTransformation, credit: CreditMethod,
                   loss_config: LossConfig, temperature: float, chunk_size: int = 1024,
-                  layout: Layout | None = None):
+                  layout: Layout | None = None, agreement: bool = True):
   """One policy-gradient update.
 
   Args:
@@ -123,6 +137,9 @@ def rl_train_step(state: TrainState, batch: Batch, ref_params: nnx.State | None,
     layout: on a device mesh (`tcred.parallel.mesh`), the placement the new state keeps;
       the inputs arrive placed (`Layout.place_state` / `place_batch`) and the math stays
       global (a batch-pooled quantile pools over the whole batch). None: one device.
+    agreement: also return the `agreement/*` metrics (`tcred.signals.agreement`: top-20% Jaccard and
+      Spearman of every pair of the step's signals, the credit's Gini and effective-token ratio),
+      computed from stop-gradient'ed arrays, so the update is the same either way (static).
 
   Returns:
     `(state, metrics)`. A non-finite loss, gradient, updated parameter or optimizer state
@@ -161,6 +178,8 @@ def rl_train_step(state: TrainState, batch: Batch, ref_params: nnx.State | None,
         "credit/abs_advantage": _masked_mean(jnp.abs(out.advantages), kept),
     })
     metrics.update({f"credit/{k}": v for k, v in out.metrics.items()})
+    if agreement:
+      metrics.update(_agreement(inputs, out))
     return loss, metrics
 
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

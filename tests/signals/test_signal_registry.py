@@ -14,7 +14,7 @@ from tcred.signals import registry
 from tcred.testing import numpy_refs
 
 BUILTIN = ("entropy", "surprisal", "hsic-mi", "info-gain", "xroll-sigma", "xroll-sigma-delta", "tree-sibling-gap",
-           "tree-fork-gap")
+           "tree-fork-gap", "random", "entropy-bound", "delta-logp", "gmts-hidden", "gmts-unembed")
 T = 6
 
 
@@ -46,6 +46,10 @@ def _group(rng, g: int, *, tree: bool, equal_rewards: bool = False) -> dict[str,
   return {"mask": mask, "rewards": rewards, "entropy": rng.uniform(0, 3, (g, T)).astype(np.float32),
           "logp": -rng.uniform(0, 5, (g, T)).astype(np.float32), "mi": rng.uniform(0, 1, (g, T)).astype(np.float32),
           "info_gain": rng.normal(size=(g, T)).astype(np.float32), "tree_id": tree_id,
+          "key": rng.integers(0, 2**32, size=2, dtype=np.uint32),
+          "ref_policy_logp": -rng.uniform(0, 5, (g, T)).astype(np.float32),
+          "grad_norm_hidden": rng.uniform(0, 4, (g, T)).astype(np.float32),
+          "grad_norm_unembed": rng.uniform(0, 9, (g, T)).astype(np.float32),
           "tree_parent": a.parent, "tree_is_leaf": a.is_leaf, "tree_valid": a.valid, "tree_leaf_row": a.leaf_row,
           "token_node": a.token_node}
 

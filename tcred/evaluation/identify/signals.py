@@ -32,6 +32,7 @@ from tcred.evaluation.identify.truth import GroundTruth
 from tcred.judges import JudgeContext, judge_class, judge_names, make_judge
 from tcred.judges.credit import step_change_per_token
 from tcred.signals import registry
+from tcred.signals.controls import batch_group_keys
 from tcred.sampling.rollout import Trees
 from tcred.tasks.base import Problem, Task
 from tcred.training import judges as _trained_judges  # noqa: F401  (installs the trained judges' prepare)
@@ -85,8 +86,8 @@ def check_judges(judges: Sequence[str]) -> tuple[str, ...]:
 def signal_names(*, trees: bool = True, judges: Sequence[str] = ()) -> list[str]:
   """The study's rows in report order (`trees=False`: those computable on independent chains; `judges`:
   the step judges whose rows are included)."""
-  chains = registry.signal_names(trees=False)
-  tree_only = [n for n in registry.signal_names() if n not in chains]
+  chains = registry.signal_names(trees=False, reference=False)  # Δlog p needs a reference policy beside the policy
+  tree_only = [n for n in registry.signal_names(reference=False) if n not in chains]
   return (chains + [row.name for row in TRUTH_ROWS] + [judge_row(j) for j in check_judges(judges)]
           + (tree_only if trees else []))
 
@@ -164,7 +165,8 @@ def study_arrays(rollout: Rollout, policy: dict[str, np.ndarray], extras: dict[s
                  trees: Trees | None) -> dict[str, np.ndarray]:
   """The arrays a registered signal may read (`tcred.signals.registry`), for the study's rollouts."""
   arrays = {**extras, "mask": rollout.mask, "rewards": np.asarray(rollout.rewards, np.float32),
-            "entropy": policy["entropy"], "logp": policy["logp"]}
+            "entropy": policy["entropy"], "logp": policy["logp"],
+            "key": np.asarray(batch_group_keys(policy["logp"], rollout.mask))}  # the random control's keys
   if trees is not None:
     arrays.update(tree_extras(trees))
   return arrays
