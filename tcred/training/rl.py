@@ -211,6 +211,7 @@ def check_run(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path) -> R
   rl = cfg.rl
   try:
     task = make_task_from_config(cfg.task, cfg.task_config)
+    task.tokenizer  # a bad tokenizer directory is the first problem to name (loaded lazily)
     if task.checkpoint is None and cfg.model == PLACEHOLDER:  # a real-model experiment given no checkpoint
       raise ValueError(f"experiment {cfg.name} starts its policy from a Hugging Face checkpoint: set "
                        "task_config.checkpoint=DIR (a directory holding config.json, the *.safetensors weights and "
