@@ -50,6 +50,7 @@ import common  # noqa: E402
 
 SIDES = ("tcred", "tunix")
 LABEL = {"tcred": "tcred", "tunix": "Tunix"}
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # one XLA compilation (jax.monitoring)
 QUICK_SIZES = dict(hidden_size=64, layers=2, heads=4, kv_heads=2, head_dim=16, intermediate_size=128, vocab_size=1024)
 DIFFERENCES = [
     "Tunix decodes and scores every completion as text (its reward functions take strings) and rebuilds the "
@@ -164,7 +165,9 @@ def run_tunix(args) -> dict:
   reward, scorer = _reward_fn(args.checkpoint, args, rows)
   learner = grpo_learner.GRPOLearner(rl_cluster=cluster, algo_config=algo, reward_fns=reward)
 
-  records, current = [], {}
+  records, current, compiles = [], {}, [0]
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda event, _secs, **_: compiles.__setitem__(0, compiles[0] + (event == COMPILE_EVENT)))
   eos = np.asarray(spec["eos"])
   generate, rewards, update = (cluster.generate, learner._compute_rewards, cluster.update_actor)
 
@@ -184,7 +187,7 @@ def run_tunix(args) -> dict:
 
   def timed_sampling(*a, **k):
     current.clear()
-    current["t0"] = time.perf_counter()
+    current["t0"], current["c0"] = time.perf_counter(), compiles[0]
     out = sample(*a, **k)
     jax.block_until_ready((out.completion_ids, out.advantages))
     current["sampling_s"] = time.perf_counter() - current["t0"]
@@ -195,8 +198,8 @@ def run_tunix(args) -> dict:
     out = update(*a, **k)
     jax.block_until_ready(nnx.state(cluster.actor_trainer.model))
     t1 = time.perf_counter()
-    records.append({**{k: v for k, v in current.items() if k != "t0"}, "update_s": t1 - t0,
-                    "step_s": t1 - current["t0"]})
+    records.append({**{k: v for k, v in current.items() if k not in ("t0", "c0")}, "update_s": t1 - t0,
+                    "step_s": t1 - current["t0"], "compiles": compiles[0] - current["c0"]})
     return out
 
   sample = learner._generate_and_compute_advantage
@@ -282,6 +285,10 @@ def render(record: dict) -> list[str]:
       ratio = lambda k: (x["tokens"] / x[k]) / (y["tokens"] / y[k])
       ratios.append(f"- {threads} thread(s) a side: **tcred / Tunix tokens/s: sampling {ratio('sampling_s'):.2f}x, "
                     f"update {ratio('update_s'):.2f}x, whole step {ratio('step_s'):.2f}x**")
+  late = [s.get("compiles", 0) for rs in record["by_threads"].values() for r in rs if r["side"] == "tunix"
+          for s in r["steps"]]
+  if late:
+    ratios.append(f"- XLA compilations inside Tunix's timed steps: {sum(late)} (0: the warm-up covered them)")
   lines += ["", *(ratios or ["- no thread count has both sides: no ratio"]), "",
             "Where the two steps still differ (stated by the script, not measured):", "",
             *[f"- {d}" for d in DIFFERENCES]]
@@ -348,7 +355,8 @@ def main(argv=None) -> int:
   p.add_argument("--prompts", type=int, default=4)
   p.add_argument("--group", type=int, default=4)
   p.add_argument("--tokens", type=int, default=64)
-  p.add_argument("--warmup", type=int, default=1)
+  p.add_argument("--warmup", type=int, default=2,
+                 help="untimed steps per process (default 2: Tunix compiles again in its second step)")
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--rounds", type=int, default=2)
   p.add_argument("--quick", action="store_true", help="a tiny checkpoint (proves the script runs; not a result)")
