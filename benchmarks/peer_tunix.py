@@ -53,8 +53,10 @@ LABEL = {"tcred": "tcred", "tunix": "Tunix"}
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # one XLA compilation (jax.monitoring)
 QUICK_SIZES = dict(hidden_size=64, layers=2, heads=4, kv_heads=2, head_dim=16, intermediate_size=128, vocab_size=1024)
 DIFFERENCES = [
-    "Tunix decodes and scores every completion as text (its reward functions take strings) and rebuilds the "
-    "padded completion batch on the host; tcred scores the same way (`score`) but keeps the tokens on the device.",
+    "Both decode and score every completion as text on the host; Tunix also trims each completion at its EOS and "
+    "pads them again on the host to build its training batch, where tcred trains on the sampler's padded arrays.",
+    "With one update per batch Tunix takes the old log-probabilities as the current ones (no extra forward "
+    "pass); tcred uses those its sampler recorded (none extra either).",
     "Tunix's sampler draws with the rollout config's seed (fixed when none is given), tcred with a key per step; "
     "the token budget, EOS set and prompt padding are the same, so the work per step differs only by where "
     "responses stop.",
