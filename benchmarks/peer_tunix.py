@@ -24,8 +24,8 @@ Each side runs in its own process, alternating (tcred, Tunix, tcred, ...), at ea
 cores with the same OpenMP and XLA thread counts (`common.pinned_env`; each child reports them); `--warmup`
 untimed steps (compilation) then `--steps` timed ones. The tcred side runs under this interpreter; the Tunix side
 under `--tunix-python` (default: this interpreter), so Tunix may live in a separate virtual environment
-(`pip install -e '.[tunix]'` puts it in this one). A side that fails is recorded with its command and error, and
-the report says so. A load average above `--max-load` refuses the measurement (`--allow-load` measures and marks
+(`pip install -e '.[tunix]'` puts it in this one). A side that fails is recorded with its command and error, the
+report says so, and the script exits 1 once it is written. A load average above `--max-load` refuses the measurement (`--allow-load` measures and marks
 it). The report is rendered from the JSON record beside it (`--render peer_tunix.json`); notes come from `--notes`.
 
   python benchmarks/peer_tunix.py --tunix-python /path/to/tunix-venv/bin/python
@@ -383,8 +383,11 @@ def main(argv=None) -> int:
               if name == "group" else f"--{name} must be at least 1")
   if args.warmup < 0:
     p.error("--warmup must be at least 0")
-  print(common.write_results(args.out, measure(args, argv), render), end="")
-  return 0
+  record = measure(args, argv)
+  print(common.write_results(args.out, record, render), end="")
+  if record["failures"]:
+    print(f"error: {len(record['failures'])} side process(es) failed; the report says why", file=sys.stderr)
+  return 1 if record["failures"] else 0
 
 
 if __name__ == "__main__":

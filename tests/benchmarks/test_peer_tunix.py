@@ -85,3 +85,15 @@ def test_quick_run_measures_both_sides(tmp_path, capsys):
     (step,) = r["steps"]
     assert 0 < step["tokens"] <= 2 * 2 * 8 and step["update_s"] > 0 and step["sampling_s"] > 0
   assert "tcred / Tunix tokens/s" in text
+
+
+@pytest.mark.slow
+def test_a_tunix_side_that_cannot_start_is_recorded(tmp_path, capsys):
+  if subprocess.run([sys.executable, "-c", "import tunix"], capture_output=True).returncode == 0:
+    pytest.skip("tunix imports under this interpreter: the failure path needs one without it")
+  out = tmp_path / "peer_tunix.md"
+  argv = ["--quick", "--threads", "1", "--rounds", "1", "--prompts", "2", "--group", "2", "--tokens", "4",
+          "--warmup", "1", "--steps", "1", "--allow-load", "--tunix-python", sys.executable, "--out", str(out)]
+  assert load_benchmark("peer_tunix").main(argv) == 1
+  text = out.read_text()
+  assert "## What did not run" in text and "No module named 'tunix'" in text and "| 1 | tcred |" in text
