@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import statistics
 import subprocess
 import sys
@@ -383,6 +384,9 @@ def main(argv=None) -> int:
               if name == "group" else f"--{name} must be at least 1")
   if args.warmup < 0:
     p.error("--warmup must be at least 0")
+  if not shutil.which(args.tunix_python):
+    p.error(f"--tunix-python {args.tunix_python!r} is not an executable interpreter")
+  common.thread_counts(args.threads)  # a bad --threads stops here, before the checkpoint is built
   record = measure(args, argv)
   print(common.write_results(args.out, record, render), end="")
   if record["failures"]:
