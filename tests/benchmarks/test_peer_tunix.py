@@ -97,3 +97,19 @@ def test_a_tunix_side_that_cannot_start_is_recorded(tmp_path, capsys):
   assert load_benchmark("peer_tunix").main(argv) == 1
   text = out.read_text()
   assert "## What did not run" in text and "No module named 'tunix'" in text and "| 1 | tcred |" in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--group", "1"], "--group must be at least 2"),
+    (["--steps", "0"], "--steps must be at least 1"),
+    (["--warmup", "-1"], "--warmup must be at least 0"),
+    (["--tunix-python", "/no/such/python"], "is not an executable interpreter"),
+    (["--threads", "0"], "--threads takes a comma-separated list"),
+])
+def test_bad_arguments_stop_before_anything_is_written(argv, message, tmp_path, capsys):
+  out = tmp_path / "peer_tunix.md"
+  with pytest.raises(SystemExit) as stop:
+    load_benchmark("peer_tunix").main([*argv, "--out", str(out)])
+  assert stop.value.code not in (0, None) and not out.exists()
+  err = capsys.readouterr().err + str(stop.value.code)
+  assert message in err
