@@ -49,8 +49,9 @@ DATASET_CONFIG = '{"min_terms": 2, "max_terms": 4}'
 SIZE = 400
 
 
-def make_checkpoint(directory: pathlib.Path) -> dict:
-  """The shared ~30M random Qwen3 checkpoint; returns its description."""
+def make_checkpoint(directory: pathlib.Path, **sizes) -> dict:
+  """The shared ~30M random Qwen3 checkpoint (`sizes` overrides `write_tiny_qwen3`'s size arguments, e.g. for
+  smoke runs); returns its description."""
   import reasoning_gym
 
   from tcred.testing.tiny_hf import write_tiny_qwen3
@@ -59,8 +60,8 @@ def make_checkpoint(directory: pathlib.Path) -> dict:
   for name in ("basic_arithmetic", "leg_counting", "letter_counting", "spell_backward", "chain_sum", "word_sorting"):
     for e in reasoning_gym.create_dataset(name, size=300, seed=1):
       texts.append(f"{e['question']}\nLet me think step by step.\n<answer>{e['answer']}</answer>")
-  write_tiny_qwen3(directory, texts, hidden_size=512, layers=8, heads=8, kv_heads=4, head_dim=64,
-                   intermediate_size=1536, vocab_size=8192, seed=0)
+  write_tiny_qwen3(directory, texts, **{**dict(hidden_size=512, layers=8, heads=8, kv_heads=4, head_dim=64,
+                                             intermediate_size=1536, vocab_size=8192, seed=0), **sizes})
   config = json.loads((directory / "config.json").read_text())
   from tcred.models.hf import config_from_hf
 
