@@ -106,7 +106,7 @@ def test_surprisal_experiments_change_only_the_credit_method():
 
 def test_extras_are_checked_in_one_place_and_counted_from_the_plan():
   with pytest.raises(ValueError, match=r"unknown extra signal\(s\) \['nope'\]; allowed: \['info_gain', 'ref_logp', "
-                                       r"'ref_std', 'mi'\]"):
+                                       r"'ref_std', 'mi', 'grad_norm_hidden', 'grad_norm_unembed', 'ref_policy_logp'\]"):
     validate_extras(["mi", "nope"])
   shapes = dict(batch=2, group=3, prompt_len=5, response_len=4, answer_len=3, solution_len=7)
   packed = 2 * 3 * (5 + 4 + 4 * 2)
