@@ -182,3 +182,22 @@ def test_level_experiments_are_registered():
     assert registry.make_task_from_config(task, cfg.task_config).name == task
   with pytest.raises(ValueError, match="unknown difficulty level 'k9'"):
     experiments.get_experiment("lock-chain-k9-grpo")
+
+
+@pytest.mark.slow  # end-to-end CLI run; the task itself is covered by the unit tests above
+def test_cli_runs_a_level(tmp_path, monkeypatch):
+  import json  # pylint: disable=import-outside-toplevel
+
+  from tcred import cli  # pylint: disable=import-outside-toplevel
+
+  monkeypatch.setenv("TCRED_CACHE", str(tmp_path / "cache"))
+  tiny = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=1", "sft.steps=3",
+          "sft.batch_size=8", "rl.prompts_per_step=2", "rl.group_size=2", "rl.final_eval_prompts=4",
+          "rl.final_eval_samples=2", "rl.eval_prompts=2", "rl.eval_samples=2", "task_config.filler=3"]
+  assert cli.main(["run", "lock-chain-k2-grpo", "--steps", "2", "--out", str(tmp_path / "runs"), "--no-progress",
+                   *[a for s in tiny for a in ("--set", s)]]) == 0
+  run = tmp_path / "runs" / "lock-chain-k2-grpo" / "seed-0"
+  summary = json.loads((run / "summary.json").read_text())
+  assert summary["steps"] == 2 and 0.0 <= summary["base_pass1"] <= 1.0
+  assert json.loads((run / "config.json").read_text())["task_config"] == {"decisions": 2, "filler": 3,
+                                                                          "demo_correct_prob": 0.3}
