@@ -3,10 +3,11 @@
 import dataclasses
 
 from tcred.credit import make_credit
-from tcred.experiments.defaults import register_method
+from tcred.experiments.defaults import CREDIT_TASKS, REAL_MODEL_TASKS, TASKS, register_method
 from tcred.losses.pg import LossConfig
 
-register_method("grpo", "GRPO: group-normalised outcome advantage, PPO-clip, token-mean", lambda c: c)
+register_method("grpo", "GRPO: group-normalised outcome advantage, PPO-clip, token-mean", lambda c: c,
+                tasks=TASKS + REAL_MODEL_TASKS + CREDIT_TASKS)  # the difficulty levels too (issue 24)
 register_method("dr-grpo", "Dr. GRPO: no std normalisation, divide by the fixed generation budget",
                 lambda c: dataclasses.replace(c, credit=make_credit("outcome", mode="dr-grpo"),
                                               loss=LossConfig(aggregation="seq-mean-token-sum-norm")))

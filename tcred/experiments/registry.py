@@ -16,6 +16,7 @@ import pathlib
 import sys
 
 from tcred.experiments import folders as _folders
+from tcred.tasks.registry import level_hint
 from tcred.training.config import ExperimentConfig
 
 _EXPERIMENTS: dict[str, ExperimentConfig] = {}
@@ -209,7 +210,7 @@ def experiment_for(task: str, method: str) -> str:
 def get_experiment(name: str) -> ExperimentConfig:
   load()
   if name not in _EXPERIMENTS:
-    raise ValueError(f"unknown experiment {name!r}; allowed: {experiment_names()}")
+    raise ValueError(f"unknown experiment {name!r}; {level_hint(name)}allowed: {experiment_names()}")
   return _EXPERIMENTS[name]
 
 

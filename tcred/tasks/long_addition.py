@@ -48,6 +48,7 @@ from tcred.tasks import base
 
 _SEPARATOR = ","
 _ERROR_KINDS = ("operand", "carry", "sum")
+_INT64_DIGITS = 18  # operands of up to this many digits are drawn in one call (10**18 < 2**63)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -157,7 +158,11 @@ class LongAddition(base.Task):
     operands = []
     for _ in range(2):
       digits = int(rng.integers(c.min_digits, c.max_digits + 1))
-      operands.append(int(rng.integers(10 ** (digits - 1) if digits > 1 else 1, 10**digits)))
+      if digits <= _INT64_DIGITS:
+        operands.append(int(rng.integers(10 ** (digits - 1) if digits > 1 else 1, 10**digits)))
+      else:  # 10**digits overflows int64: a uniform leading part (digits - 9 digits), then 9 uniform digits
+        high = int(rng.integers(10 ** (digits - 10), 10 ** (digits - 9)))
+        operands.append(high * 10**9 + int(rng.integers(0, 10**9)))
     return _problem(*operands)
 
   def make_problem(self, a: int, b: int) -> base.Problem:
@@ -232,3 +237,76 @@ class LongAddition(base.Task):
     want = columns[k].text
     good = step.removeprefix(_SEPARATOR) == want
     return base.StepAnalysis(f"col{k + 1} {want};{'ok' if good else 'wrong'}", good)
+
+
+# Difficulty levels (issue 24): each is a named task config registered as its own task,
+# `long-addition-d<D>`: two operands of exactly D digits, so a response holds D decisive columns.
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LongAdditionD8Config(LongAdditionConfig):
+  """Level d8: 8-digit operands."""
+
+  min_digits: int = 8
+  max_digits: int = 8
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LongAdditionD12Config(LongAdditionConfig):
+  """Level d12: 12-digit operands."""
+
+  min_digits: int = 12
+  max_digits: int = 12
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LongAdditionD16Config(LongAdditionConfig):
+  """Level d16: 16-digit operands."""
+
+  min_digits: int = 16
+  max_digits: int = 16
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LongAdditionD20Config(LongAdditionConfig):
+  """Level d20: 20-digit operands (the largest the config allows)."""
+
+  min_digits: int = 20
+  max_digits: int = 20
+
+
+class LongAdditionD8(LongAddition):
+  name = "long-addition-d8"
+
+  def __init__(self, config: LongAdditionConfig = LongAdditionD8Config()):
+    super().__init__(config)
+
+
+class LongAdditionD12(LongAddition):
+  name = "long-addition-d12"
+
+  def __init__(self, config: LongAdditionConfig = LongAdditionD12Config()):
+    super().__init__(config)
+
+
+class LongAdditionD16(LongAddition):
+  name = "long-addition-d16"
+
+  def __init__(self, config: LongAdditionConfig = LongAdditionD16Config()):
+    super().__init__(config)
+
+
+class LongAdditionD20(LongAddition):
+  name = "long-addition-d20"
+
+  def __init__(self, config: LongAdditionConfig = LongAdditionD20Config()):
+    super().__init__(config)
+
+
+LEVELS: dict[str, tuple[type, type[LongAddition]]] = {
+    "d8": (LongAdditionD8Config, LongAdditionD8),
+    "d12": (LongAdditionD12Config, LongAdditionD12),
+    "d16": (LongAdditionD16Config, LongAdditionD16),
+    "d20": (LongAdditionD20Config, LongAdditionD20),
+}
+"""The difficulty levels: level -> (config class, task class); the task is named `long-addition-<level>`."""

@@ -7,11 +7,13 @@ CLI) builds a task, so validation reads the registry and cannot drift from it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from tcred.tasks import base
 from tcred.tasks.countdown import Countdown, CountdownConfig
 from tcred.tasks.graph_path import GraphPath, GraphPathConfig
+from tcred.tasks import lock_chain, long_addition
 from tcred.tasks.jsonl import Jsonl, JsonlConfig
 from tcred.tasks.long_addition import LongAddition, LongAdditionConfig
 from tcred.tasks.rgym import ReasoningGym, ReasoningGymConfig
@@ -25,6 +27,7 @@ class TaskEntry(NamedTuple):
 
 
 _TASKS: dict[str, TaskEntry] = {}
+_LEVELS: dict[str, tuple[str, ...]] = {}  # task family -> its difficulty levels, in order
 
 
 def register_task(name: str, config_cls: type, task_cls: type[base.Task]) -> None:
@@ -45,6 +48,38 @@ def register_task(name: str, config_cls: type, task_cls: type[base.Task]) -> Non
   _TASKS[name] = TaskEntry(config_cls, task_cls)
 
 
+def register_levels(family: str, levels: Mapping[str, tuple[type, type[base.Task]]]) -> None:
+  """Registers the difficulty levels of a task family (issue 24), each a named task config registered as
+  the task `<family>-<level>` (its config class's defaults are the level's settings).
+
+  Args:
+    family: the family's name, e.g. "lock-chain".
+    levels: level -> (config dataclass, task class named `<family>-<level>`), in increasing difficulty.
+  """
+  if family in _LEVELS:
+    raise ValueError(f"the levels of task family {family!r} are already registered: {_LEVELS[family]}")
+  for level, (config_cls, task_cls) in levels.items():
+    register_task(f"{family}-{level}", config_cls, task_cls)
+  _LEVELS[family] = tuple(levels)
+
+
+def difficulty_levels() -> dict[str, tuple[str, ...]]:
+  """{task family: its difficulty levels}; the task of a level is named `<family>-<level>`."""
+  return dict(_LEVELS)
+
+
+def level_hint(name: str) -> str:
+  """For a task or experiment name of a levelled family with an unknown level (`lock-chain-k9`,
+  `lock-chain-k9-grpo`), the clause naming the allowed levels; else "". Read by the unknown-task and
+  unknown-experiment errors."""
+  for family, levels in _LEVELS.items():
+    if name.startswith(f"{family}-"):
+      level = name[len(family) + 1:].split("-")[0]
+      if level not in levels:
+        return f"unknown difficulty level {level!r} of {family!r} (allowed levels: {', '.join(levels)}); "
+  return ""
+
+
 def task_names() -> tuple[str, ...]:
   """The registered task names, sorted."""
   return tuple(sorted(_TASKS))
@@ -53,7 +88,7 @@ def task_names() -> tuple[str, ...]:
 def task_entry(name: str) -> TaskEntry:
   """The registry entry of `name`; ValueError listing the allowed names if unknown."""
   if name not in _TASKS:
-    raise ValueError(f"unknown task {name!r}; allowed: {', '.join(task_names())}")
+    raise ValueError(f"unknown task {name!r}; {level_hint(name)}allowed: {', '.join(task_names())}")
   return _TASKS[name]
 
 
@@ -79,6 +114,8 @@ register_task(GraphPath.name, GraphPathConfig, GraphPath)
 register_task(LongAddition.name, LongAdditionConfig, LongAddition)
 register_task(Jsonl.name, JsonlConfig, Jsonl)
 register_task(ReasoningGym.name, ReasoningGymConfig, ReasoningGym)
+register_levels(LongAddition.name, long_addition.LEVELS)
+register_levels(lock_chain.LockChain.name, lock_chain.LEVELS)
 
 
 def task_config_class(name: str) -> type:

@@ -60,8 +60,14 @@ def _expect_refused(argv, needle, out, capsys):
 # `<task>-grpo` is checked field by field (their credit and loss sections are the embedded experiments').
 from tcred.experiments.defaults import REAL_MODEL_TASKS  # noqa: E402
 
-_CHECKED = [n for n in experiments.experiment_names() if (task := experiments.get_experiment(n).task)
-            not in REAL_MODEL_TASKS or n == f"{task}-grpo"]
+from tcred.tasks.registry import difficulty_levels  # noqa: E402
+
+# The difficulty levels of a task family (issue 24) share its config class and its validation: one level per
+# family (the hardest) is walked.
+_LEVELS = {f"{family}-{level}" for family, levels in difficulty_levels().items() for level in levels}
+_WALKED_LEVELS = {f"{family}-{levels[-1]}" for family, levels in difficulty_levels().items()}
+_CHECKED = [n for n in experiments.experiment_names() if ((task := experiments.get_experiment(n).task)
+            not in REAL_MODEL_TASKS or n == f"{task}-grpo") and (task not in _LEVELS or task in _WALKED_LEVELS)]
 # One experiment per (task, credit method): every field × every bad value of its type.
 _ONE_PER_METHOD = sorted({(experiments.get_experiment(n).task, experiments.get_experiment(n).credit.name): n
                           for n in _CHECKED}.values())
@@ -95,7 +101,7 @@ def test_non_finite_learning_rates_are_refused(tmp_path, capsys, no_runs):
 
 # Every flag of every command, with values it must refuse. The test fails for a flag missing here.
 _BAD_FLAGS = {
-    ("run", "name"): [["no-such-experiment"]],
+    ("run", "name"): [["no-such-experiment"], ["lock-chain-k9-grpo"]],
     ("run", "steps"): [["--steps", "0"], ["--steps", "-3"], ["--steps", "abc"]],
     ("run", "overrides"): [["--set", "rl.lr"], ["--set", "rl.nope=1"], ["--set", "nope.x=1"]],
     ("run", "seed"): [["--seed", "-1"], ["--seed", "abc"], ["--seed", str(2**63)]],
@@ -109,7 +115,7 @@ _BAD_FLAGS = {
     ("table", "out"): [["--out", "{file}"]],
     ("table", "jobs"): [["--jobs", "0"], ["--jobs", "abc"]],
     ("table", "results"): [["--results", "{file}"], ["--results", "/sys/tcred-test-results"]],
-    ("identify", "task"): [["no-such-task"]],
+    ("identify", "task"): [["no-such-task"], ["lock-chain-k9"]],
     ("identify", "policy"): [["--policy", "{file}"], ["--policy", "{hf}"]],
     ("identify", "prompts"): [["--prompts", "1"], ["--prompts", "100000"], ["--prompts", "abc"]],
     ("identify", "rollouts"): [["--rollouts", "0"], ["--rollouts", "abc"]],
@@ -178,6 +184,20 @@ def test_every_cli_flag_rejects_bad_values(tmp_path, capsys, no_runs):
         assert "error:" in err and any(n in err for n in (flag, bad[-1], bad[-1].split("=")[0])), (argv, err)
         assert not out.exists(), f"{argv} wrote {out}"
   assert covered == set(_BAD_FLAGS)
+
+
+def test_difficulty_levels_and_knobs_are_refused_with_the_allowed_values(tmp_path, capsys, no_runs):
+  """Issue 24: an unknown difficulty level, or a knob out of its range, exits 2 naming what is allowed."""
+  out = tmp_path / "out"
+  _expect_refused(["run", "lock-chain-k9-grpo", "--out", str(out)], "allowed levels: k2, k4, k8", out, capsys)
+  _expect_refused(["run", "long-addition-d9-grpo", "--out", str(out)], "allowed levels: d8, d12, d16, d20", out,
+                  capsys)
+  for knob, allowed in (("decisions=13", "decisions must be an integer in [1, 12]"),
+                        ("filler=27", "filler must be an integer in [0, 26]")):
+    _expect_refused(["run", "lock-chain-k8-grpo", "--set", f"task_config.{knob}", "--out", str(out)], allowed, out,
+                    capsys)
+  _expect_refused(["run", "long-addition-d20-grpo", "--set", "task_config.max_digits=21", "--out", str(out)],
+                  "max_digits must be an integer in [20, 20]", out, capsys)
 
 
 def test_run_checks_come_before_anything_is_written(tmp_path, capsys, no_runs):
