@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import pathlib
 from typing import Any
 
@@ -107,7 +108,6 @@ def _check_out(out: pathlib.Path) -> None:
     raise ExploreError(f"--out {out} is a directory; give a file name, e.g. {out / 'explore.html'}")
   if not parent.is_dir():
     raise ExploreError(f"--out {out}: the directory {parent} does not exist")
-  import os
   if not os.access(parent, os.W_OK):
     raise ExploreError(f"--out {out}: the directory {parent} is not writable")
 
@@ -129,6 +129,10 @@ def explore(path: str | pathlib.Path, *, step: int | None = None, out: str | pat
   Returns `(the page or index written, every page written)`. Raises ExploreError, before writing anything,
   for a path that is neither, no recorded step, a step not recorded, a corrupt record, an unwritable --out."""
   path = pathlib.Path(path)
+  if step is not None and step < 0:
+    raise ExploreError(f"--step must be a recorded step >= 0, got {step}")
+  if out is not None:
+    _check_out(pathlib.Path(out))
   if not path.is_dir():
     raise ExploreError(f"{path} is not a directory: give a run directory (e.g. runs/countdown-grpo/seed-0) "
                        "or a folder of runs")
@@ -173,8 +177,6 @@ def _summary(run: pathlib.Path) -> dict[str, Any]:
 def index_html(root: pathlib.Path, entries: list[tuple[pathlib.Path, list[int], pathlib.Path | None]],
                target: pathlib.Path) -> str:
   """An index page of the runs under `root`: experiment, method, seed, final pass@1 and a link to each page."""
-  import os
-
   rows = []
   for run, steps, page in entries:
     summary, config = _summary(run), {}
