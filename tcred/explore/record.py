@@ -31,7 +31,6 @@ import pathlib
 import re
 import zipfile
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 RECORD_VERSION = 1
@@ -190,38 +189,35 @@ def load_record(path: str | pathlib.Path) -> StepRecord:
 @functools.partial(jax.jit, static_argnames=("graphdef", "credit", "temperature", "chunk_size"))
 def _credit_view(params, batch, *, graphdef, credit, temperature: float, chunk_size: int):
   from tcred.credit.base import CreditInputs
+  from tcred.credit.outcome import outcome_advantages
   from tcred.training.step import batch_logprobs
 
   logp, ent = batch_logprobs(graphdef, params, batch, temperature=temperature, chunk_size=chunk_size)
   out = credit(CreditInputs(rewards=batch.rewards, mask=batch.mask, group_valid=batch.group_valid, entropy=ent,
                             logp=logp, old_logp=batch.old_logp, extras=batch.extras))
-  return logp, ent, out.advantages, out.weights
+  outcome = outcome_advantages(batch.rewards, batch.group_valid, mode="grpo")
+  return logp, ent, out.advantages, out.weights, outcome
 
 
 def capture(graphdef, params, batch, *, credit, temperature: float, chunk_size: int) -> dict[str, np.ndarray]:
   """The recorded per-token arrays of one RL batch (`tcred.training.step.Batch`) under `params`, the
   policy before the step's update: `{"credit", "weight", "signal/entropy", "signal/surprisal", "signal/X"
-  for every [B, G, T] extra X}`, host float32 arrays `[B, G, T]`.
+  for every [B, G, T] extra X}`, host float32 arrays `[B, G, T]`, and "outcome_advantage" `[B, G]`: the
+  GRPO group advantage (`tcred.credit.outcome.outcome_advantages`, 0 on filler groups), the outcome
+  baseline the page shows beside the method's credit.
 
   One forward pass through `tcred.training.step.batch_logprobs` and the credit method itself (the
   computation of `rl_train_step`'s loss, without its gradient), so the credit is the one the step uses."""
-  logp, ent, adv, weight = jax.device_get(_credit_view(params, batch, graphdef=graphdef, credit=credit,
+  logp, ent, adv, weight, outcome = jax.device_get(_credit_view(params, batch, graphdef=graphdef, credit=credit,
                                                        temperature=temperature, chunk_size=chunk_size))
   mask = np.asarray(batch.mask)
   zero = lambda x: np.where(mask, np.asarray(x, np.float32), 0.0).astype(np.float32)
-  out = {"credit": zero(adv), "weight": zero(weight), "signal/entropy": zero(ent), "signal/surprisal": zero(-logp)}
+  out = {"credit": zero(adv), "weight": zero(weight), "signal/entropy": zero(ent), "signal/surprisal": zero(-logp),
+         "outcome_advantage": np.asarray(outcome, np.float32)}
   for k, v in batch.extras.items():
     if tuple(v.shape) == mask.shape and f"signal/{k}" not in out:
       out[f"signal/{k}"] = zero(jax.device_get(v))
   return out
-
-
-def outcome_advantage(rewards: np.ndarray, group_valid: np.ndarray) -> np.ndarray:
-  """`[B, G]` GRPO group advantages of `rewards` `[B, G]` (`tcred.signals.group.group_advantages`), 0 on
-  filler groups: the outcome baseline the page shows beside the method's credit."""
-  from tcred.credit.outcome import outcome_advantages
-
-  return np.asarray(outcome_advantages(jnp.asarray(rewards, jnp.float32), jnp.asarray(group_valid), mode="grpo"))
 
 
 def make_record(*, step: int, name: str, seed: int, task, problems, groups, group_valid: np.ndarray,
@@ -236,6 +232,6 @@ def make_record(*, step: int, name: str, seed: int, task, problems, groups, grou
       step=step, name=name, seed=seed, task=task.name, credit_method=credit_method,
       prompts=[p.prompt for p in problems], texts=[list(t) for t in groups.texts],
       pieces=token_pieces(task.tokenizer, tokens, mask), tokens=tokens, mask=mask, group_valid=valid,
-      rewards=rewards, outcome_advantage=outcome_advantage(rewards, valid).astype(np.float32),
+      rewards=rewards, outcome_advantage=captured["outcome_advantage"],
       credit=captured["credit"], weight=captured["weight"],
       signals={k[7:]: v for k, v in captured.items() if k.startswith("signal/")})
