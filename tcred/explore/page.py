@@ -50,6 +50,8 @@ def _lane(name: str, values: np.ndarray, mask: np.ndarray, *, diverging: bool) -
     return {"name": name, "kind": "diverging", "lo": -m, "hi": m, "top": None}
   lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
   top = float(np.quantile(v, 1.0 - TOP_FRACTION)) if v.size else None
+  if top is not None and top <= lo:  # a constant or mostly-minimum lane (a 0/1 flag, the weights): no top set
+    top = None
   return {"name": name, "kind": "sequential", "lo": lo, "hi": hi, "top": top}
 
 
@@ -215,7 +217,7 @@ body.index{margin:16px} table{border-collapse:collapse} td,th{border:1px solid #
 .mg{width:150px;flex:none;font-family:monospace;font-size:11px;color:#444}
 .tk{font-family:monospace;white-space:pre-wrap;word-break:break-all;flex:1}
 .c{display:inline-block;min-width:7px;padding:0 1px;margin:0 0 1px 0;border:1px solid transparent}
-.c.top{border-color:#000}
+.c.top{border-color:#000} .c.fatal{border-bottom:3px solid #e00}
 .c:hover{outline:2px solid #f80}
 .sep{border-top:1px solid #ddd;margin:4px 0}
 #tip{position:fixed;display:none;background:#fff;border:1px solid #888;padding:4px 6px;font:11px monospace;pointer-events:none;z-index:9;white-space:pre}
@@ -262,7 +264,8 @@ function drawLegend(){
     var g=l.kind==='diverging'?'linear-gradient(90deg,rgb(33,102,172),#fff,rgb(178,24,43))':'linear-gradient(90deg,#fff,rgb(84,39,143))';
     var mid=(l.lo+l.hi)/2;
     return '<span class="lg"><b>'+esc(l.name)+'</b> '+fmt(l.lo)+'<span class="bar" style="background:'+g+'"></span>'+fmt(l.hi)+
-      ' (mid '+fmt(mid)+')'+(l.top!==null?'; outlined: top 20% (≥ '+fmt(l.top)+')':'')+'</span>'}).join('');
+      ' (mid '+fmt(mid)+')'+(l.top!==null?'; outlined: top 20% (≥ '+fmt(l.top)+')':'')+'</span>'}).join('')+
+    (laneIndex('fatal')>=0?'<span class="lg"><span class="c fatal">x</span> fatal error (the oracle value goes 1 → 0)</span>':'');
 }
 function drawList(){
   var q=$('search').value.toLowerCase(),ps=D.steps[S].prompts,h=[];
@@ -271,15 +274,19 @@ function drawList(){
     h.push('<div class="pi'+(i===P?' sel':'')+(p.valid?'':' bad')+'" data-p="'+i+'" title="'+esc(p.prompt)+'">'+i+'. r̄='+fmt(m)+' '+esc(p.prompt)+'</div>')}
   $('plist').innerHTML=h.join('')||'<div class="pi">no prompt matches</div>';
 }
+function laneIndex(name){for(var k=0;k<lanes().length;k++)if(lanes()[k].name===name)return k;return -1}
+function fatalShare(r){var F=laneIndex('fatal');if(F<0)return null;var a=0,f=0,any=false;
+  for(var t=0;t<r.p.length;t++){var c=Math.abs(r.v[0][t]);a+=c;if(r.v[F][t]>0){f+=c;any=true}}
+  return any?(a>0?f/a:0):null}
 function drawGroup(){
-  var st=D.steps[S],p=st.prompts[P],L=st.lanes,h=[];
+  var st=D.steps[S],p=st.prompts[P],L=st.lanes,h=[],F=laneIndex('fatal');
   if(!p){$('group').innerHTML='';$('prompt').textContent='';return}
   $('prompt').innerHTML='<b>prompt '+P+'</b>'+(p.valid?'':' (filler group: did not train)')+': <code>'+esc(p.prompt)+'</code>';
   var on=[];for(var k=0;k<L.length;k++)if(shown[L[k].name])on.push(k);
-  p.rollouts.forEach(function(r,g){
-    on.forEach(function(k){var l=L[k],v=r.v[k],c=[];
-      for(var t=0;t<r.p.length;t++){c.push('<span class="c'+(l.top!==null&&v[t]>=l.top?' top':'')+'" data-g="'+g+'" data-t="'+t+'" data-l="'+k+'" style="background:'+css(color(l,v[t]))+'">'+esc(piece(r.p[t]))+'</span>')}
-      h.push('<div class="ro" data-lane="'+esc(l.name)+'"><div class="mg">#'+g+' r='+fmt(r.r)+' A='+fmt(r.a)+' '+esc(l.name)+'</div><div class="tk">'+c.join('')+'</div></div>')});
+  p.rollouts.forEach(function(r,g){var fs=fatalShare(r);
+    on.forEach(function(k,n){var l=L[k],v=r.v[k],c=[];
+      for(var t=0;t<r.p.length;t++){c.push('<span class="c'+(l.top!==null&&v[t]>=l.top?' top':'')+(F>=0&&r.v[F][t]>0?' fatal':'')+'" data-g="'+g+'" data-t="'+t+'" data-l="'+k+'" style="background:'+css(color(l,v[t]))+'">'+esc(piece(r.p[t]))+'</span>')}
+      h.push('<div class="ro" data-lane="'+esc(l.name)+'"><div class="mg">'+(n===0?'#'+g+' r='+fmt(r.r)+' A='+fmt(r.a)+(fs!==null?'<br>fatal: '+(100*fs).toFixed(0)+'% of |credit|':'')+'<br>':'')+'<i>'+esc(l.name)+'</i></div><div class="tk">'+c.join('')+'</div></div>')});
     h.push('<div class="sep"></div>')});
   $('group').innerHTML=h.join('');
 }

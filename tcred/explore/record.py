@@ -15,7 +15,9 @@ A run records, every `rl.record_every` steps (default: its evaluation steps) and
   weight       `[B, G, T]` float32 its loss weight (0: the token does not train)
   signal/NAME  `[B, G, T]` float32, one per recorded signal: `entropy` and `surprisal` (−log p of the
                sampled token) of the policy the step trains, at the sampling temperature, and every
-               `[B, G, T]` extra the credit method received (e.g. `ig`, judge scores)
+               `[B, G, T]` extra the credit method received (e.g. `ig`, judge scores); for a task with
+               an oracle, `oracle_value` (the exact value of the prefix through each token) and `fatal`
+               (1 on the fatal errors: the value goes 1 → 0), `oracle_signals`
 
 `load_record(path)` reads one back and validates it. The signals come from one forward pass of the
 policy before its update (`capture`), the same values the train step's credit method sees.
@@ -220,6 +222,22 @@ def capture(graphdef, params, batch, *, credit, temperature: float, chunk_size: 
   return out
 
 
+def oracle_signals(task, problems, tokens: np.ndarray, mask: np.ndarray, rewards: np.ndarray) -> dict[str, np.ndarray]:
+  """For a task with an oracle (`Task.has_oracle`): `{"oracle_value": [B, G, T]` the exact value of the
+  prefix through each token (`tcred.evaluation.identify.truth.oracle_values`; the last token's is the
+  reward), `"fatal": [B, G, T]` 1.0 on the fatal errors (`fatal_tokens`: the value goes 1 → 0)}; {} without
+  an oracle. The decisive tokens of the identifiability study need Monte-Carlo continuations: not recorded."""
+  if not getattr(task, "has_oracle", False):
+    return {}
+  from tcred.evaluation.identify.rollouts import Rollout
+  from tcred.evaluation.identify.truth import fatal_tokens, oracle_values
+
+  rollout = Rollout(prompt=None, prompt_valid=None, tokens=tokens, logp=None, mask=mask, rewards=rewards, texts=[])
+  oracle = oracle_values(task, problems, rollout)  # [B, G, T + 1]
+  value = np.where(mask, np.nan_to_num(oracle[..., 1:]), 0.0).astype(np.float32)
+  return {"oracle_value": value, "fatal": fatal_tokens(oracle, mask).astype(np.float32)}
+
+
 def make_record(*, step: int, name: str, seed: int, task, problems, groups, group_valid: np.ndarray,
                 captured: dict[str, np.ndarray], credit_method: str) -> StepRecord:
   """A `StepRecord` of one RL batch: the sampled `groups` (`tcred.sampling.rollout.Groups`) of `problems`
@@ -234,4 +252,5 @@ def make_record(*, step: int, name: str, seed: int, task, problems, groups, grou
       pieces=token_pieces(task.tokenizer, tokens, mask), tokens=tokens, mask=mask, group_valid=valid,
       rewards=rewards, outcome_advantage=captured["outcome_advantage"],
       credit=captured["credit"], weight=captured["weight"],
-      signals={k[7:]: v for k, v in captured.items() if k.startswith("signal/")})
+      signals={**{k[7:]: v for k, v in captured.items() if k.startswith("signal/")},
+               **oracle_signals(task, problems, tokens, mask, rewards)})

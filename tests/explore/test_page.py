@@ -55,8 +55,12 @@ def test_a_real_two_step_run_records_and_renders(tmp_path, capsys):
   assert recorded_steps(run) == [1, 2]
   rec = load_record(record_path(run, 2))
   assert rec.tokens.shape[:2] == (4, 2) and rec.name == "countdown-grpo" and rec.credit_method == "outcome"
-  assert set(rec.signals) == {"entropy", "surprisal"}
+  assert set(rec.signals) == {"entropy", "surprisal", "oracle_value", "fatal"}  # countdown has an oracle
   m = rec.mask
+  last = m.sum(-1) - 1
+  np.testing.assert_array_equal(np.take_along_axis(rec.signals["oracle_value"], last[..., None], -1)[..., 0],
+                                rec.rewards)  # the value of the whole response is its reward
+  assert rec.signals["fatal"].sum(-1).max() <= 1 and not rec.signals["fatal"][~m].any()
   assert np.all(rec.signals["entropy"][m] >= 0) and np.all(rec.signals["surprisal"][m] >= 0)
   # GRPO's credit is the outcome advantage on every token of a trained group.
   np.testing.assert_allclose(rec.credit, np.where(m, rec.outcome_advantage[..., None], 0), atol=1e-5)

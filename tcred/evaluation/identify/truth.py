@@ -156,6 +156,12 @@ def oracle_values(task: Task, problems: Sequence[Problem], rollout: Rollout) -> 
   return out
 
 
+def fatal_tokens(oracle: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  """`[..., T]` bool: the fatal errors, tokens across which the oracle value goes 1 → 0, from the prefix
+  values `oracle` `[..., T + 1]` (`oracle_values`) and the response mask `[..., T]`."""
+  return mask & (np.nan_to_num(oracle[..., :-1]) == 1.0) & (np.nan_to_num(oracle[..., 1:], nan=1.0) == 0.0)
+
+
 def ground_truth(graphdef, params, task: Task, problems: Sequence[Problem], rollout: Rollout,
                  config: IdentifyConfig, *, progress: bool = False, namespace: int = _NS_CONTINUATIONS
                  ) -> GroundTruth:
@@ -169,6 +175,6 @@ def ground_truth(graphdef, params, task: Task, problems: Sequence[Problem], roll
                                  0.0)
   # Where the oracle says a prefix is lost, V = 0 exactly (every continuation fails): no MC error.
   value_se_smooth = np.where(oracle == 0.0, 0.0, value_se_smooth)
-  fatal = mask & (np.nan_to_num(oracle[..., :-1]) == 1.0) & (np.nan_to_num(oracle[..., 1:], nan=1.0) == 0.0)
+  fatal = fatal_tokens(oracle, mask)
   return GroundTruth(values, value_se, adv, pair_se(value_se), pair_se(value_se_smooth), oracle, fatal, unique)
 
