@@ -93,3 +93,20 @@ def test_token_pieces_join_to_the_text():
   pieces = token_pieces(tok, tokens, mask)
   assert pieces[0][1] == [] and len(pieces[0][0]) == len(ids) + 1
   assert "".join(pieces[0][0]) == "3+4=7" and pieces[0][0][-1] == ""
+
+
+def test_record_every_is_not_a_setting_of_the_results():
+  """Recording more or less changes neither the config hash (`tcred table`) nor what `--resume` accepts."""
+  from tcred import experiments
+  from tcred.training.config import config_diff, run_config_hash
+
+  experiments.load()
+  cfg = experiments.get_experiment("countdown-grpo")
+  a = {**cfg.to_dict(), "seed": 0}
+  b = {**cfg.with_overrides(["rl.record_every=3"]).to_dict(), "seed": 0}
+  assert a["rl"]["record_every"] is None and b["rl"]["record_every"] == 3
+  assert run_config_hash(a) == run_config_hash(b) and config_diff(a, b) == []
+  assert config_diff(a, {**cfg.with_overrides(["rl.lr=0.5"]).to_dict(), "seed": 0})  # a real setting differs
+  for bad in ("-1", "abc"):
+    with pytest.raises(ValueError, match="rl.record_every"):
+      cfg.with_overrides([f"rl.record_every={bad}"])
