@@ -307,6 +307,7 @@ $('group').addEventListener('mouseleave',function(){$('tip').style.display='none
 $('runinfo').innerHTML='<b>'+esc(D.run.name)+'</b> seed '+D.run.seed+'<br>task '+esc(D.run.task)+', credit '+esc(D.run.credit);
 drawSteps();all();
 document.documentElement.setAttribute('data-first-render-ms',performance.now().toFixed(1));
+requestAnimationFrame(function(){setTimeout(function(){document.documentElement.setAttribute('data-first-paint-ms',performance.now().toFixed(1))},0)});
 if(location.hash==='#selftest'){
   var res={lanes:{},hover:null,errors:null};
   lanes().forEach(function(l){shown={};shown[l.name]=true;drawLegend();drawGroup();

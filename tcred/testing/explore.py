@@ -9,10 +9,11 @@ from tcred.explore.record import StepRecord
 
 
 def synthetic_record(*, b: int = 3, g: int = 4, t: int = 12, step: int = 5, seed: int = 0,
-                     signals: tuple[str, ...] = ("entropy", "surprisal")) -> StepRecord:
-  """B prompts × G rollouts × up to T tokens of random letters with random lengths, rewards and values."""
+                     signals: tuple[str, ...] = ("entropy", "surprisal"), min_len: int = 1) -> StepRecord:
+  """B prompts × G rollouts × up to T tokens of random letters with random lengths (in [min_len, T]),
+  rewards and values."""
   rng = np.random.default_rng(seed)
-  lengths = rng.integers(1, t + 1, size=(b, g))
+  lengths = rng.integers(min_len, t + 1, size=(b, g))
   mask = np.arange(t)[None, None, :] < lengths[..., None]
   tokens = np.where(mask, rng.integers(3, 60, size=(b, g, t)), 0).astype(np.int32)
   pieces = [[[chr(ord("a") + int(x) % 26) for x in tokens[i, j, :lengths[i, j]]] for j in range(g)]
