@@ -197,7 +197,7 @@ def _export(args) -> int:
 
 
 def _explore(args) -> int:
-  from tcred.explore.page import ExploreError, explore
+  from tcred.evaluation.explore import ExploreError, explore
 
   try:
     target, written = explore(args.run_dir, step=args.step, out=args.out)

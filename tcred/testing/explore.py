@@ -1,11 +1,11 @@
-"""A synthetic credit-explorer record (`tcred.explore.record.StepRecord`) of any size, for tests and the
+"""A synthetic credit-explorer record (`tcred.training.record.StepRecord`) of any size, for tests and the
 page's performance figure."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from tcred.explore.record import StepRecord
+from tcred.training.record import StepRecord
 
 
 def synthetic_record(*, b: int = 3, g: int = 4, t: int = 12, step: int = 5, seed: int = 0,

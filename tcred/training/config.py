@@ -59,7 +59,7 @@ class RLConfig:
     checkpoint_every: steps between Orbax checkpoints (the last step is always saved).
     max_nonfinite: abort after this many non-finite updates in a row.
     chunk_size: tokens per chunk of the fused log-prob/entropy path.
-    record_every: steps between the credit explorer's records (`tcred.explore.record`, `tcred explore`);
+    record_every: steps between the credit explorer's records (`tcred.training.record`, `tcred explore`);
       None (default): at the evaluation steps (`eval_every`); the last step is always recorded; 0: never.
       Not a setting of the run's results (left out of config hashes and `--resume` checks).
   """

@@ -23,7 +23,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from tcred.credit.extras import compute_extras, extras_token_count, validate_extras
-from tcred.explore import record as explore_record
+from tcred.training import record as explore_record
 from tcred.judges.base import JudgeContext
 from tcred.parallel.distributed import barrier, is_primary, to_host
 from tcred.parallel.mesh import check_batch, layout_for
@@ -484,7 +484,7 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
 
 
 def _record_step(run_dir, done, cfg, seed, task, chunk, group_valid, graphdef, params, batch, tracker) -> None:
-  """Writes the credit explorer's record of step `done` (`tcred.explore.record`), before the update
+  """Writes the credit explorer's record of step `done` (`tcred.training.record`), before the update
   (the train step donates `params`), and links it from TensorBoard's text tab."""
   captured = explore_record.capture(graphdef, params, batch, credit=cfg.credit, temperature=cfg.rl.temperature,
                                     chunk_size=cfg.rl.chunk_size)

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from tcred import cli
-from tcred.explore.record import load_record, record_path
+from tcred.training.record import load_record, record_path
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TINY = ["--set", "model.hidden_size=32", "--set", "model.intermediate_size=64", "--set", "model.num_hidden_layers=1",
@@ -41,7 +41,7 @@ def test_the_page_of_a_real_run_in_chromium(tmp_path):
   assert shot.exists() and shot.stat().st_size > 5000, done.stderr[-2000:]
   assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-  # `#selftest`: the page draws each lane alone, hovers the first token and reports (see tcred.explore.page).
+  # `#selftest`: the page draws each lane alone, hovers the first token and reports (see tcred.evaluation.explore).
   done = _chromium("--dump-dom", page.as_uri() + "#selftest", tmp_path=tmp_path)
   m = re.search(r'<pre id="selftest">(.*?)</pre>', done.stdout, re.S)
   assert m and m.group(1), done.stderr[-2000:]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tcred import cli
-from tcred.explore.page import page_html, step_data
-from tcred.explore.record import load_record, record_path, recorded_steps, save_record
+from tcred.evaluation.explore import page_html, step_data
+from tcred.training.record import load_record, record_path, recorded_steps, save_record
 from tcred.testing.explore import synthetic_record
 
 # tests/training/test_cli.py's tiny run, recording every step.

@@ -6,7 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from tcred.explore.record import (RECORD_VERSION, RecordError, load_record, record_due, record_path,
+from tcred.training.record import (RECORD_VERSION, RecordError, load_record, record_due, record_path,
                                   recorded_steps, save_record, token_pieces)
 from tcred.tasks.registry import make_task
 from tcred.testing.explore import synthetic_record

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from tcred.evaluation.identify.config import _NS_CONTINUATIONS, IdentifyConfig
 from tcred.evaluation.identify.rollouts import Rollout
+from tcred.judges.oracle import fatal_tokens, prefix_values
 from tcred.sampling.sampler import sample_groups
 from tcred.tasks.base import Problem, Task
 
@@ -139,27 +140,8 @@ def monte_carlo_values(graphdef, params, task: Task, problems: Sequence[Problem]
 
 
 def oracle_values(task: Task, problems: Sequence[Problem], rollout: Rollout) -> np.ndarray:
-  """`[N, G, T + 1]` exact prefix values (k = L: the reward); NaN beyond L."""
-  n, g, t = rollout.tokens.shape
-  out = np.full((n, g, t + 1), np.nan)
-  lengths = rollout.mask.sum(-1)
-  for i in range(n):
-    memo: dict[str, float] = {}
-    for j in range(g):
-      length = int(lengths[i, j])
-      for k in range(length):
-        text = task.tokenizer.decode(rollout.tokens[i, j, :k])
-        if text not in memo:
-          memo[text] = float(task.prefix_value(problems[i], text))
-        out[i, j, k] = memo[text]
-      out[i, j, length] = rollout.rewards[i, j]
-  return out
-
-
-def fatal_tokens(oracle: np.ndarray, mask: np.ndarray) -> np.ndarray:
-  """`[..., T]` bool: the fatal errors, tokens across which the oracle value goes 1 → 0, from the prefix
-  values `oracle` `[..., T + 1]` (`oracle_values`) and the response mask `[..., T]`."""
-  return mask & (np.nan_to_num(oracle[..., :-1]) == 1.0) & (np.nan_to_num(oracle[..., 1:], nan=1.0) == 0.0)
+  """`[N, G, T + 1]` exact prefix values (k = L: the reward); NaN beyond L (`tcred.judges.oracle.prefix_values`)."""
+  return prefix_values(task, problems, rollout.tokens, rollout.mask, rollout.rewards)
 
 
 def ground_truth(graphdef, params, task: Task, problems: Sequence[Problem], rollout: Rollout,

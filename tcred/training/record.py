@@ -35,6 +35,12 @@ import zipfile
 import jax
 import numpy as np
 
+from tcred.credit.base import CreditInputs
+from tcred.credit.outcome import outcome_advantages
+from tcred.judges.oracle import fatal_tokens, prefix_values
+from tcred.training.step import batch_logprobs
+from tcred.training.tracking import atomic_path
+
 RECORD_VERSION = 1
 RECORD_DIR = "explore"
 _NAME = re.compile(r"^step-(\d{6,})\.npz$")
@@ -139,8 +145,6 @@ def token_pieces(tokenizer, tokens: np.ndarray, mask: np.ndarray) -> list[list[l
 
 def save_record(run_dir: str | pathlib.Path, record: StepRecord) -> pathlib.Path:
   """Writes `record` to `record_path(run_dir, record.step)` atomically (whole or absent); returns the path."""
-  from tcred.training.tracking import atomic_path
-
   path = record_path(run_dir, record.step)
   path.parent.mkdir(parents=True, exist_ok=True)
   meta = {"step": record.step, "name": record.name, "seed": record.seed, "task": record.task,
@@ -190,10 +194,6 @@ def load_record(path: str | pathlib.Path) -> StepRecord:
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "credit", "temperature", "chunk_size"))
 def _credit_view(params, batch, *, graphdef, credit, temperature: float, chunk_size: int):
-  from tcred.credit.base import CreditInputs
-  from tcred.credit.outcome import outcome_advantages
-  from tcred.training.step import batch_logprobs
-
   logp, ent = batch_logprobs(graphdef, params, batch, temperature=temperature, chunk_size=chunk_size)
   out = credit(CreditInputs(rewards=batch.rewards, mask=batch.mask, group_valid=batch.group_valid, entropy=ent,
                             logp=logp, old_logp=batch.old_logp, extras=batch.extras))
@@ -224,16 +224,12 @@ def capture(graphdef, params, batch, *, credit, temperature: float, chunk_size: 
 
 def oracle_signals(task, problems, tokens: np.ndarray, mask: np.ndarray, rewards: np.ndarray) -> dict[str, np.ndarray]:
   """For a task with an oracle (`Task.has_oracle`): `{"oracle_value": [B, G, T]` the exact value of the
-  prefix through each token (`tcred.evaluation.identify.truth.oracle_values`; the last token's is the
+  prefix through each token (`tcred.judges.oracle.prefix_values`; the last token's is the
   reward), `"fatal": [B, G, T]` 1.0 on the fatal errors (`fatal_tokens`: the value goes 1 → 0)}; {} without
   an oracle. The decisive tokens of the identifiability study need Monte-Carlo continuations: not recorded."""
   if not getattr(task, "has_oracle", False):
     return {}
-  from tcred.evaluation.identify.rollouts import Rollout
-  from tcred.evaluation.identify.truth import fatal_tokens, oracle_values
-
-  rollout = Rollout(prompt=None, prompt_valid=None, tokens=tokens, logp=None, mask=mask, rewards=rewards, texts=[])
-  oracle = oracle_values(task, problems, rollout)  # [B, G, T + 1]
+  oracle = prefix_values(task, problems, tokens, mask, rewards)  # [B, G, T + 1]
   value = np.where(mask, np.nan_to_num(oracle[..., 1:]), 0.0).astype(np.float32)
   return {"oracle_value": value, "fatal": fatal_tokens(oracle, mask).astype(np.float32)}
 

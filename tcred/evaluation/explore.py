@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from tcred.explore.record import RecordError, StepRecord, load_record, record_path, recorded_steps
+from tcred.training.record import RecordError, StepRecord, load_record, record_path, recorded_steps
+from tcred.training.tracking import write_atomic
 
 TOP_FRACTION = 0.2  # the outlined share of each signal's valid tokens
 
@@ -115,8 +116,6 @@ def _check_out(out: pathlib.Path) -> None:
 
 
 def _write(out: pathlib.Path, text: str) -> None:
-  from tcred.training.tracking import write_atomic
-
   try:
     write_atomic(out, text)
   except OSError as e:
