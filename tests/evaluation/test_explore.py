@@ -48,6 +48,7 @@ def test_page_holds_every_lane_and_nothing_external():
   np.testing.assert_allclose(r["v"][0], rec.credit[1, 2, :n], rtol=1e-3, atol=1e-3 * lanes[0]["hi"])
 
 
+@pytest.mark.slow  # (~15 s; tests/training/test_cli.py's first test checks the records and the page in the default run)
 def test_a_real_two_step_run_records_and_renders(tmp_path, capsys):
   args = ["--out", str(tmp_path), "--no-progress", *TINY]
   assert cli.main(["run", "countdown-grpo", "--steps", "2", "--set", "rl.record_every=1", *args]) == 0
