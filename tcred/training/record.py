@@ -204,7 +204,7 @@ def _credit_view(params, batch, *, graphdef, credit, temperature: float, chunk_s
 def capture(graphdef, params, batch, *, credit, temperature: float, chunk_size: int) -> dict[str, np.ndarray]:
   """The recorded per-token arrays of one RL batch (`tcred.training.step.Batch`) under `params`, the
   policy before the step's update: `{"credit", "weight", "signal/entropy", "signal/surprisal", "signal/X"
-  for every [B, G, T] extra X}`, host float32 arrays `[B, G, T]`, and "outcome_advantage" `[B, G]`: the
+  for every float [B, G, T] extra X}`, host float32 arrays `[B, G, T]`, and "outcome_advantage" `[B, G]`: the
   GRPO group advantage (`tcred.credit.outcome.outcome_advantages`, 0 on filler groups), the outcome
   baseline the page shows beside the method's credit.
 
@@ -217,7 +217,7 @@ def capture(graphdef, params, batch, *, credit, temperature: float, chunk_size: 
   out = {"credit": zero(adv), "weight": zero(weight), "signal/entropy": zero(ent), "signal/surprisal": zero(-logp),
          "outcome_advantage": np.asarray(outcome, np.float32)}
   for k, v in batch.extras.items():
-    if tuple(v.shape) == mask.shape and f"signal/{k}" not in out:
+    if tuple(v.shape) == mask.shape and jax.numpy.issubdtype(v.dtype, jax.numpy.floating) and f"signal/{k}" not in out:
       out[f"signal/{k}"] = zero(jax.device_get(v))
   return out
 
