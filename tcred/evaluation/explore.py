@@ -313,7 +313,8 @@ if(location.hash==='#selftest'){
     var cells=document.querySelectorAll('#group .c'),coloured=0;
     for(var i=0;i<cells.length;i++)if(cells[i].style.background)coloured++;
     res.lanes[l.name]={cells:cells.length,coloured:coloured,rows:document.querySelectorAll('#group .ro').length}});
-  shown={};lanes().forEach(function(l){shown[l.name]=true});drawLaneBoxes();drawLegend();drawGroup();
+  shown={};lanes().forEach(function(l){shown[l.name]=true});drawLaneBoxes();drawLegend();
+  var t0=performance.now();drawGroup();res.draw_all_lanes_ms=+(performance.now()-t0).toFixed(1);
   var c=document.querySelector('#group .c');
   if(c){c.dispatchEvent(new MouseEvent('mouseover',{bubbles:true,clientX:20,clientY:20}));res.hover=$('tip').style.display==='block'?$('tip').textContent:null}
   res.errors=window.__errors;
