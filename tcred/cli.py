@@ -122,6 +122,13 @@ def _parser() -> argparse.ArgumentParser:
   export.add_argument("run_dir", help="a run directory, e.g. runs/countdown-grpo/seed-0")
   export.add_argument("--out", required=True, help="the directory to write (must not exist or be empty)")
   export.add_argument("--step", type=int, default=None, help="checkpoint step to export (default: the last)")
+  explore = sub.add_parser("explore", help="write a run's credit explorer page (one self-contained HTML file), or "
+                           "for a folder of runs each run's page and an index page")
+  explore.add_argument("run_dir", help="a run directory (e.g. runs/countdown-grpo/seed-0) or a folder of runs")
+  explore.add_argument("--step", type=int, default=None,
+                       help="show only this recorded step (default: every recorded step, with a step selector)")
+  explore.add_argument("--out", default=None, help="the HTML file to write (default: RUN_DIR/explore/explore.html; "
+                       "for a folder of runs, its index: ROOT/explore.html)")
   _add_judge_args(sub)
   return p
 
@@ -203,6 +210,19 @@ def _export(args) -> int:
     return _usage_error(str(e))
   print(f"wrote {out} (step {step} of {args.run_dir}): load it with "
         f"transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})", file=sys.stderr)
+  return 0
+
+
+def _explore(args) -> int:
+  from tcred.evaluation.explore import ExploreError, explore
+
+  try:
+    target, written = explore(args.run_dir, step=args.step, out=args.out)
+  except ExploreError as e:
+    return _usage_error(str(e))
+  size = sum(p.stat().st_size for p in written)
+  print(f"wrote {target}" + (f" and {len(written) - 1} run pages" if len(written) > 1 else "")
+        + f" ({size / 1e6:.2f} MB); open it in a browser", file=sys.stderr)
   return 0
 
 
@@ -630,6 +650,8 @@ def _dispatch(args, argv: list[str]) -> int:
     return _identify(args, argv)
   if args.command == "export":
     return _export(args)
+  if args.command == "explore":
+    return _explore(args)
   if args.command == "judge":
     return _judge(args)
   return _usage_error(f"unknown command {args.command!r}")

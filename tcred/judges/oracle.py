@@ -32,3 +32,29 @@ class OracleJudge(Judge):
   def prior(self, task: Task, problem: Problem) -> float:
     self.check_task(task)
     return float(task.prefix_value(problem, ""))
+
+
+def prefix_values(task: Task, problems: Sequence[Problem], tokens: np.ndarray, mask: np.ndarray,
+                  rewards: np.ndarray) -> np.ndarray:
+  """`[N, G, T + 1]` the exact value (`Task.prefix_value`) of each response's prefix of k tokens, k = 0..L
+  (k = L: the reward `rewards [N, G]`); NaN beyond L. `tokens`, `mask`: `[N, G, T]` responses of `problems`."""
+  n, g, t = tokens.shape
+  out = np.full((n, g, t + 1), np.nan)
+  lengths = mask.sum(-1)
+  for i in range(n):
+    memo: dict[str, float] = {}
+    for j in range(g):
+      length = int(lengths[i, j])
+      for k in range(length):
+        text = task.tokenizer.decode(tokens[i, j, :k])
+        if text not in memo:
+          memo[text] = float(task.prefix_value(problems[i], text))
+        out[i, j, k] = memo[text]
+      out[i, j, length] = rewards[i, j]
+  return out
+
+
+def fatal_tokens(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  """`[..., T]` bool: the fatal errors, tokens across which the oracle value goes 1 → 0, from the prefix
+  values `values` `[..., T + 1]` (`prefix_values`) and the response mask `[..., T]`."""
+  return mask & (np.nan_to_num(values[..., :-1]) == 1.0) & (np.nan_to_num(values[..., 1:], nan=1.0) == 0.0)

@@ -59,6 +59,9 @@ class RLConfig:
     checkpoint_every: steps between Orbax checkpoints (the last step is always saved).
     max_nonfinite: abort after this many non-finite updates in a row.
     chunk_size: tokens per chunk of the fused log-prob/entropy path.
+    record_every: steps between the credit explorer's records (`tcred.training.record`, `tcred explore`);
+      None (default): at the evaluation steps (`eval_every`); the last step is always recorded; 0: never.
+      Not a setting of the run's results (left out of config hashes and `--resume` checks).
   """
 
   section: ClassVar[str] = "rl"
@@ -81,9 +84,13 @@ class RLConfig:
   checkpoint_every: int = 50
   max_nonfinite: int = 5
   chunk_size: int = 1024
+  record_every: int | None = None
 
   def __post_init__(self):
     require_finite(self, self.section)
+    if self.record_every is not None and (isinstance(self.record_every, bool) or self.record_every < 0):
+      raise ValueError(f"rl.record_every must be >= 0 (0: never) or None (at the evaluation steps), "
+                       f"got {self.record_every!r}")
     _positive(self, "steps", "prompts_per_step", "group_size", "lr", "temperature", "eval_every",
               "eval_prompts", "eval_samples", "final_eval_prompts", "final_eval_samples",
               "checkpoint_every", "max_nonfinite", "chunk_size")
@@ -223,12 +230,13 @@ _SECTIONS = ("task_config", "model", "sft", "rl", "credit", "loss", "tree", "mes
 
 # A run's resolved config minus these keys (and sections: the mesh says where a run computes; the method is
 # a label, like the description) is what its results depend on.
-_NOT_SETTINGS = ("description", "method", "seed", "mesh")
+# A field that only says what a run records (`rl.record_every`, the credit explorer) is no setting either.
+_NOT_SETTINGS = ("description", "method", "seed", "mesh", "rl.record_every")
 
 
 def _is_setting(key: str) -> bool:
   """Whether a flat config key (`"rl.lr"`) is one of a run's settings (not in `_NOT_SETTINGS`)."""
-  return key.split(".", 1)[0] not in _NOT_SETTINGS
+  return key.split(".", 1)[0] not in _NOT_SETTINGS and key not in _NOT_SETTINGS
 
 
 def flat_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -25,6 +25,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from tcred.credit.extras import compute_extras, extras_plan, extras_token_count, validate_extras
+from tcred.training import record as explore_record
 from tcred.judges.base import JudgeContext
 from tcred.parallel.distributed import barrier, is_primary, to_host
 from tcred.parallel.mesh import check_batch, layout_for
@@ -454,6 +455,8 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
                         groups.prompt, groups.prompt_valid, r.tokens, groups.trees.arrays)))
       if layout is not None:
         batch = layout.place_batch(batch)
+      if explore_record.record_due(rl.record_every, rl.eval_every, rl.steps, step + 1) and jax.process_count() == 1:
+        _record_step(run_dir, step + 1, cfg, seed, task, batch_chunk, group_valid, graphdef, params, batch, tracker)
       state, m = rl_train_step(state, batch, ref_params, graphdef=graphdef, tx=tx, credit=cfg.credit,
                                loss_config=cfg.loss, temperature=rl.temperature, chunk_size=rl.chunk_size,
                                layout=layout)
@@ -537,6 +540,18 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
     write_json(run_dir / "summary.json", summary)
   tracker.hparams(resolved, summary, step=rl.steps)  # TensorBoard HParams: config + final metrics
   return summary
+
+
+def _record_step(run_dir, done, cfg, seed, task, chunk, group_valid, graphdef, params, batch, tracker) -> None:
+  """Writes the credit explorer's record of step `done` (`tcred.training.record`), before the update
+  (the train step donates `params`), and links it from TensorBoard's text tab."""
+  captured = explore_record.capture(graphdef, params, batch, credit=cfg.credit, temperature=cfg.rl.temperature,
+                                    chunk_size=cfg.rl.chunk_size)
+  rec = explore_record.make_record(step=done, name=cfg.name, seed=seed, task=task, problems=chunk.problems,
+                                   groups=chunk.groups, group_valid=group_valid, captured=captured,
+                                   credit_method=cfg.credit.name)
+  path = explore_record.save_record(run_dir, rec)
+  tracker.text("explore", f"step {done} recorded in `{path}`: `tcred explore {run_dir} --step {done}`", done)
 
 
 def _rollout_text(problems: list[Problem], groups: Groups, n: int = 2) -> str:

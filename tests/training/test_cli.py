@@ -38,6 +38,9 @@ def test_run_writes_the_design_layout(tmp_path, capsys):
   assert "eval/pass1" in rows[1] and "train/reward" in rows[0] and "policy/entropy" in rows[0]
   assert any(p.name.startswith("events.out.tfevents") for p in run.iterdir())
   assert sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == [2, 3]
+  # The credit explorer's records: at the evaluation steps (rl.eval_every=2) and the last step; the page renders.
+  assert sorted(p.name for p in (run / "explore").iterdir()) == ["step-000002.npz", "step-000003.npz"]
+  assert cli.main(["explore", str(run)]) == 0 and (run / "explore" / "explore.html").stat().st_size > 1000
   # The same directory is not overwritten without --resume.
   assert cli.main(["run", "countdown-grpo", "--steps", "3", "--out", str(tmp_path), "--no-progress", *TINY]) == 2
   assert "--resume" in capsys.readouterr().err

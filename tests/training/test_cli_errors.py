@@ -140,10 +140,13 @@ _BAD_FLAGS = {
     ("export", "run_dir"): [["{file}"], ["{hf}"], ["{missing}"]],
     ("export", "out"): [["--out", "{file}"], ["--out", "{file}/sub"], ["--out", "/proc/tcred-test-export"]],
     ("export", "step"): [["--step", "-1"], ["--step", "abc"]],
+    ("explore", "run_dir"): [["{file}"], ["{hf}"], ["{missing}"]],  # {hf}: no recorded step
+    ("explore", "step"): [["--step", "-1"], ["--step", "abc"]],
+    ("explore", "out"): [["--out", "{file}/sub"], ["--out", "{missing}/x/page.html"]],
     ("judge", "judge_command"): [["nope"]],  # train/eval flags: tests/training/test_judge_cli.py
 }
 _FIRST = {"run": "countdown-grpo", "show": "countdown-grpo", "table": "suite-demo", "identify": "countdown",
-          "export": "{hf}"}
+          "export": "{hf}", "explore": "{hf}"}
 _NO_VALUE = ("help", "resume", "no_progress", "no_replicas")  # flags without a value to get wrong
 
 
@@ -172,7 +175,7 @@ def test_every_cli_flag_rejects_bad_values(tmp_path, capsys, no_runs):
         bad = [b.format(file=file, hf=hf, missing=tmp_path / "missing") for b in bad]
         first = bad if not action.option_strings else [_FIRST[command].format(hf=hf), *bad]
         defaults = {"run": ["--out", str(out)], "table": ["--out", str(out), "--results", str(out)],
-                    "identify": ["--out", str(out)], "show": [], "export": ["--out", str(out)], "judge": []}[command]
+                    "identify": ["--out", str(out)], "show": [], "export": ["--out", str(out)], "judge": [], "explore": []}[command]
         argv = [command, *first, *(defaults if "--out" not in bad and "--results" not in bad else [])]
         try:
           rc = cli.main(argv)
@@ -183,6 +186,7 @@ def test_every_cli_flag_rejects_bad_values(tmp_path, capsys, no_runs):
         # The message names the flag, or the value it refuses (a --set key, a name, a path).
         assert "error:" in err and any(n in err for n in (flag, bad[-1], bad[-1].split("=")[0])), (argv, err)
         assert not out.exists(), f"{argv} wrote {out}"
+        assert not (hf / "explore").exists(), f"{argv} wrote {hf / 'explore'}"  # explore's default --out
   assert covered == set(_BAD_FLAGS)
 
 

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from tcred.evaluation import identify_metrics as im
 from tcred.evaluation.identify.config import _NS_CONTINUATIONS, IdentifyConfig
 from tcred.evaluation.identify.rollouts import Rollout
+from tcred.judges.oracle import fatal_tokens, prefix_values
 from tcred.sampling.sampler import sample_groups
 from tcred.tasks.base import Problem, Task
 
@@ -146,21 +147,8 @@ def monte_carlo_values(graphdef, params, task: Task, problems: Sequence[Problem]
 
 
 def oracle_values(task: Task, problems: Sequence[Problem], rollout: Rollout) -> np.ndarray:
-  """`[N, G, T + 1]` exact prefix values (k = L: the reward); NaN beyond L."""
-  n, g, t = rollout.tokens.shape
-  out = np.full((n, g, t + 1), np.nan)
-  lengths = rollout.mask.sum(-1)
-  for i in range(n):
-    memo: dict[str, float] = {}
-    for j in range(g):
-      length = int(lengths[i, j])
-      for k in range(length):
-        text = task.tokenizer.decode(rollout.tokens[i, j, :k])
-        if text not in memo:
-          memo[text] = float(task.prefix_value(problems[i], text))
-        out[i, j, k] = memo[text]
-      out[i, j, length] = rollout.rewards[i, j]
-  return out
+  """`[N, G, T + 1]` exact prefix values (k = L: the reward); NaN beyond L (`tcred.judges.oracle.prefix_values`)."""
+  return prefix_values(task, problems, rollout.tokens, rollout.mask, rollout.rewards)
 
 
 def _value_se(values: np.ndarray, lengths: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -217,6 +205,6 @@ def ground_truth(graphdef, params, task: Task, problems: Sequence[Problem], roll
                                  0.0)
   # Where the oracle says a prefix is lost, V = 0 exactly (every continuation fails): no MC error.
   value_se_smooth = np.where(oracle == 0.0, 0.0, value_se_smooth)
-  fatal = mask & (np.nan_to_num(oracle[..., :-1]) == 1.0) & (np.nan_to_num(oracle[..., 1:], nan=1.0) == 0.0)
+  fatal = fatal_tokens(oracle, mask)
   return GroundTruth(values, value_se, adv, pair_se(value_se), pair_se(value_se_smooth), oracle, fatal, unique, k,
                      tuple(steps))
