@@ -26,6 +26,10 @@ CREDIT_TASKS = tuple(f"{family}-{level}" for family, levels in difficulty_levels
 Their `<task>-grpo` is registered (experiments/outcome.py); the other methods are not registered for them
 yet (the tree methods need a measured prompt budget per task)."""
 
+LONG_HORIZON_TASKS = ("lock-chain-k8", "long-addition-d8")
+"""The long-horizon levels of the credit suite (`suite-credit`): 8 key choices 21 characters apart, and 8 columns
+with carries. The token-signal methods the suite compares are registered on them as well."""
+
 REAL_MODEL_TASKS = ("reasoning-gym", "jsonl")
 """Tasks for Hugging Face checkpoints (issue 15): the policy is the checkpoint's (`--set
 task_config.checkpoint=DIR`; `tcred.training.pretrained` replaces the placeholder model section by its
