@@ -13,7 +13,7 @@ from tcred.credit import make_credit
 from tcred.experiments.registry import register_experiment
 from tcred.losses.pg import LossConfig
 from tcred.models.config import model_preset
-from tcred.tasks.registry import difficulty_levels, task_config_class
+from tcred.tasks.registry import difficulty_levels, task_config_class, task_entry
 from tcred.training.config import ExperimentConfig, RLConfig, SFTConfig
 from tcred.training.pretrained import PLACEHOLDER
 
@@ -88,5 +88,4 @@ def default_tasks(*, oracle: bool = False) -> tuple[str, ...]:
   """Every task with default experiments here (embedded and real-model, in order); `oracle=True`: only those
   whose task has an exact oracle (`Task.has_oracle`), e.g. for methods that read prefix values. A task
   added to the defaults above is picked up by every experiments file that iterates over this."""
-  from tcred.tasks.registry import task_entry  # pylint: disable=import-outside-toplevel
   return tuple(t for t in _TASK_DEFAULTS if not oracle or task_entry(t).task_cls.has_oracle)

@@ -69,8 +69,9 @@ from __future__ import annotations
 
 from tcred.evaluation.identify.config import ROLLOUT_SOURCES, IdentifyConfig, UsageError
 from tcred.evaluation.identify.io import identify, load_policy, write_studies, write_study
-from tcred.evaluation.identify.forking import ForkingResults, ForkingTruth, evaluate_forking, forking_truth
-from tcred.evaluation.identify.metrics import (BOUND_ROW, CONTROL_METRICS, METRICS, NoiseFloor, Overlap, Results,
+from tcred.evaluation.identify.forking import ForkingTruth, forking_truth
+from tcred.evaluation.identify.metrics import (BOUND_ROW, CONTROL_METRICS, FORKING_METRICS, METRICS, ForkingResults,
+                                               NoiseFloor, Overlap, Results, evaluate_forking,
                                                SignalScore, bound_indicator, entropy_mi_overlap, evaluate_study,
                                                reasoning_mask)
 from tcred.evaluation.identify.rollouts import (Rollout, policy_forward, sample_rollouts, sample_tree_rollouts,

@@ -19,6 +19,7 @@ from tcred.credit.extras import cue_index
 from tcred.evaluation import identify_metrics as im
 from tcred.evaluation.identify.bootstrap import metric_cis, prompt_clusters
 from tcred.evaluation.identify.config import _NS_BOOTSTRAP
+from tcred.evaluation.identify.forking import ForkingTruth
 from tcred.evaluation.identify.rollouts import Rollout
 from tcred.evaluation.identify.study import StudyData
 from tcred.signals.entropy import forking_mask
@@ -221,8 +222,6 @@ def evaluate_study(data: StudyData) -> Results:
                      continuation_steps=tuple(data.truth.continuation_steps), replica=dict(data.replica or {}))
   forking = None
   if data.forking is not None:
-    from tcred.evaluation.identify.forking import evaluate_forking
-
     forking = evaluate_forking(data, rng)
   timings = dict(data.timings)
   timings["metrics_s"] = time.time() - t0
@@ -286,3 +285,72 @@ def entropy_mi_overlap(data: StudyData, rng: np.random.Generator) -> Overlap:
 
 def describe_signals() -> dict[str, str]:
   return {name: s.description for name, s in _SIGNALS.items()}
+
+
+# --- The forking ground truth's rows (positions where the trajectory can branch, issue 23 item 4) ---------------
+
+FORKING_METRICS = ("auroc_decisive", "auroc_decisive_same_position", "spearman_abs_adv", "precision_top")
+
+
+class ForkingResults(NamedTuple):
+  """Every row's metrics at the sampled positions (`FORKING_METRICS` then `metrics.CONTROL_METRICS`; the
+  `abs_adv` metrics read the spread), and the positions' summary."""
+
+  scores: dict  # row -> metrics.SignalScore
+  positions: int
+  decisive_rate: float
+  mean_spread: float
+  alternatives: int
+  continuations: int
+  continued: int
+  tokens: int
+
+
+def evaluate_forking(data, rng: np.random.Generator) -> ForkingResults:
+  """The rows of `data` (a `StudyData` with `forking`) scored at the forking positions, with the controls
+  (bound row, p ≤ 1 − δ, p-deciles, same position) and cluster-bootstrap CIs (bases, then prompts)."""
+  f: ForkingTruth = data.forking
+  cfg = data.config
+  at = (f.prompt, f.rollout, f.position)
+  spread = f.spread
+  decisive = spread >= cfg.delta
+  logp = data.policy["logp"][at]
+  bound = bound_indicator(logp, cfg.delta)
+  can_decide = bound > 0
+  p_decile = im.quantile_strata(np.exp(logp), 10)
+  position = f.position
+  rows = {BOUND_ROW: bound, **{name: np.asarray(s)[at] for name, s in data.signals.items()}}
+  # Clusters: the sampled positions of each prompt row (bases, then prompts, for a pooled study).
+  one_hot = np.zeros((data.rollout.mask.shape[0], 1, max(len(position), 1)), bool)
+  one_hot[f.prompt, 0, np.arange(len(position))] = True
+  clusters = prompt_clusters(one_hot, data.base if data.bases > 1 else None)
+  frac = cfg.top_fraction
+
+  def all_metrics(idx: np.ndarray) -> dict:
+    out = {}
+    d, m, pos = decisive[idx], spread[idx], position[idx]
+    for name, s in rows.items():
+      s = s[idx]
+      out[(name, "auroc_decisive")] = im.auroc(s, d)
+      out[(name, "auroc_decisive_same_position")] = im.stratified_auroc(s, d, pos)
+      out[(name, "spearman_abs_adv")] = im.spearman(s, m)
+      out[(name, "precision_top")] = im.top_fraction_precision(s, d, frac)
+      for key, v in control_metrics(s, d, m, can_decide[idx], p_decile[idx], pos, frac).items():
+        out[(name, key)] = v
+    for name in rows:
+      out[(name, "auroc_minus_bound")] = out[(name, "auroc_decisive")] - out[(BOUND_ROW, "auroc_decisive")]
+    return out
+
+  if len(position) == 0:
+    return ForkingResults({}, 0, math.nan, math.nan, cfg.alternatives, f.continuations, f.continued, f.tokens)
+  # `one_hot` flattens in (prompt, position-index) order: positions sorted by prompt row, which they are.
+  order = np.argsort(f.prompt, kind="stable")
+  if not (order == np.arange(len(order))).all():
+    raise ValueError("forking positions must be sorted by prompt row")
+  point = all_metrics(np.arange(len(position)))
+  ci = metric_cis(all_metrics, clusters, list(point), reps=cfg.bootstrap, rng=rng)
+  names = FORKING_METRICS + CONTROL_METRICS
+  scores = {name: SignalScore({m: point[(name, m)] for m in names}, {m: ci[(name, m)] for m in names})
+            for name in rows}
+  return ForkingResults(scores, len(position), float(decisive.mean()), float(spread.mean()), cfg.alternatives,
+                        f.continuations, f.continued, f.tokens)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from tcred.evaluation.identify.metrics import BOUND_ROW, CONTROL_METRICS, METRICS, Results
+from tcred.evaluation.identify.metrics import BOUND_ROW, CONTROL_METRICS, FORKING_METRICS, METRICS, Results
 from tcred.evaluation.identify.signals import describe_signals, judges_of
 from tcred.evaluation.identify.study import StudyData
 from tcred.training.tracking import atomic_path
@@ -277,8 +277,6 @@ def _forking_section(results: Results, cfg, pct: int) -> list[str]:
          f"{_fmt(f.mean_spread)}). This truth is about where the trajectory can branch, and is not bounded by "
          "1 − p of the sampled token. Each row scores a position by its value at the sampled token there.", ""]
   if f.scores:
-    from tcred.evaluation.identify.forking import FORKING_METRICS
-
     out += _results_table(results, pct, FORKING_METRICS, f.scores, FORKING_TITLES, f.decisive_rate)
     out += ["", "Controls at the positions:", ""]
     out += _results_table(results, pct, CONTROL_METRICS, f.scores, FORKING_TITLES, f.decisive_rate)

@@ -22,6 +22,7 @@ from tcred.evaluation.identify.truth import GroundTruth, ground_truth
 from tcred.judges.mc import replica_agreement
 from tcred.tasks.base import Problem, Task
 from tcred.sampling.rollout import Trees
+from tcred.evaluation.identify.forking import forking_truth, pool_forking
 
 
 class StudyData(NamedTuple):
@@ -97,8 +98,6 @@ def run_study(graphdef, params, task: Task, problems: Sequence[Problem], config:
     timings["replicas_s"] = time.time() - t0
   forking = None
   if config.fork_positions and not tree:
-    from tcred.evaluation.identify.forking import forking_truth
-
     t0 = time.time()
     forking = forking_truth(graphdef, params, task, problems, rollout, dataclasses.replace(
         config, continuations=truth.continuations), progress=progress)
@@ -158,7 +157,6 @@ def pool_studies(studies: Sequence[StudyData]) -> StudyData:
       timings[k] = timings.get(k, 0.0) + v
   forking = None
   if first.forking is not None:
-    from tcred.evaluation.identify.forking import pool_forking
 
     forking = pool_forking([s.forking for s in studies], [len(s.problems) for s in studies])
   base = np.concatenate([np.full(len(s.problems), b) for b, s in enumerate(studies)])
