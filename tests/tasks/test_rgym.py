@@ -56,6 +56,6 @@ def test_held_out_split_is_fixed_and_refuses_a_small_dataset():
   first = TASK.held_out_problems(10)
   again = ReasoningGym(ReasoningGymConfig(dataset="basic_arithmetic", size=50, seed=3)).held_out_problems(12)
   assert [p.prompt for p in again[:10]] == [p.prompt for p in first] and len({p.prompt for p in again}) == 12
-  distinct = len({p.prompt for p in TASK._problems})
-  with pytest.raises(ValueError, match=f"has {distinct} distinct prompts.*needs at least {distinct + 1}"):
+  distinct = len({TASK.problem_key(p) for p in TASK._problems})
+  with pytest.raises(ValueError, match=f"has {distinct} distinct problems.*needs at least {distinct + 1}"):
     TASK.held_out_problems(distinct)
