@@ -59,3 +59,20 @@ def test_held_out_split_is_fixed_and_refuses_a_small_dataset():
   distinct = len({TASK.problem_key(p) for p in TASK._problems})
   with pytest.raises(ValueError, match=f"has {distinct} distinct problems.*needs at least {distinct + 1}"):
     TASK.held_out_problems(distinct)
+
+
+def test_problem_key_is_the_entry_identity_else_the_normalised_question():
+  task = ReasoningGym(ReasoningGymConfig(dataset="basic_arithmetic", size=50, seed=3))
+  entry = task.dataset[0]
+  assert task.problem_key(task._problems[0]) == "basic_arithmetic#q:" + entry["question"].casefold().rstrip(".")
+  # Hand-made entries: the same question re-spaced at two indices is one problem; ARC entries of one puzzle
+  # (augmented copies, other questions) share their task_id.
+  meta = {"source_dataset": "basic_arithmetic"}
+  task.dataset = [{"question": "Calculate 2 + 3.", "answer": "5", "metadata": {**meta, "source_index": 0}},
+                  {"question": "calculate  2 + 3", "answer": "5", "metadata": {**meta, "source_index": 1}},
+                  {"question": "grid A", "answer": "x", "metadata": {"source_dataset": "arc_agi", "task_id": "007bbfb7"}},
+                  {"question": "grid A rotated", "answer": "y", "metadata": {"source_dataset": "arc_agi", "task_id": "007bbfb7"}},
+                  {"question": "grid B", "answer": "z", "metadata": {"source_dataset": "arc_agi", "task_id": "00d62c1b"}}]
+  keys = [task.problem_key(task._problem(i)) for i in range(5)]
+  assert keys[0] == keys[1] == "basic_arithmetic#q:calculate 2 + 3"
+  assert keys[2] == keys[3] == "arc_agi#task:007bbfb7" != keys[4]
