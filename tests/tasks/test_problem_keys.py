@@ -12,6 +12,7 @@ from tcred.judges.generative import teacher_labelled, examples_from_rollouts
 from tcred.tasks import base, registry
 from tcred.tasks.jsonl import Jsonl, JsonlConfig
 from tcred.tasks.step_judge import StepJudge
+from tcred.training.data import training_problems
 
 COUNTDOWN = registry.make_task("countdown")
 GRAPH = registry.make_task("graph-path")
@@ -87,6 +88,11 @@ def test_jsonl_dedupes_and_keys_by_the_normalised_question(tmp_path):
   assert len({task.problem_key(p) for p in held}) == 2
   with pytest.raises(ValueError, match="has 3 distinct questions, too few to hold out 3"):
     task.held_out_problems(3)  # 4 lines, 3 questions
+  # A stream that holds out "What is 2+2?" never draws its re-spaced copy either.
+  drawn = training_problems(task, 40, namespace=1, seed=0, step=0, exclude_keys=frozenset({"what is 2+2"}))
+  assert {p.data.line for p in drawn} == {3, 4}
+  assert {p.data.line for p in training_problems(task, 40, namespace=1, seed=0, step=0, exclude_keys=frozenset())} \
+      == {1, 2, 3, 4}
 
 
 def test_step_judge_key_is_the_base_problem_key_and_the_steps():
