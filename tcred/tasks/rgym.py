@@ -194,12 +194,21 @@ class ReasoningGym(base.Task):
     out together, key ``"<source_dataset>#task:<task_id>"``. Every other entry's key is
     ``"<source_dataset>#q:<normalised question>"`` (`tcred.tasks.base.normalise_question`).
     """
-    entry = self.dataset[problem.data]
-    meta = entry.get("metadata") or {}
-    source = meta.get("source_dataset", self.config.dataset)
-    if meta.get("task_id") is not None:
-      return f"{source}#task:{meta['task_id']}"
-    return f"{source}#q:{base.normalise_question(str(entry['question']))}"
+    return self._keys[problem.data]
+
+  @functools.cached_property
+  def _keys(self) -> list[str]:
+    """`problem_key` of every entry, computed once (a training stream asks for one per draw)."""
+    keys = []
+    for index in range(len(self.dataset)):
+      entry = self.dataset[index]
+      meta = entry.get("metadata") or {}
+      source = meta.get("source_dataset", self.config.dataset)
+      if meta.get("task_id") is not None:
+        keys.append(f"{source}#task:{meta['task_id']}")
+      else:
+        keys.append(f"{source}#q:{base.normalise_question(str(entry['question']))}")
+    return keys
 
   def held_out_problems(self, n: int) -> list[base.Problem]:
     distinct = list({self.problem_key(p): p for p in reversed(self._problems)}.values())[::-1]

@@ -62,11 +62,11 @@ def test_held_out_split_is_fixed_and_refuses_a_small_dataset():
 
 
 def test_problem_key_is_the_entry_identity_else_the_normalised_question():
-  task = ReasoningGym(ReasoningGymConfig(dataset="basic_arithmetic", size=50, seed=3))
-  entry = task.dataset[0]
-  assert task.problem_key(task._problems[0]) == "basic_arithmetic#q:" + entry["question"].casefold().rstrip(".")
+  entry = TASK.dataset[0]
+  assert TASK.problem_key(TASK._problems[0]) == "basic_arithmetic#q:" + entry["question"].casefold().rstrip(".")
   # Hand-made entries: the same question re-spaced at two indices is one problem; ARC entries of one puzzle
   # (augmented copies, other questions) share their task_id.
+  task = ReasoningGym(ReasoningGymConfig(dataset="basic_arithmetic", size=50, seed=3))
   meta = {"source_dataset": "basic_arithmetic"}
   task.dataset = [{"question": "Calculate 2 + 3.", "answer": "5", "metadata": {**meta, "source_index": 0}},
                   {"question": "calculate  2 + 3", "answer": "5", "metadata": {**meta, "source_index": 1}},
