@@ -53,10 +53,10 @@ def base_policy_dir(model_config: ModelConfig, task_name: str, task_config, sft:
 
 
 def held_out_record(keys: list[str]) -> dict:
-  """What a base policy records about the held-out problems SFT excluded: their count and a hash of their
-  problem keys (`Task.problem_key`, in `eval_problems` order)."""
+  """What a base policy records about the held-out problems SFT excluded: their count, their problem keys
+  (`Task.problem_key`, in `eval_problems` order) and a hash of them."""
   return {"held_out_prompts": len(keys),
-          "held_out_keys_sha256": hashlib.sha256(json.dumps(keys).encode()).hexdigest()}
+          "held_out_keys_sha256": hashlib.sha256(json.dumps(keys).encode()).hexdigest(), "held_out_keys": list(keys)}
 
 
 def require_vocab(model_config: ModelConfig, task: Task) -> None:

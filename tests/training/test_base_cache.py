@@ -58,7 +58,7 @@ def test_held_out_prompts_never_reach_sft_across_settings(trained_on):
   assert small != large
   # The record beside each base policy says what it excluded.
   record = json.loads((large / sft.HELD_OUT_FILE).read_text())
-  assert record["held_out_prompts"] == 256
+  assert record["held_out_prompts"] == 256 and set(record["held_out_keys"]) == held_out_large
   info = json.loads((large / "info.json").read_text())
   assert {k: info[k] for k in record} == record  # info.json repeats it
 
