@@ -150,8 +150,9 @@ def normalise_question(question: str) -> str:
   Unicode NFKC, casefolded, every run of whitespace (newlines included) one space, and whitespace and
   `_QUESTION_END_PUNCTUATION` stripped from both ends.
 
-  Example: ``"  What is\n2+2 ?"`` and ``"what is 2+2"`` give ``"what is 2+2"``; ``"What is 2 + 2?"``
-  gives ``"what is 2 + 2"`` (spacing inside a line is kept apart from its runs' length).
+  Example: ``"  What is\\n2+2 ?"`` and ``"what is 2+2"`` give ``"what is 2+2"``; ``"What is 2 + 2?"``
+  gives ``"what is 2 + 2"`` (a space between words or symbols is content; only a run's length is not:
+  dropping spaces would make ``12 3`` and ``123`` one question).
   """
   text = " ".join(unicodedata.normalize("NFKC", question).casefold().split())
   return text.strip(_QUESTION_END_PUNCTUATION + " ")

@@ -27,8 +27,9 @@ checkpoint; the reference answer of the credit methods that read one) are
 
 Held-out split: the dataset's distinct problems (by `problem_key`: an ARC
 puzzle's ``task_id``, else the normalised question) in a fixed random order; the
-first n are held out for evaluation, and no entry with a held-out key is trained on. `size` must leave at least one prompt to
-train on (a smaller dataset is refused, naming how many are needed).
+first n are held out for evaluation, and no entry with a held-out key is trained
+on. `size` must leave at least one problem to train on (a smaller dataset is
+refused, naming how many are needed).
 """
 
 from __future__ import annotations
@@ -214,8 +215,8 @@ class ReasoningGym(base.Task):
     distinct = list({self.problem_key(p): p for p in reversed(self._problems)}.values())[::-1]
     if len(distinct) < n + 1:
       raise ValueError(f"reasoning-gym dataset {self.config.dataset!r} with size={self.config.size} has "
-                       f"{len(distinct)} distinct problems (by `problem_key`), too few to hold out {n} evaluation prompts and train on "
-                       f"the rest: it needs at least {n + 1} (raise task_config.size, or lower rl.final_eval_prompts "
+                       f"{len(distinct)} distinct problems (by `problem_key`), too few to hold out {n} evaluation "
+                       "prompts and train on the rest: it needs at least {n + 1} (raise task_config.size, or lower rl.final_eval_prompts "
                        "and rl.eval_prompts)")
     order = np.random.default_rng(SPLIT_SEED).permutation(len(distinct))
     return [distinct[i] for i in order[:n]]
