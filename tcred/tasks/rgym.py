@@ -216,8 +216,8 @@ class ReasoningGym(base.Task):
     if len(distinct) < n + 1:
       raise ValueError(f"reasoning-gym dataset {self.config.dataset!r} with size={self.config.size} has "
                        f"{len(distinct)} distinct problems (by `problem_key`), too few to hold out {n} evaluation "
-                       f"prompts and train on the rest: it needs at least {n + 1} (raise task_config.size, or lower rl.final_eval_prompts "
-                       "and rl.eval_prompts)")
+                       f"prompts and train on the rest: it needs at least {n + 1} (raise task_config.size, or lower "
+                       "rl.final_eval_prompts and rl.eval_prompts)")
     order = np.random.default_rng(SPLIT_SEED).permutation(len(distinct))
     return [distinct[i] for i in order[:n]]
 

@@ -110,7 +110,8 @@ def _load_or_train(graphdef, params, directory: pathlib.Path, task: Task, task_c
       found = json.loads(record_path.read_text()) if record_path.exists() else None
       if found != record:
         raise BasePolicyError(f"the cached base policy {directory} does not record the held-out problem keys this "
-                              f"run excludes ({record_path}: {found}, wanted {record}); remove the directory to rebuild it")
+                              f"run excludes ({record_path}: {found}, wanted {record}); remove the directory to "
+                              "rebuild it")
       _, params, _ = ckpt.restore_latest(params)
       return params
     if not train:

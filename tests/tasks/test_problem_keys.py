@@ -62,7 +62,8 @@ def test_long_addition_key_ignores_the_order_of_the_operands():
   a, b = ADDITION.make_problem(4738, 2594), ADDITION.make_problem(2594, 4738)
   assert a.prompt != b.prompt and ADDITION.problem_key(a) == ADDITION.problem_key(b) == "2594+4738"
   assert ADDITION.problem_key(ADDITION.make_problem(4738, 2595)) != ADDITION.problem_key(a)
-  assert ADDITION.problem_key(ADDITION.make_problem(47, 382594)) != ADDITION.problem_key(ADDITION.make_problem(473, 82594))
+  split_elsewhere = ADDITION.make_problem(473, 82594)  # the same digits, "47+382594" vs "473+82594"
+  assert ADDITION.problem_key(ADDITION.make_problem(47, 382594)) != ADDITION.problem_key(split_elsewhere)
 
 
 def test_normalise_question():
