@@ -109,9 +109,10 @@ def _load_or_train(graphdef, params, directory: pathlib.Path, task: Task, task_c
     if ckpt.steps():
       found = json.loads(record_path.read_text()) if record_path.exists() else None
       if found != record:
+        brief = lambda r: {k: v for k, v in r.items() if k != "held_out_keys"} if isinstance(r, dict) else r
         raise BasePolicyError(f"the cached base policy {directory} does not record the held-out problem keys this "
-                              f"run excludes ({record_path}: {found}, wanted {record}); remove the directory to "
-                              "rebuild it")
+                              f"run excludes ({record_path}: {brief(found)}, wanted {brief(record)}); remove the "
+                              "directory to rebuild it")
       _, params, _ = ckpt.restore_latest(params)
       return params
     if not train:
