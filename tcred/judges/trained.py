@@ -1,7 +1,8 @@
 """Judges trained on Monte-Carlo step labels: their shared settings, data and trainer registry (DESIGN §4.6).
 
 A trained judge (`prm`, `generative`) learns from labelled steps of rollouts of
-a policy: rollouts of training prompts (never a held-out evaluation prompt),
+a policy: rollouts of training prompts (never a held-out evaluation problem, in
+any order or spelling: held out by `Task.problem_key`),
 Monte-Carlo values Q_0 … Q_K after each step (`tcred.judges.mc.step_values`)
 and one label per step (`tcred.judges.labels.mc_labels`). The data is counted
 in step labels (`TrainedJudge.labels`), so judges are compared at equal numbers
@@ -74,8 +75,9 @@ class TrainedJudge(Judge):
     continuations: K continuations per step for the Monte-Carlo values Q_k.
     rollouts_per_prompt: rollouts sampled for each training prompt.
     data_seed: seeds the training prompts, rollouts and continuations.
-    exclude_prompts: the first held-out evaluation prompts (`tcred.training.data.eval_problems`),
-      never used for training: every run evaluating on at most this many is safe (256: the RL default).
+    exclude_prompts: the first held-out evaluation problems (`tcred.training.data.eval_problems`), whose
+      problem keys the training data never holds: every run evaluating on at most this many is safe (256:
+      the RL default).
     seed: the judge's initialisation and batch order.
     checkpoint_every: training steps between resumable checkpoints.
   """

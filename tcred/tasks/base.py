@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import unicodedata
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -78,6 +79,17 @@ class Task(abc.ABC):
     prompt of this config (default: max_prompt_len + 1, BOS and one token per character)."""
     return self.max_prompt_len + 1
 
+  @abc.abstractmethod
+  def problem_key(self, problem: Problem) -> str:
+    """The canonical key of `problem`: equal for problems that are the same problem written differently
+    (countdown's numbers in another order, a graph's edges reversed or listed in another order, addition's
+    operands swapped, a question with other capitals or spacing), different for problems that differ.
+
+    Held-out problems are kept out of every training stream (SFT demonstrations, RL prompts, a judge's
+    data) by this key, not by prompt text, and the held-out set holds each key once
+    (`tcred.training.data`): a policy that trained on ``"5 3 7>22:"`` has seen ``"3 5 7>22:"``.
+    """
+
   def held_out_problems(self, n: int) -> list[Problem] | None:
     """The task's own fixed split: its first `n` held-out problems, or None to let
     `tcred.training.data.eval_problems` draw them (the generated tasks). Raises ValueError when the
@@ -125,6 +137,25 @@ class Task(abc.ABC):
     """
     raise NotImplementedError(f"task {self.name!r} has no teacher analysis of its steps (only the embedded "
                               "tasks countdown, graph-path and long-addition write one)")
+
+
+_QUESTION_END_PUNCTUATION = ".,;:!?\u2026\u00bf\u00a1\"\u201c\u201d\u00ab\u00bb"
+"""What `normalise_question` strips from a question's ends besides whitespace: sentence punctuation
+(``. , ; : ! ? …``, Spanish ``¿ ¡``) and double quotes (``" “ ” « »``). Not signs, dashes, brackets,
+``$`` or single quotes: ``-5+3`` and ``5+3``, ``(a)`` and ``a)``, ``f'`` and ``f`` stay different."""
+
+
+def normalise_question(question: str) -> str:
+  """The canonical text of a free-form question (the `problem_key` of the question-file tasks):
+  Unicode NFKC, casefolded, every run of whitespace (newlines included) one space, and whitespace and
+  `_QUESTION_END_PUNCTUATION` stripped from both ends.
+
+  Example: ``"  What is\\n2+2 ?"`` and ``"what is 2+2"`` give ``"what is 2+2"``; ``"What is 2 + 2?"``
+  gives ``"what is 2 + 2"`` (a space between words or symbols is content; only a run's length is not:
+  dropping spaces would make ``12 3`` and ``123`` one question).
+  """
+  text = " ".join(unicodedata.normalize("NFKC", question).casefold().split())
+  return text.strip(_QUESTION_END_PUNCTUATION + " ")
 
 
 def check_range(

@@ -262,6 +262,12 @@ class Countdown(base.Task):
       raise ValueError(f"countdown numbers must be positive, got {numbers}")
     return _problem(numbers, int(target), _solution_steps(tuple(sorted(numbers)), int(target)))
 
+  def problem_key(self, problem: base.Problem) -> str:
+    """The sorted numbers and the target, ``"3 5 7>22"``: the prompt's order of the numbers is not part
+    of the problem (the rules take them as a multiset)."""
+    numbers, target = problem.data
+    return " ".join(map(str, sorted(numbers))) + f">{target}"
+
   def reward(self, problem: base.Problem, response: str) -> float:
     numbers, target = problem.data
     reasoning, cue, answer = response.partition(self.answer_cue)

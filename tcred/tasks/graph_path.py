@@ -249,6 +249,14 @@ class GraphPath(base.Task):
       raise ValueError(f"source {source!r} and target {target!r} must be distinct graph nodes")
     return _problem(edges, source, target, _shortest_path(adj, source, target))
 
+  def problem_key(self, problem: base.Problem) -> str:
+    """The undirected edge set and the query, ``"ab bc cd|a>d"``: each edge's letters sorted, the edges
+    sorted, then the source and the destination in order. The query stays directed: a path from a to d
+    is written differently from one from d to a (its steps start at the source), so ``a>d`` and ``d>a``
+    are different problems on the same graph."""
+    edges, source, target = problem.data
+    return " ".join(sorted({"".join(sorted(e)) for e in edges})) + f"|{source}>{target}"
+
   def reward(self, problem: base.Problem, response: str) -> float:
     edges, source, target = problem.data
     reasoning, cue, answer = response.partition(self.answer_cue)

@@ -41,10 +41,13 @@ the default) or the path of a local Hugging Face tokenizer directory
 (`tcred.tasks.text.HFTokenizer`: chat template, every EOS id), where lengths are
 that tokenizer's tokens. Step ends are character offsets in every case.
 
-Held-out split (`held_out_problems`): the file's distinct prompts in a fixed
-random order (seed `SPLIT_SEED`); the first n are held out for evaluation and
-never trained on. A file needs at least n + 1 distinct questions (the run's
-held-out prompts plus one to train on); a smaller one is refused, naming both.
+Held-out split (`held_out_problems`): the file's distinct questions (by
+`problem_key`, the normalised question: a repeated question with other capitals,
+spacing or end punctuation counts once) in a fixed random order (seed
+`SPLIT_SEED`); the first n are held out for evaluation, and no line whose
+question has a held-out key is trained on. A file needs at least n + 1 distinct
+questions (the run's held-out prompts plus one to train on); a smaller one is
+refused, naming both.
 
 `tcred/tasks/data/sample.jsonl` (the default `path`) is a 20-item arithmetic
 and algebra sample shipped with the package.
@@ -98,11 +101,12 @@ class JsonlItem(NamedTuple):
 
 
 class JsonlData(NamedTuple):
-  """`Problem.data` of jsonl: the file line, the raw reference answer, its solution (or None)."""
+  """`Problem.data` of jsonl: the file line, the raw reference answer, its solution (or None), the question."""
 
   line: int
   gold: str
   solution: str | None
+  question: str
 
 
 def _file_error(path: str, line: int, what: str) -> ValueError:
@@ -337,15 +341,22 @@ class Jsonl(base.Task):
     """The first `n` problems of the file's fixed split (see the module docstring).
 
     Raises:
-      ValueError: if the file has fewer than n + 1 distinct prompts.
+      ValueError: if the file has fewer than n + 1 distinct questions (by `problem_key`).
     """
-    distinct = list({p.prompt: p for p in reversed(self.problems())}.values())[::-1]  # first occurrence
+    distinct = list({self.problem_key(p): p for p in reversed(self.problems())}.values())[::-1]  # first occurrence
     if len(distinct) < n + 1:
       raise ValueError(f"{self.config.path} has {len(distinct)} distinct questions, too few to hold out {n} "
-                       f"evaluation prompts and train on the rest: it needs at least {n + 1} (or ask for fewer "
+                       "evaluation prompts and train on the rest (questions differing only in case, spacing or end "
+                       f"punctuation count once): it needs at least {n + 1} (or ask for fewer "
                        f"held-out prompts: rl.final_eval_prompts and rl.eval_prompts <= {max(len(distinct) - 1, 0)})")
     order = np.random.default_rng(SPLIT_SEED).permutation(len(distinct))
     return [distinct[i] for i in order[:n]]
+
+  def problem_key(self, problem: base.Problem) -> str:
+    """The normalised question (`tcred.tasks.base.normalise_question`: casefolded, whitespace runs one
+    space, sentence punctuation and double quotes stripped at the ends): two lines asking ``What is 2+2?``
+    and ``what is  2+2`` are one question, held out together and counted once."""
+    return base.normalise_question(problem.data.question)
 
   def _problem(self, item: JsonlItem) -> base.Problem:
     gold = item.answer
@@ -354,7 +365,7 @@ class Jsonl(base.Task):
         prompt=self.config.user_turn(item.question),
         answer=answer,
         solution=(item.solution or "") + self.answer_cue + answer,
-        data=JsonlData(item.line, gold, item.solution),
+        data=JsonlData(item.line, gold, item.solution, item.question),
     )
 
   def problems(self) -> list[base.Problem]:

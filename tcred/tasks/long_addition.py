@@ -175,6 +175,12 @@ class LongAddition(base.Task):
       raise ValueError(f"long-addition operands must be positive integers, got {a!r} and {b!r}")
     return _problem(a, b)
 
+  def problem_key(self, problem: base.Problem) -> str:
+    """The unordered operands, smaller first: ``"2594+4738"`` for both ``4738+2594:`` and ``2594+4738:``
+    (the columns add the same digit pairs; only the order inside each column's text differs)."""
+    a, b = problem.data
+    return f"{min(a, b)}+{max(a, b)}"
+
   def reward(self, problem: base.Problem, response: str) -> float:
     """1.0 iff `response` is the reference solution (the format admits no other correct text)."""
     return float(response == problem.solution)

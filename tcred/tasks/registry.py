@@ -34,8 +34,9 @@ def register_task(name: str, config_cls: type, task_cls: type[base.Task]) -> Non
   """Registers a task built as `task_cls(config_cls(**overrides))`.
 
   Raises:
-    ValueError: if `name` is taken, differs from `task_cls.name`, or
-      `config_cls` is not a dataclass.
+    ValueError: if `name` is taken, differs from `task_cls.name`, `config_cls`
+      is not a dataclass, or `task_cls` leaves an abstract method of `Task`
+      undefined (`problem_key` above all: the message says what to add).
   """
   if name in _TASKS:
     raise ValueError(f"task {name!r} is already registered; registered: {task_names()}")
@@ -45,6 +46,16 @@ def register_task(name: str, config_cls: type, task_cls: type[base.Task]) -> Non
     )
   if not dataclasses.is_dataclass(config_cls):
     raise ValueError(f"config_cls of task {name!r} must be a dataclass, got {config_cls!r}")
+  missing = sorted(getattr(task_cls, "__abstractmethods__", ()))
+  if "problem_key" in missing:
+    raise ValueError(
+        f"task {name!r} ({task_cls.__name__}) defines no problem_key: add a method `def problem_key(self, problem: "
+        "Problem) -> str` returning the problem's canonical key, equal for the same problem written differently "
+        "(e.g. countdown: the sorted numbers and the target). Held-out problems are kept out of SFT, RL and judge "
+        "data by this key (README, \"Add a task\")")
+  if missing:
+    raise ValueError(f"task {name!r} ({task_cls.__name__}) leaves abstract methods of Task undefined: "
+                     f"{', '.join(missing)}")
   _TASKS[name] = TaskEntry(config_cls, task_cls)
 
 

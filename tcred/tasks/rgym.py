@@ -25,9 +25,11 @@ Demonstrations and `Problem.solution` (an SFT base policy, not used with a
 checkpoint; the reference answer of the credit methods that read one) are
 ``REFERENCE_REASONING``, the cue, the reference answer and ``</answer>``.
 
-Held-out split: the dataset's distinct prompts in a fixed random order; the
-first n are held out for evaluation. `size` must leave at least one prompt to
-train on (a smaller dataset is refused, naming how many are needed).
+Held-out split: the dataset's distinct problems (by `problem_key`: an ARC
+puzzle's ``task_id``, else the normalised question) in a fixed random order; the
+first n are held out for evaluation, and no entry with a held-out key is trained
+on. `size` must leave at least one problem to train on (a smaller dataset is
+refused, naming how many are needed).
 """
 
 from __future__ import annotations
@@ -183,13 +185,39 @@ class ReasoningGym(base.Task):
     """A uniformly drawn entry of the dataset."""
     return self._problems[int(rng.integers(len(self._problems)))]
 
+  def problem_key(self, problem: base.Problem) -> str:
+    """The entry's own identity where the dataset gives one, else its normalised question.
+
+    reasoning-gym's metadata names an entry by ``source_dataset`` and ``source_index``, but the index is
+    a position in the generated list (two indices may hold the same question), so it identifies no
+    problem. The ARC datasets (``arc_agi``, ``rearc``) carry the puzzle's own ``task_id``: their entries
+    are augmented copies (rotations, mirrors, colour permutations) or fresh instances of one puzzle, held
+    out together, key ``"<source_dataset>#task:<task_id>"``. Every other entry's key is
+    ``"<source_dataset>#q:<normalised question>"`` (`tcred.tasks.base.normalise_question`).
+    """
+    return self._keys[problem.data]
+
+  @functools.cached_property
+  def _keys(self) -> list[str]:
+    """`problem_key` of every entry, computed once (a training stream asks for one per draw)."""
+    keys = []
+    for index in range(len(self.dataset)):
+      entry = self.dataset[index]
+      meta = entry.get("metadata") or {}
+      source = meta.get("source_dataset", self.config.dataset)
+      if meta.get("task_id") is not None:
+        keys.append(f"{source}#task:{meta['task_id']}")
+      else:
+        keys.append(f"{source}#q:{base.normalise_question(str(entry['question']))}")
+    return keys
+
   def held_out_problems(self, n: int) -> list[base.Problem]:
-    distinct = list({p.prompt: p for p in reversed(self._problems)}.values())[::-1]
+    distinct = list({self.problem_key(p): p for p in reversed(self._problems)}.values())[::-1]
     if len(distinct) < n + 1:
       raise ValueError(f"reasoning-gym dataset {self.config.dataset!r} with size={self.config.size} has "
-                       f"{len(distinct)} distinct prompts, too few to hold out {n} evaluation prompts and train on "
-                       f"the rest: it needs at least {n + 1} (raise task_config.size, or lower rl.final_eval_prompts "
-                       "and rl.eval_prompts)")
+                       f"{len(distinct)} distinct problems (by `problem_key`), too few to hold out {n} evaluation "
+                       f"prompts and train on the rest: it needs at least {n + 1} (raise task_config.size, or lower "
+                       "rl.final_eval_prompts and rl.eval_prompts)")
     order = np.random.default_rng(SPLIT_SEED).permutation(len(distinct))
     return [distinct[i] for i in order[:n]]
 

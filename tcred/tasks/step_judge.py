@@ -29,6 +29,7 @@ prefix has value 1 until a wrong verdict is written.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -60,12 +61,15 @@ class JudgeExample(NamedTuple):
     analysis: the teacher's analysis (no cue, no newline).
     label: the training label (True: a good step).
     teacher: the teacher's own verdict (`StepAnalysis.good`).
+    key: the judged step's problem key (`step_key`): the base task's `problem_key` of its problem, the
+      steps before and the step.
   """
 
   prompt: str
   analysis: str
   label: bool
   teacher: bool
+  key: str
 
 
 class JudgeData(NamedTuple):
@@ -108,6 +112,13 @@ def step_spans(task: base.Task, response: str) -> list[tuple[int, int]]:
   return list(zip([0, *ends[:-1]], ends))
 
 
+def step_key(task: base.Task, problem: base.Problem, response: str, start: int, end: int) -> str:
+  """The problem key of judging `response[start:end]`: a JSON list of the base task's `problem_key` of
+  `problem`, the steps before and the step. The same steps judged on a reordered copy of the problem
+  (``"5 3 7>22:"`` for ``"3 5 7>22:"``) are the same judging problem, though their prompts differ."""
+  return json.dumps([task.problem_key(problem), response[:start], response[start:end]])
+
+
 def step_examples(task: base.Task, problem: base.Problem, response: str, labels: Sequence[bool]
                   ) -> list[JudgeExample]:
   """The judge examples of the first `len(labels)` steps of one rollout (teacher analyses by `task`)."""
@@ -118,7 +129,7 @@ def step_examples(task: base.Task, problem: base.Problem, response: str, labels:
   for (start, end), label in zip(spans, labels):
     teacher = task.teacher_analysis(problem, response[:start], response[start:end])
     out.append(JudgeExample(judge_prompt(problem, response, start, end), teacher.text, bool(label),
-                            bool(teacher.good)))
+                            bool(teacher.good), step_key(task, problem, response, start, end)))
   return out
 
 
@@ -184,6 +195,12 @@ class StepJudge(base.Task):
     present = [c for c in self._classes if len(c)]
     members = present[int(rng.integers(len(present)))]
     return self.problem(int(members[rng.integers(len(members))]))
+
+  def problem_key(self, problem: base.Problem) -> str:
+    """The example's `JudgeExample.key` (`step_key`). The examples come from a judge's training data,
+    which already leaves out the base task's held-out problems by key; this key lets a stream of judged
+    steps be checked against them too."""
+    return self.examples[problem.data.index].key
 
   def reward(self, problem: base.Problem, response: str) -> float:
     verdict = parse_verdict(response)

@@ -1,4 +1,9 @@
-"""Problem streams: seeded per step, disjoint from the held-out evaluation set."""
+"""Problem streams: seeded per step, disjoint from the held-out evaluation set by problem key.
+
+Held out by problem (DESIGN §5): the held-out set holds each `Task.problem_key` once, and every training
+stream (SFT demonstrations, RL prompts, a judge's data) refuses a problem whose key is held out, not only
+one whose prompt text is: countdown's ``"5 3 7>22:"`` is the held-out ``"3 5 7>22:"`` reordered.
+"""
 
 from __future__ import annotations
 
@@ -17,16 +22,17 @@ _CHAO_EVERY = 10_000  # draws between estimates of how many distinct prompts the
 
 
 def eval_problems(task: Task, n: int) -> list[Problem]:
-  """The first `n` held-out problems (distinct prompts), the same for every run of the task config.
+  """The first `n` held-out problems (distinct problem keys), the same for every run of the task config.
 
   The list for `n` is a prefix of the list for any larger count. Raises ValueError when the task
-  cannot produce `n` distinct prompts, naming how many it produced. The refusal is fast: every
-  `_CHAO_EVERY` draws, the Chao1 estimate of the number of distinct prompts (seen + f1²/(2·f2),
-  f_k the prompts seen k times; Chao 1984) is compared with `n`, and a count more than twice the
-  estimate is refused; otherwise after `EVAL_PATIENCE` draws without a new prompt, or 50·n draws.
+  cannot produce `n` distinct problems, naming how many it produced. The refusal is fast: every
+  `_CHAO_EVERY` draws, the Chao1 estimate of the number of distinct problems (seen + f1²/(2·f2),
+  f_k the keys seen k times; Chao 1984) is compared with `n`, and a count more than twice the
+  estimate is refused; otherwise after `EVAL_PATIENCE` draws without a new problem, or 50·n draws.
   A count the task can produce draws exactly the same problems whatever these checks.
 
-  A task with its own fixed split (`Task.held_out_problems`, a question file) gives its own list.
+  A task with its own fixed split (`Task.held_out_problems`, a question file) gives its own list
+  (distinct by key too).
   """
   own = task.held_out_problems(n)
   if own is not None:
@@ -35,14 +41,15 @@ def eval_problems(task: Task, n: int) -> list[Problem]:
   out, seen, since_new = [], {}, 0
   for draw in range(1, 50 * n + 1):
     p = task.sample(rng)
-    if p.prompt not in seen:
-      seen[p.prompt] = 1
+    key = task.problem_key(p)
+    if key not in seen:
+      seen[key] = 1
       out.append(p)
       since_new = 0
       if len(out) == n:
         return out
     else:
-      seen[p.prompt] += 1
+      seen[key] += 1
       since_new += 1
       if since_new >= EVAL_PATIENCE:
         break
@@ -56,15 +63,20 @@ def eval_problems(task: Task, n: int) -> list[Problem]:
   raise ValueError(f"task {task.name} could not produce {n} distinct held-out problems (it produced {len(out)})")
 
 
+def held_out_keys(task: Task, n: int) -> frozenset[str]:
+  """The problem keys of the first `n` held-out problems (`eval_problems`), what training streams exclude."""
+  return frozenset(task.problem_key(p) for p in eval_problems(task, n))
+
+
 def training_problems(task: Task, n: int, *, namespace: int, seed: int, step: int,
-                      exclude: frozenset[str], offset: int = 0) -> list[Problem]:
-  """`n` problems for one step, a pure function of (namespace, seed, step, offset),
-  never one whose prompt is held out."""
+                      exclude_keys: frozenset[str], offset: int = 0) -> list[Problem]:
+  """`n` problems for one step, a pure function of (namespace, seed, step, offset), never one whose
+  problem key (`Task.problem_key`) is in `exclude_keys` (the held-out keys, `held_out_keys`)."""
   rng = np.random.default_rng([namespace, seed, step, offset])
   out = []
   for _ in range(200 * n):
     p = task.sample(rng)
-    if p.prompt not in exclude:
+    if task.problem_key(p) not in exclude_keys:
       out.append(p)
       if len(out) == n:
         return out

@@ -128,8 +128,10 @@ def train(job: TrainJob) -> dict[str, float]:
   try:
     for step in bar:
       if step < judge.sft_steps:
+        # Nothing to exclude here: every judged step comes from the judge's data, whose problems already
+        # leave out the base task's held-out keys (`tcred.training.judges`).
         problems = training_problems(jtask, judge.sft_batch_size, namespace=SFT_NAMESPACE, seed=judge.seed,
-                                     step=step, exclude=frozenset())
+                                     step=step, exclude_keys=frozenset())
         seq, valid, loss_mask = encode_demonstrations(jtask, problems, [p.solution for p in problems])
         state, m = sft_train_step(state, seq, valid, loss_mask, graphdef=graphdef, tx=tx_sft)
         tokens += int(valid.sum())
@@ -160,7 +162,7 @@ def train(job: TrainJob) -> dict[str, float]:
 def _grpo_step(judge: GenerativeJudge, jtask: StepJudge, graphdef, state: TrainState, step: int):
   """One GRPO step: G analyses of each of B judged steps, reward = the verdict is the label."""
   problems = training_problems(jtask, judge.grpo_prompts, namespace=RL_NAMESPACE, seed=judge.seed, step=step,
-                               exclude=frozenset())
+                               exclude_keys=frozenset())  # judged steps of the judge's data (see `train`)
   key = jax.random.fold_in(jax.random.key(judge.seed), step)
   groups = sample_and_score(graphdef, state.params, jtask, problems, key, group_size=judge.grpo_group,
                             temperature=1.0)

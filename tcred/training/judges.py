@@ -12,8 +12,9 @@ module's docstring) and is imported by one line below, so that every caller of
 What `prepare_trained(judge, task, ctx)` does:
 
   1. The judge's data: `labelled_rollouts` samples `judge.rollouts_per_prompt`
-     rollouts of training prompts (seed namespace `JUDGE_NAMESPACE`, never one
-     of the first `judge.exclude_prompts` held-out prompts) from the policy of
+     rollouts of training prompts (seed namespace `JUDGE_NAMESPACE`, never a
+     problem whose key (`Task.problem_key`) is one of the first
+     `judge.exclude_prompts` held-out problems) from the policy of
      `ctx` (the base policy), computes their Monte-Carlo step values
      (`tcred.judges.mc.step_values`, `judge.continuations` continuations) and
      labels (`mc_labels`, `judge.label_rule()`), until `judge.labels` step labels;
@@ -53,7 +54,7 @@ from tcred.sampling.rollout import sample_and_score
 from tcred.tasks.base import Task
 from tcred.training.checkpoint import Checkpointer, leaf_digest
 from tcred.training.config import config_hash
-from tcred.training.data import eval_problems, training_problems
+from tcred.training.data import held_out_keys, training_problems
 from tcred.training.tracking import RunError, Tracker, atomic_path, write_json
 from tcred.training import generative_judge  # noqa: F401  (registers the generative judge's trainer)
 
@@ -61,6 +62,8 @@ JUDGE_NAMESPACE = 0x1D9E  # seed namespace of the judges' training prompts, roll
 PROMPTS_PER_BATCH = 16  # training prompts sampled at once while building a judge's data
 TRAINED_FILE = "trained.json"  # written last: a finished cache entry
 CHECKPOINTS = "checkpoints"  # where a kind's `train` keeps its resumable checkpoints
+EXCLUSION = "held-out by problem key"  # in the data and judge cache keys: entries built when only held-out prompt
+# strings were excluded (before issue 23) are never reused
 
 
 def policy_digest(params: Any) -> str:
@@ -78,23 +81,24 @@ def _policy_key(task: Task, ctx: JudgeContext) -> dict[str, Any]:
 
 
 def data_dir(judge: TrainedJudge, task: Task, ctx: JudgeContext) -> pathlib.Path:
-  key = config_hash(judge.data_settings(), _policy_key(task, ctx))
+  key = config_hash(judge.data_settings(), _policy_key(task, ctx), EXCLUSION)
   return pathlib.Path(ctx.cache_dir) / "judge-data" / f"{task.name}-{key}"
 
 
 def judge_dir(judge: TrainedJudge, task: Task, ctx: JudgeContext) -> pathlib.Path:
   """The cache entry of a trained judge: `ctx.cache_dir/"judges"/<kind>-<hash of config>`."""
-  key = config_hash(judge.name, judge.settings(), _policy_key(task, ctx), repr(ctx.model_config))
+  key = config_hash(judge.name, judge.settings(), _policy_key(task, ctx), repr(ctx.model_config), EXCLUSION)
   return pathlib.Path(ctx.cache_dir) / "judges" / f"{judge.name}-{key}"
 
 
 def _exclude(task: Task, judge: TrainedJudge) -> frozenset[str]:
-  return frozenset(p.prompt for p in eval_problems(task, judge.exclude_prompts)) if judge.exclude_prompts else frozenset()
+  """The problem keys of the first `judge.exclude_prompts` held-out problems."""
+  return held_out_keys(task, judge.exclude_prompts) if judge.exclude_prompts else frozenset()
 
 
-def _batch_problems(task: Task, judge: TrainedJudge, step: int, exclude: frozenset[str]):
+def _batch_problems(task: Task, judge: TrainedJudge, step: int, exclude_keys: frozenset[str]):
   return training_problems(task, PROMPTS_PER_BATCH, namespace=JUDGE_NAMESPACE, seed=judge.data_seed, step=step,
-                           exclude=exclude)
+                           exclude_keys=exclude_keys)
 
 
 def labelled_rollouts(judge: TrainedJudge, task: Task, ctx: JudgeContext, *, progress: bool = False

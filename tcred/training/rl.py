@@ -133,7 +133,7 @@ def _sample_chunk(graphdef, params, task: Task, problems: list[Problem], key: ja
 
 
 def _collect(graphdef, params, task: Task, cfg: ExperimentConfig, *, seed: int, step: int,
-             exclude: frozenset[str], key: jax.Array, base_params=None) -> tuple[Chunk, np.ndarray, list[Chunk]]:
+             exclude_keys: frozenset[str], key: jax.Array, base_params=None) -> tuple[Chunk, np.ndarray, list[Chunk]]:
   """Samples one batch of B groups.
 
   With a group filter (DAPO dynamic sampling: drop all-equal groups; or the credit
@@ -154,7 +154,7 @@ def _collect(graphdef, params, task: Task, cfg: ExperimentConfig, *, seed: int, 
       keep = informative if keep is None else keep & informative
     return keep
 
-  problems = training_problems(task, b, namespace=RL_NAMESPACE, seed=seed, step=step, exclude=exclude)
+  problems = training_problems(task, b, namespace=RL_NAMESPACE, seed=seed, step=step, exclude_keys=exclude_keys)
   first = _sample_chunk(graphdef, params, task, problems, key, cfg, base_params)
   keep = keep_of(first)
   if keep is None:
@@ -163,7 +163,7 @@ def _collect(graphdef, params, task: Task, cfg: ExperimentConfig, *, seed: int, 
   for round_ in range(1, rl.max_refill_rounds + 1):
     if sum(int(k.sum()) for _, k in pool) >= b:
       break
-    more = training_problems(task, b, namespace=RL_NAMESPACE, seed=seed, step=step, exclude=exclude,
+    more = training_problems(task, b, namespace=RL_NAMESPACE, seed=seed, step=step, exclude_keys=exclude_keys,
                              offset=round_)
     chunk = _sample_chunk(graphdef, params, task, more, jax.random.fold_in(key, round_), cfg, base_params)
     pool.append((chunk, keep_of(chunk)))
@@ -193,7 +193,7 @@ class RunPlan(NamedTuple):
 
   task: Task
   held_out: list[Problem]  # [rl.held_out_prompts] held-out problems, never in SFT or RL
-  exclude: frozenset[str]  # their prompts
+  exclude_keys: frozenset[str]  # their problem keys (`Task.problem_key`), which SFT and RL streams refuse
 
 
 def check_run(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path) -> RunPlan:
@@ -226,7 +226,7 @@ def check_run(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path) -> R
   except ValueError as e:
     raise RunError(f"rl.final_eval_prompts={rl.final_eval_prompts} and rl.eval_prompts={rl.eval_prompts} ask for "
                    f"{rl.held_out_prompts} held-out prompts: {e}") from None
-  exclude = frozenset(p.prompt for p in held_out)
+  exclude_keys = frozenset(task.problem_key(p) for p in held_out)
   try:
     check_batch(layout_for(cfg.mesh), rl.prompts_per_step)
   except ValueError as e:
@@ -234,11 +234,11 @@ def check_run(cfg: ExperimentConfig, *, seed: int, out: str | pathlib.Path) -> R
   for what, namespace, n, s in (("rl.prompts_per_step", RL_NAMESPACE, rl.prompts_per_step, seed),
                                 ("sft.batch_size", SFT_NAMESPACE, cfg.sft.batch_size, cfg.sft.seed)):
     try:
-      training_problems(task, n, namespace=namespace, seed=s, step=0, exclude=exclude)
+      training_problems(task, n, namespace=namespace, seed=s, step=0, exclude_keys=exclude_keys)
     except ValueError as e:
       raise RunError(f"{e} ({rl.held_out_prompts} held-out prompts from rl.final_eval_prompts / rl.eval_prompts, "
                      f"{what}={n}); use fewer held-out prompts") from None
-  return RunPlan(task, held_out, exclude)
+  return RunPlan(task, held_out, exclude_keys)
 
 
 def require_positions(model: ModelConfig, task: Task) -> None:
@@ -400,7 +400,7 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
   if primary:
     write_json(config_path, resolved)  # whole or absent, even on a full disk
 
-  task, held_out, exclude = plan
+  task, held_out, exclude_keys = plan
   n_eval = rl.held_out_prompts
   if task.checkpoint is not None:  # a pretrained policy: no SFT stage
     graphdef, base_params, base_dir = pretrained_policy(cfg.model, task, cfg.task_config, cache_root())
@@ -442,7 +442,7 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
       t0 = time.time()
       params = state.params
       batch_chunk, group_valid, generated = _collect(
-          graphdef, params, task, cfg, seed=seed, step=step, exclude=exclude,
+          graphdef, params, task, cfg, seed=seed, step=step, exclude_keys=exclude_keys,
           key=jax.random.fold_in(run_key, step), base_params=base_params)
       groups, problems = batch_chunk.groups, batch_chunk.problems
       t_sample = time.time() - t0

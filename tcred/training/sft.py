@@ -1,9 +1,10 @@
 """The base policy of a task: SFT on noisy demonstrations, cached by config hash.
 
-A base policy never saw a held-out prompt of the run that uses it: SFT leaves out the first
-`held_out` prompts of `eval_problems` (a prefix of the same sequence for every count), and the
-cache key holds that count, so a run evaluating on more prompts gets its own base policy. The
-excluded prompts' hash is recorded beside the weights and checked on every reuse.
+A base policy never saw a held-out problem of the run that uses it, in any form: SFT leaves out every
+problem whose key (`Task.problem_key`) is one of the first `held_out` problems of `eval_problems` (a
+prefix of the same sequence for every count), and the cache key holds that count, so a run evaluating
+on more prompts gets its own base policy. The excluded keys' hash is recorded beside the weights and
+checked on every reuse.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from tcred.training.data import SFT_NAMESPACE, encode_demonstrations, eval_probl
 from tcred.training.step import TrainState, sft_train_step
 from tcred.training.tracking import write_json
 
-HELD_OUT_FILE = "held_out.json"  # written before SFT starts: which prompts it excluded
+HELD_OUT_FILE = "held_out.json"  # written before SFT starts: which problem keys it excluded
 
 
 class BasePolicyError(RuntimeError):
@@ -50,17 +51,18 @@ def cache_root() -> pathlib.Path:
 
 def base_policy_dir(model_config: ModelConfig, task_name: str, task_config, sft: SFTConfig, *,
                     held_out: int) -> pathlib.Path:
-  """Cache directory of a base policy: `$TCRED_CACHE/base/<task>-<hash of model, task, sft configs>-heldout<N>`,
-  N the number of held-out prompts SFT excluded (`RLConfig.held_out_prompts` of the run)."""
+  """Cache directory of a base policy: `$TCRED_CACHE/base/<task>-<hash of model, task, sft configs>-heldout<N>-bykey`,
+  N the number of held-out problems SFT excluded (`RLConfig.held_out_prompts` of the run), by problem key
+  (`-bykey`: base policies that excluded held-out prompt strings only live under the old names, never reused)."""
   key = config_hash(model_config, task_name, task_config, sft)
-  return cache_root() / "base" / f"{task_name}-{key}-heldout{held_out}"
+  return cache_root() / "base" / f"{task_name}-{key}-heldout{held_out}-bykey"
 
 
-def held_out_record(prompts: list[str]) -> dict:
-  """What a base policy records about the prompts SFT excluded (in `eval_problems` order): their
-  count and a hash of them."""
-  return {"held_out_prompts": len(prompts),
-          "held_out_sha256": hashlib.sha256(json.dumps(prompts).encode()).hexdigest()}
+def held_out_record(keys: list[str]) -> dict:
+  """What a base policy records about the held-out problems SFT excluded: their count, their problem keys
+  (`Task.problem_key`, in `eval_problems` order) and a hash of them."""
+  return {"held_out_prompts": len(keys),
+          "held_out_keys_sha256": hashlib.sha256(json.dumps(keys).encode()).hexdigest(), "held_out_keys": list(keys)}
 
 
 def require_vocab(model_config: ModelConfig, task: Task) -> None:
@@ -85,7 +87,7 @@ def base_policy(model_config: ModelConfig, task: Task, task_config, sft: SFTConf
   Raises:
     ValueError: the model's vocabulary is too small for the task.
     BasePolicyError: SFT produced non-finite parameters (nothing is cached), or the cached policy's
-      record of excluded prompts differs from this run's.
+      record of excluded held-out problem keys differs from this run's.
   """
   require_vocab(model_config, task)
   directory = base_policy_dir(model_config, task.name, task_config, sft, held_out=eval_prompts)
@@ -108,7 +110,7 @@ def base_policy(model_config: ModelConfig, task: Task, task_config, sft: SFTConf
 
 def _load_or_train(graphdef, params, directory: pathlib.Path, task: Task, task_config, sft: SFTConfig, *,
                    eval_prompts: int, progress: bool, train: bool = True, log_lines: bool = False) -> nnx.State:
-  held_out = [p.prompt for p in eval_problems(task, eval_prompts)]
+  held_out = [task.problem_key(p) for p in eval_problems(task, eval_prompts)]
   record = held_out_record(held_out)
   record_path = directory / HELD_OUT_FILE
   ckpt = Checkpointer(directory / "params", max_to_keep=1, local=True)  # each process loads (or trains) it
@@ -116,15 +118,17 @@ def _load_or_train(graphdef, params, directory: pathlib.Path, task: Task, task_c
     if ckpt.steps():
       found = json.loads(record_path.read_text()) if record_path.exists() else None
       if found != record:
-        raise BasePolicyError(f"the cached base policy {directory} does not record the held-out prompts this run "
-                              f"excludes ({record_path}: {found}, wanted {record}); remove the directory to rebuild it")
+        brief = lambda r: {k: v for k, v in r.items() if k != "held_out_keys"} if isinstance(r, dict) else r
+        raise BasePolicyError(f"the cached base policy {directory} does not record the held-out problem keys this "
+                              f"run excludes ({record_path}: {brief(found)}, wanted {brief(record)}); remove the "
+                              "directory to rebuild it")
       _, params, _ = ckpt.restore_latest(params)
       return params
     if not train:
       raise BasePolicyError(f"process 0 of this run built no base policy in {directory} that this process can "
                             "see: TCRED_CACHE must be on a file system every process of the run sees")
     write_json(record_path, record)
-    exclude = frozenset(held_out)
+    exclude_keys = frozenset(held_out)
     tx = adamw(sft.lr, warmup=sft.warmup, weight_decay=sft.weight_decay, max_grad_norm=1.0)
     state = TrainState(params, tx.init(params), jnp.int32(0))
     t0 = time.time()
@@ -135,7 +139,7 @@ def _load_or_train(graphdef, params, directory: pathlib.Path, task: Task, task_c
       _say(f"tcred: training the {task.name} base policy: {sft.steps} SFT steps (cached in {directory})")
     for step in bar:
       problems = training_problems(task, sft.batch_size, namespace=SFT_NAMESPACE, seed=sft.seed, step=step,
-                                   exclude=exclude)
+                                   exclude_keys=exclude_keys)
       rng = np.random.default_rng([SFT_NAMESPACE, sft.seed, step, 1])
       demos = [task.demonstration(p, rng) for p in problems]
       tokens, valid, loss_mask = encode_demonstrations(task, problems, demos)

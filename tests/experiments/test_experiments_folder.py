@@ -114,6 +114,38 @@ def test_a_user_family_may_not_reuse_a_name(tmp_path, monkeypatch, capsys, fresh
       capsys.readouterr().err
 
 
+KEYLESS_TASK = '''
+import dataclasses
+from tcred.tasks.base import Task
+from tcred.tasks.registry import register_task
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class KeylessConfig:
+  pass
+
+class Keyless(Task):  # every method of a task but problem_key
+  name = "keyless"
+  answer_cue = "#"
+  max_prompt_len = max_response_len = 4
+  def sample(self, rng): ...
+  def reward(self, problem, response): ...
+  def step_ends(self, response): ...
+  def prefix_value(self, problem, prefix): ...
+  def demonstration(self, problem, rng): ...
+
+register_task("keyless", KeylessConfig, Keyless)
+'''
+
+
+def test_a_user_task_without_a_problem_key_is_refused(tmp_path, capsys, fresh_registry):
+  """Issue 23: a task without a canonical problem key is refused when its file registers it, saying what to add."""
+  (tmp_path / "keyless.py").write_text(KEYLESS_TASK)
+  assert cli.main(["--experiments", str(tmp_path), "list"]) == 2
+  err = capsys.readouterr().err
+  assert "tcred: error: --experiments: task 'keyless' (Keyless) defines no problem_key: add a method " \
+      "`def problem_key(self, problem: Problem) -> str`" in err and "Traceback" not in err
+
+
 # ~6 s (build, install, a fresh interpreter importing jax); 39 s at load average 20 on 2 cores.
 def test_installed_without_the_repository_lists_every_experiment(tmp_path):
   # A non-editable build (the setuptools backend pip calls), installed with --target, run from another

@@ -39,7 +39,7 @@ def test_problem_format():
   assert first.prompt == "What is 1/2 + 1/4?"  # the question as it is: no stray newline in the user turn
   assert first.answer == "\\frac{3}{4}"
   assert first.solution == "1/2 = 2/4, and 2/4 + 1/4 = 3/4.#\\frac{3}{4}"
-  assert first.data == JsonlData(1, "\\frac{3}{4}", "1/2 = 2/4, and 2/4 + 1/4 = 3/4.")
+  assert first.data == JsonlData(1, "\\frac{3}{4}", "1/2 = 2/4, and 2/4 + 1/4 = 3/4.", "What is 1/2 + 1/4?")
 
 
 def test_every_sample_solution_is_correct():

@@ -15,7 +15,7 @@ README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 def test_readme_task_walkthrough():
   section = README.read_text().split("## Add a task", 1)[1].split("\n## ", 1)[0]
   code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-  assert len(code.splitlines()) == 58 and "**1 new file, 58 lines" in section  # the count the README states
+  assert len(code.splitlines()) == 61 and "**1 new file, 61 lines" in section  # the count the README states
   namespace = {}
   try:
     exec(compile(code, "reverse.py", "exec"), namespace)  # noqa: S102  (the README's own code)
@@ -23,6 +23,7 @@ def test_readme_task_walkthrough():
     rng = np.random.default_rng(0)
     problem = next(p for p in iter(lambda: task.sample(rng), None) if p.answer[0] != p.answer[1])
     assert task.reward(problem, problem.solution) == 1.0 and task.reward(problem, problem.answer) == 0.0
+    assert task.problem_key(problem) == problem.prompt[:-1]  # the word
     assert task.step_ends(problem.solution) == [1, 3, 5, 7, 9, 15]  # "e,d,c,b,a#edcba": 5 letters, the answer
     assert task.prefix_value(problem, problem.solution[:4]) == 1.0
     assert task.prefix_value(problem, "x") == 0.0

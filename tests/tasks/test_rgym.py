@@ -56,6 +56,23 @@ def test_held_out_split_is_fixed_and_refuses_a_small_dataset():
   first = TASK.held_out_problems(10)
   again = ReasoningGym(ReasoningGymConfig(dataset="basic_arithmetic", size=50, seed=3)).held_out_problems(12)
   assert [p.prompt for p in again[:10]] == [p.prompt for p in first] and len({p.prompt for p in again}) == 12
-  distinct = len({p.prompt for p in TASK._problems})
-  with pytest.raises(ValueError, match=f"has {distinct} distinct prompts.*needs at least {distinct + 1}"):
+  distinct = len({TASK.problem_key(p) for p in TASK._problems})
+  with pytest.raises(ValueError, match=f"has {distinct} distinct problems.*needs at least {distinct + 1}"):
     TASK.held_out_problems(distinct)
+
+
+def test_problem_key_is_the_entry_identity_else_the_normalised_question():
+  entry = TASK.dataset[0]
+  assert TASK.problem_key(TASK._problems[0]) == "basic_arithmetic#q:" + entry["question"].casefold().rstrip(".")
+  # Hand-made entries: the same question re-spaced at two indices is one problem; ARC entries of one puzzle
+  # (augmented copies, other questions) share their task_id.
+  task = ReasoningGym(ReasoningGymConfig(dataset="basic_arithmetic", size=50, seed=3))
+  meta = {"source_dataset": "basic_arithmetic"}
+  task.dataset = [{"question": "Calculate 2 + 3.", "answer": "5", "metadata": {**meta, "source_index": 0}},
+                  {"question": "calculate  2 + 3", "answer": "5", "metadata": {**meta, "source_index": 1}},
+                  {"question": "grid A", "answer": "x", "metadata": {"source_dataset": "arc_agi", "task_id": "007bbfb7"}},
+                  {"question": "grid A rotated", "answer": "y", "metadata": {"source_dataset": "arc_agi", "task_id": "007bbfb7"}},
+                  {"question": "grid B", "answer": "z", "metadata": {"source_dataset": "arc_agi", "task_id": "00d62c1b"}}]
+  keys = [task.problem_key(task._problem(i)) for i in range(5)]
+  assert keys[0] == keys[1] == "basic_arithmetic#q:calculate 2 + 3"
+  assert keys[2] == keys[3] == "arc_agi#task:007bbfb7" != keys[4]

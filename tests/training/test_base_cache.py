@@ -1,7 +1,8 @@
-"""The base-policy cache never leaks held-out prompts into SFT, whatever run built it (issue 17).
+"""The base-policy cache never leaks held-out problems into SFT, whatever run built it (issue 17), in any
+form: held out by problem key, not prompt text (issue 23).
 
 SFT's train step is replaced by a no-op that records nothing but lets the loop run: what is
-checked is which prompts each cached base policy was trained on.
+checked is which problems (keys) each cached base policy was trained on.
 """
 
 import json
@@ -14,21 +15,21 @@ from tcred.training import sft
 from tcred.training.config import SFTConfig
 from tcred.training.data import eval_problems
 
-# 60 SFT steps of 64 problems: enough that the stream of countdown problems holds some of the
-# held-out prompts 65..256 (the issue counted 113 of those 192 in the first 200 steps).
+# 60 SFT steps of 64 problems: enough that the stream of (3-number) countdown problems holds some of the
+# held-out problems 65..256 (the issue counted 113 of those 192 prompts in the first 200 steps).
 SFT = SFTConfig(steps=60, batch_size=64)
 MODEL = model_preset("tiny", num_hidden_layers=1, hidden_size=16, intermediate_size=32)
 
 
 @pytest.fixture
 def trained_on(monkeypatch):
-  """{cache directory: the set of prompts its SFT drew}, filled as base policies are built."""
+  """{cache directory: the set of problem keys its SFT drew}, filled as base policies are built."""
   seen, current = {}, {}
   real = sft.training_problems
 
   def recording(task, n, **kw):
     problems = real(task, n, **kw)
-    seen.setdefault(current["dir"], set()).update(p.prompt for p in problems)
+    seen.setdefault(current["dir"], set()).update(task.problem_key(p) for p in problems)
     return problems
 
   real_load = sft._load_or_train
@@ -48,16 +49,16 @@ def test_held_out_prompts_never_reach_sft_across_settings(trained_on):
   # A run with 64 held-out prompts builds its base policy first; a run with 256 comes later.
   _, _, small = sft.base_policy(MODEL, task, task.config, SFT, eval_prompts=64, progress=False)
   _, _, large = sft.base_policy(MODEL, task, task.config, SFT, eval_prompts=256, progress=False)
-  held_out_large = {p.prompt for p in eval_problems(task, 256)}
-  held_out_small = {p.prompt for p in eval_problems(task, 64)}
-  assert held_out_small < held_out_large  # prefixes of one sequence
+  held_out_large = {task.problem_key(p) for p in eval_problems(task, 256)}
+  held_out_small = {task.problem_key(p) for p in eval_problems(task, 64)}
+  assert held_out_small < held_out_large and len(held_out_large) == 256  # prefixes of one sequence of distinct keys
   assert trained_on[small] & held_out_large, "the test needs an SFT stream that meets the larger held-out set"
   assert not trained_on[small] & held_out_small
   assert not trained_on[large] & held_out_large  # the larger run got its own base policy
   assert small != large
   # The record beside each base policy says what it excluded.
   record = json.loads((large / sft.HELD_OUT_FILE).read_text())
-  assert record["held_out_prompts"] == 256
+  assert record["held_out_prompts"] == 256 and set(record["held_out_keys"]) == held_out_large
   info = json.loads((large / "info.json").read_text())
   assert {k: info[k] for k in record} == record  # info.json repeats it
 
@@ -69,8 +70,10 @@ def test_reuse_checks_the_recorded_held_out_prompts(trained_on):
   trained_on.clear()
   _, _, again = sft.base_policy(MODEL, task, task.config, few, eval_prompts=16, progress=False)
   assert again == directory and not trained_on  # reused, not retrained
-  (directory / sft.HELD_OUT_FILE).write_text(json.dumps({"held_out_prompts": 8, "held_out_sha256": "0"}))
-  with pytest.raises(sft.BasePolicyError, match="held-out prompts"):
+  record = json.loads((directory / sft.HELD_OUT_FILE).read_text())
+  assert record == sft.held_out_record([task.problem_key(p) for p in eval_problems(task, 16)])
+  (directory / sft.HELD_OUT_FILE).write_text(json.dumps({**record, "held_out_keys_sha256": "0"}))
+  with pytest.raises(sft.BasePolicyError, match="held-out problem keys"):
     sft.base_policy(MODEL, task, task.config, few, eval_prompts=16, progress=False)
 
 
