@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tcred import cli, experiments
+from tcred.tasks.registry import make_task_from_config
 from tcred.training import rl
 from tcred.training.config import _SECTIONS
 
@@ -227,9 +228,12 @@ def test_settings_the_model_cannot_compute_are_refused(tmp_path, capsys, no_runs
                   "(e.g. 128, 136)", out, capsys)
   _expect_refused(run("countdown-grpo", "model.head_dim=33"), "model.head_dim must be even", out, capsys)
   _expect_refused(run("countdown-grpo", "model.num_key_value_heads=3"), "model.num_key_value_heads", out, capsys)
-  # Prompt + response must fit the positions (countdown: 13 prompt + 27 response tokens = 40).
-  _expect_refused(run("countdown-grpo", "model.max_position_embeddings=39"), "model.max_position_embeddings >= 40",
-                  out, capsys)
+  # Prompt + response must fit the positions (countdown's width, whatever its task config).
+  cfg = experiments.get_experiment("countdown-grpo")
+  task = make_task_from_config(cfg.task, cfg.task_config)
+  need = task.prompt_width + task.max_response_len
+  _expect_refused(run("countdown-grpo", f"model.max_position_embeddings={need - 1}"),
+                  f"model.max_position_embeddings >= {need}", out, capsys)
   # Seeds: jax.random.key takes a signed 64-bit integer.
   _expect_refused(["run", "countdown-grpo", "--out", str(out), "--seed", str(2**63)], "--seed", out, capsys)
   _expect_refused(run("countdown-grpo", f"sft.seed={2**63}"), "sft.seed", out, capsys)
