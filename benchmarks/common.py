@@ -305,6 +305,19 @@ def write_results(out: Path | None, record: dict[str, Any], render: Callable[[di
   return text
 
 
+def report(args, argv: list[str], measure: Callable[[Any, list[str]], dict],
+           render: Callable[[dict], list[str]]) -> str:
+  """A fair benchmark's parent process: `--render JSON` rewrites a recorded report, else it measures and writes
+  the report with its record (`write_results`); returns the report's text."""
+  if args.render:
+    return render_from(args.render, args.out, render)
+  return write_results(args.out, measure(args, argv), render)
+
+
+def median_of(rows: list[dict], key: str) -> float:
+  return median([r[key] for r in rows])
+
+
 def render_from(path: Path, out: Path | None, render: Callable[[dict], list[str]]) -> str:
   """`--render JSON`: the report of a recorded measurement, written to `out` (default: beside the JSON)."""
   record = json.loads(path.read_text())

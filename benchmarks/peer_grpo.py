@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -190,10 +189,6 @@ def child(args) -> int:
   return 0
 
 
-def _median(rows, key):
-  return statistics.median(r[key] for r in rows)
-
-
 def render(record: dict) -> list[str]:
   """The Markdown report of a recorded measurement (`measure`), and nothing else."""
   meta, a = record["checkpoint"], record["args"]
@@ -215,7 +210,7 @@ def render(record: dict) -> list[str]:
     for side, rows in sides.items():
       if not rows:
         continue
-      med[side] = m = {k: _median(rows, k) for k in ("tokens", "sampling_s", "scoring_s", "update_s", "step_s")}
+      med[side] = m = {k: common.median_of(rows, k) for k in ("tokens", "sampling_s", "scoring_s", "update_s", "step_s")}
       lines.append(f"| {threads} | {side} | {len(rows)} | {m['tokens']:.0f} | {m['tokens'] / m['sampling_s']:.0f} | "
                    f"{m['tokens'] / m['update_s']:.0f} | {m['tokens'] / m['step_s']:.0f} | {m['sampling_s']:.2f} | "
                    f"{m['scoring_s']:.3f} | {m['update_s']:.2f} | {m['step_s']:.2f} |")
@@ -284,10 +279,7 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   if args.side:
     return child(args)
-  if args.render:
-    print(common.render_from(args.render, args.out, render), end="")
-    return 0
-  print(common.write_results(args.out, measure(args, argv), render), end="")
+  print(common.report(args, argv, measure, render), end="")
   return 0
 
 

@@ -39,7 +39,6 @@ import json
 import os
 import pathlib
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -238,10 +237,6 @@ def child(args) -> int:
 # --- the report ------------------------------------------------------------------------------------------------
 
 
-def _median(rows, key):
-  return statistics.median(r[key] for r in rows)
-
-
 def render(record: dict) -> list[str]:
   """The Markdown report of a recorded measurement (`measure`), and nothing else."""
   meta, a, spec = record["checkpoint"], record["args"], record["prompts"]
@@ -278,7 +273,7 @@ def render(record: dict) -> list[str]:
       rows = [row for r in results if r["side"] == side for row in r["steps"]]
       if not rows:
         continue
-      med[side] = m = {k: _median(rows, k) for k in ("tokens", "sampling_s", "scoring_s", "update_s", "step_s")}
+      med[side] = m = {k: common.median_of(rows, k) for k in ("tokens", "sampling_s", "scoring_s", "update_s", "step_s")}
       lines.append(f"| {threads} | {LABEL[side]} | {len(rows)} | {m['tokens']:.0f} | "
                    f"{m['tokens'] / m['sampling_s']:.0f} | {m['tokens'] / m['update_s']:.0f} | "
                    f"{m['tokens'] / m['step_s']:.0f} | {m['sampling_s']:.3f} | {m['scoring_s']:.3f} | "

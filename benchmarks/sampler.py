@@ -235,10 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     sz = QUICK if args.quick else FULL
     print(json.dumps(run_side(args.side, model_preset(sz.model), sz, 1 if args.quick else args.repeats)))
     return 0
-  if args.render:
-    print(common.render_from(args.render, args.out, render), end="")
-    return 0
-  print(common.write_results(args.out, measure(args, argv), render), end="", flush=True)
+  print(common.report(args, argv, measure, render), end="", flush=True)
   return 0
 
 

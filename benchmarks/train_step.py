@@ -346,10 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     sz = QUICK if args.quick else FULL
     print(json.dumps(run_side(args.side, model_preset(sz.model), sz, 2 if args.quick else args.steps)))
     return 0
-  if args.render:
-    print(common.render_from(args.render, args.out, render), end="")
-    return 0
-  print(common.write_results(args.out, measure(args, argv), render), end="", flush=True)
+  print(common.report(args, argv, measure, render), end="", flush=True)
   return 0
 
 

@@ -72,7 +72,7 @@ import numpy as np
 from tcred.credit.advantages import AdvantageMode, GroupNorm
 from tcred.credit.base import (Credit, CreditInputs, CreditMethod, HostExtras, credit_class, credit_names,
                                make_credit, register_credit)
-from tcred.credit.judge import prepared_judge, score_rollouts
+from tcred.credit.judge import judge_host_extras
 from tcred.credit.outcome import outcome_advantages, per_token, valid_tokens
 from tcred.credit.signal_methods import MASK_NORMALISERS
 from tcred.judges.base import JudgeContext, make_judge
@@ -234,10 +234,7 @@ class PolicyValue(GroupNorm, CreditMethod):
 
   def host_extras(self, task: Task, problems: Sequence[Problem], groups: Groups, ctx: JudgeContext) -> HostExtras:
     """The Monte-Carlo values of the chunk's rollouts (the current policy, rewards and token ids in `ctx`)."""
-    r = groups.rollouts
-    arrays, out = score_rollouts(prepared_judge(self.make_judge(), task, ctx), task, problems, r.tokens, r.mask,
-                                 groups.texts, groups.rewards, ctx)
-    return HostExtras(arrays, tokens=out.tokens, seconds=out.seconds)
+    return judge_host_extras(self.make_judge(), task, problems, groups, ctx)
 
   def __call__(self, inputs: CreditInputs) -> Credit:
     ex = inputs.extras
@@ -287,15 +284,13 @@ class Verifier(GroupNorm, CreditMethod):
   def host_extras(self, task: Task, problems: Sequence[Problem], groups: Groups, ctx: JudgeContext) -> HostExtras:
     """The oracle's prefix values of the chunk's rollouts, the last one replaced by the rollout's reward
     (an answer that ended wrong is wrong even where a longer answer could still be right)."""
-    r = groups.rollouts
-    arrays, out = score_rollouts(prepared_judge(make_judge("oracle"), task, ctx), task, problems, r.tokens, r.mask,
-                                 groups.texts, groups.rewards, ctx)
-    scores, valid = arrays["judge_scores"], arrays["judge_valid"]
+    extras = judge_host_extras(make_judge("oracle"), task, problems, groups, ctx)
+    scores, valid = extras.arrays["judge_scores"], extras.arrays["judge_valid"]
     last = valid.sum(-1) - 1  # [B, G] index of s_K
     has_steps = last > 0
     rows = np.nonzero(has_steps)
     scores[rows + (last[rows],)] = np.asarray(groups.rewards, np.float32)[rows]
-    return HostExtras(arrays, tokens=out.tokens, seconds=out.seconds)
+    return extras
 
   def __call__(self, inputs: CreditInputs) -> Credit:
     ex = inputs.extras

@@ -88,6 +88,16 @@ def score_rollouts(judge: Judge, task: Task, problems: Sequence[Problem], tokens
   return judge_arrays(task, tokens, mask, texts, out.scores, out.valid), out
 
 
+def judge_host_extras(judge: Judge, task: Task, problems: Sequence[Problem], groups: Groups,
+                      ctx: JudgeContext) -> HostExtras:
+  """The step scores of a chunk's rollouts by `judge` (prepared for the task and `ctx`'s policy) as host extras,
+  with the judge's tokens and seconds: what every judge-backed credit method computes before its step."""
+  r = groups.rollouts
+  arrays, out = score_rollouts(prepared_judge(judge, task, ctx), task, problems, r.tokens, r.mask, groups.texts,
+                               groups.rewards, ctx)
+  return HostExtras(arrays, tokens=out.tokens, seconds=out.seconds)
+
+
 @register_credit
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class JudgeCredit(GroupNorm, CreditMethod):
@@ -128,10 +138,7 @@ class JudgeCredit(GroupNorm, CreditMethod):
 
   def host_extras(self, task: Task, problems: Sequence[Problem], groups: Groups, ctx: JudgeContext) -> HostExtras:
     """Scores the chunk's rollouts with the judge (the current policy, rewards and token ids in `ctx`)."""
-    r = groups.rollouts
-    arrays, out = score_rollouts(prepared_judge(self.make_judge(), task, ctx), task, problems, r.tokens, r.mask,
-                                 groups.texts, groups.rewards, ctx)
-    return HostExtras(arrays, tokens=out.tokens, seconds=out.seconds)
+    return judge_host_extras(self.make_judge(), task, problems, groups, ctx)
 
   def __call__(self, inputs: CreditInputs) -> Credit:
     ex = inputs.extras

@@ -33,6 +33,21 @@ def logits_saved(n_tokens: int, vocab_size: int, saved_logits_bytes: int = DEFAU
   return n_tokens * vocab_size * 4 <= saved_logits_bytes
 
 
+def _check_head_inputs(hidden, unembed, targets, temperature, chunk_size: int, vocab_chunk_size: int) -> None:
+  """Shapes `[..., T, D]`, `[D, V]`, `[..., T]`, a positive temperature and chunk sizes (one check for the
+  log-prob head and the per-token gradient norms)."""
+  if hidden.shape[:-1] != targets.shape:
+    raise ValueError(f"hidden {hidden.shape} and targets {targets.shape} disagree: "
+                     "expected hidden [..., T, D] and targets [..., T]")
+  if unembed.ndim != 2 or hidden.shape[-1] != unembed.shape[0]:
+    raise ValueError(f"hidden width {hidden.shape[-1]} != unembed rows {unembed.shape[0]} "
+                     "(unembed must be [D, V])")
+  if temperature <= 0:
+    raise ValueError(f"temperature must be > 0, got {temperature}")
+  if chunk_size < 1 or vocab_chunk_size < 1:
+    raise ValueError(f"chunk_size and vocab_chunk_size must be >= 1, got {chunk_size}, {vocab_chunk_size}")
+
+
 def token_logprobs_and_entropy(hidden: jax.Array, unembed: jax.Array, targets: jax.Array, *,
                                temperature: float, chunk_size: int = 1024,
                                vocab_chunk_size: int = DEFAULT_VOCAB_CHUNK,
@@ -65,16 +80,7 @@ def token_logprobs_and_entropy(hidden: jax.Array, unembed: jax.Array, targets: j
   Returns:
     `(logp [..., T], entropy [..., T])`, float32.
   """
-  if hidden.shape[:-1] != targets.shape:
-    raise ValueError(f"hidden {hidden.shape} and targets {targets.shape} disagree: "
-                     "expected hidden [..., T, D] and targets [..., T]")
-  if unembed.ndim != 2 or hidden.shape[-1] != unembed.shape[0]:
-    raise ValueError(f"hidden width {hidden.shape[-1]} != unembed rows {unembed.shape[0]} "
-                     "(unembed must be [D, V])")
-  if temperature <= 0:
-    raise ValueError(f"temperature must be > 0, got {temperature}")
-  if chunk_size < 1 or vocab_chunk_size < 1:
-    raise ValueError(f"chunk_size and vocab_chunk_size must be >= 1, got {chunk_size}, {vocab_chunk_size}")
+  _check_head_inputs(hidden, unembed, targets, temperature, chunk_size, vocab_chunk_size)
   lead = targets.shape
   d, v = unembed.shape
   h = hidden.reshape(-1, d)
@@ -185,16 +191,7 @@ def token_grad_norms(hidden: jax.Array, unembed: jax.Array, targets: jax.Array, 
   Returns:
     `(hidden_norm [..., T], unembed_norm [..., T])` float32, not differentiable (inputs `stop_gradient`ed).
   """
-  if hidden.shape[:-1] != targets.shape:
-    raise ValueError(f"hidden {hidden.shape} and targets {targets.shape} disagree: "
-                     "expected hidden [..., T, D] and targets [..., T]")
-  if unembed.ndim != 2 or hidden.shape[-1] != unembed.shape[0]:
-    raise ValueError(f"hidden width {hidden.shape[-1]} != unembed rows {unembed.shape[0]} "
-                     "(unembed must be [D, V])")
-  if temperature <= 0:
-    raise ValueError(f"temperature must be > 0, got {temperature}")
-  if chunk_size < 1 or vocab_chunk_size < 1:
-    raise ValueError(f"chunk_size and vocab_chunk_size must be >= 1, got {chunk_size}, {vocab_chunk_size}")
+  _check_head_inputs(hidden, unembed, targets, temperature, chunk_size, vocab_chunk_size)
   lead = targets.shape
   d, v = unembed.shape
   h = jax.lax.stop_gradient(hidden).reshape(-1, d)
