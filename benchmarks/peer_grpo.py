@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
-import subprocess
 import sys
 import tempfile
 import time
@@ -246,14 +244,13 @@ def measure(args, argv: list[str]) -> dict:
     for threads in common.thread_counts(args.threads):
       results = record["by_threads"][str(threads)] = []
       env = {**common.pinned_env(threads), "TRANSFORMERS_VERBOSITY": "error"}
-      cores = common.pinned_cores(threads)
       for r in range(args.rounds):
         for side in ("tcred", "trl"):
           out = pathlib.Path(tmp) / f"{side}-{threads}-{r}.json"
           cmd = [sys.executable, __file__, "--side", side, "--checkpoint", str(ckpt), "--json", str(out),
                  *[f"--{k}={getattr(args, k)}" for k in ("prompts", "group", "tokens", "warmup", "steps")]]
           t0 = time.time()
-          subprocess.run(cmd, check=True, env=env, preexec_fn=lambda: os.sched_setaffinity(0, cores))
+          common.run_pinned(cmd, threads, check=True, env=env)
           results.append(json.loads(out.read_text()))
           common.check_pinned(results[-1]["threads"], threads, f"peer_grpo --side {side}")
           print(f"[{threads} thread(s), {side} round {r}] {time.time() - t0:.0f} s", file=sys.stderr)

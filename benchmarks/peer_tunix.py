@@ -323,7 +323,6 @@ def measure(args, argv: list[str]) -> dict:
     print(f"checkpoint: {record['checkpoint']}; prompts: {record['prompts']}", file=sys.stderr)
     for threads in common.thread_counts(args.threads):
       results = record["by_threads"][str(threads)] = []
-      cores = common.pinned_cores(threads)
       for r in range(args.rounds):
         for side in SIDES:
           out = pathlib.Path(tmp) / f"{side}-{threads}-{r}.json"
@@ -332,8 +331,7 @@ def measure(args, argv: list[str]) -> dict:
                  "--prompts-file", str(prompts),
                  *[f"--{k}={getattr(args, k)}" for k in ("prompts", "group", "tokens", "warmup", "steps")]]
           t0 = time.time()
-          proc = subprocess.run(cmd, env=_child_env(threads), capture_output=True, text=True,
-                                preexec_fn=lambda: os.sched_setaffinity(0, cores))
+          proc = common.run_pinned(cmd, threads, env=_child_env(threads), capture_output=True, text=True)
           if proc.returncode != 0:
             record["failures"].append({"side": side, "threads": threads, "command": " ".join(cmd[:4]) + " ...",
                                        "returncode": proc.returncode, "error": proc.stderr[-3000:]})

@@ -73,16 +73,13 @@ def run_point(side: str, model: str, group: int, length: int, repeats: int) -> d
 
 
 def _point_process(args, side: str, model: str, group: int, length: int, threads: int) -> dict:
-  import os
   env = common.pinned_env(threads)
   if side in TORCH_SIDES:
     env.pop("GLIBC_TUNABLES", None)
     env["TCRED_HUGE_PAGES"] = "0"
-  cores = common.pinned_cores(threads)
   cmd = [sys.executable, __file__, "--point", f"{side},{model},{group},{length}", "--repeats", str(args.repeats)]
   try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.point_timeout,
-                          preexec_fn=lambda: os.sched_setaffinity(0, cores))
+    proc = common.run_pinned(cmd, threads, capture_output=True, text=True, env=env, timeout=args.point_timeout)
   except subprocess.TimeoutExpired:
     return {"side": side, "model": model, "group": group, "length": length, "timed_out": True}
   if proc.returncode != 0:
