@@ -313,7 +313,7 @@ def measure(args, argv: list[str]) -> dict:
   record = {**common.machine_record(title, args.quick, argv, __file__),
             "args": {k: getattr(args, k) for k in ("prompts", "group", "tokens", "warmup", "steps", "rounds")},
             "load": common.check_load(args.max_load, args.allow_load, args.quick), "by_threads": {}, "failures": [],
-            "pythons": {"tcred": sys.executable, "tunix": args.tunix_python},
+            "pythons": {"tcred": os.path.relpath(sys.executable), "tunix": os.path.relpath(args.tunix_python)},  # no machine paths
             "notes": pathlib.Path(args.notes).read_text() if args.notes else ""}
   with tempfile.TemporaryDirectory(prefix="peer-tunix-") as tmp:
     ckpt = pathlib.Path(tmp) / "qwen3"
