@@ -21,7 +21,8 @@ metric is undefined (an empty class, a constant input). Ranks are SciPy's (`scip
   computed within strata (a position, a p-decile) and pooled, so that what a signal knows through the
   stratum alone does not count.
 - `cluster_bootstrap_ci`: percentile confidence interval of any of the above, resampling whole
-  clusters (prompts) with replacement, since tokens of one prompt are not independent.
+  clusters (prompts, or bases then prompts) with replacement, since tokens of one prompt are not
+  independent; the draws are the tables' (`stats.cluster_draws`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 from scipy.stats import rankdata
+
+from tcred.evaluation import stats
 
 
 def _flat(x, dtype=np.float64) -> np.ndarray:
@@ -298,23 +301,31 @@ def chance_jaccard(size_a: int, size_b: int, n: int) -> float:
   return float(inter / (size_a + size_b - inter))
 
 
-def cluster_resample(clusters, rng: np.random.Generator) -> np.ndarray:
-  """The token indices of one cluster-bootstrap replicate.
+def cluster_tree(clusters) -> tuple[list[np.ndarray], list]:
+  """Identify's clusters as `stats.cluster_draws` takes them: `(leaf_indices, tree)`.
 
   `clusters`: C index arrays (one level: prompts), or B sequences of index arrays (two levels: SFT bases,
-  then the prompts of each base). One level draws C clusters with replacement and concatenates them. Two
-  levels draw B bases with replacement (`rng.integers(0, B, size=B)`), then, for each drawn base in turn,
-  its own prompts with replacement, as one level does; a base drawn twice contributes two independent
-  prompt resamples. With B = 1 the base draw is skipped, so one base gives exactly the one-level replicate.
+  then the prompts of each base). `leaf_indices` lists every prompt's index array in order; `tree` holds
+  their positions in it (`[0, .., C-1]`, or one list per base). One base is the one-level tree.
   """
   if len(clusters) and not isinstance(clusters[0], np.ndarray):
     if len(clusters) == 1:
-      return cluster_resample(clusters[0], rng)
-    bases = rng.integers(0, len(clusters), size=len(clusters))
-    return np.concatenate([cluster_resample(clusters[b], rng) for b in bases])
-  c = len(clusters)
-  pick = rng.integers(0, c, size=c)
-  return np.concatenate([clusters[i] for i in pick])
+      return cluster_tree(clusters[0])
+    leaves, tree = [], []
+    for base in clusters:
+      tree.append(list(range(len(leaves), len(leaves) + len(base))))
+      leaves.extend(base)
+    return leaves, tree
+  return list(clusters), list(range(len(clusters)))
+
+
+def cluster_replicates(clusters, *, reps: int, rng: np.random.Generator):
+  """The token indices of `reps` cluster-bootstrap replicates (a generator): bases with replacement, then
+  prompts within each drawn base (`stats.cluster_draws`, the tables' bootstrap), each drawn prompt's
+  indices pooled (`stats.expand_indices`)."""
+  leaves, tree = cluster_tree(clusters)
+  for counts in stats.cluster_draws(tree, reps=reps, rng=rng):
+    yield stats.expand_indices(leaves, counts)
 
 
 def cluster_bootstrap_ci(metric: Callable[[np.ndarray], float], clusters: Sequence, *,
@@ -325,7 +336,7 @@ def cluster_bootstrap_ci(metric: Callable[[np.ndarray], float], clusters: Sequen
   Args:
     metric: maps an index array into the flat token arrays to a float (NaN allowed).
     clusters: C index arrays (the tokens of each prompt), or B sequences of them (bases, then prompts:
-      a two-level cluster bootstrap, `cluster_resample`).
+      a two-level cluster bootstrap, `cluster_replicates`).
     reps: bootstrap replicates.
     rng: NumPy generator (the CI is a deterministic function of its state).
     confidence: two-sided level.
@@ -333,13 +344,5 @@ def cluster_bootstrap_ci(metric: Callable[[np.ndarray], float], clusters: Sequen
   Returns:
     (low, high), NaN if fewer than half of the replicates gave a finite value.
   """
-  values = []
-  for _ in range(reps):
-    values.append(metric(cluster_resample(clusters, rng)))
-  values = np.asarray(values, np.float64)
-  values = values[np.isfinite(values)]
-  if values.size < max(1, reps // 2):
-    return math.nan, math.nan
-  alpha = (1.0 - confidence) / 2.0
-  lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
-  return float(lo), float(hi)
+  values = [metric(idx) for idx in cluster_replicates(clusters, reps=reps, rng=rng)]
+  return stats.percentile_interval(values, confidence=confidence)

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tcred.evaluation import identify_metrics as im
+from tcred.evaluation import stats as tstats
 
 # ------------------------------------------------------------------ brute-force references
 
@@ -307,26 +308,21 @@ def test_p_conditioned_controls_against_a_reference():
   assert math.isnan(im.violating_share([False], [True]))
 
 
-def two_level_reference(clusters, rng):
-  """Plain loops: draw B bases with replacement, then for each drawn base its prompts with replacement."""
-  base_draw = [0] if len(clusters) == 1 else list(rng.integers(0, len(clusters), size=len(clusters)))
-  idx = []
-  for b in base_draw:
-    prompts = clusters[b]
-    for i in rng.integers(0, len(prompts), size=len(prompts)):
-      idx.extend(prompts[i].tolist())
-  return np.array(idx)
-
-
-def test_two_level_cluster_bootstrap_matches_a_reference():
+def test_two_level_cluster_bootstrap_draws_as_the_tables_do():
   bases = [[np.arange(0, 3), np.arange(3, 5)], [np.arange(5, 9)], [np.arange(9, 10), np.arange(10, 12),
                                                                    np.arange(12, 15)]]
-  for seed in range(5):
-    a, b = np.random.default_rng(seed), np.random.default_rng(seed)
-    np.testing.assert_array_equal(im.cluster_resample(bases, a), two_level_reference(bases, b))
+  leaves, tree = im.cluster_tree(bases)
+  assert tree == [[0, 1], [2], [3, 4, 5]] and [len(x) for x in leaves] == [3, 2, 4, 1, 2, 3]
+  counts = tstats.cluster_draws(tree, reps=50, rng=np.random.default_rng(4))
+  got = list(im.cluster_replicates(bases, reps=50, rng=np.random.default_rng(4)))
+  for c, idx in zip(counts, got):
+    # each prompt's tokens appear exactly as often as the tables' bootstrap drew that prompt
+    np.testing.assert_array_equal(np.bincount(idx, minlength=15), np.repeat(c, [len(x) for x in leaves]))
   # one base: exactly the one-level replicate
-  a, b = np.random.default_rng(7), np.random.default_rng(7)
-  np.testing.assert_array_equal(im.cluster_resample([bases[0]], a), im.cluster_resample(bases[0], b))
+  one = im.cluster_replicates([bases[0]], reps=5, rng=np.random.default_rng(7))
+  flat = im.cluster_replicates(bases[0], reps=5, rng=np.random.default_rng(7))
+  for a, b in zip(one, flat):
+    np.testing.assert_array_equal(a, b)
   # Base variation: each base's prompts share a base effect; resampling prompts alone ignores it.
   rng = np.random.default_rng(3)
   values, clusters, flat = [], [], []
@@ -347,6 +343,6 @@ def test_two_level_cluster_bootstrap_matches_a_reference():
   lo1, hi1 = im.cluster_bootstrap_ci(mean, flat, reps=400, rng=np.random.default_rng(0))
   assert hi2 - lo2 > 2 * (hi1 - lo1)  # expected ratio sqrt(24 prompts / 3 bases) ≈ 2.8
   # the two-level replicate mean's spread: the base means' bootstrap spread, sd(base means)·sqrt((B−1)/B)/sqrt(B)
-  reps = np.array([mean(im.cluster_resample(clusters, np.random.default_rng(s))) for s in range(2000)])
+  reps = np.array([mean(idx) for idx in im.cluster_replicates(clusters, reps=2000, rng=np.random.default_rng(0))])
   base_means = np.array([x[np.concatenate(c)].mean() for c in clusters])
   assert reps.std() == pytest.approx(base_means.std() / math.sqrt(3), rel=0.1)

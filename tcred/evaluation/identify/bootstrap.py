@@ -1,6 +1,6 @@
 """Cluster-bootstrap confidence intervals: the study's tokens are resampled by whole prompts (a prompt's
 G rollouts and their tokens are not independent), and, when the study pools several SFT bases, by bases
-first, then prompts within each drawn base (a two-level cluster bootstrap, `identify_metrics.cluster_resample`);
+first, then prompts within each drawn base (a two-level cluster bootstrap drawn as the tables draw it, `stats.cluster_draws`);
 95% percentile intervals.
 """
 
@@ -11,7 +11,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tcred.evaluation.identify_metrics import cluster_resample
+from tcred.evaluation import stats
+from tcred.evaluation.identify_metrics import cluster_replicates
 
 
 def prompt_clusters(mask: np.ndarray, base: np.ndarray | None = None) -> list:
@@ -33,7 +34,7 @@ def metric_cis(metrics_of: Callable[[np.ndarray], dict], clusters: Sequence, nam
                rng: np.random.Generator) -> dict:
   """95% percentile intervals of every metric `metrics_of(idx)` over `reps` cluster-bootstrap replicates.
 
-  Each replicate draws clusters with replacement (`cluster_resample`: prompts, or bases then prompts; one
+  Each replicate draws clusters with replacement (`cluster_replicates`: prompts, or bases then prompts; one
   generator seeded from `rng`, so each call consumes one draw of `rng`) and pools their token positions `idx`. A metric gets
   (nan, nan) with `reps = 0` or when fewer than half the replicates give a finite value.
   """
@@ -42,13 +43,7 @@ def metric_cis(metrics_of: Callable[[np.ndarray], dict], clusters: Sequence, nam
     return ci
   boot = {m: [] for m in names}
   state = np.random.default_rng(rng.integers(2**63))
-  for _ in range(reps):
-    idx = cluster_resample(clusters, state)
+  for idx in cluster_replicates(clusters, reps=reps, rng=state):
     for m, v in metrics_of(idx).items():
       boot[m].append(v)
-  for m in names:
-    v = np.asarray(boot[m])
-    v = v[np.isfinite(v)]
-    if v.size >= max(1, reps // 2):
-      ci[m] = tuple(float(q) for q in np.quantile(v, [0.025, 0.975]))
-  return ci
+  return {m: stats.percentile_interval(boot[m]) for m in names}
