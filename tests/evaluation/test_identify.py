@@ -451,3 +451,10 @@ def test_cli_identify_usage_errors(tmp_path, capsys):
     assert cli.main(["identify", "countdown", *argv, "--out", str(out)]) == 2, argv
     assert message in capsys.readouterr().err, argv
     assert not out.exists()
+
+
+def test_reports_name_the_base_policy_inside_the_cache_not_by_a_path_of_this_machine(tmp_path, monkeypatch):
+  from tcred.evaluation.identify.io import _in_cache
+  monkeypatch.setenv("TCRED_CACHE", str(tmp_path / "cache"))
+  assert _in_cache(tmp_path / "cache" / "base" / "countdown-abc") == "$TCRED_CACHE/base/countdown-abc"
+  assert _in_cache(tmp_path / "elsewhere" / "countdown-abc") == "countdown-abc"

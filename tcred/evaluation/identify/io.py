@@ -25,8 +25,17 @@ from tcred.tasks.registry import make_task_from_config, task_entry, task_names
 from tcred.training.config import config_from_dict
 from tcred.training.data import eval_problems
 from tcred.training.export import ExportError, run_policy
-from tcred.training.sft import base_policy
+from tcred.training.sft import base_policy, cache_root
 from tcred.training.tracking import write_atomic
+
+
+def _in_cache(directory) -> str:
+  """A base policy's directory as reports print it: `$TCRED_CACHE/...` (no path of this machine)."""
+  directory = pathlib.Path(directory)
+  try:
+    return f"$TCRED_CACHE/{directory.resolve().relative_to(cache_root().resolve())}"
+  except ValueError:
+    return directory.name
 
 
 def _check_prompts(cfg, prompts: int) -> int:
@@ -80,7 +89,7 @@ def load_policy(task_name: str, policy: str, *, prompts: int = 1, progress: bool
     cfg = dataclasses.replace(cfg, sft=sft)
     graphdef, params, directory = base_policy(cfg.model, task, cfg.task_config, sft, eval_prompts=n_eval,
                                               progress=progress)
-    return cfg, graphdef, params, f"SFT base policy of `{cfg.name}` with sft.seed = {sft_seed} (`{directory}`)"
+    return cfg, graphdef, params, f"SFT base policy of `{cfg.name}` with sft.seed = {sft_seed} (`{_in_cache(directory)}`)"
   if bases != 1:
     raise UsageError(f"--bases must be 1 with --policy RUN_DIR (one trained policy), got {bases}; several bases "
                      "need --policy base")
