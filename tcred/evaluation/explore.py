@@ -10,6 +10,7 @@ step selector pick the group. Where the record holds the identifiability study's
 a lane (`mc_advantage`), each labelled rollout's margin gives the share of its |credit| that landed on
 them, and the legend gives K, δ and the label noise (the bound-violating share).
 
+`#prompt=N&lanes=credit,entropy` in the URL opens prompt N of the first shown step with those lanes.
 `#selftest` appended to the page's URL makes it check itself on load (every lane renders, hovering a
 cell shows its values, no script error) and write the result into `<pre id="selftest">`: what the
 real-browser test reads with `chromium --headless --dump-dom`.
@@ -346,6 +347,9 @@ $('group').addEventListener('mouseover',function(e){var c=e.target.closest('.c')
   tip.style.left=Math.min((e.clientX||0)+12,window.innerWidth-320)+'px';tip.style.top=((e.clientY||0)+14)+'px'});
 $('group').addEventListener('mouseleave',function(){$('tip').style.display='none'});
 $('runinfo').innerHTML='<b>'+esc(D.run.name)+'</b> seed '+D.run.seed+'<br>task '+esc(D.run.task)+', credit '+esc(D.run.credit);
+var H={};location.hash.replace(/^#/,'').split('&').forEach(function(kv){var i=kv.indexOf('=');if(i>0)H[kv.slice(0,i)]=decodeURIComponent(kv.slice(i+1))});
+if(H.prompt!==undefined&&D.steps[S].prompts[+H.prompt])P=+H.prompt;
+if(H.lanes){shown={};H.lanes.split(',').forEach(function(n){shown[n]=true})}
 drawSteps();all();
 document.documentElement.setAttribute('data-first-render-ms',performance.now().toFixed(1));
 requestAnimationFrame(function(){setTimeout(function(){document.documentElement.setAttribute('data-first-paint-ms',performance.now().toFixed(1))},0)});

@@ -17,6 +17,13 @@ step end are forked from that row's KV cache, truncated at the step end, by
 the tree sampler's `fork_round`. Identical prefixes of one problem (every
 response's Q_0, responses sharing steps) are continued once.
 
+`token_values` estimates the value of every token prefix the same way (each distinct prefix continued C
+times, forked from the cache): the estimator of the identifiability study's ground truth
+(`tcred.evaluation.identify.truth.monte_carlo_values` computes the same quantity by re-prefilling each
+prefix, so its committed draws stay as they were). From the values, the token's Monte-Carlo advantage
+A_t = V̂(o_≤t) − V̂(o_<t) (`token_advantages`) and its decisive label |A_t| ≥ δ (`decisive_tokens`): one
+implementation for `tcred identify` and the credit explorer's records.
+
 `replica_agreement` measures the noise floor of Monte-Carlo labels (`label_agreement` on arrays): the labels
 of each rule computed twice from independent continuations.
 
