@@ -7,8 +7,8 @@ scale around 0) or by a signal (sequential scale, the step's top 20% of the sign
 per checked lane; hovering a token shows every recorded value of it. A prompt list with search and a
 step selector pick the group. Where the record holds the identifiability study's decisive-token flags
 (`rl.record_decisive_prompts`), the decisive tokens get a green bar above, their Monte-Carlo advantage is
-a lane (`mc_advantage`), each labelled rollout's margin gives the share of its |credit| that landed on
-them, and the legend gives K, δ and the label noise (the bound-violating share).
+a lane (`mc_advantage`), each labelled rollout's margin gives the share of its credit that landed on
+them (|credit × weight|, what each token's gradient gets; the fatal errors' share likewise), and the legend gives K, δ and the label noise (the bound-violating share).
 
 `#prompt=N&lanes=credit,entropy` in the URL opens prompt N of the first shown step with those lanes.
 `#selftest` appended to the page's URL makes it check itself on load (every lane renders, hovering a
@@ -297,14 +297,15 @@ function drawLegend(){
     var mid=(l.lo+l.hi)/2;
     return '<span class="lg"><b>'+esc(l.name)+'</b> '+fmt(l.lo)+'<span class="bar" style="background:'+g+'"></span>'+fmt(l.hi)+
       ' (mid '+fmt(mid)+')'+(l.top!==null?'; outlined: top 20% (≥ '+fmt(l.top)+')':'')+'</span>'}).join('')+
-    (laneIndex('fatal')>=0?'<span class="lg"><span class="c fatal">x</span> fatal error (the oracle value goes 1 → 0)</span>':'')+decLegend();
+    (laneIndex('fatal')>=0?'<span class="lg"><span class="c fatal">x</span> fatal error (the oracle value goes 1 → 0; margin: the share of |credit × weight| on it)</span>':'')+decLegend();
 }
 function decLegend(){var d=D.steps[S].decisive;if(!d)return '';
   return '<span class="lg"><span class="c dec">x</span> decisive token: |A<sub>t</sub>| ≥ δ = '+fmt(d.delta)+', A<sub>t</sub> the Monte-Carlo advantage from K = '+d.continuations+
-    ' continuations per prefix (lane mc_advantage); labelled: '+d.labelled+' of '+d.prompts+' prompts ('+d.flags+' flags on '+d.tokens+' tokens, '+fmt(d.seconds)+' s)'+
+    ' continuations per prefix (lane mc_advantage); margin: the share of the rollout\'s credit |credit × weight| on them; labelled: '+d.labelled+' of '+d.prompts+' prompts ('+d.flags+' flags on '+d.tokens+' tokens, '+fmt(d.seconds)+' s)'+
     (d.violating!==null?'; label noise: '+(100*d.violating).toFixed(1)+'% of the flags sit on tokens with p &gt; 1 − δ':'')+'</span>'}
+function trained(r,t){var W=laneIndex('weight');return Math.abs(r.v[0][t]*(W<0?1:r.v[W][t]))}
 function decShare(r){if(!r.d)return null;var a=0,f=0,k=0;
-  for(var t=0;t<r.p.length;t++){var c=Math.abs(r.v[0][t]);a+=c;if(k<r.d.length&&r.d[k]===t){f+=c;k++}}
+  for(var t=0;t<r.p.length;t++){var c=trained(r,t);a+=c;if(k<r.d.length&&r.d[k]===t){f+=c;k++}}
   return r.d.length?(a>0?f/a:0):-1}
 function drawList(){
   var q=$('search').value.toLowerCase(),ps=D.steps[S].prompts,h=[];
@@ -315,7 +316,7 @@ function drawList(){
 }
 function laneIndex(name){for(var k=0;k<lanes().length;k++)if(lanes()[k].name===name)return k;return -1}
 function fatalShare(r){var F=laneIndex('fatal');if(F<0)return null;var a=0,f=0,any=false;
-  for(var t=0;t<r.p.length;t++){var c=Math.abs(r.v[0][t]);a+=c;if(r.v[F][t]>0){f+=c;any=true}}
+  for(var t=0;t<r.p.length;t++){var c=trained(r,t);a+=c;if(r.v[F][t]>0){f+=c;any=true}}
   return any?(a>0?f/a:0):null}
 function drawGroup(){
   var st=D.steps[S],p=st.prompts[P],L=st.lanes,h=[],F=laneIndex('fatal');
@@ -326,8 +327,8 @@ function drawGroup(){
     (r.d||[]).forEach(function(t){dec[t]=true});
     on.forEach(function(k,n){var l=L[k],v=r.v[k],c=[];
       for(var t=0;t<r.p.length;t++){c.push('<span class="c'+(l.top!==null&&v[t]>=l.top?' top':'')+(F>=0&&r.v[F][t]>0?' fatal':'')+(dec[t]?' dec':'')+'" data-g="'+g+'" data-t="'+t+'" data-l="'+k+'" style="background:'+css(color(l,v[t]))+'">'+esc(piece(r.p[t]))+'</span>')}
-      h.push('<div class="ro" data-lane="'+esc(l.name)+'"><div class="mg">'+(n===0?'#'+g+' r='+fmt(r.r)+' A='+fmt(r.a)+(fs!==null?'<br>fatal: '+(100*fs).toFixed(0)+'% of |credit|':'')+
-        (ds!==null?'<br>decisive: '+(ds<0?'none':(100*ds).toFixed(0)+'% of |credit|'):'')+'<br>':'')+'<i>'+esc(l.name)+'</i></div><div class="tk">'+c.join('')+'</div></div>')});
+      h.push('<div class="ro" data-lane="'+esc(l.name)+'"><div class="mg">'+(n===0?'#'+g+' r='+fmt(r.r)+' A='+fmt(r.a)+(fs!==null?'<br>fatal: '+(100*fs).toFixed(0)+'% of credit':'')+
+        (ds!==null?'<br>decisive: '+(ds<0?'none':(100*ds).toFixed(0)+'% of credit'):'')+'<br>':'')+'<i>'+esc(l.name)+'</i></div><div class="tk">'+c.join('')+'</div></div>')});
     h.push('<div class="sep"></div>')});
   $('group').innerHTML=h.join('');
 }
