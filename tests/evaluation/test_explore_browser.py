@@ -65,6 +65,6 @@ def test_the_page_of_a_real_run_in_chromium(tmp_path):
   # `#prompt=N&lanes=...` opens that prompt with those lanes (what benchmarks/explore_screenshot.py shows).
   done = _chromium("--dump-dom", page.as_uri() + "#prompt=1&lanes=credit,mc_advantage", tmp_path=tmp_path)
   assert re.search(r'class="pi sel[^"]*" data-p="1"', done.stdout), done.stdout[:2000]
-  assert set(re.findall(r'class="ro" data-lane="([^"]+)"', done.stdout)) == {"credit", "mc_advantage"}
+  assert set(re.findall(r'class="ro" data-lane="([\w-]+)"', done.stdout)) == {"credit", "mc_advantage"}
   first_paint = re.search(r'data-first-render-ms="([\d.]+)"', done.stdout)
   assert first_paint and float(first_paint.group(1)) < 10_000
