@@ -5,8 +5,12 @@ as JSON. It shows one prompt's group at a time (lazy rendering): the G rollouts 
 token, reward and outcome advantage in the margin; lanes colour the tokens by the credit (diverging
 scale around 0) or by a signal (sequential scale, the step's top 20% of the signal outlined), one row
 per checked lane; hovering a token shows every recorded value of it. A prompt list with search and a
-step selector pick the group.
+step selector pick the group. Where the record holds the identifiability study's decisive-token flags
+(`rl.record_decisive_prompts`), the decisive tokens get a green bar above, their Monte-Carlo advantage is
+a lane (`mc_advantage`), each labelled rollout's margin gives the share of its credit that landed on
+them (|credit × weight|, what each token's gradient gets; the fatal errors' share likewise), and the legend gives K, δ and the label noise (the bound-violating share).
 
+`#prompt=N&lanes=credit,entropy` in the URL opens prompt N of the first shown step with those lanes.
 `#selftest` appended to the page's URL makes it check itself on load (every lane renders, hovering a
 cell shows its values, no script error) and write the result into `<pre id="selftest">`: what the
 real-browser test reads with `chromium --headless --dump-dom`.
@@ -23,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from tcred.evaluation.identify_metrics import violating_share
 from tcred.training.record import RecordError, StepRecord, load_record, record_path, recorded_steps
 from tcred.training.tracking import write_atomic
 
@@ -56,21 +61,49 @@ def _lane(name: str, values: np.ndarray, mask: np.ndarray, *, diverging: bool) -
   return {"name": name, "kind": "sequential", "lo": lo, "hi": hi, "top": top}
 
 
+MC_LANE = "mc_advantage"  # the lane of the decisive flags' Monte-Carlo advantages A_t
+
+
+def decisive_summary(r: StepRecord) -> dict[str, Any] | None:
+  """The legend's facts about a record's decisive flags: K, δ, how many prompts were labelled, the flags'
+  count, their bound-violating share (flags on tokens with p > 1 − δ, p = exp(−surprisal): |A_t| ≤ 1 − p
+  on-policy, so those flags are Monte-Carlo noise; None without a surprisal lane or a flag) and the
+  labelling's cost; None when the record has no flags."""
+  d = r.decisive
+  if d is None:
+    return None
+  on = r.mask & d.labelled[:, None, None]
+  share = None
+  if "surprisal" in r.signals and d.decisive[on].any():
+    can_decide = np.exp(-r.signals["surprisal"].astype(np.float64)) <= 1.0 - d.delta
+    share = round(violating_share(d.decisive[on], can_decide[on]), 4)
+  return {"continuations": d.continuations, "delta": d.delta, "labelled": int(d.labelled.sum()),
+          "prompts": len(r.prompts), "flags": int(d.decisive[on].sum()), "tokens": int(on.sum()),
+          "violating": share, "seconds": round(d.seconds, 2)}
+
+
 def step_data(r: StepRecord) -> dict[str, Any]:
   """The JSON the page embeds for one recorded step."""
   lanes_values = {"credit": r.credit, **r.signals, "weight": r.weight}
-  lanes = [_lane(k, np.asarray(v, np.float64), r.mask, diverging=(k == "credit")) for k, v in lanes_values.items()]
+  if r.decisive is not None:
+    lanes_values[MC_LANE] = r.decisive.advantage
+  lanes = [_lane(k, np.asarray(v, np.float64), r.mask, diverging=k in ("credit", MC_LANE))
+           for k, v in lanes_values.items()]
   rounded = {k: np.asarray(v, np.float32) for k, v in lanes_values.items()}
   prompts = []
   for i, prompt in enumerate(r.prompts):
     rollouts = []
     for j in range(r.tokens.shape[1]):
       n = int(r.mask[i, j].sum())
-      rollouts.append({"r": float(r.rewards[i, j]), "a": round(float(r.outcome_advantage[i, j]), 4),
-                       "p": r.pieces[i][j], "id": r.tokens[i, j, :n].tolist(),
-                       "v": [_rounded(rounded[k][i, j, :n]) for k in lanes_values]})
-    prompts.append({"prompt": prompt, "valid": bool(r.group_valid[i]), "rollouts": rollouts})
-  return {"step": r.step, "lanes": lanes, "prompts": prompts}
+      rollout = {"r": float(r.rewards[i, j]), "a": round(float(r.outcome_advantage[i, j]), 4),
+                 "p": r.pieces[i][j], "id": r.tokens[i, j, :n].tolist(),
+                 "v": [_rounded(rounded[k][i, j, :n]) for k in lanes_values]}
+      if r.decisive is not None and r.decisive.labelled[i]:
+        rollout["d"] = np.flatnonzero(r.decisive.decisive[i, j, :n]).tolist()  # the decisive token positions
+      rollouts.append(rollout)
+    prompts.append({"prompt": prompt, "valid": bool(r.group_valid[i]), "rollouts": rollouts,
+                    "labelled": bool(r.decisive is not None and r.decisive.labelled[i])})
+  return {"step": r.step, "lanes": lanes, "prompts": prompts, "decisive": decisive_summary(r)}
 
 
 def page_html(records: list[StepRecord], *, initial_step: int | None = None) -> str:
@@ -213,10 +246,10 @@ body.index{margin:16px} table{border-collapse:collapse} td,th{border:1px solid #
 #lanes label{margin-right:10px}
 #legend{margin:6px 0} .lg{display:inline-block;margin-right:18px} .bar{display:inline-block;width:120px;height:10px;vertical-align:middle;margin:0 4px;border:1px solid #aaa}
 .ro{display:flex;align-items:flex-start;margin:2px 0}
-.mg{width:150px;flex:none;font-family:monospace;font-size:11px;color:#444}
+.mg{width:190px;flex:none;font-family:monospace;font-size:11px;color:#444}
 .tk{font-family:monospace;white-space:pre-wrap;word-break:break-all;flex:1}
 .c{display:inline-block;min-width:7px;padding:0 1px;margin:0 0 1px 0;border:1px solid transparent}
-.c.top{border-color:#000} .c.fatal{border-bottom:3px solid #e00}
+.c.top{border-color:#000} .c.fatal{border-bottom:3px solid #e00} .c.dec{border-top:3px solid #1a9850}
 .c:hover{outline:2px solid #f80}
 .sep{border-top:1px solid #ddd;margin:4px 0}
 #tip{position:fixed;display:none;background:#fff;border:1px solid #888;padding:4px 6px;font:11px monospace;pointer-events:none;z-index:9;white-space:pre}
@@ -264,8 +297,16 @@ function drawLegend(){
     var mid=(l.lo+l.hi)/2;
     return '<span class="lg"><b>'+esc(l.name)+'</b> '+fmt(l.lo)+'<span class="bar" style="background:'+g+'"></span>'+fmt(l.hi)+
       ' (mid '+fmt(mid)+')'+(l.top!==null?'; outlined: top 20% (≥ '+fmt(l.top)+')':'')+'</span>'}).join('')+
-    (laneIndex('fatal')>=0?'<span class="lg"><span class="c fatal">x</span> fatal error (the oracle value goes 1 → 0)</span>':'');
+    (laneIndex('fatal')>=0?'<span class="lg"><span class="c fatal">x</span> fatal error (the oracle value goes 1 → 0; margin: the share of |credit × weight| on it)</span>':'')+decLegend();
 }
+function decLegend(){var d=D.steps[S].decisive;if(!d)return '';
+  return '<span class="lg"><span class="c dec">x</span> decisive token: |A<sub>t</sub>| ≥ δ = '+fmt(d.delta)+', A<sub>t</sub> the Monte-Carlo advantage from K = '+d.continuations+
+    ' continuations per prefix (lane mc_advantage); margin: the share of the rollout\'s credit |credit × weight| on them; labelled: '+d.labelled+' of '+d.prompts+' prompts ('+d.flags+' flags on '+d.tokens+' tokens, '+fmt(d.seconds)+' s)'+
+    (d.violating!==null?'; label noise: '+(100*d.violating).toFixed(1)+'% of the flags sit on tokens with p &gt; 1 − δ':'')+'</span>'}
+function trained(r,t){var W=laneIndex('weight');return Math.abs(r.v[0][t]*(W<0?1:r.v[W][t]))}
+function decShare(r){if(!r.d)return null;var a=0,f=0,k=0;
+  for(var t=0;t<r.p.length;t++){var c=trained(r,t);a+=c;if(k<r.d.length&&r.d[k]===t){f+=c;k++}}
+  return r.d.length?(a>0?f/a:0):-1}
 function drawList(){
   var q=$('search').value.toLowerCase(),ps=D.steps[S].prompts,h=[];
   for(var i=0;i<ps.length;i++){var p=ps[i];if(q&&p.prompt.toLowerCase().indexOf(q)<0)continue;
@@ -275,17 +316,19 @@ function drawList(){
 }
 function laneIndex(name){for(var k=0;k<lanes().length;k++)if(lanes()[k].name===name)return k;return -1}
 function fatalShare(r){var F=laneIndex('fatal');if(F<0)return null;var a=0,f=0,any=false;
-  for(var t=0;t<r.p.length;t++){var c=Math.abs(r.v[0][t]);a+=c;if(r.v[F][t]>0){f+=c;any=true}}
+  for(var t=0;t<r.p.length;t++){var c=trained(r,t);a+=c;if(r.v[F][t]>0){f+=c;any=true}}
   return any?(a>0?f/a:0):null}
 function drawGroup(){
   var st=D.steps[S],p=st.prompts[P],L=st.lanes,h=[],F=laneIndex('fatal');
   if(!p){$('group').innerHTML='';$('prompt').textContent='';return}
   $('prompt').innerHTML='<b>prompt '+P+'</b>'+(p.valid?'':' (filler group: did not train)')+': <code>'+esc(p.prompt)+'</code>';
   var on=[];for(var k=0;k<L.length;k++)if(shown[L[k].name])on.push(k);
-  p.rollouts.forEach(function(r,g){var fs=fatalShare(r);
+  p.rollouts.forEach(function(r,g){var fs=fatalShare(r),ds=decShare(r),dec={};
+    (r.d||[]).forEach(function(t){dec[t]=true});
     on.forEach(function(k,n){var l=L[k],v=r.v[k],c=[];
-      for(var t=0;t<r.p.length;t++){c.push('<span class="c'+(l.top!==null&&v[t]>=l.top?' top':'')+(F>=0&&r.v[F][t]>0?' fatal':'')+'" data-g="'+g+'" data-t="'+t+'" data-l="'+k+'" style="background:'+css(color(l,v[t]))+'">'+esc(piece(r.p[t]))+'</span>')}
-      h.push('<div class="ro" data-lane="'+esc(l.name)+'"><div class="mg">'+(n===0?'#'+g+' r='+fmt(r.r)+' A='+fmt(r.a)+(fs!==null?'<br>fatal: '+(100*fs).toFixed(0)+'% of |credit|':'')+'<br>':'')+'<i>'+esc(l.name)+'</i></div><div class="tk">'+c.join('')+'</div></div>')});
+      for(var t=0;t<r.p.length;t++){c.push('<span class="c'+(l.top!==null&&v[t]>=l.top?' top':'')+(F>=0&&r.v[F][t]>0?' fatal':'')+(dec[t]?' dec':'')+'" data-g="'+g+'" data-t="'+t+'" data-l="'+k+'" style="background:'+css(color(l,v[t]))+'">'+esc(piece(r.p[t]))+'</span>')}
+      h.push('<div class="ro" data-lane="'+esc(l.name)+'"><div class="mg">'+(n===0?'#'+g+' r='+fmt(r.r)+' A='+fmt(r.a)+(fs!==null?'<br>fatal: '+(100*fs).toFixed(0)+'% of credit':'')+
+        (ds!==null?'<br>decisive: '+(ds<0?'none':(100*ds).toFixed(0)+'% of credit'):'')+'<br>':'')+'<i>'+esc(l.name)+'</i></div><div class="tk">'+c.join('')+'</div></div>')});
     h.push('<div class="sep"></div>')});
   $('group').innerHTML=h.join('');
 }
@@ -293,6 +336,7 @@ function tipText(g,t){
   var st=D.steps[S],r=st.prompts[P].rollouts[g],L=st.lanes;
   var s='rollout '+g+'  token '+t+'  '+JSON.stringify(r.p[t])+'  id '+r.id[t]+'\nreward '+fmt(r.r)+'  outcome advantage '+fmt(r.a);
   for(var k=0;k<L.length;k++)s+='\n'+L[k].name+': '+fmt(r.v[k][t])+(L[k].top!==null&&r.v[k][t]>=L[k].top?'  (top 20%)':'');
+  if(st.decisive)s+='\ndecisive: '+(r.d?(r.d.indexOf(t)>=0?'yes':'no')+' (|A_t| ≥ '+fmt(st.decisive.delta)+')':'not labelled');
   return s}
 function all(){drawLaneBoxes();drawLegend();drawList();drawGroup()}
 $('step').addEventListener('change',function(e){S=+e.target.value;P=0;all()});
@@ -304,6 +348,9 @@ $('group').addEventListener('mouseover',function(e){var c=e.target.closest('.c')
   tip.style.left=Math.min((e.clientX||0)+12,window.innerWidth-320)+'px';tip.style.top=((e.clientY||0)+14)+'px'});
 $('group').addEventListener('mouseleave',function(){$('tip').style.display='none'});
 $('runinfo').innerHTML='<b>'+esc(D.run.name)+'</b> seed '+D.run.seed+'<br>task '+esc(D.run.task)+', credit '+esc(D.run.credit);
+var H={};location.hash.replace(/^#/,'').split('&').forEach(function(kv){var i=kv.indexOf('=');if(i>0)H[kv.slice(0,i)]=decodeURIComponent(kv.slice(i+1))});
+if(H.prompt!==undefined&&D.steps[S].prompts[+H.prompt])P=+H.prompt;
+if(H.lanes){shown={};H.lanes.split(',').forEach(function(n){shown[n]=true})}
 drawSteps();all();
 document.documentElement.setAttribute('data-first-render-ms',performance.now().toFixed(1));
 requestAnimationFrame(function(){setTimeout(function(){document.documentElement.setAttribute('data-first-paint-ms',performance.now().toFixed(1))},0)});
@@ -315,6 +362,8 @@ if(location.hash==='#selftest'){
     res.lanes[l.name]={cells:cells.length,coloured:coloured,rows:document.querySelectorAll('#group .ro').length}});
   shown={};lanes().forEach(function(l){shown[l.name]=true});drawLaneBoxes();drawLegend();
   var t0=performance.now();drawGroup();res.draw_all_lanes_ms=+(performance.now()-t0).toFixed(1);
+  shown={credit:true};drawLegend();drawGroup();res.decisive_cells=document.querySelectorAll('#group .c.dec').length;
+  shown={};lanes().forEach(function(l){shown[l.name]=true});drawLegend();drawGroup();
   var c=document.querySelector('#group .c');
   if(c){c.dispatchEvent(new MouseEvent('mouseover',{bubbles:true,clientX:20,clientY:20}));res.hover=$('tip').style.display==='block'?$('tip').textContent:null}
   res.errors=window.__errors;

@@ -17,6 +17,13 @@ step end are forked from that row's KV cache, truncated at the step end, by
 the tree sampler's `fork_round`. Identical prefixes of one problem (every
 response's Q_0, responses sharing steps) are continued once.
 
+`token_values` estimates the value of every token prefix the same way (each distinct prefix continued C
+times, forked from the cache): the estimator of the identifiability study's ground truth
+(`tcred.evaluation.identify.truth.monte_carlo_values` computes the same quantity by re-prefilling each
+prefix, so its committed draws stay as they were). From the values, the token's Monte-Carlo advantage
+A_t = V̂(o_≤t) − V̂(o_<t) (`token_advantages`) and its decisive label |A_t| ≥ δ (`decisive_tokens`): one
+implementation for `tcred identify` and the credit explorer's records.
+
 `replica_agreement` measures the noise floor of Monte-Carlo labels (`label_agreement` on arrays): the labels
 of each rule computed twice from independent continuations.
 
@@ -227,6 +234,90 @@ def continuation_means(graphdef, params, task: Task, problems: Sequence[Problem]
         wins += memo[(problem, text)]
       means[u] = wins / c
   return means, int(pool.fed)
+
+
+class TokenValues(NamedTuple):
+  """Monte-Carlo values of every token prefix of B×G responses (the identifiability study's ground truth).
+
+  Attributes:
+    values: `[B, G, T + 1]` float64, V̂ of the prefix of k tokens (k = 0 … L − 1: the mean reward of C
+      continuations; k = L: the reward); NaN beyond L.
+    prefixes: distinct (problem, prefix) pairs continued (C times each; lost prefixes are not continued).
+    tokens: token positions run through the policy (prefill + every continuation token, `continuation_means`).
+    seconds: wall time.
+  """
+
+  values: np.ndarray
+  prefixes: int
+  tokens: int
+  seconds: float
+
+
+def token_values(graphdef, params, task: Task, problems: Sequence[Problem], tokens: np.ndarray, mask: np.ndarray,
+                 rewards: np.ndarray, *, continuations: int, key: jax.Array, temperature: float, top_p: float = 1.0,
+                 lost: np.ndarray | None = None, fork_rows: int = 256, progress: bool = False) -> TokenValues:
+  """V̂ of every token prefix of each response: the mean reward of C continuations forked after k tokens
+  (`continuation_means`, the mc judge's sampler), the reward at k = L.
+
+  Args:
+    problems: B problems; tokens: `[B, G, T]` int32 response ids; mask: `[B, G, T]` bool (EOS included);
+      rewards: `[B, G]` the responses' rewards (V̂_L).
+    continuations: C ≥ 1 per distinct prefix; key, temperature, top_p: the continuations' sampling.
+    lost: optional `[B, G, T]` bool, prefixes of k tokens known to have value 0 (the task oracle): V̂ = 0,
+      not continued.
+    fork_rows: continuation rows per sampler call.
+
+  Returns:
+    `TokenValues`; `token_advantages(values, mask)` gives A_t, `decisive_tokens` the study's labels.
+  """
+  start = time.perf_counter()
+  if isinstance(continuations, bool) or not isinstance(continuations, int) or continuations < 1:
+    raise ValueError(f"continuations must be an integer >= 1, got {continuations!r}")
+  tokens, mask = np.asarray(tokens), np.asarray(mask, bool)
+  b, g, t = tokens.shape
+  t_max = task.max_response_len
+  if t > t_max:
+    raise ValueError(f"responses of {t} tokens exceed the task's budget of {t_max}")
+  lengths = mask.sum(-1)
+  values = np.full((b, g, t + 1), np.nan)
+  response = np.full((b * g, t_max), task.tokenizer.pad_id, np.int32)
+  response[:, :t] = np.where(mask, tokens, task.tokenizer.pad_id).reshape(b * g, t)
+  index = np.full((b, g, t), -1, np.int64)  # the distinct prefix continued for each (response, k)
+  seen: dict[tuple[int, bytes], int] = {}
+  src_at = []
+  for i in range(b):
+    for j in range(g):
+      for k in range(int(lengths[i, j])):
+        if lost is not None and lost[i, j, k]:
+          values[i, j, k] = 0.0
+          continue
+        key_ = (i, tokens[i, j, :k].tobytes())
+        if key_ not in seen:
+          seen[key_] = len(src_at)
+          src_at.append((i * g + j, k))
+        index[i, j, k] = seen[key_]
+      values[i, j, lengths[i, j]] = rewards[i, j]
+  fed = 0
+  if src_at:
+    means, fed = continuation_means(graphdef, params, task, problems, np.repeat(np.arange(b), g), response,
+                                    lengths.reshape(-1).astype(np.int32), np.array(src_at), continuations=continuations,
+                                    key=key, temperature=temperature, top_p=top_p, fork_rows=fork_rows,
+                                    progress=progress, desc="token values")
+    hit = index >= 0
+    values[..., :t][hit] = means[index[hit]]
+  return TokenValues(values, len(src_at), fed, time.perf_counter() - start)
+
+
+def token_advantages(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  """`[..., T]` A_t = V̂_{t+1} − V̂_t, the Monte-Carlo advantage of each response token (0 on padding), from
+  the prefix values `[..., T + 1]` (`token_values`; NaN beyond L)."""
+  return np.where(mask, np.nan_to_num(values[..., 1:] - values[..., :-1]), 0.0)
+
+
+def decisive_tokens(values: np.ndarray, mask: np.ndarray, delta: float) -> np.ndarray:
+  """`[..., T]` bool: the decisive tokens of the identifiability study (DESIGN §5), |A_t| ≥ δ
+  (`token_advantages`), from the prefix values `[..., T + 1]` and the response mask `[..., T]`."""
+  return np.asarray(mask, bool) & (np.abs(token_advantages(values, mask)) >= delta)
 
 
 @register_judge

@@ -62,6 +62,13 @@ class RLConfig:
     record_every: steps between the credit explorer's records (`tcred.training.record`, `tcred explore`);
       None (default): at the evaluation steps (`eval_every`); the last step is always recorded; 0: never.
       Not a setting of the run's results (left out of config hashes and `--resume` checks).
+    record_decisive_prompts: P, how many prompts of each recorded step get the identifiability study's
+      decisive-token flags (|A_t| ≥ δ, A_t the Monte-Carlo advantage of the token from K continuations of
+      every prefix, `tcred.judges.mc.token_values`): the first P trained groups; 0 (default): none. Costs
+      about P·G·T·K/2 sampled tokens per recorded step (prefixes the task oracle calls lost are not
+      continued); measured figures in README "Credit explorer". Not a setting of the results either.
+    record_decisive_continuations: K continuations per prefix (identify's default, 32).
+    record_decisive_delta: δ in (0, 1) (identify's default, 0.25).
   """
 
   section: ClassVar[str] = "rl"
@@ -85,12 +92,23 @@ class RLConfig:
   max_nonfinite: int = 5
   chunk_size: int = 1024
   record_every: int | None = None
+  record_decisive_prompts: int = 0
+  record_decisive_continuations: int = 32
+  record_decisive_delta: float = 0.25
 
   def __post_init__(self):
     require_finite(self, self.section)
     if self.record_every is not None and (isinstance(self.record_every, bool) or self.record_every < 0):
       raise ValueError(f"rl.record_every must be >= 0 (0: never) or None (at the evaluation steps), "
                        f"got {self.record_every!r}")
+    if isinstance(self.record_decisive_prompts, bool) or self.record_decisive_prompts < 0:
+      raise ValueError(f"rl.record_decisive_prompts must be an integer >= 0 (0: no decisive flags), "
+                       f"got {self.record_decisive_prompts!r}")
+    if isinstance(self.record_decisive_continuations, bool) or self.record_decisive_continuations < 1:
+      raise ValueError(f"rl.record_decisive_continuations must be an integer >= 1, "
+                       f"got {self.record_decisive_continuations!r}")
+    if not 0.0 < self.record_decisive_delta < 1.0:
+      raise ValueError(f"rl.record_decisive_delta must be in (0, 1), got {self.record_decisive_delta!r}")
     _positive(self, "steps", "prompts_per_step", "group_size", "lr", "temperature", "eval_every",
               "eval_prompts", "eval_samples", "final_eval_prompts", "final_eval_samples",
               "checkpoint_every", "max_nonfinite", "chunk_size")
@@ -230,8 +248,10 @@ _SECTIONS = ("task_config", "model", "sft", "rl", "credit", "loss", "tree", "mes
 
 # A run's resolved config minus these keys (and sections: the mesh says where a run computes; the method is
 # a label, like the description) is what its results depend on.
-# A field that only says what a run records (`rl.record_every`, the credit explorer) is no setting either.
-_NOT_SETTINGS = ("description", "method", "seed", "mesh", "rl.record_every")
+# A field that only says what a run records (`rl.record_every`, `rl.record_decisive_*`: the credit explorer) is no
+# setting either.
+_NOT_SETTINGS = ("description", "method", "seed", "mesh", "rl.record_every", "rl.record_decisive_prompts",
+                 "rl.record_decisive_continuations", "rl.record_decisive_delta")
 
 
 def _is_setting(key: str) -> bool:

@@ -18,9 +18,14 @@ A run records, every `rl.record_every` steps (default: its evaluation steps) and
                `[B, G, T]` extra the credit method received (e.g. `ig`, judge scores); for a task with
                an oracle, `oracle_value` (the exact value of the prefix through each token) and `fatal`
                (1 on the fatal errors: the value goes 1 → 0), `oracle_signals`
+  decisive/labelled  `[B]` bool, decisive/advantage `[B, G, T]` float32, decisive/flag `[B, G, T]` bool:
+               the identifiability study's decisive tokens on the first `rl.record_decisive_prompts`
+               trained prompts (`decisive_labels`; version 2, only when labelled; meta "decisive" holds
+               K, δ and the cost, null otherwise)
 
-`load_record(path)` reads one back and validates it. The signals come from one forward pass of the
-policy before its update (`capture`), the same values the train step's credit method sees.
+`load_record(path)` reads one back and validates it; it reads version 1 files too (no decisive flags) and
+refuses any other version, naming it. The signals come from one forward pass of the policy before its
+update (`capture`), the same values the train step's credit method sees.
 """
 
 from __future__ import annotations
@@ -37,11 +42,14 @@ import numpy as np
 
 from tcred.credit.base import CreditInputs
 from tcred.credit.outcome import outcome_advantages
+from tcred.judges.mc import decisive_tokens, token_advantages, token_values
 from tcred.judges.oracle import fatal_tokens, prefix_values
 from tcred.training.step import batch_logprobs
 from tcred.training.tracking import atomic_path
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: optional decisive-token flags (`DecisiveLabels`)
+READABLE_VERSIONS = (1, 2)
+DECISIVE_NAMESPACE = 0xDEC1  # seed namespace of the decisive flags' continuations (not the run's key stream)
 RECORD_DIR = "explore"
 _NAME = re.compile(r"^step-(\d{6,})\.npz$")
 _ARRAYS = ("tokens", "mask", "group_valid", "rewards", "outcome_advantage", "credit", "weight")
@@ -49,6 +57,31 @@ _ARRAYS = ("tokens", "mask", "group_valid", "rewards", "outcome_advantage", "cre
 
 class RecordError(ValueError):
   """A record file that cannot be read: missing, corrupt, truncated, another version, bad shapes."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DecisiveLabels:
+  """The identifiability study's decisive tokens (DESIGN §5) on some prompts of a recorded step.
+
+  A token is decisive when |A_t| ≥ δ, A_t = V̂(o_≤t) − V̂(o_<t) its Monte-Carlo advantage, V̂ the mean reward
+  of K continuations of the prefix by the policy the step trains (`tcred.judges.mc.token_values`,
+  `decisive_tokens`: the study's own functions).
+
+  Attributes:
+    labelled: `[B]` bool, the prompts whose tokens were labelled (the others hold 0 / False).
+    advantage: `[B, G, T]` float32 A_t. decisive: `[B, G, T]` bool.
+    continuations: K. delta: δ. prefixes: distinct prefixes continued. tokens: token positions the policy
+      ran (prefill + continuations). seconds: wall time of the labelling.
+  """
+
+  labelled: np.ndarray
+  advantage: np.ndarray
+  decisive: np.ndarray
+  continuations: int
+  delta: float
+  prefixes: int = 0
+  tokens: int = 0
+  seconds: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -61,6 +94,7 @@ class StepRecord:
     prompts: B prompt texts. texts: B lists of G response texts. pieces: `[B][G][n]` token texts.
     tokens, mask, credit, weight: `[B, G, T]`. group_valid: `[B]`. rewards, outcome_advantage: `[B, G]`.
     signals: `{name: [B, G, T] float32}`.
+    decisive: the decisive-token flags (`DecisiveLabels`), or None (not labelled; version 1 records).
   """
 
   step: int
@@ -79,6 +113,7 @@ class StepRecord:
   credit: np.ndarray
   weight: np.ndarray
   signals: dict[str, np.ndarray]
+  decisive: DecisiveLabels | None = None
 
   def __post_init__(self):
     check_shapes(self)
@@ -92,8 +127,13 @@ def check_shapes(r: StepRecord) -> None:
   want = {"mask": (b, g, t), "credit": (b, g, t), "weight": (b, g, t), "group_valid": (b,),
           "rewards": (b, g), "outcome_advantage": (b, g)}
   want.update({f"signal/{k}": (b, g, t) for k in r.signals})
+  if r.decisive is not None:
+    want.update({"decisive/labelled": (b,), "decisive/advantage": (b, g, t), "decisive/flag": (b, g, t)})
   for key, shape in want.items():
-    x = r.signals[key[7:]] if key.startswith("signal/") else getattr(r, key)
+    if key.startswith("decisive/"):
+      x = getattr(r.decisive, {"labelled": "labelled", "advantage": "advantage", "flag": "decisive"}[key[9:]])
+    else:
+      x = r.signals[key[7:]] if key.startswith("signal/") else getattr(r, key)
     if x.shape != shape:
       raise RecordError(f"{key} must have shape {shape} ([B, G, T] = {(b, g, t)}), got {x.shape}")
   if len(r.prompts) != b or len(r.texts) != b or len(r.pieces) != b:
@@ -149,9 +189,16 @@ def save_record(run_dir: str | pathlib.Path, record: StepRecord) -> pathlib.Path
   path.parent.mkdir(parents=True, exist_ok=True)
   meta = {"step": record.step, "name": record.name, "seed": record.seed, "task": record.task,
           "credit": record.credit_method, "prompts": record.prompts, "texts": record.texts,
-          "pieces": record.pieces, "signals": list(record.signals)}
+          "pieces": record.pieces, "signals": list(record.signals), "decisive": None}
   arrays = {k: np.asarray(getattr(record, k)) for k in _ARRAYS}
   arrays.update({f"signal/{k}": np.asarray(v, np.float32) for k, v in record.signals.items()})
+  d = record.decisive
+  if d is not None:
+    meta["decisive"] = {"continuations": int(d.continuations), "delta": float(d.delta), "prefixes": int(d.prefixes),
+                        "tokens": int(d.tokens), "seconds": float(d.seconds)}
+    arrays.update({"decisive/labelled": np.asarray(d.labelled, bool),
+                   "decisive/advantage": np.asarray(d.advantage, np.float32),
+                   "decisive/flag": np.asarray(d.decisive, bool)})
   buf = io.BytesIO()
   np.savez_compressed(buf, version=np.int32(RECORD_VERSION), meta=np.array(json.dumps(meta)), **arrays)
   with atomic_path(path) as tmp:
@@ -162,10 +209,12 @@ def save_record(run_dir: str | pathlib.Path, record: StepRecord) -> pathlib.Path
 def load_record(path: str | pathlib.Path) -> StepRecord:
   """Reads a record file written by `save_record` and validates it.
 
+  Reads every version in `READABLE_VERSIONS` (version 1: `decisive` is None).
+
   Raises:
     RecordError: the file is missing, not a record (corrupt or truncated zip, a missing array), of
-      another `RECORD_VERSION`, or its arrays do not have the documented shapes; the message names the
-      file and the problem.
+      a version this tcred does not read, or its arrays do not have the documented shapes; the message
+      names the file and the problem.
   """
   path = pathlib.Path(path)
   try:
@@ -175,14 +224,25 @@ def load_record(path: str | pathlib.Path) -> StepRecord:
       if missing:
         raise RecordError(f"lacks the arrays {missing}")
       version = int(z["version"])
-      if version != RECORD_VERSION:
-        raise RecordError(f"is record version {version}; this tcred reads version {RECORD_VERSION}")
+      if version not in READABLE_VERSIONS:
+        raise RecordError(f"is record version {version}; this tcred reads versions "
+                          f"{', '.join(map(str, READABLE_VERSIONS))}")
       meta = json.loads(str(z["meta"]))
       arrays = {k: z[k] for k in _ARRAYS}
       signals = {k: z[f"signal/{k}"] for k in meta["signals"]}
+      decisive = None
+      if version >= 2 and meta.get("decisive") is not None:
+        missing = [k for k in ("decisive/labelled", "decisive/advantage", "decisive/flag") if k not in names]
+        if missing:
+          raise RecordError(f"lacks the arrays {missing}")
+        info = meta["decisive"]
+        decisive = DecisiveLabels(labelled=z["decisive/labelled"], advantage=z["decisive/advantage"],
+                                  decisive=z["decisive/flag"], continuations=int(info["continuations"]),
+                                  delta=float(info["delta"]), prefixes=int(info["prefixes"]),
+                                  tokens=int(info["tokens"]), seconds=float(info["seconds"]))
     return StepRecord(step=int(meta["step"]), name=meta["name"], seed=int(meta["seed"]), task=meta["task"],
                       credit_method=meta["credit"], prompts=meta["prompts"], texts=meta["texts"],
-                      pieces=meta["pieces"], signals=signals, **arrays)
+                      pieces=meta["pieces"], signals=signals, decisive=decisive, **arrays)
   except RecordError as e:
     raise RecordError(f"record {path} {e}" if str(e).startswith(("lacks", "is record")) else
                       f"record {path} is invalid: {e}") from None
@@ -226,7 +286,7 @@ def oracle_signals(task, problems, tokens: np.ndarray, mask: np.ndarray, rewards
   """For a task with an oracle (`Task.has_oracle`): `{"oracle_value": [B, G, T]` the exact value of the
   prefix through each token (`tcred.judges.oracle.prefix_values`; the last token's is the
   reward), `"fatal": [B, G, T]` 1.0 on the fatal errors (`fatal_tokens`: the value goes 1 → 0)}; {} without
-  an oracle. The decisive tokens of the identifiability study need Monte-Carlo continuations: not recorded."""
+  an oracle. The decisive tokens of the identifiability study need Monte-Carlo continuations: `decisive_labels`."""
   if not getattr(task, "has_oracle", False):
     return {}
   oracle = prefix_values(task, problems, tokens, mask, rewards)  # [B, G, T + 1]
@@ -234,10 +294,43 @@ def oracle_signals(task, problems, tokens: np.ndarray, mask: np.ndarray, rewards
   return {"oracle_value": value, "fatal": fatal_tokens(oracle, mask).astype(np.float32)}
 
 
+def decisive_labels(graphdef, params, task, problems, tokens: np.ndarray, mask: np.ndarray, rewards: np.ndarray,
+                    group_valid: np.ndarray, *, prompts: int, continuations: int, delta: float, key: jax.Array,
+                    temperature: float, top_p: float = 1.0) -> DecisiveLabels | None:
+  """The decisive tokens of the first `prompts` trained groups (`group_valid`) of a batch `[B, G, T]`, under
+  the policy `params` (the one that sampled them): V̂ of every prefix from K = `continuations` continuations
+  (`tcred.judges.mc.token_values`; with a task oracle, prefixes it calls lost are V = 0 and not continued),
+  A_t = V̂_{t+1} − V̂_t, decisive |A_t| ≥ `delta` (`decisive_tokens`, as `tcred identify`). None when
+  `prompts` = 0 or no group trained.
+
+  Cost: every distinct prefix of the chosen prompts' G responses is continued K times, each continuation up
+  to T tokens: about prompts·G·L·K·T/2 sampled tokens (L the mean response length), fewer after lost prefixes."""
+  tokens, mask, rewards = np.asarray(tokens), np.asarray(mask, bool), np.asarray(rewards, np.float32)
+  chosen = np.flatnonzero(np.asarray(group_valid, bool))[:prompts]
+  if prompts <= 0 or not len(chosen):
+    return None
+  sub = [problems[i] for i in chosen]
+  lost = None
+  if getattr(task, "has_oracle", False):
+    lost = prefix_values(task, sub, tokens[chosen], mask[chosen], rewards[chosen])[..., :-1] == 0.0
+  v = token_values(graphdef, params, task, sub, tokens[chosen], mask[chosen], rewards[chosen],
+                   continuations=continuations, key=key, temperature=temperature, top_p=top_p, lost=lost)
+  b = tokens.shape[0]
+  labelled = np.zeros(b, bool)
+  labelled[chosen] = True
+  advantage = np.zeros(tokens.shape, np.float32)
+  decisive = np.zeros(tokens.shape, bool)
+  advantage[chosen] = token_advantages(v.values, mask[chosen])
+  decisive[chosen] = decisive_tokens(v.values, mask[chosen], delta)
+  return DecisiveLabels(labelled=labelled, advantage=advantage, decisive=decisive, continuations=continuations,
+                        delta=float(delta), prefixes=v.prefixes, tokens=v.tokens, seconds=v.seconds)
+
+
 def make_record(*, step: int, name: str, seed: int, task, problems, groups, group_valid: np.ndarray,
-                captured: dict[str, np.ndarray], credit_method: str) -> StepRecord:
+                captured: dict[str, np.ndarray], credit_method: str,
+                decisive: DecisiveLabels | None = None) -> StepRecord:
   """A `StepRecord` of one RL batch: the sampled `groups` (`tcred.sampling.rollout.Groups`) of `problems`
-  on `task`, with the arrays `capture` returned."""
+  on `task`, with the arrays `capture` returned and the `decisive_labels` (or None)."""
   r = groups.rollouts
   tokens, mask = np.asarray(r.tokens, np.int32), np.asarray(r.mask, bool)
   rewards = np.asarray(groups.rewards, np.float32)
@@ -249,4 +342,4 @@ def make_record(*, step: int, name: str, seed: int, task, problems, groups, grou
       rewards=rewards, outcome_advantage=captured["outcome_advantage"],
       credit=captured["credit"], weight=captured["weight"],
       signals={**{k[7:]: v for k, v in captured.items() if k.startswith("signal/")},
-               **oracle_signals(task, problems, tokens, mask, rewards)})
+               **oracle_signals(task, problems, tokens, mask, rewards)}, decisive=decisive)

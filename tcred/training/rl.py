@@ -455,8 +455,12 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
                         groups.prompt, groups.prompt_valid, r.tokens, groups.trees.arrays)))
       if layout is not None:
         batch = layout.place_batch(batch)
+      record_s = None
       if explore_record.record_due(rl.record_every, rl.eval_every, rl.steps, step + 1) and jax.process_count() == 1:
+        t_record = time.time()
         _record_step(run_dir, step + 1, cfg, seed, task, batch_chunk, group_valid, graphdef, params, batch, tracker)
+        record_s = time.time() - t_record
+        t_last += record_s  # recording observes the run: not part of its wall time (tables compare wall_s)
       state, m = rl_train_step(state, batch, ref_params, graphdef=graphdef, tx=tx, credit=cfg.credit,
                                loss_config=cfg.loss, temperature=rl.temperature, chunk_size=rl.chunk_size,
                                layout=layout)
@@ -484,6 +488,8 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
              "counts/samples": counters["samples"], "counts/tokens_generated": counters["tokens_generated"],
              "time/sample_s": t_sample, "time/step_s": time.time() - t0, "wall_s": counters["wall_s"],
              "time/extras_s": extras_s, "counts/extras_tokens": extras_tokens}  # extras: part of sample_s
+      if record_s is not None:  # the credit explorer's record (`time/step_s` includes it, `wall_s` does not)
+        row["time/record_s"] = record_s
       if cost is not None:  # host extras: part of sample_s too
         row.update({f"time/{cost}_s": host_s, f"counts/{cost}_tokens": host_tokens})
       done = step + 1
@@ -544,12 +550,21 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
 
 def _record_step(run_dir, done, cfg, seed, task, chunk, group_valid, graphdef, params, batch, tracker) -> None:
   """Writes the credit explorer's record of step `done` (`tcred.training.record`), before the update
-  (the train step donates `params`), and links it from TensorBoard's text tab."""
-  captured = explore_record.capture(graphdef, params, batch, credit=cfg.credit, temperature=cfg.rl.temperature,
-                                    chunk_size=cfg.rl.chunk_size)
+  (the train step donates `params`), and links it from TensorBoard's text tab. The decisive flags
+  (`rl.record_decisive_prompts`) draw their continuations from their own key (seed, `DECISIVE_NAMESPACE`,
+  step): the run's own random stream is untouched."""
+  rl = cfg.rl
+  captured = explore_record.capture(graphdef, params, batch, credit=cfg.credit, temperature=rl.temperature,
+                                    chunk_size=rl.chunk_size)
+  groups = chunk.groups
+  decisive = explore_record.decisive_labels(
+      graphdef, params, task, chunk.problems, groups.rollouts.tokens, groups.rollouts.mask, groups.rewards, group_valid,
+      prompts=rl.record_decisive_prompts, continuations=rl.record_decisive_continuations,
+      delta=rl.record_decisive_delta, temperature=rl.temperature, top_p=rl.top_p,
+      key=jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), explore_record.DECISIVE_NAMESPACE), done))
   rec = explore_record.make_record(step=done, name=cfg.name, seed=seed, task=task, problems=chunk.problems,
-                                   groups=chunk.groups, group_valid=group_valid, captured=captured,
-                                   credit_method=cfg.credit.name)
+                                   groups=groups, group_valid=group_valid, captured=captured,
+                                   credit_method=cfg.credit.name, decisive=decisive)
   path = explore_record.save_record(run_dir, rec)
   tracker.text("explore", f"step {done} recorded in `{path}`: `tcred explore {run_dir} --step {done}`", done)
 

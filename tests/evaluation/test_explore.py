@@ -48,6 +48,33 @@ def test_page_holds_every_lane_and_nothing_external():
   np.testing.assert_allclose(r["v"][0], rec.credit[1, 2, :n], rtol=1e-3, atol=1e-3 * lanes[0]["hi"])
 
 
+def test_page_marks_the_decisive_tokens():
+  """The decisive flags: their positions per labelled rollout, the Monte-Carlo advantage lane (diverging), the
+  legend's K, δ, counts and label noise (the share of flags on tokens with p > 1 − δ), none on other prompts."""
+  rec = synthetic_record(b=4, g=3, t=10, signals=("entropy", "surprisal"), decisive_prompts=2)
+  d = rec.decisive
+  step = _data(page_html([rec]))["steps"][0]
+  lanes = [l["name"] for l in step["lanes"]]
+  assert lanes[-1] == "mc_advantage" and step["lanes"][-1]["kind"] == "diverging"
+  for i, p in enumerate(step["prompts"]):
+    assert p["labelled"] == bool(d.labelled[i])
+    for j, r in enumerate(p["rollouts"]):
+      n = int(rec.mask[i, j].sum())
+      if d.labelled[i]:
+        assert r["d"] == np.flatnonzero(d.decisive[i, j, :n]).tolist()
+        np.testing.assert_allclose(r["v"][-1], d.advantage[i, j, :n], atol=1e-3)
+      else:
+        assert "d" not in r
+  on = rec.mask & d.labelled[:, None, None]
+  p_token = np.exp(-rec.signals["surprisal"])
+  flags = d.decisive[on]
+  summary = step["decisive"]
+  assert summary["continuations"] == 8 and summary["delta"] == 0.25 and summary["labelled"] == 2
+  assert summary["prompts"] == 4 and summary["flags"] == flags.sum() > 0 and summary["tokens"] == on.sum()
+  assert summary["violating"] == pytest.approx(np.mean(p_token[on][flags] > 0.75), abs=1e-4)
+  assert _data(page_html([synthetic_record()]))["steps"][0]["decisive"] is None  # no flags recorded
+
+
 @pytest.mark.slow  # (~15 s; tests/training/test_cli.py's first test checks the records and the page in the default run)
 def test_a_real_two_step_run_records_and_renders(tmp_path, capsys):
   args = ["--out", str(tmp_path), "--no-progress", *TINY]
@@ -80,6 +107,38 @@ def test_a_real_two_step_run_records_and_renders(tmp_path, capsys):
   final = json.loads((run / "summary.json").read_text())["final_pass1"]
   assert 'href="countdown-grpo/seed-0/explore/explore.html"' in index and "outcome" in index \
       and f"{final:.3f}" in index
+
+
+@pytest.mark.slow  # two tiny runs (~40-90 s on a loaded 2-core machine)
+def test_decisive_flags_of_a_real_run_leave_its_results_unchanged(tmp_path, capsys):
+  """A run with decisive flags trains exactly as one without (their continuations draw from their own key;
+  wall_s leaves the recording out); the flags obey the oracle: after a fatal error every prefix is lost, so
+  A_t = 0 there, and A_t ≤ 0 at the fatal token itself."""
+  runs = {}
+  for flags in (0, 2):
+    out = tmp_path / f"flags-{flags}"
+    assert cli.main(["run", "countdown-grpo", "--steps", "2", "--out", str(out), "--no-progress", *TINY,
+                     "--set", f"rl.record_decisive_prompts={flags}", "--set", "rl.record_decisive_continuations=4"]) == 0
+    runs[flags] = out / "countdown-grpo" / "seed-0"
+  rows = {k: [{m: v for m, v in json.loads(line).items() if not m.startswith("time/") and "wall" not in m}
+              for line in (run / "metrics.jsonl").read_text().splitlines()] for k, run in runs.items()}
+  assert rows[0] == rows[2]
+  summaries = [json.loads((run / "summary.json").read_text()) for run in runs.values()]
+  assert summaries[0]["final_pass1"] == summaries[1]["final_pass1"]
+  assert load_record(record_path(runs[0], 2)).decisive is None
+  rec = load_record(record_path(runs[2], 2))
+  d = rec.decisive
+  assert d.labelled.sum() == 2 and d.labelled[:2].all() and d.continuations == 4 and d.delta == 0.25
+  assert d.tokens > 0 and d.seconds > 0
+  on = rec.mask & d.labelled[:, None, None]
+  np.testing.assert_array_equal(d.decisive, on & (np.abs(d.advantage) >= 0.25))
+  fatal = rec.signals["fatal"] > 0
+  after = (np.cumsum(fatal, -1) - fatal) > 0  # tokens after the fatal error
+  assert not d.advantage[after & on].any() and np.all(d.advantage[fatal & on] <= 0)
+  assert np.all(np.abs(d.advantage[on]) <= 1)
+  assert cli.main(["explore", str(runs[2])]) == 0
+  step = _data((runs[2] / "explore" / "explore.html").read_text())["steps"][-1]
+  assert step["decisive"]["labelled"] == 2 and step["decisive"]["flags"] == d.decisive.sum()
 
 
 def _refused(argv, needle, capsys, *, unwritten=()):

@@ -1,5 +1,5 @@
 """The explorer page of a real 2-step run in headless Chromium (Debian's `chromium`): a screenshot, every
-lane renders, hovering a token shows its values, no console error. Skips, saying why, without Chromium."""
+lane renders (the decisive flags' too), hovering a token shows its values, no console error. Skips, saying why, without Chromium."""
 
 import json
 import re
@@ -29,12 +29,14 @@ def _chromium(*args, tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
 def test_the_page_of_a_real_run_in_chromium(tmp_path):
-  assert cli.main(["run", "graph-path-grpo", "--steps", "2", "--out", str(tmp_path), "--no-progress", *TINY]) == 0
+  assert cli.main(["run", "graph-path-grpo", "--steps", "2", "--out", str(tmp_path), "--no-progress", *TINY,
+                   "--set", "rl.record_decisive_prompts=1", "--set", "rl.record_decisive_continuations=4"]) == 0
   run = tmp_path / "graph-path-grpo" / "seed-0"
   assert cli.main(["explore", str(run)]) == 0
   page = run / "explore" / "explore.html"
   rec = load_record(record_path(run, 2))
-  lanes = ["credit", *rec.signals, "weight"]
+  lanes = ["credit", *rec.signals, "weight", "mc_advantage"]
+  assert rec.decisive is not None and rec.decisive.labelled[0]
 
   shot = tmp_path / "page.png"
   done = _chromium("--window-size=1200,800", f"--screenshot={shot}", page.as_uri(), tmp_path=tmp_path)
@@ -54,8 +56,15 @@ def test_the_page_of_a_real_run_in_chromium(tmp_path):
   assert result["hover"] is not None
   for name in lanes:  # the tooltip lists every recorded value of the token
     assert f"\n{name}: " in result["hover"]
+  # The decisive flags of the first prompt's group are marked, and the tooltip says whether the token is one.
+  assert result["decisive_cells"] == int(rec.decisive.decisive[0].sum())
+  assert re.search(r"\ndecisive: (yes|no) ", result["hover"])
   assert result["errors"] == []
   console = [line for line in done.stderr.splitlines() if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)]
   assert console == [], console
+  # `#prompt=N&lanes=...` opens that prompt with those lanes (what benchmarks/explore_screenshot.py shows).
+  done = _chromium("--dump-dom", page.as_uri() + "#prompt=1&lanes=credit,mc_advantage", tmp_path=tmp_path)
+  assert re.search(r'class="pi sel[^"]*" data-p="1"', done.stdout), done.stdout[:2000]
+  assert set(re.findall(r'class="ro" data-lane="([\w-]+)"', done.stdout)) == {"credit", "mc_advantage"}
   first_paint = re.search(r'data-first-render-ms="([\d.]+)"', done.stdout)
   assert first_paint and float(first_paint.group(1)) < 10_000

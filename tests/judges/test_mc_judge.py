@@ -9,10 +9,13 @@ from flax import nnx
 
 from tcred.judges import JudgeContext, make_judge
 from tcred.judges.labels import LabelRule
-from tcred.judges.mc import label_agreement, replica_agreement, step_values
+from tcred.judges import mc
+from tcred.judges.mc import (decisive_tokens, label_agreement, replica_agreement, step_values, token_advantages,
+                             token_values)
 from tcred.sampling.rollout import encode_prompts
 from tcred.sampling.sampler import sample_groups
 from tcred.tasks.registry import make_task
+from tcred.testing.explore import fake_continuation_means, token_batch
 
 TASK = make_task("countdown")
 
@@ -135,3 +138,67 @@ def test_mc_judge_settings_are_checked():
     make_judge("mc", continuations=0)
   with pytest.raises(TypeError, match="score_groups"):
     make_judge("mc").prior(TASK, TASK.sample(np.random.default_rng(0)))
+
+
+def test_token_values_by_hand(monkeypatch):
+  """Every distinct prefix is continued once; V̂_k is its mean (here a hand-made policy's), lost prefixes 0
+  without continuing, V̂_L the reward, NaN beyond; A_t and the decisive labels follow."""
+  rng = np.random.default_rng(0)
+  problems = [TASK.sample(rng) for _ in range(2)]
+  responses = []
+  for p in problems:
+    demo = TASK.demonstration(p, rng)
+    responses.append([demo, demo, demo[:TASK.step_ends(demo)[0]]])  # a duplicate and a shared prefix
+  tokens, mask = token_batch(TASK, responses)
+  rewards = np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+  lost = np.zeros(mask.shape, bool)
+  lost[1, 0, 5:] = True  # say the oracle calls prefixes of >= 5 tokens of response (1, 0) lost
+  calls = []
+  monkeypatch.setattr(mc, "continuation_means", fake_continuation_means(calls))
+  v = token_values(None, None, TASK, problems, tokens, mask, rewards, continuations=4, key=jax.random.key(0),
+                   temperature=1.0, lost=lost)
+  asked = calls[0]
+  assert len(asked) == len(set(asked)) == v.prefixes  # each distinct prefix once
+  lengths = mask.sum(-1)
+  for i in range(2):
+    for j in range(3):
+      n = lengths[i, j]
+      for k in range(n):
+        want = 0.0 if lost[i, j, k] else ((7 * k + i) % 5) / 4
+        assert v.values[i, j, k] == want, (i, j, k)
+        if not lost[i, j, k]:
+          assert (i, tokens[i, j, :k].tobytes()) in asked
+      assert v.values[i, j, n] == rewards[i, j] and np.isnan(v.values[i, j, n + 1:]).all()
+  # Prefixes the oracle calls lost are never continued; (1, 1) shares (1, 0)'s prefixes and is continued.
+  assert v.prefixes == len({(i, tokens[i, j, :k].tobytes()) for i in range(2) for j in range(3)
+                            for k in range(lengths[i, j]) if not lost[i, j, k]})
+  adv = token_advantages(v.values, mask)
+  np.testing.assert_allclose(adv[0, 0, :3], np.diff(v.values[0, 0, :4]))
+  assert adv[0, 0, lengths[0, 0] - 1] == rewards[0, 0] - v.values[0, 0, lengths[0, 0] - 1]
+  assert not adv[~mask].any()
+  dec = decisive_tokens(v.values, mask, 0.5)
+  np.testing.assert_array_equal(dec, mask & (np.abs(adv) >= 0.5))
+  assert dec.any() and not dec.all()
+
+
+def test_token_values_of_a_policy(tiny_model):
+  """The tiny model's continuations (the shapes of test_values_shapes_keys_and_cost: no new compilation):
+  the same key gives the same values, every value is a mean of K rewards, V̂_L the reward."""
+  graphdef, params, problems, responses = _setup(tiny_model)
+  tokens, mask = token_batch(TASK, responses)
+  rewards = np.array([[1.0, 0.0], [0.0, 1.0]])
+  kw = dict(continuations=3, temperature=1.0, fork_rows=12)
+  a = token_values(graphdef, params, TASK, problems, tokens, mask, rewards, key=jax.random.key(5), **kw)
+  b = token_values(graphdef, params, TASK, problems, tokens, mask, rewards, key=jax.random.key(5), **kw)
+  np.testing.assert_array_equal(a.values, b.values)
+  lengths = mask.sum(-1)
+  inside = np.arange(tokens.shape[-1] + 1) < lengths[..., None]
+  assert np.all(np.isin(a.values[inside] * 3, [0, 1, 2, 3]))  # means of 3 rewards
+  np.testing.assert_array_equal(np.take_along_axis(a.values, lengths[..., None], -1)[..., 0], rewards)
+  # The responses of a problem share their first step: those prefixes are continued once.
+  assert a.prefixes == len({(i, tokens[i, j, :k].tobytes()) for i in range(2) for j in range(2)
+                            for k in range(lengths[i, j])})
+  assert a.tokens > a.prefixes * 3 and a.seconds > 0
+  with pytest.raises(ValueError, match="continuations must be an integer >= 1"):
+    token_values(graphdef, params, TASK, problems, tokens, mask, rewards, key=jax.random.key(5), continuations=0,
+                 temperature=1.0)

@@ -1,15 +1,19 @@
 """The credit explorer's record files: round trip, due steps, and clear errors on bad files."""
 
 import dataclasses
+import json
 import zipfile
 
 import numpy as np
 import pytest
 
-from tcred.training.record import (RECORD_VERSION, RecordError, load_record, record_due, record_path,
-                                  recorded_steps, save_record, token_pieces)
+from tcred.judges import mc
+from tcred.training.record import (RECORD_VERSION, DecisiveLabels, RecordError, decisive_labels, load_record,
+                                  record_due, record_path, recorded_steps, save_record, token_pieces)
 from tcred.tasks.registry import make_task
-from tcred.testing.explore import synthetic_record
+from tcred.testing.explore import fake_continuation_means, synthetic_record, token_batch
+
+TASK = make_task("countdown")
 
 
 def _same(a, b):
@@ -22,12 +26,16 @@ def _same(a, b):
       assert x.keys() == y.keys()
       for k in x:
         np.testing.assert_array_equal(x[k], y[k])
+    elif isinstance(x, DecisiveLabels):
+      _same(x, y)
     else:
       assert x == y, f.name
 
 
-def test_round_trip(tmp_path):
-  rec = synthetic_record(b=3, g=4, t=9, step=40, signals=("entropy", "surprisal", "ig"))
+@pytest.mark.parametrize("decisive", [0, 2])
+def test_round_trip(tmp_path, decisive):
+  rec = synthetic_record(b=3, g=4, t=9, step=40, signals=("entropy", "surprisal", "ig"), decisive_prompts=decisive)
+  assert (rec.decisive is None) == (decisive == 0)
   path = save_record(tmp_path, rec)
   assert path == record_path(tmp_path, 40) == tmp_path / "explore" / "step-000040.npz"
   assert recorded_steps(tmp_path) == [40]
@@ -45,6 +53,30 @@ def test_shapes_are_checked():
     dataclasses.replace(rec, signals={"entropy": rec.credit[0]})
   with pytest.raises(RecordError, match="token pieces"):
     dataclasses.replace(rec, pieces=[[p[:-1] if p else ["x"] for p in row] for row in rec.pieces])
+  d = synthetic_record(b=2, g=3, t=5, decisive_prompts=1).decisive
+  with pytest.raises(RecordError, match=r"decisive/flag must have shape \(2, 3, 5\)"):
+    dataclasses.replace(rec, decisive=dataclasses.replace(d, decisive=d.decisive[:, :, :4]))
+  with pytest.raises(RecordError, match=r"decisive/labelled must have shape \(2,\)"):
+    dataclasses.replace(rec, decisive=dataclasses.replace(d, labelled=d.labelled[:1]))
+
+
+def test_version_1_records_still_load(tmp_path):
+  """A record written before the decisive flags (version 1: no "decisive" in meta) loads without them;
+  a version 2 record whose meta names flags but lacks their arrays is refused."""
+  path = save_record(tmp_path, synthetic_record(decisive_prompts=2))
+  with np.load(path) as z:
+    arrays = {k: z[k] for k in z.files}
+  meta = json.loads(str(arrays["meta"]))
+  old = {k: v for k, v in arrays.items() if not k.startswith("decisive/")}
+  old.update(version=np.int32(1), meta=np.array(json.dumps({k: v for k, v in meta.items() if k != "decisive"})))
+  np.savez_compressed(path, **old)
+  rec = load_record(path)
+  assert rec.decisive is None and rec.step == meta["step"]
+  np.testing.assert_array_equal(rec.credit, arrays["credit"])
+  np.savez_compressed(path, **{**old, "version": np.int32(2), "meta": arrays["meta"]})
+  with pytest.raises(RecordError, match=r"lacks the arrays \['decisive/labelled', 'decisive/advantage', "
+                                        r"'decisive/flag'\]"):
+    load_record(path)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "missing-array", "version"])
@@ -65,7 +97,9 @@ def test_bad_files_raise_a_clear_error(tmp_path, damage):
     else:
       arrays["version"] = np.int32(RECORD_VERSION + 1)
     np.savez_compressed(path, **arrays)
-  want = {"missing-array": r"lacks the arrays \['credit'\]", "version": "record version 2"}.get(damage, "corrupt or truncated")
+  want = {"missing-array": r"lacks the arrays \['credit'\]",
+          "version": f"record version {RECORD_VERSION + 1}; this tcred reads versions 1, 2"}.get(
+              damage, "corrupt or truncated")
   with pytest.raises(RecordError, match=want) as e:
     load_record(path)
   assert str(path) in str(e.value)
@@ -110,3 +144,56 @@ def test_record_every_is_not_a_setting_of_the_results():
   for bad in ("-1", "abc"):
     with pytest.raises(ValueError, match="rl.record_every"):
       cfg.with_overrides([f"rl.record_every={bad}"])
+
+
+def test_decisive_labels_of_the_first_trained_prompts(monkeypatch):
+  """The first `prompts` groups that trained are labelled, with the study's |A_t| ≥ δ on Monte-Carlo values
+  (a hand-made policy for the continuations, tests/judges/test_mc_judge.py), lost prefixes never continued."""
+  rng = np.random.default_rng(1)
+  problems = [TASK.sample(rng) for _ in range(3)]
+  responses = [[TASK.demonstration(p, rng) for _ in range(2)] for p in problems]
+  tokens, mask = token_batch(TASK, responses)
+  rewards = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
+  valid = np.array([False, True, True])  # the first group is filler (dynamic sampling): not labelled
+  calls = []
+  monkeypatch.setattr(mc, "continuation_means", fake_continuation_means(calls))
+  kw = dict(continuations=4, delta=0.5, key=None, temperature=1.0)
+  d = decisive_labels(None, None, TASK, problems, tokens, mask, rewards, valid, prompts=1, **kw)
+  np.testing.assert_array_equal(d.labelled, [False, True, False])
+  assert not d.advantage[~d.labelled].any() and not d.decisive[~d.labelled].any()
+  assert d.continuations == 4 and d.delta == 0.5 and d.prefixes == len(calls[0]) > 0
+  # Labelled prompt 1 is the sub-batch's problem 0: the fake's values, 0 on prefixes the oracle calls lost.
+  oracle = [[TASK.prefix_value(problems[1], TASK.tokenizer.decode(tokens[1, j, :k])) for k in range(mask[1, j].sum())]
+            for j in range(2)]
+  for j in range(2):
+    n = int(mask[1, j].sum())
+    values = np.array([0.0 if oracle[j][k] == 0 else ((7 * k) % 5) / 4 for k in range(n)] + [rewards[1, j]])
+    np.testing.assert_allclose(d.advantage[1, j, :n], np.diff(values), atol=1e-7)
+    np.testing.assert_array_equal(d.decisive[1, j, :n], np.abs(np.diff(values)) >= 0.5)
+  assert all(t[0] == 0 for t in calls[0])  # only the labelled problem was continued
+  d3 = decisive_labels(None, None, TASK, problems, tokens, mask, rewards, valid, prompts=5, **kw)
+  np.testing.assert_array_equal(d3.labelled, valid)  # at most the trained groups
+  assert decisive_labels(None, None, TASK, problems, tokens, mask, rewards, valid, prompts=0, **kw) is None
+  assert decisive_labels(None, None, TASK, problems, tokens, mask, rewards, valid * False, prompts=2, **kw) is None
+
+
+def test_decisive_settings_are_no_settings_of_the_results():
+  """The decisive flags' options change what a run records, not its results (config hash, `--resume`);
+  their defaults are the identifiability study's δ and K; bad values are refused naming the field."""
+  from tcred import experiments
+  from tcred.evaluation.identify import IdentifyConfig
+  from tcred.training.config import config_diff, run_config_hash
+
+  experiments.load()
+  cfg = experiments.get_experiment("countdown-grpo")
+  assert cfg.rl.record_decisive_prompts == 0  # off by default (see README "Credit explorer")
+  assert cfg.rl.record_decisive_delta == IdentifyConfig().delta
+  assert cfg.rl.record_decisive_continuations == IdentifyConfig().continuations
+  a = {**cfg.to_dict(), "seed": 0}
+  b = {**cfg.with_overrides(["rl.record_decisive_prompts=4", "rl.record_decisive_continuations=8",
+                             "rl.record_decisive_delta=0.5"]).to_dict(), "seed": 0}
+  assert run_config_hash(a) == run_config_hash(b) and config_diff(a, b) == []
+  for bad in ("rl.record_decisive_prompts=-1", "rl.record_decisive_continuations=0", "rl.record_decisive_delta=1.5",
+              "rl.record_decisive_delta=0"):
+    with pytest.raises(ValueError, match=bad.split("=")[0]):
+      cfg.with_overrides([bad])

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from tcred.evaluation import identify_metrics as im
 from tcred.evaluation.identify.config import _NS_CONTINUATIONS, IdentifyConfig
 from tcred.evaluation.identify.rollouts import Rollout
+from tcred.judges.mc import decisive_tokens, token_advantages
 from tcred.judges.oracle import fatal_tokens, prefix_values
 from tcred.sampling.sampler import sample_groups
 from tcred.tasks.base import Problem, Task
@@ -163,8 +164,7 @@ def _value_se(values: np.ndarray, lengths: np.ndarray, k: int) -> tuple[np.ndarr
 def violating_share(values: np.ndarray, mask: np.ndarray, can_decide: np.ndarray, delta: float) -> float:
   """Share of the decisive labels (|V̂_{t+1} − V̂_t| ≥ δ) on tokens that cannot be decisive (`~can_decide`:
   p > 1 − δ); NaN without a decisive label."""
-  adv = np.nan_to_num(values[..., 1:] - values[..., :-1])
-  return im.violating_share((np.abs(adv) >= delta)[mask], np.asarray(can_decide)[mask])
+  return im.violating_share(decisive_tokens(values, mask, delta)[mask], np.asarray(can_decide)[mask])
 
 
 def ground_truth(graphdef, params, task: Task, problems: Sequence[Problem], rollout: Rollout,
@@ -200,7 +200,7 @@ def ground_truth(graphdef, params, task: Task, problems: Sequence[Problem], roll
       values = (values + more) / 2.0  # both means of K draws: the mean of 2K (NaN beyond L stays NaN)
       k *= 2
   value_se, value_se_smooth = _value_se(values, mask.sum(-1), k)
-  adv = np.where(mask, np.nan_to_num(values[..., 1:] - values[..., :-1]), 0.0)
+  adv = token_advantages(values, mask)
   pair_se = lambda se: np.where(mask, np.sqrt(np.nan_to_num(se[..., 1:]) ** 2 + np.nan_to_num(se[..., :-1]) ** 2),
                                  0.0)
   # Where the oracle says a prefix is lost, V = 0 exactly (every continuation fails): no MC error.
