@@ -458,3 +458,42 @@ def test_reports_name_the_base_policy_inside_the_cache_not_by_a_path_of_this_mac
   monkeypatch.setenv("TCRED_CACHE", str(tmp_path / "cache"))
   assert _in_cache(tmp_path / "cache" / "base" / "countdown-abc") == "$TCRED_CACHE/base/countdown-abc"
   assert _in_cache(tmp_path / "elsewhere" / "countdown-abc") == "countdown-abc"
+
+
+def test_auto_k_is_searched_on_every_base_and_earlier_bases_rerun_at_a_larger_k(monkeypatch):
+  """Base 1 needs K = 64 where base 0 was content with 32: base 0 is rerun at 64 (fixed), base 2 starts its
+  search at 64, and the pooled study reports one K and every base's search."""
+  import collections
+  import dataclasses as dc
+  from tcred.evaluation.identify import io
+  from tcred.evaluation.identify.config import IdentifyConfig
+  Truth = collections.namedtuple("Truth", "continuations continuation_steps")
+  Study = collections.namedtuple("Study", "base truth")
+  needs = {0: 32, 1: 64, 2: 64}  # the K at which each base's share falls below the target
+  calls = []
+
+  def fake_study(graphdef, params, task, problems, config, *, progress, source):
+    calls.append((graphdef, config.continuations, config.auto_continuations, config.replicas))
+    k, steps = config.continuations, []
+    if config.auto_continuations:
+      while True:
+        steps.append((k, 0.01 if k >= needs[graphdef] else 0.2))
+        if k >= needs[graphdef]:
+          break
+        k *= 2
+    return Study(graphdef, Truth(k, tuple(steps)))
+
+  class Pooled(collections.namedtuple("Pooled", "bases truth")):
+    pass
+
+  monkeypatch.setattr(io, "run_study", fake_study)
+  monkeypatch.setattr(io, "pool_studies", lambda studies: Pooled([s.base for s in studies], studies[0].truth))
+  cfg = dc.replace(IdentifyConfig(), continuations=32, auto_continuations=True, max_continuations=256, replicas=True)
+  data, chosen = io._run_bases([(b, None) for b in range(3)], None, [], cfg, progress=False, source="chains")
+  assert calls == [(0, 32, True, True), (1, 32, True, False), (0, 64, False, True), (2, 64, True, False)]
+  assert chosen.continuations == 64 and not chosen.auto_continuations
+  assert data.truth.continuation_steps == ((0, 32, 0.01), (1, 32, 0.2), (1, 64, 0.01), (2, 64, 0.01))
+  from tcred.evaluation.identify.report import _search_text
+  text = _search_text(data.truth.continuation_steps, 3)
+  assert text.startswith("base 0: K = 32: 1.0%; base 1: K = 32: 20.0%, K = 64: 1.0%; base 2: K = 64: 1.0%")
+  assert _search_text(((0, 32, 0.2), (0, 64, 0.01)), 1) == "K = 32: 20.0%, K = 64: 1.0%"

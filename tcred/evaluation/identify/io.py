@@ -208,14 +208,33 @@ def write_studies(graphdef, params, task: Task, problems: Sequence[Problem], con
 
 def _run_bases(policies, task, problems, config: IdentifyConfig, *, progress: bool, source: str
                ) -> tuple[StudyData, IdentifyConfig]:
-  """One study per base, pooled. With `auto_continuations`, K is chosen on base 0 and reused by the other bases
-  and the tree study (the returned config); the replica agreement is measured on base 0 only (its cost is two
-  step-level Monte-Carlo passes at K)."""
-  studies = []
-  chosen = config
-  for graphdef, params in policies:
-    studies.append(run_study(graphdef, params, task, problems, config, progress=progress, source=source))
-    if len(studies) == 1:
-      chosen = dataclasses.replace(config, continuations=studies[0].truth.continuations, auto_continuations=False)
-      config = dataclasses.replace(chosen, replicas=False)
-  return pool_studies(studies), chosen
+  """One study per base, pooled, all at one K. With `auto_continuations` every base searches K (doubling from
+  the K chosen so far, `truth.ground_truth`), so that each base's bound-violating share stays at most the
+  target; when a base needs a larger K than the bases before it, those are rerun at the new K (fixed), so the
+  pooled study has one K and its pooled share (a weighted mean of the bases') meets the target too. The
+  pooled truth's `continuation_steps` lists every base's search as `(base, K, share)`. The returned config has
+  the chosen K (auto off) for the tree study; the replica agreement is measured on base 0 only (its cost is
+  two step-level Monte-Carlo passes at K)."""
+  k = config.continuations
+  studies: list = [None] * len(policies)
+  search: list = []
+  fixed = dataclasses.replace(config, auto_continuations=False)
+
+  def study(b: int, cfg: IdentifyConfig):
+    graphdef, params = policies[b]
+    return run_study(graphdef, params, task, problems, dataclasses.replace(cfg, continuations=k,
+                                                                            replicas=cfg.replicas and b == 0),
+                     progress=progress, source=source)
+
+  for b in range(len(policies)):
+    studies[b] = study(b, config)
+    if config.auto_continuations:
+      search += [(b, kk, share) for kk, share in studies[b].truth.continuation_steps]
+    if studies[b].truth.continuations > k:
+      k = studies[b].truth.continuations
+      for earlier in range(b):  # one K for the pooled study
+        studies[earlier] = study(earlier, fixed)
+  data = pool_studies(studies)
+  if config.auto_continuations:
+    data = data._replace(truth=data.truth._replace(continuation_steps=tuple(search)))
+  return data, dataclasses.replace(fixed, continuations=k)

@@ -103,6 +103,21 @@ def _auto_summary(results: Results, delta: float) -> list[str]:
   return lines
 
 
+def _search_text(steps, bases: int) -> str:
+  """`--continuations auto`'s search: `(K, share)` pairs (one base) or `(base, K, share)` triples, grouped by
+  base; a base that needed a larger K than the bases before it made those rerun at its K."""
+  if steps and len(steps[0]) == 3 and {b for b, _, _ in steps} == {0}:
+    steps = [(k, v) for _, k, v in steps]
+  if steps and len(steps[0]) == 2:
+    return ", ".join(f"K = {k}: {_pct(v)}" for k, v in steps)
+  by_base: dict = {}
+  for b, k, v in steps:
+    by_base.setdefault(b, []).append(f"K = {k}: {_pct(v)}")
+  text = "; ".join(f"base {b}: " + ", ".join(tries) for b, tries in by_base.items())
+  return text + (" (a base that needs a larger K than the bases before it makes them rerun at its K)"
+                 if bases > 1 else "")
+
+
 def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> str:
   """The study's report. `meta`: command, policy, wall_s, machine, task_config, png (file name)."""
   cfg = data.config
@@ -253,10 +268,11 @@ def _noise_section(results: Results, cfg) -> list[str]:
   if nf.continuation_steps:
     out.append(f"- K chosen by `--continuations auto` (double K until the share is at most {100 * nf.target:.0f}% "
                f"or K would pass {cfg.max_continuations}): "
-               + ", ".join(f"K = {k}: {_pct(v)}" for k, v in nf.continuation_steps) + f"; used K = {nf.continuations}.")
+               + _search_text(nf.continuation_steps, results.bases) + f"; used K = {nf.continuations}.")
   else:
-    out.append(f"- K = {nf.continuations}, fixed in this study (`--continuations auto` chooses K on base 0's chain "
-               f"study, doubling it until the share is at most {100 * nf.target:.0f}%, and the other studies reuse it).")
+    out.append(f"- K = {nf.continuations}, fixed in this study (`--continuations auto` chooses K on the chain "
+               f"studies of every base, doubling it until each base's share is at most {100 * nf.target:.0f}%, and "
+               "the other studies reuse it).")
   if nf.replica:
     on = " of base 0" if results.bases > 1 else ""
     out.append(f"- Monte-Carlo replica agreement at K = {nf.continuations} (the mc judge's step labels from two "
