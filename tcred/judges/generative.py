@@ -137,12 +137,18 @@ class GenerativeJudge(TrainedJudge):
 
 
 def examples_from_rollouts(task: Task, data: LabelledRollouts) -> list[step_judge.JudgeExample]:
-  """The judge examples of every labelled step of `data` (its `label_valid` steps, in order)."""
+  """The judge examples of every labelled step of `data` (its `label_valid` steps, in order).
+
+  A rollout whose response holds an id outside the character vocabulary (decoded as U+FFFD: the policy
+  sampled an unused id, rare) is left out: its text has no ids to re-encode, so it cannot be a training
+  prompt (scoring builds prompts from the ids instead, `step_judge.judge_prompt_ids`)."""
   out = []
   for n, (problem, response) in enumerate(zip(data.problems, data.responses)):
     k = int(np.sum(data.label_valid[n]))
     if not np.all(data.label_valid[n, :k]):
       raise ValueError(f"rollout {n}: labelled steps must be its first ones, got {data.label_valid[n].tolist()}")
+    if "\ufffd" in response:
+      continue
     out.extend(step_judge.step_examples(task, problem, response, data.labels[n, :k]))
   return out
 

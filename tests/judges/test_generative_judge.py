@@ -176,3 +176,26 @@ def test_scores_a_response_whose_ids_leave_the_vocabulary():
   # Built from ids or from the text, the in-vocabulary response is scored alike (one layout).
   alone = judge.score_groups(task, [problem], [texts[:1]], ctx._replace(response_ids=None))
   np.testing.assert_allclose(alone.scores[0, 0, :k[0] + 1], out.scores[0, 0, :k[0] + 1], rtol=1e-6)
+
+
+def test_training_examples_leave_out_responses_with_ids_outside_the_vocabulary():
+  """A response holding an unused id (decoded as U+FFFD) cannot be a text prompt: its rollout gives no training
+  example (identify long-addition's generative judge once failed on one), the others are kept."""
+  from tcred.judges.generative import teacher_labelled
+  task = make_task("countdown")
+  rng = np.random.default_rng(0)
+  problems = [task.sample(rng) for _ in range(3)]
+  responses = [p.solution for p in problems]
+  data = teacher_labelled(task, problems, responses)
+  full = examples_from_rollouts(task, data)
+  per = [len(examples_from_rollouts(task, data._replace(problems=[p], responses=[r], q=data.q[i:i + 1],
+                                                         labels=data.labels[i:i + 1],
+                                                         label_valid=data.label_valid[i:i + 1])))
+         for i, (p, r) in enumerate(zip(problems, responses))]
+  assert len(full) == sum(per) and per[1] > 0
+  odd = list(responses)
+  odd[1] = odd[1][:2] + "\ufffd" + odd[1][3:]
+  kept = examples_from_rollouts(task, data._replace(responses=odd))
+  assert len(kept) == per[0] + per[2]
+  for ex in kept:
+    task.tokenizer.encode(ex.prompt)  # every kept prompt encodes
