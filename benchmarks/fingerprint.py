@@ -10,8 +10,9 @@ bit-identical metrics exactly when their fingerprint files are equal line by lin
 
 `--rows` also stores each run's metric rows and summary (timing keys removed) in the file, and `--rtol R` (with
 `--compare`) then accepts an experiment whose hashes differ when every number of every row and of the summary is
-within relative tolerance R of the old file's (keys and non-numbers equal): the proof for a change that is exact
-in arithmetic but rounds differently (e.g. a matmul of another shape). Both files need `--rows`.
+within relative tolerance R of the old file's or closer than `--atol A` (keys and non-numbers equal): the proof
+for a change that is exact in arithmetic but rounds differently (e.g. a matmul of another shape). Both files
+need `--rows`.
 
 `--ignore PREFIX[,PREFIX]` also removes the metrics whose key starts with a prefix before hashing: a change that
 only adds scalars (e.g. `--ignore agreement/`, issue 25's agreement scalars) compares equal with a commit
@@ -67,21 +68,22 @@ def _hashes(entry: dict) -> dict:
   return {k: v for k, v in entry.items() if k != "rows"}
 
 
-def largest_difference(old, new, path: str = "") -> tuple[float, str]:
+def largest_difference(old, new, path: str = "", atol: float = 0.0) -> tuple[float, str]:
   """`(largest relative difference |a − b| / max(|a|, |b|), where)` between two JSON values of the same
-  structure; inf where keys, lengths, types or non-numbers differ."""
+  structure, numbers with |a − b| <= atol counting as equal; inf where keys, lengths, types or non-numbers
+  differ."""
   if isinstance(old, dict) and isinstance(new, dict):
     if old.keys() != new.keys():
       return float("inf"), f"{path}: keys {sorted(set(old) ^ set(new))}"
-    return max((largest_difference(old[k], new[k], f"{path}/{k}") for k in old), default=(0.0, path))
+    return max((largest_difference(old[k], new[k], f"{path}/{k}", atol) for k in old), default=(0.0, path))
   if isinstance(old, list) and isinstance(new, list):
     if len(old) != len(new):
       return float("inf"), f"{path}: {len(old)} vs {len(new)} rows"
-    return max((largest_difference(a, b, f"{path}[{i}]") for i, a, b in zip(range(len(old)), old, new)),
+    return max((largest_difference(a, b, f"{path}[{i}]", atol) for i, a, b in zip(range(len(old)), old, new)),
                default=(0.0, path))
   numbers = (int, float)
   if isinstance(old, numbers) and isinstance(new, numbers) and not isinstance(old, bool) and not isinstance(new, bool):
-    if old == new:
+    if abs(old - new) <= atol:
       return 0.0, path
     return abs(old - new) / max(abs(old), abs(new)), path
   return (0.0, path) if old == new else (float("inf"), f"{path}: {old!r} vs {new!r}")
@@ -99,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--rows", action="store_true", help="also store the metric rows and summary (for --rtol)")
   p.add_argument("--rtol", type=float, default=0.0, help="with --compare: accept runs whose numbers are all "
                  "within this relative tolerance of the old file's (both files made with --rows)")
+  p.add_argument("--atol", type=float, default=0.0, help="with --rtol: numbers closer than this count as equal "
+                 "(for metrics that are rounding noise around 0, e.g. policy/approx_kl_old at the first update)")
   args = p.parse_args(argv)
 
   from tcred import cli, experiments
@@ -134,14 +138,14 @@ def main(argv: list[str] | None = None) -> int:
       if n not in old or _hashes(old[n]) == _hashes(result["experiments"][n]):
         continue
       if args.rtol > 0 and "rows" in old[n] and "rows" in result["experiments"][n]:
-        worst, where = largest_difference(old[n]["rows"], result["experiments"][n]["rows"])
+        worst, where = largest_difference(old[n]["rows"], result["experiments"][n]["rows"], atol=args.atol)
         print(f"{n}: largest relative difference {worst:.3g} at {where}")
         if worst <= args.rtol:
           within.append(n)
           continue
       differ.append(n)
     missing = sorted(set(old) - set(names))
-    tol = f"; {len(within)} within rtol {args.rtol:g} {within}" if args.rtol > 0 else ""
+    tol = f"; {len(within)} within rtol {args.rtol:g}, atol {args.atol:g} {within}" if args.rtol > 0 else ""
     print(f"compared {len(names)} experiments with {args.compare}: {len(differ)} differ "
           f"{differ if differ else ''}{tol}; {len(missing)} only in the old file {missing if missing else ''}")
     return 1 if differ else 0
