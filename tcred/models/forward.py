@@ -68,7 +68,8 @@ def shared_prompt_states(model: Decoder, prompt, prompt_valid, response, mask):
                   valid=grow(cache.valid, 1)).repeat(g)  # [BG, ..., P + T − 1 slots]
   tokens, valid = response.reshape(b * g, t)[:, :-1], mask.reshape(b * g, t)[:, :-1]
   full_valid = jnp.concatenate([jnp.repeat(prompt_valid, g, axis=0), valid], axis=1)
-  h_resp, _ = model(tokens, positions_from_mask(full_valid)[:, p:], valid, cache=cache, index=p)
+  h_resp, _ = model(tokens, positions_from_mask(full_valid)[:, p:], valid, cache=cache, index=p,
+                    block_queries=True)
   first = jnp.repeat(h_prompt[:, -1:], g, axis=0)  # [BG, 1, D]
   return jnp.concatenate([first, h_resp], axis=1)
 

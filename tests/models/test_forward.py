@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from tcred.models import decoder as decoder_module
 from tcred.models.config import model_preset
 from tcred.models.decoder import Decoder
 from tcred.models.forward import response_logprobs
@@ -40,7 +41,10 @@ def _shared_and_alone():
   return params, shared, alone, mask, weights
 
 
-def test_prompt_once_per_group_equals_one_row_per_rollout():
+@pytest.mark.parametrize("query_block", [None, 2])
+def test_prompt_once_per_group_equals_one_row_per_rollout(monkeypatch, query_block):
+  if query_block:  # causal query blocks of 2 tokens: the responses after the cache run in 2 blocks
+    monkeypatch.setattr(decoder_module, "_QUERY_BLOCK", query_block)
   params, shared, alone, mask, _ = _shared_and_alone()
   for got, want in zip(jax.jit(shared)(params), jax.jit(alone)(params)):
     assert got.shape == mask.shape
