@@ -12,6 +12,7 @@ import chex
 import jax.numpy as jnp
 from flax import nnx
 
+from tcred.models.config import ModelConfig
 from tcred.models.decoder import Decoder, KVCache, positions_from_mask
 from tcred.models.logprobs import token_grad_norms, token_logprobs_and_entropy
 
@@ -29,9 +30,9 @@ def _response_states(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_v
   """The final hidden states predicting each response token `[BG, T, D]`, the unembedding `[D, V]` and
   the targets `[BG, T]`.
 
-  With G > 1 the prompt is run once per group, not once per rollout (`shared_prompt_states`); with G = 1
-  one pass over the packed prompt + response rows (`pack_groups`). Same values either way (up to float
-  rounding: the matmuls have other shapes).
+  When `prompt_shared` (G > 1 and enough work saved) the prompt is run once per group, not once per rollout
+  (`shared_prompt_states`); otherwise one pass over the packed prompt + response rows (`pack_groups`). Same
+  values either way (up to float rounding: the matmuls have other shapes).
   """
   chex.assert_rank([prompt, prompt_valid, response, mask], [2, 2, 3, 3])
   chex.assert_equal_shape([prompt, prompt_valid])
@@ -39,7 +40,7 @@ def _response_states(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_v
   chex.assert_equal_shape_prefix([prompt, response], 1)
   model = nnx.merge(graphdef, params)
   b, g, t = response.shape
-  if g > 1:
+  if prompt_shared(model.config, b, g, prompt.shape[1]):
     hidden = shared_prompt_states(model, prompt, prompt_valid, response, mask)
     return hidden, model.unembedding(), response.reshape(b * g, t)
   p = prompt.shape[1]
@@ -47,6 +48,21 @@ def _response_states(graphdef: nnx.GraphDef, params: nnx.State, prompt, prompt_v
   inputs, in_valid = seq[:, :-1], valid[:, :-1]
   hidden, _ = model(inputs, positions_from_mask(in_valid), in_valid)  # [BG, P+T-1, D]
   return hidden[:, p - 1:], model.unembedding(), seq[:, p:]
+
+
+SHARED_PROMPT_MIN_FLOP = 1e9
+
+
+def prompt_shared(config: ModelConfig, b: int, g: int, p: int) -> bool:
+  """Whether the log-prob forward runs each prompt once per group (`shared_prompt_states`) rather than once
+  per rollout: G > 1 and the prompt copies it removes, `6 · non-embedding params · B·P·(G − 1)` FLOPs
+  (forward + backward), reach `SHARED_PROMPT_MIN_FLOP` (1 GFLOP, ~10 ms on one CPU core) per call.
+
+  Below that (tiny models, e.g. in the tests) the second decoder pass it compiles costs more time than the
+  steps of a short run save. peer_grpo's update (29M, 4 x 4, P = 72): 130 GFLOP; bench-27m 1 x 16, P = 32:
+  54 GFLOP; char-small 8 x 4, P = 20: 1.9 GFLOP; the tests' tiny policy: < 0.1 GFLOP.
+  """
+  return g > 1 and 6 * config.num_params(embeddings=False) * b * p * (g - 1) >= SHARED_PROMPT_MIN_FLOP
 
 
 def shared_prompt_states(model: Decoder, prompt, prompt_valid, response, mask):

@@ -7,7 +7,8 @@ from flax import nnx
 from tcred.models import decoder as decoder_module
 from tcred.models.config import model_preset
 from tcred.models.decoder import Decoder
-from tcred.models.forward import response_logprobs
+from tcred.models import forward as forward_module
+from tcred.models.forward import prompt_shared, response_logprobs
 
 
 def _groups(b=2, g=2, p=6, t=5, vocab=128, seed=0):
@@ -22,9 +23,16 @@ def _groups(b=2, g=2, p=6, t=5, vocab=128, seed=0):
   return tuple(jnp.asarray(x) for x in (prompt, prompt_valid, response, mask))
 
 
-def _shared_and_alone():
+def test_the_prompt_is_shared_when_it_saves_enough_work():
+  config = model_preset("bench-27m")
+  assert prompt_shared(config, 1, 16, 32) and not prompt_shared(config, 4, 1, 72)  # G = 1: nothing to share
+  assert not prompt_shared(model_preset("tiny"), 8, 4, 6)  # compile time would outweigh it
+
+
+def _shared_and_alone(monkeypatch):
   """The log-probs and entropies of a group, as one call (G > 1: each prompt runs once and its KV cache is
   repeated, `shared_prompt_states`) and rollout by rollout (G = 1: the packed prompt + response row)."""
+  monkeypatch.setattr(forward_module, "SHARED_PROMPT_MIN_FLOP", 0)  # the tiny policy shares its prompts too
   graphdef, params = nnx.split(Decoder(model_preset("tiny", qk_norm=True), rngs=nnx.Rngs(0)))
   prompt, prompt_valid, response, mask = _groups()
   g = response.shape[1]
@@ -45,15 +53,15 @@ def _shared_and_alone():
 def test_prompt_once_per_group_equals_one_row_per_rollout(monkeypatch, query_block):
   if query_block:  # causal query blocks of 2 tokens: the responses after the cache run in 2 blocks
     monkeypatch.setattr(decoder_module, "_QUERY_BLOCK", query_block)
-  params, shared, alone, mask, _ = _shared_and_alone()
+  params, shared, alone, mask, _ = _shared_and_alone(monkeypatch)
   for got, want in zip(jax.jit(shared)(params), jax.jit(alone)(params)):
     assert got.shape == mask.shape
     np.testing.assert_allclose(np.where(mask, got, 0), np.where(mask, want, 0), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow
-def test_prompt_once_per_group_has_the_gradients_of_one_row_per_rollout():
-  params, shared, alone, mask, weights = _shared_and_alone()
+def test_prompt_once_per_group_has_the_gradients_of_one_row_per_rollout(monkeypatch):
+  params, shared, alone, mask, weights = _shared_and_alone(monkeypatch)
 
   def loss(f):
     return lambda params: jnp.sum(jnp.where(mask, weights * (f(params)[0] + 0.3 * f(params)[1]), 0.0))
