@@ -8,6 +8,12 @@ bit-identical metrics exactly when their fingerprint files are equal line by lin
   python benchmarks/fingerprint.py --out fp-before.json            # at the old commit
   python benchmarks/fingerprint.py --out fp-after.json --compare fp-before.json
 
+`--rows` also stores each run's metric rows and summary (timing keys removed) in the file, and `--rtol R` (with
+`--compare`) then accepts an experiment whose hashes differ when every number of every row and of the summary is
+within relative tolerance R of the old file's or closer than `--atol A` (keys and non-numbers equal): the proof
+for a change that is exact in arithmetic but rounds differently (e.g. a matmul of another shape). Both files
+need `--rows`.
+
 `--ignore PREFIX[,PREFIX]` also removes the metrics whose key starts with a prefix before hashing: a change that
 only adds scalars (e.g. `--ignore agreement/`, issue 25's agreement scalars) compares equal with a commit
 before it exactly when every other metric is bit-identical.
@@ -45,14 +51,42 @@ def _untimed(row: dict, ignore: tuple[str, ...] = ()) -> dict:
           if not (k.startswith(TIMING) or k.endswith("wall_s") or k in BOOKKEEPING or (ignore and k.startswith(ignore)))}
 
 
-def digest(run_dir: pathlib.Path, ignore: tuple[str, ...] = ()) -> dict[str, str]:
+def digest(run_dir: pathlib.Path, ignore: tuple[str, ...] = (), rows: bool = False) -> dict:
   """SHA-256 of a run's metrics rows and summary, timing and bookkeeping keys (and metric keys starting with a
-  prefix of `ignore`) removed, keys sorted."""
-  rows = [_untimed(json.loads(line), ignore) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-          if line.strip()]
+  prefix of `ignore`) removed, keys sorted; with `rows`, the rows and summary themselves too."""
+  metrics = [_untimed(json.loads(line), ignore) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+             if line.strip()]
   summary = _untimed(json.loads((run_dir / "summary.json").read_text()))
   h = lambda obj: hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-  return {"metrics": h(rows), "summary": h(summary), "final_pass1": summary.get("final_pass1")}
+  out = {"metrics": h(metrics), "summary": h(summary), "final_pass1": summary.get("final_pass1")}
+  if rows:
+    out["rows"] = {"metrics": metrics, "summary": summary}
+  return out
+
+
+def _hashes(entry: dict) -> dict:
+  return {k: v for k, v in entry.items() if k != "rows"}
+
+
+def largest_difference(old, new, path: str = "", atol: float = 0.0) -> tuple[float, str]:
+  """`(largest relative difference |a − b| / max(|a|, |b|), where)` between two JSON values of the same
+  structure, numbers with |a − b| <= atol counting as equal; inf where keys, lengths, types or non-numbers
+  differ."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    if old.keys() != new.keys():
+      return float("inf"), f"{path}: keys {sorted(set(old) ^ set(new))}"
+    return max((largest_difference(old[k], new[k], f"{path}/{k}", atol) for k in old), default=(0.0, path))
+  if isinstance(old, list) and isinstance(new, list):
+    if len(old) != len(new):
+      return float("inf"), f"{path}: {len(old)} vs {len(new)} rows"
+    return max((largest_difference(a, b, f"{path}[{i}]", atol) for i, a, b in zip(range(len(old)), old, new)),
+               default=(0.0, path))
+  numbers = (int, float)
+  if isinstance(old, numbers) and isinstance(new, numbers) and not isinstance(old, bool) and not isinstance(new, bool):
+    if abs(old - new) <= atol:
+      return 0.0, path
+    return abs(old - new) / max(abs(old), abs(new)), path
+  return (0.0, path) if old == new else (float("inf"), f"{path}: {old!r} vs {new!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--compare", default=None, help="a fingerprint JSON to compare with")
   p.add_argument("--ignore", default="", help="metric key prefixes left out of the metrics hash (comma-separated), "
                  "e.g. agreement/ to compare with a commit before the agreement scalars")
+  p.add_argument("--rows", action="store_true", help="also store the metric rows and summary (for --rtol)")
+  p.add_argument("--rtol", type=float, default=0.0, help="with --compare: accept runs whose numbers are all "
+                 "within this relative tolerance of the old file's (both files made with --rows)")
+  p.add_argument("--atol", type=float, default=0.0, help="with --rtol: numbers closer than this count as equal "
+                 "(for metrics that are rounding noise around 0, e.g. policy/approx_kl_old at the first update)")
   args = p.parse_args(argv)
 
   from tcred import cli, experiments
@@ -73,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
   os.environ["TCRED_CACHE"] = str(work / "cache")
   commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           cwd=pathlib.Path(__file__).parent).stdout.strip()
-  result = {"commit": commit, "steps": args.steps, "ignore": args.ignore, "overrides": list(TINY), "chain_overrides": list(CHAINS),
+  result = {"commit": commit, "tcred": str(pathlib.Path(cli.__file__).parent.parent), "steps": args.steps, "ignore": args.ignore, "overrides": list(TINY), "chain_overrides": list(CHAINS),
             "machine": platform.platform(),
             "experiments": {}}
   for name in names:
@@ -87,17 +126,28 @@ def main(argv: list[str] | None = None) -> int:
       result["experiments"][name] = {"error": f"exit status {code}"}
     else:
       result["experiments"][name] = digest(work / "runs" / name / "seed-0",
-                                           tuple(x for x in args.ignore.split(",") if x))
-    print(f"{name:34s} {time.time() - t0:6.1f} s  {result['experiments'][name]}", file=sys.stderr, flush=True)
+                                           tuple(x for x in args.ignore.split(",") if x), rows=args.rows)
+    print(f"{name:34s} {time.time() - t0:6.1f} s  {_hashes(result['experiments'][name])}", file=sys.stderr,
+          flush=True)
   pathlib.Path(args.out).write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
 
   if args.compare:
     old = json.loads(pathlib.Path(args.compare).read_text())["experiments"]
-    differ = [n for n in names if n in old and {k: v for k, v in old[n].items()}
-              != result["experiments"][n]]
+    differ, within = [], []
+    for n in names:
+      if n not in old or _hashes(old[n]) == _hashes(result["experiments"][n]):
+        continue
+      if args.rtol > 0 and "rows" in old[n] and "rows" in result["experiments"][n]:
+        worst, where = largest_difference(old[n]["rows"], result["experiments"][n]["rows"], atol=args.atol)
+        print(f"{n}: largest relative difference {worst:.3g} at {where}")
+        if worst <= args.rtol:
+          within.append(n)
+          continue
+      differ.append(n)
     missing = sorted(set(old) - set(names))
+    tol = f"; {len(within)} within rtol {args.rtol:g}, atol {args.atol:g} {within}" if args.rtol > 0 else ""
     print(f"compared {len(names)} experiments with {args.compare}: {len(differ)} differ "
-          f"{differ if differ else ''}; {len(missing)} only in the old file {missing if missing else ''}")
+          f"{differ if differ else ''}{tol}; {len(missing)} only in the old file {missing if missing else ''}")
     return 1 if differ else 0
   return 0
 

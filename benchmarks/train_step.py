@@ -25,6 +25,7 @@ Usage:
   python benchmarks/train_step.py                 # bench-27m, 2 rounds x 3 steps per side
   python benchmarks/train_step.py --steps 4 --rounds 3
   python benchmarks/train_step.py --quick         # tiny model (CI smoke test)
+  python benchmarks/train_step.py --no-torch --profile --workload peer --threads 1   # peer_grpo's update, in parts
   python benchmarks/train_step.py --out benchmarks/results/train_step.md
 """
 
@@ -68,6 +69,29 @@ class Sizes(NamedTuple):
 
 FULL = Sizes(model="bench-27m", b=1, g=16, p=32, t=256)
 QUICK = Sizes(model="tiny", b=1, g=2, p=4, t=8)
+# The update of `peer_grpo.py` (4 prompts x 4 samples, prompt width 72, 64 new tokens) on its random Qwen3 shape.
+PEER = Sizes(model="peer-qwen3-29m", b=4, g=4, p=72, t=64)
+WORKLOADS = {"bench": FULL, "peer": PEER}
+PEER_MODEL = ModelConfig(vocab_size=8133, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
+                         num_attention_heads=8, num_key_value_heads=4, head_dim=64, qk_norm=True,
+                         tie_word_embeddings=True, max_position_embeddings=1024)
+
+
+def model_config(name: str) -> ModelConfig:
+  """A preset, or `peer_grpo.py`'s checkpoint shape (`peer-qwen3-29m`: `make_checkpoint`'s Qwen3, tied head)."""
+  return PEER_MODEL if name == PEER.model else model_preset(name)
+
+
+def decoder_tokens(sz: Sizes) -> int:
+  """Tokens the train step's decoder runs: with G > 1 each prompt once and the responses after it
+  (`tcred.models.forward.shared_prompt_states`), else the packed prompt + response rows."""
+  if sz.g > 1:
+    return sz.b * sz.p + sz.b * sz.g * (sz.t - 1)
+  return sz.b * sz.g * (sz.p + sz.t - 1)
+
+
+def workload(args) -> Sizes:
+  return QUICK if args.quick else WORKLOADS[args.workload]
 
 
 class CompileCounter:
@@ -154,19 +178,19 @@ def head_matmuls(config: ModelConfig, sz: Sizes) -> int:
 
 def profile(ours: JaxStep, config: ModelConfig, sz: Sizes, repeats: int) -> dict:
   """Seconds and GFLOP/s of the step's parts, each jitted alone: the decoder forward + backward
-  (gradient of `Σ hidden`), the log-prob/entropy head forward + backward on the response
+  (gradient of `Σ hidden` of the hidden states the head reads, the train step's own forward
+  `tcred.models.forward._response_states`), the log-prob/entropy head forward + backward on the response
   positions' hidden states, and the AdamW update (with clipping)."""
-  from tcred.models.decoder import positions_from_mask
+  from tcred.models.forward import _response_states
   from tcred.models.logprobs import token_logprobs_and_entropy
-  from tcred.models.forward import pack_groups
   graphdef, b = ours.graphdef, ours.batch  # read ours.state at each call: the step donates it
-  seq, valid = pack_groups(b.prompt, b.prompt_valid, b.response, b.mask)
-  n_seq, seq_len = seq.shape
+  n_seq, seq_len = sz.b * sz.g, sz.p + sz.t
+  targets = b.response.reshape(n_seq, sz.t)
 
   @jax.jit
   def decoder_grad(params):
     def f(params):
-      hidden, _ = nnx.merge(graphdef, params)(seq[:, :-1], positions_from_mask(valid[:, :-1]), valid[:, :-1])
+      hidden, _, _ = _response_states(graphdef, params, b.prompt, b.prompt_valid, b.response, b.mask)
       return jnp.sum(hidden)
     return jax.grad(f)(params)
 
@@ -175,7 +199,7 @@ def profile(ours: JaxStep, config: ModelConfig, sz: Sizes, repeats: int) -> dict
   @jax.jit
   def head_grad(h, u):
     def f(h, u):
-      logp, ent = token_logprobs_and_entropy(h, u, seq[:, sz.p:], temperature=1.0)
+      logp, ent = token_logprobs_and_entropy(h, u, targets, temperature=1.0)
       return jnp.sum(logp) + jnp.sum(ent)
     return jax.grad(f, argnums=(0, 1))(h, u)
 
@@ -187,7 +211,7 @@ def profile(ours: JaxStep, config: ModelConfig, sz: Sizes, repeats: int) -> dict
          "whole rl_train_step": ours}
   times = common.side_by_side(fns, repeats)
   d, v, layers = config.hidden_size, config.vocab_size, config.num_hidden_layers
-  tokens = n_seq * (seq_len - 1)
+  tokens = decoder_tokens(sz)  # keys per query at most seq_len - 1 (the prompt's and earlier responses')
   attn = 3 * 4 * layers * (seq_len - 1) * config.num_attention_heads * config.dim_per_head * tokens
   flops = {"decoder forward + backward": 6 * config.num_params(embeddings=False) * tokens + attn,
            "head (log-probs + entropy) forward + backward": head_matmuls(config, sz) * 2 * n_seq * sz.t * d * v,
@@ -232,10 +256,10 @@ def run_side(side: str, config: ModelConfig, sz: Sizes, steps: int) -> dict:
 
 def measure(args, argv: list[str]) -> dict:
   """Runs both sides at every thread count (alternating processes) and returns the record."""
-  sz = QUICK if args.quick else FULL
+  sz = workload(args)
   steps = 2 if args.quick else args.steps
   rounds = 1 if args.quick else args.rounds
-  config = model_preset(sz.model)
+  config = model_config(sz.model)
   record = {**common.machine_record("Train step: rl_train_step vs PyTorch eager", args.quick, argv, __file__),
             "sizes": sz._asdict(), "steps": steps, "rounds": rounds,
             "load": common.check_load(args.max_load, args.allow_load, args.quick), "by_threads": {}}
@@ -246,7 +270,7 @@ def measure(args, argv: list[str]) -> dict:
     record["torch_note"] = common.TORCH_MISSING
   else:
     sides.append("torch")
-  side_args = ["--steps", str(steps)] + (["--quick"] if args.quick else [])
+  side_args = ["--steps", str(steps), "--workload", args.workload] + (["--quick"] if args.quick else [])
   for threads in common.thread_counts(args.threads):
     runs = common.alternate_processes(__file__, sides, rounds, side_args, glibc_default=("torch",), threads=threads)
     record["by_threads"][str(threads)] = {"runs": runs}
@@ -261,11 +285,12 @@ def render(record: dict) -> list[str]:
   """The Markdown report of a recorded measurement (`measure`), and nothing else."""
   sz = Sizes(**record["sizes"])
   steps, rounds, peak = record["steps"], record["rounds"], record["peak_gflops"]
-  config = model_preset(sz.model)
+  config = model_config(sz.model)
   n_seq, seq_len = sz.b * sz.g, sz.p + sz.t
   tokens = n_seq * seq_len
   n_nonemb = config.num_params(embeddings=False)
-  model_flop = 6 * n_nonemb * tokens
+  model_flop = 6 * n_nonemb * tokens  # the packed rows (PyTorch runs them all)
+  run_flop = 6 * n_nonemb * decoder_tokens(sz)  # what our decoder runs
   d, v, l_ = config.hidden_size, config.vocab_size, config.num_hidden_layers
   n_head = head_matmuls(config, sz)
   head_flop = n_head * 2 * d * v * n_seq * sz.t
@@ -273,7 +298,8 @@ def render(record: dict) -> list[str]:
   lines = common.header_lines(record) + [
       f"Model `{sz.model}`: {config.num_params() / 1e6:.2f}M parameters, {n_nonemb / 1e6:.2f}M without "
       f"embedding and head. Batch: {sz.b} prompt × {sz.g} responses, P = {sz.p}, T = {sz.t}: "
-      f"{n_seq} sequences × {seq_len} tokens = {tokens:,} tokens per step.",
+      f"{n_seq} sequences × {seq_len} tokens = {tokens:,} tokens per step (tokens/s count "
+      f"these; our decoder runs {decoder_tokens(sz):,} of them, each prompt once per group, and our MFU counts those).",
       f"Each side runs in its own process, {rounds} round(s) alternating (ours, PyTorch, ours, ...), "
       f"{steps} timed steps per round after a first (compiling) call, at each thread count: every side's "
       "process gets the same cores, OpenMP/MKL threads, torch threads and XLA intra-op threads "
@@ -289,7 +315,7 @@ def render(record: dict) -> list[str]:
     recompiles = sum(r["recompiles"] for r in runs["jax"])
     no_recompile = recompiles == 0 and all(r["cache"][2] == r["cache"][1] for r in runs["jax"])
     jax_s = common.median(times["jax"])
-    mfu = model_flop / jax_s / (peak * 1e9)
+    mfu = run_flop / jax_s / (peak * 1e9)
     c0, c1, c2 = first["cache"]
     lines += [f"## {threads} thread(s) per side: our step (jitted `rl_train_step`)", "",
               f"- process threads: {common.threads_text(first['threads'])}",
@@ -301,8 +327,8 @@ def render(record: dict) -> list[str]:
               f"- step time {common.spread(times['jax'])} s over {len(times['jax'])} steps: "
               f"**{tokens / jax_s:,.0f} tokens/s**",
               f"- losses finite: {all(r['finite'] for r in runs['jax'])}",
-              f"- model FLOPs 6 × {n_nonemb / 1e6:.2f}M × {tokens:,} = {model_flop / 1e9:.1f} GFLOP per step -> "
-              f"{model_flop / jax_s / 1e9:.1f} GFLOP/s, **MFU {mfu:.1%}** (target ≥ {MFU_TARGET:.0%}: "
+              f"- model FLOPs 6 × {n_nonemb / 1e6:.2f}M × {decoder_tokens(sz):,} = {run_flop / 1e9:.1f} GFLOP per step -> "
+              f"{run_flop / jax_s / 1e9:.1f} GFLOP/s, **MFU {mfu:.1%}** (target ≥ {MFU_TARGET:.0%}: "
               f"{'met' if mfu >= MFU_TARGET else 'NOT met'})",
               f"- not counted in MFU: head {head_flop / 1e9:.1f} GFLOP ({n_head} × 2·D·V per response token: "
               f"{'logits saved for the backward pass' if n_head == 3 else 'streamed, recomputed in the backward pass'}), "
@@ -338,13 +364,16 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--rounds", type=int, default=2, help="alternations of the two sides' processes")
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch side")
   parser.add_argument("--profile", action="store_true", help="also time the step's parts alone")
+  parser.add_argument("--workload", choices=sorted(WORKLOADS), default="bench",
+                      help="bench: bench-27m, 1 prompt x 16 responses of 256 tokens (default); peer: the update "
+                      "of peer_grpo.py (its Qwen3 shape, 4 prompts x 4 responses, P = 72, T = 64)")
   parser.add_argument("--out", type=Path, help="also write the report (Markdown) and its record (.json) here")
   parser.add_argument("--side", choices=("jax", "torch"), help=argparse.SUPPRESS)  # one side's process
   common.add_fair_arguments(parser)
   args = parser.parse_args(argv)
   if args.side:
-    sz = QUICK if args.quick else FULL
-    print(json.dumps(run_side(args.side, model_preset(sz.model), sz, 2 if args.quick else args.steps)))
+    sz = workload(args)
+    print(json.dumps(run_side(args.side, model_config(sz.model), sz, 2 if args.quick else args.steps)))
     return 0
   print(common.report(args, argv, measure, render), end="", flush=True)
   return 0

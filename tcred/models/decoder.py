@@ -144,9 +144,10 @@ class Attention(nnx.Module):
 
     Without a cache S = T. With one, the new keys/values are written at slots
     `[index, index + T)` and the updated caches are returned. `query_blocks`
-    (static, no cache) splits the queries into that many blocks, block i
-    attending only keys before its end: exact whenever `mask` is causal (no key
-    after its query), and it skips most of the masked upper triangle.
+    (static) splits the queries into that many blocks, block i attending only
+    keys before its end (with a cache, `index` must then be a Python int): exact
+    whenever `mask` is causal (no key after its query), and it skips most of the
+    masked upper triangle.
     """
     b, t, _ = x.shape
     q = _apply(self.q_proj, x).reshape(b, t, self.num_heads, self.head_dim)
@@ -164,10 +165,15 @@ class Attention(nnx.Module):
                                               axis=3)  # [B, K, E, S]
       v = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), index, axis=2)
     q = q.reshape(b, t, self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim)
-    if query_blocks > 1 and k_cache is None:
+    if query_blocks > 1:
       edges = [round(i * t / query_blocks) for i in range(query_blocks + 1)]
-      out = jnp.concatenate([self._attend(q[:, lo:hi], k[:, :, :hi], v[:, :, :hi], mask[:, lo:hi, :hi], 3)
-                             for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo], axis=1)
+      if k_cache is None:
+        out = jnp.concatenate([self._attend(q[:, lo:hi], k[:, :, :hi], v[:, :, :hi], mask[:, lo:hi, :hi], 3)
+                               for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo], axis=1)
+      else:  # keys [B, K, E, S]: block i reads the slots before index + its end
+        out = jnp.concatenate([self._attend(q[:, lo:hi], k[..., :index + hi], v[:, :, :index + hi],
+                                            mask[:, lo:hi, :index + hi], 2)
+                               for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo], axis=1)
     else:
       out = self._attend(q, k, v, mask, 3 if k_cache is None else 2)
     return _apply(self.o_proj, out.reshape(b, t, self.num_heads * self.head_dim)), k, v
@@ -241,7 +247,7 @@ class Decoder(nnx.Module):
   def __call__(self, tokens: jax.Array, positions: jax.Array, token_valid: jax.Array,
                cache: KVCache | None = None, index: jax.Array | int | None = None,
                attention_mask: jax.Array | None = None, hidden_layer: int = -1,
-               final_norm: bool = True) -> tuple[jax.Array, KVCache | None]:
+               final_norm: bool = True, block_queries: bool = False) -> tuple[jax.Array, KVCache | None]:
     """Runs the decoder.
 
     Args:
@@ -259,6 +265,9 @@ class Decoder(nnx.Module):
       final_norm: static; apply the final RMSNorm to that output (default True: the
         final hidden states the head reads). HSIC MI offers the other choices
         (`tcred.signals.information.MIInputs`).
+      block_queries: static; with a cache and a Python int `index`, split many new tokens into
+        causal query blocks as without a cache (each block attends the slots before its end).
+        Off by default: the sampler's prefill keeps its one block.
 
     Returns:
       Hidden states `[B, T, D]` (by default the final ones, after the last RMSNorm) and
@@ -279,7 +288,7 @@ class Decoder(nnx.Module):
     key_slot = jnp.arange(key_valid.shape[1])
     query_blocks = 1
     if attention_mask is None:
-      if cache is None:
+      if cache is None or (block_queries and isinstance(index, int)):
         query_blocks = min(_MAX_QUERY_BLOCKS, -(-t // _QUERY_BLOCK))
       mask = key_valid[:, None, :] & (key_slot[None, None, :] <= query_slot[None, :, None])  # [B, T, S]
     else:
