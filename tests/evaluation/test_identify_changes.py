@@ -231,10 +231,7 @@ def _tiny_run(root, name, params_of, steps, *, sft_steps=2):
 
 @pytest.mark.slow  # ~1 min at load: an SFT base of 2 steps and three tiny studies
 def test_identify_across_the_steps_of_a_two_step_run(tmp_path, capsys):
-  from tcred.models.decoder import Decoder
-
-  run = _tiny_run(tmp_path, "countdown-grpo", lambda model, s: nnx.split(Decoder(model, rngs=nnx.Rngs(s)))[1],
-                  steps=(1, 2))
+  run = _tiny_run(tmp_path, "countdown-grpo", lambda model, s: fixed_policy({1: RUN_A, 2: BASE}[s])[1], steps=(1, 2))
   out = tmp_path / "out"
   assert cli.main(["identify", "countdown", "--policy", str(run), "--steps", "0,1,2", "--prompts", "3", "--rollouts",
                    "4", "--continuations", "2", "--bootstrap", "5", "--judges", "", "--fork-positions", "0",
@@ -242,9 +239,12 @@ def test_identify_across_the_steps_of_a_two_step_run(tmp_path, capsys):
   text = (out / "identify-countdown-training.md").read_text()
   assert (out / "identify-countdown-training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert "**Steps**: 0, 1, 2" in text and "| signal | step 0 | step 1 | step 2 |" in text
-  rows = [line for line in text.splitlines() if line.startswith("| 0 |") or line.startswith("| 1 |")
-          or line.startswith("| 2 |")]
-  assert len(rows) == 3 and len({r.split("|")[7] for r in rows}) == 3  # three policies: three mean entropies
+  table = text.split("## The policy at each step")[1].split("##")[0]
+  entropy = {int(r.split("|")[1]): float(r.split("|")[7]) for r in table.splitlines() if r[:3] in ("| 0", "| 1", "| 2")}
+  # each step's own policy: the SFT base (2 steps: near uniform), then the checkpoints' fixed distributions
+  ent = lambda q: -sum(p * math.log(p) for p in q.values())
+  assert entropy[0] > 3.0 and entropy[1] == pytest.approx(ent(RUN_A), abs=2e-3)
+  assert entropy[2] == pytest.approx(ent(BASE), abs=2e-3)
   assert "## AUROC, fatal errors" in text and "## AUROC − bound row's (paired)" in text
   assert "tcred identify countdown --policy" in text
 

@@ -52,7 +52,7 @@ from tcred.training.tracking import write_atomic
 
 CHANGE_MEASURES = ("logp", "kl", "argmax")  # |Δlog p| ≥ τ, KL ≥ τ, argmax flipped (τ unused)
 DEFAULT_THRESHOLD = math.log(2.0)
-TRUTH_ROW = "|A_t| (MC truth)"  # the base's Monte-Carlo |A_t| as a row: do the decisive tokens change?
+TRUTH_ROW = "abs-advantage (MC)"  # |A_t|: the base's Monte-Carlo |A_t| as a row: do the decisive tokens change?
 CHANGE_METRICS = ("auroc_changed", "auroc_changed_same_position", "auroc_changed_p_decile", "precision_top",
                   "recall_top", "jaccard_top")
 CHANGE_TITLES = {"auroc_changed": "AUROC, changed", "auroc_changed_same_position": "AUROC, changed, same position",
@@ -398,7 +398,7 @@ def plot_changes(results: Sequence[MethodResult], data: StudyData, path: str | p
   for k, r in enumerate(results):
     vals = np.array([r.scores[n].values["auroc_changed"] for n in names], float)
     cis = np.array([r.scores[n].ci["auroc_changed"] for n in names], float)
-    err = np.where(np.isfinite(cis), np.abs(cis - vals[:, None]).T, 0)
+    err = np.where(np.isfinite(cis), np.abs(cis - vals[:, None]), 0).T  # [2, rows]
     ax1.bar(x - 0.4 + (k + 0.5) * w, np.nan_to_num(vals), width=w, yerr=err, capsize=2, label=r.method)
   ax1.axhline(0.5, color="k", lw=0.8, ls="--")
   ax1.set_xticks(x, names, rotation=30, ha="right", fontsize=8)

@@ -292,8 +292,9 @@ def training_report(studies: Sequence[StepStudy], meta: dict[str, Any]) -> str:
 
 
 def plot_training(studies: Sequence[StepStudy], path: str | pathlib.Path) -> None:
-  """One panel per figure of `PLOT_METRICS` (rows against steps, 95% intervals shaded) and one of the policy
-  (reward, decisive share)."""
+  """A panel per figure (every row against the step, 95% intervals shaded: AUROC for decisive tokens, for fatal
+  errors, minus the bound row's, among p ≤ 1 − δ), one of the policy (reward, decisive and fatal shares) and the
+  legend."""
   import matplotlib
 
   matplotlib.use("Agg")
@@ -303,31 +304,38 @@ def plot_training(studies: Sequence[StepStudy], path: str | pathlib.Path) -> Non
 
   metrics = ("auroc_decisive", "auroc_fatal", "auroc_minus_bound", "auroc_p_bound")
   x = np.array([s.step for s in studies], float)
-  fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(5.0 * (len(metrics) + 1), 4.6))
+  fig, grid = plt.subplots(2, 3, figsize=(15.0, 8.5))
+  axes = grid.reshape(-1)
   cmap = plt.get_cmap("tab20")
   names = _rows(studies)
+  handles = []
   for ax, metric in zip(axes, metrics):
+    handles = []
     for k, name in enumerate(names):
       vals = np.array([s.results.scores[name].values[metric] if name in s.results.scores else np.nan
                        for s in studies], float)
       ci = np.array([s.results.scores[name].ci[metric] if name in s.results.scores else (np.nan, np.nan)
                      for s in studies], float)
       style = dict(color="k", ls="--") if name == BOUND_ROW else dict(color=cmap(k % 20))
-      ax.plot(x, vals, marker="o", ms=3, label=name, **style)
+      handles += ax.plot(x, vals, marker="o", ms=3, label=name, **style)
       if np.isfinite(ci).any():
-        ax.fill_between(x, ci[:, 0], ci[:, 1], alpha=0.12, color=style["color"])
+        ax.fill_between(x, ci[:, 0], ci[:, 1], alpha=0.10, color=style["color"])
     ax.axhline(0.0 if metric == "auroc_minus_bound" else 0.5, color="grey", lw=0.8, ls=":")
+    ax.set_ylim(*((-0.6, 0.6) if metric == "auroc_minus_bound" else (0.0, 1.02)))
     ax.set_title(report.METRIC_TITLES[metric].format(pct=round(100 * studies[0].data.config.top_fraction)),
                  fontsize=10)
     ax.set_xlabel("training step")
-  axes[0].legend(fontsize=6, ncol=2, frameon=False)
-  ax = axes[-1]
+    ax.set_xticks(x)
+  ax = axes[len(metrics)]
   ax.plot(x, [s.results.reward_mean for s in studies], marker="o", label="mean reward of the rollouts")
   ax.plot(x, [s.results.decisive_rate for s in studies], marker="o", label="decisive share (|A_t| ≥ δ)")
   ax.plot(x, [s.results.fatal_rate for s in studies], marker="o", label="fatal-error share")
   ax.set_xlabel("training step")
+  ax.set_xticks(x)
   ax.set_title("the policy", fontsize=10)
-  ax.legend(fontsize=7, frameon=False)
+  ax.legend(fontsize=8, frameon=False)
+  axes[-1].axis("off")
+  axes[-1].legend(handles=handles, loc="center", ncol=2, fontsize=8, frameon=False, title="rows")
   fig.suptitle(f"{studies[0].data.task_name}: identifiability across training")
   fig.tight_layout()
   with atomic_path(path) as tmp:
