@@ -246,6 +246,7 @@ def test_identify_across_the_steps_of_a_two_step_run(tmp_path, capsys):
   assert entropy[0] > 3.0 and entropy[1] == pytest.approx(ent(RUN_A), abs=2e-3)
   assert entropy[2] == pytest.approx(ent(BASE), abs=2e-3)
   assert "## AUROC, fatal errors" in text and "## AUROC − bound row's (paired)" in text
+  assert "| delta-logp | log π(o_t) − log π_ref(o_t)" in text  # the step against its base
   assert "tcred identify countdown --policy" in text
 
 

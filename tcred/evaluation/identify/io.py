@@ -216,15 +216,18 @@ def write_studies(graphdef, params, task: Task, problems: Sequence[Problem], con
   return data, results, md_path, png_path, tree
 
 
-def _run_bases(policies, task, problems, config: IdentifyConfig, *, progress: bool, source: str
-               ) -> tuple[StudyData, IdentifyConfig]:
+def _run_bases(policies, task, problems, config: IdentifyConfig, *, progress: bool, source: str,
+               references=None) -> tuple[StudyData, IdentifyConfig]:
   """One study per base, pooled. With `auto_continuations`, K is chosen on base 0 and reused by the other bases
   and the tree study (the returned config); the replica agreement is measured on base 0 only (its cost is two
-  step-level Monte-Carlo passes at K)."""
+  step-level Monte-Carlo passes at K). `references`: each policy's reference parameters (the rows that read
+  one, e.g. `delta-logp`), or None."""
   studies = []
   chosen = config
-  for graphdef, params in policies:
-    studies.append(run_study(graphdef, params, task, problems, config, progress=progress, source=source))
+  references = [None] * len(policies) if references is None else list(references)
+  for (graphdef, params), ref in zip(policies, references, strict=True):
+    studies.append(run_study(graphdef, params, task, problems, config, progress=progress, source=source,
+                             ref_params=ref))
     if len(studies) == 1:
       chosen = dataclasses.replace(config, continuations=studies[0].truth.continuations, auto_continuations=False)
       config = dataclasses.replace(chosen, replicas=False)

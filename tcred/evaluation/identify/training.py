@@ -7,6 +7,9 @@ Step 0 is the run's base policy (the SFT base its config names: `model`, `task_c
 base cache, trained if missing); step s > 0 is the run's Orbax checkpoint of step s (`run_policy`). A run keeps
 only its last two checkpoints unless it was run with `--set rl.keep_every=N` (every N-th step kept).
 
+Every step's study also has the row `delta-logp` (log π_step(o_t) − log π_base(o_t), arXiv 2603.22117), the
+policy's change from its run's base on the step's rollouts (0 everywhere at step 0).
+
 Several runs (e.g. the seeds of one experiment) are pooled at each step as the study pools SFT bases: every
 interval resamples runs, then prompts within a run (two-level cluster bootstrap). At step 0, runs that share
 one base policy are studied once (the same policy).
@@ -28,6 +31,7 @@ from tcred.evaluation.identify import report
 from tcred.evaluation.identify.config import IdentifyConfig, UsageError
 from tcred.evaluation.identify.io import _run_bases, check_run_dir
 from tcred.evaluation.identify.metrics import BOUND_ROW, Results, evaluate_study
+from tcred.evaluation.identify.signals import describe_signals, judges_of
 from tcred.evaluation.identify.study import StudyData
 from tcred.tasks.registry import make_task_from_config
 from tcred.training.config import config_hash
@@ -153,18 +157,23 @@ def identify_training(task_name: str, runs: Sequence[str], steps: Sequence[int],
   out.mkdir(parents=True, exist_ok=True)
   md_path, png_path = out / f"identify-{task_name}-training.md", out / f"identify-{task_name}-training.png"
   studies = []
+  bases = {}  # base key -> the base's parameters: each policy's reference (the `delta-logp` row)
   for step in steps:
     t0 = time.time()
-    policies, described, seen = [], [], set()
+    policies, references, described, seen = [], [], [], set()
     for run in checked:
       key = run.base_key if step == 0 else str(run.run_dir)
       if key in seen:  # runs sharing one base: one policy at step 0
         continue
       seen.add(key)
       graphdef, params, desc = policy_at(run, step, progress=progress)
+      if run.base_key not in bases:
+        bases[run.base_key] = params if step == 0 else policy_at(run, 0, progress=progress)[1]
       policies.append((graphdef, params))
+      references.append(bases[run.base_key])
       described.append(desc)
-    data, chosen = _run_bases(policies, task, problems, config, progress=progress, source=config.rollouts_from)
+    data, chosen = _run_bases(policies, task, problems, config, progress=progress, source=config.rollouts_from,
+                              references=references)
     config = chosen  # the K of the first step at every later step
     studies.append(StepStudy(step, data, evaluate_study(data), described, time.time() - t0))
     del policies
@@ -246,6 +255,11 @@ def training_report(studies: Sequence[StepStudy], meta: dict[str, Any]) -> str:
          f"- **Machine**: {meta['machine']}; 1-min load average at the start {meta.get('load_start', math.nan):.1f}.",
          f"- **Wall time**: {meta['wall_s']:.0f} s end to end (" + ", ".join(
              f"step {s.step} {s.wall_s:.0f} s" for s in studies) + "; metrics and report included).", "",
+         "## Rows", "", "| row | definition |", "|---|---|"]
+  desc = describe_signals(judges=judges_of(_rows(studies)), reference=True)
+  desc[BOUND_ROW] = "the indicator p(token) ≤ 1 − δ (not a signal: only these tokens can be decisive)"
+  out += [f"| {n} | {report._md(desc.get(n, ''))} |" for n in _rows(studies)]
+  out += ["", "`delta-logp` compares each step's policy with its run's base on the step's rollouts (0 at step 0).", "",
          "## The policy at each step", "",
          "| step | mean reward | decisive (\\|A_t\\| ≥ δ) | fatal errors | can decide (p ≤ 1 − δ) | noise share of "
          "decisive labels | mean entropy | tokens | policies |", "|---|---|---|---|---|---|---|---|---|"]
