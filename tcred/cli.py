@@ -8,6 +8,9 @@
   tcred identify TASK [--policy base|RUN_DIR] [--prompts N] [--rollouts G] [--continuations K|auto] [--delta D]
                  [--bases B] [--fork-positions P] [--alternatives k] [--noise-target L]
                  [--rollouts-from chains|tree|both] [--tree-fork-at entropy|neg-logp|step] [--seed S] [--out DIR]
+  tcred identify TASK --policy RUN_DIR[,RUN_DIR...] --steps 0,10,20,40 [study flags]
+  tcred identify TASK --changes RUN_DIR[,RUN_DIR...] [--policy base|RUN_DIR] [--change-by logp|kl|argmax]
+                 [--change-threshold X] [study flags]
   tcred export RUN_DIR --out DIR [--step N]
   tcred judge train KIND --task TASK [--set judge.x=V ...] [--out DIR] [--resume]
   tcred judge eval KIND --task TASK [--set judge.x=V ...] [--prompts N] [--rollouts R] [--seed S]
@@ -73,7 +76,23 @@ def _parser() -> argparse.ArgumentParser:
   ident = sub.add_parser("identify", help="identifiability study of the token signals on one task")
   ident.add_argument("task", help="a task with an exact oracle (countdown, graph-path, long-addition)")
   ident.add_argument("--policy", default="base",
-                     help="'base' (the task's cached SFT base policy) or a run directory (its final checkpoint)")
+                     help="'base' (the task's cached SFT base policy) or a run directory (its final checkpoint); with "
+                     "--steps, run directories (comma-separated: e.g. the seeds of one experiment, pooled); with "
+                     "--changes, the reference: 'base' (each run's own SFT base, default) or a run directory")
+  ident.add_argument("--steps", default=None, metavar="S,S,...",
+                     help="the study at these checkpoint steps of the --policy run(s) (0: the run's base policy), "
+                     "e.g. 0,10,20,40; writes identify-TASK-training.md and .png (a run keeps every N-th checkpoint "
+                     "with --set rl.keep_every=N)")
+  ident.add_argument("--changes", default=None, metavar="RUN,RUN,...",
+                     help="the change study: which positions the trained runs (comma-separated run directories, each "
+                     "its last checkpoint) moved against the reference (--policy), and which of the reference's "
+                     "signals predict them; writes rl-changes-TASK.md and .png")
+  ident.add_argument("--change-by", default="logp",
+                     help="with --changes, what makes a position changed: logp (|Δlog p| of the sampled token >= "
+                     "--change-threshold, default), kl (KL(reference ‖ run) >= threshold) or argmax (the most "
+                     "probable next token differs)")
+  ident.add_argument("--change-threshold", type=float, default=None,
+                     help="with --changes, the threshold in nats, > 0 (default ln 2 = 0.693)")
   ident.add_argument("--prompts", type=int, default=32, help="held-out prompts N (default 32)")
   ident.add_argument("--rollouts", type=int, default=8, help="rollouts per prompt G (default 8)")
   ident.add_argument("--continuations", default="32",
@@ -94,9 +113,10 @@ def _parser() -> argparse.ArgumentParser:
                      "default 3)")
   ident.add_argument("--no-replicas", action="store_true",
                      help="skip the mc judge's replica agreement at K (the label noise floor)")
-  ident.add_argument("--rollouts-from", default="both",
+  ident.add_argument("--rollouts-from", default=None,
                      help="chains (G independent rollouts), tree (G leaves of an EPTree forest per prompt, with "
-                     "the tree sibling gap signal) or both (default: both, one report with a tree section)")
+                     "the tree sibling gap signal) or both (one report with a tree section); default both, and "
+                     "chains with --steps or --changes")
   ident.add_argument("--tree-fork-at", default="entropy",
                      help="where the tree rollouts fork: entropy (default), neg-logp or step")
   ident.add_argument("--mi-peak-rule", default="outlier",
@@ -234,14 +254,25 @@ def _identify(args, argv: list[str]) -> int:
     continuations = 32 if auto else int(args.continuations)
   except ValueError:
     return _usage_error(f"--continuations must be an integer >= 1 or auto, got {args.continuations!r}")
-  bases = args.bases if args.bases is not None else (3 if args.policy == "base" else 1)
+  if args.steps is not None and args.changes is not None:
+    return _usage_error("--steps and --changes are two studies: give one of them")
+  mode = "steps" if args.steps is not None else "changes" if args.changes is not None else "single"
+  if mode != "single" and args.bases not in (None, 1):
+    return _usage_error(f"--bases must be 1 with --{mode} (the runs' own bases are used), got {args.bases}")
+  if mode == "steps" and args.policy == "base":
+    return _usage_error("--steps needs --policy RUN_DIR[,RUN_DIR...] (the run whose checkpoints are studied), "
+                        "not 'base'")
+  if mode != "changes" and (args.change_by != "logp" or args.change_threshold is not None):
+    return _usage_error("--change-by and --change-threshold belong to --changes")
+  rollouts_from = args.rollouts_from or ("both" if mode == "single" else "chains")
+  bases = args.bases if args.bases is not None else (3 if args.policy == "base" and mode == "single" else 1)
   try:
     config = identify.IdentifyConfig(prompts=args.prompts, rollouts=args.rollouts, continuations=continuations,
                                      auto_continuations=auto, noise_target=args.noise_target, bases=bases,
                                      fork_positions=args.fork_positions, alternatives=args.alternatives,
                                      replicas=not args.no_replicas,
                                      delta=args.delta, seed=args.seed, bootstrap=args.bootstrap,
-                                     rollouts_from=args.rollouts_from, tree_fork_at=args.tree_fork_at,
+                                     rollouts_from=rollouts_from, tree_fork_at=args.tree_fork_at,
                                      mi_peak_rule=args.mi_peak_rule, mi_peak_k=args.mi_peak_k, mi_layer=args.mi_layer,
                                      mi_norm=args.mi_norm, mi_sigma=args.mi_sigma,
                                      judges=tuple(j.strip() for j in args.judges.split(",") if j.strip()))
@@ -254,13 +285,32 @@ def _identify(args, argv: list[str]) -> int:
   except RunError as e:
     return _usage_error(str(e))
   command = "tcred " + " ".join(shlex.quote(a) for a in argv)
+  progress = not args.no_progress and sys.stderr.isatty()
+  runs = lambda text: [r.strip() for r in text.split(",") if r.strip()]
   try:
+    if mode == "steps":
+      from tcred.evaluation.identify import training
+
+      steps = training.parse_steps(args.steps)
+      _, md, png = training.identify_training(args.task, runs(args.policy), steps, config=config, out=args.out,
+                                              command=command, progress=progress)
+    elif mode == "changes":
+      from tcred.evaluation.identify import changes
+
+      threshold = changes.DEFAULT_THRESHOLD if args.change_threshold is None else args.change_threshold
+      _, _, md, png = changes.change_study(args.task, runs(args.changes), reference=args.policy, config=config,
+                                           measure=args.change_by, threshold=threshold, out=args.out,
+                                           command=command, progress=progress)
+    if mode != "single":
+      print(md.read_text())
+      print(f"wrote {md}, {png}", file=sys.stderr)
+      return 0
     _, _, md, png = identify.identify(args.task, policy=args.policy, config=config, out=args.out,
-                                      command=command, progress=not args.no_progress and sys.stderr.isatty())
+                                      command=command, progress=progress)
   except identify.UsageError as e:
     return _usage_error(str(e))
   print(md.read_text())
-  extra = f" and {png.with_name(png.stem + '-tree.png')}" if args.rollouts_from == "both" else ""
+  extra = f" and {png.with_name(png.stem + '-tree.png')}" if rollouts_from == "both" else ""
   print(f"wrote {md}, {png}{extra}", file=sys.stderr)
   return 0
 

@@ -14,7 +14,7 @@ from flax import nnx
 
 from tcred.models.config import ModelConfig
 from tcred.models.decoder import Decoder, KVCache, positions_from_mask
-from tcred.models.logprobs import token_grad_norms, token_logprobs_and_entropy
+from tcred.models.logprobs import token_distribution_change, token_grad_norms, token_logprobs_and_entropy
 
 
 def pack_groups(prompt, prompt_valid, response, mask):
@@ -111,3 +111,14 @@ def response_grad_norms(graphdef: nnx.GraphDef, params: nnx.State, prompt, promp
   hidden, unembed, targets = _response_states(graphdef, params, prompt, prompt_valid, response, mask)
   h_norm, u_norm = token_grad_norms(hidden, unembed, targets, temperature=temperature, chunk_size=chunk_size)
   return h_norm.reshape(b, g, t), u_norm.reshape(b, g, t)
+
+
+def response_change(graphdef_p: nnx.GraphDef, params_p: nnx.State, graphdef_q: nnx.GraphDef, params_q: nnx.State,
+                    prompt, prompt_valid, response, mask, *, temperature: float, chunk_size: int = 256):
+  """`(logp, logq, kl, argmax_changed)` `[B, G, T]` of policy p (e.g. the SFT base) and policy q (a trained run)
+  on the same responses (`token_distribution_change`): one forward pass of each policy."""
+  b, g, t = response.shape
+  hp, up, targets = _response_states(graphdef_p, params_p, prompt, prompt_valid, response, mask)
+  hq, uq, _ = _response_states(graphdef_q, params_q, prompt, prompt_valid, response, mask)
+  outs = token_distribution_change(hp, up, hq, uq, targets, temperature=temperature, chunk_size=chunk_size)
+  return tuple(o.reshape(b, g, t) for o in outs)

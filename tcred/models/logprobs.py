@@ -294,3 +294,54 @@ def _saved_bwd(tau, res, g):
 
 
 _saved.defvjp(_saved_fwd, _saved_bwd)
+
+
+def token_distribution_change(hidden_p: jax.Array, unembed_p: jax.Array, hidden_q: jax.Array, unembed_q: jax.Array,
+                              targets: jax.Array, *, temperature: float, chunk_size: int = 256
+                              ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """How the next-token distribution changed from policy p (e.g. the SFT base) to policy q (a trained run)
+  at each position of the same tokens (the change study of `tcred identify --changes`, issue 25).
+
+  With `p_t = softmax(hidden_p_t @ unembed_p / τ)` and `q_t` likewise:
+  `logp_t = log p_t[y_t]`, `logq_t = log q_t[y_t]`, `KL_t = KL(p_t ‖ q_t) = Σ_v p_tv (log p_tv − log q_tv)`
+  (nats) and `argmax_t = 1[argmax_v p_tv ≠ argmax_v q_tv]` (the most probable next token changed; ties broken
+  towards the lower id). Evaluation only (no gradient): the logits of `chunk_size` tokens `[chunk_size, V]` of
+  each policy exist at once (the vocabulary is not streamed, unlike `token_logprobs_and_entropy`).
+
+  Args:
+    hidden_p, hidden_q: `[..., T, D_p]`, `[..., T, D_q]` final hidden states of the two policies on the same tokens.
+    unembed_p, unembed_q: `[D_p, V]`, `[D_q, V]` (the same vocabulary V).
+    targets: `[..., T]` the tokens (the sampled ones).
+    temperature: τ > 0 of both distributions. chunk_size: tokens per block.
+
+  Returns:
+    `(logp, logq, kl, argmax_changed)`, each `[..., T]` float32 (argmax_changed 0/1).
+  """
+  _check_head_inputs(hidden_p, unembed_p, targets, temperature, chunk_size, 1)
+  _check_head_inputs(hidden_q, unembed_q, targets, temperature, chunk_size, 1)
+  if unembed_p.shape[1] != unembed_q.shape[1]:
+    raise ValueError(f"the two policies have different vocabularies: {unembed_p.shape[1]} and {unembed_q.shape[1]} "
+                     "tokens")
+  lead = targets.shape
+  hp = hidden_p.reshape(-1, hidden_p.shape[-1])
+  hq = hidden_q.reshape(-1, hidden_q.shape[-1])
+  y = targets.reshape(-1).astype(jnp.int32)
+  n = y.shape[0]
+  c = max(1, min(chunk_size, n))
+  pad = -n % c
+  hp, hq, y = jnp.pad(hp, ((0, pad), (0, 0))), jnp.pad(hq, ((0, pad), (0, 0))), jnp.pad(y, (0, pad))
+
+  def block(args):
+    a, b, t = args  # [c, D_p], [c, D_q], [c]
+    lp = jax.nn.log_softmax(jnp.einsum("cd,dv->cv", a.astype(jnp.float32), unembed_p.astype(jnp.float32))
+                            / temperature, axis=-1)  # [c, V]
+    lq = jax.nn.log_softmax(jnp.einsum("cd,dv->cv", b.astype(jnp.float32), unembed_q.astype(jnp.float32))
+                            / temperature, axis=-1)
+    kl = jnp.sum(jnp.exp(lp) * (lp - lq), axis=-1)
+    pick = lambda l: jnp.take_along_axis(l, t[:, None], axis=-1)[:, 0]
+    flip = (jnp.argmax(lp, -1) != jnp.argmax(lq, -1)).astype(jnp.float32)
+    return pick(lp), pick(lq), jnp.maximum(kl, 0.0), flip
+
+  blocks = (hp.reshape(-1, c, hp.shape[-1]), hq.reshape(-1, c, hq.shape[-1]), y.reshape(-1, c))
+  outs = jax.lax.map(block, blocks)
+  return tuple(jax.lax.stop_gradient(o.reshape(-1)[:n].reshape(lead)) for o in outs)

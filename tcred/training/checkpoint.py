@@ -206,11 +206,20 @@ class Checkpointer:
   written and read without the others (Orbax's `active_processes` = this one).
   """
 
-  def __init__(self, directory: str | pathlib.Path, *, max_to_keep: int = 2, local: bool = False):
+  def __init__(self, directory: str | pathlib.Path, *, max_to_keep: int = 2, local: bool = False,
+               keep_every: int | None = None):
+    """`keep_every`: checkpoints whose step is a multiple of it are never rotated out (beside the last
+    `max_to_keep`; Orbax's `EveryNSteps` preservation policy)."""
     self.directory = pathlib.Path(directory).absolute()
     if not (local and jax.process_count() > 1):
-      self._manager = ocp.CheckpointManager(
-          self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+      if keep_every is None:
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+      else:
+        from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+        options = ocp.CheckpointManagerOptions(create=True, preservation_policy=pp.AnyPreservationPolicy(
+            [pp.LatestN(max_to_keep), pp.EveryNSteps(keep_every)]))
+      self._manager = ocp.CheckpointManager(self.directory, options=options)
       return
     me = jax.process_index()
     alone = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me},

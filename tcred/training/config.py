@@ -56,7 +56,11 @@ class RLConfig:
     eval_every, eval_prompts, eval_samples: the periodic pass@1 curve.
     final_eval_prompts, final_eval_samples: base and final pass@1
       (≥ 2,000 samples by default: 256 held-out prompts × 8).
-    checkpoint_every: steps between Orbax checkpoints (the last step is always saved).
+    checkpoint_every: steps between Orbax checkpoints (the last step is always saved); the last two are kept.
+    keep_every: also checkpoint every `keep_every` steps and never rotate those out (Orbax's `EveryNSteps`
+      preservation beside the last two), so that `tcred identify TASK --policy RUN --steps 0,10,20` finds the
+      policy at each step; None (default): only the last two checkpoints are kept. Not a setting of the
+      run's results (left out of config hashes and `--resume` checks, like `record_every`).
     max_nonfinite: abort after this many non-finite updates in a row.
     chunk_size: tokens per chunk of the fused log-prob/entropy path.
     record_every: steps between the credit explorer's records (`tcred.training.record`, `tcred explore`);
@@ -89,6 +93,7 @@ class RLConfig:
   final_eval_prompts: int = 256
   final_eval_samples: int = 8
   checkpoint_every: int = 50
+  keep_every: int | None = None
   max_nonfinite: int = 5
   chunk_size: int = 1024
   record_every: int | None = None
@@ -109,6 +114,9 @@ class RLConfig:
                        f"got {self.record_decisive_continuations!r}")
     if not 0.0 < self.record_decisive_delta < 1.0:
       raise ValueError(f"rl.record_decisive_delta must be in (0, 1), got {self.record_decisive_delta!r}")
+    if self.keep_every is not None and (isinstance(self.keep_every, bool) or self.keep_every < 1):
+      raise ValueError(f"rl.keep_every must be an integer >= 1 or None (keep only the last two checkpoints), "
+                       f"got {self.keep_every!r}")
     _positive(self, "steps", "prompts_per_step", "group_size", "lr", "temperature", "eval_every",
               "eval_prompts", "eval_samples", "final_eval_prompts", "final_eval_samples",
               "checkpoint_every", "max_nonfinite", "chunk_size")
@@ -248,10 +256,10 @@ _SECTIONS = ("task_config", "model", "sft", "rl", "credit", "loss", "tree", "mes
 
 # A run's resolved config minus these keys (and sections: the mesh says where a run computes; the method is
 # a label, like the description) is what its results depend on.
-# A field that only says what a run records (`rl.record_every`, `rl.record_decisive_*`: the credit explorer) is no
-# setting either.
+# A field that only says what a run records (`rl.record_every`, `rl.record_decisive_*`: the credit explorer;
+# `rl.keep_every`, the checkpoints it keeps) is no setting either.
 _NOT_SETTINGS = ("description", "method", "seed", "mesh", "rl.record_every", "rl.record_decisive_prompts",
-                 "rl.record_decisive_continuations", "rl.record_decisive_delta")
+                 "rl.record_decisive_continuations", "rl.record_decisive_delta", "rl.keep_every")
 
 
 def _is_setting(key: str) -> bool:

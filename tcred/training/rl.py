@@ -419,7 +419,7 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
     state, ref_params = layout.place_state(state), layout.place_state(ref_params)
   counters = {"samples": 0, "tokens_generated": 0, "wall_s": 0.0, "nonfinite_in_row": 0}
   start = 0
-  ckpt = Checkpointer(ckpt_dir, max_to_keep=2)
+  ckpt = Checkpointer(ckpt_dir, max_to_keep=2, keep_every=rl.keep_every)  # keep_every: for identify --steps
   if resume and ckpt.steps():
     try:
       start, state, counters = restore_train_state(ckpt, state, quarantine=True)
@@ -513,7 +513,8 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
                 else "no checkpoint had been written yet")
         raise NonFiniteError(f"{counters['nonfinite_in_row']} non-finite updates in a row at step {done} "
                              f"(rl.max_nonfinite={rl.max_nonfinite}); aborting: {kept}")
-      if done % rl.checkpoint_every == 0 or done == rl.steps or stop.signum is not None:
+      keep = rl.keep_every is not None and done % rl.keep_every == 0
+      if done % rl.checkpoint_every == 0 or keep or done == rl.steps or stop.signum is not None:
         ckpt.save(done, state, counters)
       if stop.signum is not None:
         raise Stopped(stop.signum)

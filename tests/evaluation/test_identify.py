@@ -472,7 +472,7 @@ def test_auto_k_is_searched_on_every_base_and_earlier_bases_rerun_at_a_larger_k(
   needs = {0: 32, 1: 64, 2: 64}  # the K at which each base's share falls below the target
   calls = []
 
-  def fake_study(graphdef, params, task, problems, config, *, progress, source):
+  def fake_study(graphdef, params, task, problems, config, *, progress, source, ref_params=None):
     calls.append((graphdef, config.continuations, config.auto_continuations, config.replicas))
     k, steps = config.continuations, []
     if config.auto_continuations:

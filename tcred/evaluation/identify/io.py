@@ -60,6 +60,44 @@ def _check_alternatives(cfg, alternatives: int | None) -> None:
                      f"got {alternatives}")
 
 
+def _grpo_experiments(task_name: str) -> dict[str, str]:
+  """`{task: its <task>-grpo experiment}` of the tasks identify studies (an exact oracle and a `<task>-grpo`
+  experiment, whose config defines the base policy); UsageError naming them when `task_name` is not one."""
+  grpo = {experiments.get_experiment(n).task: n for n in experiments.experiment_names()
+          if experiments.get_experiment(n).method == "grpo"}
+  tasks = [t for t in task_names() if t in grpo and getattr(task_entry(t).task_cls, "has_oracle", True)]
+  if task_name not in tasks:
+    raise UsageError(f"unknown task {task_name!r} (identify needs a task with an exact oracle and a "
+                     f"`<task>-grpo` experiment); allowed: {', '.join(tasks)}")
+  return grpo
+
+
+def check_run_dir(task_name: str, policy: str, *, prompts: int = 1, mi_layer: int = -1, flag: str = "--policy",
+                  alternatives: int | None = None):
+  """The experiment config of the run directory `policy`, checked for a study of `task_name` (a tcred run of that
+  task, enough held-out prompts, the MI layer and alternatives within the policy); UsageError otherwise. Reads
+  config.json only."""
+  _grpo_experiments(task_name)
+  allowed = "'base' or a run directory" if flag == "--policy" else "a run directory"
+  run_dir = pathlib.Path(policy)
+  config_path = run_dir / "config.json"
+  if not config_path.is_file():
+    raise UsageError(f"{flag} {policy!r}: allowed values are {allowed} holding config.json "
+                     "and checkpoints/ (e.g. runs/countdown-grpo/seed-0)")
+  try:
+    cfg = config_from_dict(json.loads(config_path.read_text()))
+  except (ValueError, KeyError, TypeError) as e:  # e.g. a Hugging Face model directory (its own config.json)
+    raise UsageError(f"{flag} {policy!r} is not a tcred run directory: its config.json is not a tcred run config "
+                     f"({type(e).__name__}: {e}); allowed values are {allowed} of `tcred run` "
+                     "(e.g. runs/countdown-grpo/seed-0)") from None
+  if cfg.task != task_name:
+    raise UsageError(f"{flag} {policy!r} is a run of task {cfg.task!r}, not {task_name!r}")
+  _check_prompts(cfg, prompts)
+  _check_mi_layer(cfg, mi_layer)
+  _check_alternatives(cfg, alternatives)
+  return cfg
+
+
 def load_policy(task_name: str, policy: str, *, prompts: int = 1, progress: bool = False, mi_layer: int = -1,
                 alternatives: int | None = None, bases: int = 1, sft_seed: int = 0
                 ) -> tuple[Any, nnx.GraphDef, nnx.State, str]:
@@ -72,13 +110,7 @@ def load_policy(task_name: str, policy: str, *, prompts: int = 1, progress: bool
   policy does not have, more `alternatives` than its vocabulary, or `bases` > 1 with a run directory (one
   policy); all before any policy is built or read.
   """
-  # Registered tasks with an exact oracle and a `<task>-grpo` experiment (its config defines the base policy).
-  grpo = {experiments.get_experiment(n).task: n for n in experiments.experiment_names()
-          if experiments.get_experiment(n).method == "grpo"}
-  tasks = [t for t in task_names() if t in grpo and getattr(task_entry(t).task_cls, "has_oracle", True)]
-  if task_name not in tasks:
-    raise UsageError(f"unknown task {task_name!r} (identify needs a task with an exact oracle and a "
-                     f"`<task>-grpo` experiment); allowed: {', '.join(tasks)}")
+  grpo = _grpo_experiments(task_name)
   if policy == "base":
     cfg = experiments.get_experiment(grpo[task_name])
     task = make_task_from_config(cfg.task, cfg.task_config)
@@ -93,22 +125,9 @@ def load_policy(task_name: str, policy: str, *, prompts: int = 1, progress: bool
   if bases != 1:
     raise UsageError(f"--bases must be 1 with --policy RUN_DIR (one trained policy), got {bases}; several bases "
                      "need --policy base")
+  cfg = check_run_dir(task_name, policy, prompts=prompts, mi_layer=mi_layer, alternatives=alternatives)
   run_dir = pathlib.Path(policy)
   config_path = run_dir / "config.json"
-  if not config_path.is_file():
-    raise UsageError(f"--policy {policy!r}: allowed values are 'base' or a run directory holding config.json "
-                     "and checkpoints/ (e.g. runs/countdown-grpo/seed-0)")
-  try:
-    cfg = config_from_dict(json.loads(config_path.read_text()))
-  except (ValueError, KeyError, TypeError) as e:  # e.g. a Hugging Face model directory (its own config.json)
-    raise UsageError(f"--policy {policy!r} is not a tcred run directory: its config.json is not a tcred run config "
-                     f"({type(e).__name__}: {e}); allowed values are 'base' or a run directory of `tcred run` "
-                     "(e.g. runs/countdown-grpo/seed-0)") from None
-  if cfg.task != task_name:
-    raise UsageError(f"--policy {policy!r} is a run of task {cfg.task!r}, not {task_name!r}")
-  _check_prompts(cfg, prompts)
-  _check_mi_layer(cfg, mi_layer)
-  _check_alternatives(cfg, alternatives)
   if not (run_dir / "checkpoints").is_dir():
     raise UsageError(f"--policy {policy!r}: no checkpoints/ directory; allowed values are 'base' or a run "
                      "directory with checkpoints")
@@ -206,25 +225,29 @@ def write_studies(graphdef, params, task: Task, problems: Sequence[Problem], con
   return data, results, md_path, png_path, tree
 
 
-def _run_bases(policies, task, problems, config: IdentifyConfig, *, progress: bool, source: str
-               ) -> tuple[StudyData, IdentifyConfig]:
+def _run_bases(policies, task, problems, config: IdentifyConfig, *, progress: bool, source: str,
+               references=None) -> tuple[StudyData, IdentifyConfig]:
   """One study per base, pooled, all at one K. With `auto_continuations` every base searches K (doubling from
   the K chosen so far, `truth.ground_truth`), so that each base's bound-violating share stays at most the
   target; when a base needs a larger K than the bases before it, those are rerun at the new K (fixed), so the
   pooled study has one K and its pooled share (a weighted mean of the bases') meets the target too. The
   pooled truth's `continuation_steps` lists every base's search as `(base, K, share)`. The returned config has
   the chosen K (auto off) for the tree study; the replica agreement is measured on base 0 only (its cost is
-  two step-level Monte-Carlo passes at K)."""
+  two step-level Monte-Carlo passes at K). `references`: each policy's reference parameters (the rows that read
+  one, e.g. `delta-logp`), or None."""
   k = config.continuations
   studies: list = [None] * len(policies)
   search: list = []
   fixed = dataclasses.replace(config, auto_continuations=False)
+  references = [None] * len(policies) if references is None else list(references)
+  if len(references) != len(policies):
+    raise ValueError(f"{len(references)} references for {len(policies)} policies")
 
   def study(b: int, cfg: IdentifyConfig):
     graphdef, params = policies[b]
     return run_study(graphdef, params, task, problems, dataclasses.replace(cfg, continuations=k,
                                                                             replicas=cfg.replicas and b == 0),
-                     progress=progress, source=source)
+                     progress=progress, source=source, ref_params=references[b])
 
   for b in range(len(policies)):
     studies[b] = study(b, config)

@@ -95,8 +95,9 @@ def _batched(fn, arrays: tuple[np.ndarray, ...], size: int):
 
 
 def signal_extras(graphdef, params, task: Task, problems: Sequence[Problem], rollout: Rollout,
-                  config: IdentifyConfig, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-  """The `compute_extras` outputs `names` (the training pipeline's jitted function), batched by prompts."""
+                  config: IdentifyConfig, names: tuple[str, ...], ref_params=None) -> dict[str, np.ndarray]:
+  """The `compute_extras` outputs `names` (the training pipeline's jitted function), batched by prompts
+  (`ref_params`: the reference policy, same graphdef, of "ref_policy_logp")."""
   names = validate_extras(names)
   if not names:
     return {}
@@ -104,7 +105,7 @@ def signal_extras(graphdef, params, task: Task, problems: Sequence[Problem], rol
   solution, solution_valid = encode_solutions(task, problems)
   cue_id = task.tokenizer.cue_id(task.answer_cue)
   return _batched(lambda *a: compute_extras(graphdef, params, *a, names=names, temperature=config.temperature,
-                                            cue_id=cue_id, mi=config.mi_inputs),
+                                            cue_id=cue_id, mi=config.mi_inputs, ref_params=ref_params),
                   (rollout.prompt, rollout.prompt_valid, rollout.tokens, rollout.mask, answer, answer_valid,
                    solution, solution_valid), config.extras_batch)
 

@@ -83,19 +83,20 @@ def check_judges(judges: Sequence[str]) -> tuple[str, ...]:
   return tuple(judges)
 
 
-def signal_names(*, trees: bool = True, judges: Sequence[str] = ()) -> list[str]:
+def signal_names(*, trees: bool = True, judges: Sequence[str] = (), reference: bool = False) -> list[str]:
   """The study's rows in report order (`trees=False`: those computable on independent chains; `judges`:
-  the step judges whose rows are included)."""
-  chains = registry.signal_names(trees=False, reference=False)  # Δlog p needs a reference policy beside the policy
-  tree_only = [n for n in registry.signal_names(reference=False) if n not in chains]
+  the step judges whose rows are included; `reference`: also the signals that read a reference policy beside
+  the studied one, e.g. `delta-logp`, for a study given one: `identify --steps`, the run's base)."""
+  chains = registry.signal_names(trees=False, reference=reference)
+  tree_only = [n for n in registry.signal_names(reference=reference) if n not in chains]
   return (chains + [row.name for row in TRUTH_ROWS] + [judge_row(j) for j in check_judges(judges)]
           + (tree_only if trees else []))
 
 
-def describe_signals(*, judges: Sequence[str] = ()) -> dict[str, str]:
+def describe_signals(*, judges: Sequence[str] = (), reference: bool = False) -> dict[str, str]:
   """`{row: one-line description}` of every row (the judge rows of `judges`)."""
   out = {}
-  for n in signal_names(judges=judges):
+  for n in signal_names(judges=judges, reference=reference):
     if n in _TRUTH:
       out[n] = _TRUTH[n].description
     elif n in _judge_rows():
@@ -113,7 +114,7 @@ def needs_tree(name: str) -> bool:
 def check_signal(name: str) -> str:
   """`name` if it is a row of the study (any registered judge's row included); ValueError with the allowed
   values otherwise."""
-  allowed = signal_names(judges=judge_names())
+  allowed = signal_names(judges=judge_names(), reference=True)
   if name not in allowed:
     raise ValueError(f"unknown token signal {name!r}; allowed: {allowed}")
   return name

@@ -55,17 +55,20 @@ class StudyData(NamedTuple):
 
 
 def run_study(graphdef, params, task: Task, problems: Sequence[Problem], config: IdentifyConfig, *,
-              signals: Sequence[str] | None = None, progress: bool = False, source: str = "chains") -> StudyData:
+              signals: Sequence[str] | None = None, progress: bool = False, source: str = "chains",
+              ref_params=None) -> StudyData:
   """Samples the rollouts (`source`: "chains" or "tree"), estimates the ground truth, computes the signals
   (default: every row of the study the source supports, with the judge rows of `config.judges`; tree
-  signals need tree rollouts). `timings` gets each judge's `<judge>_s` and `<judge>_tokens`."""
+  signals need tree rollouts; with `ref_params`, a reference policy of the same graphdef, also the rows that
+  read one, e.g. `delta-logp`). `timings` gets each judge's `<judge>_s` and `<judge>_tokens`."""
   problems = list(problems)
   if len(problems) != config.prompts:
     raise ValueError(f"got {len(problems)} problems for config.prompts={config.prompts}")
   if source not in ("chains", "tree"):
     raise ValueError(f"source must be one of chains, tree, got {source!r}")
   tree = source == "tree"
-  chosen = [check_signal(s) for s in (signal_names(trees=tree, judges=config.judges) if signals is None else signals)]
+  chosen = [check_signal(s) for s in (signal_names(trees=tree, judges=config.judges, reference=ref_params is not None)
+                                      if signals is None else signals)]
   if not tree and any(needs_tree(s) for s in chosen):
     raise ValueError(f"signals {[s for s in chosen if needs_tree(s)]} need tree rollouts (source='tree')")
   timings = {}
@@ -78,7 +81,7 @@ def run_study(graphdef, params, task: Task, problems: Sequence[Problem], config:
   timings["rollouts_s"] = time.time() - t0
   t0 = time.time()
   policy = policy_forward(graphdef, params, rollout, config)
-  extras = signal_extras(graphdef, params, task, problems, rollout, config, needed_extras(chosen))
+  extras = signal_extras(graphdef, params, task, problems, rollout, config, needed_extras(chosen), ref_params)
   timings["signals_forward_s"] = time.time() - t0
   t0 = time.time()
   can_decide = rollout.mask & (np.exp(policy["logp"]) <= 1.0 - config.delta)  # the bound row's tokens
