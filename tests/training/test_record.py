@@ -272,3 +272,32 @@ def test_sigma_lane_for_methods_given_the_information_gain():
   assert set(out) == {"xroll-sigma"}
   for i in range(2):
     np.testing.assert_allclose(out["xroll-sigma"][i], ref.running_answer_sigma(ig[i], mask[i]), atol=1e-5)
+
+
+def test_oracle_judge_lanes_of_countdown_responses():
+  """The oracle judge's extras of countdown responses (demonstrations, some of which lose their problem, and
+  another problem's) give per-token lanes equal to its step scores s_k = prefix value after step k,
+  spread on the step's tokens by hand."""
+  from tcred.credit.judge import judge_arrays
+  from tcred.judges.credit import token_steps
+  from tcred.training.data import eval_problems
+  rng = np.random.default_rng(0)
+  problems = eval_problems(TASK, 3)
+  texts = [[TASK.demonstration(p, rng), TASK.demonstration(problems[(i + 1) % 3], rng)] for i, p in enumerate(problems)]
+  tokens, mask = token_batch(TASK, texts)
+  scores = [[[TASK.prefix_value(p, "")] + [TASK.prefix_value(p, x[:e]) for e in TASK.step_ends(x)] for x in group]
+            for p, group in zip(problems, texts)]
+  width = max(len(s) for group in scores for s in group)
+  padded = np.zeros((3, 2, width), np.float32)
+  valid = np.zeros((3, 2, width), bool)
+  for i, j in np.ndindex(3, 2):
+    padded[i, j, :len(scores[i][j])], valid[i, j, :len(scores[i][j])] = scores[i][j], True
+  extras = judge_arrays(TASK, tokens, mask, texts, padded, valid)
+  out = method_signals(extras, mask, np.zeros((3, 2), np.float32))
+  for i, j in np.ndindex(3, 2):
+    s = np.array(scores[i][j])
+    steps = token_steps(TASK.step_ends(texts[i][j]), len(texts[i][j]) + 1, TASK.max_response_len)  # chars = tokens
+    np.testing.assert_array_equal(out["judge_score"][i, j], np.where(steps > 0, s[steps], 0.0))
+    change = np.concatenate([[0.0], np.abs(np.diff(s))])
+    np.testing.assert_allclose(out["judge_change"][i, j], np.where(steps > 0, change[steps], 0.0), atol=1e-6)
+  assert set(np.unique(out["judge_score"][mask])) == {0.0, 1.0} and out["judge_change"].max() == 1.0  # lost steps
