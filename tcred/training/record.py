@@ -14,9 +14,11 @@ A run records, every `rl.record_every` steps (default: its evaluation steps) and
   credit       `[B, G, T]` float32 the final per-token advantage of the run's credit method
   weight       `[B, G, T]` float32 its loss weight (0: the token does not train)
   signal/NAME  `[B, G, T]` float32, one per recorded signal: `entropy` and `surprisal` (−log p of the
-               sampled token) of the policy the step trains, at the sampling temperature, and every
-               `[B, G, T]` extra the credit method received (e.g. `ig`, judge scores); for a task with
-               an oracle, `oracle_value` (the exact value of the prefix through each token) and `fatal`
+               sampled token) of the policy the step trains, at the sampling temperature, every
+               `[B, G, T]` float extra the credit method received (e.g. `info_gain`), the signals derived
+               from its extras (`method_signals`: a step judge's `judge_score` and `judge_change`, a tree
+               run's `tree-sibling-gap`, `xroll-sigma` for methods given `info_gain`; new names need no
+               new version: the loader reads the names meta lists); for a task with an oracle, `oracle_value` (the exact value of the prefix through each token) and `fatal`
                (1 on the fatal errors: the value goes 1 → 0), `oracle_signals`
   decisive/labelled  `[B]` bool, decisive/advantage `[B, G, T]` float32, decisive/flag `[B, G, T]` bool:
                the identifiability study's decisive tokens on the first `rl.record_decisive_prompts`
@@ -267,7 +269,7 @@ def _credit_view(params, batch, *, graphdef, credit, temperature: float, chunk_s
 def capture(graphdef, params, batch, *, credit, temperature: float, chunk_size: int) -> dict[str, np.ndarray]:
   """The recorded per-token arrays of one RL batch (`tcred.training.step.Batch`) under `params`, the
   policy before the step's update: `{"credit", "weight", "signal/entropy", "signal/surprisal", "signal/X"
-  for every float [B, G, T] extra X}`, host float32 arrays `[B, G, T]`, and "outcome_advantage" `[B, G]`: the
+  for every float [B, G, T] extra X and every signal `method_signals` derives from the extras}`, host float32 arrays `[B, G, T]`, and "outcome_advantage" `[B, G]`: the
   GRPO group advantage (`tcred.credit.outcome.outcome_advantages`, 0 on filler groups), the outcome
   baseline the page shows beside the method's credit.
 
