@@ -304,7 +304,10 @@ def method_signals(extras, mask, rewards) -> dict[str, np.ndarray]:
   - every signal of `RECORDED_SIGNALS` whose inputs the extras hold (`tree-sibling-gap` on tree runs,
     `xroll-sigma` for methods given `info_gain`), computed by the registered signal itself.
 
-  DRO's σ_j (`ref_std`, `[B, J]` over the reference answer's tokens) is no per-token array: it is not recorded."""
+  DRO's σ_j (`ref_std`, `[B, J]` over the reference answer's tokens) is no per-token array: it is not recorded.
+  `xroll-sigma` needs `info_gain`, the answer-scoring pass (a forward of the reference answer after every
+  prefix): recorded only for methods that ask for it. DRO's methods run that pass too (for `ref_logp`) and
+  could keep `info_gain` for a sum, but it would add the σ signals' agreement rows to their metrics: not done."""
   mask = np.asarray(mask, bool)
   out = {}
   if all(k in extras for k in JUDGE_EXTRAS):
