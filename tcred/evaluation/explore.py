@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from tcred.evaluation.identify_metrics import violating_share
+from tcred.signals import get_signal
 from tcred.training.record import RecordError, StepRecord, load_record, record_path, recorded_steps
 from tcred.training.tracking import write_atomic
 
@@ -46,19 +47,35 @@ def _rounded(x: np.ndarray, digits: int = 4) -> list:
   return y.tolist()
 
 
+# What the legend says of the lanes a record derives from a method's extras (`record.method_signals`); a
+# registered signal's lane gets its registry description.
+LANE_NOTES = {"judge_score": "the judge's score s_k of the token's step k",
+              "judge_change": "|s_k − s_(k−1)|: the judge's score change at the token's step"}
+
+
+def _lane_note(name: str) -> str:
+  if name in LANE_NOTES:
+    return LANE_NOTES[name]
+  try:
+    return get_signal(name).description
+  except ValueError:  # not a registered signal (entropy, ig, oracle_value, …)
+    return ""
+
+
 def _lane(name: str, values: np.ndarray, mask: np.ndarray, *, diverging: bool) -> dict[str, Any]:
   """The colour scale of one lane over a step's valid tokens: symmetric around 0 for a diverging lane,
-  [min, max] for a sequential one with its top-`TOP_FRACTION` threshold."""
+  [min, max] for a sequential one with its top-`TOP_FRACTION` threshold; "note": the legend's line on it."""
   v = values[mask]
   v = v[np.isfinite(v)]
+  note = _lane_note(name)
   if diverging:
     m = float(np.max(np.abs(v))) if v.size else 0.0
-    return {"name": name, "kind": "diverging", "lo": -m, "hi": m, "top": None}
+    return {"name": name, "kind": "diverging", "lo": -m, "hi": m, "top": None, "note": note}
   lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
   top = float(np.quantile(v, 1.0 - TOP_FRACTION)) if v.size else None
   if top is not None and top <= lo:  # a constant or mostly-minimum lane (a 0/1 flag, the weights): no top set
     top = None
-  return {"name": name, "kind": "sequential", "lo": lo, "hi": hi, "top": top}
+  return {"name": name, "kind": "sequential", "lo": lo, "hi": hi, "top": top, "note": note}
 
 
 MC_LANE = "mc_advantage"  # the lane of the decisive flags' Monte-Carlo advantages A_t
@@ -296,7 +313,7 @@ function drawLegend(){
     var g=l.kind==='diverging'?'linear-gradient(90deg,rgb(33,102,172),#fff,rgb(178,24,43))':'linear-gradient(90deg,#fff,rgb(84,39,143))';
     var mid=(l.lo+l.hi)/2;
     return '<span class="lg"><b>'+esc(l.name)+'</b> '+fmt(l.lo)+'<span class="bar" style="background:'+g+'"></span>'+fmt(l.hi)+
-      ' (mid '+fmt(mid)+')'+(l.top!==null?'; outlined: top 20% (≥ '+fmt(l.top)+')':'')+'</span>'}).join('')+
+      ' (mid '+fmt(mid)+')'+(l.top!==null?'; outlined: top 20% (≥ '+fmt(l.top)+')':'')+(l.note?' — '+esc(l.note):'')+'</span>'}).join('')+
     (laneIndex('fatal')>=0?'<span class="lg"><span class="c fatal">x</span> fatal error (the oracle value goes 1 → 0; margin: the share of |credit × weight| on it)</span>':'')+decLegend();
 }
 function decLegend(){var d=D.steps[S].decisive;if(!d)return '';

@@ -14,9 +14,11 @@ A run records, every `rl.record_every` steps (default: its evaluation steps) and
   credit       `[B, G, T]` float32 the final per-token advantage of the run's credit method
   weight       `[B, G, T]` float32 its loss weight (0: the token does not train)
   signal/NAME  `[B, G, T]` float32, one per recorded signal: `entropy` and `surprisal` (−log p of the
-               sampled token) of the policy the step trains, at the sampling temperature, and every
-               `[B, G, T]` extra the credit method received (e.g. `ig`, judge scores); for a task with
-               an oracle, `oracle_value` (the exact value of the prefix through each token) and `fatal`
+               sampled token) of the policy the step trains, at the sampling temperature, every
+               `[B, G, T]` float extra the credit method received (e.g. `info_gain`), the signals derived
+               from its extras (`method_signals`: a step judge's `judge_score` and `judge_change`, a tree
+               run's `tree-sibling-gap`, `xroll-sigma` for methods given `info_gain`; new names need no
+               new version: the loader reads the names meta lists); for a task with an oracle, `oracle_value` (the exact value of the prefix through each token) and `fatal`
                (1 on the fatal errors: the value goes 1 → 0), `oracle_signals`
   decisive/labelled  `[B]` bool, decisive/advantage `[B, G, T]` float32, decisive/flag `[B, G, T]` bool:
                the identifiability study's decisive tokens on the first `rl.record_decisive_prompts`
@@ -41,9 +43,12 @@ import jax
 import numpy as np
 
 from tcred.credit.base import CreditInputs
+from tcred.credit.judge import JUDGE_EXTRAS
 from tcred.credit.outcome import outcome_advantages
+from tcred.judges.credit import step_change_per_token, steps_to_tokens
 from tcred.judges.mc import decisive_tokens, token_advantages, token_values
 from tcred.judges.oracle import fatal_tokens, prefix_values
+from tcred.signals import get_signal  # the package registers every signal
 from tcred.training.step import batch_logprobs
 from tcred.training.tracking import atomic_path
 
@@ -264,7 +269,7 @@ def _credit_view(params, batch, *, graphdef, credit, temperature: float, chunk_s
 def capture(graphdef, params, batch, *, credit, temperature: float, chunk_size: int) -> dict[str, np.ndarray]:
   """The recorded per-token arrays of one RL batch (`tcred.training.step.Batch`) under `params`, the
   policy before the step's update: `{"credit", "weight", "signal/entropy", "signal/surprisal", "signal/X"
-  for every float [B, G, T] extra X}`, host float32 arrays `[B, G, T]`, and "outcome_advantage" `[B, G]`: the
+  for every float [B, G, T] extra X and every signal `method_signals` derives from the extras}`, host float32 arrays `[B, G, T]`, and "outcome_advantage" `[B, G]`: the
   GRPO group advantage (`tcred.credit.outcome.outcome_advantages`, 0 on filler groups), the outcome
   baseline the page shows beside the method's credit.
 
@@ -279,7 +284,45 @@ def capture(graphdef, params, batch, *, credit, temperature: float, chunk_size: 
   for k, v in batch.extras.items():
     if tuple(v.shape) == mask.shape and jax.numpy.issubdtype(v.dtype, jax.numpy.floating) and f"signal/{k}" not in out:
       out[f"signal/{k}"] = zero(jax.device_get(v))
+  for k, v in method_signals(batch.extras, mask, batch.rewards).items():
+    out.setdefault(f"signal/{k}", v)
   return out
+
+
+# Registered token signals (`tcred.signals`) recorded whenever the credit method's extras hold their inputs:
+# cheap functions of arrays the run computed anyway (a tree run's forest; the answer information gain).
+RECORDED_SIGNALS = ("tree-sibling-gap", "xroll-sigma")
+
+
+def method_signals(extras, mask, rewards) -> dict[str, np.ndarray]:
+  """The per-token signals derived from the extras a credit method received (`CreditInputs.extras` of a batch,
+  `mask` `[B, G, T]`, `rewards` `[B, G]`), host float32 `[B, G, T]`, 0 on padding:
+
+  - `judge_score`, `judge_change` with a step judge's extras (`tcred.credit.judge.JUDGE_EXTRAS`): the score
+    s_k of each token's step k (`tcred.judges.credit.steps_to_tokens`) and |s_k − s_{k−1}|
+    (`step_change_per_token`, the identifiability study's judge row);
+  - every signal of `RECORDED_SIGNALS` whose inputs the extras hold (`tree-sibling-gap` on tree runs,
+    `xroll-sigma` for methods given `info_gain`), computed by the registered signal itself.
+
+  DRO's σ_j (`ref_std`, `[B, J]` over the reference answer's tokens) is no per-token array: it is not recorded.
+  `xroll-sigma` needs `info_gain`, the answer-scoring pass (a forward of the reference answer after every
+  prefix): recorded only for methods that ask for it. DRO's methods run that pass too (for `ref_logp`) and
+  could keep `info_gain` for a sum, but it would add the σ signals' agreement rows to their metrics: not done."""
+  mask = np.asarray(mask, bool)
+  out = {}
+  if all(k in extras for k in JUDGE_EXTRAS):
+    scores, valid, steps = (np.asarray(jax.device_get(extras[k])) for k in JUDGE_EXTRAS)
+    b, g, t = mask.shape
+    flat = lambda x: x.reshape(b * g, x.shape[-1])
+    score = np.asarray(steps_to_tokens(flat(np.where(valid, scores, 0.0)), flat(steps), flat(mask))).reshape(b, g, t)
+    out["judge_score"] = score
+    out["judge_change"] = step_change_per_token(scores, valid, steps)
+  arrays = {**extras, "mask": mask, "rewards": rewards}
+  for name in RECORDED_SIGNALS:
+    signal = get_signal(name)
+    if all(k in arrays for k in signal.inputs):
+      out[name] = jax.device_get(signal(arrays))
+  return {k: np.where(mask, np.asarray(v, np.float32), 0.0).astype(np.float32) for k, v in out.items()}
 
 
 def oracle_signals(task, problems, tokens: np.ndarray, mask: np.ndarray, rewards: np.ndarray) -> dict[str, np.ndarray]:

@@ -171,3 +171,20 @@ def test_bad_input_exits_2_naming_the_problem(tmp_path, capsys):
            unwritten=[page, tmp_path / "runs" / "explore.html"])
   assert cli.main(["explore", str(run), "--step", "10"]) == 0  # the intact step still renders
   assert page.exists()
+
+
+def test_lanes_of_judge_tree_and_sigma_signals_are_sequential_with_a_note(tmp_path):
+  """The lanes a record derives from a method's extras (judge scores and changes, the tree gap, σ) survive the
+  record file (version 2: new `signal/*` arrays only) and render on a sequential scale from their minimum, the
+  legend saying what each is."""
+  names = ("entropy", "judge_score", "judge_change", "tree-sibling-gap", "xroll-sigma")
+  rec = synthetic_record(signals=names)
+  back = load_record(save_record(tmp_path, rec))
+  assert list(back.signals) == list(names)
+  lanes = {l["name"]: l for l in _data(page_html([back], initial_step=rec.step))["steps"][0]["lanes"]}
+  for name in names[1:]:
+    v = rec.signals[name][rec.mask]
+    assert lanes[name]["kind"] == "sequential" and lanes[name]["lo"] == pytest.approx(v.min(), rel=1e-6)
+    assert lanes[name]["hi"] == pytest.approx(v.max(), rel=1e-6) and lanes[name]["note"]
+  assert "score change" in lanes["judge_change"]["note"] and "TreeRL" in lanes["tree-sibling-gap"]["note"]
+  assert lanes["credit"]["kind"] == "diverging" and lanes["credit"]["note"] == ""

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from tcred import cli
@@ -29,8 +30,29 @@ def test_judge_experiments_run_and_log_the_judge_cost(tmp_path, name, extra):
   assert summary["judge_wall_s"] > 0
   if name.endswith("oracle"):
     assert summary["judge_tokens"] == 0  # the oracle runs no model
+    _judge_lanes_are_the_oracle_step_scores(run)
   else:  # at least the 4 x 2 prompts and responses prefilled, and one continuation token per prompt prefix
     assert all(r["counts/judge_tokens"] > 4 * 2 + 4 for r in rows)
+
+
+def _judge_lanes_are_the_oracle_step_scores(run):
+  """The run's record holds the oracle judge's step scores spread on each step's tokens: s_k, the prefix value
+  after step k, is the record's `oracle_value` at the step's last token (the judge's |s_k − s_{k−1}| likewise)."""
+  from tcred.judges.credit import token_steps
+  from tcred.tasks.registry import make_task
+  from tcred.training.record import load_record, record_path
+  task = make_task("countdown")
+  rec = load_record(record_path(run, 2))
+  tk = task.tokenizer
+  for i, j in np.ndindex(rec.mask.shape[:2]):
+    ids = rec.tokens[i, j][rec.mask[i, j]]
+    body = ids[:-1] if len(ids) and np.isin(ids[-1], tk.eos_ids) else ids
+    ends = [int(e) for e in tk.step_token_ends(body, task.step_ends(rec.texts[i][j]))]
+    steps = token_steps(ends, len(ids), rec.mask.shape[-1])
+    s = np.array([1.0] + [rec.signals["oracle_value"][i, j, e - 1] for e in ends])  # s_0: countdown's prior is 1
+    np.testing.assert_array_equal(rec.signals["judge_score"][i, j], np.where(steps > 0, s[steps], 0.0))
+    change = np.concatenate([[0.0], np.abs(np.diff(s))])
+    np.testing.assert_allclose(rec.signals["judge_change"][i, j], np.where(steps > 0, change[steps], 0.0))
 
 
 def test_list_shows_the_judges_and_their_experiments(capsys):

@@ -9,7 +9,8 @@ import pytest
 
 from tcred.judges import mc
 from tcred.training.record import (RECORD_VERSION, DecisiveLabels, RecordError, decisive_labels, load_record,
-                                  record_due, record_path, recorded_steps, save_record, token_pieces)
+                                  method_signals, record_due, record_path, recorded_steps, save_record,
+                                  token_pieces)
 from tcred.tasks.registry import make_task
 from tcred.testing.explore import fake_continuation_means, synthetic_record, token_batch
 
@@ -197,3 +198,106 @@ def test_decisive_settings_are_no_settings_of_the_results():
               "rl.record_decisive_delta=0"):
     with pytest.raises(ValueError, match=bad.split("=")[0]):
       cfg.with_overrides([bad])
+
+
+def test_judge_lanes_spread_the_step_scores_by_hand():
+  """A step judge's extras give `judge_score` (s_k of each token's step k) and `judge_change` (|s_k − s_{k−1}|,
+  0 where either score is invalid), 0 on padding; no judge extras, no judge lanes."""
+  rng = np.random.default_rng(0)
+  b, g, t = 2, 3, 6
+  length = np.array([[6, 4, 1], [5, 6, 3]])
+  mask = np.arange(t) < length[..., None]
+  steps = np.zeros((b, g, t), np.int32)
+  steps[0, 0], steps[0, 1, :4], steps[0, 2, :1] = [1, 1, 2, 2, 2, 3], [1, 2, 2, 2], [1]
+  steps[1, 0, :5], steps[1, 1], steps[1, 2, :3] = [1, 1, 1, 1, 2], [1, 2, 3, 4, 4, 4], [1, 1, 1]
+  scores = rng.uniform(size=(b, g, t + 1)).astype(np.float32)
+  valid = np.arange(t + 1) <= steps.max(-1)[..., None]
+  valid[1, 1, 2] = False  # a step the judge could not score
+  extras = {"judge_scores": scores, "judge_valid": valid, "judge_steps": steps}
+  out = method_signals(extras, mask, np.zeros((b, g), np.float32))
+  assert set(out) == {"judge_score", "judge_change"}
+  want_score, want_change = np.zeros((b, g, t)), np.zeros((b, g, t))
+  for i, j, s in np.ndindex(b, g, t):
+    k = steps[i, j, s]
+    if mask[i, j, s] and k > 0:
+      want_score[i, j, s] = scores[i, j, k] if valid[i, j, k] else 0.0
+      if valid[i, j, k] and valid[i, j, k - 1]:
+        want_change[i, j, s] = abs(scores[i, j, k] - scores[i, j, k - 1])
+  np.testing.assert_allclose(out["judge_score"], want_score, atol=1e-6)
+  np.testing.assert_allclose(out["judge_change"], want_change, atol=1e-6)
+  assert all(v.dtype == np.float32 and v.shape == (b, g, t) for v in out.values())
+  assert method_signals({"ig": np.ones((b, g, t))}, mask, np.zeros((b, g))) == {}
+
+
+def test_tree_gap_lane_is_the_tree_methods_own_gap():
+  """On tree extras the recorded `tree-sibling-gap` is |TreeRL's segment advantage| (the credit module's own
+  gap) and the NumPy reference's."""
+  from tcred.credit import make_credit
+  from tcred.credit.base import CreditInputs
+  from tcred.credit.tree import tree_extras
+  from tcred.sampling.rollout import Trees
+  from tcred.sampling.tree import tree_arrays
+  from tcred.testing import numpy_refs as ref
+  t = 8  # two prompts' forests of 6 rows (tests/credit/test_tree_credit.py's): forks inside trees, and a star
+  src = [dict(source=[-1, -1, 0, 0, 2, 1], fork_pos=[0, 0, 3, 3, 4, 0], length=[6, 4, 5, 6, 7, 2], tree_id=[0, 1, 0, 0, 0, 1]),
+         dict(source=[-1, -1, 0, 0, 0, 0], fork_pos=[0, 0, 2, 2, 2, 2], length=[5, 3, 4, 6, 3, 8], tree_id=[0, 1, 0, 0, 0, 0])]
+  cols = {k: np.array([s[k] for s in src]) for k in ("source", "fork_pos", "length", "tree_id")}
+  arrays = [tree_arrays(*(np.array(s[k]) for k in ("source", "fork_pos", "length", "tree_id")), trees=2, max_new_tokens=t)
+            for s in src]
+  extras = tree_extras(Trees(source=cols["source"], fork_pos=cols["fork_pos"], tree_id=cols["tree_id"], arrays=arrays,
+                             fed=0))
+  mask = np.arange(t) < cols["length"][..., None]
+  rewards = np.array([[1, 0, 0, 1, 1, 0], [0, 1, 1, 1, 0, 1]], np.float32)
+  out = method_signals(extras, mask, rewards)
+  assert set(out) == {"tree-sibling-gap"}
+  zeros = np.zeros(mask.shape, np.float32)
+  inputs = CreditInputs(rewards=rewards, mask=mask, group_valid=np.ones(2, bool), entropy=zeros, logp=zeros,
+                        old_logp=zeros, extras=extras)
+  credit = np.asarray(make_credit("treerl")(inputs).advantages)
+  np.testing.assert_allclose(out["tree-sibling-gap"], np.where(mask, np.abs(credit), 0.0), atol=1e-6)
+  for i, a in enumerate(arrays):
+    want = ref.tree_sibling_gap(a.parent, a.is_leaf, a.valid, a.leaf_row, rewards[i], a.token_node)
+    np.testing.assert_allclose(out["tree-sibling-gap"][i], want, atol=1e-5)
+  assert out["tree-sibling-gap"][mask].max() > 0
+
+
+def test_sigma_lane_for_methods_given_the_information_gain():
+  """A method given `info_gain` records DRO's cross-rollout σ (`xroll-sigma`: the group's std of the running
+  answer log-likelihood, shared by the group at each position), as the NumPy reference."""
+  from tcred.testing import numpy_refs as ref
+  rng = np.random.default_rng(1)
+  mask = np.arange(7) < np.array([[7, 3, 5], [2, 2, 6]])[..., None]
+  ig = rng.normal(size=mask.shape).astype(np.float32)
+  out = method_signals({"info_gain": ig, "ref_std": np.ones((2, 4), np.float32)}, mask, np.zeros((2, 3)))
+  assert set(out) == {"xroll-sigma"}
+  for i in range(2):
+    np.testing.assert_allclose(out["xroll-sigma"][i], ref.running_answer_sigma(ig[i], mask[i]), atol=1e-5)
+
+
+def test_oracle_judge_lanes_of_countdown_responses():
+  """The oracle judge's extras of countdown responses (demonstrations, some of which lose their problem, and
+  another problem's) give per-token lanes equal to its step scores s_k = prefix value after step k,
+  spread on the step's tokens by hand."""
+  from tcred.credit.judge import judge_arrays
+  from tcred.judges.credit import token_steps
+  from tcred.training.data import eval_problems
+  rng = np.random.default_rng(0)
+  problems = eval_problems(TASK, 3)
+  texts = [[TASK.demonstration(p, rng), TASK.demonstration(problems[(i + 1) % 3], rng)] for i, p in enumerate(problems)]
+  tokens, mask = token_batch(TASK, texts)
+  scores = [[[TASK.prefix_value(p, "")] + [TASK.prefix_value(p, x[:e]) for e in TASK.step_ends(x)] for x in group]
+            for p, group in zip(problems, texts)]
+  width = max(len(s) for group in scores for s in group)
+  padded = np.zeros((3, 2, width), np.float32)
+  valid = np.zeros((3, 2, width), bool)
+  for i, j in np.ndindex(3, 2):
+    padded[i, j, :len(scores[i][j])], valid[i, j, :len(scores[i][j])] = scores[i][j], True
+  extras = judge_arrays(TASK, tokens, mask, texts, padded, valid)
+  out = method_signals(extras, mask, np.zeros((3, 2), np.float32))
+  for i, j in np.ndindex(3, 2):
+    s = np.array(scores[i][j])
+    steps = token_steps(TASK.step_ends(texts[i][j]), len(texts[i][j]) + 1, TASK.max_response_len)  # chars = tokens
+    np.testing.assert_array_equal(out["judge_score"][i, j], np.where(steps > 0, s[steps], 0.0))
+    change = np.concatenate([[0.0], np.abs(np.diff(s))])
+    np.testing.assert_allclose(out["judge_change"][i, j], np.where(steps > 0, change[steps], 0.0), atol=1e-6)
+  assert set(np.unique(out["judge_score"][mask])) == {0.0, 1.0} and out["judge_change"].max() == 1.0  # lost steps

@@ -70,3 +70,11 @@ def test_tree_experiments_run_by_name(tmp_path, name):
   # Generated tokens count each shared prefix once: fewer than the leaf-view tokens.
   leaf_tokens = sum(r["train/response_len"] * 4 * 2 for r in rows)
   assert 0 < summary["tokens_generated"] < leaf_tokens
+  # The recorded step holds the tree sibling gap (the registered signal on the run's forest): |TreeRL's credit|.
+  from tcred.training.record import load_record, record_path
+  rec = load_record(record_path(run, 2))
+  gap = rec.signals["tree-sibling-gap"]
+  assert np.all(gap >= 0) and not gap[~rec.mask].any()
+  if name.endswith("treerl"):
+    trained = rec.mask & rec.group_valid[:, None, None]
+    np.testing.assert_allclose(gap[trained], np.abs(rec.credit[trained]), atol=1e-5)
