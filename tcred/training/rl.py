@@ -108,6 +108,10 @@ def _sample_chunk(graphdef, params, task: Task, problems: list[Problem], key: ja
     groups = sample_and_score(graphdef, params, task, problems, key, group_size=rl.group_size,
                               temperature=rl.temperature, top_p=rl.top_p, layout=layout_for(cfg.mesh))
   names = validate_extras(cfg.credit.needs_extras)
+  if names and extras_plan(names).answer_scoring and "info_gain" not in names:
+    # The scoring pass DRO's ref_logp / ref_std run gives the answer information gain for a sum (no model
+    # tokens more): kept for the credit explorer's σ lane (`tcred.training.record.method_signals`).
+    names = validate_extras((*names, "info_gain"))
   extras, extras_s, extras_tokens = {}, 0.0, 0
   if names:
     answer, answer_valid = encode_answers(task, problems)

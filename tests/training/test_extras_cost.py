@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from tcred import cli
@@ -39,6 +40,14 @@ def test_extras_cost_is_logged_per_step_and_summarised(tmp_path):
     assert r["counts/extras_tokens"] >= B * G * r["train/response_len"] > 0
   summary = json.loads((run / "summary.json").read_text())
   assert summary["extras_tokens"] == sum(r["counts/extras_tokens"] for r in rows)
+  # The scoring pass's answer information gain gives the record DRO's cross-rollout σ lane.
+  from tcred.testing import numpy_refs as ref
+  from tcred.training.record import load_record, record_path
+  rec = load_record(record_path(run, 2))
+  assert {"info_gain", "xroll-sigma"} <= set(rec.signals)
+  for i in range(rec.mask.shape[0]):
+    np.testing.assert_allclose(rec.signals["xroll-sigma"][i], ref.running_answer_sigma(rec.signals["info_gain"][i],
+                                                                                        rec.mask[i]), atol=1e-4)
   assert summary["extras_wall_s"] == pytest.approx(sum(r["time/extras_s"] for r in rows))
   # The run's TensorBoard hparams record is written when the run ends.
   assert len(list(run.glob("events.out.tfevents.*.hparams"))) == 1
