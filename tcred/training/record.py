@@ -306,8 +306,9 @@ def method_signals(extras, mask, rewards) -> dict[str, np.ndarray]:
 
   DRO's σ_j (`ref_std`, `[B, J]` over the reference answer's tokens) is no per-token array: it is not recorded.
   `xroll-sigma` needs `info_gain`, the answer-scoring pass (a forward of the reference answer after every
-  prefix): recorded only for methods that ask for it. DRO's methods run that pass too (for `ref_logp`) and
-  could keep `info_gain` for a sum, but it would add the σ signals' agreement rows to their metrics: not done."""
+  prefix): recorded for methods that run that pass — those that ask for `info_gain` and DRO's (their pass for
+  `ref_logp` gives `info_gain` for a sum, `rl._sample_chunk` keeps it; their metrics gain the σ signals'
+  agreement rows)."""
   mask = np.asarray(mask, bool)
   out = {}
   if all(k in extras for k in JUDGE_EXTRAS):
