@@ -40,7 +40,7 @@ from tcred.evaluation.identify import report
 from tcred.evaluation.identify.bootstrap import metric_cis, prompt_clusters
 from tcred.evaluation.identify.config import _NS_BOOTSTRAP, IdentifyConfig, UsageError
 from tcred.evaluation.identify.io import _run_bases, check_run_dir
-from tcred.evaluation.identify.metrics import BOUND_ROW, bound_indicator
+from tcred.evaluation.identify.metrics import BOUND_ROW, SignalScore, bound_indicator
 from tcred.evaluation.identify.rollouts import _batched
 from tcred.evaluation.identify.study import StudyData, pool_studies
 from tcred.evaluation.identify.training import RunCheckpoints, policy_at
@@ -48,7 +48,7 @@ from tcred.models.forward import response_change
 from tcred.tasks.registry import make_task_from_config
 from tcred.training.data import eval_problems
 from tcred.training.rl import checkpoint_steps
-from tcred.training.tracking import write_atomic
+from tcred.training.tracking import atomic_path, write_atomic
 
 CHANGE_MEASURES = ("logp", "kl", "argmax")  # |Δlog p| ≥ τ, KL ≥ τ, argmax flipped (τ unused)
 DEFAULT_THRESHOLD = math.log(2.0)
@@ -157,7 +157,6 @@ def evaluate_changes(data: StudyData, changed: np.ndarray, changes: Sequence[Cha
   rng = np.random.default_rng([_NS_BOOTSTRAP, cfg.seed, 0xC4])
   point = all_metrics(np.arange(label.shape[0]))
   ci = metric_cis(all_metrics, clusters, list(point), reps=cfg.bootstrap, rng=rng)
-  from tcred.evaluation.identify.metrics import SignalScore
 
   scores = {n: SignalScore({m: point[(n, m)] for m in CHANGE_METRICS}, {m: ci[(n, m)] for m in CHANGE_METRICS})
             for n in rows}
@@ -388,7 +387,6 @@ def plot_changes(results: Sequence[MethodResult], data: StudyData, path: str | p
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  from tcred.training.tracking import atomic_path
 
   names = list(results[0].scores)
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(10.0, 0.6 * len(names) + 6), 4.8),

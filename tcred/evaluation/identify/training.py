@@ -39,7 +39,7 @@ from tcred.training.data import eval_problems
 from tcred.training.export import ExportError, run_policy
 from tcred.training.rl import checkpoint_steps
 from tcred.training.sft import base_policy
-from tcred.training.tracking import write_atomic
+from tcred.training.tracking import atomic_path, write_atomic
 
 # The figures drawn as curves over training (each a metric of `evaluate_study`, with its CI).
 CURVE_METRICS = ("auroc_decisive", "auroc_fatal", "auroc_minus_bound", "auroc_p_bound", "auroc_p_decile",
@@ -314,7 +314,6 @@ def plot_training(studies: Sequence[StepStudy], path: str | pathlib.Path) -> Non
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  from tcred.training.tracking import atomic_path
 
   metrics = ("auroc_decisive", "auroc_fatal", "auroc_minus_bound", "auroc_p_bound")
   x = np.array([s.step for s in studies], float)
