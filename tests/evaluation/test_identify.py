@@ -497,3 +497,16 @@ def test_auto_k_is_searched_on_every_base_and_earlier_bases_rerun_at_a_larger_k(
   text = _search_text(data.truth.continuation_steps, 3)
   assert text.startswith("base 0: K = 32: 1.0%; base 1: K = 32: 20.0%, K = 64: 1.0%; base 2: K = 64: 1.0%")
   assert _search_text(((0, 32, 0.2), (0, 64, 0.01)), 1) == "K = 32: 20.0%, K = 64: 1.0%"
+
+
+def test_reports_state_the_k_the_ground_truth_used():
+  """`--continuations auto` raised K from 32 to 128: the report's ground-truth line and SE bound use 128."""
+  import collections
+  import dataclasses as dc
+  from tcred.evaluation.identify.config import IdentifyConfig
+  from tcred.evaluation.identify.report import _used_config
+  Data = collections.namedtuple("Data", "config truth")
+  Truth = collections.namedtuple("Truth", "continuations")
+  cfg = _used_config(Data(dc.replace(IdentifyConfig(), continuations=32, auto_continuations=True), Truth(128)))
+  assert cfg.continuations == 128 and cfg.advantage_se_bound == pytest.approx((0.5 / 128) ** 0.5)
+  assert _used_config(Data(IdentifyConfig(), Truth(0))).continuations == IdentifyConfig().continuations

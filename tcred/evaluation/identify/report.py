@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import pathlib
@@ -118,9 +119,15 @@ def _search_text(steps, bases: int) -> str:
                  if bases > 1 else "")
 
 
+def _used_config(data: StudyData):
+  """The study's config with the K its ground truth used (`--continuations auto` may have raised it)."""
+  k = data.truth.continuations or data.config.continuations
+  return dataclasses.replace(data.config, continuations=k)
+
+
 def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> str:
   """The study's report. `meta`: command, policy, wall_s, machine, task_config, png (file name)."""
-  cfg = data.config
+  cfg = _used_config(data)
   n, g, t = data.rollout.tokens.shape
   pct = round(100 * cfg.top_fraction)
   lengths = data.rollout.mask.sum(-1)
@@ -327,7 +334,7 @@ def tree_support(data: StudyData, name: str = "tree-sibling-gap") -> float:
 
 def tree_section(data: StudyData, results: Results, png: str | None = None) -> str:
   """The report's tree section: the same study on the leaves of tree rollouts, with the tree signals."""
-  cfg = data.config
+  cfg = _used_config(data)
   n, g, t = data.rollout.tokens.shape
   pct = round(100 * cfg.top_fraction)
   lengths = data.rollout.mask.sum(-1)
