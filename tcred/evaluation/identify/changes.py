@@ -39,14 +39,12 @@ from tcred.evaluation import identify_metrics as im
 from tcred.evaluation.identify import report
 from tcred.evaluation.identify.bootstrap import metric_cis, prompt_clusters
 from tcred.evaluation.identify.config import _NS_BOOTSTRAP, IdentifyConfig, UsageError
-from tcred.evaluation.identify.io import _run_bases, check_run_dir
+from tcred.evaluation.identify.io import _run_bases, check_run_dir, report_paths
 from tcred.evaluation.identify.metrics import BOUND_ROW, SignalScore, bound_indicator
 from tcred.evaluation.identify.rollouts import _batched
 from tcred.evaluation.identify.study import StudyData, pool_studies
-from tcred.evaluation.identify.training import RunCheckpoints, policy_at
+from tcred.evaluation.identify.training import RunCheckpoints, policy_at, task_and_problems
 from tcred.models.forward import response_change
-from tcred.tasks.registry import make_task_from_config
-from tcred.training.data import eval_problems
 from tcred.training.rl import checkpoint_steps
 from tcred.training.tracking import atomic_path, write_atomic
 
@@ -254,12 +252,8 @@ def change_study(task_name: str, runs: Sequence[str], *, reference: str = "base"
   load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
   checked, ref = check_change_runs(task_name, runs, reference, prompts=config.prompts, mi_layer=config.mi_layer,
                                    alternatives=config.alternatives)
-  first = checked[0].config
-  task = make_task_from_config(first.task, first.task_config)
-  problems = eval_problems(task, config.prompts)
-  out = pathlib.Path(out)
-  out.mkdir(parents=True, exist_ok=True)
-  md_path, png_path = out / f"rl-changes-{task_name}.md", out / f"rl-changes-{task_name}.png"
+  task, problems = task_and_problems(checked, config.prompts)
+  md_path, png_path = report_paths(out, f"rl-changes-{task_name}")
   # One reference (and one rollout set) per base, or the reference run for all.
   groups: dict[str, list[int]] = {}
   for i, r in enumerate(checked):
@@ -292,7 +286,7 @@ def change_study(task_name: str, runs: Sequence[str], *, reference: str = "base"
                                     [changes[i] for i in members], measure=measure, threshold=threshold))
   pairs = pair_jaccards(changes, changed, masks)
   meta = {"command": command or f"tcred identify {task_name} --changes {','.join(runs)}", "references": references,
-          "task_config": repr(first.task_config), "load_start": load_start, "wall_s": time.time() - t_start,
+          "task_config": repr(checked[0].config.task_config), "load_start": load_start, "wall_s": time.time() - t_start,
           "machine": report.machine_description(), "png": png_path.name, "measure": measure, "threshold": threshold}
   plot_changes(results, studies[0], png_path)
   write_atomic(md_path, changes_report(results, pairs, studies[0], meta))

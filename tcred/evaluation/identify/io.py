@@ -29,6 +29,13 @@ from tcred.training.sft import base_policy, cache_root
 from tcred.training.tracking import write_atomic
 
 
+def report_paths(out, stem: str) -> tuple[pathlib.Path, pathlib.Path]:
+  """`(out/<stem>.md, out/<stem>.png)`, the report and its figure, with `out` created."""
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  return out / f"{stem}.md", out / f"{stem}.png"
+
+
 def _in_cache(directory) -> str:
   """A base policy's directory as reports print it: `$TCRED_CACHE/...` (no path of this machine)."""
   directory = pathlib.Path(directory)
@@ -201,9 +208,7 @@ def write_studies(graphdef, params, task: Task, problems: Sequence[Problem], con
                      f"{len(more_bases)}")
   policies = [(graphdef, params), *more_bases]
   t_start = time.time() if t_start is None else t_start
-  out = pathlib.Path(out)
-  out.mkdir(parents=True, exist_ok=True)
-  md_path, png_path = out / f"identify-{name}.md", out / f"identify-{name}.png"
+  md_path, png_path = report_paths(out, f"identify-{name}")
   first = "tree" if config.rollouts_from == "tree" else "chains"
   data, chosen = _run_bases(policies, task, problems, config, progress=progress, source=first)
   results = evaluate_study(data)

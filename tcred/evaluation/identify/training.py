@@ -29,7 +29,7 @@ import numpy as np
 
 from tcred.evaluation.identify import report
 from tcred.evaluation.identify.config import IdentifyConfig, UsageError
-from tcred.evaluation.identify.io import _run_bases, check_run_dir
+from tcred.evaluation.identify.io import _run_bases, check_run_dir, report_paths
 from tcred.evaluation.identify.metrics import BOUND_ROW, Results, evaluate_study
 from tcred.evaluation.identify.signals import describe_signals, judges_of
 from tcred.evaluation.identify.study import StudyData
@@ -62,6 +62,13 @@ class RunCheckpoints(NamedTuple):
 
   def label(self) -> str:
     return f"`{self.config.name}` seed {self.seed} (`{self.run_dir}`)"
+
+
+def task_and_problems(checked, prompts: int):
+  """The task of checked runs (`check_runs`: one task for all) and its first `prompts` held-out problems."""
+  first = checked[0].config
+  task = make_task_from_config(first.task, first.task_config)
+  return task, eval_problems(task, prompts)
 
 
 def parse_steps(text: str) -> tuple[int, ...]:
@@ -150,12 +157,8 @@ def identify_training(task_name: str, runs: Sequence[str], steps: Sequence[int],
   load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
   checked = check_runs(task_name, runs, steps, prompts=config.prompts, mi_layer=config.mi_layer,
                        alternatives=config.alternatives)
-  first = checked[0].config
-  task = make_task_from_config(first.task, first.task_config)
-  problems = eval_problems(task, config.prompts)
-  out = pathlib.Path(out)
-  out.mkdir(parents=True, exist_ok=True)
-  md_path, png_path = out / f"identify-{task_name}-training.md", out / f"identify-{task_name}-training.png"
+  task, problems = task_and_problems(checked, config.prompts)
+  md_path, png_path = report_paths(out, f"identify-{task_name}-training")
   studies = []
   bases = {}  # base key -> the base's parameters: each policy's reference (the `delta-logp` row)
   for step in steps:
@@ -178,7 +181,7 @@ def identify_training(task_name: str, runs: Sequence[str], steps: Sequence[int],
     studies.append(StepStudy(step, data, evaluate_study(data), described, time.time() - t0))
     del policies
   meta = {"command": command or f"tcred identify {task_name} --steps {','.join(map(str, steps))}",
-          "runs": [r.label() for r in checked], "task_config": repr(first.task_config), "load_start": load_start,
+          "runs": [r.label() for r in checked], "task_config": repr(checked[0].config.task_config), "load_start": load_start,
           "wall_s": time.time() - t_start, "machine": report.machine_description(), "png": png_path.name}
   plot_training(studies, png_path)
   write_atomic(md_path, training_report(studies, meta))
