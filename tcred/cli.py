@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
                      "--changes, the reference: 'base' (each run's own SFT base, default) or a run directory")
   ident.add_argument("--steps", default=None, metavar="S,S,...",
                      help="the study at these checkpoint steps of the --policy run(s) (0: the run's base policy), "
-                     "e.g. 0,10,20,40; writes identify-TASK-training.md and .png (a run keeps every N-th checkpoint "
+                     "e.g. 0,10,20,40; writes identify-TASK-training-METHOD.md and .png (a run keeps every N-th checkpoint "
                      "with --set rl.keep_every=N)")
   ident.add_argument("--changes", default=None, metavar="RUN,RUN,...",
                      help="the change study: which positions the trained runs (comma-separated run directories, each "

@@ -169,6 +169,9 @@ def test_steps_and_runs_are_checked_before_anything_is_written(tmp_path, capsys)
            out, capsys)
   wide = _fake_run(tmp_path / "w", hidden_size=64)
   _refused([*base, "--policy", f"{run},{wide}", "--steps", "0,2"], "have different model settings", out, capsys)
+  ent = _fake_run(tmp_path / "m", name="countdown-entropy-top20", steps=(2, 4), rl_steps=4)
+  _refused([*base, "--policy", f"{run},{ent}", "--steps", "0,2"], "(grpo) and", out, capsys)
+  _refused([*base, "--policy", f"{run},{ent}", "--steps", "0,2"], "(entropy-top20) use different methods", out, capsys)
   assert tr.parse_steps("40,0,10") == (0, 10, 40)
 
 
@@ -236,8 +239,8 @@ def test_identify_across_the_steps_of_a_two_step_run(tmp_path, capsys):
   assert cli.main(["identify", "countdown", "--policy", str(run), "--steps", "0,1,2", "--prompts", "3", "--rollouts",
                    "4", "--continuations", "2", "--bootstrap", "5", "--judges", "", "--fork-positions", "0",
                    "--no-replicas", "--out", str(out), "--no-progress"]) == 0
-  text = (out / "identify-countdown-training.md").read_text()
-  assert (out / "identify-countdown-training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  text = (out / "identify-countdown-training-grpo.md").read_text()
+  assert (out / "identify-countdown-training-grpo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert "**Steps**: 0, 1, 2" in text and "| signal | step 0 | step 1 | step 2 |" in text
   table = text.split("## The policy at each step")[1].split("##")[0]
   entropy = {int(r.split("|")[1]): float(r.split("|")[7]) for r in table.splitlines() if r[:3] in ("| 0", "| 1", "| 2")}

@@ -1,7 +1,7 @@
 """The identifiability study across training (`tcred identify TASK --policy RUN[,RUN...] --steps 0,10,20,40`,
 issue 25 item 1): the same study (`io._run_bases`: `run_study` per policy, pooled; `evaluate_study`) at several
 checkpoints of a run, on the same held-out prompts at every step, and every row's figures as a curve over
-training (`identify-<task>-training.md`, `.png`).
+training (`identify-<task>-training-<method>.md`, `.png`).
 
 Step 0 is the run's base policy (the SFT base its config names: `model`, `task_config`, `sft`; read from the
 base cache, trained if missing); step s > 0 is the run's Orbax checkpoint of step s (`run_policy`). A run keeps
@@ -89,7 +89,7 @@ def check_runs(task_name: str, runs: Sequence[str], steps: Sequence[int], *, pro
   """Each run directory checked for a study of `task_name` at `steps` (reads config.json and lists the checkpoint
   directories; opens nothing): UsageError naming the run and what exists for a step beyond the run's `rl.steps`, a
   step without a checkpoint, runs of different tasks, models or task configs (they must share the held-out
-  prompts and the vocabulary)."""
+  prompts and the vocabulary), or runs of different methods (one study pools the seeds of one method)."""
   if not runs:
     raise UsageError("--policy must name at least one run directory with --steps")
   out = []
@@ -109,6 +109,10 @@ def check_runs(task_name: str, runs: Sequence[str], steps: Sequence[int], *, pro
     out.append(RunCheckpoints(run_dir, cfg, seed, have))
   first = out[0].config
   for r in out[1:]:
+    if r.config.method != first.method:
+      raise UsageError(f"--policy: runs {str(out[0].run_dir)!r} ({first.method}) and {str(r.run_dir)!r} "
+                       f"({r.config.method}) use different methods; one study pools the runs (seeds) of one "
+                       "method: run one study per method")
     for what in ("model", "task_config"):
       if getattr(r.config, what) != getattr(first, what):
         raise UsageError(f"--policy: runs {str(out[0].run_dir)!r} and {str(r.run_dir)!r} have different {what} "
@@ -146,7 +150,8 @@ def identify_training(task_name: str, runs: Sequence[str], steps: Sequence[int],
                       config: IdentifyConfig = IdentifyConfig(rollouts_from="chains"), out: Any = "benchmarks/results",
                       command: str = "", progress: bool = False) -> tuple[list[StepStudy], pathlib.Path, pathlib.Path]:
   """The study at each of `steps` of the runs `runs` on the same held-out prompts; writes
-  `out/identify-<task>-training.md` and `.png`. K is fixed at the first step (`--continuations auto` chooses it
+  `out/identify-<task>-training-<method>.md` and `.png` (the runs' credit method: the runs of one study share
+  it). K is fixed at the first step (`--continuations auto` chooses it
   there) and reused at every later step. `config.rollouts_from`: "chains" or "tree" (one study per step).
 
   Raises UsageError (bad task, runs or steps) before any policy is read or any file written.
@@ -158,7 +163,7 @@ def identify_training(task_name: str, runs: Sequence[str], steps: Sequence[int],
   checked = check_runs(task_name, runs, steps, prompts=config.prompts, mi_layer=config.mi_layer,
                        alternatives=config.alternatives)
   task, problems = task_and_problems(checked, config.prompts)
-  md_path, png_path = report_paths(out, f"identify-{task_name}-training")
+  md_path, png_path = report_paths(out, f"identify-{task_name}-training-{checked[0].config.method}")
   studies = []
   bases = {}  # base key -> the base's parameters: each policy's reference (the `delta-logp` row)
   for step in steps:
