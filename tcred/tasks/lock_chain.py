@@ -34,9 +34,19 @@ them picks each key right with probability about 1 − e, so its pass@1 is about
 demo_correct_prob whatever k; RL must make k separate choices reliable from
 one all-or-nothing reward.
 
+Codebook mode (``codebook=True``): the prompt lists the locks only
+(``"KQB:"``) and each lock's key is fixed by the task (`CODEBOOK`, one digit
+per letter), so the k decisions of a response are k separate facts the
+policy must hold, not k uses of one skill (copying a digit from the prompt):
+outcome credit cannot tell which of them went wrong, and improving one does
+not improve the others. With keys in the prompt, RL sharpens the one copying
+skill that every key uses, and GRPO learns it about as fast as a perfect
+verifier (BUILD_NOTES, issue 24 pilots).
+
 Difficulty knob: `decisions` (k), with `filler` (the distance between
 decisions). The registered levels ``lock-chain-k2``, ``lock-chain-k4`` and
-``lock-chain-k8`` (`LEVELS`) differ in k only.
+``lock-chain-k8`` (`LEVELS`) differ in k only, keys in the prompt; ``lock-chain-c2``,
+``-c4`` and ``-c8`` are the codebook levels.
 """
 
 from __future__ import annotations
@@ -56,6 +66,8 @@ _LOCKS = string.ascii_uppercase
 _FILLER = string.ascii_lowercase
 MAX_DECISIONS = 12
 MAX_FILLER = len(_FILLER)
+CODEBOOK = dict(zip(_LOCKS, (int(d) for d in "70192205146210363445879358")))
+"""Codebook mode's fixed key of each lock (each digit 2 or 3 times; drawn once, then fixed)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -67,16 +79,20 @@ class LockChainConfig:
     filler: forced filler letters per segment, in [0, 26] (decisions lie
       filler + 5 characters apart).
     demo_correct_prob: probability that a demonstration is correct, in [0, 1].
+    codebook: keys fixed per lock (`CODEBOOK`) and left out of the prompt, which lists the locks only.
   """
 
   decisions: int = 4
   filler: int = 16
   demo_correct_prob: float = 0.3
+  codebook: bool = False
 
   def __post_init__(self):
     base.check_range("decisions", self.decisions, 1, MAX_DECISIONS, integer=True)
     base.check_range("filler", self.filler, 0, MAX_FILLER, integer=True)
     base.check_range("demo_correct_prob", self.demo_correct_prob, 0.0, 1.0, integer=False)
+    if not isinstance(self.codebook, bool):
+      raise ValueError(f"codebook must be true or false, got {self.codebook!r}")
 
 
 class LockChainData(NamedTuple):
@@ -117,8 +133,8 @@ class LockChain(base.Task):
 
   @property
   def max_prompt_len(self) -> int:
-    """Every prompt has this length: k letter-digit pairs and ``:``."""
-    return 2 * self.config.decisions + 1
+    """Every prompt has this length: k letter-digit pairs (k letters in codebook mode) and ``:``."""
+    return (1 if self.config.codebook else 2) * self.config.decisions + 1
 
   @property
   def max_response_len(self) -> int:
@@ -135,14 +151,19 @@ class LockChain(base.Task):
       keys: one digit per lock.
 
     Raises:
-      ValueError: for repeated or non-uppercase locks, keys that are not digits, or a count mismatch.
+      ValueError: for repeated or non-uppercase locks, keys that are not digits, a count mismatch, or (codebook
+        mode) keys other than the codebook's.
     """
     keys = tuple(keys)
     if (not locks or len(set(locks)) != len(locks) or not set(locks) <= set(_LOCKS)
         or len(keys) != len(locks)
         or not all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k <= 9 for k in keys)):
       raise ValueError(f"lock-chain needs distinct uppercase locks and one digit key each, got {locks!r} {keys!r}")
-    prompt = "".join(f"{lock}{key}" for lock, key in zip(locks, keys)) + ":"
+    if self.config.codebook and keys != tuple(CODEBOOK[lock] for lock in locks):
+      raise ValueError(f"lock-chain in codebook mode fixes each lock's key (CODEBOOK): locks {locks!r} have keys "
+                       f"{tuple(CODEBOOK[lock] for lock in locks)}, got {keys!r}")
+    pairs = locks if self.config.codebook else ("".join(f"{lock}{key}" for lock, key in zip(locks, keys)))
+    prompt = pairs + ":"
     solution = _format(locks, keys, self.config.filler)
     return base.Problem(prompt=prompt, answer=str(checksums(keys)[-1]), solution=solution,
                         data=LockChainData(locks, keys))
@@ -151,6 +172,8 @@ class LockChain(base.Task):
     k = self.config.decisions
     locks = "".join(_LOCKS[i] for i in rng.choice(len(_LOCKS), size=k, replace=False))
     keys = tuple(int(x) for x in rng.integers(0, 10, size=k))
+    if self.config.codebook:
+      keys = tuple(CODEBOOK[lock] for lock in locks)
     return self.make_problem(locks, keys)
 
   def problem_key(self, problem: base.Problem) -> str:

@@ -12,7 +12,7 @@ from tcred.tasks.registry import task_entry
 
 def test_suite_credit_holds_grpo_both_kinds_of_control_and_long_horizon_tasks():
   suite = get_suite("suite-credit")
-  assert suite.seeds >= 5 and suite.bases >= 3 and suite.paired and suite.oracle == "policy-value"
+  assert suite.seeds >= 5 and suite.bases >= 3 and suite.paired and suite.oracle == "verifier"
   by_task = {}
   for name in suite.experiments:
     cfg = get_experiment(name)
@@ -22,8 +22,10 @@ def test_suite_credit_holds_grpo_both_kinds_of_control_and_long_horizon_tasks():
   assert len(long) >= 2
   for task, methods in by_task.items():
     assert task_entry(task).task_cls.has_oracle
-    assert {"grpo", "policy-value", "verifier", "random-top20", "shuffled-entropy-top20"} <= methods, task
+    assert {"grpo", "verifier", "random-top20", "shuffled-verifier"} <= methods, task
     assert methods & {"entropy-top20", "surprisal-top20"}, task  # at least one signal method beside the controls
+  assert {"combined-top20", "entropy-top20", "surprisal-top20", "mi-peaks"} <= by_task["countdown"]  # combined + parts
+  assert suite.config(suite.experiments[0]).rl.keep_every == 10  # checkpoints for the studies over training
 
 
 TINY = ("model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=1", "sft.steps=5",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tcred.tasks import registry, step_judge
-from tcred.tasks.lock_chain import (LEVELS, LockChain, LockChainConfig, LockChainData, LockChainK8Config,
+from tcred.tasks.lock_chain import (CODEBOOK, LEVELS, LockChain, LockChainConfig, LockChainData, LockChainK8Config,
                                     checksums)
 
 TASK = LockChain(LockChainConfig(decisions=3, filler=4))
@@ -86,6 +86,29 @@ def test_generator_is_deterministic_and_in_range():
     assert len(p.prompt) == task.max_prompt_len and len(p.solution) + 1 == task.max_response_len
     assert task.reward(p, p.solution) == 1.0
   assert {k for p in problems for k in p.data.keys} == set(range(10))
+
+
+def test_codebook_mode_fixes_each_locks_key_and_leaves_it_out_of_the_prompt():
+  assert sorted(CODEBOOK) == [chr(c) for c in range(65, 91)]
+  counts = np.bincount(list(CODEBOOK.values()), minlength=10)
+  assert counts.min() >= 2 and counts.max() <= 3  # every digit is some lock's key, none dominates
+  task = LockChain(LockChainConfig(decisions=3, filler=4, codebook=True))
+  keys = tuple(CODEBOOK[c] for c in "KQB")
+  p = task.make_problem("KQB", keys)
+  assert p.prompt == "KQB:" and len(p.prompt) == task.max_prompt_len
+  assert p.solution == LockChain(LockChainConfig(decisions=3, filler=4)).make_problem("KQB", keys).solution
+  wrong = ((keys[0] + 1) % 10, *keys[1:])
+  with pytest.raises(ValueError, match="codebook mode fixes each lock's key"):
+    task.make_problem("KQB", wrong)
+  # The same locks as the mode without a codebook draws from the same stream; keys from the codebook.
+  plain = LockChain(LockChainConfig(decisions=8, codebook=False))
+  coded = LockChain(LockChainConfig(decisions=8, codebook=True))
+  for seed in range(20):
+    a, b = plain.sample(np.random.default_rng(seed)), coded.sample(np.random.default_rng(seed))
+    assert a.data.locks == b.data.locks and b.data.keys == tuple(CODEBOOK[c] for c in b.data.locks)
+    assert b.prompt == b.data.locks + ":" and coded.reward(b, b.solution) == 1.0
+  with pytest.raises(ValueError, match="codebook must be true or false"):
+    LockChainConfig(codebook="yes")
 
 
 def test_problem_key_is_the_sorted_lock_table():
