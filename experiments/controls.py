@@ -12,8 +12,8 @@ to `tcred/experiments/defaults.py` gets its controls without an edit here):
   <task>-random-top20       random-mask, ρ = 0.2: GRPO on exactly ceil(0.2·n) uniformly random tokens of each
                             response (the entropy mask's control: it keeps 20% of the tokens too)
   <task>-shuffled-<m>       shuffled: method m's token credits permuted within each response, for m in
-                            SHUFFLED: the verifier (oracle tasks; the credit whose placement is known right,
-                            so its shuffled twin measures what placing credit is worth) and the 20% entropy mask
+                            SHUFFLED: the pure-process verifier (oracle tasks; the credit whose placement is
+                            known right, so its shuffled twin measures what placing credit is worth) and the 20% entropy mask
                             (any task; its shuffled twin keeps each response's count of kept tokens at
                             random positions). Any other method: `--set credit.method=NAME
                             --set "credit.settings=key=value;key=value"`.
@@ -40,7 +40,7 @@ TUNING_SEEDS = tuple(range(1000, 1005))
 LAM = 0.5
 CONTINUATIONS = 16
 RHO = 0.2
-SHUFFLED = {"verifier": ("verifier", f"lam={LAM}"), "entropy-top20": ("entropy-mask", f"rho={RHO}")}
+SHUFFLED = {"verifier-process": ("verifier", "lam=1.0;outcome=false"), "entropy-top20": ("entropy-mask", f"rho={RHO}")}
 """Experiment suffix -> (wrapped credit method, its settings) of the shuffled controls."""
 
 

@@ -24,11 +24,13 @@ def _pick(tasks, methods) -> tuple[str, ...]:
   return tuple(experiment_for(task, method) for task in tasks for method in methods)
 
 
-POSITIVE_CONTROL = "verifier"
+POSITIVE_CONTROL = "verifier-process"
 """The method of the positive control that a suite holding it names as its oracle (the credit score's 1): the
-perfect verifier (exact step correctness from the task's oracle added to GRPO's outcome advantage, issue 24).
-The other positive control, `policy-value` (the policy's own step values from Monte-Carlo continuations), costs
-C x (steps) continuations per rollout (about 64 x the policy's tokens on lock-chain-k8 at C = 16), more than a
+perfect verifier as a pure process advantage (exact step correctness from the task's oracle: +1 a correct step,
+-1 the fatal one, 0 after it; issue 24). Chosen on tuning seed 1000 over the verifier added to GRPO's outcome
+advantage (lambda = 0.5), which learnt lock-chain-k8 more slowly (BUILD_NOTES, issue 24 pilots). The other
+positive control, `policy-value` (the policy's own step values from Monte-Carlo continuations), costs C x
+(steps) continuations per rollout (about 64 x the policy's tokens on lock-chain-k8 at C = 16), more than a
 suite on this machine can afford; it stays registered for single runs."""
 
 
@@ -52,11 +54,18 @@ register_suite(Suite(
     experiments=_pick(("countdown", "graph-path"), ("grpo", "dr-grpo", "dapo")),
     seeds=3))
 
+# The README's main job (issue 24 item 6): a difference a newcomer can see in about 20 minutes from an empty cache.
+# lock-chain-k8 holds 8 decisive keys 21 characters apart in a 170-character response; the perfect verifier's
+# process credit (the oracle) against GRPO's outcome credit and the top-20% entropy tokens, 2 seeds from one SFT
+# base (the paired resolution needs two), 30 RL steps (GRPO is still rising there).
+DEMO_OVERRIDES = ("rl.steps=30", "rl.eval_every=5", "rl.checkpoint_every=10")
+_DEMO = _pick(("lock-chain-k8",), ("grpo", POSITIVE_CONTROL, "entropy-top20"))
 register_suite(Suite(
     name="suite-demo",
-    description="the README's main job: GRPO vs DAPO vs top-20% entropy tokens on countdown, 1 seed",
-    experiments=_pick(("countdown",), ("grpo", "dapo", "entropy-top20")),
-    seeds=1, bases=1))
+    description="the README's main job: GRPO vs the perfect verifier's process credit (the oracle) vs top-20% "
+                "entropy tokens on lock-chain-k8 (8 decisive keys in 170 characters), 2 seeds from one SFT base, "
+                "30 RL steps",
+    experiments=_DEMO, seeds=2, bases=1, oracle=_oracle(_DEMO), overrides=DEMO_OVERRIDES))
 
 # The quick comparison fits in about an hour on a 2-core machine: 40 RL steps per run (most of GRPO's
 # gain on both tasks comes in the first 50 steps, BUILD_NOTES.md) with the full held-out evaluation.
@@ -92,16 +101,17 @@ register_suite(Suite(
                       if get_experiment(n).task == task and (not _automatic(n) or get_experiment(n).method == "grpo")),
     seeds=3, overrides=QUICK_OVERRIDES, runs_under="suite-quick"))
 
-# The credit suite (issue 24): GRPO, the positive control (the perfect verifier: the credit score's 1), the
-# negative controls (a random 20% mask; the verifier's credits shuffled within a response, which keeps its
-# amounts and loses their placement) and the token-signal methods, on countdown and the two long-horizon
+# The credit suite (issue 24): GRPO, the positive control (the perfect verifier's process advantage: the credit
+# score's 1), the negative controls (a random 20% mask; the verifier's credits shuffled within a response, which
+# keeps their amounts and loses their placement) and the token-signal methods, on countdown and the two long-horizon
 # levels, 5 seeds over 3 SFT bases (paired). Countdown also holds the combined signal beside its parts
 # (entropy, surprisal, MI: issue 25 item 4). The budget (40 RL steps of 16 prompts x 8, evaluated every 5)
 # fits the suite in about 3 hours on a 2-core machine; GRPO is still rising at its end on every task
 # (benchmarks/results/suite-credit.md shows the curves). Every 10th checkpoint is kept (`rl.keep_every`, not a
 # setting of the results) for the studies over training (`tcred identify TASK --policy RUN --steps ...`).
 CREDIT_OVERRIDES = ("rl.steps=40", "rl.eval_every=5", "rl.checkpoint_every=10", "rl.keep_every=10")
-CREDIT_METHODS = ("grpo", "verifier", "random-top20", "shuffled-verifier", "entropy-top20", "surprisal-top20")
+CREDIT_METHODS = ("grpo", "verifier-process", "random-top20", "shuffled-verifier-process", "entropy-top20",
+                  "surprisal-top20")
 COMBINED_METHODS = ("mi-peaks", "combined-top20")
 """Countdown only: the combined signal and its MI part (HSIC MI is not registered on the long-horizon levels)."""
 _CREDIT = (*_pick(("countdown",), CREDIT_METHODS + COMBINED_METHODS), *_pick(LONG_HORIZON_TASKS, CREDIT_METHODS))

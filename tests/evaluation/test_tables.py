@@ -305,7 +305,7 @@ def test_suite_overrides_apply_to_every_experiment_and_keep_runs_apart(tmp_path)
   quick, trees = get_suite("suite-quick"), get_suite("suite-trees")
   assert quick.overrides and all(quick.config(n).rl.steps == 40 for n in quick.experiments)
   assert quick.runs_root(tmp_path) == pathlib.Path(tmp_path) / "suite-quick" == trees.runs_root(tmp_path)
-  assert get_suite("suite-demo").runs_root(tmp_path) == pathlib.Path(tmp_path)
+  assert get_suite("suite-demo").runs_root(tmp_path) == pathlib.Path(tmp_path) / "suite-demo"  # its own budget
   assert set(trees.experiments) <= set(quick.experiments)
   with pytest.raises(ValueError, match="unknown --set key"):
     register_suite(Suite(name="bad-suite", description="", experiments=("countdown-grpo",), overrides=("rl.nope=1",)))
@@ -324,23 +324,27 @@ def test_suite_overrides_apply_to_every_experiment_and_keep_runs_apart(tmp_path)
 
 
 def test_cli_table_refuses_a_run_of_another_config(tmp_path, capsys, monkeypatch):
-  """`tcred run countdown-grpo --steps 6` and then the README's `tcred table suite-demo`: the 6-step
-  run is not the suite's 300-step run; the table refuses, naming the run and the field, before
+  """`tcred run lock-chain-k8-grpo --steps 6` and then the README's `tcred table suite-demo`: the 6-step
+  run is not the suite's 30-step run; the table refuses, naming the run and the field, before
   running or writing anything (issue 17)."""
   out, results = tmp_path / "runs", tmp_path / "results"
   suite = get_suite("suite-demo")
+  grpo = suite.experiments[0]
+  assert grpo == "lock-chain-k8-grpo"
   for name in suite.experiments:
-    config = get_experiment(name).with_overrides(["rl.steps=6"] if name == "countdown-grpo" else []).to_dict()
-    write_run(out, name, 0, final=0.3, task="countdown", curve=[(64, 640, 0.3)], config=config)
+    for seed in range(suite.seeds):
+      config = suite.config(name, seed).with_overrides(["rl.steps=6"] if (name, seed) == (grpo, 0) else []).to_dict()
+      write_run(suite.runs_root(out), name, seed, final=0.3, task="lock-chain-k8", curve=[(64, 640, 0.3)],
+                config=config)
   monkeypatch.setattr(cli, "_run_one", lambda *a: pytest.fail("a run started"))
   assert cli.main(["table", "suite-demo", "--out", str(out), "--results", str(results)]) == 2
   err = capsys.readouterr().err
-  assert f"{out / 'countdown-grpo' / 'seed-0'} is not a run of countdown-grpo seed 0" in err
-  assert "rl.steps: 6 here, 300 wanted" in err and "1 run directory holds another config" in err
+  assert f"{suite.runs_root(out) / grpo / 'seed-0'} is not a run of {grpo} seed 0" in err
+  assert "rl.steps: 6 here, 30 wanted" in err and "1 run directory holds another config" in err
   assert not results.exists()
   # The API refuses it too.
-  with pytest.raises(tables.RunDataError, match="rl.steps: 6 here, 300 wanted"):
-    tables.suite_table(suite, out)
+  with pytest.raises(tables.RunDataError, match="rl.steps: 6 here, 30 wanted"):
+    tables.suite_table(suite, suite.runs_root(out))
 
 
 def test_table_rows_record_steps_and_config_hash(runs):
@@ -531,11 +535,11 @@ def test_a_run_directory_of_a_failed_start_is_not_another_config(tmp_path):
   """A run that failed before its first step (config.json only) holds no run: the table runs it afresh instead
   of refusing it as another config (issue 22)."""
   suite = get_suite("suite-demo")
-  path = tables.run_dir(tmp_path, "countdown-grpo", 0)
+  path = tables.run_dir(tmp_path, "lock-chain-k8-grpo", 0)
   path.mkdir(parents=True)
-  config = get_experiment("countdown-grpo").with_overrides(["rl.steps=6"]).to_dict()
+  config = suite.config("lock-chain-k8-grpo", 0).with_overrides(["rl.steps=6"]).to_dict()
   (path / "config.json").write_text(json.dumps({**config, "seed": 0}))
-  assert tables.run_mismatch(suite, tmp_path, "countdown-grpo", 0) is None
-  assert ("countdown-grpo", 0) in tables.pending_runs(suite, tmp_path, 1)
+  assert tables.run_mismatch(suite, tmp_path, "lock-chain-k8-grpo", 0) is None
+  assert ("lock-chain-k8-grpo", 0) in tables.pending_runs(suite, tmp_path, 1)
   (path / "started").write_text("{}")
-  assert "rl.steps: 6 here, 300 wanted" in tables.run_mismatch(suite, tmp_path, "countdown-grpo", 0)
+  assert "rl.steps: 6 here, 30 wanted" in tables.run_mismatch(suite, tmp_path, "lock-chain-k8-grpo", 0)

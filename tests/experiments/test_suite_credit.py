@@ -12,7 +12,7 @@ from tcred.tasks.registry import task_entry
 
 def test_suite_credit_holds_grpo_both_kinds_of_control_and_long_horizon_tasks():
   suite = get_suite("suite-credit")
-  assert suite.seeds >= 5 and suite.bases >= 3 and suite.paired and suite.oracle == "verifier"
+  assert suite.seeds >= 5 and suite.bases >= 3 and suite.paired and suite.oracle == "verifier-process"
   by_task = {}
   for name in suite.experiments:
     cfg = get_experiment(name)
@@ -22,7 +22,7 @@ def test_suite_credit_holds_grpo_both_kinds_of_control_and_long_horizon_tasks():
   assert len(long) >= 2
   for task, methods in by_task.items():
     assert task_entry(task).task_cls.has_oracle
-    assert {"grpo", "verifier", "random-top20", "shuffled-verifier"} <= methods, task
+    assert {"grpo", "verifier-process", "random-top20", "shuffled-verifier-process"} <= methods, task
     assert methods & {"entropy-top20", "surprisal-top20"}, task  # at least one signal method beside the controls
   assert {"combined-top20", "entropy-top20", "surprisal-top20", "mi-peaks"} <= by_task["countdown"]  # combined + parts
   assert suite.config(suite.experiments[0]).rl.keep_every == 10  # checkpoints for the studies over training

@@ -17,7 +17,7 @@ def _rows(run):
 # (tests/credit/test_methods.py) and the judge-oracle CLI test runs the judge host arrays through the loop.
 @pytest.mark.slow
 @pytest.mark.parametrize("name, extra", [
-    ("countdown-shuffled-verifier", []),  # the oracle's host arrays, the credit key and the shuffle in the step
+    ("countdown-shuffled-verifier-process", []),  # the oracle's host arrays, the credit key and the shuffle in the step
     ("countdown-policy-value", ["--set", "credit.continuations=2", "--set", "credit.fork_rows=16"]),
 ])
 def test_control_experiments_run_and_log_the_judge_cost(tmp_path, name, extra):
@@ -47,7 +47,7 @@ def test_list_shows_the_controls(capsys):
   assert cli.main(["list"]) == 0
   out = capsys.readouterr().out
   for name in ("countdown-policy-value", "countdown-verifier", "countdown-verifier-process", "countdown-random-top20",
-               "countdown-shuffled-verifier", "graph-path-shuffled-entropy-top20", "long-addition-verifier",
+               "countdown-shuffled-verifier-process", "graph-path-shuffled-entropy-top20", "long-addition-verifier",
                "jsonl-random-top20"):
     assert f"  {name} " in out
   assert "jsonl-verifier" not in out  # no oracle: no positive controls

@@ -112,7 +112,7 @@ _BAD_FLAGS = {
     ("show", "overrides"): [["--set", "rl.lr=nan"], ["--set", "x"]],
     ("table", "suite"): [["no-such-suite"]],
     ("table", "seeds"): [["--seeds", "0"], ["--seeds", "abc"]],
-    ("table", "bases"): [["--bases", "0"], ["--bases", "2"], ["--bases", "abc"]],  # suite-demo: 1 seed
+    ("table", "bases"): [["--bases", "0"], ["--bases", "3"], ["--bases", "abc"]],  # suite-demo: 2 seeds
     ("table", "out"): [["--out", "{file}"]],
     ("table", "jobs"): [["--jobs", "0"], ["--jobs", "abc"]],
     ("table", "results"): [["--results", "{file}"], ["--results", "/sys/tcred-test-results"]],
