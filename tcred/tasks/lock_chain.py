@@ -43,6 +43,16 @@ not improve the others. With keys in the prompt, RL sharpens the one copying
 skill that every key uses, and GRPO learns it about as fast as a perfect
 verifier (BUILD_NOTES, issue 24 pilots).
 
+Traps (``trap_prob > 0``): at the trap locks (`TRAP_LOCKS`, every third
+letter), a demonstration writes the lock's decoy key ((key + 5) mod 10)
+with probability `trap_prob` before any other noise, so where trap_prob >
+1/2 the base policy's most likely key there is wrong (its greedy response
+fails) and RL must change a few decisions while keeping the others: the
+outcome says only that some key was wrong. Without traps the base
+policy's mode is right at every key (greedy pass@1 1.0) and RL only
+sharpens it, which outcome credit does about as fast as a perfect
+verifier (BUILD_NOTES, issue 24 pilots).
+
 Difficulty knob: `decisions` (k), with `filler` (the distance between
 decisions). The registered levels ``lock-chain-k2``, ``lock-chain-k4`` and
 ``lock-chain-k8`` (`LEVELS`) differ in k only, keys in the prompt; ``lock-chain-c2``,
@@ -68,6 +78,10 @@ MAX_DECISIONS = 12
 MAX_FILLER = len(_FILLER)
 CODEBOOK = dict(zip(_LOCKS, (int(d) for d in "70192205146210363445879358")))
 """Codebook mode's fixed key of each lock (each digit 2 or 3 times; drawn once, then fixed)."""
+TRAP_LOCKS = _LOCKS[::3]
+"""The locks whose demonstrations write the decoy key with probability `trap_prob`: A, D, G, ..., Y (9 of 26)."""
+DECOY_SHIFT = 5
+"""A trap lock's decoy key: (key + DECOY_SHIFT) mod 10."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -80,17 +94,20 @@ class LockChainConfig:
       filler + 5 characters apart).
     demo_correct_prob: probability that a demonstration is correct, in [0, 1].
     codebook: keys fixed per lock (`CODEBOOK`) and left out of the prompt, which lists the locks only.
+    trap_prob: probability that a demonstration writes a trap lock's decoy key, in [0, 1] (0: no traps).
   """
 
   decisions: int = 4
   filler: int = 16
   demo_correct_prob: float = 0.3
   codebook: bool = False
+  trap_prob: float = 0.0
 
   def __post_init__(self):
     base.check_range("decisions", self.decisions, 1, MAX_DECISIONS, integer=True)
     base.check_range("filler", self.filler, 0, MAX_FILLER, integer=True)
     base.check_range("demo_correct_prob", self.demo_correct_prob, 0.0, 1.0, integer=False)
+    base.check_range("trap_prob", self.trap_prob, 0.0, 1.0, integer=False)
     if not isinstance(self.codebook, bool):
       raise ValueError(f"codebook must be true or false, got {self.codebook!r}")
 
@@ -203,16 +220,20 @@ class LockChain(base.Task):
     return float(problem.solution.startswith(prefix))
 
   def demonstration(self, problem: base.Problem, rng: np.random.Generator) -> str:
-    """A response whose keys are each wrong independently (correct w.p. demo_correct_prob).
+    """A response whose keys are each wrong independently.
 
-    Each of the k keys is replaced by another digit (uniform) with probability
-    1 − demo_correct_prob^(1/k); checksums and answer follow the written keys.
+    A trap lock's key (`TRAP_LOCKS`) is its decoy (key + 5) mod 10 with probability `trap_prob`; otherwise,
+    and at every other lock, the key is replaced by another digit (uniform) with probability
+    1 − demo_correct_prob^(1/k), so without traps a demonstration is correct with probability
+    demo_correct_prob. Checksums and answer follow the written keys.
     """
     locks, keys = problem.data
     error_prob = 1.0 - self.config.demo_correct_prob ** (1.0 / len(keys))
     written = []
-    for key in keys:
-      if rng.random() < error_prob:
+    for lock, key in zip(locks, keys):
+      if lock in TRAP_LOCKS and self.config.trap_prob > 0 and rng.random() < self.config.trap_prob:
+        key = (key + DECOY_SHIFT) % 10
+      elif rng.random() < error_prob:
         key = int(rng.choice([d for d in range(10) if d != key]))
       written.append(key)
     return _format(locks, written, self.config.filler)

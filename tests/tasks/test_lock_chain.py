@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tcred.tasks import registry, step_judge
-from tcred.tasks.lock_chain import (CODEBOOK, LEVELS, LockChain, LockChainConfig, LockChainData, LockChainK8Config,
+from tcred.tasks.lock_chain import (CODEBOOK, DECOY_SHIFT, LEVELS, TRAP_LOCKS, LockChain, LockChainConfig, LockChainData, LockChainK8Config,
                                     checksums)
 
 TASK = LockChain(LockChainConfig(decisions=3, filler=4))
@@ -132,6 +132,38 @@ def test_demonstrations_are_noisy_at_the_keys_only():
     correct += task.reward(p, demo)
   assert abs(correct / n - 0.4) < 0.03
   assert abs(key_errors / (4 * n) - (1 - 0.4 ** 0.25)) < 0.02
+
+
+def test_trap_locks_write_their_decoy_key_at_trap_prob():
+  assert TRAP_LOCKS == "ADGJMPSVY"
+  task = LockChain(LockChainConfig(decisions=8, filler=2, demo_correct_prob=0.5, codebook=True, trap_prob=0.7))
+  rng = np.random.default_rng(3)
+  decoy = other = traps = plain = plain_wrong = 0
+  for _ in range(3000):
+    p = task.sample(rng)
+    demo = task.demonstration(p, rng)
+    written = [int(demo[i]) for i in task.decision_offsets(p)]
+    for lock, key, w in zip(p.data.locks, p.data.keys, written):
+      if lock in TRAP_LOCKS:
+        traps += 1
+        decoy += w == (key + DECOY_SHIFT) % 10
+        other += w not in (key, (key + DECOY_SHIFT) % 10)
+      else:
+        plain += 1
+        plain_wrong += w != key
+  e = 1 - 0.5 ** (1 / 8)
+  # decoy: trap_prob, plus the uniform noise's share (1 - trap_prob) * e / 9 that lands on it
+  assert abs(decoy / traps - (0.7 + 0.3 * e / 9)) < 0.02
+  assert abs(other / traps - 0.3 * e * 8 / 9) < 0.01 and abs(plain_wrong / plain - e) < 0.01
+  # trap_prob 0 draws exactly the demonstrations of a task without traps (the same random stream)
+  a = LockChain(LockChainConfig(decisions=4, codebook=True, trap_prob=0.0))
+  r1, r2 = np.random.default_rng(5), np.random.default_rng(5)
+  plain_task = LockChain(LockChainConfig(decisions=4, codebook=True, demo_correct_prob=0.3))
+  for _ in range(50):
+    p = a.sample(r1)
+    assert a.demonstration(p, r1) == plain_task.demonstration(plain_task.sample(r2), r2)
+  with pytest.raises(ValueError, match="trap_prob must be"):
+    LockChainConfig(trap_prob=1.5)
 
 
 def test_teacher_analysis_matches_the_oracle():
