@@ -55,16 +55,20 @@ register_suite(Suite(
     seeds=3))
 
 # The README's main job (issue 24 item 6): a difference a newcomer can see in about 20 minutes from an empty cache.
-# lock-chain-k8 holds 8 decisive keys 21 characters apart in a 170-character response; the perfect verifier's
-# process credit (the oracle) against GRPO's outcome credit and the top-20% entropy tokens, 2 seeds from one SFT
-# base (the paired resolution needs two), 30 RL steps (GRPO is still rising there).
-DEMO_OVERRIDES = ("rl.steps=30", "rl.eval_every=5", "rl.checkpoint_every=10")
+# lock-chain-k8 holds 8 decisive keys 21 characters apart in a 170-character response, and the base policy's
+# most likely key is wrong at its trap locks; the perfect verifier's process credit (the oracle) against GRPO's
+# outcome credit and the top-20% entropy tokens, 2 seeds from one SFT base (the paired resolution needs two).
+# Small updates (4 prompts x 8 rollouts a step, CREDIT_RL): where each update sees few rollouts, how well the
+# credit is placed decides how far an update goes (BUILD_NOTES, issue 24 pilots: at 16 prompts a step GRPO
+# learns about as fast as the verifier).
+CREDIT_RL = ("rl.prompts_per_step=4", "rl.eval_every=20", "rl.eval_prompts=32")
+DEMO_OVERRIDES = ("rl.steps=120", *CREDIT_RL, "rl.checkpoint_every=40")
 _DEMO = _pick(("lock-chain-k8",), ("grpo", POSITIVE_CONTROL, "entropy-top20"))
 register_suite(Suite(
     name="suite-demo",
     description="the README's main job: GRPO vs the perfect verifier's process credit (the oracle) vs top-20% "
                 "entropy tokens on lock-chain-k8 (8 decisive keys in 170 characters), 2 seeds from one SFT base, "
-                "30 RL steps",
+                "120 RL steps of 4 prompts x 8",
     experiments=_DEMO, seeds=2, bases=1, oracle=_oracle(_DEMO), overrides=DEMO_OVERRIDES))
 
 # The quick comparison fits in about an hour on a 2-core machine: 40 RL steps per run (most of GRPO's
@@ -105,11 +109,10 @@ register_suite(Suite(
 # score's 1), the negative controls (a random 20% mask; the verifier's credits shuffled within a response, which
 # keeps their amounts and loses their placement) and the token-signal methods, on countdown and the two long-horizon
 # levels, 5 seeds over 3 SFT bases (paired). Countdown also holds the combined signal beside its parts
-# (entropy, surprisal, MI: issue 25 item 4). The budget (40 RL steps of 16 prompts x 8, evaluated every 5)
-# fits the suite in about 3 hours on a 2-core machine; GRPO is still rising at its end on every task
-# (benchmarks/results/suite-credit.md shows the curves). Every 10th checkpoint is kept (`rl.keep_every`, not a
-# setting of the results) for the studies over training (`tcred identify TASK --policy RUN --steps ...`).
-CREDIT_OVERRIDES = ("rl.steps=40", "rl.eval_every=5", "rl.checkpoint_every=10", "rl.keep_every=10")
+# (entropy, surprisal, MI: issue 25 item 4). Budget: 160 RL steps of 4 prompts x 8 (CREDIT_RL, as suite-demo; the
+# tokens of 40 steps of 16 prompts), evaluated every 20. Every 40th checkpoint is kept (`rl.keep_every`, not a
+# setting of the results) for the studies over training (`tcred identify TASK --policy RUN --steps 0,40,...`).
+CREDIT_OVERRIDES = ("rl.steps=160", *CREDIT_RL, "rl.checkpoint_every=40", "rl.keep_every=40")
 CREDIT_METHODS = ("grpo", "verifier-process", "random-top20", "shuffled-verifier-process", "entropy-top20",
                   "surprisal-top20")
 COMBINED_METHODS = ("mi-peaks", "combined-top20")
@@ -118,5 +121,5 @@ _CREDIT = (*_pick(("countdown",), CREDIT_METHODS + COMBINED_METHODS), *_pick(LON
 register_suite(Suite(
     name="suite-credit",
     description="credit methods against positive and negative controls on countdown and two long-horizon tasks, "
-                "5 seeds over 3 SFT bases (paired), 40 RL steps",
+                "5 seeds over 3 SFT bases (paired), 160 RL steps of 4 prompts x 8",
     experiments=_CREDIT, seeds=5, bases=3, oracle=_oracle(_CREDIT), overrides=CREDIT_OVERRIDES))

@@ -55,8 +55,8 @@ verifier (BUILD_NOTES, issue 24 pilots).
 
 Difficulty knob: `decisions` (k), with `filler` (the distance between
 decisions). The registered levels ``lock-chain-k2``, ``lock-chain-k4`` and
-``lock-chain-k8`` (`LEVELS`) differ in k only, keys in the prompt; ``lock-chain-c2``,
-``-c4`` and ``-c8`` are the codebook levels.
+``lock-chain-k8`` (`LEVELS`) differ in k only; they are in codebook mode with
+traps (`LockChainLevelConfig`).
 """
 
 from __future__ import annotations
@@ -261,25 +261,38 @@ class LockChain(base.Task):
 
 
 # Difficulty levels (issue 24): each is a named task config registered as its own task,
-# `lock-chain-k<k>`, with k decisive keys 21 characters apart (filler 16).
+# `lock-chain-k<k>`, with k decisive keys 21 characters apart (filler 16), in codebook mode with traps: the
+# settings under which a perfect verifier's step credit beats GRPO's outcome credit clearly (BUILD_NOTES, issue
+# 24 pilots: keys in the prompt, or no traps, leave the base policy's mode right at every key, and GRPO sharpens
+# it about as fast as the verifier).
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class LockChainK2Config(LockChainConfig):
+class LockChainLevelConfig(LockChainConfig):
+  """The levels' shared settings: keys from the codebook, trap locks' demonstrations written with the decoy
+  key 60% of the time, the other keys wrong with probability 1 − 0.5^(1/k) each."""
+
+  codebook: bool = True
+  trap_prob: float = 0.6
+  demo_correct_prob: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LockChainK2Config(LockChainLevelConfig):
   """Level k2: 2 decisive keys."""
 
   decisions: int = 2
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class LockChainK4Config(LockChainConfig):
+class LockChainK4Config(LockChainLevelConfig):
   """Level k4: 4 decisive keys."""
 
   decisions: int = 4
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class LockChainK8Config(LockChainConfig):
+class LockChainK8Config(LockChainLevelConfig):
   """Level k8: 8 decisive keys (the hardest default level)."""
 
   decisions: int = 8

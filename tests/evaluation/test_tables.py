@@ -325,7 +325,7 @@ def test_suite_overrides_apply_to_every_experiment_and_keep_runs_apart(tmp_path)
 
 def test_cli_table_refuses_a_run_of_another_config(tmp_path, capsys, monkeypatch):
   """`tcred run lock-chain-k8-grpo --steps 6` and then the README's `tcred table suite-demo`: the 6-step
-  run is not the suite's 30-step run; the table refuses, naming the run and the field, before
+  run is not the suite's 120-step run; the table refuses, naming the run and the field, before
   running or writing anything (issue 17)."""
   out, results = tmp_path / "runs", tmp_path / "results"
   suite = get_suite("suite-demo")
@@ -340,10 +340,10 @@ def test_cli_table_refuses_a_run_of_another_config(tmp_path, capsys, monkeypatch
   assert cli.main(["table", "suite-demo", "--out", str(out), "--results", str(results)]) == 2
   err = capsys.readouterr().err
   assert f"{suite.runs_root(out) / grpo / 'seed-0'} is not a run of {grpo} seed 0" in err
-  assert "rl.steps: 6 here, 30 wanted" in err and "1 run directory holds another config" in err
+  assert "rl.steps: 6 here, 120 wanted" in err and "1 run directory holds another config" in err
   assert not results.exists()
   # The API refuses it too.
-  with pytest.raises(tables.RunDataError, match="rl.steps: 6 here, 30 wanted"):
+  with pytest.raises(tables.RunDataError, match="rl.steps: 6 here, 120 wanted"):
     tables.suite_table(suite, suite.runs_root(out))
 
 
@@ -542,4 +542,4 @@ def test_a_run_directory_of_a_failed_start_is_not_another_config(tmp_path):
   assert tables.run_mismatch(suite, tmp_path, "lock-chain-k8-grpo", 0) is None
   assert ("lock-chain-k8-grpo", 0) in tables.pending_runs(suite, tmp_path, 1)
   (path / "started").write_text("{}")
-  assert "rl.steps: 6 here, 30 wanted" in tables.run_mismatch(suite, tmp_path, "lock-chain-k8-grpo", 0)
+  assert "rl.steps: 6 here, 120 wanted" in tables.run_mismatch(suite, tmp_path, "lock-chain-k8-grpo", 0)

@@ -25,7 +25,7 @@ def test_suite_credit_holds_grpo_both_kinds_of_control_and_long_horizon_tasks():
     assert {"grpo", "verifier-process", "random-top20", "shuffled-verifier-process"} <= methods, task
     assert methods & {"entropy-top20", "surprisal-top20"}, task  # at least one signal method beside the controls
   assert {"combined-top20", "entropy-top20", "surprisal-top20", "mi-peaks"} <= by_task["countdown"]  # combined + parts
-  assert suite.config(suite.experiments[0]).rl.keep_every == 10  # checkpoints for the studies over training
+  assert suite.config(suite.experiments[0]).rl.keep_every == 40  # checkpoints for the studies over training
 
 
 TINY = ("model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=1", "sft.steps=5",
