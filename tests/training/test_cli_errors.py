@@ -206,7 +206,8 @@ def test_difficulty_levels_and_knobs_are_refused_with_the_allowed_values(tmp_pat
   _expect_refused(["run", "long-addition-d9-grpo", "--out", str(out)], "allowed levels: d8, d12, d16, d20", out,
                   capsys)
   for knob, allowed in (("decisions=13", "decisions must be an integer in [1, 12]"),
-                        ("filler=27", "filler must be an integer in [0, 26]")):
+                        ("filler=27", "filler must be an integer in [0, 26]"),
+                        ("trap_prob=1.5", "trap_prob must be a number in [0.0, 1.0]")):
     _expect_refused(["run", "lock-chain-k8-grpo", "--set", f"task_config.{knob}", "--out", str(out)], allowed, out,
                     capsys)
   _expect_refused(["run", "long-addition-d20-grpo", "--set", "task_config.max_digits=21", "--out", str(out)],
