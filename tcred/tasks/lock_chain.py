@@ -39,9 +39,8 @@ Codebook mode (``codebook=True``): the prompt lists the locks only
 per letter), so the k decisions of a response are k separate facts the
 policy must hold, not k uses of one skill (copying a digit from the prompt):
 outcome credit cannot tell which of them went wrong, and improving one does
-not improve the others. With keys in the prompt, RL sharpens the one copying
-skill that every key uses, and GRPO learns it about as fast as a perfect
-verifier (BUILD_NOTES, issue 24 pilots).
+not improve the others. On its own it did not let a perfect verifier beat
+GRPO in the issue 24 pilots (BUILD_NOTES); with traps it did.
 
 Traps (``trap_prob > 0``): at the trap locks (`TRAP_LOCKS`, every third
 letter), a demonstration writes the lock's decoy key ((key + 5) mod 10)
@@ -176,10 +175,12 @@ class LockChain(base.Task):
         or len(keys) != len(locks)
         or not all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k <= 9 for k in keys)):
       raise ValueError(f"lock-chain needs distinct uppercase locks and one digit key each, got {locks!r} {keys!r}")
-    if self.config.codebook and keys != tuple(CODEBOOK[lock] for lock in locks):
-      raise ValueError(f"lock-chain in codebook mode fixes each lock's key (CODEBOOK): locks {locks!r} have keys "
-                       f"{tuple(CODEBOOK[lock] for lock in locks)}, got {keys!r}")
-    pairs = locks if self.config.codebook else ("".join(f"{lock}{key}" for lock, key in zip(locks, keys)))
+    if self.config.codebook:
+      fixed = tuple(CODEBOOK[lock] for lock in locks)
+      if keys != fixed:
+        raise ValueError(f"lock-chain in codebook mode fixes each lock's key (CODEBOOK): locks {locks!r} have keys "
+                         f"{fixed}, got {keys!r}")
+    pairs = locks if self.config.codebook else "".join(f"{lock}{key}" for lock, key in zip(locks, keys))
     prompt = pairs + ":"
     solution = _format(locks, keys, self.config.filler)
     return base.Problem(prompt=prompt, answer=str(checksums(keys)[-1]), solution=solution,
@@ -188,7 +189,7 @@ class LockChain(base.Task):
   def sample(self, rng: np.random.Generator) -> base.Problem:
     k = self.config.decisions
     locks = "".join(_LOCKS[i] for i in rng.choice(len(_LOCKS), size=k, replace=False))
-    keys = tuple(int(x) for x in rng.integers(0, 10, size=k))
+    keys = tuple(int(x) for x in rng.integers(0, 10, size=k))  # drawn in both modes: the same lock stream
     if self.config.codebook:
       keys = tuple(CODEBOOK[lock] for lock in locks)
     return self.make_problem(locks, keys)
