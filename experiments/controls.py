@@ -40,7 +40,10 @@ TUNING_SEEDS = tuple(range(1000, 1005))
 LAM = 0.5
 CONTINUATIONS = 16
 RHO = 0.2
-SHUFFLED = {"verifier-process": ("verifier", "lam=1.0;outcome=false"), "entropy-top20": ("entropy-mask", f"rho={RHO}")}
+PROCESS = {"lam": 1.0, "outcome": False}
+"""The verifier's settings as a pure process advantage (`verifier-process`, and the one its shuffled twin wraps)."""
+SHUFFLED = {"verifier-process": ("verifier", ";".join(f"{k}={str(v).lower()}" for k, v in PROCESS.items())),
+            "entropy-top20": ("entropy-mask", f"rho={RHO}")}
 """Experiment suffix -> (wrapped credit method, its settings) of the shuffled controls."""
 
 
@@ -57,7 +60,7 @@ register_method("policy-value", f"positive control: A^π from {CONTINUATIONS} co
 register_method("verifier", f"positive control: GRPO + {LAM} × exact step correctness (perfect PRM)",
                 _credit("verifier", lam=LAM), tasks=ORACLE_TASKS)
 register_method("verifier-process", "positive control: exact step correctness alone (process advantage)",
-                _credit("verifier", lam=1.0, outcome=False), tasks=ORACLE_TASKS)
+                _credit("verifier", **PROCESS), tasks=ORACLE_TASKS)
 register_method(f"random-top{round(RHO * 100)}",
                 f"negative control: policy gradient on a random {round(RHO * 100)}% of each response's tokens",
                 _credit("random-mask", rho=RHO), tasks=ALL_TASKS)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tcred.tasks import registry, step_judge
-from tcred.tasks.lock_chain import (CODEBOOK, DECOY_SHIFT, LEVELS, TRAP_LOCKS, LockChain, LockChainConfig, LockChainData, LockChainK8Config,
-                                    checksums)
+from tcred.tasks.lock_chain import (CODEBOOK, DECOY_SHIFT, LEVELS, TRAP_LOCKS, LockChain, LockChainConfig,
+                                    LockChainData, LockChainK8Config, checksums)
 
 TASK = LockChain(LockChainConfig(decisions=3, filler=4))
 PROBLEM = TASK.make_problem("KQB", (3, 7, 1))  # checksums 3, (3+7)%10 = 0, (0+1)%10 = 1
@@ -155,13 +155,20 @@ def test_trap_locks_write_their_decoy_key_at_trap_prob():
   # decoy: trap_prob, plus the uniform noise's share (1 - trap_prob) * e / 9 that lands on it
   assert abs(decoy / traps - (0.7 + 0.3 * e / 9)) < 0.02
   assert abs(other / traps - 0.3 * e * 8 / 9) < 0.01 and abs(plain_wrong / plain - e) < 0.01
-  # trap_prob 0 draws exactly the demonstrations of a task without traps (the same random stream)
-  a = LockChain(LockChainConfig(decisions=4, codebook=True, trap_prob=0.0))
-  r1, r2 = np.random.default_rng(5), np.random.default_rng(5)
+  # trap_prob 0 draws the demonstrations of the task before traps existed: one uniform draw per key, and a
+  # replacement digit on an error (the same random stream as that algorithm, written out here by hand)
   plain_task = LockChain(LockChainConfig(decisions=4, codebook=True, demo_correct_prob=0.3))
+  r1, r2 = np.random.default_rng(5), np.random.default_rng(5)
   for _ in range(50):
-    p = a.sample(r1)
-    assert a.demonstration(p, r1) == plain_task.demonstration(plain_task.sample(r2), r2)
+    p = plain_task.sample(r1)
+    plain_task.sample(r2)
+    written = []
+    for key in p.data.keys:
+      if r2.random() < 1 - 0.3 ** (1 / 4):
+        key = int(r2.choice([d for d in range(10) if d != key]))
+      written.append(key)
+    formatted = LockChain(LockChainConfig(decisions=4)).make_problem(p.data.locks, written).solution
+    assert plain_task.demonstration(p, r1) == formatted
   with pytest.raises(ValueError, match="trap_prob must be"):
     LockChainConfig(trap_prob=1.5)
 
