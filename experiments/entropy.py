@@ -6,7 +6,7 @@ Each changes only the credit method of the task's GRPO experiment.
 import dataclasses
 
 from tcred.credit import make_credit
-from tcred.experiments.defaults import LONG_HORIZON_TASKS, REAL_MODEL_TASKS, TASKS, register_method
+from tcred.experiments.defaults import REAL_MODEL_TASKS, SIGNAL_CREDIT_TASKS, TASKS, register_method
 
 
 def _credit(name, **kw):
@@ -14,7 +14,7 @@ def _credit(name, **kw):
 
 
 register_method("entropy-top20", "policy gradient on the top-20% entropy (forking) tokens",
-                _credit("entropy-mask", rho=0.2), tasks=TASKS + REAL_MODEL_TASKS + LONG_HORIZON_TASKS)
+                _credit("entropy-mask", rho=0.2), tasks=TASKS + REAL_MODEL_TASKS + SIGNAL_CREDIT_TASKS)
 register_method("entropy-top10", "policy gradient on the top-10% entropy tokens", _credit("entropy-mask", rho=0.1))
 register_method("entropy-top50", "policy gradient on the top-50% entropy tokens", _credit("entropy-mask", rho=0.5))
 register_method("entropy-bottom80", "ablation: policy gradient on the bottom-80% entropy tokens",

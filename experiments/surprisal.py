@@ -8,10 +8,10 @@ the credit method of the task's GRPO experiment.
 import dataclasses
 
 from tcred.credit import make_credit
-from tcred.experiments.defaults import LONG_HORIZON_TASKS, REAL_MODEL_TASKS, TASKS, register_method
+from tcred.experiments.defaults import REAL_MODEL_TASKS, SIGNAL_CREDIT_TASKS, TASKS, register_method
 
 register_method("surprisal-top20", "policy gradient on the top-20% surprisal (−log p) tokens",
                 lambda c: dataclasses.replace(c, credit=make_credit("surprisal-top20")),
-                tasks=TASKS + REAL_MODEL_TASKS + LONG_HORIZON_TASKS)
+                tasks=TASKS + REAL_MODEL_TASKS + SIGNAL_CREDIT_TASKS)
 register_method("surprisal-weight", "advantage scaled by normalised surprisal (−log p)",
                 lambda c: dataclasses.replace(c, credit=make_credit("surprisal-weight")))

@@ -543,7 +543,10 @@ def _table(args, argv: list[str]) -> int:
     markdown = tables.suite_table(suite, root, seeds=seeds, command=command,
                                   runs_wall_s=time.time() - t0 if pending else None)
     results.mkdir(parents=True, exist_ok=True)
-    tables.learning_curves(suite, root, results / f"{suite.name}.png", seeds=seeds)
+    pngs = [results / f"{suite.name}{'-curves' if suite.scaling else ''}.png"]
+    tables.learning_curves(suite, root, pngs[0], seeds=seeds)
+    if suite.scaling:  # the scaling picture is the suite's figure; the learning curves sit beside it
+      pngs.insert(0, tables.scaling_figure(suite, root, results / f"{suite.name}.png", seeds=seeds))
   except tables.UnpairedRunsError as e:
     return _usage_error(str(e))
   except tables.RunDataError as e:
@@ -551,7 +554,7 @@ def _table(args, argv: list[str]) -> int:
     return 1
   write_atomic(results / f"{suite.name}.md", markdown)
   print(markdown)
-  print(f"wrote {results / f'{suite.name}.md'} and {results / f'{suite.name}.png'}", file=sys.stderr)
+  print(f"wrote {results / f'{suite.name}.md'} and {' and '.join(map(str, pngs))}", file=sys.stderr)
   return 0
 
 

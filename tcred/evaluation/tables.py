@@ -519,6 +519,156 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
   return lines + [""]
 
 
+def _experiment_of(suite: Suite, task: str, method: str) -> str | None:
+  found = [n for n in suite.experiments if suite.config(n).task == task and suite.config(n).method == method]
+  return found[0] if found else None
+
+
+def _growth_exponent(log_knob: np.ndarray, tokens: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+  """The statistic `w ↦` least-squares slope of log(weighted mean tokens) on `log_knob`, for `tokens`
+  `[levels, seeds]` (every value finite) and seed weights `w [R, seeds]`: the growth exponent b of
+  tokens ∝ knob^b."""
+  x = log_knob - log_knob.mean()
+
+  def stat(w):
+    y = np.log((w @ tokens.T) / w.sum(axis=1, keepdims=True))  # [R, levels]
+    return (y - y.mean(axis=1, keepdims=True)) @ x / (x @ x)
+
+  return stat
+
+
+def scaling_data(suite: Suite, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+  """The scaling picture of a suite with `suite.scaling` levels (tasks in knob order).
+
+  The target T is the lowest, over the levels, of the baseline's mean last eval pass@1 (`curve_target`), so
+  the baseline reaches it on average at every level and the tokens to T compare one level of skill across
+  levels. Per method and level: the generated tokens until each seed's curve first reaches T (inf if never).
+
+  Returns:
+    `{"target": T, "levels": [(task, value)], "methods": [method], "tokens": {(method, task): {seed: tokens}}}`
+    over the levels whose baseline has runs; methods in suite order, the baseline first.
+  """
+  levels = [(task, float(v)) for task, v in suite.scaling if _experiment_of(suite, task, suite.baseline) in runs]
+  if not levels:
+    raise RunDataError(f"suite {suite.name!r}: no level of its scaling picture has finished `{suite.baseline}` runs")
+  target = min(curve_target(runs[_experiment_of(suite, task, suite.baseline)]) for task, _ in levels)
+  methods = list(dict.fromkeys([suite.baseline] + [suite.config(n).method for n in suite.experiments]))
+  tokens = {}
+  for method in methods:
+    for task, _ in levels:
+      name = _experiment_of(suite, task, method)
+      if name in runs:
+        tokens[(method, task)] = {r["seed"]: _tokens_to(eval_curve(r), target) for r in runs[name]}
+  return {"target": target, "levels": levels, "methods": [m for m in methods if any(k[0] == m for k in tokens)],
+          "tokens": tokens}
+
+
+def scaling_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], design: Design) -> list[str]:
+  """Markdown lines of the scaling picture (`scaling_data`): per method and level, the tokens to the common
+  target T and their ratio to the baseline's (paired within a seed), and per method the growth exponent b of
+  tokens ∝ knob^b (fitted on the levels where every seed reached T), each with its cluster-bootstrap interval."""
+  data = scaling_data(suite, runs)
+  target, levels, tokens = data["target"], data["levels"], data["tokens"]
+  ref = suite.baseline
+  lines = [f"## Scaling with {suite.knob}", "",
+           f"- Target T = {100 * target:.1f}% eval pass@1: the lowest, over the levels, of `{ref}`'s mean last eval "
+           f"pass@1, so `{ref}` reaches it on average at every level. Tokens to T: generated tokens until a run's "
+           "curve first reaches T (\"(k/n reached)\": the other seeds never did; they count as ∞).",
+           f"- Ratio: Σ_s tokens(method, s) / Σ_s tokens(`{ref}`, s), paired within a seed; growth exponent b: the "
+           f"least-squares slope of log(mean tokens to T) on log({suite.knob}) over the levels where every seed of "
+           "the method reached T (\"—\": fewer than two such levels). Intervals: the table's cluster bootstrap.",
+           "", f"| method | {suite.knob} | seeds | tokens to T [95% CI] | ratio to `{ref}` [95% CI] |",
+           "|---|---:|---:|---:|---:|"]
+  exponents = []
+  for method in data["methods"]:
+    fit_levels, fit_tokens, fit_seeds = [], [], None
+    for task, value in levels:
+      by_seed = tokens.get((method, task))
+      if not by_seed:
+        continue
+      seeds = sorted(by_seed)
+      t = [by_seed[s] for s in seeds]
+      reached = [v for v in t if math.isfinite(v)]
+      if len(reached) == len(t):
+        cell = format_interval(design.mean(t, seeds), fmt=format_count)
+        if fit_seeds is None or fit_seeds == seeds:
+          fit_seeds = seeds
+          fit_levels.append(value)
+          fit_tokens.append(t)
+      else:
+        cell = (f"{format_count(float(np.mean(reached)))} " if reached else "") + f"({len(reached)}/{len(t)} reached)"
+      ref_seed = tokens.get((ref, task), {})
+      both = [s for s in seeds if s in ref_seed]
+      ratio = "1" if method == ref else (format_interval(design.interval(
+          stats.ratio_of_means([by_seed[s] for s in both], [ref_seed[s] for s in both]), both), fmt=_ratio_fmt)
+          if both else "—")
+      lines.append(f"| {method} | {value:g} | {len(seeds)} | {cell} | {ratio} |")
+    if len(fit_levels) >= 2:
+      iv = design.interval(_growth_exponent(np.log(fit_levels), np.asarray(fit_tokens)), fit_seeds)
+      exponents.append(f"- `{method}`: b = {format_interval(iv, 2)} over {suite.knob} = "
+                       f"{', '.join(f'{v:g}' for v in fit_levels)}")
+    else:
+      exponents.append(f"- `{method}`: b = — (T reached by every seed at {len(fit_levels)} level(s))")
+  return lines + ["", f"Growth exponent b (tokens to T ∝ {suite.knob}^b):", "", *exponents, ""]
+
+
+def scaling_figure(suite: Suite, out_dir: str | pathlib.Path, path_png: str | pathlib.Path, *,
+                   seeds: int | None = None, missing: str = "raise") -> pathlib.Path:
+  """Plots the scaling picture (`scaling_data`): tokens to T against the knob (log-log) and the ratio to the
+  baseline against the knob, one line per method, 95% cluster-bootstrap bars; a level where not every seed
+  reached T is left out of the line (the table says so)."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  runs = _load_suite(suite, out_dir, seeds, missing)
+  design = Design(min(suite.bases, seeds or suite.seeds))
+  data = scaling_data(suite, runs)
+  ref = suite.baseline
+  fig, (ax_t, ax_r) = plt.subplots(1, 2, figsize=(11.0, 4.2))
+  for i, method in enumerate(data["methods"]):
+    xs, ts, rs = [], [], []
+    for task, value in data["levels"]:
+      by_seed = data["tokens"].get((method, task))
+      if not by_seed or not all(math.isfinite(v) for v in by_seed.values()):
+        continue
+      seeds_l = sorted(by_seed)
+      xs.append(value)
+      ts.append(design.mean([by_seed[s] for s in seeds_l], seeds_l))
+      ref_seed = data["tokens"].get((ref, task), {})
+      both = [s for s in seeds_l if s in ref_seed]
+      rs.append(design.interval(stats.ratio_of_means([by_seed[s] for s in both], [ref_seed[s] for s in both]), both)
+                if both else Interval(math.nan, math.nan, math.nan))
+    if not xs:
+      continue
+    for ax, ivs in ((ax_t, ts), (ax_r, rs)):
+      est = np.array([iv.estimate for iv in ivs])
+      err = np.array([[iv.estimate - iv.low for iv in ivs], [iv.high - iv.estimate for iv in ivs]])
+      ax.errorbar(xs, est, yerr=np.where(np.isfinite(err), err, 0.0), color=f"C{i % 10}", marker="o", capsize=3,
+                  label=method)
+  ax_t.set_xscale("log", base=2)
+  ax_t.set_yscale("log")
+  ax_t.set_ylabel(f"generated tokens to {100 * data['target']:.1f}% pass@1")
+  ax_r.set_xscale("log", base=2)
+  ax_r.axhline(1.0, color="grey", ls="--", lw=0.8)
+  ax_r.set_ylabel(f"tokens to T / `{ref}`'s (paired)")
+  for ax in (ax_t, ax_r):
+    ax.set_xlabel(suite.knob)
+    ax.set_xticks([v for _, v in data["levels"]], [f"{v:g}" for _, v in data["levels"]])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.suptitle(f"{suite.name}: cost of reaching T = {100 * data['target']:.1f}% pass@1 as {suite.knob} grows "
+               f"(mean, 95% cluster-bootstrap bars, {design.bases} base{'s' if design.bases > 1 else ''})")
+  fig.tight_layout()
+  path = pathlib.Path(path_png)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+  return path
+
+
 def machine_description() -> str:
   """CPU model (from /proc/cpuinfo where there is one), `platform.processor()`, `os.cpu_count()`
   and the OS of this machine, the one that wrote the table."""
@@ -706,6 +856,8 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
   paired = [line for task, names in _ordered(suite, runs) for line in paired_section(suite, runs, task, names, design)]
   if paired:
     lines += ["", "## Paired statistics (sample efficiency and credit score)", "", *paired]
+  if suite.scaling:
+    lines += ["", *scaling_section(suite, runs, design)]
   return "\n".join(lines).rstrip("\n") + "\n"
 
 

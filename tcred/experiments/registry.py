@@ -98,6 +98,8 @@ class Suite:
   set). With more than one base the runs live under `<out>/<runs_under or suite name>/` too.
   `baseline` is the method of each task's reference experiment (GRPO); `oracle`, if set, the
   method of each task's positive control, the "perfect credit" end of the credit score.
+  `scaling`, if set, lists the suite's tasks as levels of one difficulty `knob` (`(task, value)`, at least
+  two): its table then adds the scaling picture (`tables.scaling_section`, `tables.scaling_figure`).
   """
 
   name: str
@@ -110,6 +112,8 @@ class Suite:
   paired: bool = True  # report the paired statistics against the baseline
   overrides: tuple[str, ...] = ()
   runs_under: str | None = None
+  scaling: tuple[tuple[str, float], ...] = ()  # (task, knob value) in knob order: the scaling picture's levels
+  knob: str = ""  # the scaling picture's x axis, e.g. "decisive keys k"
 
   def __post_init__(self):
     for field in ("seeds", "bases"):
@@ -163,6 +167,13 @@ def register_suite(suite: Suite) -> Suite:
     if other is None or other.overrides != suite.overrides or other.bases != suite.bases:
       raise ValueError(f"suite {suite.name!r} shares the runs of {suite.runs_under!r}, which must be a registered "
                        f"suite with the same overrides {suite.overrides} and bases ({suite.bases})")
+  if suite.scaling:
+    tasks = {get_experiment(e).task for e in suite.experiments}
+    levels = [task for task, _ in suite.scaling]
+    if len(levels) < 2 or not suite.knob or len(set(levels)) != len(levels) or not set(levels) <= tasks:
+      raise ValueError(f"suite {suite.name!r}: scaling must list at least two distinct tasks of its experiments "
+                       f"{sorted(tasks)} with their knob values, and knob must name the knob; got {suite.scaling} "
+                       f"and knob {suite.knob!r}")
   methods = sorted({get_experiment(e).method for e in suite.experiments})
   if suite.oracle is not None and suite.oracle not in methods:
     raise ValueError(f"suite {suite.name!r} names the oracle method {suite.oracle!r}, which none of its experiments "

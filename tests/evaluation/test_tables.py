@@ -543,3 +543,49 @@ def test_a_run_directory_of_a_failed_start_is_not_another_config(tmp_path):
   assert ("lock-chain-k8-grpo", 0) in tables.pending_runs(suite, tmp_path, 1)
   (path / "started").write_text("{}")
   assert "rl.steps: 6 here, 120 wanted" in tables.run_mismatch(suite, tmp_path, "lock-chain-k8-grpo", 0)
+
+
+# ------------------------------------------------------------------------------------------ scaling picture
+
+SCALING = Suite(name="suite-scaling", description="two levels of a knob", seeds=3,
+                experiments=("countdown-grpo", "countdown-dapo", "countdown-dr-grpo", "graph-path-grpo",
+                             "graph-path-dapo", "graph-path-dr-grpo"),
+                scaling=(("countdown", 2), ("graph-path", 4)), knob="keys k")
+
+
+def test_scaling_section_and_figure(tmp_path):
+  """GRPO ends at 0.5 (countdown) and 0.375 (graph-path): T = 0.375. Tokens to T: GRPO 2000 → 4000 (b = 1),
+  dapo 1000 → 4000 (b = 2, ratios 0.5 and 1), dr-grpo reaches T on graph-path in 2 of 3 seeds (no b)."""
+  out = tmp_path / "runs"
+  curves = {"countdown-grpo": lambda s: [(10, 1000, 0.3), (20, 2000, 0.5)],
+            "countdown-dapo": lambda s: [(10, 1000, 0.45), (20, 2000, 0.5)],
+            "countdown-dr-grpo": lambda s: [(10, 1000, 0.1), (20, 3000, 0.41)],
+            "graph-path-grpo": lambda s: [(10, 2000, 0.2), (20, 4000, 0.375)],
+            "graph-path-dapo": lambda s: [(10, 2000, 0.3), (20, 4000, 0.42)],
+            "graph-path-dr-grpo": lambda s: [(10, 2000, 0.4 if s else 0.1), (20, 4000, 0.3)]}
+  for name, curve in curves.items():
+    for s in range(3):
+      write_run(out, name, s, final=0.4, task=name.rsplit("-", 1)[0].removesuffix("-dr"), curve=curve(s))
+  md = tables.suite_table(SCALING, out)
+  assert "## Scaling with keys k" in md and "Target T = 37.5%" in md
+  rows = {(r[0], r[1]): r for r in (
+      [c.strip() for c in line.strip("|").split("|")] for line in md.splitlines()[md.splitlines().index(
+          "| method | keys k | seeds | tokens to T [95% CI] | ratio to `grpo` [95% CI] |"):])
+      if len(r) == 5 and r[1] in ("2", "4")}
+  assert rows[("grpo", "2")][3].startswith("2k [") and rows[("grpo", "4")][3].startswith("4k [")
+  assert rows[("dapo", "2")][4].startswith("0.50") and rows[("dapo", "4")][4].startswith("1.00")
+  assert rows[("dr-grpo", "4")][3] == "2k (2/3 reached)"
+  assert "- `grpo`: b = 1.00" in md and "- `dapo`: b = 2.00" in md
+  assert "- `dr-grpo`: b = — (T reached by every seed at 1 level(s))" in md
+  png = tables.scaling_figure(SCALING, out, tmp_path / "scaling.png")
+  assert png.stat().st_size > 0
+
+
+def test_scaling_suite_must_name_its_levels_and_knob():
+  from tcred.experiments.registry import register_suite
+  with pytest.raises(ValueError, match="scaling must list at least two distinct tasks"):
+    register_suite(Suite(name="bad-scaling", description="", experiments=("countdown-grpo",),
+                         scaling=(("countdown", 1), ("graph-path", 2)), knob="k"))
+  with pytest.raises(ValueError, match="knob must name the knob"):
+    register_suite(Suite(name="bad-knob", description="", experiments=("countdown-grpo", "graph-path-grpo"),
+                         scaling=(("countdown", 1), ("graph-path", 2))))
