@@ -216,7 +216,30 @@ def surprisal(logp, mask):
   return jnp.where(mask, -jnp.asarray(logp, jnp.float32), 0.0)
 
 
+RSI_ENTROPY_FLOOR = 1e-8
+"""The entropy floor of `relative_surprisal` (an exactly deterministic position has H = 0)."""
+
+
+def relative_surprisal(logp, entropy, mask):
+  """Relative Surprisal Index of one group (RSI, arXiv 2606.31575): `[G, T] x 3 -> [G, T]`.
+
+    RSI_t = −log π(o_t | x, o_<t) / max(H_t, 1e-8)
+
+  The sampled token's surprisal relative to its expected value, the entropy: about 1 for a typical draw, below 1
+  for a token likelier than the distribution's typical one, far above 1 for a tail draw at a confident position.
+  The paper's RSI-S keeps the tokens with RSI inside an interval (`rsi-s`). The formula is the one stated with the
+  paper's reference in a public re-implementation (open-instruct's token selection); the paper's own code was not
+  available to us. 0 on padding.
+  """
+  chex.assert_rank([logp, entropy, mask], 2)
+  chex.assert_equal_shape([logp, entropy, mask])
+  h = jnp.maximum(jnp.asarray(entropy, jnp.float32), RSI_ENTROPY_FLOOR)
+  return jnp.where(mask, -jnp.asarray(logp, jnp.float32) / h, 0.0)
+
+
 register_signal(TokenSignal(name="entropy", description="entropy H_t of the policy's next-token distribution (nats)",
                             fn=token_entropy, inputs=("entropy", "mask")))
 register_signal(TokenSignal(name="surprisal", description="−log p of the sampled token (EPTree's entropy proxy)",
                             fn=surprisal, inputs=("logp", "mask")))
+register_signal(TokenSignal(name="rsi", description="relative surprisal index −log p / H (RSI-S's score)",
+                            fn=relative_surprisal, inputs=("logp", "entropy", "mask")))

@@ -284,6 +284,17 @@ def surprisal(logp, mask):
   return -masked_value(logp, mask) + 0.0
 
 
+def relative_surprisal(logp, entropy, mask):
+  """[G, T]: −log p / max(H, 1e-8) on valid tokens (RSI)."""
+  g, t = np.shape(mask)
+  out = np.zeros((g, t))
+  for i in range(g):
+    for s in range(t):
+      if mask[i][s]:
+        out[i, s] = -float(logp[i][s]) / max(float(entropy[i][s]), 1e-8)
+  return out
+
+
 def information_gain_magnitude(info_gain, mask):
   """[G, T]: |IG_t| on valid tokens."""
   return np.abs(masked_value(info_gain, mask))
@@ -402,7 +413,7 @@ def token_grad_norms(hidden, unembed, targets, temperature):
 
 # Registered signal name -> its reference.
 SIGNAL_REFS = {
-    "entropy": masked_value, "surprisal": surprisal, "hsic-mi": masked_value, "info-gain": information_gain_magnitude,
+    "entropy": masked_value, "surprisal": surprisal, "rsi": relative_surprisal, "hsic-mi": masked_value, "info-gain": information_gain_magnitude,
     "xroll-sigma": running_answer_sigma, "xroll-sigma-delta": running_answer_sigma_delta,
     "tree-sibling-gap": tree_sibling_gap, "tree-fork-gap": tree_fork_gap,
     "random": random_scores, "entropy-bound": entropy_bound_excess, "delta-logp": logp_change,

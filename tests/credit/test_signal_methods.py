@@ -116,3 +116,21 @@ def test_extras_are_checked_in_one_place_and_counted_from_the_plan():
   assert extras_plan(("info_gain", "mi"), other).response_forward and not extras_plan(("info_gain", "mi")).response_forward
   assert extras_token_count(("info_gain", "mi"), **shapes, mi=other) == packed + 2 * 3 * (5 + 4) + 2 * 7
   assert extras_token_count(("info_gain", "mi"), **shapes) == packed + 2 * 7
+
+
+def test_rsi_s_keeps_the_band_by_hand():
+  """One group of G = 2. Rollout 0: −log p (0.05, 1, 5) over H (1, 1, 1): RSI (0.05, 1, 5), only the middle
+  token in [0.1, 3]; rollout 1: −log p 0.2 over H 0 (floored): RSI 2e7, dropped; padding never kept."""
+  inputs = CreditInputs(rewards=jnp.array([[1.0, 0.0]]), mask=jnp.array([[[1, 1, 1], [1, 0, 0]]], bool),
+                        group_valid=jnp.array([True]), entropy=jnp.array([[[1.0, 1.0, 1.0], [0.0, 1.0, 1.0]]]),
+                        logp=jnp.array([[[-0.05, -1.0, -5.0], [-0.2, -1.0, -1.0]]]), old_logp=jnp.zeros((1, 2, 3)),
+                        extras={})
+  for jit in (False, True):
+    method = make_credit("rsi-s")
+    out = (jax.jit(method) if jit else method)(inputs)
+    np.testing.assert_array_equal(out.weights[0], [[0, 1, 0], [0, 0, 0]])
+    np.testing.assert_allclose(out.metrics["kept_rsi_frac"], 1 / 4)
+  wide = make_credit("rsi-s", rsi_min=0.0, rsi_max=10.0)(inputs)
+  np.testing.assert_array_equal(wide.weights[0], [[1, 1, 1], [0, 0, 0]])
+  with pytest.raises(ValueError, match="0 <= rsi_min < rsi_max"):
+    make_credit("rsi-s", rsi_min=2.0, rsi_max=1.0)

@@ -99,7 +99,7 @@ def test_metric_names_cover_every_pair():
   np.testing.assert_allclose(float(vals["agreement/entropy__info-gain/spearman"]),
                              scipy.stats.spearmanr(two["entropy"].ravel(), two["info-gain"].ravel()).statistic, rtol=1e-5)
   np.testing.assert_allclose(float(vals["agreement/credit_gini"]), _gini_reference(credit.ravel()), rtol=1e-5)
-  assert ag.step_signal_names(()) == ("entropy", "surprisal")  # no extras: the step's own forward only
+  assert ag.step_signal_names(()) == ("entropy", "surprisal", "rsi")  # no extras: the step's own forward only
   assert "info-gain" in ag.step_signal_names(("info_gain",)) and "random" not in ag.step_signal_names(("info_gain",))
   assert "entropy-bound" not in ag.step_signal_names(("info_gain",))  # a diagnostic, not a ranking
 

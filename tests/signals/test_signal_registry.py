@@ -13,7 +13,7 @@ from tcred.sampling.tree import tree_arrays
 from tcred.signals import registry
 from tcred.testing import numpy_refs
 
-BUILTIN = ("entropy", "surprisal", "hsic-mi", "info-gain", "xroll-sigma", "xroll-sigma-delta", "tree-sibling-gap",
+BUILTIN = ("entropy", "surprisal", "rsi", "hsic-mi", "info-gain", "xroll-sigma", "xroll-sigma-delta", "tree-sibling-gap",
            "tree-fork-gap", "random", "entropy-bound", "delta-logp", "gmts-hidden", "gmts-unembed")
 T = 6
 

@@ -171,8 +171,8 @@ def test_query_keep_hand_computed(variant):
 
 
 @PROPERTY
-@hypothesis.given(
-    st.lists(st.sampled_from([0.0, 0.2, 1.0]) | st.floats(0, 3, width=32), min_size=8,
+@hypothesis.given(  # no subnormal scores: XLA on CPU flushes them to 0, NumPy does not
+    st.lists(st.sampled_from([0.0, 0.2, 1.0]) | st.floats(0, 3, width=32, allow_subnormal=False), min_size=8,
              max_size=8),
     st.lists(st.integers(0, 1), min_size=8 * 3, max_size=8 * 3),
     st.sampled_from([0.0, 0.25, 0.5, 1.0]), st.permutations(range(8)))

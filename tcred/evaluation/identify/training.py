@@ -29,7 +29,7 @@ import numpy as np
 
 from tcred.evaluation.identify import report
 from tcred.evaluation.identify.config import IdentifyConfig, UsageError
-from tcred.evaluation.identify.io import _run_bases, check_run_dir, report_paths
+from tcred.evaluation.identify.io import _in_cache, _run_bases, check_run_dir, report_paths
 from tcred.evaluation.identify.metrics import BOUND_ROW, Results, evaluate_study
 from tcred.evaluation.identify.signals import describe_signals, judges_of
 from tcred.evaluation.identify.study import StudyData
@@ -128,7 +128,7 @@ def policy_at(run: RunCheckpoints, step: int, *, progress: bool = False):
     task = make_task_from_config(cfg.task, cfg.task_config)
     graphdef, params, directory = base_policy(cfg.model, task, cfg.task_config, cfg.sft,
                                               eval_prompts=cfg.rl.held_out_prompts, progress=progress)
-    return graphdef, params, f"base policy of {run.label()}: sft.seed = {cfg.sft.seed} (`{directory}`)"
+    return graphdef, params, f"base policy of {run.label()}: sft.seed = {cfg.sft.seed} (`{_in_cache(directory)}`)"
   try:
     _, graphdef, params, got = run_policy(run.run_dir, step=step)
   except ExportError as e:
