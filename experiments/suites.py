@@ -109,15 +109,16 @@ register_suite(Suite(
 # score's 1), the negative controls (a random 20% mask; the verifier's credits shuffled within a response, which
 # keeps their amounts and loses their placement) and the token-signal methods, on countdown and the two long-horizon
 # levels, 5 seeds over 3 SFT bases (paired). Countdown also holds the combined signal beside its parts
-# (entropy, surprisal, MI: issue 25 item 4). Budget: 160 RL steps of 4 prompts x 8 (CREDIT_RL, as suite-demo; the
-# tokens of 40 steps of 16 prompts), evaluated every 20. Every 40th checkpoint is kept (`rl.keep_every`, not a
+# (entropy, surprisal, MI: issue 25 item 4) and RSI-S. Budget: 160 RL steps of 4 prompts x 8 (CREDIT_RL, as
+# suite-demo; the tokens of 40 steps of 16 prompts), evaluated every 20. Every 40th checkpoint is kept (`rl.keep_every`, not a
 # setting of the results) for the studies over training (`tcred identify TASK --policy RUN --steps 0,40,...`).
 CREDIT_OVERRIDES = ("rl.steps=160", *CREDIT_RL, "rl.checkpoint_every=40", "rl.keep_every=40")
 CREDIT_METHODS = ("grpo", "verifier-process", "random-top20", "shuffled-verifier-process", "entropy-top20",
                   "surprisal-top20")
-COMBINED_METHODS = ("mi-peaks", "combined-top20")
-"""Countdown only: the combined signal and its MI part (HSIC MI is not registered on the long-horizon levels)."""
-_CREDIT = (*_pick(("countdown",), CREDIT_METHODS + COMBINED_METHODS), *_pick(LONG_HORIZON_TASKS, CREDIT_METHODS))
+COUNTDOWN_METHODS = ("mi-peaks", "combined-top20", "rsi-s")
+"""Countdown only (its runs are the cheapest): the combined signal and its MI part (HSIC MI is not registered on the
+long-horizon levels), and RSI-S (relative surprisal in a band, issue 23)."""
+_CREDIT = (*_pick(("countdown",), CREDIT_METHODS + COUNTDOWN_METHODS), *_pick(LONG_HORIZON_TASKS, CREDIT_METHODS))
 register_suite(Suite(
     name="suite-credit",
     description="credit methods against positive and negative controls on countdown and two long-horizon tasks, "

@@ -74,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
   table.add_argument("--results", default="benchmarks/results",
                      help="where SUITE.md and SUITE.png go (default: benchmarks/results/)")
   ident = sub.add_parser("identify", help="identifiability study of the token signals on one task")
-  ident.add_argument("task", help="a task with an exact oracle (countdown, graph-path, long-addition)")
+  ident.add_argument("task", help="a task with an exact oracle and a <task>-grpo experiment (countdown, graph-path, "
+                     "long-addition and the difficulty levels, e.g. lock-chain-k8, long-addition-d8)")
   ident.add_argument("--policy", default="base",
                      help="'base' (the task's cached SFT base policy) or a run directory (its final checkpoint); with "
                      "--steps, run directories (comma-separated: e.g. the seeds of one experiment, pooled); with "

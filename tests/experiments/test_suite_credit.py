@@ -24,7 +24,7 @@ def test_suite_credit_holds_grpo_both_kinds_of_control_and_long_horizon_tasks():
     assert task_entry(task).task_cls.has_oracle
     assert {"grpo", "verifier-process", "random-top20", "shuffled-verifier-process"} <= methods, task
     assert methods & {"entropy-top20", "surprisal-top20"}, task  # at least one signal method beside the controls
-  assert {"combined-top20", "entropy-top20", "surprisal-top20", "mi-peaks"} <= by_task["countdown"]  # combined + parts
+  assert {"combined-top20", "entropy-top20", "surprisal-top20", "mi-peaks", "rsi-s"} <= by_task["countdown"]
   assert suite.config(suite.experiments[0]).rl.keep_every == 40  # checkpoints for the studies over training
 
 
