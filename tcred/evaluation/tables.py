@@ -660,6 +660,13 @@ def scaling_figure(suite: Suite, out_dir: str | pathlib.Path, path_png: str | pa
     ax.legend(fontsize=7)
   fig.suptitle(f"{suite.name}: cost of reaching T = {100 * data['target']:.1f}% pass@1 as {suite.knob} grows "
                f"(mean, 95% cluster-bootstrap bars, {design.bases} base{'s' if design.bases > 1 else ''})")
+  return _save_figure(fig, path_png)
+
+
+def _save_figure(fig, path_png) -> pathlib.Path:
+  """Lays out `fig`, writes it atomically to `path_png` (120 dpi), closes it and returns the path."""
+  import matplotlib.pyplot as plt
+
   fig.tight_layout()
   path = pathlib.Path(path_png)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -927,10 +934,4 @@ def learning_curves(suite: Suite, out_dir: str | pathlib.Path, path_png: str | p
     ax.legend(fontsize=7)
   fig.suptitle(f"{suite.name}: eval pass@1, mean and 95% cluster-bootstrap band over seeds "
                f"({design.bases} base{'s' if design.bases > 1 else ''})")
-  fig.tight_layout()
-  path = pathlib.Path(path_png)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with atomic_path(path) as tmp:
-    fig.savefig(tmp, dpi=120)
-  plt.close(fig)
-  return path
+  return _save_figure(fig, path_png)
