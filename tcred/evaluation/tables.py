@@ -744,6 +744,34 @@ def _conventions_lines(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
           for key, names in groups.items()]
 
 
+def cost_line(suite: Suite, runs: dict[str, list[dict[str, Any]]], jobs: int = 2) -> str:
+  """The suite's cost from an empty cache, from what its runs and base policies measured: the sum of the runs'
+  wall times (`summary.json`), plus the SFT wall time of each distinct base policy they start from (its cache
+  `info.json`, where the cache still holds it), divided by `jobs` for the wall time with that many jobs."""
+  from tcred.tasks.registry import make_task_from_config
+  from tcred.training.sft import base_policy_dir
+
+  run_s = sum(float(r["summary"]["wall_s"]) for rs in runs.values() for r in rs)
+  bases, sft_s, unknown = set(), 0.0, 0
+  for name, rs in runs.items():
+    for r in rs:
+      cfg = suite.config(name, r["seed"])
+      task = make_task_from_config(cfg.task, cfg.task_config)
+      d = base_policy_dir(cfg.model, task.name, cfg.task_config, cfg.sft, held_out=cfg.rl.held_out_prompts)
+      if d in bases:
+        continue
+      bases.add(d)
+      try:
+        sft_s += float(json.loads((d / "info.json").read_text())["sft_wall_s"])
+      except (OSError, ValueError, KeyError):
+        unknown += 1
+  total = (run_s + sft_s) / 60.0
+  missing = f"; {unknown} of them not in this cache (not counted)" if unknown else ""
+  return (f"- Cost from an empty cache: the runs' own wall times sum to {run_s / 60:.0f} min and the SFT of their "
+          f"{len(bases)} base policies to {sft_s / 60:.0f} min{missing}: {total:.0f} min of one job, about "
+          f"{total / jobs:.0f} min of wall time with --jobs {jobs} (each as measured, with other jobs sharing the CPU).")
+
+
 def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None = None, command: str | None = None,
                 missing: str = "raise", runs_wall_s: float | None = None) -> str:
   """The Markdown results table of a suite (one row per experiment), built from its run directories,
@@ -809,6 +837,7 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
   lines += _conventions_lines(runs)
   if runs_wall_s is not None:
     lines.append(f"- This command ran its missing runs in {runs_wall_s / 60:.1f} min of wall time.")
+  lines.append(cost_line(suite, runs))
   lines.append("")
   targets: dict[str, float | None] = {}
   for task, _ in _ordered(suite, runs):

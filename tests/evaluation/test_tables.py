@@ -589,3 +589,20 @@ def test_scaling_suite_must_name_its_levels_and_knob():
   with pytest.raises(ValueError, match="knob must name the knob"):
     register_suite(Suite(name="bad-knob", description="", experiments=("countdown-grpo", "graph-path-grpo"),
                          scaling=(("countdown", 1), ("graph-path", 2))))
+
+
+def test_cost_line_sums_runs_and_the_cached_bases(runs, tmp_path, monkeypatch):
+  """Runs: GRPO and dr-grpo 600 s x 3 seeds, dapo 60 + 120 + 180 s: 66 min. Bases: 3 (one per seed, shared by
+  the methods); the cache holds base 0's info (SFT 120 s) and not the others."""
+  from tcred.tasks.registry import make_task_from_config
+  from tcred.training.sft import base_policy_dir
+
+  monkeypatch.setenv("TCRED_CACHE", str(tmp_path / "cache"))
+  cfg = SUITE.config("countdown-grpo", 0)
+  d = base_policy_dir(cfg.model, make_task_from_config(cfg.task, cfg.task_config).name, cfg.task_config, cfg.sft,
+                      held_out=cfg.rl.held_out_prompts)
+  d.mkdir(parents=True)
+  (d / "info.json").write_text(json.dumps({"sft_wall_s": 120.0}))
+  line = tables.cost_line(SUITE, tables._load_suite(SUITE, runs, None, "raise"))
+  assert "sum to 66 min and the SFT of their 3 base policies to 2 min; 2 of them not in this cache" in line
+  assert "68 min of one job, about 34 min of wall time with --jobs 2" in line
