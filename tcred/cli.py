@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
   table.add_argument("--jobs", type=int, default=1, help="missing runs to run at once, as subprocesses (default 1)")
   table.add_argument("--results", default="benchmarks/results",
                      help="where SUITE.md and SUITE.png go (default: benchmarks/results/)")
+  table.add_argument("--finished-only", action="store_true",
+                     help="run nothing: build the table from the runs already finished (a suite in progress); its "
+                     "header counts and names the missing runs")
   ident = sub.add_parser("identify", help="identifiability study of the token signals on one task")
   ident.add_argument("task", help="a task with an exact oracle and a <task>-grpo experiment (countdown, graph-path, "
                      "long-addition and the difficulty levels, e.g. lock-chain-k8, long-addition-d8)")
@@ -522,9 +525,13 @@ def _table(args, argv: list[str]) -> int:
   pending = tables.pending_runs(suite, root, seeds)
   total = len(suite.experiments) * seeds
   print(f"{suite.name}: {total - len(pending)} of {total} runs finished under {root}; "
-        f"running {len(pending)} with --jobs {args.jobs}", file=sys.stderr)
+        + ("--finished-only: running none" if args.finished_only else f"running {len(pending)} with --jobs {args.jobs}"),
+        file=sys.stderr)
   t0 = time.time()
-  if args.jobs > 1 and len(pending) > 1:
+  missing = "skip" if args.finished_only and pending else "raise"
+  if args.finished_only:
+    failed = {}
+  elif args.jobs > 1 and len(pending) > 1:
     failed = _run_parallel(suite, pending, root, args.jobs)
   else:
     failed = {}
@@ -541,13 +548,13 @@ def _table(args, argv: list[str]) -> int:
   command = "tcred " + " ".join(shlex.quote(a) for a in argv)
   results = pathlib.Path(args.results)
   try:
-    markdown = tables.suite_table(suite, root, seeds=seeds, command=command,
-                                  runs_wall_s=time.time() - t0 if pending else None)
+    markdown = tables.suite_table(suite, root, seeds=seeds, command=command, missing=missing,
+                                  runs_wall_s=time.time() - t0 if pending and not args.finished_only else None)
     results.mkdir(parents=True, exist_ok=True)
     pngs = [results / f"{suite.name}{'-curves' if suite.scaling else ''}.png"]
-    tables.learning_curves(suite, root, pngs[0], seeds=seeds)
+    tables.learning_curves(suite, root, pngs[0], seeds=seeds, missing=missing)
     if suite.scaling:  # the scaling picture is the suite's figure; the learning curves sit beside it
-      pngs.insert(0, tables.scaling_figure(suite, root, results / f"{suite.name}.png", seeds=seeds))
+      pngs.insert(0, tables.scaling_figure(suite, root, results / f"{suite.name}.png", seeds=seeds, missing=missing))
   except tables.UnpairedRunsError as e:
     return _usage_error(str(e))
   except tables.RunDataError as e:

@@ -834,6 +834,13 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
   ]
   if suite.overrides:
     lines.append(f"- Suite overrides (on every experiment): `{' '.join(suite.overrides)}`")
+  expected = len(suite.experiments) * n_seeds
+  found = sum(len(rs) for rs in runs.values())
+  if found < expected:  # missing="skip": a suite in progress
+    absent = [f"{name} seed {s}" for name in suite.experiments for s in range(n_seeds)
+              if s not in {r["seed"] for r in runs.get(name, [])}]
+    lines.append(f"- **Partial**: {found} of {expected} runs were finished when this table was written; missing: "
+                 f"{', '.join(absent)}. Rows, pairs and intervals use the finished runs only.")
   lines += _conventions_lines(runs)
   if runs_wall_s is not None:
     lines.append(f"- This command ran its missing runs in {runs_wall_s / 60:.1f} min of wall time.")

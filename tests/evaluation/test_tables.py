@@ -606,3 +606,20 @@ def test_cost_line_sums_runs_and_the_cached_bases(runs, tmp_path, monkeypatch):
   line = tables.cost_line(SUITE, tables._load_suite(SUITE, runs, None, "raise"))
   assert "sum to 66 min and the SFT of their 3 base policies to 2 min; 2 of them not in this cache" in line
   assert "68 min of one job, about 34 min of wall time with --jobs 2" in line
+
+
+def test_cli_table_finished_only_writes_a_partial_table_and_runs_nothing(tmp_path, monkeypatch):
+  monkeypatch.setattr(cli, "_run_one", lambda *a: pytest.fail("a run started"))
+  monkeypatch.setattr(cli, "_run_parallel", lambda *a: pytest.fail("a run started"))
+  out, results = tmp_path / "runs", tmp_path / "results"
+  names = get_suite("suite-foundation").experiments
+  for name in names:
+    for s in range(2):
+      if (name, s) != (names[-1], 1):  # one run still missing
+        write_run(out, name, s, final=0.3, task=get_experiment(name).task, curve=[(64, 640, 0.3)], bases=1)
+  argv = ["table", "suite-foundation", "--seeds", "2", "--bases", "1", "--out", str(out), "--results", str(results),
+          "--finished-only"]
+  assert cli.main(argv) == 0
+  md = (results / "suite-foundation.md").read_text()
+  assert f"- **Partial**: 11 of 12 runs were finished when this table was written; missing: {names[-1]} seed 1." in md
+  assert (results / "suite-foundation.png").exists()
