@@ -285,14 +285,9 @@ def surprisal(logp, mask):
 
 
 def relative_surprisal(logp, entropy, mask):
-  """[G, T]: −log p / max(H, 1e-8) on valid tokens (RSI)."""
-  g, t = np.shape(mask)
-  out = np.zeros((g, t))
-  for i in range(g):
-    for s in range(t):
-      if mask[i][s]:
-        out[i, s] = -float(logp[i][s]) / max(float(entropy[i][s]), 1e-8)
-  return out
+  """[G, T]: −log p / max(H, 1e-8) on valid tokens (RSI), in float64."""
+  ratio = -np.asarray(logp, np.float64) / np.maximum(np.asarray(entropy, np.float64), 1e-8)
+  return np.where(np.asarray(mask, bool), ratio, 0.0)
 
 
 def information_gain_magnitude(info_gain, mask):
