@@ -44,9 +44,11 @@ from tcred.evaluation import stats
 from tcred.evaluation.stats import Interval, format_count, format_interval, samples_to_reach
 from tcred.experiments.registry import Suite, get_experiment
 from tcred.losses.pg import Aggregation
+from tcred.tasks.registry import make_task_from_config
 from tcred.training.config import config_diff, flat_config, normalised_config, run_config_hash
 from tcred.training.rl import run_dir_of as run_dir
 from tcred.training.rl import run_started
+from tcred.training.sft import base_policy_dir
 from tcred.training.tracking import atomic_path
 
 log = logging.getLogger(__name__)
@@ -748,9 +750,6 @@ def cost_line(suite: Suite, runs: dict[str, list[dict[str, Any]]], jobs: int = 2
   """The suite's cost from an empty cache, from what its runs and base policies measured: the sum of the runs'
   wall times (`summary.json`), plus the SFT wall time of each distinct base policy they start from (its cache
   `info.json`, where the cache still holds it), divided by `jobs` for the wall time with that many jobs."""
-  from tcred.tasks.registry import make_task_from_config
-  from tcred.training.sft import base_policy_dir
-
   run_s = sum(float(r["summary"]["wall_s"]) for rs in runs.values() for r in rs)
   bases, sft_s, unknown = set(), 0.0, 0
   for name, rs in runs.items():
