@@ -547,7 +547,8 @@ def scaling_data(suite: Suite, runs: dict[str, list[dict[str, Any]]]) -> dict[st
   levels. Per method and level: the generated tokens until each seed's curve first reaches T (inf if never).
 
   Returns:
-    `{"target": T, "levels": [(task, value)], "methods": [method], "tokens": {(method, task): {seed: tokens}}}`
+    `{"target": T, "levels": [(task, value)], "methods": [method], "tokens": {(method, task): {seed: tokens}},
+    "baseline": method}`
     over the levels whose baseline has runs; methods in suite order, the baseline first.
   """
   levels = [(task, float(v)) for task, v in suite.scaling if _experiment_of(suite, task, suite.baseline) in runs]
@@ -562,7 +563,17 @@ def scaling_data(suite: Suite, runs: dict[str, list[dict[str, Any]]]) -> dict[st
       if name in runs:
         tokens[(method, task)] = {r["seed"]: _tokens_to(eval_curve(r), target) for r in runs[name]}
   return {"target": target, "levels": levels, "methods": [m for m in methods if any(k[0] == m for k in tokens)],
-          "tokens": tokens}
+          "tokens": tokens, "baseline": suite.baseline}
+
+
+def _scaling_ratio(design: Design, data: dict[str, Any], method: str, task: str) -> Interval | None:
+  """The paired ratio Σ_s tokens(method, s) / Σ_s tokens(baseline, s) to T at one level (`scaling_data`), with its
+  interval; None without seeds shared with the baseline."""
+  by_seed, ref_seed = data["tokens"][(method, task)], data["tokens"].get((data["baseline"], task), {})
+  both = [s for s in sorted(by_seed) if s in ref_seed]
+  if not both:
+    return None
+  return design.interval(stats.ratio_of_means([by_seed[s] for s in both], [ref_seed[s] for s in both]), both)
 
 
 def scaling_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], design: Design) -> list[str]:
@@ -599,11 +610,8 @@ def scaling_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], design:
           fit_tokens.append(t)
       else:
         cell = (f"{format_count(float(np.mean(reached)))} " if reached else "") + f"({len(reached)}/{len(t)} reached)"
-      ref_seed = tokens.get((ref, task), {})
-      both = [s for s in seeds if s in ref_seed]
-      ratio = "1" if method == ref else (format_interval(design.interval(
-          stats.ratio_of_means([by_seed[s] for s in both], [ref_seed[s] for s in both]), both), fmt=_ratio_fmt)
-          if both else "—")
+      iv = None if method == ref else _scaling_ratio(design, data, method, task)
+      ratio = "1" if method == ref else ("—" if iv is None else format_interval(iv, fmt=_ratio_fmt))
       lines.append(f"| {method} | {value:g} | {len(seeds)} | {cell} | {ratio} |")
     if len(fit_levels) >= 2:
       iv = design.interval(_growth_exponent(np.log(fit_levels), np.asarray(fit_tokens)), fit_seeds)
@@ -638,10 +646,7 @@ def scaling_figure(suite: Suite, out_dir: str | pathlib.Path, path_png: str | pa
       seeds_l = sorted(by_seed)
       xs.append(value)
       ts.append(design.mean([by_seed[s] for s in seeds_l], seeds_l))
-      ref_seed = data["tokens"].get((ref, task), {})
-      both = [s for s in seeds_l if s in ref_seed]
-      rs.append(design.interval(stats.ratio_of_means([by_seed[s] for s in both], [ref_seed[s] for s in both]), both)
-                if both else Interval(math.nan, math.nan, math.nan))
+      rs.append(_scaling_ratio(design, data, method, task) or Interval(math.nan, math.nan, math.nan))
     if not xs:
       continue
     for ax, ivs in ((ax_t, ts), (ax_r, rs)):
