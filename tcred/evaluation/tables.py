@@ -213,11 +213,16 @@ def curve_target(baseline_runs: list[dict[str, Any]]) -> float:
   return float(np.mean([eval_curve(r)["pass1"][-1] for r in baseline_runs]))
 
 
+def _experiment_of(suite: Suite, task: str, method: str) -> str | None:
+  """The suite's experiment of `task` with `method`; None when it has none."""
+  found = [n for n in suite.experiments if suite.config(n).task == task and suite.config(n).method == method]
+  return found[0] if found else None
+
+
 def baseline_of(suite: Suite, task: str) -> str | None:
   """The baseline experiment of `task` in `suite`: its experiment of that task whose method is
   `suite.baseline`; None when the suite has none."""
-  found = [n for n in suite.experiments if suite.config(n).task == task and suite.config(n).method == suite.baseline]
-  return found[0] if found else None
+  return _experiment_of(suite, task, suite.baseline)
 
 
 def _method_of(experiment: str) -> str:
@@ -247,10 +252,7 @@ def _ordered(suite: Suite, runs: dict[str, list[dict[str, Any]]]) -> list[tuple[
 def oracle_of(suite: Suite, task: str) -> str | None:
   """The positive control of `task` in `suite`: its experiment of that task whose method is
   `suite.oracle`; None when the suite names none or has none for the task."""
-  if suite.oracle is None:
-    return None
-  found = [n for n in suite.experiments if suite.config(n).task == task and suite.config(n).method == suite.oracle]
-  return found[0] if found else None
+  return None if suite.oracle is None else _experiment_of(suite, task, suite.oracle)
 
 
 class Design:
@@ -519,11 +521,6 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
                  f"| {format_interval(_scaled(row['d_area'], 100))} | {_stars(pa)} | {row['tokens']} "
                  f"| {format_interval(row['ratio'], fmt=_ratio_fmt)} | {_stars(pt)} | {score} | {mde} |")
   return lines + [""]
-
-
-def _experiment_of(suite: Suite, task: str, method: str) -> str | None:
-  found = [n for n in suite.experiments if suite.config(n).task == task and suite.config(n).method == method]
-  return found[0] if found else None
 
 
 def _growth_exponent(log_knob: np.ndarray, tokens: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
