@@ -22,5 +22,16 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
   monkeypatch.setenv("TCRED_CACHE", str(tmp_path_factory.getbasetemp() / "tcred-cache"))
 
 
+def pytest_xdist_auto_num_workers(config):
+  """Workers for `-n auto` (the default addopts): two where there are two cores; none for slow runs.
+
+  The slow tests are benchmarks that time themselves and long end-to-end runs: they get the machine to
+  themselves.
+  """
+  if "slow" in config.option.markexpr.replace("not slow", ""):
+    return 0
+  return min(2, os.cpu_count() or 1)
+
+
 def pytest_configure(config):
   jax.config.update("jax_default_matmul_precision", "highest")
