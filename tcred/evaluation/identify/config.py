@@ -123,6 +123,9 @@ class IdentifyConfig:
       if isinstance(value, bool) or not isinstance(value, int) or value < low:
         bound = " and at most the policy's vocabulary size" if name == "alternatives" else ""
         raise ValueError(f"{name} must be an integer >= {low}{bound}, got {value!r}")
+    if self.auto_continuations and self.max_continuations < self.continuations:
+      raise ValueError(f"max_continuations must be at least the starting K = {self.continuations} (auto doubles K "
+                       f"from there), got {self.max_continuations}")
     if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int) or self.bootstrap < 0:
       raise ValueError(f"bootstrap must be an integer >= 0, got {self.bootstrap!r}")
     require_seed(self.seed, "seed")
