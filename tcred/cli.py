@@ -7,6 +7,7 @@
   tcred table SUITE [--seeds K] [--bases B] [--out DIR] [--jobs J] [--results DIR]
   tcred identify TASK [--policy base|RUN_DIR] [--prompts N] [--rollouts G] [--continuations K|auto] [--delta D]
                  [--bases B] [--fork-positions P] [--alternatives k] [--noise-target L] [--max-continuations K]
+                 [--advantage-estimator difference|rao-blackwell]
                  [--rollouts-from chains|tree|both] [--tree-fork-at entropy|neg-logp|step] [--seed S] [--out DIR]
   tcred identify TASK --policy RUN_DIR[,RUN_DIR...] --steps 0,10,20,40 [study flags]
   tcred identify TASK --changes RUN_DIR[,RUN_DIR...] [--policy base|RUN_DIR] [--change-by logp|kl|argmax]
@@ -103,6 +104,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="continuations per prefix K for the Monte-Carlo values (default 32), or auto: start at 32 "
                      "and double K until the bound-violating share of the decisive labels is at most --noise-target")
   ident.add_argument("--delta", type=float, default=0.25, help="a token is decisive when |A_t| >= delta, in (0, 1) (default 0.25)")
+  ident.add_argument("--advantage-estimator", default="difference",
+                     help="the Monte-Carlo advantage estimator: difference (V after the token minus V before it, "
+                     "default) or rao-blackwell ((1 - p)(Q - V of the other tokens): p is known, so |A| <= 1 - p "
+                     "holds by construction and likely tokens get far less noise; fixed K)")
   ident.add_argument("--max-continuations", type=int, default=256,
                      help="the largest K --continuations auto may reach (default 256); the report says when the "
                      "share is still above --noise-target there")
@@ -214,7 +219,8 @@ def _resolve(args):
 # IdentifyConfig fields set by a flag: its messages name the flag the user typed.
 _IDENTIFY_FLAGS = ("prompts", "rollouts", "continuations", "delta", "seed", "bootstrap", "rollouts_from",
                    "tree_fork_at", "mi_peak_rule", "mi_peak_k", "mi_layer", "mi_norm", "mi_sigma", "judges",
-                   "noise_target", "max_continuations", "bases", "fork_positions", "alternatives")
+                   "noise_target", "max_continuations", "advantage_estimator", "bases", "fork_positions",
+                   "alternatives")
 
 
 def _as_flags(message: str, fields=_IDENTIFY_FLAGS) -> str:
@@ -277,6 +283,7 @@ def _identify(args, argv: list[str]) -> int:
     config = identify.IdentifyConfig(prompts=args.prompts, rollouts=args.rollouts, continuations=continuations,
                                      auto_continuations=auto, noise_target=args.noise_target, bases=bases,
                                      max_continuations=args.max_continuations,
+                                     advantage_estimator=args.advantage_estimator,
                                      fork_positions=args.fork_positions, alternatives=args.alternatives,
                                      replicas=not args.no_replicas,
                                      delta=args.delta, seed=args.seed, bootstrap=args.bootstrap,

@@ -123,6 +123,8 @@ _BAD_FLAGS = {
     ("identify", "continuations"): [["--continuations", "0"], ["--continuations", "many"]],
     ("identify", "delta"): [["--delta", "nan"], ["--delta", "2"], ["--delta", "1"], ["--delta", "0"],
                             ["--delta", "abc"]],
+    ("identify", "advantage_estimator"): [["--advantage-estimator", "exact"],
+                                 ["--advantage-estimator", "rao-blackwell", "--continuations", "auto"]],
     ("identify", "max_continuations"): [["--max-continuations", "0"], ["--max-continuations", "abc"],
                                         ["--continuations", "auto", "--max-continuations", "16"]],
     ("identify", "noise_target"): [["--noise-target", "0"], ["--noise-target", "1.5"], ["--noise-target", "nan"]],

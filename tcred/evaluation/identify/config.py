@@ -26,6 +26,10 @@ _NS_FORKING, _NS_FORK_POSITIONS = 0x1D + 17, 0x1D + 18  # the forking truth's co
 # Where the study's rollouts come from: independent chains, tree leaves, or both (two sections).
 ROLLOUT_SOURCES = ("chains", "tree", "both")
 
+# How the Monte-Carlo token advantages are estimated from the continuations (`truth.ground_truth`): the difference
+# of the two prefix values, or its Rao-Blackwellisation over the sampled token's known probability.
+ADVANTAGE_ESTIMATORS = ("difference", "rao-blackwell")
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class IdentifyConfig:
@@ -64,6 +68,11 @@ class IdentifyConfig:
       bound-violating share of the chain study exceeds `noise_target` and K < `max_continuations`, add K more
       continuations of every prefix (fresh draws: K doubles); the report gives each K tried and its share.
     max_continuations: the largest K `auto_continuations` may reach.
+    advantage_estimator: "difference" (A_t = V̂(o≤t) − V̂(o<t), two independent K-sample means) or
+      "rao-blackwell" (A_t = (1 − p_t)(Q̂ − V̂₋ₐ): p_t the sampled token's probability, known exactly; Q̂ the
+      value after the token, pooled with the continuations of o<t that drew the same token; V̂₋ₐ the mean over
+      the continuations of o<t that drew another token). The second keeps |A_t| ≤ 1 − p_t by construction and
+      has far smaller variance on likely tokens (`truth.rao_blackwell_advantages`); fixed K only.
     replicas: measure the mc judge's replica agreement at K on the chain study's rollouts
       (`tcred.judges.mc.replica_agreement`: two independent replicas of K continuations per step end).
     bases: B SFT bases the study pools (`sft.seed` = 0..B−1 selects each base); every CI resamples bases,
@@ -98,6 +107,7 @@ class IdentifyConfig:
   noise_target: float = 0.05
   auto_continuations: bool = False
   max_continuations: int = 256
+  advantage_estimator: str = "difference"
   replicas: bool = False
   bases: int = 1
   fork_positions: int = 0
@@ -126,6 +136,12 @@ class IdentifyConfig:
     if self.auto_continuations and self.max_continuations < self.continuations:
       raise ValueError(f"max_continuations must be at least the starting K = {self.continuations} (auto doubles K "
                        f"from there), got {self.max_continuations}")
+    if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
+      raise ValueError(f"advantage_estimator {self.advantage_estimator!r}: allowed values are "
+                       f"{', '.join(ADVANTAGE_ESTIMATORS)}")
+    if self.auto_continuations and self.advantage_estimator != "difference":
+      raise ValueError("advantage_estimator rao-blackwell takes a fixed K: auto's stopping rule (the bound-violating "
+                       "share) is 0 by construction for it; give continuations")
     if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int) or self.bootstrap < 0:
       raise ValueError(f"bootstrap must be an integer >= 0, got {self.bootstrap!r}")
     require_seed(self.seed, "seed")

@@ -152,8 +152,15 @@ def markdown_report(data: StudyData, results: Results, meta: dict[str, Any]) -> 
          f"rollout from K = {cfg.continuations} continuations of the same policy ({data.truth.unique_prefixes} "
          f"distinct prefixes continued, {data.truth.unique_prefixes * cfg.continuations} continuations"
          + ("; prefixes the oracle calls lost have V = 0 exactly and are not continued" if cfg.skip_lost else "")
-         + f"); V after the whole response is its reward. Standard error of A_t: at most sqrt(1/(2K)) = {cfg.advantage_se_bound:.3f}, "
-         f"mean plug-in sqrt(V(1−V)/K) summed over both ends {results.mean_advantage_se:.3f}. A token is "
+         + "); V after the whole response is its reward. "
+         + (f"Standard error of A_t: at most sqrt(1/(2K)) = {cfg.advantage_se_bound:.3f}, "
+            f"mean plug-in sqrt(V(1−V)/K) summed over both ends {results.mean_advantage_se:.3f}. "
+            if cfg.advantage_estimator == "difference" else
+            "Estimator **Rao-Blackwellised over the sampled token's probability** (`--advantage-estimator "
+            "rao-blackwell`): A_t = (1 − p_t)(Q̂ − V̂₋ₐ), p_t known, Q̂ the value after the token (pooled with the "
+            "continuations of o<t that drew o_t), V̂₋ₐ the mean of the continuations of o<t that drew another token; "
+            f"|A_t| ≤ 1 − p_t holds by construction; mean plug-in SE {results.mean_advantage_se:.3f}. ")
+         + "A token is "
          f"*decisive* when |A_t| ≥ δ = {cfg.delta}: {100 * results.decisive_rate:.1f}% of tokens; Monte-Carlo "
          f"noise alone would label about {100 * results.noise_positive_rate:.1f}% of tokens decisive (normal "
          "approximation with V̂ smoothed to (wins + 1)/(K + 2), and SE 0 where the oracle says the prefix "
@@ -265,6 +272,18 @@ def _noise_section(results: Results, cfg) -> list[str]:
   nf = results.noise
   if nf is None:
     return []
+  if cfg.advantage_estimator != "difference":
+    expected = results.noise_positive_rate / results.decisive_rate if results.decisive_rate > 0 else math.nan
+    out = ["", "### Label noise floor", "",
+           f"- Tokens that can be decisive (p ≤ 1 − δ): {100 * nf.can_decide:.1f}%. The Rao-Blackwell estimate keeps "
+           "|A_t| ≤ 1 − p_t, so no decisive label breaks the bound and the bound-violating share measures nothing "
+           "here. Its noise measure is the expected share of the decisive labels that Monte-Carlo noise alone "
+           f"would produce (normal approximation with each term's smoothed standard error): **{_pct(expected)}**, "
+           f"against a stated level of {100 * nf.target:.0f}%: "
+           + ("n/a (no decisive label)." if not math.isfinite(expected) else "below it." if expected <= nf.target
+              else "**above it: raise K.**"),
+           f"- K = {nf.continuations}, fixed in this study."]
+    return out + _replica_lines(nf, results)
   out = ["", "### Label noise floor", "",
          f"- Tokens that can be decisive (p ≤ 1 − δ): {100 * nf.can_decide:.1f}%. Decisive labels on tokens with "
          f"p > 1 − δ are provably Monte-Carlo noise (their true |A_t| ≤ 1 − p < δ): **{_pct(nf.violating)}** "
@@ -280,13 +299,33 @@ def _noise_section(results: Results, cfg) -> list[str]:
     out.append(f"- K = {nf.continuations}, fixed in this study (`--continuations auto` chooses K on the chain "
                f"studies of every base, doubling it until each base's share is at most {100 * nf.target:.0f}%, and "
                "the other studies reuse it).")
-  if nf.replica:
-    on = " of base 0" if results.bases > 1 else ""
-    out.append(f"- Monte-Carlo replica agreement at K = {nf.continuations} (the mc judge's step labels from two "
-               f"independent replicas on the rollouts{on}, `tcred.judges.mc.replica_agreement`): "
-               + "; ".join(f"{rule} labels {100 * a.labels:.1f}%, first error {100 * a.first_error:.1f}% "
-                           f"({a.steps} steps)" for rule, a in nf.replica.items()) + ".")
-  return out
+  return out + _replica_lines(nf, results)
+
+
+def noise_share(results: Results, cfg) -> float:
+  """The share of the decisive labels that are noise: the bound-violating share for the difference estimator (a
+  lower bound, exact for the labels it can see), the normal-approximation expectation for the Rao-Blackwell one
+  (which never breaks the bound)."""
+  if cfg.advantage_estimator == "difference":
+    return results.noise.violating if results.noise else math.nan
+  return results.noise_positive_rate / results.decisive_rate if results.decisive_rate > 0 else math.nan
+
+
+def estimator_text(cfg) -> str:
+  """How the study's A_t was estimated, in a phrase."""
+  if cfg.advantage_estimator == "difference":
+    return "the difference of the two prefix values"
+  return "Rao-Blackwellised over the sampled token's known probability, (1 − p_t)(Q̂ − V̂₋ₐ)"
+
+
+def _replica_lines(nf, results: Results) -> list[str]:
+  if not nf.replica:
+    return []
+  on = " of base 0" if results.bases > 1 else ""
+  return [f"- Monte-Carlo replica agreement at K = {nf.continuations} (the mc judge's step labels from two "
+          f"independent replicas on the rollouts{on}, `tcred.judges.mc.replica_agreement`): "
+          + "; ".join(f"{rule} labels {100 * a.labels:.1f}%, first error {100 * a.first_error:.1f}% "
+                      f"({a.steps} steps)" for rule, a in nf.replica.items()) + "."]
 
 
 def _forking_section(results: Results, cfg, pct: int) -> list[str]:

@@ -256,7 +256,7 @@ def training_report(studies: Sequence[StepStudy], meta: dict[str, Any]) -> str:
          f"SFT or RL) at every step × {g} rollouts of each policy at temperature {cfg.temperature}, with the same "
          "seed (the rollouts differ because the policies do).",
          f"- **Ground truth**: Monte-Carlo A_t from K = {cfg.continuations} continuations of the policy under study "
-         f"(fixed at the first step); decisive when |A_t| ≥ δ = {cfg.delta}; fatal errors from the task oracle. "
+         f"(fixed at the first step; {report.estimator_text(cfg)}); decisive when |A_t| ≥ δ = {cfg.delta}; fatal errors from the task oracle. "
          "Each step's truth is the policy's own: a trained policy's sharper probabilities move the bound row, so "
          "read each row beside the bound row and its p-conditioned figures.",
          f"- **Intervals**: 95% percentile intervals of {boot}.",
@@ -270,14 +270,15 @@ def training_report(studies: Sequence[StepStudy], meta: dict[str, Any]) -> str:
   out += ["", "`delta-logp` compares each step's policy with its run's base on the step's rollouts (0 at step 0).", "",
          "## The policy at each step", "",
          "| step | mean reward | decisive (\\|A_t\\| ≥ δ) | fatal errors | can decide (p ≤ 1 − δ) | noise share of "
-         "decisive labels | mean entropy | tokens | policies |", "|---|---|---|---|---|---|---|---|---|"]
+         "decisive labels" + ("" if cfg.advantage_estimator == "difference" else " (expected)")
+         + " | mean entropy | tokens | policies |", "|---|---|---|---|---|---|---|---|---|"]
   for s in studies:
     r, d = s.results, s.data
     ent = float(np.asarray(d.policy["entropy"])[d.rollout.mask].mean()) if d.rollout.mask.any() else math.nan
     nf = r.noise
     out.append(f"| {s.step} | {report._fmt(r.reward_mean)} | {report._pct(r.decisive_rate)} | "
                f"{report._pct(r.fatal_rate)} | {report._pct(nf.can_decide) if nf else 'n/a'} | "
-               f"{report._pct(nf.violating) if nf else 'n/a'} | {report._fmt(ent)} | {r.tokens} | {len(s.policies)} |")
+               f"{report._pct(report.noise_share(r, cfg))} | {report._fmt(ent)} | {r.tokens} | {len(s.policies)} |")
   for metric in CURVE_METRICS:
     title = report.METRIC_TITLES[metric].format(pct=pct)
     out += ["", f"## {title}", ""] + _curve_table(studies, metric)
