@@ -7,7 +7,9 @@ ground truths per response token t (0-based; the EOS token is a token):
   reward of K continuations sampled from the same policy after `prompt + prefix` (every prefix of
   every rollout; identical prefixes are continued once). The value after the whole response is
   its reward, exactly. Each estimate is a mean of K Bernoulli rewards, so
-  `SE(A_t) = sqrt(V_{t+1}(1 − V_{t+1})/K + V_t(1 − V_t)/K) ≤ sqrt(1/(2K))`.
+  `SE(A_t) = sqrt(V_{t+1}(1 − V_{t+1})/K + V_t(1 − V_t)/K) ≤ sqrt(1/(2K))`. With
+  `advantage_estimator="rao-blackwell"` the same continuations give `A_t = (1 − p_t)(Q − V₋ₐ)`, exact in
+  p_t (the sampled token's probability) and estimated in Q and V₋ₐ only (`truth.rao_blackwell_advantages`).
 - the oracle's fatal errors: token t is fatal when the task's exact `prefix_value` goes
   1 → 0 across it (`prefix_value(o_<t) = 1`, and `prefix_value(o_≤t) = 0`, or the reward
   0 when t is the response's last token).
