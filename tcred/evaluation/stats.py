@@ -217,15 +217,18 @@ def weighted_mean(x) -> Callable[[np.ndarray], np.ndarray]:
 
 def ratio_of_means(num, den) -> Callable[[np.ndarray], np.ndarray]:
   """The statistic `w ↦ Σ w·num / Σ w·den` (nan where the denominator is 0; an infinite `num` drawn
-  at least once — a budget never reached — gives inf)."""
+  at least once — a budget never reached — gives inf; an infinite `den` drawn gives 0 over a finite
+  numerator and nan over an infinite one). Leaves with weight 0 count for nothing, infinite or not."""
   num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
-  inf_num = np.isinf(num)
-  finite_num = np.where(inf_num, 0.0, num)
+  inf_num, inf_den = np.isinf(num), np.isinf(den)
+  finite_num, finite_den = np.where(inf_num, 0.0, num), np.where(inf_den, 0.0, den)
 
   def stat(w):
-    d = w @ den
+    d = w @ finite_den
     r = np.where(d != 0, (w @ finite_num) / np.where(d != 0, d, 1.0), np.nan)
-    return np.where((w @ inf_num.astype(np.float64) > 0) & (d > 0), np.inf, r)
+    num_inf, den_inf = w @ inf_num.astype(np.float64) > 0, w @ inf_den.astype(np.float64) > 0
+    r = np.where(num_inf & (d > 0), np.inf, r)
+    return np.where(den_inf, np.where(num_inf, np.nan, 0.0), r)
 
   return stat
 

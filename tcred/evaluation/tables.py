@@ -565,10 +565,11 @@ def scaling_data(suite: Suite, runs: dict[str, list[dict[str, Any]]]) -> dict[st
 
 def _scaling_ratio(design: Design, data: dict[str, Any], method: str, task: str) -> Interval | None:
   """The paired ratio Σ_s tokens(method, s) / Σ_s tokens(baseline, s) to T at one level (`scaling_data`), with its
-  interval; None without seeds shared with the baseline."""
+  interval; None without seeds shared with the baseline, or where a seed of the baseline never reached T (the
+  ratio is then undefined, not 0)."""
   by_seed, ref_seed = data["tokens"][(method, task)], data["tokens"].get((data["baseline"], task), {})
   both = [s for s in sorted(by_seed) if s in ref_seed]
-  if not both:
+  if not both or not all(math.isfinite(ref_seed[s]) for s in both):
     return None
   return design.interval(stats.ratio_of_means([by_seed[s] for s in both], [ref_seed[s] for s in both]), both)
 
@@ -584,7 +585,8 @@ def scaling_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], design:
            f"- Target T = {100 * target:.1f}% eval pass@1: the lowest, over the levels, of `{ref}`'s mean last eval "
            f"pass@1, so `{ref}` reaches it on average at every level. Tokens to T: generated tokens until a run's "
            "curve first reaches T (\"(k/n reached)\": the other seeds never did; they count as ∞).",
-           f"- Ratio: Σ_s tokens(method, s) / Σ_s tokens(`{ref}`, s), paired within a seed; growth exponent b: the "
+           f"- Ratio: Σ_s tokens(method, s) / Σ_s tokens(`{ref}`, s), paired within a seed, where every seed of "
+           f"`{ref}` reached T (else undefined: \"—\"); growth exponent b: the "
            f"least-squares slope of log(mean tokens to T) on log({suite.knob}) over the levels where every seed of "
            "the method reached T (\"—\": fewer than two such levels). Intervals: the table's cluster bootstrap.",
            "", f"| method | {suite.knob} | seeds | tokens to T [95% CI] | ratio to `{ref}` [95% CI] |",
@@ -607,8 +609,11 @@ def scaling_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], design:
           fit_tokens.append(t)
       else:
         cell = (f"{format_count(float(np.mean(reached)))} " if reached else "") + f"({len(reached)}/{len(t)} reached)"
+      ref_tokens = list(tokens.get((ref, task), {}).values())
+      ref_missed = sum(not math.isfinite(v) for v in ref_tokens)
       iv = None if method == ref else _scaling_ratio(design, data, method, task)
-      ratio = "1" if method == ref else ("—" if iv is None else format_interval(iv, fmt=_ratio_fmt))
+      ratio = ("1" if method == ref else f"— (`{ref}` reached T on {len(ref_tokens) - ref_missed}/{len(ref_tokens)})"
+               if ref_missed else "—" if iv is None else format_interval(iv, fmt=_ratio_fmt))
       lines.append(f"| {method} | {value:g} | {len(seeds)} | {cell} | {ratio} |")
     if len(fit_levels) >= 2:
       iv = design.interval(_growth_exponent(np.log(fit_levels), np.asarray(fit_tokens)), fit_seeds)
@@ -656,7 +661,7 @@ def scaling_figure(suite: Suite, out_dir: str | pathlib.Path, path_png: str | pa
   ax_t.set_ylabel(f"generated tokens to {100 * data['target']:.1f}% pass@1")
   ax_r.set_xscale("log", base=2)
   ax_r.axhline(1.0, color="grey", ls="--", lw=0.8)
-  ax_r.set_ylabel(f"tokens to T / `{ref}`'s (paired)")
+  ax_r.set_ylabel(f"tokens to T / {ref}'s (paired)")
   for ax in (ax_t, ax_r):
     ax.set_xlabel(suite.knob)
     ax.set_xticks([v for _, v in data["levels"]], [f"{v:g}" for _, v in data["levels"]])

@@ -187,6 +187,15 @@ def test_credit_score_interval_by_hand():
   assert math.isnan(iv.estimate)
 
 
+def test_ratio_of_means_with_budgets_never_reached():
+  """An infinite denominator (the baseline never reached the level) gives 0 over a finite numerator and nan
+  over an infinite one; a leaf drawn with weight 0 counts for nothing (0 · inf is not nan here)."""
+  num, den = np.array([1.0, 2.0, np.inf]), np.array([2.0, np.inf, 4.0])
+  stat = stats.ratio_of_means(num, den)
+  w = np.array([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 1.0], [1.0, 0.0, 1.0], [2.0, 0.0, 0.0]])
+  np.testing.assert_array_equal(stat(w), [0.5, 0.0, np.nan, np.inf, 0.5])
+
+
 def test_cluster_bootstrap_edge_cases():
   iv = stats.cluster_bootstrap(stats.weighted_mean([0.3]), [0])
   assert iv.estimate == 0.3 and math.isnan(iv.low) and math.isnan(iv.high)

@@ -581,6 +581,26 @@ def test_scaling_section_and_figure(tmp_path):
   assert png.stat().st_size > 0
 
 
+def test_scaling_ratio_is_undefined_where_the_baseline_never_reached(tmp_path):
+  """Countdown's GRPO ends at 0.2 on seed 0 (mean last eval 0.4; graph-path's 0.375 sets T): that seed never
+  reaches T, so every countdown ratio is undefined ("—", not 0), while graph-path's stay."""
+  out = tmp_path / "runs"
+  curves = {"countdown-grpo": lambda s: [(10, 1000, 0.1), (20, 2000, 0.2 if s == 0 else 0.5)],
+            "countdown-dapo": lambda s: [(10, 1000, 0.45), (20, 2000, 0.5)],
+            "countdown-dr-grpo": lambda s: [(10, 1000, 0.45), (20, 2000, 0.5)],
+            "graph-path-grpo": lambda s: [(10, 2000, 0.2), (20, 4000, 0.375)],
+            "graph-path-dapo": lambda s: [(10, 2000, 0.4), (20, 4000, 0.42)],
+            "graph-path-dr-grpo": lambda s: [(10, 2000, 0.4), (20, 4000, 0.42)]}
+  for name, curve in curves.items():
+    for s in range(3):
+      write_run(out, name, s, final=0.4, task=name.rsplit("-", 1)[0].removesuffix("-dr"), curve=curve(s))
+  md = tables.suite_table(SCALING, out)
+  assert "| dapo | 2 | 3 | 1k [1k, 1k] | — (`grpo` reached T on 2/3) |" in md
+  assert "| grpo | 2 | 3 | 2k (2/3 reached) | 1 |" in md
+  assert "| dapo | 4 | 3 | 2k [2k, 2k] | 0.50 [0.50, 0.50] |" in md
+  tables.scaling_figure(SCALING, out, tmp_path / "scaling.png")  # the undefined ratio is left out, not drawn at 0
+
+
 def test_scaling_suite_must_name_its_levels_and_knob():
   from tcred.experiments.registry import register_suite
   with pytest.raises(ValueError, match="scaling must list at least two distinct tasks"):
