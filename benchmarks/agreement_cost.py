@@ -107,14 +107,16 @@ def main() -> int:
   for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[var] = str(args.threads)
   argv = ["--experiment", args.experiment, "--steps", str(args.steps)]
+  load_before = common.load_average()[0]
   machine = common.machine_lines()  # with the load average before the runs
   runs = common.alternate_processes(__file__, ["off", "on"], args.rounds, argv)
   med = {side: common.median([x for r in rs for x in r["times"]]) for side, rs in runs.items()}
   lines = [f"# Agreement scalars: cost in the train step ({args.experiment})", "",
            f"Command: `{common.command(__file__, sys.argv[1:])}`", "",
            *machine, common.load_line(),
-           "- provisional: the machine is shared (other engineers' jobs); both sides alternate, so load hits "
-           "both alike, but the spread is wide",
+           *([f"- **LOADED: the 1-minute load average was {load_before:.2f} before the runs (limit "
+              f"{common.MAX_LOAD:g}); both sides alternate, so load hits both alike, but the figures are not a "
+              "result**"] if load_before > common.MAX_LOAD else []),
            f"- threads pinned on both sides: XLA_FLAGS='{os.environ['XLA_FLAGS']}', OMP/MKL/OPENBLAS = {args.threads}",
            f"- shapes [B, G, P, T] = {runs['on'][0]['shape']}; agreement scalars: {runs['on'][0]['metrics']}", "",
            "| side | median step (s) | all steps: median (min–max) | compile (s) |", "|---|---|---|---|"]
