@@ -273,7 +273,7 @@ def _noise_section(results: Results, cfg) -> list[str]:
   if nf is None:
     return []
   if cfg.advantage_estimator != "difference":
-    expected = results.noise_positive_rate / results.decisive_rate if results.decisive_rate > 0 else math.nan
+    expected = noise_share(results, cfg)
     out = ["", "### Label noise floor", "",
            f"- Tokens that can be decisive (p ≤ 1 − δ): {100 * nf.can_decide:.1f}%. The Rao-Blackwell estimate keeps "
            "|A_t| ≤ 1 − p_t, so no decisive label breaks the bound and the bound-violating share measures nothing "

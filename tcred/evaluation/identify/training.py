@@ -256,7 +256,8 @@ def training_report(studies: Sequence[StepStudy], meta: dict[str, Any]) -> str:
          f"SFT or RL) at every step × {g} rollouts of each policy at temperature {cfg.temperature}, with the same "
          "seed (the rollouts differ because the policies do).",
          f"- **Ground truth**: Monte-Carlo A_t from K = {cfg.continuations} continuations of the policy under study "
-         f"(fixed at the first step; {report.estimator_text(cfg)}); decisive when |A_t| ≥ δ = {cfg.delta}; fatal errors from the task oracle. "
+         f"(fixed at the first step; {report.estimator_text(cfg)}); decisive when |A_t| ≥ δ = {cfg.delta}; "
+         "fatal errors from the task oracle. "
          "Each step's truth is the policy's own: a trained policy's sharper probabilities move the bound row, so "
          "read each row beside the bound row and its p-conditioned figures.",
          f"- **Intervals**: 95% percentile intervals of {boot}.",
