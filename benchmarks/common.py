@@ -12,7 +12,6 @@ import json
 import math
 import os
 import platform
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -24,6 +23,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from tcred.runtime import shown_command
 
 TORCH_MISSING = "skipped: torch not installed (pip install -e '.[parity]')"
 
@@ -92,12 +93,8 @@ def header(title: str, quick: bool, argv: list[str], script: str) -> list[str]:
 
 
 def command(script: str, argv: list[str]) -> str:
-  path = Path(script).resolve()
-  try:
-    path = path.relative_to(Path.cwd())
-  except ValueError:
-    pass
-  return shlex.join(["python", str(path), *argv])
+  """The command line a results file prints, without this machine's absolute paths (`shown_command`)."""
+  return shown_command(["python", str(Path(script).resolve()), *argv])
 
 
 def block(x):

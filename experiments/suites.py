@@ -97,13 +97,17 @@ register_suite(Suite(
     experiments=_pick(("countdown", "graph-path"), ("grpo", "tree-grpo", "treerl")),
     seeds=3, overrides=QUICK_OVERRIDES, runs_under="suite-quick"))
 
+# suite-judges leaves out `policy-value` (C continuations per step of every rollout: tens of times GRPO's tokens
+# per run), as suite-credit does (`POSITIVE_CONTROL`); the perfect verifier is its positive control.
 register_suite(Suite(
     name="suite-judges",
-    description="judge credit (each registered judge: oracle, mc, prm, generative) against GRPO on countdown and "
-                "graph-path, 3 seeds, 40 RL steps (GRPO's runs are suite-quick's)",
+    description="judge credit (each registered judge: oracle, mc, prm, generative) and the controls (perfect "
+                "verifier, random and shuffled credit) against GRPO on countdown and graph-path, 3 seeds over 3 "
+                "SFT bases (paired), 40 RL steps (GRPO's runs are suite-quick's)",
     experiments=tuple(n for task in ("countdown", "graph-path") for n in experiment_names()
-                      if get_experiment(n).task == task and (not _automatic(n) or get_experiment(n).method == "grpo")),
-    seeds=3, overrides=QUICK_OVERRIDES, runs_under="suite-quick"))
+                      if get_experiment(n).task == task and get_experiment(n).method != "policy-value"
+                      and (not _automatic(n) or get_experiment(n).method == "grpo")),
+    seeds=3, oracle=POSITIVE_CONTROL, overrides=QUICK_OVERRIDES, runs_under="suite-quick"))
 
 # The credit suite (issue 24): GRPO, the positive control (the perfect verifier's process advantage: the credit
 # score's 1), the negative controls (a random 20% mask; the verifier's credits shuffled within a response, which

@@ -36,6 +36,8 @@ import subprocess
 import sys
 import time
 
+from tcred.runtime import shown_command
+
 
 _RUN_EPILOG = ("NAME is a registered experiment: `tcred list` lists them, `tcred show NAME [--set ...]` prints the "
                "resolved config a run would use (with its config hash) without running anything.")
@@ -299,7 +301,7 @@ def _identify(args, argv: list[str]) -> int:
     check_writable_dir(args.out, "--out")
   except RunError as e:
     return _usage_error(str(e))
-  command = "tcred " + " ".join(shlex.quote(a) for a in argv)
+  command = shown_command(["tcred", *argv])
   progress = not args.no_progress and sys.stderr.isatty()
   runs = lambda text: [r.strip() for r in text.split(",") if r.strip()]
   try:
@@ -556,7 +558,7 @@ def _table(args, argv: list[str]) -> int:
     print(f"tcred: error: {len(failed)} of {total} runs failed; finished runs are kept, rerun the same "
           "command to retry the others", file=sys.stderr)
     return 1
-  command = "tcred " + " ".join(shlex.quote(a) for a in argv)
+  command = shown_command(["tcred", *argv])
   results = pathlib.Path(args.results)
   try:
     markdown = tables.suite_table(suite, root, seeds=seeds, command=command, missing=missing,

@@ -13,7 +13,8 @@ starts, so the command line re-executes itself once with the tunable set.
 Two more process settings live here: a child process of `tcred table` dies with
 its parent (`die_with_parent`), and SIGTERM / SIGHUP stop a command the way
 Ctrl-C does, after the current RL step where that step can be finished
-(`stop_signals`).
+(`stop_signals`). `shown_command` writes the command line a results file prints
+without this machine's absolute paths.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import pathlib
+import shlex
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb"
 OPT_OUT = "TCRED_HUGE_PAGES"  # "0" keeps glibc's default (no re-execution)
@@ -142,3 +145,33 @@ def stop_signals() -> Iterator[StopRequest]:
   finally:
     for s, handler in previous.items():
       signal.signal(s, handler)
+
+
+def shown_path(text: str, cwd: str | os.PathLike | None = None) -> str:
+  """`text` as a results file may print it: an absolute path under `cwd` (default: the working directory) becomes
+  relative to it, one under the home directory `~/...`, any other absolute path `.../NAME` (its last part), so no
+  committed file names a directory of the machine it was made on. Anything else is returned as it is."""
+  if not text.startswith(os.sep):
+    return text
+  path = pathlib.Path(os.path.normpath(text))
+  for root, shown in ((pathlib.Path(cwd or os.getcwd()), None), (pathlib.Path.home(), "~")):
+    try:
+      rel = path.relative_to(root)
+    except ValueError:
+      continue
+    if shown is None:
+      return str(rel)
+    return f"{shown}/{rel}" if str(rel) != "." else shown
+  return f".../{path.name}" if path.name else text
+
+
+def shown_command(words: Sequence[str], cwd: str | os.PathLike | None = None) -> str:
+  """A shell command line of `words` with every absolute path, alone or as a `--flag=PATH` value, shown by
+  `shown_path`."""
+  def word(w: str) -> str:
+    flag, eq, value = w.partition("=")
+    if eq and flag.startswith("-"):
+      return f"{flag}={shown_path(value, cwd)}"
+    return shown_path(w, cwd)
+
+  return shlex.join(word(w) for w in words)

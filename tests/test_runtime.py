@@ -132,3 +132,21 @@ def test_an_ignored_hangup_stays_ignored():  # nohup tcred run ...
       time.sleep(0.05)
   finally:
     signal.signal(signal.SIGHUP, before)
+
+
+def test_shown_command_leaves_no_absolute_path(tmp_path, monkeypatch):
+  """Results files print their command through `shown_command`: no directory of this machine appears."""
+  from tcred.runtime import shown_command, shown_path
+
+  home = tmp_path / "home"
+  monkeypatch.setenv("HOME", str(home))
+  repo = tmp_path / "repo"
+  assert shown_path(str(repo / "runs" / "x"), cwd=repo) == "runs/x"
+  assert shown_path(str(repo), cwd=repo) == "."
+  assert shown_path(str(home / "cache"), cwd=repo) == "~/cache"
+  assert shown_path("/elsewhere/runs-c13/", cwd=repo) == ".../runs-c13"
+  assert shown_path("runs/x", cwd=repo) == "runs/x" and shown_path("--seeds", cwd=repo) == "--seeds"
+  line = shown_command(["tcred", "table", "suite-quick", "--out", "/elsewhere/runs", f"--results={repo}/r",
+                        "a b"], cwd=repo)
+  assert line == "tcred table suite-quick --out .../runs --results=r 'a b'"
+  assert str(tmp_path) not in line

@@ -44,6 +44,7 @@ from tcred.evaluation import stats
 from tcred.evaluation.stats import Interval, format_count, format_interval, samples_to_reach
 from tcred.experiments.registry import Suite, get_experiment
 from tcred.losses.pg import Aggregation
+from tcred.runtime import shown_path
 from tcred.tasks.registry import make_task_from_config
 from tcred.training.config import config_diff, flat_config, normalised_config, run_config_hash
 from tcred.training.rl import run_dir_of as run_dir
@@ -822,7 +823,7 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
       f"- Machine: {machine_description()}",
       f"- Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
       design_line,
-      f"- Runs: `{out_dir}`; cells are the mean over seeds [95% percentile interval of a cluster bootstrap, "
+      f"- Runs: `{shown_path(str(out_dir))}`; cells are the mean over seeds [95% percentile interval of a cluster bootstrap, "
       f"{stats.BOOTSTRAP_REPS:,} replicates, resampling "
       + (f"the {bases} bases, then the seeds within each drawn base: intervals cover base variation"
          if bases > 1 else "seeds") + "], \"(n=1)\" where one seed only. With few clusters percentile intervals "

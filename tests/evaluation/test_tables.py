@@ -10,6 +10,7 @@ import pytest
 from tcred import cli
 from tcred.evaluation import tables
 from tcred.experiments import Suite, get_experiment, get_suite, suite_names
+from tcred.runtime import shown_path
 
 
 def write_run(out, name, seed, *, task, final, base=0.2, greedy=0.3, pass8=0.6, wall_s=600.0, curve=(),
@@ -226,7 +227,8 @@ def test_cli_table_reuses_finished_runs(tmp_path, capsys, monkeypatch):
           "--results", str(results)]
   assert cli.main(argv) == 0  # every run is finished: nothing is trained
   md = (results / "suite-foundation.md").read_text()
-  assert f"tcred table suite-foundation --seeds 2 --bases 1 --out {out}" in md and "one SFT base policy" in md
+  assert f"tcred table suite-foundation --seeds 2 --bases 1 --out {shown_path(str(out))}" in md
+  assert "one SFT base policy" in md and str(tmp_path) not in md  # no absolute path of this machine
   assert md.count("| 2 | 20.0 [20.0, 20.0] | 35.0 [30.0, 40.0] | ") == 6
   assert (results / "suite-foundation.png").stat().st_size > 10_000
   assert "0 runs" not in capsys.readouterr().err
