@@ -219,7 +219,8 @@ def _toy_study(tmp_path_factory, task, write, **config):
   graphdef, params = nnx.split(Decoder(model_preset("tiny"), rngs=nnx.Rngs(0)))
   config = idf.IdentifyConfig(prompts=3, rollouts=4, continuations=2, delta=0.25, skip_lost=False, **config)
   return write(graphdef, params, task, eval_problems(task, config.prompts), config,
-               out=tmp_path_factory.mktemp("identify"), name="toy", meta={"command": "tcred identify toy", "policy": "tiny random"})
+               out=str(tmp_path_factory.mktemp("identify")),  # a str, as the CLI passes --out
+               name="toy", meta={"command": "tcred identify toy", "policy": "tiny random"})
 
 
 @pytest.fixture(scope="module")

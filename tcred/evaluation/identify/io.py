@@ -215,7 +215,7 @@ def write_studies(graphdef, params, task: Task, problems: Sequence[Problem], con
   report.plot(data, results, png_path)
   tree = None
   if config.rollouts_from == "both":
-    tree_png = out / f"identify-{name}-tree.png"
+    tree_png = png_path.with_name(f"identify-{name}-tree.png")
     tree_data, _ = _run_bases(policies, task, problems, dataclasses.replace(chosen, fork_positions=0),
                               progress=progress, source="tree")
     tree_results = evaluate_study(tree_data)
