@@ -40,7 +40,7 @@ from tcred.tasks.registry import make_task_from_config
 from tcred.tasks.step_judge import step_spans
 from tcred.training import generative_judge
 from tcred.training.data import eval_problems
-from tcred.training.judges import labelled_rollouts
+from tcred.training.judges import labelled_rollouts, prepare_trained
 from tcred.training.sft import base_policy
 
 def held_out_labelled(graphdef, params, task, problems, *, rollouts: int, continuations: int, rule: LabelRule, key,
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
   directory = pathlib.Path(args.work or tempfile.mkdtemp(prefix="gen-judge-"))
   directory.mkdir(parents=True, exist_ok=True)
   ctx = JudgeContext(graphdef, params, key, cfg.rl.temperature, cache_dir=directory, task_config=cfg.task_config,
-                     model_config=cfg.model)
+                     model_config=cfg.model, prepare_trained=prepare_trained)
   t0 = time.time()
   data = labelled_rollouts(judge, task, ctx)  # the trained judges' shared data (`tcred judge train` builds it too)
   got = int(data.label_valid.sum())

@@ -38,7 +38,7 @@ from tcred.evaluation import judges as ej  # noqa: E402
 from tcred.judges import judge_names  # noqa: E402
 from tcred.judges.labels import LABEL_RULES, LabelRule  # noqa: E402
 from tcred.judges.mc import replica_agreement  # noqa: E402
-from tcred.judges.trained import trainable_judges  # noqa: E402
+from tcred.training.judges import trainable_judges  # noqa: E402
 from tcred.training import judges as tj  # noqa: E402
 
 QUICK_POLICY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_hidden_layers=1", "sft.steps=5",

@@ -36,7 +36,7 @@ from tcred.evaluation.identify.bootstrap import metric_cis
 from tcred.experiments.defaults import TASKS, base_config
 from tcred.judges.base import Judge, JudgeContext, JudgeScores, judge_class, judge_names, make_judge
 from tcred.judges.labels import first_error
-from tcred.judges.trained import TrainedJudge, rollout_ids, trainable_judges
+from tcred.judges.trained import TrainedJudge, rollout_ids
 from tcred.sampling.rollout import sample_and_score
 from tcred.tasks.base import Task
 from tcred.tasks.registry import make_task_from_config
@@ -98,14 +98,15 @@ def policy_context(cfg: ExperimentConfig, task: Task, *, seed: int = 0, progress
   return JudgeContext(graphdef=graphdef, params=params,
                       key=jax.random.fold_in(jax.random.key(seed), EVAL_NAMESPACE),
                       temperature=cfg.rl.temperature, top_p=cfg.rl.top_p, cache_dir=cache_root(),
-                      task_config=cfg.task_config, model_config=cfg.model, progress=progress)
+                      task_config=cfg.task_config, model_config=cfg.model, progress=progress,
+                      prepare_trained=training_judges.prepare_trained)
 
 
 def require_trainable(kind: str) -> None:
   """ValueError unless `kind` is trained (names the trainable kinds)."""
-  if kind not in trainable_judges():
+  if kind not in training_judges.trainable_judges():
     raise ValueError(f"judge {kind!r} needs no training (it scores with the policy or the task alone); "
-                     f"trainable judges: {trainable_judges()}")
+                     f"trainable judges: {training_judges.trainable_judges()}")
 
 
 def train(s: JudgeSetup, *, resume: bool, log_root: pathlib.Path | None, progress: bool

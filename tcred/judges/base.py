@@ -27,7 +27,7 @@ import abc
 import dataclasses
 import pathlib
 import time
-from typing import Any, ClassVar, NamedTuple, Sequence
+from typing import Any, Callable, ClassVar, NamedTuple, Sequence
 
 import jax
 import numpy as np
@@ -55,6 +55,10 @@ class JudgeContext(NamedTuple):
     base_params: optional parameters of the policy a trained judge is built from (its training rollouts
       and, for `prm`, its initial weights): the run's base policy, so that a resumed run finds the judge
       its first step trained instead of training one on the resumed policy; None: `params`.
+    prepare_trained: how a trained judge (`tcred.judges.trained.TrainedJudge`) gets its weights:
+      `prepare_trained(judge, task, ctx) -> Judge`, given by whoever builds the context (the training layer's
+      `tcred.training.judges.prepare_trained`: load them from the cache, or train them there first). None: a
+      trained judge's `prepare` refuses, naming it; judges without weights never read it.
   """
 
   graphdef: Any
@@ -69,6 +73,7 @@ class JudgeContext(NamedTuple):
   rewards: np.ndarray | None = None
   response_ids: Sequence[Sequence[np.ndarray]] | None = None
   base_params: Any = None
+  prepare_trained: Callable[..., "Judge"] | None = None
 
 
 class JudgeScores(NamedTuple):

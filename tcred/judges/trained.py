@@ -1,4 +1,4 @@
-"""Judges trained on Monte-Carlo step labels: their shared settings, data and trainer registry (DESIGN §4.6).
+"""Judges trained on Monte-Carlo step labels: their shared settings and data (DESIGN §4.6).
 
 A trained judge (`prm`, `generative`) learns from labelled steps of rollouts of
 a policy: rollouts of training prompts (never a held-out evaluation problem, in
@@ -9,21 +9,19 @@ in step labels (`TrainedJudge.labels`), so judges are compared at equal numbers
 of training labels.
 
 Training reuses the training layer (SFT/GRPO loops, checkpoints, TensorBoard),
-which sits above this package, so a trained judge's `prepare` reaches it through
-two registries filled from above, never through an upward import:
+which sits above this package, so a trained judge gets its weights from the
+function its `JudgeContext` carries, never through an upward import:
+`ctx.prepare_trained(judge, task, ctx)`. Whoever builds the context passes the
+training layer's `tcred.training.judges.prepare_trained`, which builds or reuses
+the labelled data, trains the kind with its `JudgeTrainer` (the table
+`tcred.training.judges.TRAINERS`: each trained kind's `train` and `load`),
+caches the weights under `ctx.cache_dir/"judges"/<kind>-<hash of config>` and
+loads them.
 
-  * `register_judge_trainer(name, JudgeTrainer(train=..., load=...))`: the
-    kind's own training and loading functions;
-  * `set_training_backend(fn)`: the one orchestrator (`tcred.training.judges`)
-    that builds or reuses the labelled data, trains the kind with its trainer,
-    caches the weights under `ctx.cache_dir/"judges"/<kind>-<hash of config>`
-    and loads them. Importing `tcred.training.judges` installs it.
-
-Registering a new trained kind (what the `generative` judge does), in a module
-at the training layer or above, imported by one line in `tcred/training/judges.py`:
-
-    from tcred.judges.base import register_judge
-    from tcred.judges.trained import JudgeTrainer, TrainJob, TrainedJudge, register_judge_trainer
+Adding a trained kind: its settings here (a `TrainedJudge` subclass, registered
+with `register_judge`), its `train` and `load` functions at the training layer,
+and one entry in `tcred.training.judges.TRAINERS` (a kind defined outside tcred:
+`tcred.training.judges.register_judge_trainer`):
 
     @register_judge
     @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -41,7 +39,7 @@ at the training layer or above, imported by one line in `tcred/training/judges.p
     def load(judge: GenerativeJudge, task, directory, ctx) -> Judge:
       # a judge ready to score (its weights restored from `directory`)
 
-    register_judge_trainer("generative", JudgeTrainer(train=train, load=load))
+    TRAINERS = {..., "generative": JudgeTrainer(train=train, load=load)}   # tcred/training/judges.py
 
 Shapes: N labelled rollouts, S steps (padded to the longest).
 """
@@ -117,11 +115,12 @@ class TrainedJudge(Judge):
     return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
   def prepare(self, task: Task, ctx) -> Judge:
-    """The judge with its weights: loaded from the cache, or trained there first (see the module docstring)."""
-    if _BACKEND is None:
-      raise RuntimeError(f"judge {self.name!r} is trained: import tcred.training.judges (the CLI and the RL loop "
-                         "do) to install the trainer that prepares it")
-    return _BACKEND(self, task, ctx)
+    """The judge with its weights, from `ctx.prepare_trained` (the module docstring)."""
+    if getattr(ctx, "prepare_trained", None) is None:
+      raise RuntimeError(f"judge {self.name!r} is trained: build its JudgeContext with "
+                         "prepare_trained=tcred.training.judges.prepare_trained (loads its weights from the cache, "
+                         "or trains them there first)")
+    return ctx.prepare_trained(self, task, ctx)
 
   def score(self, task: Task, problem: Problem, response: str, ends: Sequence[int]) -> np.ndarray:
     raise RuntimeError(f"judge {self.name!r} has no weights yet: call prepare(task, ctx) and score with its result")
@@ -200,34 +199,3 @@ class JudgeTrainer(NamedTuple):
 
   train: Callable[[TrainJob], dict[str, float]]
   load: Callable[[TrainedJudge, Task, pathlib.Path, Any], Judge]
-
-
-_TRAINERS: dict[str, JudgeTrainer] = {}
-_BACKEND: Callable[[TrainedJudge, Task, Any], Judge] | None = None
-
-
-def register_judge_trainer(name: str, trainer: JudgeTrainer) -> JudgeTrainer:
-  """Registers the training and loading functions of the trained judge kind `name`."""
-  if name in _TRAINERS:
-    raise ValueError(f"judge {name!r} already has a trainer")
-  if not isinstance(trainer, JudgeTrainer):
-    raise TypeError(f"register_judge_trainer({name!r}, ...) needs a JudgeTrainer, got {type(trainer).__name__}")
-  _TRAINERS[name] = trainer
-  return trainer
-
-
-def trainable_judges() -> list[str]:
-  """The judge kinds with a registered trainer."""
-  return sorted(_TRAINERS)
-
-
-def judge_trainer(name: str) -> JudgeTrainer:
-  if name not in _TRAINERS:
-    raise ValueError(f"judge {name!r} is not trained (no trainer); trainable judges: {trainable_judges()}")
-  return _TRAINERS[name]
-
-
-def set_training_backend(backend: Callable[[TrainedJudge, Task, Any], Judge]) -> None:
-  """Installs the orchestrator behind `TrainedJudge.prepare` (called by `tcred.training.judges`)."""
-  global _BACKEND
-  _BACKEND = backend

@@ -23,8 +23,8 @@ Files under the cache entry (`job.directory`): `checkpoints/<step>` (the
 resumable train state every `judge.checkpoint_every` steps; steps
 1..sft_steps are SFT, later ones GRPO), `weights-sft/` (the judge after SFT,
 where GRPO starts with a fresh optimizer), `weights/` (the final judge) and
-`judge.json` (its model config, response budget, prior and training record). Importing this module registers
-the `generative` trainer (`tcred.judges.trained.register_judge_trainer`).
+`judge.json` (its model config, response budget, prior and training record). `train` and `load` are the
+`generative` entry of `tcred.training.judges.TRAINERS`.
 
 Shapes: B judged steps per GRPO step, G analyses each, L SFT sequence length.
 """
@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from tcred.credit import make_credit
 from tcred.judges.generative import GenerativeJudge, LoadedGenerativeJudge, examples_from_rollouts, first_step_prior
-from tcred.judges.trained import JudgeTrainer, TrainJob, register_judge_trainer
+from tcred.judges.trained import TrainJob
 from tcred.losses.pg import LossConfig
 from tcred.models.config import ModelConfig
 from tcred.models.decoder import Decoder
@@ -196,6 +196,3 @@ def load(judge: GenerativeJudge, task: Task, directory: pathlib.Path, ctx=None, 
   graphdef, params, info = load_weights(pathlib.Path(directory), which=which)
   return LoadedGenerativeJudge(settings=judge, graphdef=graphdef, params=params,
                                max_new_tokens=int(info["max_new_tokens"]), prior_score=float(info["prior"]))
-
-
-register_judge_trainer("generative", JudgeTrainer(train=train, load=load))

@@ -1,13 +1,11 @@
 """Training of the step judges: labelled data, a cache keyed by config, resumable training (DESIGN §4.6).
 
-Importing this module installs the orchestrator behind `TrainedJudge.prepare`
-(`tcred.judges.trained.set_training_backend`) and registers the `prm` judge's
-trainer. A trained kind at this layer or above registers its own train/load
-functions with `tcred.judges.trained.register_judge_trainer` (usage in that
-module's docstring) and is imported by one line below, so that every caller of
-`prepare` finds it:
-
-    from tcred.training import generative_judge  # noqa: F401  (registers the generative judge's trainer)
+`prepare_trained` is what a trained judge's `prepare` calls: every caller that
+builds a `JudgeContext` for judges that may be trained passes it
+(`JudgeContext(..., prepare_trained=prepare_trained)`: the RL loop, `tcred
+identify`, `tcred judge`). `TRAINERS` names each trained kind's `train` and
+`load` functions (`prm` below, `generative` in `tcred.training.generative_judge`);
+a kind defined outside tcred adds its own with `register_judge_trainer`.
 
 What `prepare_trained(judge, task, ctx)` does:
 
@@ -48,15 +46,14 @@ from tcred.judges.labels import mc_labels
 from tcred.judges.mc import step_values
 from tcred.judges.prm import (PRM, PRMInit, PRMJudge, ReadyPRM, StepExamples, encode_steps, prm_batch, prm_optimizer,
                               prm_train_step)
-from tcred.judges.trained import (JudgeTrainer, LabelledRollouts, TrainedJudge, TrainJob, judge_trainer,
-                                  register_judge_trainer, rollout_ids, set_training_backend)
+from tcred.judges.trained import JudgeTrainer, LabelledRollouts, TrainedJudge, TrainJob, rollout_ids
 from tcred.sampling.rollout import sample_and_score
 from tcred.tasks.base import Task
 from tcred.training.checkpoint import Checkpointer, leaf_digest
 from tcred.training.config import config_hash
 from tcred.training.data import held_out_keys, training_problems
 from tcred.training.tracking import RunError, Tracker, atomic_path, write_json
-from tcred.training import generative_judge  # noqa: F401  (registers the generative judge's trainer)
+from tcred.training import generative_judge
 
 JUDGE_NAMESPACE = 0x1D9E  # seed namespace of the judges' training prompts, rollouts and continuations
 PROMPTS_PER_BATCH = 16  # training prompts sampled at once while building a judge's data
@@ -244,11 +241,9 @@ def train_judge(judge: TrainedJudge, task: Task, ctx: JudgeContext, *, resume: b
 
 
 def prepare_trained(judge: TrainedJudge, task: Task, ctx: JudgeContext) -> Judge:
-  """`TrainedJudge.prepare`: `train_judge` resuming any interrupted training."""
+  """`TrainedJudge.prepare` (as `JudgeContext.prepare_trained`): `train_judge` resuming any interrupted
+  training."""
   return train_judge(judge, task, ctx, resume=True).judge
-
-
-set_training_backend(prepare_trained)
 
 
 # ---- the prm kind -------------------------------------------------------------------------------------------
@@ -326,4 +321,32 @@ def _load_prm(judge: PRMJudge, task: Task, directory: pathlib.Path, ctx: JudgeCo
   return ReadyPRM(settings=judge, model=model, prior_score=float(info["prior"]))
 
 
-register_judge_trainer("prm", JudgeTrainer(train=_train_prm, load=_load_prm))
+
+# ---- the trained kinds ----------------------------------------------------------------------------------------
+
+TRAINERS: dict[str, JudgeTrainer] = {
+    "prm": JudgeTrainer(train=_train_prm, load=_load_prm),
+    "generative": JudgeTrainer(train=generative_judge.train, load=generative_judge.load),
+}
+"""Each trained judge kind's training and loading functions (`JudgeTrainer`), by judge name."""
+
+
+def register_judge_trainer(name: str, trainer: JudgeTrainer) -> JudgeTrainer:
+  """Adds the training and loading functions of a trained judge kind defined outside tcred to `TRAINERS`."""
+  if name in TRAINERS:
+    raise ValueError(f"judge {name!r} already has a trainer")
+  if not isinstance(trainer, JudgeTrainer):
+    raise TypeError(f"register_judge_trainer({name!r}, ...) needs a JudgeTrainer, got {type(trainer).__name__}")
+  TRAINERS[name] = trainer
+  return trainer
+
+
+def trainable_judges() -> list[str]:
+  """The judge kinds with a trainer."""
+  return sorted(TRAINERS)
+
+
+def judge_trainer(name: str) -> JudgeTrainer:
+  if name not in TRAINERS:
+    raise ValueError(f"judge {name!r} is not trained (no trainer); trainable judges: {trainable_judges()}")
+  return TRAINERS[name]

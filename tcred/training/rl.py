@@ -39,7 +39,7 @@ from tcred.tasks.registry import make_task_from_config
 from tcred.training.checkpoint import CheckpointError, Checkpointer, disk_full
 from tcred.training.config import ExperimentConfig, config_diff, config_hash, normalised_config, run_config_hash
 from tcred.training.data import HOST_NAMESPACE, RL_NAMESPACE, SFT_NAMESPACE, eval_problems, training_problems
-from tcred.training import judges as _trained_judges  # noqa: F401  (installs the trained judges' prepare)
+from tcred.training.judges import prepare_trained
 from tcred.training.packing import pack_trees
 from tcred.training.pretrained import PLACEHOLDER, CheckpointInputError, pretrained_policy, resolve_model
 from tcred.training.restore import new_train_state, restore_train_state, rl_optimizer
@@ -130,7 +130,7 @@ def _sample_chunk(graphdef, params, task: Task, problems: list[Problem], key: ja
                                        mi=cfg.credit.mi_inputs())
   ctx = JudgeContext(graphdef, params, jax.random.fold_in(key, HOST_NAMESPACE), rl.temperature, rl.top_p,
                      cache_dir=cache_root(), task_config=cfg.task_config, model_config=cfg.model,
-                     base_params=base_params)
+                     base_params=base_params, prepare_trained=prepare_trained)
   host = cfg.credit.host_extras(task, problems, groups, ctx)
   extras = {**extras, **host.arrays}
   return Chunk(groups, list(problems), extras, extras_s, extras_tokens, host.seconds, host.tokens)

@@ -77,11 +77,12 @@ def test_every_chosen_judge_gets_a_row_in_a_tiny_study():
 
 
 def test_the_study_can_prepare_trained_judges_on_its_own():
-  """`tcred identify --judges prm` prepares a trained judge: the study must install the trainer itself
-  (in a fresh interpreter, importing only the identify package), not rely on the RL loop being imported."""
+  """`tcred identify --judges prm` prepares a trained judge: the study passes the training layer's
+  `prepare_trained` in the judges' context itself (a fresh interpreter importing only the identify package),
+  without the RL loop."""
   import subprocess
   import sys
-  code = ("import tcred.evaluation.identify, tcred.judges.trained as t; "
-          "assert t._BACKEND is not None, 'no training backend'; assert 'tcred.training.rl' not in __import__('sys').modules")
+  code = ("import tcred.evaluation.identify, tcred.evaluation.identify.signals as s, tcred.training.judges as t; "
+          "assert s.prepare_trained is t.prepare_trained; assert 'tcred.training.rl' not in __import__('sys').modules")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-2000:]

@@ -14,9 +14,10 @@ from tcred.models.config import model_preset
 from tcred.models.decoder import Decoder
 from tcred.tasks import step_judge
 from tcred.tasks import tokenizer as char
-from tcred.judges.trained import TrainJob, judge_trainer
+from tcred.judges.trained import TrainJob
 from tcred.tasks.registry import make_task
 from tcred.training import generative_judge
+from tcred.training.judges import judge_trainer
 
 TINY = dict(size="tiny", sft_steps=2, sft_batch_size=8, grpo_steps=1, grpo_prompts=4, grpo_group=2)
 

@@ -1,13 +1,17 @@
-"""The `prm` judge's settings, inputs and trainer registry (training end to end: tests/training/test_judge_cli.py)."""
+"""The `prm` judge's settings, inputs, the trainer table and how a trained judge is prepared (training end to end: tests/training/test_judge_cli.py)."""
 
 import numpy as np
 import pytest
 
 from tcred.judges import make_judge
 from tcred.judges.prm import encode_steps
-from tcred.judges.trained import JudgeTrainer, judge_trainer, register_judge_trainer, trainable_judges
+from tcred.judges import JudgeContext
+from tcred.judges.trained import JudgeTrainer
 from tcred.tasks.registry import make_task
-from tcred.training import judges as training_judges  # noqa: F401  (registers the prm trainer)
+from tcred.training import generative_judge
+from tcred.training import judges as training_judges
+from tcred.training.judges import (TRAINERS, judge_trainer, prepare_trained, register_judge_trainer,
+                                   trainable_judges)
 
 
 def test_encode_steps_reads_each_step_at_its_last_token():
@@ -37,14 +41,29 @@ def test_bad_prm_settings_name_the_field_and_what_is_allowed(kw, message):
     make_judge("prm", **kw)
 
 
-def test_the_trainer_registry_lists_the_trainable_kinds_and_refuses_duplicates():
-  assert "prm" in trainable_judges() and "mc" not in trainable_judges()
+def test_the_trainer_table_lists_the_trainable_kinds_and_refuses_duplicates():
+  assert trainable_judges() == ["generative", "prm"] and set(TRAINERS) == {"generative", "prm"}
+  assert TRAINERS["generative"].load is generative_judge.load  # wired in one table, not by an import's side effect
   with pytest.raises(ValueError, match=r"judge 'mc' is not trained \(no trainer\); trainable judges: \[.*'prm'"):
     judge_trainer("mc")
   with pytest.raises(ValueError, match="judge 'prm' already has a trainer"):
     register_judge_trainer("prm", JudgeTrainer(train=lambda job: {}, load=lambda *a: None))
   with pytest.raises(TypeError, match="needs a JudgeTrainer"):
     register_judge_trainer("other", (lambda job: {}, lambda *a: None))
+
+
+def test_a_trained_judge_is_prepared_by_the_function_its_context_carries():
+  import jax
+
+  task, judge = make_task("countdown"), make_judge("prm")
+  ctx = JudgeContext(None, None, jax.random.key(0), 1.0)
+  with pytest.raises(RuntimeError, match="build its JudgeContext with prepare_trained=tcred.training.judges"):
+    judge.prepare(task, ctx)
+  calls = []
+  ready = judge.prepare(task, ctx._replace(prepare_trained=lambda *a: calls.append(a) or "ready"))
+  assert ready == "ready" and calls[0][:2] == (judge, task) and calls[0][2].prepare_trained is not None
+  assert make_judge("mc").prepare(task, ctx) is not None  # a judge without weights never reads it
+  assert callable(prepare_trained)
 
 
 def test_an_untrained_prm_refuses_to_score():

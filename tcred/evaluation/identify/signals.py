@@ -35,7 +35,7 @@ from tcred.signals import registry
 from tcred.signals.controls import batch_group_keys
 from tcred.sampling.rollout import Trees
 from tcred.tasks.base import Problem, Task
-from tcred.training import judges as _trained_judges  # noqa: F401  (installs the trained judges' prepare)
+from tcred.training.judges import prepare_trained
 from tcred.training.sft import cache_root
 
 
@@ -134,7 +134,7 @@ def judge_signals(graphdef, params, task: Task, problems: Sequence[Problem], rol
   under study; its step score changes are spread on the steps' tokens (`step_change_per_token`)."""
   ctx = JudgeContext(graphdef, params, key, temperature, cache_dir=cache_root(),
                      task_config=getattr(task, "config", None), model_config=nnx.merge(graphdef, params).config,
-                     progress=progress)
+                     progress=progress, prepare_trained=prepare_trained)
   values, cost = {}, {}
   for n, judge in enumerate(judges):
     t0 = time.time()
