@@ -116,7 +116,7 @@ class TrainedJudge(Judge):
 
   def prepare(self, task: Task, ctx) -> Judge:
     """The judge with its weights, from `ctx.prepare_trained` (the module docstring)."""
-    if getattr(ctx, "prepare_trained", None) is None:
+    if ctx.prepare_trained is None:
       raise RuntimeError(f"judge {self.name!r} is trained: build its JudgeContext with "
                          "prepare_trained=tcred.training.judges.prepare_trained (loads its weights from the cache, "
                          "or trains them there first)")
