@@ -13,7 +13,7 @@ On a task's default base policy (the SFT policy of `<task>-grpo`, from the base-
   4. verdict accuracy (s_k > 0.5 counts as "good") on the held-out steps against their MC labels and their
      oracle labels, with the majority-class base rate and the balanced accuracy.
 
-  nice -n 19 python benchmarks/generative_judge.py --task countdown --labels 1024 --out /tmp/gen.json
+  nice -n 19 python benchmarks/generative_judge.py --task countdown --labels 1024 --out benchmarks/results/generative-judge-countdown.json
 
 (The `tcred judge train|eval` CLI and benchmarks/judges.py carry the ProcessBench F1 comparison with `prm`;
 this script is the generative judge's own before/after-GRPO measurement.)
