@@ -34,6 +34,18 @@ policy fit to demonstrations with one mistake in a random column learns a
 per-column error rate and samples correct responses more often than the
 demonstrations were correct (measured: 0.56 from 50% correct demonstrations);
 with independent errors its pass@1 matches demo_correct_prob.
+
+Carry traps (``trap_prob > 0``): after a column whose written sum is exactly
+10, a demonstration drops the carry with probability `trap_prob` before any
+other noise (the next column is written ``a+b=s`` with s = a + b, one too
+small), the slip of a round 10. Where trap_prob > 1/2 the base policy's most
+likely step after a sum of 10 is wrong (its greedy response fails on about
+half of 8-digit problems), so RL must change one conditional habit while
+keeping the others, and an all-or-nothing outcome does not say which column
+went wrong. Without traps the base policy's mode is right at every column and
+RL only sharpens it, which outcome credit does nearly as fast as a perfect
+verifier (suite-credit's long-addition-d8, BUILD_NOTES issue 24); the same
+held for lock chains until their traps (`lock_chain.py`).
 """
 
 from __future__ import annotations
@@ -59,17 +71,21 @@ class LongAdditionConfig:
     min_digits: fewest digits of each operand, in [1, 20].
     max_digits: most digits of each operand, in [min_digits, 20]. The digit
       count of each operand is drawn uniformly and independently.
-    demo_correct_prob: probability that a demonstration is correct, in [0, 1].
+    demo_correct_prob: probability that a demonstration is correct, in [0, 1] (without traps).
+    trap_prob: probability that a demonstration drops the carry out of a column whose written sum is
+      exactly 10, in [0, 1] (0: no traps).
   """
 
   min_digits: int = 3
   max_digits: int = 4
   demo_correct_prob: float = 0.4
+  trap_prob: float = dataclasses.field(default=0.0, metadata=base.HASH_NEUTRAL_DEFAULT)  # base policies built before it
 
   def __post_init__(self):
     base.check_range("min_digits", self.min_digits, 1, 20, integer=True)
     base.check_range("max_digits", self.max_digits, self.min_digits, 20, integer=True)
     base.check_range("demo_correct_prob", self.demo_correct_prob, 0.0, 1.0, integer=False)
+    base.check_range("trap_prob", self.trap_prob, 0.0, 1.0, integer=False)
 
 
 class LongAdditionData(NamedTuple):
@@ -199,14 +215,21 @@ class LongAddition(base.Task):
     a mistake's kind is uniform among a misread operand digit (another digit),
     a wrong carry (``+1`` dropped or added) and a slipped sum (s ± 1 or s ± 10,
     within [0, 19]). Later columns add the carry of the written sums, and the
-    answer is read off the written steps.
+    answer is read off the written steps. After a written sum of exactly 10 the
+    next column drops its carry with probability trap_prob (`LongAdditionConfig`),
+    before and instead of that column's other noise.
     """
     a, b = problem.data
     digits = column_digits(a, b)
     error_prob = 1.0 - self.config.demo_correct_prob ** (1.0 / len(digits))
     columns, carry = [], 0
+    trap_prob = self.config.trap_prob
     for x, y in digits:
       total = x + y + carry
+      if carry and columns and columns[-1].total == 10 and trap_prob > 0 and rng.random() < trap_prob:
+        columns.append(Column(x, y, 0, x + y))  # the trap: the carry of a round 10 dropped
+        carry = int(x + y >= 10)
+        continue
       kind = _ERROR_KINDS[int(rng.integers(len(_ERROR_KINDS)))] if rng.random() < error_prob else None
       if kind == "operand":
         if rng.random() < 0.5:

@@ -15,6 +15,7 @@ from tcred.losses.pg import LossConfig
 from tcred.models.config import ModelConfig
 from tcred.parallel.mesh import MeshConfig
 from tcred.sampling.tree import ForkRule, TreeRoot
+from tcred.tasks.base import HASH_NEUTRAL_DEFAULT
 from tcred.tasks.registry import task_config_class
 from tcred.validation import require_finite, require_seed
 
@@ -304,10 +305,21 @@ def run_config_hash(resolved: dict[str, Any]) -> str:
   return config_hash({k: v for k, v in flat_config(resolved).items() if _is_setting(k)})
 
 
+def _hashed(part: Any) -> Any:
+  """`part` as hashed: a dataclass as its dict, without its `HASH_NEUTRAL_DEFAULT` fields at their defaults."""
+  if not dataclasses.is_dataclass(part):
+    return part
+  d = dataclasses.asdict(part)
+  for f in dataclasses.fields(part):
+    if f.metadata == HASH_NEUTRAL_DEFAULT and getattr(part, f.name) == f.default:
+      del d[f.name]
+  return d
+
+
 def config_hash(*parts: Any) -> str:
-  """Stable short hash of dataclasses / JSON-able values."""
-  norm = [dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts]
-  return hashlib.sha256(json.dumps(norm, sort_keys=True).encode()).hexdigest()[:16]
+  """Stable short hash of dataclasses / JSON-able values (a dataclass's `HASH_NEUTRAL_DEFAULT` fields count
+  only away from their defaults)."""
+  return hashlib.sha256(json.dumps([_hashed(p) for p in parts], sort_keys=True).encode()).hexdigest()[:16]
 
 
 UNRECORDED_METHOD = "unrecorded"  # the method of a config.json written before the field existed

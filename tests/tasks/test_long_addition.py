@@ -267,11 +267,59 @@ def test_demonstrations(prob):
         ({"max_digits": 21}, "max_digits"),
         ({"demo_correct_prob": -0.1}, "demo_correct_prob"),
         ({"demo_correct_prob": True}, "demo_correct_prob"),
+        ({"trap_prob": 1.5}, "trap_prob"),
+        ({"trap_prob": -0.2}, "trap_prob"),
     ],
 )
 def test_bad_config_values_name_the_field(overrides, field):
   with pytest.raises(ValueError, match=field):
     LongAdditionConfig(**overrides)
+
+
+@pytest.mark.parametrize("a, b, trapped", [
+    (73, 37, "3+7=10,7+3=10#100"),          # 3+7 = 10: the tens column drops its carry (right: 7+3+1=11#110)
+    (455, 555, "5+5=10,5+5=10,4+5=9#900"),  # twice in a row: each round 10 drops the next carry
+    (19, 91, "9+1=10,1+9=10#100"),
+])
+def test_carry_trap_drops_the_carry_after_a_round_ten(a, b, trapped):
+  task = LongAddition(LongAdditionConfig(demo_correct_prob=1.0, trap_prob=1.0))
+  problem = task.make_problem(a, b)
+  assert task.demonstration(problem, np.random.default_rng(0)) == trapped
+  assert task.reward(problem, trapped) == 0.0  # the trap is a mistake; the solution is unchanged
+  assert problem.solution == LongAddition().make_problem(a, b).solution
+
+
+def test_carry_trap_leaves_other_problems_and_zero_draws_alone():
+  problem = TASK.make_problem(4738, 2594)  # no column sums to exactly 10
+  task = LongAddition(LongAdditionConfig(demo_correct_prob=1.0, trap_prob=1.0))
+  assert task.demonstration(problem, np.random.default_rng(0)) == SOLUTION
+  # trap_prob = 0 draws nothing more from the generator: the demonstrations of configs built before the field
+  # existed are reproduced draw for draw (their SFT base policies stay valid).
+  plain, trapped0 = LongAddition(), LongAddition(LongAdditionConfig(trap_prob=0.0))
+  for seed in range(50):
+    p = plain.make_problem(73 + seed, 37)
+    assert plain.demonstration(p, np.random.default_rng(seed)) == trapped0.demonstration(p, np.random.default_rng(seed))
+
+
+def test_carry_trap_rate_and_its_cache_key():
+  from tcred.training.config import config_hash
+  task = LongAddition(LongAdditionConfig(min_digits=8, max_digits=8, demo_correct_prob=1.0, trap_prob=0.6))
+  rng = np.random.default_rng(0)
+  sites = dropped = 0
+  for i in range(600):
+    problem = task.sample(rng)
+    demo = task.demonstration(problem, np.random.default_rng(i))
+    right, written = problem.solution.split("#")[0].split(","), demo.split("#")[0].split(",")
+    for k in range(1, len(right)):
+      if right[k - 1].endswith("=10") and written[:k] == right[:k]:  # a trap site reached without a slip
+        sites += 1
+        dropped += "+1" not in written[k]
+  assert sites > 300 and abs(dropped / sites - 0.6) < 0.06
+  # Left out of the hash at its default (the cache key of every base policy built before it is unchanged),
+  # hashed like any field away from it.
+  fields = {k: v for k, v in dataclasses.asdict(LongAdditionConfig()).items() if k != "trap_prob"}
+  assert config_hash(LongAdditionConfig()) == config_hash(fields)
+  assert config_hash(LongAdditionConfig(trap_prob=0.6)) != config_hash(LongAdditionConfig())
 
 
 def test_config_is_frozen_and_keyword_only():
