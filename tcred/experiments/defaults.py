@@ -56,6 +56,10 @@ _REAL_MODEL_RL = RLConfig(steps=200, prompts_per_step=8, group_size=8, lr=1e-6, 
 # long-addition levels keep the default 1,500 steps, not yet measured (i24b notes).
 _CREDIT_SFT = {f"lock-chain-{level}": SFTConfig(steps=800) for level in difficulty_levels()["lock-chain"]}
 
+# lock-chain-k12's prompts and responses take up to 268 positions: char-small with room for them (RoPE: no new
+# parameters).
+_CREDIT_MODEL = {"lock-chain-k12": model_preset("char-small", max_position_embeddings=320)}
+
 _TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     # Widened for held-out problems (issue 23): 3 numbers in [1, 12] with targets <= 60 have about 3.6k problems
     # (keys), and the 96k-problem SFT stream drew 3,619 of them. Numbers in [1, 40], targets <= 150: about 83k
@@ -73,7 +77,8 @@ _TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "long-addition": dict(task_config=dict(min_digits=3, max_digits=4, demo_correct_prob=0.4),
                           sft=SFTConfig(steps=1000), rl=RLConfig()),
     # The difficulty levels keep their config class's defaults (the level's settings).
-    **{task: dict(task_config={}, sft=_CREDIT_SFT.get(task, SFTConfig()), rl=RLConfig()) for task in CREDIT_TASKS},
+    **{task: dict(task_config={}, sft=_CREDIT_SFT.get(task, SFTConfig()), rl=RLConfig(),
+                  **({"model": _CREDIT_MODEL[task]} if task in _CREDIT_MODEL else {})) for task in CREDIT_TASKS},
     **{task: dict(task_config={}, model=PLACEHOLDER, sft=SFTConfig(), rl=_REAL_MODEL_RL) for task in REAL_MODEL_TASKS},
 }
 

@@ -53,9 +53,9 @@ sharpens it, which outcome credit does about as fast as a perfect
 verifier (BUILD_NOTES, issue 24 pilots).
 
 Difficulty knob: `decisions` (k), with `filler` (the distance between
-decisions). The registered levels ``lock-chain-k2``, ``lock-chain-k4`` and
-``lock-chain-k8`` (`LEVELS`) differ in k only; they are in codebook mode with
-traps (`LockChainLevelConfig`).
+decisions). The registered levels ``lock-chain-k2``, ``-k4``, ``-k8`` and
+``-k12`` (`LEVELS`) differ in k only; they are in codebook mode with traps
+(`LockChainLevelConfig`).
 """
 
 from __future__ import annotations
@@ -294,9 +294,16 @@ class LockChainK4Config(LockChainLevelConfig):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LockChainK8Config(LockChainLevelConfig):
-  """Level k8: 8 decisive keys (the hardest default level)."""
+  """Level k8: 8 decisive keys."""
 
   decisions: int = 8
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LockChainK12Config(LockChainLevelConfig):
+  """Level k12: 12 decisive keys (the hardest level; `MAX_DECISIONS`), responses of up to 254 characters."""
+
+  decisions: int = 12
 
 
 class LockChainK2(LockChain):
@@ -320,9 +327,17 @@ class LockChainK8(LockChain):
     super().__init__(config)
 
 
+class LockChainK12(LockChain):
+  name = "lock-chain-k12"
+
+  def __init__(self, config: LockChainConfig = LockChainK12Config()):
+    super().__init__(config)
+
+
 LEVELS: dict[str, tuple[type, type[LockChain]]] = {
     "k2": (LockChainK2Config, LockChainK2),
     "k4": (LockChainK4Config, LockChainK4),
     "k8": (LockChainK8Config, LockChainK8),
+    "k12": (LockChainK12Config, LockChainK12),
 }
 """The difficulty levels: level -> (config class, task class); the task is named `lock-chain-<level>`."""
