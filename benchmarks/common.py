@@ -355,6 +355,16 @@ def jax_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
   return 2 * n ** 3 / best / 1e9
 
 
+def jax_read_gbps(megabytes: int = 256, repeats: int = 5) -> float:
+  """Read bandwidth of this process's cores as JAX sees it (GB/s): a jitted float32 `jnp.sum` over `megabytes`
+  MB, best of `repeats` (the array is far larger than the caches, so every byte comes from memory)."""
+  x = jnp.ones((megabytes * 2**20 // 4,), jnp.float32)
+  total = jax.jit(jnp.sum)
+  block(total(x))
+  best = min(time_once(lambda: total(x))[0] for _ in range(repeats))
+  return x.nbytes / best / 1e9
+
+
 def torch_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
   import torch
   a, b = torch.randn(n, n), torch.randn(n, n)

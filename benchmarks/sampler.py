@@ -11,7 +11,9 @@ Each side runs in its own process, the processes alternating (`common.alternate_
 tokens/s counts generated tokens (prefill included in the time). Compilation is excluded
 (one warm-up call each).
 
-Target (DESIGN §6): ≥ 3× the tokens/s of `generate`.
+Targets (DESIGN §6, issue 27): ≥ 3× the tokens/s of `generate`, and ≥ 60% of the memory-bandwidth bound: the
+bytes decoding must read (every step the weights and the cache's valid prefix, `bytes_read`) over the read
+bandwidth measured in the same pinned processes.
 
 Fairness (DESIGN §6): at each `--threads` count (default 1 and 2) both sides run on the same cores
 with the same OpenMP, torch and XLA thread counts, each child reporting what it got; a load average
@@ -47,6 +49,7 @@ from tcred.models.decoder import KVCache, positions_from_mask  # noqa: E402
 from tcred.sampling.sampler import _choose, sample_groups  # noqa: E402
 
 TARGET = 3.0
+BANDWIDTH_TARGET = 0.6  # of the host's memory-bandwidth bound (issue 27 item 5)
 NO_EOS = -1  # never sampled: decoding runs the full budget
 
 
@@ -116,7 +119,7 @@ def run_side(side: str, config, sz: Sizes, repeats: int) -> dict:
     ok = bool(np.all(np.asarray(out.mask))) and out.tokens.shape == (1, sz.g, sz.t) and bool(
         np.all(np.isfinite(np.asarray(out.logp))))
     return {"times": [common.time_once(ours)[0] for _ in range(repeats)], "first_s": first_s, "ok": ok,
-            "threads": threads}
+            "threads": threads, "read_gbps": common.jax_read_gbps(16 if sz == QUICK else 256)}
   import torch
   import transformers
 
@@ -169,6 +172,17 @@ def measure(args, argv: list[str]) -> dict:
   return record
 
 
+def bytes_read(config, sz: Sizes) -> tuple[float, float]:
+  """(weights, KV cache) bytes that decoding `sz` must read from memory at the least, in float32: every
+  decode step reads the decoder's and the head's weights once (the embedding only G rows: not counted) and
+  the valid prefix of the cache, 2 (keys, values) × layers × KV heads × head width per slot and rollout,
+  P + t slots at step t (the ideal: a cache read only up to its valid length)."""
+  weights = 4 * (config.num_params(embeddings=False) + config.hidden_size * config.vocab_size)
+  per_slot = 4 * 2 * config.num_hidden_layers * config.num_key_value_heads * config.dim_per_head * sz.g
+  kv = per_slot * sum(sz.p + t for t in range(sz.t))
+  return weights * sz.t, float(kv)
+
+
 def render(record: dict) -> list[str]:
   """The Markdown report of a recorded measurement (`measure`), and nothing else."""
   sz = Sizes(**record["sizes"])
@@ -207,6 +221,16 @@ def render(record: dict) -> list[str]:
     for side, ts in times.items():
       lines.append(f"| {names[side]} | {common.spread(ts)} | {tps[side]:,.0f} |")
     lines.append("")
+    if all("read_gbps" in r for r in runs["ours"]):
+      gbps = max(r["read_gbps"] for r in runs["ours"])
+      weights, kv = bytes_read(config, sz)
+      bound_s = (weights + kv) / (gbps * 1e9)
+      share = bound_s / ours_s
+      lines += [f"Memory-bandwidth bound: decoding reads at least {(weights + kv) / 1e9:.2f} GB per batch "
+                f"(weights {weights / sz.t / 1e6:.1f} MB a step × {sz.t} steps, KV cache {kv / 1e9:.2f} GB up to "
+                f"each step's length) at {gbps:.1f} GB/s (`jnp.sum` over {16 if record['quick'] else 256} MB in "
+                f"the same pinned processes, best): {bound_s:.3f} s a batch; ours at **{share:.0%}** of that bound "
+                f"(target ≥ {BANDWIDTH_TARGET:.0%}: {'met' if share >= BANDWIDTH_TARGET else 'NOT met'}).", ""]
     if "generate" in tps:
       ratio = tps["ours"] / tps["generate"]
       lines += [f"Ours / generate: **{ratio:.2f}×** (target ≥ {TARGET:g}×: {'met' if ratio >= TARGET else 'NOT met'}).", ""]

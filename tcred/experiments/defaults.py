@@ -30,8 +30,8 @@ LONG_HORIZON_TASKS = ("lock-chain-k8", "long-addition-d8")
 """The long-horizon levels of the credit suite (`suite-credit`): 8 key choices 21 characters apart, and 8 columns
 with carries. The token-signal methods the suite compares are registered on them as well."""
 
-SCALING_TASKS = ("lock-chain-k2", "lock-chain-k4", "lock-chain-k8")
-"""The levels of the credit-scaling picture (`credit-scaling`, issue 24 item 5): 2, 4 and 8 decisive keys."""
+SCALING_TASKS = ("lock-chain-k2", "lock-chain-k4", "lock-chain-k8", "lock-chain-k12")
+"""The levels of the credit-scaling picture (`credit-scaling`, issue 24 item 5): 2, 4, 8 and 12 decisive keys."""
 
 SIGNAL_CREDIT_TASKS = tuple(dict.fromkeys(LONG_HORIZON_TASKS + SCALING_TASKS))
 """The credit tasks on which the token-signal methods of the suites (entropy-top20, surprisal-top20) are
