@@ -10,6 +10,13 @@ import typing
 from typing import Any
 
 
+HASH_NEUTRAL_DEFAULT = {"hash_neutral_default": True}
+"""Metadata of a config field added after results keyed by a config hash existed (SFT base policies,
+`tcred.training.config.config_hash`; run config hashes, `run_config_hash`), whose default keeps the old
+behaviour: at its default the field is left out of both hashes, so those caches and the hashes printed in
+committed tables stay valid; set to anything else, it is hashed like any field."""
+
+
 def require_finite(config: Any, prefix: str) -> None:
   """Raises ValueError naming `prefix.field` (`field` for an empty prefix) for the first real-valued
   field of the dataclass `config` that is NaN or ±inf (ints and bools are always finite; None and

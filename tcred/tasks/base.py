@@ -158,12 +158,6 @@ def normalise_question(question: str) -> str:
   return text.strip(_QUESTION_END_PUNCTUATION + " ")
 
 
-HASH_NEUTRAL_DEFAULT = {"hash_neutral_default": True}
-"""Metadata of a task-config field added after caches keyed by `tcred.training.config.config_hash` were built
-(SFT base policies), whose default keeps the old behaviour: at its default the field is left out of the hash,
-so those caches stay valid; set to anything else, it is hashed like any field."""
-
-
 def check_range(
     field: str, value: Any, low: float, high: float, *, integer: bool
 ) -> None:

@@ -57,6 +57,7 @@ from typing import NamedTuple
 import numpy as np
 
 from tcred.tasks import base
+from tcred.validation import HASH_NEUTRAL_DEFAULT
 
 _SEPARATOR = ","
 _ERROR_KINDS = ("operand", "carry", "sum")
@@ -79,7 +80,7 @@ class LongAdditionConfig:
   min_digits: int = 3
   max_digits: int = 4
   demo_correct_prob: float = 0.4
-  trap_prob: float = dataclasses.field(default=0.0, metadata=base.HASH_NEUTRAL_DEFAULT)  # base policies built before it
+  trap_prob: float = dataclasses.field(default=0.0, metadata=HASH_NEUTRAL_DEFAULT)  # base policies built before it
 
   def __post_init__(self):
     base.check_range("min_digits", self.min_digits, 1, 20, integer=True)

@@ -15,9 +15,8 @@ from tcred.losses.pg import LossConfig
 from tcred.models.config import ModelConfig
 from tcred.parallel.mesh import MeshConfig
 from tcred.sampling.tree import ForkRule, TreeRoot
-from tcred.tasks.base import HASH_NEUTRAL_DEFAULT
 from tcred.tasks.registry import task_config_class
-from tcred.validation import require_finite, require_seed
+from tcred.validation import HASH_NEUTRAL_DEFAULT, require_finite, require_seed
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -63,6 +62,9 @@ class RLConfig:
       policy at each step; None (default): only the last two checkpoints are kept. Not a setting of the
       run's results (left out of config hashes and `--resume` checks, like `record_every`).
     max_nonfinite: abort after this many non-finite updates in a row.
+    hold_on_zero_grad: a step whose gradient is exactly zero (every group's rewards equal and no other loss
+      term) leaves the parameters and the optimizer state unchanged; False (default): AdamW still applies
+      its momentum (about ten steps' worth in total at β1 = 0.9) to a policy that received no signal.
     chunk_size: tokens per chunk of the fused log-prob/entropy path.
     record_every: steps between the credit explorer's records (`tcred.training.record`, `tcred explore`);
       None (default): at the evaluation steps (`eval_every`); the last step is always recorded; 0: never.
@@ -96,6 +98,7 @@ class RLConfig:
   checkpoint_every: int = 50
   keep_every: int | None = None
   max_nonfinite: int = 5
+  hold_on_zero_grad: bool = dataclasses.field(default=False, metadata=HASH_NEUTRAL_DEFAULT)  # added in session 14
   chunk_size: int = 1024
   record_every: int | None = None
   record_decisive_prompts: int = 0
@@ -299,10 +302,25 @@ def normalised_config(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def _neutral_at_default(resolved: dict[str, Any]) -> set[str]:
+  """The flat keys (`"rl.x"`) of `resolved`'s `HASH_NEUTRAL_DEFAULT` fields that hold their defaults
+  (none for a dict that is not a tcred config)."""
+  try:
+    cfg = config_from_dict(resolved)
+  except (ValueError, KeyError, TypeError):
+    return set()
+  return {f"{section.name}.{f.name}" for section in dataclasses.fields(cfg)
+          if dataclasses.is_dataclass(value := getattr(cfg, section.name))
+          for f in dataclasses.fields(value)
+          if f.metadata == HASH_NEUTRAL_DEFAULT and getattr(value, f.name) == f.default}
+
+
 def run_config_hash(resolved: dict[str, Any]) -> str:
   """The hash of what a run's results depend on: its resolved config without the description and
-  the seed (equal for every seed of one experiment; `rl.steps` included) and without the mesh."""
-  return config_hash({k: v for k, v in flat_config(resolved).items() if _is_setting(k)})
+  the seed (equal for every seed of one experiment; `rl.steps` included), without the mesh, and without
+  the `HASH_NEUTRAL_DEFAULT` fields at their defaults (a field added later leaves earlier hashes as they were)."""
+  neutral = _neutral_at_default(resolved)
+  return config_hash({k: v for k, v in flat_config(resolved).items() if _is_setting(k) and k not in neutral})
 
 
 def _hashed(part: Any) -> Any:

@@ -467,7 +467,7 @@ def _run_locked(cfg: ExperimentConfig, plan: RunPlan, *, seed: int, run_dir: pat
         t_last += record_s  # recording observes the run: not part of its wall time (tables compare wall_s)
       state, m = rl_train_step(state, batch, ref_params, graphdef=graphdef, tx=tx, credit=cfg.credit,
                                loss_config=cfg.loss, temperature=rl.temperature, chunk_size=rl.chunk_size,
-                               layout=layout)
+                               layout=layout, hold_on_zero_grad=rl.hold_on_zero_grad)
       m = jax.device_get(m)
       counters["samples"] += sum(c.groups.rewards.size for c in generated)
       counters["tokens_generated"] += sum(c.groups.generated_tokens() for c in generated)

@@ -121,11 +121,12 @@ def _agreement(inputs: CreditInputs, out) -> dict[str, jax.Array]:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "tx", "credit", "loss_config", "temperature",
-                                              "chunk_size", "layout", "agreement"), donate_argnums=(0,))
+                                              "chunk_size", "layout", "agreement", "hold_on_zero_grad"),
+                   donate_argnums=(0,))
 def rl_train_step(state: TrainState, batch: Batch, ref_params: nnx.State | None, *,
                   graphdef: nnx.GraphDef, tx: optax.GradientTransformation, credit: CreditMethod,
                   loss_config: LossConfig, temperature: float, chunk_size: int = 1024,
-                  layout: Layout | None = None, agreement: bool = True):
+                  layout: Layout | None = None, agreement: bool = True, hold_on_zero_grad: bool = False):
   """One policy-gradient update.
 
   Args:
@@ -140,6 +141,8 @@ def rl_train_step(state: TrainState, batch: Batch, ref_params: nnx.State | None,
     agreement: also return the `agreement/*` metrics (`tcred.signals.agreement`: top-20% Jaccard and
       Spearman of every pair of the step's signals, the credit's Gini and effective-token ratio),
       computed from stop-gradient'ed arrays, so the update is the same either way (static).
+    hold_on_zero_grad: a gradient of exactly zero leaves the parameters and optimizer state unchanged
+      (`RLConfig.hold_on_zero_grad`; reported as `optim/held` = 1) instead of applying Adam's momentum (static).
 
   Returns:
     `(state, metrics)`. A non-finite loss, gradient, updated parameter or optimizer state
@@ -189,13 +192,16 @@ def rl_train_step(state: TrainState, batch: Batch, ref_params: nnx.State | None,
   # A finite gradient can still give a non-finite state (a huge learning rate, an overflowing
   # optimizer moment): the updated parameters and optimizer state are checked too.
   ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(params) & _all_finite(opt_state)
-  new_state = TrainState(params=_apply_if_finite(ok, params, state.params),
-                         opt_state=_apply_if_finite(ok, opt_state, state.opt_state),
-                         step=state.step + ok.astype(state.step.dtype))
+  apply = ok & (grad_norm > 0) if hold_on_zero_grad else ok
+  new_state = TrainState(params=_apply_if_finite(apply, params, state.params),
+                         opt_state=_apply_if_finite(apply, opt_state, state.opt_state),
+                         step=state.step + apply.astype(state.step.dtype))
   if layout is not None:
     new_state = layout.constrain_state(new_state)
   metrics["optim/grad_norm"] = grad_norm
   metrics["optim/skipped"] = (~ok).astype(jnp.float32)
+  if hold_on_zero_grad:
+    metrics["optim/held"] = (ok & ~apply).astype(jnp.float32)
   return new_state, metrics
 
 

@@ -123,3 +123,24 @@ def test_a_run_without_a_terminal_prints_sft_progress_lines(tmp_path, monkeypatc
   assert lines[0].startswith("tcred: training the countdown base policy: 40 SFT steps"), lines
   assert [ln.split(",")[0] for ln in lines[1:]] == [f"tcred: sft countdown: step {s}/40" for s in range(2, 41, 2)]
   assert "loss 0.500" in lines[-1]
+
+
+def test_fields_added_later_leave_cache_keys_and_run_hashes_alone():
+  """`HASH_NEUTRAL_DEFAULT` fields (long addition's trap_prob, rl.hold_on_zero_grad) at their defaults change
+  neither a base policy's cache key nor a run's config hash: a config.json written before they existed
+  hashes as it did; away from their defaults they are hashed like any field."""
+  import dataclasses
+
+  from tcred import experiments
+  from tcred.training.config import config_hash, normalised_config, run_config_hash
+  cfg = experiments.get_experiment("long-addition-d8-grpo")
+  resolved = cfg.to_dict()
+  written_before = json.loads(json.dumps(resolved))
+  del written_before["task_config"]["trap_prob"], written_before["rl"]["hold_on_zero_grad"]
+  assert run_config_hash(normalised_config(written_before)) == run_config_hash(resolved)
+  trapped = cfg.with_overrides(["task_config.trap_prob=0.6"])
+  assert run_config_hash(trapped.to_dict()) != run_config_hash(resolved)
+  assert run_config_hash(cfg.with_overrides(["rl.hold_on_zero_grad=true"]).to_dict()) != run_config_hash(resolved)
+  key = lambda c: sft.base_policy_dir(c.model, c.task, c.task_config, c.sft, held_out=256).name
+  fields = {k: v for k, v in dataclasses.asdict(cfg.task_config).items() if k != "trap_prob"}
+  assert key(cfg).split("-")[-3] == config_hash(cfg.model, cfg.task, fields, cfg.sft) and key(cfg) != key(trapped)

@@ -75,6 +75,31 @@ def test_all_equal_rewards_give_zero_gradient_step(tiny_model):
     np.testing.assert_array_equal(a, b)
 
 
+def test_zero_gradient_after_a_step_moves_the_policy_unless_held(tiny_model):
+  """After a real update, a zero-gradient step (all rewards equal) still moves the parameters along Adam's
+  momentum; `hold_on_zero_grad` leaves parameters, optimizer state and step count as they were."""
+  tx = adamw(1e-2, warmup=0, weight_decay=0.0, max_grad_norm=0.0)
+  moved = {}
+  for hold in (False, True):
+    graphdef, state = _state(tiny_model, tx)
+    state, _ = rl_train_step(state, _batch(0), None, graphdef=graphdef, tx=tx, credit=make_credit("outcome"),
+                             loss_config=LossConfig(), temperature=1.0, hold_on_zero_grad=hold)
+    before = jax.tree.map(np.asarray, (state.params, state.opt_state))
+    state, m = rl_train_step(state, _batch(0, rewards=jnp.ones((B, G))), None, graphdef=graphdef, tx=tx,
+                             credit=make_credit("outcome"), loss_config=LossConfig(), temperature=1.0,
+                             hold_on_zero_grad=hold)
+    assert float(m["optim/grad_norm"]) == 0.0 and float(m["optim/skipped"]) == 0.0
+    moved[hold] = any(not np.array_equal(a, b)
+                      for a, b in zip(jax.tree.leaves(before[0]), jax.tree.leaves(state.params)))
+    if hold:
+      assert float(m["optim/held"]) == 1.0 and int(state.step) == 1
+      for a, b in zip(jax.tree.leaves(before), jax.tree.leaves((state.params, state.opt_state))):
+        np.testing.assert_array_equal(a, b)
+    else:
+      assert "optim/held" not in m and int(state.step) == 2
+  assert moved == {False: True, True: False}
+
+
 def test_non_finite_loss_skips_update(tiny_model):
   tx = adamw(1e-2, warmup=0, weight_decay=0.0, max_grad_norm=1.0)
   graphdef, state = _state(tiny_model, tx)
