@@ -302,24 +302,28 @@ def normalised_config(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-def _neutral_at_default(resolved: dict[str, Any]) -> set[str]:
-  """The flat keys (`"rl.x"`) of `resolved`'s `HASH_NEUTRAL_DEFAULT` fields that hold their defaults
-  (none for a dict that is not a tcred config)."""
+def _neutral_at_default(config: Any) -> list[str]:
+  """The names of the dataclass `config`'s `HASH_NEUTRAL_DEFAULT` fields that hold their defaults."""
+  return [f.name for f in dataclasses.fields(config)
+          if f.metadata == HASH_NEUTRAL_DEFAULT and getattr(config, f.name) == f.default]
+
+
+def _flat_neutral_at_default(resolved: dict[str, Any]) -> set[str]:
+  """`_neutral_at_default` of every section of a resolved config, as flat keys (`"rl.x"`); none for a dict
+  that is not a tcred config."""
   try:
     cfg = config_from_dict(resolved)
   except (ValueError, KeyError, TypeError):
     return set()
-  return {f"{section.name}.{f.name}" for section in dataclasses.fields(cfg)
-          if dataclasses.is_dataclass(value := getattr(cfg, section.name))
-          for f in dataclasses.fields(value)
-          if f.metadata == HASH_NEUTRAL_DEFAULT and getattr(value, f.name) == f.default}
+  return {f"{section.name}.{name}" for section in dataclasses.fields(cfg)
+          if dataclasses.is_dataclass(value := getattr(cfg, section.name)) for name in _neutral_at_default(value)}
 
 
 def run_config_hash(resolved: dict[str, Any]) -> str:
   """The hash of what a run's results depend on: its resolved config without the description and
   the seed (equal for every seed of one experiment; `rl.steps` included), without the mesh, and without
   the `HASH_NEUTRAL_DEFAULT` fields at their defaults (a field added later leaves earlier hashes as they were)."""
-  neutral = _neutral_at_default(resolved)
+  neutral = _flat_neutral_at_default(resolved)
   return config_hash({k: v for k, v in flat_config(resolved).items() if _is_setting(k) and k not in neutral})
 
 
@@ -328,9 +332,8 @@ def _hashed(part: Any) -> Any:
   if not dataclasses.is_dataclass(part):
     return part
   d = dataclasses.asdict(part)
-  for f in dataclasses.fields(part):
-    if f.metadata == HASH_NEUTRAL_DEFAULT and getattr(part, f.name) == f.default:
-      del d[f.name]
+  for name in _neutral_at_default(part):
+    del d[name]
   return d
 
 

@@ -105,7 +105,8 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-def _apply_if_finite(ok, new, old):
+def _new_if(ok, new, old):
+  """`new` where the scalar `ok` holds, else `old`, leaf by leaf."""
   return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
@@ -193,8 +194,8 @@ def rl_train_step(state: TrainState, batch: Batch, ref_params: nnx.State | None,
   # optimizer moment): the updated parameters and optimizer state are checked too.
   ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(params) & _all_finite(opt_state)
   apply = ok & (grad_norm > 0) if hold_on_zero_grad else ok
-  new_state = TrainState(params=_apply_if_finite(apply, params, state.params),
-                         opt_state=_apply_if_finite(apply, opt_state, state.opt_state),
+  new_state = TrainState(params=_new_if(apply, params, state.params),
+                         opt_state=_new_if(apply, opt_state, state.opt_state),
                          step=state.step + apply.astype(state.step.dtype))
   if layout is not None:
     new_state = layout.constrain_state(new_state)
