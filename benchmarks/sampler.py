@@ -50,6 +50,11 @@ from tcred.sampling.sampler import _choose, sample_groups  # noqa: E402
 
 TARGET = 3.0
 BANDWIDTH_TARGET = 0.6  # of the host's memory-bandwidth bound (issue 27 item 5)
+
+
+def read_mb(quick: bool) -> int:
+  """MB of the `common.jax_read_gbps` array that measures the read bandwidth."""
+  return 16 if quick else 256
 NO_EOS = -1  # never sampled: decoding runs the full budget
 
 
@@ -119,7 +124,7 @@ def run_side(side: str, config, sz: Sizes, repeats: int) -> dict:
     ok = bool(np.all(np.asarray(out.mask))) and out.tokens.shape == (1, sz.g, sz.t) and bool(
         np.all(np.isfinite(np.asarray(out.logp))))
     return {"times": [common.time_once(ours)[0] for _ in range(repeats)], "first_s": first_s, "ok": ok,
-            "threads": threads, "read_gbps": common.jax_read_gbps(16 if sz == QUICK else 256)}
+            "threads": threads, "read_gbps": common.jax_read_gbps(read_mb(sz == QUICK))}
   import torch
   import transformers
 
@@ -228,7 +233,7 @@ def render(record: dict) -> list[str]:
       share = bound_s / ours_s
       lines += [f"Memory-bandwidth bound: decoding reads at least {(weights + kv) / 1e9:.2f} GB per batch "
                 f"(weights {weights / sz.t / 1e6:.1f} MB a step × {sz.t} steps, KV cache {kv / 1e9:.2f} GB up to "
-                f"each step's length) at {gbps:.1f} GB/s (`jnp.sum` over {16 if record['quick'] else 256} MB in "
+                f"each step's length) at {gbps:.1f} GB/s (`jnp.sum` over {read_mb(record['quick'])} MB in "
                 f"the same pinned processes, best): {bound_s:.3f} s a batch; ours at **{share:.0%}** of that bound "
                 f"(target ≥ {BANDWIDTH_TARGET:.0%}: {'met' if share >= BANDWIDTH_TARGET else 'NOT met'}).", ""]
     if "generate" in tps:

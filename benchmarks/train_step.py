@@ -294,6 +294,7 @@ def render(record: dict) -> list[str]:
   """The Markdown report of a recorded measurement (`measure`), and nothing else."""
   sz = Sizes(**record["sizes"])
   steps, rounds, peak = record["steps"], record["rounds"], record["peak_gflops"]
+  pinned = _pinned_roofs(record)
   config = model_config(sz.model)
   n_seq, seq_len = sz.b * sz.g, sz.p + sz.t
   tokens = n_seq * seq_len
@@ -315,7 +316,7 @@ def render(record: dict) -> list[str]:
       "(`common.pinned_env`), and reports what it got.", "", *common.load_lines(record["load"]),
       f"- JAX float32 {256 if record['quick'] else 2048}² matmul, same run: {peak:.1f} GFLOP/s unpinned; "
       + ("each thread count's MFU is measured against the same matmul in its own pinned processes (best of "
-         "them: below)" if _pinned_roofs(record) else "the roof MFU is measured against"), ""]
+         "them: below)" if pinned else "the roof MFU is measured against"), ""]
   summary = ["## Summary", "", "| threads per side | ours tokens/s | PyTorch tokens/s | ours / PyTorch | MFU |",
              "|---:|---:|---:|---:|---:|"]
   for threads, by in record["by_threads"].items():
@@ -325,7 +326,7 @@ def render(record: dict) -> list[str]:
     recompiles = sum(r["recompiles"] for r in runs["jax"])
     no_recompile = recompiles == 0 and all(r["cache"][2] == r["cache"][1] for r in runs["jax"])
     jax_s = common.median(times["jax"])
-    roof = max(r["roof_gflops"] for r in runs["jax"]) if _pinned_roofs(record) else peak
+    roof = max(r["roof_gflops"] for r in runs["jax"]) if pinned else peak
     mfu = run_flop / jax_s / (roof * 1e9)
     c0, c1, c2 = first["cache"]
     lines += [f"## {threads} thread(s) per side: our step (jitted `rl_train_step`)", "",
@@ -340,7 +341,7 @@ def render(record: dict) -> list[str]:
               f"- losses finite: {all(r['finite'] for r in runs['jax'])}",
               f"- model FLOPs 6 × {n_nonemb / 1e6:.2f}M × {decoder_tokens(sz):,} = {run_flop / 1e9:.1f} GFLOP per step -> "
               f"{run_flop / jax_s / 1e9:.1f} GFLOP/s, **MFU {mfu:.1%}** of {roof:.1f} GFLOP/s "
-              f"({'the pinned roof of this thread count' if roof is not peak else 'the unpinned roof'}; "
+              f"({'the pinned roof of this thread count' if pinned else 'the unpinned roof'}; "
               f"target ≥ {MFU_TARGET:.0%}: "
               f"{'met' if mfu >= MFU_TARGET else 'NOT met'})",
               f"- not counted in MFU: head {head_flop / 1e9:.1f} GFLOP ({n_head} × 2·D·V per response token: "
