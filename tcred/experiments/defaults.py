@@ -26,9 +26,9 @@ CREDIT_TASKS = tuple(f"{family}-{level}" for family, levels in difficulty_levels
 Their `<task>-grpo` is registered (experiments/outcome.py); the other methods are not registered for them
 yet (the tree methods need a measured prompt budget per task)."""
 
-LONG_HORIZON_TASKS = ("lock-chain-k8", "long-addition-d8")
-"""The long-horizon levels of the credit suite (`suite-credit`): 8 key choices 21 characters apart, and 8 columns
-with carries. The token-signal methods the suite compares are registered on them as well."""
+LONG_HORIZON_TASKS = ("lock-chain-k8", "lock-chain-k12", "long-addition-d8")
+"""The long-horizon levels of the credit suite (`suite-credit`): 8 and 12 key choices 21 characters apart, and 8
+columns with carries. The token-signal methods the suite compares are registered on them as well."""
 
 SCALING_TASKS = ("lock-chain-k2", "lock-chain-k4", "lock-chain-k8", "lock-chain-k12")
 """The levels of the credit-scaling picture (`credit-scaling`, issue 24 item 5): 2, 4, 8 and 12 decisive keys."""
