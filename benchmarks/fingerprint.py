@@ -64,6 +64,17 @@ def digest(run_dir: pathlib.Path, ignore: tuple[str, ...] = (), rows: bool = Fal
   return out
 
 
+def _checkout_commit(directory: pathlib.Path) -> str:
+  """The short commit of the git checkout holding `directory`, "+changes" when its tracked files differ from it:
+  which code ran (e.g. `tcred` from a base checkout on PYTHONPATH), named without a path of this machine."""
+  def git(*words: str) -> str:
+    return subprocess.run(["git", *words], capture_output=True, text=True, cwd=directory).stdout.strip()
+  commit = git("rev-parse", "--short", "HEAD")
+  if not commit:
+    return "not a git checkout"
+  return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def _hashes(entry: dict) -> dict:
   return {k: v for k, v in entry.items() if k != "rows"}
 
@@ -110,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
   names = [n for n in experiments.experiment_names() if any(part in n for part in args.only.split(","))]
   work = pathlib.Path(tempfile.mkdtemp(prefix="tcred-fp-"))
   os.environ["TCRED_CACHE"] = str(work / "cache")
-  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=pathlib.Path(__file__).parent).stdout.strip()
-  result = {"commit": commit, "tcred": str(pathlib.Path(cli.__file__).parent.parent), "steps": args.steps, "ignore": args.ignore, "overrides": list(TINY), "chain_overrides": list(CHAINS),
+  commit = _checkout_commit(pathlib.Path(__file__).parent)
+  result = {"commit": commit, "tcred": _checkout_commit(pathlib.Path(cli.__file__).parent), "steps": args.steps,
+            "ignore": args.ignore, "overrides": list(TINY), "chain_overrides": list(CHAINS),
             "machine": platform.platform(),
             "experiments": {}}
   for name in names:
