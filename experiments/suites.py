@@ -131,7 +131,7 @@ register_suite(Suite(
 
 # The scaling picture (issue 24 item 5): how the cost of reaching one level of skill grows with the number of
 # decisive choices, for GRPO, the oracle and the signal methods, on lock-chain-k2/k4/k8/k12 with suite-credit's
-# design and budget. Its lock-chain-k8 runs are suite-credit's seeds 0-2 (one per base); it adds k2, k4 and k12
+# design and budget. Its lock-chain-k8 and -k12 runs are suite-credit's seeds 0-2 (one per base); it adds k2 and k4
 # (k12 since session 14: base pass@1 0.02, where most of GRPO's early groups are all wrong).
 SCALING_LEVELS = tuple((task, int(task.rsplit("-k", 1)[1])) for task in SCALING_TASKS)
 SCALING_METHODS = ("grpo", POSITIVE_CONTROL, "entropy-top20", "surprisal-top20")
@@ -140,6 +140,6 @@ register_suite(Suite(
     name="credit-scaling",
     description="how the tokens to one level of pass@1 grow with the number of decisive keys (lock-chain-k2, "
                 "-k4, -k8, -k12) for GRPO, the oracle and the signal methods, 3 seeds over 3 SFT bases (paired), "
-                "suite-credit's budget (its k8 runs)",
+                "suite-credit's budget (its k8 and k12 runs)",
     experiments=_SCALING, seeds=3, bases=3, oracle=_oracle(_SCALING), overrides=CREDIT_OVERRIDES,
     runs_under="suite-credit", scaling=SCALING_LEVELS, knob="decisive keys k"))
