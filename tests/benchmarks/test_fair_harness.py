@@ -107,7 +107,7 @@ def test_results_files_are_rendered_from_their_record_alone(tmp_path):
   assert common.render_from(out.with_suffix(".json"), again, peer.render) == text == again.read_text()
 
 
-@pytest.mark.parametrize("name", ["peer_grpo", "train_step", "sampler"])
+@pytest.mark.parametrize("name", ["peer_grpo", "train_step", "sampler", "peer_tunix", "scaling_length"])
 def test_committed_results_regenerate_from_their_json(name):
   """A committed report equals what its script renders from the committed record: nobody edited it."""
   md = common.Path(common.__file__).parent / "results" / f"{name}.md"
