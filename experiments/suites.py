@@ -111,11 +111,12 @@ register_suite(Suite(
 
 # The credit suite (issue 24): GRPO, the positive control (the perfect verifier's process advantage: the credit
 # score's 1), the negative controls (a random 20% mask; the verifier's credits shuffled within a response, which
-# keeps their amounts and loses their placement) and the token-signal methods, on countdown and the three long-horizon
-# levels (lock-chain-k12 since session 15), 5 seeds over 3 SFT bases (paired). Countdown also holds the combined signal beside its parts
-# (entropy, surprisal, MI: issue 25 item 4) and RSI-S. Budget: 160 RL steps of 4 prompts x 8 (CREDIT_RL, as
-# suite-demo; the tokens of 40 steps of 16 prompts), evaluated every 20. Every 40th checkpoint is kept (`rl.keep_every`, not a
-# setting of the results) for the studies over training (`tcred identify TASK --policy RUN --steps 0,40,...`).
+# keeps their amounts and loses their placement) and the token-signal methods, on countdown and the three
+# long-horizon levels (lock-chain-k12 since session 15), 5 seeds over 3 SFT bases (paired). Countdown also holds
+# the combined signal beside its parts (entropy, surprisal, MI: issue 25 item 4) and RSI-S. Budget: 160 RL steps
+# of 4 prompts x 8 (CREDIT_RL, as suite-demo; the tokens of 40 steps of 16 prompts), evaluated every 20. Every 40th
+# checkpoint is kept (`rl.keep_every`, not a setting of the results) for the studies over training
+# (`tcred identify TASK --policy RUN --steps 0,40,...`).
 CREDIT_OVERRIDES = ("rl.steps=160", *CREDIT_RL, "rl.checkpoint_every=40", "rl.keep_every=40")
 CREDIT_METHODS = ("grpo", "verifier-process", "random-top20", "shuffled-verifier-process", "entropy-top20",
                   "surprisal-top20")
