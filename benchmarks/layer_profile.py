@@ -36,7 +36,7 @@ def ours(config) -> dict:
   valid = jnp.ones((B, T), bool)
   pos = dec.positions_from_mask(valid)
   mask = valid[:, None, :] & (jnp.arange(T)[None, None, :] <= jnp.arange(T)[:, None])
-  blocks = min(dec._MAX_QUERY_BLOCKS, -(-T // dec._QUERY_BLOCK))  # as Decoder.__call__ picks
+  blocks = dec.query_block_count(T)  # as Decoder.__call__ picks
   layer = dec.DecoderLayer(config, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(layer)
 

@@ -16,6 +16,7 @@ K key-value heads, R = H // K, E head dim, F MLP width, V vocabulary.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -27,9 +28,16 @@ from tcred.models.config import ModelConfig
 
 _MASK_VALUE = -1e30  # Finite, so a fully masked row (a pad query) stays NaN-free.
 # Causal self-attention without a cache splits its queries into blocks of about this
-# many tokens (at most `_MAX_QUERY_BLOCKS`), each attending only keys up to its end.
+# many tokens (at most `_MAX_QUERY_BLOCKS`, unless a block would then hold more than
+# `_MAX_BLOCK_ROWS` queries), each attending only keys up to its end.
 _QUERY_BLOCK = 96
 _MAX_QUERY_BLOCKS = 4
+_MAX_BLOCK_ROWS = 256
+
+
+def query_block_count(t: int) -> int:
+  """How many causal query blocks `t` new tokens attend in."""
+  return max(min(_MAX_QUERY_BLOCKS, -(-t // _QUERY_BLOCK)), -(-t // _MAX_BLOCK_ROWS))
 
 
 class KVCache(NamedTuple):
@@ -139,7 +147,7 @@ class Attention(nnx.Module):
       self.q_norm = RMSNorm(e, eps=config.rms_norm_eps)
       self.k_norm = RMSNorm(e, eps=config.rms_norm_eps)
 
-  def __call__(self, x, positions, mask, k_cache=None, v_cache=None, index=None, query_blocks=1):
+  def __call__(self, x, positions, mask, k_cache=None, v_cache=None, index=None, query_blocks=1, key_slots=None):
     """x `[B, T, D]`, positions `[B, T]`, mask `[B, T, S]` (query may attend key).
 
     Without a cache S = T. With one, the new keys/values are written at slots
@@ -147,7 +155,10 @@ class Attention(nnx.Module):
     (static) splits the queries into that many blocks, block i attending only
     keys before its end (with a cache, `index` must then be a Python int): exact
     whenever `mask` is causal (no key after its query), and it skips most of the
-    masked upper triangle.
+    masked upper triangle. Each block's scores are recomputed in the backward
+    (`_attend_block`), so no `[T, S]` array is kept for it. `key_slots` (static,
+    one block only): attend only the first that many slots (the caller knows that no
+    query may attend a later one).
     """
     b, t, _ = x.shape
     q = _apply(self.q_proj, x).reshape(b, t, self.num_heads, self.head_dim)
@@ -165,35 +176,74 @@ class Attention(nnx.Module):
                                               axis=3)  # [B, K, E, S]
       v = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), index, axis=2)
     q = q.reshape(b, t, self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim)
-    if query_blocks > 1:
-      edges = [round(i * t / query_blocks) for i in range(query_blocks + 1)]
-      if k_cache is None:
-        out = jnp.concatenate([self._attend(q[:, lo:hi], k[:, :, :hi], v[:, :, :hi], mask[:, lo:hi, :hi], 3)
-                               for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo], axis=1)
-      else:  # keys [B, K, E, S]: block i reads the slots before index + its end
-        out = jnp.concatenate([self._attend(q[:, lo:hi], k[..., :index + hi], v[:, :, :index + hi],
-                                            mask[:, lo:hi, :index + hi], 2)
-                               for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo], axis=1)
-    else:
-      out = self._attend(q, k, v, mask, 3 if k_cache is None else 2)
+    first = 0 if k_cache is None else index  # the slot of the first new token (a Python int if blocked)
+    edges = [round(i * t / query_blocks) for i in range(query_blocks + 1)]
+    blocks = [_recomputed(functools.partial(
+        _attend_block, rows=(lo, hi), keys=first + hi if query_blocks > 1 else key_slots,
+        key_dim=3 if k_cache is None else 2, scale=self.head_dim ** -0.5))(q, k, v, mask)
+              for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+    out = blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=1)
     return _apply(self.o_proj, out.reshape(b, t, self.num_heads * self.head_dim)), k, v
 
-  def _attend(self, q, k, v, mask, key_dim):
-    """q `[B, T, K, R, E]`, v `[B, K, S, E]`, mask `[B, T, S]` -> `[B, T, K, R, E]`.
 
-    k is `[B, K, S, E]` (`key_dim = 3`, no cache) or the cache's `[B, K, E, S]` (`key_dim = 2`).
-    """
-    b, t, kh, r, e = q.shape
-    # Both products as [B, K] batches of (R·T)-row matmuls with the queries' side on the left
-    # (XLA:CPU otherwise picks `vᵀ p`, a 64 × 2 matmul per batch when decoding one token).
-    q = q.transpose(0, 2, 3, 1, 4).reshape(b, kh, r * t, e)  # [B, K, R·T, E]
-    batch = ((0, 1), (0, 1))
-    scores = jax.lax.dot_general(q, k, (((3,), (key_dim,)), batch), preferred_element_type=jnp.float32)
-    scores = scores.reshape(b, kh, r, t, -1) * (self.head_dim ** -0.5)  # [B, K, R, T, S]
-    scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(b, kh, r * t, -1)
-    out = jax.lax.dot_general(probs, v, (((3,), (2,)), batch))  # [B, K, R·T, E]
-    return out.reshape(b, kh, r, t, e).transpose(0, 3, 1, 2, 4)
+def _recomputed(attend):
+  """`attend(q, k, v, mask)` whose backward keeps only its inputs and recomputes the rest.
+
+  `jax.checkpoint` does not bound memory on XLA:CPU (jax 0.10): its pipeline drops the optimization
+  barriers that keep a recomputation apart, then CSE merges the recomputation into the forward, so every
+  layer's scores stayed live through the whole backward (compiled temporaries at bench-27m, B = 4, T = 2048:
+  8.3 GB without it, 7.9 GB with it, 3.3 GB with this).
+  Here the recomputation reads `q + 0·c`, c one element of the incoming cotangent: a value XLA cannot
+  fold or merge with the forward's (`0·c` is not folded for floats) and that exists only once the backward
+  reaches this block. A non-finite cotangent element would make the block's gradients NaN; they would
+  not be finite anyway.
+  """
+
+  @jax.custom_vjp
+  def f(q, k, v, mask):
+    return attend(q, k, v, mask)
+
+  def forward(q, k, v, mask):
+    return attend(q, k, v, mask), (q, k, v, mask)
+
+  def backward(inputs, cotangent):
+    q, k, v, mask = inputs
+    q = q + 0.0 * cotangent.reshape(-1)[0].astype(q.dtype)  # see the docstring
+    _, vjp = jax.vjp(lambda q, k, v: attend(q, k, v, mask), q, k, v)
+    return *vjp(cotangent), None
+
+  f.defvjp(forward, backward)
+  return f
+
+
+def _attend_block(q, k, v, mask, *, rows, keys, key_dim, scale):
+  """Softmax attention of the queries `q[:, lo:hi]` over the first `keys` slots (None: every slot):
+  `[B, hi − lo, K, R, E]`.
+
+  q `[B, T, K, R, E]`, v `[B, K, S, E]`, mask `[B, T, S]`; k is `[B, K, S, E]` (`key_dim = 3`, no
+  cache) or the cache's `[B, K, E, S]` (`key_dim = 2`). Exact whenever no query of the block may attend
+  a slot from `keys` on. The caller wraps it in `_recomputed`: the backward recomputes the block's
+  float32 scores and probabilities instead of keeping `[hi − lo, keys]` of each per head and layer
+  (their memory grew with T², issue 27); the inputs it keeps are the layer's whole q, k, v and mask,
+  shared by the blocks.
+  """
+  lo, hi = rows
+  if (lo, hi) != (0, q.shape[1]):
+    q, mask = q[:, lo:hi], mask[:, lo:hi]
+  if keys is not None:
+    k = k[..., :keys] if key_dim == 2 else k[:, :, :keys]
+    v, mask = v[:, :, :keys], mask[..., :keys]
+  b, t, kh, r, e = q.shape
+  # Both products as [B, K] batches of (R·T)-row matmuls with the queries' side on the left
+  # (XLA:CPU otherwise picks `vᵀ p`, a 64 × 2 matmul per batch when decoding one token).
+  q = q.transpose(0, 2, 3, 1, 4).reshape(b, kh, r * t, e)  # [B, K, R·T, E]
+  batch = ((0, 1), (0, 1))
+  scores = jax.lax.dot_general(q, k, (((3,), (key_dim,)), batch), preferred_element_type=jnp.float32)
+  scores = scores.reshape(b, kh, r, t, -1) * scale  # [B, K, R, T, S]
+  scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(b, kh, r * t, -1)
+  out = jax.lax.dot_general(probs, v, (((3,), (2,)), batch))  # [B, K, R·T, E]
+  return out.reshape(b, kh, r, t, e).transpose(0, 3, 1, 2, 4)
 
 
 class MLP(nnx.Module):
@@ -217,9 +267,9 @@ class DecoderLayer(nnx.Module):
     self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
     self.mlp = MLP(config, rngs=rngs)
 
-  def __call__(self, x, positions, mask, k_cache=None, v_cache=None, index=None, query_blocks=1):
+  def __call__(self, x, positions, mask, k_cache=None, v_cache=None, index=None, query_blocks=1, key_slots=None):
     attn, k, v = self.self_attn(self.input_layernorm(x), positions, mask, k_cache, v_cache, index,
-                                query_blocks)
+                                query_blocks, key_slots)
     x = x + attn
     x = x + self.mlp(self.post_attention_layernorm(x))
     return x, k, v
@@ -247,7 +297,8 @@ class Decoder(nnx.Module):
   def __call__(self, tokens: jax.Array, positions: jax.Array, token_valid: jax.Array,
                cache: KVCache | None = None, index: jax.Array | int | None = None,
                attention_mask: jax.Array | None = None, hidden_layer: int = -1,
-               final_norm: bool = True, block_queries: bool = False) -> tuple[jax.Array, KVCache | None]:
+               final_norm: bool = True, block_queries: bool = False,
+               key_slots: int | None = None) -> tuple[jax.Array, KVCache | None]:
     """Runs the decoder.
 
     Args:
@@ -268,6 +319,9 @@ class Decoder(nnx.Module):
       block_queries: static; with a cache and a Python int `index`, split many new tokens into
         causal query blocks as without a cache (each block attends the slots before its end).
         Off by default: the sampler's prefill keeps its one block.
+      key_slots: static, with a cache and no query blocks: attend only the cache's first `key_slots`
+        slots, every later one being empty (the sampler's decoding, which would otherwise read the
+        whole preallocated cache at every step).
 
     Returns:
       Hidden states `[B, T, D]` (by default the final ones, after the last RMSNorm) and
@@ -287,9 +341,12 @@ class Decoder(nnx.Module):
       query_slot = index + jnp.arange(t)
     key_slot = jnp.arange(key_valid.shape[1])
     query_blocks = 1
+    if key_slots is not None and (cache is None or not 0 < key_slots <= key_valid.shape[1]):
+      raise ValueError(f"key_slots needs a cache and 0 < key_slots <= its {key_valid.shape[1]} slots, "
+                       f"got {key_slots}")
     if attention_mask is None:
       if cache is None or (block_queries and isinstance(index, int)):
-        query_blocks = min(_MAX_QUERY_BLOCKS, -(-t // _QUERY_BLOCK))
+        query_blocks = query_block_count(t)
       mask = key_valid[:, None, :] & (key_slot[None, None, :] <= query_slot[None, :, None])  # [B, T, S]
     else:
       if cache is not None or attention_mask.shape != (b, t, t):
@@ -301,7 +358,7 @@ class Decoder(nnx.Module):
       kc = vc = None
       if cache is not None:
         kc, vc = cache.k[i], cache.v[i]
-      x, k, v = layer(x, positions, mask, kc, vc, index, query_blocks)
+      x, k, v = layer(x, positions, mask, kc, vc, index, query_blocks, None if query_blocks > 1 else key_slots)
       new_k.append(k)
       new_v.append(v)
       if i == picked_layer:

@@ -41,11 +41,21 @@ def test_left_padding_does_not_change_real_tokens(tiny_model):
   assert np.all(np.isfinite(out))  # pad queries see no key: still finite
 
 
-@pytest.mark.parametrize("t", [13, pytest.param(22, marks=pytest.mark.slow), 40])  # 2, 3 and (the maximum) 4 query blocks of 8 tokens
+def test_query_block_count_caps_blocks_then_rows():
+  # At most 4 blocks of about 96 queries, unless a block would then hold more than 256 queries.
+  counts = {t: decoder_module.query_block_count(t) for t in (1, 96, 97, 384, 1024, 1025, 2080, 4128)}
+  assert counts == {1: 1, 96: 1, 97: 2, 384: 4, 1024: 4, 1025: 5, 2080: 9, 4128: 17}
+
+
+# 2, 3, 4 (the most of about 8 tokens) and 7 (blocks of at most 8) query blocks
+@pytest.mark.parametrize("t", [13, pytest.param(22, marks=pytest.mark.slow), 40, 56])
 def test_causal_query_blocks_equal_one_block(tiny_model, monkeypatch, t):
-  # Long sequences attend in query blocks that skip keys after each block: same hidden states,
-  # gradients included, with left padding. Blocks of 8 tokens keep the test small.
+  # Long sequences attend in query blocks that skip keys after each block and recompute their
+  # scores in the backward: same hidden states, gradients included, with left padding. Blocks of
+  # 8 tokens keep the test small.
   monkeypatch.setattr(decoder_module, "_QUERY_BLOCK", 8)
+  monkeypatch.setattr(decoder_module, "_MAX_BLOCK_ROWS", 8)
+  assert decoder_module.query_block_count(t) == {13: 2, 22: 3, 40: 5, 56: 7}[t]
   tokens = _tokens(3, t)
   valid = jnp.arange(t)[None, :] >= jnp.array([0, 3, t // 2])[:, None]
   pos = positions_from_mask(valid)
@@ -57,10 +67,47 @@ def test_causal_query_blocks_equal_one_block(tiny_model, monkeypatch, t):
 
   blocked = jax.jit(jax.value_and_grad(loss))(params)  # module constants are read while tracing
   monkeypatch.setattr(decoder_module, "_MAX_QUERY_BLOCKS", 1)
+  monkeypatch.setattr(decoder_module, "_MAX_BLOCK_ROWS", t)
   whole = jax.jit(jax.value_and_grad(loss))(params)
   np.testing.assert_allclose(blocked[0], whole[0], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(blocked[1]), jax.tree.leaves(whole[1])):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-4)
+
+
+def test_backward_keeps_no_attention_scores_per_layer():
+  # Each further layer adds about its activations to the gradient's temporaries, not its [T, T]
+  # float32 scores: the backward recomputes them block by block (issue 27; before, each layer added
+  # about 1.6x its full score matrix at this size).
+  t, b = 512, 2
+  tokens, valid = _tokens(b, t), jnp.ones((b, t), bool)
+
+  def temp_bytes(layers):
+    cfg = model_preset("tiny", num_hidden_layers=layers, max_position_embeddings=t)
+    graphdef, params = nnx.split(Decoder(cfg, rngs=nnx.Rngs(0)))
+
+    def loss(p):
+      return jnp.sum(jnp.sin(nnx.merge(graphdef, p)(tokens, positions_from_mask(valid), valid)[0]))
+
+    return jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis().temp_size_in_bytes, cfg
+
+  (two, cfg), (four, _) = temp_bytes(2), temp_bytes(4)
+  scores = b * cfg.num_attention_heads * t * t * 4  # one layer's float32 scores, causal blocks or not
+  assert (four - two) / 2 < 0.5 * scores
+
+
+def test_key_slots_attend_only_the_first_slots(tiny_model):
+  # Decoding the token at slot 6 of 12: key_slots = 7 reads every slot the causal mask allows (the
+  # same output as the whole cache); key_slots = 6 drops the token's own slot, so it is not read.
+  tokens = _tokens(2, 7)
+  valid = jnp.ones((2, 7), bool)
+  pos = positions_from_mask(valid)
+  _, cache = tiny_model(tokens[:, :6], pos[:, :6], valid[:, :6], KVCache.empty(tiny_model.config, 2, 12), 0)
+  step = lambda **kw: tiny_model(tokens[:, 6:], pos[:, 6:], valid[:, 6:], cache, jnp.int32(6), **kw)[0]
+  whole = step()
+  np.testing.assert_allclose(step(key_slots=7), whole, atol=1e-6)
+  assert not np.allclose(step(key_slots=6), whole, atol=1e-3)
+  with pytest.raises(ValueError, match="0 < key_slots <= its 12 slots"):
+    step(key_slots=13)
 
 
 def test_tied_head_uses_embedding():

@@ -4,7 +4,9 @@ import numpy as np
 from flax import nnx
 
 from tcred.models.forward import response_logprobs
-from tcred.sampling.sampler import _choose, _first_argmax, empty_rows, finish, is_eos, sample_groups
+from tcred.sampling import sampler as sampler_module
+from tcred.sampling.sampler import (_choose, _first_argmax, decode_segments, empty_rows, finish, is_eos,
+                                    sample_groups)
 
 EOS, PAD = 2, 0
 
@@ -27,6 +29,25 @@ def test_cached_decode_logprobs_equal_full_forward(tiny_model):
   assert r.tokens.shape == r.logp.shape == r.mask.shape == (2, 3, 10)
   logp, _ = response_logprobs(graphdef, params, prompt, valid, r.tokens, r.mask, temperature=0.8, chunk_size=7)
   np.testing.assert_allclose(np.where(r.mask, logp, 0), r.logp, atol=2e-5)
+
+
+def test_decode_segments_split_long_budgets_only():
+  assert decode_segments(1) == [1] and decode_segments(512) == [512]
+  assert decode_segments(513) == [256, 513]  # round(513 / 2)
+  assert decode_segments(2048) == [512, 1024, 1536, 2048]
+  assert decode_segments(4096) == [1024, 2048, 3072, 4096]  # at most 4 segments
+
+
+def test_segmented_decoding_samples_what_one_loop_samples(tiny_model, monkeypatch):
+  # Segments of at most 4 steps attend only the slots filled by their end: the same tokens, and
+  # log-probs equal up to a float32 reduction's order, as one loop over the whole cache.
+  whole = _sample(tiny_model, temperature=0.9, max_new_tokens=11)[-1]
+  monkeypatch.setattr(sampler_module, "_DECODE_SEGMENT", 4)
+  assert decode_segments(11) == [4, 7, 11]  # round(11 / 3 · i)
+  segmented = _sample(tiny_model, temperature=0.9, max_new_tokens=11)[-1]
+  np.testing.assert_array_equal(segmented.tokens, whole.tokens)
+  np.testing.assert_array_equal(segmented.mask, whole.mask)
+  np.testing.assert_allclose(segmented.logp, whole.logp, atol=1e-6)
 
 
 def test_stops_at_eos_and_pads(tiny_model):
