@@ -52,6 +52,9 @@ def report(without: Path, with_: Path, experiment: str, seeds: list[int]) -> str
   a = {s: load(without, experiment, s) for s in seeds}
   b = {s: load(with_, experiment, s) for s in seeds}
   lines = [f"# Zero-gradient hold on {experiment}: {len(seeds)} tuning seeds, paired", "",
+           f"Made by `python benchmarks/zero_grad_hold.py --without {without.name} --with {with_.name} --experiment "
+           f"{experiment} --seeds {seeds[0]}-{seeds[-1]}` over the runs of its docstring's commands (run directories "
+           "named by their last part). Collapsed: final pass@1 below half the run's best evaluation.", "",
            "| seed | final pass@1 without / with | curve mean without / with | collapsed without / with | "
            "steps held |", "|---:|---|---|---|---:|"]
   for s in seeds:
@@ -60,8 +63,10 @@ def report(without: Path, with_: Path, experiment: str, seeds: list[int]) -> str
                  f"{b[s]['held']} |")
   lines += ["", "| with − without | mean | 95% bootstrap CI | Wilcoxon p |", "|---|---:|---|---:|"]
   for key, name in (("final", "final pass@1"), ("area", "curve mean (area per step)")):
-    mean, lo, hi, p = paired(np.array([b[s][key] - a[s][key] for s in seeds]))
-    lines.append(f"| {name} | {mean:+.3f} | [{lo:+.3f}, {hi:+.3f}] | {p:.3f} |")
+    diff = np.array([b[s][key] - a[s][key] for s in seeds])
+    mean, lo, hi, p = paired(diff)
+    lines.append(f"| {name} | {mean:+.3f} | [{lo:+.3f}, {hi:+.3f}] | {p:.3f} ({int(np.sum(diff < 0))} of "
+                 f"{len(seeds)} seeds lower with the hold) |")
   only_without = sum(a[s]["collapsed"] and not b[s]["collapsed"] for s in seeds)
   only_with = sum(b[s]["collapsed"] and not a[s]["collapsed"] for s in seeds)
   discordant = only_without + only_with

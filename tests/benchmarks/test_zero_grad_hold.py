@@ -33,7 +33,7 @@ def test_report_pairs_the_seeds_and_counts_collapses(tmp_path, capsys):
   assert "| 1 | 0.100 / 0.700 | 0.500 / 0.400 | yes / no | 3 |" in text
   final = np.array([0.6, -0.1, -0.1])
   assert f"| final pass@1 | {final.mean():+.3f} |" in text
-  assert f"{stats.wilcoxon(final).pvalue:.3f} |" in text
+  assert f"{stats.wilcoxon(final).pvalue:.3f} (2 of 3 seeds lower with the hold) |" in text
   assert "Collapses: 1 of 3 without the hold, 0 with it" in text and "McNemar exact p = 1.000" in text
   capsys.readouterr()
 
