@@ -147,7 +147,7 @@ class Attention(nnx.Module):
       self.q_norm = RMSNorm(e, eps=config.rms_norm_eps)
       self.k_norm = RMSNorm(e, eps=config.rms_norm_eps)
 
-  def __call__(self, x, positions, mask, k_cache=None, v_cache=None, index=None, query_blocks=1, key_slots=None):
+  def __call__(self, x, positions, mask, k_cache=None, v_cache=None, index=None, query_blocks=1):
     """x `[B, T, D]`, positions `[B, T]`, mask `[B, T, S]` (query may attend key).
 
     Without a cache S = T. With one, the new keys/values are written at slots
@@ -156,9 +156,7 @@ class Attention(nnx.Module):
     keys before its end (with a cache, `index` must then be a Python int): exact
     whenever `mask` is causal (no key after its query), and it skips most of the
     masked upper triangle. Each block's scores are recomputed in the backward
-    (`_attend_block`), so no `[T, S]` array is kept for it. `key_slots` (static,
-    one block only): attend only the first that many slots (the caller knows that no
-    query may attend a later one).
+    (`_attend_block`), so no `[T, S]` array is kept for it.
     """
     b, t, _ = x.shape
     q = _apply(self.q_proj, x).reshape(b, t, self.num_heads, self.head_dim)
@@ -179,7 +177,7 @@ class Attention(nnx.Module):
     first = 0 if k_cache is None else index  # the slot of the first new token (a Python int if blocked)
     edges = [round(i * t / query_blocks) for i in range(query_blocks + 1)]
     blocks = [_recomputed(functools.partial(
-        _attend_block, rows=(lo, hi), keys=first + hi if query_blocks > 1 else key_slots,
+        _attend_block, rows=(lo, hi), keys=first + hi if query_blocks > 1 else None,
         key_dim=3 if k_cache is None else 2, scale=self.head_dim ** -0.5))(q, k, v, mask)
               for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
     out = blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=1)
@@ -267,9 +265,9 @@ class DecoderLayer(nnx.Module):
     self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
     self.mlp = MLP(config, rngs=rngs)
 
-  def __call__(self, x, positions, mask, k_cache=None, v_cache=None, index=None, query_blocks=1, key_slots=None):
+  def __call__(self, x, positions, mask, k_cache=None, v_cache=None, index=None, query_blocks=1):
     attn, k, v = self.self_attn(self.input_layernorm(x), positions, mask, k_cache, v_cache, index,
-                                query_blocks, key_slots)
+                                query_blocks)
     x = x + attn
     x = x + self.mlp(self.post_attention_layernorm(x))
     return x, k, v
@@ -297,8 +295,7 @@ class Decoder(nnx.Module):
   def __call__(self, tokens: jax.Array, positions: jax.Array, token_valid: jax.Array,
                cache: KVCache | None = None, index: jax.Array | int | None = None,
                attention_mask: jax.Array | None = None, hidden_layer: int = -1,
-               final_norm: bool = True, block_queries: bool = False,
-               key_slots: int | None = None) -> tuple[jax.Array, KVCache | None]:
+               final_norm: bool = True, block_queries: bool = False) -> tuple[jax.Array, KVCache | None]:
     """Runs the decoder.
 
     Args:
@@ -319,9 +316,6 @@ class Decoder(nnx.Module):
       block_queries: static; with a cache and a Python int `index`, split many new tokens into
         causal query blocks as without a cache (each block attends the slots before its end).
         Off by default: the sampler's prefill keeps its one block.
-      key_slots: static, with a cache and no query blocks: attend only the cache's first `key_slots`
-        slots, every later one being empty (the sampler's decoding, which would otherwise read the
-        whole preallocated cache at every step).
 
     Returns:
       Hidden states `[B, T, D]` (by default the final ones, after the last RMSNorm) and
@@ -341,9 +335,6 @@ class Decoder(nnx.Module):
       query_slot = index + jnp.arange(t)
     key_slot = jnp.arange(key_valid.shape[1])
     query_blocks = 1
-    if key_slots is not None and (cache is None or not 0 < key_slots <= key_valid.shape[1]):
-      raise ValueError(f"key_slots needs a cache and 0 < key_slots <= its {key_valid.shape[1]} slots, "
-                       f"got {key_slots}")
     if attention_mask is None:
       if cache is None or (block_queries and isinstance(index, int)):
         query_blocks = query_block_count(t)
@@ -358,7 +349,7 @@ class Decoder(nnx.Module):
       kc = vc = None
       if cache is not None:
         kc, vc = cache.k[i], cache.v[i]
-      x, k, v = layer(x, positions, mask, kc, vc, index, query_blocks, None if query_blocks > 1 else key_slots)
+      x, k, v = layer(x, positions, mask, kc, vc, index, query_blocks)
       new_k.append(k)
       new_v.append(v)
       if i == picked_layer:

@@ -141,7 +141,7 @@ def decode(model: Decoder, cache: KVCache, rows: Rows, first_hidden: jax.Array, 
     (cache, rows, fed): the updated cache and buffers, and the number of tokens
     fed through the model (one per row and step while the row is active).
 
-  Long budgets decode in segments (`decode_segments`) that attend only the slots filled so far.
+  Long budgets decode in segments (`decode_segments`) that carry only the slots filled by their end.
   """
   n, t_max = rows.tokens.shape
   unembed = model.unembedding()
@@ -151,7 +151,7 @@ def decode(model: Decoder, cache: KVCache, rows: Rows, first_hidden: jax.Array, 
     # Writes val[n] at buf[n, pos[n]] for active rows; inactive rows and pos[n] >= T are dropped.
     return buf.at[r, jnp.where(active, pos, t_max)].set(val.astype(buf.dtype), mode="drop")
 
-  def body(s: _DecodeState, key_slots: int | None) -> _DecodeState:
+  def body(s: _DecodeState) -> _DecodeState:
     key, sub = jax.random.split(s.key)
     token, lp, ent = _choose(s.logits, sub, temperature=temperature, top_p=top_p, greedy=greedy)
     active = ~s.done
@@ -162,7 +162,7 @@ def decode(model: Decoder, cache: KVCache, rows: Rows, first_hidden: jax.Array, 
                            entropy=put(s.rows.entropy, pos, ent, active),
                            length=pos + active.astype(jnp.int32))
     hidden, cache = model(token[:, None], (prompt_len + pos)[:, None], active[:, None], s.cache,
-                          slot_base + s.k, key_slots=key_slots)
+                          slot_base + s.k)
     cache = _keep_split(cache, layout)
     h = hidden[:, 0].astype(jnp.float32)  # [N, D]
     if rows.hidden is not None:
@@ -175,19 +175,41 @@ def decode(model: Decoder, cache: KVCache, rows: Rows, first_hidden: jax.Array, 
   init = _DecodeState(k=jnp.int32(0), cache=cache, logits=logits, done=rows.length >= t_max, rows=rows,
                       fed=jnp.int32(0), key=key)
   ends = decode_segments(t_max)
-  for end in ends:  # steps [previous end, end) attend only the slots written by their end
-    init = jax.lax.while_loop(lambda s, end=end: (s.k < end) & ~jnp.all(s.done),
-                              functools.partial(body, key_slots=slot_base + end if len(ends) > 1 else None), init)
-  return init.cache, init.rows, init.fed
+  if len(ends) == 1:
+    final = jax.lax.while_loop(lambda s: (s.k < t_max) & ~jnp.all(s.done), body, init)
+    return final.cache, final.rows, final.fed
+  # Segment i carries only the cache's first slot_base + ends[i] slots, so its steps attend only the slots
+  # filled by its end; the next segment's slots are appended from `cache` (still empty there), and the slots
+  # after the last segment are put back at the end: one copy of the cache per segment, none per step.
+  state, carried = init._replace(cache=_slots(cache, 0, slot_base + ends[0])), slot_base + ends[0]
+  for end in ends:
+    if slot_base + end > carried:
+      state = state._replace(cache=_join(state.cache, _slots(cache, carried, slot_base + end)))
+      carried = slot_base + end
+    state = jax.lax.while_loop(lambda s, end=end: (s.k < end) & ~jnp.all(s.done), body, state)
+  return _join(state.cache, _slots(cache, carried, cache.valid.shape[1])), state.rows, state.fed
+
+
+def _slots(cache: KVCache, lo: int, hi: int) -> KVCache:
+  """Slots `[lo, hi)` of every layer's keys `[N, K, E, S]`, values `[N, K, S, E]` and validity `[N, S]`."""
+  return KVCache(k=tuple(k[..., lo:hi] for k in cache.k), v=tuple(v[:, :, lo:hi] for v in cache.v),
+                 valid=cache.valid[:, lo:hi])
+
+
+def _join(first: KVCache, second: KVCache) -> KVCache:
+  """`first`'s slots followed by `second`'s."""
+  return KVCache(k=tuple(jnp.concatenate(kk, axis=3) for kk in zip(first.k, second.k)),
+                 v=tuple(jnp.concatenate(vv, axis=2) for vv in zip(first.v, second.v)),
+                 valid=jnp.concatenate([first.valid, second.valid], axis=1))
 
 
 def decode_segments(t_max: int) -> list[int]:
   """The loop steps at which decoding's segments end (the last is `t_max`).
 
   One segment up to `_DECODE_SEGMENT` steps; beyond, at most `_MAX_DECODE_SEGMENTS` equal ones, each a
-  `while_loop` whose steps attend only the cache slots filled by its end instead of the whole
-  preallocated cache (at T = 2048 the keys and values read per step are then 5/8 of the whole cache's, on
-  average). Each segment compiles its own copy of the step.
+  `while_loop` carrying only the cache slots filled by its end instead of the whole preallocated cache (at
+  T = 2048 the keys and values read per step are then 5/8 of the whole cache's, on average). Each segment
+  compiles its own copy of the step.
   """
   n = min(_MAX_DECODE_SEGMENTS, -(-t_max // _DECODE_SEGMENT))
   return [round(i * t_max / n) for i in range(1, n + 1)]

@@ -95,21 +95,6 @@ def test_backward_keeps_no_attention_scores_per_layer():
   assert (four - two) / 2 < 0.5 * scores
 
 
-def test_key_slots_attend_only_the_first_slots(tiny_model):
-  # Decoding the token at slot 6 of 12: key_slots = 7 reads every slot the causal mask allows (the
-  # same output as the whole cache); key_slots = 6 drops the token's own slot, so it is not read.
-  tokens = _tokens(2, 7)
-  valid = jnp.ones((2, 7), bool)
-  pos = positions_from_mask(valid)
-  _, cache = tiny_model(tokens[:, :6], pos[:, :6], valid[:, :6], KVCache.empty(tiny_model.config, 2, 12), 0)
-  step = lambda **kw: tiny_model(tokens[:, 6:], pos[:, 6:], valid[:, 6:], cache, jnp.int32(6), **kw)[0]
-  whole = step()
-  np.testing.assert_allclose(step(key_slots=7), whole, atol=1e-6)
-  assert not np.allclose(step(key_slots=6), whole, atol=1e-3)
-  with pytest.raises(ValueError, match="0 < key_slots <= its 12 slots"):
-    step(key_slots=13)
-
-
 def test_tied_head_uses_embedding():
   cfg = model_preset("tiny", tie_word_embeddings=True)
   m = Decoder(cfg, rngs=nnx.Rngs(1))

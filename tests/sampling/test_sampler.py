@@ -5,8 +5,8 @@ from flax import nnx
 
 from tcred.models.forward import response_logprobs
 from tcred.sampling import sampler as sampler_module
-from tcred.sampling.sampler import (_choose, _first_argmax, decode_segments, empty_rows, finish, is_eos,
-                                    sample_groups)
+from tcred.sampling.sampler import (_choose, _first_argmax, decode, decode_segments, empty_rows, finish, is_eos,
+                                    prefill, sample_groups)
 
 EOS, PAD = 2, 0
 
@@ -39,15 +39,25 @@ def test_decode_segments_split_long_budgets_only():
 
 
 def test_segmented_decoding_samples_what_one_loop_samples(tiny_model, monkeypatch):
-  # Segments of at most 4 steps attend only the slots filled by their end: the same tokens, and
-  # log-probs equal up to a float32 reduction's order, as one loop over the whole cache.
-  whole = _sample(tiny_model, temperature=0.9, max_new_tokens=11)[-1]
+  # Segments of at most 4 steps carry only the slots filled by their end: the same tokens, log-probs
+  # equal up to a float32 reduction's order, and the same whole cache back (prompt, response and the
+  # slots after them), as one loop over the whole cache.
+  model, prompt, valid = tiny_model, *_prompts()
+  cache, last, prompt_len = prefill(model, prompt, valid, prompt.shape[1] + 13)  # 2 slots after the budget
+  cache = cache._replace(valid=cache.valid.at[:, -1].set(True))  # something to keep in them
+  run = lambda: decode(model, cache, empty_rows(2, 11, pad_id=PAD), last, prompt_len, jax.random.key(3),
+                       slot_base=prompt.shape[1], temperature=0.9, top_p=1.0, greedy=False, eos_id=EOS, pad_id=PAD)
+  whole = run()
   monkeypatch.setattr(sampler_module, "_DECODE_SEGMENT", 4)
   assert decode_segments(11) == [4, 7, 11]  # round(11 / 3 · i)
-  segmented = _sample(tiny_model, temperature=0.9, max_new_tokens=11)[-1]
-  np.testing.assert_array_equal(segmented.tokens, whole.tokens)
-  np.testing.assert_array_equal(segmented.mask, whole.mask)
-  np.testing.assert_allclose(segmented.logp, whole.logp, atol=1e-6)
+  segmented = run()
+  np.testing.assert_array_equal(segmented[1].tokens, whole[1].tokens)
+  np.testing.assert_allclose(segmented[1].logp, whole[1].logp, atol=1e-6)
+  assert segmented[2] == whole[2]
+  np.testing.assert_array_equal(segmented[0].valid, whole[0].valid)
+  for a, b in zip(segmented[0].k + segmented[0].v, whole[0].k + whole[0].v):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_stops_at_eos_and_pads(tiny_model):
