@@ -16,7 +16,6 @@ K key-value heads, R = H // K, E head dim, F MLP width, V vocabulary.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple
 
@@ -156,7 +155,7 @@ class Attention(nnx.Module):
     keys before its end (with a cache, `index` must then be a Python int): exact
     whenever `mask` is causal (no key after its query), and it skips most of the
     masked upper triangle. Each block's scores are recomputed in the backward
-    (`_attend_block`), so no `[T, S]` array is kept for it.
+    (`_block_attention`), so no `[T, S]` array is kept for it.
     """
     b, t, _ = x.shape
     q = _apply(self.q_proj, x).reshape(b, t, self.num_heads, self.head_dim)
@@ -176,72 +175,104 @@ class Attention(nnx.Module):
     q = q.reshape(b, t, self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim)
     first = 0 if k_cache is None else index  # the slot of the first new token (a Python int if blocked)
     edges = [round(i * t / query_blocks) for i in range(query_blocks + 1)]
-    blocks = [_recomputed(functools.partial(
-        _attend_block, rows=(lo, hi), keys=first + hi if query_blocks > 1 else None,
-        key_dim=3 if k_cache is None else 2, scale=self.head_dim ** -0.5))(q, k, v, mask)
+    blocks = [_block_attention(rows=(lo, hi), keys=first + hi if query_blocks > 1 else None,
+                               key_dim=3 if k_cache is None else 2, scale=self.head_dim ** -0.5)(q, k, v, mask)
               for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
     out = blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=1)
     return _apply(self.o_proj, out.reshape(b, t, self.num_heads * self.head_dim)), k, v
 
 
-def _recomputed(attend):
-  """`attend(q, k, v, mask)` whose backward keeps only its inputs and recomputes the rest.
+def _block_attention(*, rows, keys, key_dim, scale):
+  """`f(q, k, v, mask)`: softmax attention of the queries `q[:, lo:hi]` over the first `keys` slots (None:
+  every slot), `[B, hi − lo, K, R, E]`, with a backward that recomputes the scores (flash-attention style).
+
+  q `[B, T, K, R, E]`, v `[B, K, S, E]`, mask `[B, T, S]`; k is `[B, K, S, E]` (`key_dim = 3`, no
+  cache) or the cache's `[B, K, E, S]` (`key_dim = 2`). Exact whenever no query of the block may attend
+  a slot from `keys` on.
+
+  The forward keeps, besides its inputs (the layer's whole q, k, v and mask, shared by the blocks), only
+  the output and each row's max and sum of exponentials; the backward recomputes the float32 scores and
+  the probabilities from them (bit-identical to the forward's) instead of keeping `[hi − lo, keys]` of
+  each per head and layer (that memory grew with T², issue 27), and uses the row sums of dO·O in place of
+  the softmax's own `[hi − lo, keys]` reduction.
 
   `jax.checkpoint` does not bound memory on XLA:CPU (jax 0.10): its pipeline drops the optimization
   barriers that keep a recomputation apart, then CSE merges the recomputation into the forward, so every
   layer's scores stayed live through the whole backward (compiled temporaries at bench-27m, B = 4, T = 2048:
-  8.3 GB without it, 7.9 GB with it, 3.3 GB with this).
-  Here the recomputation reads `q + 0·c`, c one element of the incoming cotangent: a value XLA cannot
-  fold or merge with the forward's (`0·c` is not folded for floats) and that exists only once the backward
-  reaches this block. A non-finite cotangent element would make the block's gradients NaN; they would
-  not be finite anyway.
+  8.3 GB without it, 7.9 GB with it). Here the recomputation reads `x + 0·c` for each saved x it
+  broadcasts (q, the row maxima and sums), c one element of the incoming cotangent: values XLA cannot fold
+  or merge with the forward's (`0·c` is not folded for floats) and that exist only once the backward
+  reaches this block (without it on the maxima and sums, XLA kept their `[hi − lo, keys]` broadcasts from
+  the forward). A non-finite cotangent element makes the block's gradients NaN; they would not be finite
+  anyway.
   """
+  lo, hi = rows
+  batch = ((0, 1), (0, 1))
+
+  def inputs(q, k, v, mask):  # the block's slices; q as [B, K, R·t, E]
+    if (lo, hi) != (0, q.shape[1]):
+      q, mask = q[:, lo:hi], mask[:, lo:hi]
+    if keys is not None:
+      k = k[..., :keys] if key_dim == 2 else k[:, :, :keys]
+      v, mask = v[:, :, :keys], mask[..., :keys]
+    b, t, kh, r, e = q.shape
+    return q.transpose(0, 2, 3, 1, 4).reshape(b, kh, r * t, e), k, v, mask
+
+  def scores(qm, k, mask, r):  # [B, K, R·t, S] float32, masked
+    b, kh, rt, _ = qm.shape
+    # Both products as [B, K] batches of (R·t)-row matmuls with the queries' side on the left
+    # (XLA:CPU otherwise picks `vᵀ p`, a 64 × 2 matmul per batch when decoding one token).
+    sc = jax.lax.dot_general(qm, k, (((3,), (key_dim,)), batch), preferred_element_type=jnp.float32)
+    sc = sc.reshape(b, kh, r, rt // r, -1) * scale
+    return jnp.where(mask[:, None, None, :, :], sc, _MASK_VALUE).reshape(b, kh, rt, -1)
+
+  def rows_layout(om, q):  # [B, K, R·t, E] -> [B, t, K, R, E]
+    b, _, kh, r, e = q.shape
+    return om.reshape(b, kh, r, -1, e).transpose(0, 3, 1, 2, 4)
+
+  def forward(q, k, v, mask):
+    qm, k, v, mask = inputs(q, k, v, mask)
+    sc = scores(qm, k, mask, q.shape[3])
+    top = jnp.max(sc, axis=-1, keepdims=True)
+    unnormalised = jnp.exp(sc - top)
+    total = jnp.sum(unnormalised, axis=-1, keepdims=True)
+    om = jax.lax.dot_general((unnormalised / total).astype(v.dtype), v, (((3,), (2,)), batch))  # [B, K, R·t, E]
+    return rows_layout(om, q), (om, top, total)
 
   @jax.custom_vjp
   def f(q, k, v, mask):
-    return attend(q, k, v, mask)
+    return forward(q, k, v, mask)[0]
 
-  def forward(q, k, v, mask):
-    return attend(q, k, v, mask), (q, k, v, mask)
+  def f_forward(q, k, v, mask):
+    out, saved = forward(q, k, v, mask)
+    return out, (q, k, v, mask, *saved)
 
-  def backward(inputs, cotangent):
-    q, k, v, mask = inputs
-    q = q + 0.0 * cotangent.reshape(-1)[0].astype(q.dtype)  # see the docstring
-    _, vjp = jax.vjp(lambda q, k, v: attend(q, k, v, mask), q, k, v)
-    return *vjp(cotangent), None
+  def f_backward(residuals, cotangent):
+    q_full, k_full, v_full, mask, om, top, total = residuals
+    zero = 0.0 * cotangent.reshape(-1)[0].astype(jnp.float32)  # see the docstring; on every value the
+    q_full, top, total = q_full + zero.astype(q_full.dtype), top + zero, total + zero  # recomputation reads
+    qm, k, v, mask = inputs(q_full, k_full, v_full, mask)
+    probs = jnp.exp(scores(qm, k, mask, q_full.shape[3]) - top) / total  # as the forward's, float32
+    b, t, kh, r, e = cotangent.shape
+    dom = cotangent.transpose(0, 2, 3, 1, 4).reshape(b, kh, r * t, e)
+    dv = jax.lax.dot_general(probs.astype(v.dtype), dom, (((2,), (2,)), batch))  # [B, K, S, E]
+    dp = jax.lax.dot_general(dom, v, (((3,), (3,)), batch), preferred_element_type=jnp.float32)
+    row = jnp.sum(dom.astype(jnp.float32) * om.astype(jnp.float32), axis=-1, keepdims=True)  # Σ_s p·dp
+    ds = (probs * (dp - row) * scale).astype(qm.dtype)  # [B, K, R·t, S]
+    dq = jax.lax.dot_general(ds, k, (((3,), (5 - key_dim,)), batch))  # [B, K, R·t, E]
+    if key_dim == 3:
+      dk = jax.lax.dot_general(ds, qm, (((2,), (2,)), batch))  # [B, K, S, E]
+    else:
+      dk = jax.lax.dot_general(qm, ds, (((2,), (2,)), batch))  # [B, K, E, S]
+    widen = lambda x, axis, lo_pad, size: jnp.pad(x, [(lo_pad, size - lo_pad - x.shape[axis]) if a == axis
+                                                      else (0, 0) for a in range(x.ndim)])
+    dq = widen(rows_layout(dq, q_full), 1, lo, q_full.shape[1])
+    dk = widen(dk, 2 if key_dim == 3 else 3, 0, k_full.shape[2 if key_dim == 3 else 3])
+    dv = widen(dv, 2, 0, v_full.shape[2])
+    return dq.astype(q_full.dtype), dk.astype(k_full.dtype), dv.astype(v_full.dtype), None
 
-  f.defvjp(forward, backward)
+  f.defvjp(f_forward, f_backward)
   return f
-
-
-def _attend_block(q, k, v, mask, *, rows, keys, key_dim, scale):
-  """Softmax attention of the queries `q[:, lo:hi]` over the first `keys` slots (None: every slot):
-  `[B, hi − lo, K, R, E]`.
-
-  q `[B, T, K, R, E]`, v `[B, K, S, E]`, mask `[B, T, S]`; k is `[B, K, S, E]` (`key_dim = 3`, no
-  cache) or the cache's `[B, K, E, S]` (`key_dim = 2`). Exact whenever no query of the block may attend
-  a slot from `keys` on. The caller wraps it in `_recomputed`: the backward recomputes the block's
-  float32 scores and probabilities instead of keeping `[hi − lo, keys]` of each per head and layer
-  (their memory grew with T², issue 27); the inputs it keeps are the layer's whole q, k, v and mask,
-  shared by the blocks.
-  """
-  lo, hi = rows
-  if (lo, hi) != (0, q.shape[1]):
-    q, mask = q[:, lo:hi], mask[:, lo:hi]
-  if keys is not None:
-    k = k[..., :keys] if key_dim == 2 else k[:, :, :keys]
-    v, mask = v[:, :, :keys], mask[..., :keys]
-  b, t, kh, r, e = q.shape
-  # Both products as [B, K] batches of (R·T)-row matmuls with the queries' side on the left
-  # (XLA:CPU otherwise picks `vᵀ p`, a 64 × 2 matmul per batch when decoding one token).
-  q = q.transpose(0, 2, 3, 1, 4).reshape(b, kh, r * t, e)  # [B, K, R·T, E]
-  batch = ((0, 1), (0, 1))
-  scores = jax.lax.dot_general(q, k, (((3,), (key_dim,)), batch), preferred_element_type=jnp.float32)
-  scores = scores.reshape(b, kh, r, t, -1) * scale  # [B, K, R, T, S]
-  scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
-  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(b, kh, r * t, -1)
-  out = jax.lax.dot_general(probs, v, (((3,), (2,)), batch))  # [B, K, R·T, E]
-  return out.reshape(b, kh, r, t, e).transpose(0, 3, 1, 2, 4)
 
 
 class MLP(nnx.Module):
