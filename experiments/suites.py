@@ -39,6 +39,17 @@ def _oracle(experiments: tuple[str, ...]) -> str | None:
   return POSITIVE_CONTROL if any(get_experiment(n).method == POSITIVE_CONTROL for n in experiments) else None
 
 
+NEGATIVE_CONTROLS = ("random-top20", "shuffled-verifier-process", "shuffled-entropy-top20")
+"""The methods of the negative controls (experiments/controls.py), which a suite holding them names as
+`Suite.negative_controls`: its resolution pools the variance of the methods under test and the positive control."""
+
+
+def _negatives(experiments: tuple[str, ...]) -> tuple[str, ...]:
+  """The `NEGATIVE_CONTROLS` among the methods of `experiments`."""
+  methods = {get_experiment(n).method for n in experiments}
+  return tuple(m for m in NEGATIVE_CONTROLS if m in methods)
+
+
 _CONTROLS = frozenset(families().get("controls", ()))
 
 
@@ -99,15 +110,16 @@ register_suite(Suite(
 
 # suite-judges leaves out `policy-value` (C continuations per step of every rollout: tens of times GRPO's tokens
 # per run), as suite-credit does (`POSITIVE_CONTROL`); the perfect verifier is its positive control.
+_JUDGES = tuple(n for task in ("countdown", "graph-path") for n in experiment_names()
+                if get_experiment(n).task == task and get_experiment(n).method != "policy-value"
+                and (not _automatic(n) or get_experiment(n).method == "grpo"))
 register_suite(Suite(
     name="suite-judges",
     description="judge credit (each registered judge: oracle, mc, prm, generative) and the controls (perfect "
                 "verifier, random and shuffled credit) against GRPO on countdown and graph-path, 3 seeds over 3 "
                 "SFT bases (paired), 40 RL steps (GRPO's runs are suite-quick's)",
-    experiments=tuple(n for task in ("countdown", "graph-path") for n in experiment_names()
-                      if get_experiment(n).task == task and get_experiment(n).method != "policy-value"
-                      and (not _automatic(n) or get_experiment(n).method == "grpo")),
-    seeds=3, oracle=POSITIVE_CONTROL, overrides=QUICK_OVERRIDES, runs_under="suite-quick"))
+    experiments=_JUDGES, seeds=3, oracle=POSITIVE_CONTROL, negative_controls=_negatives(_JUDGES),
+    overrides=QUICK_OVERRIDES, runs_under="suite-quick"))
 
 # The credit suite (issue 24): GRPO, the positive control (the perfect verifier's process advantage: the credit
 # score's 1), the negative controls (a random 20% mask; the verifier's credits shuffled within a response, which
@@ -128,7 +140,20 @@ register_suite(Suite(
     name="suite-credit",
     description="credit methods against positive and negative controls on countdown and three long-horizon tasks, "
                 "5 seeds over 3 SFT bases (paired), 160 RL steps of 4 prompts x 8",
-    experiments=_CREDIT, seeds=5, bases=3, oracle=_oracle(_CREDIT), overrides=CREDIT_OVERRIDES))
+    experiments=_CREDIT, seeds=5, bases=3, oracle=_oracle(_CREDIT), negative_controls=_negatives(_CREDIT),
+    overrides=CREDIT_OVERRIDES))
+
+# The resolution with six bases (issue 24): suite-credit's t-tests on the bases' mean differences have 2 degrees of
+# freedom (t(0.975, 2) = 4.30), which bounds its resolution; here suite-credit's six methods on long-addition-d8 (its
+# cheapest long-horizon task) with its budget, 6 seeds over 6 SFT bases (one seed per base), to measure how far the
+# resolution falls against the power calculation's 0.44-0.57 of the 3-base value (BUILD_NOTES, session 17).
+_BASES = _pick(("long-addition-d8",), CREDIT_METHODS)
+register_suite(Suite(
+    name="credit-bases",
+    description="suite-credit's methods on long-addition-d8 with 6 SFT bases: 6 seeds, one per base (paired), "
+                "160 RL steps of 4 prompts x 8",
+    experiments=_BASES, seeds=6, bases=6, oracle=_oracle(_BASES), negative_controls=_negatives(_BASES),
+    overrides=CREDIT_OVERRIDES))
 
 # The scaling picture (issue 24 item 5): how the cost of reaching one level of skill grows with the number of
 # decisive choices, for GRPO, the oracle and the signal methods, on lock-chain-k2/k4/k8/k12 with suite-credit's

@@ -427,7 +427,10 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
   Intervals: `Design.interval` (cluster bootstrap, bases then seeds). p-values: two-sided paired
   t-test on the units (per-base means of the differences), Holm-adjusted across the task's methods
   (one family for Δ area, one for the tokens). Resolution: the minimum detectable Δ area at
-  α = `alpha`, two-sided, with `power`, from the pooled variance of the units across methods.
+  α = `alpha`, two-sided, with `power`, from the pooled variance of the units across methods, leaving out the
+  suite's negative controls (`Suite.negative_controls`) when another method remains: a control that collapses
+  to 0 differs from the baseline by the baseline's whole area, so its spread is the baseline's spread over bases,
+  which pairing cancels for every method that learns; the line also prints the pool with them.
   """
   ref = baseline_of(suite, task)
   if ref is None or ref not in runs or not suite.paired:
@@ -458,7 +461,7 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
     tok_units = design.units(np.subtract(t_m, t_g), seeds) if len(reached) == len(t_m) else np.zeros(1)
     p_tokens.append(stats.paired_t_pvalue(tok_units) if tok_units.size > 1 else math.nan)
     if units.size > 1:
-      variances.append(float(np.var(units, ddof=1)))
+      variances.append((float(np.var(units, ddof=1)), _method_of(name) in suite.negative_controls, _method_of(name)))
       n_units.append(units.size)
     score = None
     if oracle is not None:
@@ -478,8 +481,14 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
                      if units.size > 1 else math.nan))
   p_area, p_tokens = stats.holm(p_area), stats.holm(p_tokens)
   ref_seeds = sorted(curves[ref])
-  pooled = (stats.mde_from_sd(math.sqrt(float(np.mean(variances))), min(n_units), alpha=alpha, power=power)
-            if variances else math.nan)
+  everything = [v for v, _, _ in variances]
+  pool = [v for v, negative, _ in variances if not negative] or everything
+  left_out = [m for _, negative, m in variances if negative] if len(pool) < len(everything) else []
+
+  def mde(pool):
+    return stats.mde_from_sd(math.sqrt(float(np.mean(pool))), min(n_units), alpha=alpha, power=power)
+
+  pooled = mde(pool) if pool else math.nan
   unit = "bases" if design.bases > 1 else "seeds"
   lines = [f"### {task}: paired against `{ref}`", ""]
   if math.isnan(pooled):
@@ -488,10 +497,14 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
     gain = next((r["d_area"].estimate for r in rows if r["name"] == oracle), None)
     versus = "" if gain is None or gain <= 0 else (
         f" The oracle's gain over `{ref}` is {100 * gain:.1f} points: resolution / gain = {pooled / gain:.2f}.")
+    controls = "" if not left_out else (
+        f" The negative controls ({', '.join(left_out)}) are left out of the pool: a control that collapses "
+        f"differs from the baseline by the baseline's own area, whose spread over {unit} the pairing does not "
+        f"cancel; pooled with them the resolution is {100 * mde(everything):.1f} points.")
     lines.append(f"- **Resolution**: the minimum detectable effect on the area is **{100 * pooled:.1f} points** of "
                  f"mean pass@1 (two-sided paired t-test at α = {alpha}, {100 * power:.0f}% power; from the pooled "
-                 f"variance of the paired differences over {min(n_units)} {unit}, across {len(variances)} methods)."
-                 + versus)
+                 f"variance of the paired differences over {min(n_units)} {unit}, across {len(pool)} method{'s' * (len(pool) != 1)})."
+                 + versus + controls)
   lines += [
       f"- Area: mean pass@1 (%) over the first {format_count(x_max)} generated tokens (the shortest run of the "
       f"task; curves linear between eval points, base policy at 0 tokens). Tokens to level: generated tokens "

@@ -97,7 +97,8 @@ class Suite:
   the same prompt stream (the RL prompts are a function of the task, the seed and the held-out
   set). With more than one base the runs live under `<out>/<runs_under or suite name>/` too.
   `baseline` is the method of each task's reference experiment (GRPO); `oracle`, if set, the
-  method of each task's positive control, the "perfect credit" end of the credit score.
+  method of each task's positive control, the "perfect credit" end of the credit score; `negative_controls`, the
+  methods of the negative controls, which the resolution's pooled variance leaves out (`tables.paired_section`).
   `scaling`, if set, lists the suite's tasks as levels of one difficulty `knob` (`(task, value)`, at least
   two): its table then adds the scaling picture (`tables.scaling_section`, `tables.scaling_figure`).
   """
@@ -109,6 +110,7 @@ class Suite:
   bases: int = 3  # SFT bases; a table with fewer seeds uses min(bases, seeds)
   baseline: str = "grpo"  # the method of each task's baseline experiment
   oracle: str | None = None  # the method of each task's positive control (credit score 1)
+  negative_controls: tuple[str, ...] = ()  # methods left out of the resolution's pooled variance
   paired: bool = True  # report the paired statistics against the baseline
   overrides: tuple[str, ...] = ()
   runs_under: str | None = None
@@ -120,6 +122,9 @@ class Suite:
       value = getattr(self, field)
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"suite {self.name!r}: {field} must be an integer >= 1, got {value!r}")
+    for method in self.negative_controls:
+      if method in (self.baseline, self.oracle):
+        raise ValueError(f"suite {self.name!r}: negative control {method!r} is also its baseline or oracle method")
 
   def config(self, experiment: str, seed: int | None = None) -> ExperimentConfig:
     """The experiment's config as this suite runs it; with `seed`, the SFT base of that seed

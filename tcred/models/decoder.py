@@ -67,6 +67,25 @@ class KVCache(NamedTuple):
     rep = lambda x: jnp.repeat(x, n, axis=0)
     return KVCache(k=tuple(map(rep, self.k)), v=tuple(map(rep, self.v)), valid=rep(self.valid))
 
+  def slots(self, lo: int, hi: int) -> "KVCache":
+    """Slots `[lo, hi)` of every layer (static bounds)."""
+    return self._along_slots(lambda axis, x: jax.lax.slice_in_dim(x, lo, hi, axis=axis))
+
+  def join(self, other: "KVCache") -> "KVCache":
+    """This cache's slots followed by `other`'s."""
+    return self._along_slots(lambda axis, x, y: jnp.concatenate([x, y], axis=axis), other)
+
+  def grow(self, n: int) -> "KVCache":
+    """`n` empty slots (zero keys and values, not valid) appended after the existing ones."""
+    return self._along_slots(lambda axis, x: jnp.pad(x, [(0, n if a == axis else 0) for a in range(x.ndim)]))
+
+  def _along_slots(self, f, *others: "KVCache") -> "KVCache":
+    """`f(axis, x, *ys)` on each array of this cache (and the same array of `others`) along its slot axis: 3 for
+    keys `[B, K, E, S]`, 2 for values `[B, K, S, E]`, 1 for validity `[B, S]`."""
+    return KVCache(k=tuple(f(3, *xs) for xs in zip(self.k, *(o.k for o in others))),
+                   v=tuple(f(2, *xs) for xs in zip(self.v, *(o.v for o in others))),
+                   valid=f(1, self.valid, *(o.valid for o in others)))
+
 
 class RMSNorm(nnx.Module):
   """`x / sqrt(mean(x²) + eps) * weight`, computed in float32."""

@@ -79,9 +79,7 @@ def shared_prompt_states(model: Decoder, prompt, prompt_valid, response, mask):
   p = prompt.shape[1]
   cache = KVCache.empty(model.config, b, p, model.embed_tokens.embedding[...].dtype)
   h_prompt, cache = model(prompt, positions_from_mask(prompt_valid), prompt_valid, cache=cache, index=0)
-  grow = lambda x, axis: jnp.pad(x, [(0, t - 1 if a == axis else 0) for a in range(x.ndim)])
-  cache = KVCache(k=tuple(grow(k, 3) for k in cache.k), v=tuple(grow(v, 2) for v in cache.v),
-                  valid=grow(cache.valid, 1)).repeat(g)  # [BG, ..., P + T − 1 slots]
+  cache = cache.grow(t - 1).repeat(g)  # [BG, ..., P + T − 1 slots]
   tokens, valid = response.reshape(b * g, t)[:, :-1], mask.reshape(b * g, t)[:, :-1]
   full_valid = jnp.concatenate([jnp.repeat(prompt_valid, g, axis=0), valid], axis=1)
   h_resp, _ = model(tokens, positions_from_mask(full_valid)[:, p:], valid, cache=cache, index=p,

@@ -181,26 +181,13 @@ def decode(model: Decoder, cache: KVCache, rows: Rows, first_hidden: jax.Array, 
   # Segment i carries only the cache's first slot_base + ends[i] slots, so its steps attend only the slots
   # filled by its end; the next segment's slots are appended from `cache` (still empty there), and the slots
   # after the last segment are put back at the end: one copy of the cache per segment, none per step.
-  state, carried = init._replace(cache=_slots(cache, 0, slot_base + ends[0])), slot_base + ends[0]
+  state, carried = init._replace(cache=cache.slots(0, slot_base + ends[0])), slot_base + ends[0]
   for end in ends:
     if slot_base + end > carried:
-      state = state._replace(cache=_join(state.cache, _slots(cache, carried, slot_base + end)))
+      state = state._replace(cache=state.cache.join(cache.slots(carried, slot_base + end)))
       carried = slot_base + end
     state = jax.lax.while_loop(lambda s, end=end: (s.k < end) & ~jnp.all(s.done), body, state)
-  return _join(state.cache, _slots(cache, carried, cache.valid.shape[1])), state.rows, state.fed
-
-
-def _slots(cache: KVCache, lo: int, hi: int) -> KVCache:
-  """Slots `[lo, hi)` of every layer's keys `[N, K, E, S]`, values `[N, K, S, E]` and validity `[N, S]`."""
-  return KVCache(k=tuple(k[..., lo:hi] for k in cache.k), v=tuple(v[:, :, lo:hi] for v in cache.v),
-                 valid=cache.valid[:, lo:hi])
-
-
-def _join(first: KVCache, second: KVCache) -> KVCache:
-  """`first`'s slots followed by `second`'s."""
-  return KVCache(k=tuple(jnp.concatenate(kk, axis=3) for kk in zip(first.k, second.k)),
-                 v=tuple(jnp.concatenate(vv, axis=2) for vv in zip(first.v, second.v)),
-                 valid=jnp.concatenate([first.valid, second.valid], axis=1))
+  return state.cache.join(cache.slots(carried, cache.valid.shape[1])), state.rows, state.fed
 
 
 def decode_segments(t_max: int) -> list[int]:

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -437,6 +438,42 @@ def test_paired_section_against_references(paired_runs):
   gain = d["dr-grpo"].mean()
   assert f"The oracle's gain over `countdown-grpo` is {100 * gain:.1f} points: resolution / gain = " \
          f"{pooled / gain:.2f}." in md
+
+
+def test_resolution_leaves_out_negative_controls(paired_runs):
+  """A suite naming dapo a negative control pools the oracle's variance alone, and prints the pool with dapo."""
+  from tcred.evaluation import stats
+
+  out, area = paired_runs
+  # dapo spreads more than the fixture's (whose two methods' unit variances are equal): [0.4 + 0.04 s, 0.5].
+  shutil.rmtree(out / "countdown-dapo")
+  for s in range(4):
+    write_run(out, "countdown-dapo", s, final=0.4, task="countdown", bases=2,
+              curve=[(10, 1000, 0.4 + 0.04 * s), (20, 2000, 0.5)])
+  area["countdown-dapo"] = [_trapezoid_mean([0, 1000, 2000], [0.2, 0.4 + 0.04 * s, 0.5]) for s in range(4)]
+  suite = dataclasses.replace(PAIRED, negative_controls=("dapo",))
+  md = tables.suite_table(suite, out)
+  units = {}
+  for m in ("dapo", "dr-grpo"):
+    d = np.subtract(area[f"countdown-{m}"], area["countdown-grpo"])
+    units[m] = np.array([d[[0, 2]].mean(), d[[1, 3]].mean()])
+  alone = stats.mde_from_sd(float(np.std(units["dr-grpo"], ddof=1)), 2)
+  both = stats.mde_from_sd(math.sqrt(np.mean([np.var(u, ddof=1) for u in units.values()])), 2)
+  assert abs(alone - both) > 1e-3  # the test can tell the two pools apart
+  assert f"minimum detectable effect on the area is **{100 * alone:.1f} points**" in md
+  assert "over 2 bases, across 1 method)" in md
+  assert (f"The negative controls (dapo) are left out of the pool: a control that collapses differs from the "
+          f"baseline by the baseline's own area") in md
+  assert f"pooled with them the resolution is {100 * both:.1f} points." in md
+  # Only negative controls beside the baseline: they are the pool, and nothing is said left out.
+  only = dataclasses.replace(PAIRED, negative_controls=("dapo", "dr-grpo"), oracle=None)
+  md = tables.suite_table(only, out)
+  assert f"**{100 * both:.1f} points**" in md and "left out of the pool" not in md
+
+
+def test_suite_refuses_a_negative_control_that_is_its_oracle():
+  with pytest.raises(ValueError, match="negative control 'dr-grpo' is also its baseline or oracle"):
+    dataclasses.replace(PAIRED, negative_controls=("dr-grpo",))
 
 
 def test_paired_tokens_never_reached_are_infinite(paired_runs):
