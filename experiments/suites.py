@@ -50,6 +50,11 @@ def _negatives(experiments: tuple[str, ...]) -> tuple[str, ...]:
   return tuple(m for m in NEGATIVE_CONTROLS if m in methods)
 
 
+def _controls(experiments: tuple[str, ...]) -> dict:
+  """The `Suite` fields naming the controls among `experiments`: its oracle and its negative controls."""
+  return dict(oracle=_oracle(experiments), negative_controls=_negatives(experiments))
+
+
 _CONTROLS = frozenset(families().get("controls", ()))
 
 
@@ -118,8 +123,7 @@ register_suite(Suite(
     description="judge credit (each registered judge: oracle, mc, prm, generative) and the controls (perfect "
                 "verifier, random and shuffled credit) against GRPO on countdown and graph-path, 3 seeds over 3 "
                 "SFT bases (paired), 40 RL steps (GRPO's runs are suite-quick's)",
-    experiments=_JUDGES, seeds=3, oracle=POSITIVE_CONTROL, negative_controls=_negatives(_JUDGES),
-    overrides=QUICK_OVERRIDES, runs_under="suite-quick"))
+    experiments=_JUDGES, seeds=3, **_controls(_JUDGES), overrides=QUICK_OVERRIDES, runs_under="suite-quick"))
 
 # The credit suite (issue 24): GRPO, the positive control (the perfect verifier's process advantage: the credit
 # score's 1), the negative controls (a random 20% mask; the verifier's credits shuffled within a response, which
@@ -140,8 +144,7 @@ register_suite(Suite(
     name="suite-credit",
     description="credit methods against positive and negative controls on countdown and three long-horizon tasks, "
                 "5 seeds over 3 SFT bases (paired), 160 RL steps of 4 prompts x 8",
-    experiments=_CREDIT, seeds=5, bases=3, oracle=_oracle(_CREDIT), negative_controls=_negatives(_CREDIT),
-    overrides=CREDIT_OVERRIDES))
+    experiments=_CREDIT, seeds=5, bases=3, **_controls(_CREDIT), overrides=CREDIT_OVERRIDES))
 
 # The resolution with six bases (issue 24): suite-credit's t-tests on the bases' mean differences have 2 degrees of
 # freedom (t(0.975, 2) = 4.30), which bounds its resolution; here suite-credit's six methods on long-addition-d8 (its
@@ -152,8 +155,7 @@ register_suite(Suite(
     name="credit-bases",
     description="suite-credit's methods on long-addition-d8 with 6 SFT bases: 6 seeds, one per base (paired), "
                 "160 RL steps of 4 prompts x 8",
-    experiments=_BASES, seeds=6, bases=6, oracle=_oracle(_BASES), negative_controls=_negatives(_BASES),
-    overrides=CREDIT_OVERRIDES))
+    experiments=_BASES, seeds=6, bases=6, **_controls(_BASES), overrides=CREDIT_OVERRIDES))
 
 # The scaling picture (issue 24 item 5): how the cost of reaching one level of skill grows with the number of
 # decisive choices, for GRPO, the oracle and the signal methods, on lock-chain-k2/k4/k8/k12 with suite-credit's
