@@ -839,8 +839,9 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
       f"- Runs: `{shown_path(str(out_dir))}`; cells are the mean over seeds [95% percentile interval of a cluster bootstrap, "
       f"{stats.BOOTSTRAP_REPS:,} replicates, resampling "
       + (f"the {bases} bases, then the seeds within each drawn base: intervals cover base variation"
-         if bases > 1 else "seeds") + "], \"(n=1)\" where one seed only. With few clusters percentile intervals "
-      "are narrow (3 values: the range of the three): read them with the resolution line of each paired table.",
+         if bases > 1 else "seeds") + "], \"(n=1)\" where one seed only. With few clusters (here "
+      f"{bases if bases > 1 else n_seeds}) percentile intervals are narrow: read them with the resolution line of "
+      "each paired table.",
       f"- pass@1 in %, at temperature 1.0 on held-out prompts ({', '.join(map(str, eval_samples))} samples "
       f"per final evaluation); greedy pass@1: one greedy rollout per held-out prompt; Δ: paired final − base.",
       "- To baseline: samples and generated tokens until the run's eval pass@1 curve (base policy at 0) "
