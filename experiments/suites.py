@@ -157,6 +157,15 @@ register_suite(Suite(
                 "160 RL steps of 4 prompts x 8",
     experiments=_BASES, seeds=6, bases=6, **_controls(_BASES), overrides=CREDIT_OVERRIDES))
 
+# The same with 4x the curve's evaluation (128 held-out prompts x 4 samples every 20 steps instead of 32 x 4): in
+# credit-bases the binomial noise of the curve's evaluations bounds all of the oracle's paired variance and a third
+# to a half of the token masks' (BUILD_NOTES, session 17), and evaluating costs no RL tokens.
+register_suite(Suite(
+    name="credit-bases-eval",
+    description="credit-bases with 4x the learning curve's evaluation (128 held-out prompts x 4 samples every 20 "
+                "steps): 6 seeds, one per base (paired), 160 RL steps of 4 prompts x 8",
+    experiments=_BASES, seeds=6, bases=6, **_controls(_BASES), overrides=(*CREDIT_OVERRIDES, "rl.eval_prompts=128")))
+
 # The scaling picture (issue 24 item 5): how the cost of reaching one level of skill grows with the number of
 # decisive choices, for GRPO, the oracle and the signal methods, on lock-chain-k2/k4/k8/k12 with suite-credit's
 # design and budget. Its lock-chain-k8 and -k12 runs are suite-credit's seeds 0-2 (one per base); it adds k2 and k4
