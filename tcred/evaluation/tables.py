@@ -485,8 +485,8 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
   pool = [v for v, negative, _ in variances if not negative] or everything
   left_out = [m for _, negative, m in variances if negative] if len(pool) < len(everything) else []
 
-  def mde(pool):
-    return stats.mde_from_sd(math.sqrt(float(np.mean(pool))), min(n_units), alpha=alpha, power=power)
+  def mde(of):
+    return stats.mde_from_sd(math.sqrt(float(np.mean(of))), min(n_units), alpha=alpha, power=power)
 
   pooled = mde(pool) if pool else math.nan
   unit = "bases" if design.bases > 1 else "seeds"
@@ -503,8 +503,8 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
         f"cancel; pooled with them the resolution is {100 * mde(everything):.1f} points.")
     lines.append(f"- **Resolution**: the minimum detectable effect on the area is **{100 * pooled:.1f} points** of "
                  f"mean pass@1 (two-sided paired t-test at α = {alpha}, {100 * power:.0f}% power; from the pooled "
-                 f"variance of the paired differences over {min(n_units)} {unit}, across {len(pool)} method{'s' * (len(pool) != 1)})."
-                 + versus + controls)
+                 f"variance of the paired differences over {min(n_units)} {unit}, across {len(pool)} "
+                 f"method{'s' * (len(pool) != 1)})." + versus + controls)
   lines += [
       f"- Area: mean pass@1 (%) over the first {format_count(x_max)} generated tokens (the shortest run of the "
       f"task; curves linear between eval points, base policy at 0 tokens). Tokens to level: generated tokens "
