@@ -30,10 +30,15 @@ def area_weights(tokens: np.ndarray, x_max: float) -> np.ndarray:
 def noise_rows(suite, runs: dict[str, list[dict]]) -> list[dict]:
   """Per (task, method): the seeds' variance of the paired area difference and the evaluation's bound."""
   from tcred.evaluation import tables
+  from tcred.experiments import get_experiment
 
   rows = []
-  for task, names in tables._ordered(suite, runs):
+  tasks = dict.fromkeys(get_experiment(n).task for n in suite.experiments if n in runs)
+  for task in tasks:
     ref = tables.baseline_of(suite, task)
+    names = [n for n in suite.experiments if n in runs and get_experiment(n).task == task]
+    if ref not in names:
+      continue
     curves = {n: {r["seed"]: (tables.eval_curve(r), r["config"]["rl"]) for r in runs[n]} for n in names}
     x_max = min(float(c["tokens"][-1]) for n in names for c, _ in curves[n].values())
 
@@ -49,7 +54,7 @@ def noise_rows(suite, runs: dict[str, list[dict]]) -> list[dict]:
         continue
       diff = np.array([ab[name][s][0] - ab[ref][s][0] for s in seeds])
       bound = float(np.mean([ab[name][s][1] + ab[ref][s][1] for s in seeds]))
-      rows.append(dict(task=task, method=tables._method_of(name), seeds=len(seeds),
+      rows.append(dict(task=task, method=get_experiment(name).method, seeds=len(seeds),
                        variance=float(diff.var(ddof=1)), bound=bound))
   return rows
 
@@ -67,7 +72,10 @@ def main(argv=None) -> int:
   except ValueError as e:
     print(f"eval_noise: error: {e}", file=sys.stderr)
     return 2
-  runs = tables._load_suite(suite, str(suite.runs_root(args.out)), None, "skip")
+  root = suite.runs_root(args.out)
+  runs = {n: r for n in suite.experiments
+          if (r := tables.load_runs(root, n, suite.seeds, missing="skip",
+                                    expected=lambda s, n=n: suite.config(n, s).to_dict()))}
   print(f"| task | method − baseline | seeds | variance of the paired area differences (points²) | evaluation noise, "
         "upper bound (points²) | share |\n|---|---|---:|---:|---:|---:|")
   for r in noise_rows(suite, runs):
