@@ -33,10 +33,8 @@ def noise_rows(suite, runs: dict[str, list[dict]]) -> list[dict]:
   from tcred.experiments import get_experiment
 
   rows = []
-  tasks = dict.fromkeys(get_experiment(n).task for n in suite.experiments if n in runs)
-  for task in tasks:
+  for task, names in tables.runs_by_task(suite, runs):
     ref = tables.baseline_of(suite, task)
-    names = [n for n in suite.experiments if n in runs and get_experiment(n).task == task]
     if ref not in names:
       continue
     curves = {n: {r["seed"]: (tables.eval_curve(r), r["config"]["rl"]) for r in runs[n]} for n in names}
@@ -72,10 +70,7 @@ def main(argv=None) -> int:
   except ValueError as e:
     print(f"eval_noise: error: {e}", file=sys.stderr)
     return 2
-  root = suite.runs_root(args.out)
-  runs = {n: r for n in suite.experiments
-          if (r := tables.load_runs(root, n, suite.seeds, missing="skip",
-                                    expected=lambda s, n=n: suite.config(n, s).to_dict()))}
+  runs = tables.load_suite_runs(suite, suite.runs_root(args.out), None, "skip")
   print(f"| task | method − baseline | seeds | variance of the paired area differences (points²) | evaluation noise, "
         "upper bound (points²) | share |\n|---|---|---:|---:|---:|---:|")
   for r in noise_rows(suite, runs):

@@ -230,14 +230,16 @@ def _method_of(experiment: str) -> str:
   return get_experiment(experiment).method
 
 
-def _load_suite(suite: Suite, out_dir, seeds: int | None, missing: str) -> dict[str, list[dict[str, Any]]]:
+def load_suite_runs(suite: Suite, out_dir, seeds: int | None, missing: str) -> dict[str, list[dict[str, Any]]]:
+  """`{experiment: runs}` of the suite's experiments that have runs under `out_dir` (`load_runs`), each run's
+  config checked against the suite's config for its seed; `seeds` None: the suite's."""
   runs = {name: load_runs(out_dir, name, seeds or suite.seeds, missing=missing,
                           expected=lambda s, n=name: suite.config(n, s).to_dict())
           for name in suite.experiments}
   return {name: r for name, r in runs.items() if r}
 
 
-def _ordered(suite: Suite, runs: dict[str, list[dict[str, Any]]]) -> list[tuple[str, list[str]]]:
+def runs_by_task(suite: Suite, runs: dict[str, list[dict[str, Any]]]) -> list[tuple[str, list[str]]]:
   """`[(task, [experiment, ...])]`: tasks in suite order, the task's baseline first."""
   by_task: dict[str, list[str]] = {}
   for name in suite.experiments:
@@ -461,7 +463,8 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
     tok_units = design.units(np.subtract(t_m, t_g), seeds) if len(reached) == len(t_m) else np.zeros(1)
     p_tokens.append(stats.paired_t_pvalue(tok_units) if tok_units.size > 1 else math.nan)
     if units.size > 1:
-      variances.append((float(np.var(units, ddof=1)), _method_of(name) in suite.negative_controls, _method_of(name)))
+      method = _method_of(name)
+      variances.append((float(np.var(units, ddof=1)), method in suite.negative_controls, method))
       n_units.append(units.size)
     score = None
     if oracle is not None:
@@ -648,7 +651,7 @@ def scaling_figure(suite: Suite, out_dir: str | pathlib.Path, path_png: str | pa
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  runs = _load_suite(suite, out_dir, seeds, missing)
+  runs = load_suite_runs(suite, out_dir, seeds, missing)
   design = Design(min(suite.bases, seeds or suite.seeds))
   data = scaling_data(suite, runs)
   ref = suite.baseline
@@ -814,7 +817,7 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
     UnpairedRunsError: paired runs (one seed, one task) do not share their base policy or prompt stream.
   """
   n_seeds = seeds or suite.seeds
-  runs = _load_suite(suite, out_dir, n_seeds, missing)
+  runs = load_suite_runs(suite, out_dir, n_seeds, missing)
   if not runs:
     raise RunDataError(f"no finished runs of suite {suite.name!r} under {out_dir}")
   bases = min(suite.bases, n_seeds)
@@ -868,7 +871,7 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
   lines.append(cost_line(suite, runs))
   lines.append("")
   targets: dict[str, float | None] = {}
-  for task, _ in _ordered(suite, runs):
+  for task, _ in runs_by_task(suite, runs):
     base = baseline_of(suite, task)
     if base in runs:
       targets[task] = curve_target(runs[base])
@@ -883,7 +886,7 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
   lines += ["", f"| task | method | seeds | base pass@1 | final pass@1 | Δ pass@1 | final {pk} | greedy pass@1 "
             f"| samples to baseline | tokens to baseline | tokens generated | wall (min) | steps | config |",
             "|" + "---|" * 2 + "---:|" * 11 + "---|"]
-  for task, names in _ordered(suite, runs):
+  for task, names in runs_by_task(suite, runs):
     for name in names:
       rs = runs[name]
       s = [r["summary"] for r in rs]
@@ -906,7 +909,7 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
                    f"| {_pct(design, [x['final_pass1_greedy'] for x in s], sd)} | {samples_cell} | {tokens_cell} "
                    f"| {generated} | {wall} | {'/'.join(sorted({str(x['steps']) for x in s}))} "
                    f"| {'/'.join(sorted({_base0_hash(suite, name, r) for r in rs}))} |")
-  judged = [(task, name) for task, names in _ordered(suite, runs) for name in names
+  judged = [(task, name) for task, names in runs_by_task(suite, runs) for name in names
             if all("judge_tokens" in r["summary"] for r in runs[name])]
   if judged:  # judge-credit runs (credit method `judge`): the judge's own cost, beside the policy's
     lines += ["", "Step-judge cost per run (on top of the policy's tokens generated; mean [95% CI] over seeds):"]
@@ -917,7 +920,7 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
       lines.append(f"- {task} {_method_of(name)}: {_budget_cell(design, [float(x['judge_tokens']) for x in s], sd)} "
                    f"judge tokens ({format_interval(design.mean(ratio, sd))}× the tokens generated), "
                    f"{format_interval(design.mean([x['judge_wall_s'] / 60.0 for x in s], sd))} min")
-  paired = [line for task, names in _ordered(suite, runs) for line in paired_section(suite, runs, task, names, design)]
+  paired = [line for task, names in runs_by_task(suite, runs) for line in paired_section(suite, runs, task, names, design)]
   if paired:
     lines += ["", "## Paired statistics (sample efficiency and credit score)", "", *paired]
   if suite.scaling:
@@ -966,11 +969,11 @@ def learning_curves(suite: Suite, out_dir: str | pathlib.Path, path_png: str | p
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  runs = _load_suite(suite, out_dir, seeds, missing)
+  runs = load_suite_runs(suite, out_dir, seeds, missing)
   if not runs:
     raise RunDataError(f"no finished runs of suite {suite.name!r} under {out_dir}")
   design = Design(min(suite.bases, seeds or suite.seeds))
-  tasks = _ordered(suite, runs)
+  tasks = runs_by_task(suite, runs)
   fig, axes = plt.subplots(1, len(tasks), figsize=(6.0 * len(tasks), 4.2), squeeze=False)
   for ax, (task, names) in zip(axes[0], tasks):
     for i, name in enumerate(names):  # 10 colours, then the same colours dashed, dotted

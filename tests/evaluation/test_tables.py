@@ -662,7 +662,7 @@ def test_cost_line_sums_runs_and_the_cached_bases(runs, tmp_path, monkeypatch):
                       held_out=cfg.rl.held_out_prompts)
   d.mkdir(parents=True)
   (d / "info.json").write_text(json.dumps({"sft_wall_s": 120.0}))
-  line = tables.cost_line(SUITE, tables._load_suite(SUITE, runs, None, "raise"))
+  line = tables.cost_line(SUITE, tables.load_suite_runs(SUITE, runs, None, "raise"))
   assert "sum to 66 min and the SFT of their 3 base policies to 2 min; 2 of them not in this cache" in line
   assert "68 min of one job, about 34 min of wall time with --jobs 2" in line
 
