@@ -166,6 +166,18 @@ register_suite(Suite(
                 "steps): 6 seeds, one per base (paired), 160 RL steps of 4 prompts x 8",
     experiments=_BASES, seeds=6, bases=6, **_controls(_BASES), overrides=(*CREDIT_OVERRIDES, "rl.eval_prompts=128")))
 
+# Six bases on lock-chain-k8 (issue 24): the long-horizon task with the largest gain of the oracle over GRPO in
+# suite-credit (+26 points of final pass@1, resolution 0.50 of its gain with 3 bases), for GRPO, the oracle and the
+# two token masks (the negative controls collapse on k8 and leave the resolution's pool), with the 128-prompt curve
+# of credit-bases-eval: whether six bases bring a long-horizon task's resolution to a third of the oracle's gain.
+_BASES_K8 = _pick(("lock-chain-k8",), ("grpo", POSITIVE_CONTROL, "entropy-top20", "surprisal-top20"))
+register_suite(Suite(
+    name="credit-bases-k8",
+    description="GRPO, the oracle and the two token masks on lock-chain-k8 with 6 SFT bases: 6 seeds, one per "
+                "base (paired), 160 RL steps of 4 prompts x 8, the curve on 128 held-out prompts x 4 samples",
+    experiments=_BASES_K8, seeds=6, bases=6, **_controls(_BASES_K8),
+    overrides=(*CREDIT_OVERRIDES, "rl.eval_prompts=128")))
+
 # The scaling picture (issue 24 item 5): how the cost of reaching one level of skill grows with the number of
 # decisive choices, for GRPO, the oracle and the signal methods, on lock-chain-k2/k4/k8/k12 with suite-credit's
 # design and budget. Its lock-chain-k8 and -k12 runs are suite-credit's seeds 0-2 (one per base); it adds k2 and k4

@@ -415,28 +415,17 @@ def _stars(p: float) -> str:
   return "—" if math.isnan(p) else f"{p:.3f}{' *' if p < 0.05 else ''}"
 
 
-def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: str, names: list[str],
-                   design: Design, *, alpha: float = 0.05, power: float = 0.8) -> list[str]:
-  """The paired statistics of one task against its baseline (Markdown lines; [] without a baseline).
-
-  For each seed s and method M, against the baseline G (GRPO) of the same seed:
-    * area: the mean pass@1 over the first X generated tokens (`stats.curve_area`), X the smallest
-      last curve point of the task's runs (no curve is extrapolated); Δ area = area_M(s) − area_G(s);
-    * tokens to the baseline's level: generated tokens until the curve first reaches the last eval
-      pass@1 of the baseline's run of the same seed (T_G: the baseline's own first arrival there; a
-      method that never arrives has T_M = ∞); the ratio of means Σ_s T_M / Σ_s T_G;
-    * credit score: Σ_s (area_M − area_G) / Σ_s (area_O − area_G), O the suite's oracle (positive control).
-  Intervals: `Design.interval` (cluster bootstrap, bases then seeds). p-values: two-sided paired
-  t-test on the units (per-base means of the differences), Holm-adjusted across the task's methods
-  (one family for Δ area, one for the tokens). Resolution: the minimum detectable Δ area at
-  α = `alpha`, two-sided, with `power`, from the pooled variance of the units across methods, leaving out the
-  suite's negative controls (`Suite.negative_controls`) when another method remains: a control that collapses
-  to 0 differs from the baseline by the baseline's whole area, so its spread is the baseline's spread over bases,
-  which pairing cancels for every method that learns; the line also prints the pool with them.
-  """
+def paired_stats(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: str, names: list[str],
+                 design: Design, *, alpha: float = 0.05, power: float = 0.8) -> dict[str, Any] | None:
+  """The numbers of `paired_section` for one task: None without a baseline (or an unpaired suite); else a dict
+  with the baseline `ref`, the `oracle` (None if absent), `x_max` (the area's token budget; the other keys are
+  absent if it is 0), `rows` (per method: `name`, `seeds`, `area`, `d_area`, `ratio`, `score`, `mde` and the
+  Holm-adjusted `p_area`, `p_tokens`), `ref_seeds`, `ref_area`, `ref_tokens`, the pooled `resolution` (and
+  `resolution_all`, with the negative controls, which `left_out` names), `pool_size`, `units`, `unit`, and the
+  oracle's mean gain `gain` (None without an oracle)."""
   ref = baseline_of(suite, task)
   if ref is None or ref not in runs or not suite.paired:
-    return []
+    return None
   problems = _unpaired_runs(suite, runs, task, names)
   if problems:
     raise UnpairedRunsError("paired statistics need runs of one seed to share their base policy and prompt "
@@ -447,7 +436,7 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
   oracle = oracle_of(suite, task)
   oracle = oracle if oracle in curves else None
   if x_max <= 0:
-    return [f"- Paired statistics of {task}: none (a run generated no tokens)."]
+    return dict(ref=ref, x_max=x_max)
   area = {n: {s: stats.curve_area(c["tokens"], c["pass1"], x_max) for s, c in curves[n].items()} for n in names}
   tokens = {n: {s: _tokens_to(c, levels[s]) for s, c in curves[n].items() if s in levels} for n in names}
   rows, p_area, p_tokens, variances, n_units = [], [], [], [], []
@@ -482,7 +471,8 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
                      ratio=design.interval(stats.ratio_of_means(t_m, t_g), seeds),
                      score=score, mde=stats.minimum_detectable_effect(units, alpha=alpha, power=power)
                      if units.size > 1 else math.nan))
-  p_area, p_tokens = stats.holm(p_area), stats.holm(p_tokens)
+  for row, pa, pt in zip(rows, stats.holm(p_area), stats.holm(p_tokens)):
+    row.update(p_area=float(pa), p_tokens=float(pt))
   ref_seeds = sorted(curves[ref])
   everything = [v for v, _, _ in variances]
   pool = [v for v, negative, _ in variances if not negative] or everything
@@ -492,22 +482,56 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
     return stats.mde_from_sd(math.sqrt(float(np.mean(of))), min(n_units), alpha=alpha, power=power)
 
   pooled = mde(pool) if pool else math.nan
-  unit = "bases" if design.bases > 1 else "seeds"
+  gain = next((r["d_area"].estimate for r in rows if r["name"] == oracle), None)
+  return dict(ref=ref, oracle=oracle, x_max=x_max, rows=rows, ref_seeds=ref_seeds,
+              ref_area=design.mean([area[ref][s] for s in ref_seeds], ref_seeds),
+              ref_tokens=design.mean([tokens[ref][s] for s in ref_seeds], ref_seeds),
+              resolution=pooled, resolution_all=mde(everything) if everything else math.nan, pool_size=len(pool),
+              left_out=left_out, units=min(n_units) if n_units else 0, gain=gain,
+              unit="bases" if design.bases > 1 else "seeds")
+
+
+def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: str, names: list[str],
+                   design: Design, *, alpha: float = 0.05, power: float = 0.8) -> list[str]:
+  """The paired statistics of one task against its baseline (Markdown lines; [] without a baseline).
+
+  For each seed s and method M, against the baseline G (GRPO) of the same seed:
+    * area: the mean pass@1 over the first X generated tokens (`stats.curve_area`), X the smallest
+      last curve point of the task's runs (no curve is extrapolated); Δ area = area_M(s) − area_G(s);
+    * tokens to the baseline's level: generated tokens until the curve first reaches the last eval
+      pass@1 of the baseline's run of the same seed (T_G: the baseline's own first arrival there; a
+      method that never arrives has T_M = ∞); the ratio of means Σ_s T_M / Σ_s T_G;
+    * credit score: Σ_s (area_M − area_G) / Σ_s (area_O − area_G), O the suite's oracle (positive control).
+  Intervals: `Design.interval` (cluster bootstrap, bases then seeds). p-values: two-sided paired
+  t-test on the units (per-base means of the differences), Holm-adjusted across the task's methods
+  (one family for Δ area, one for the tokens). Resolution: the minimum detectable Δ area at
+  α = `alpha`, two-sided, with `power`, from the pooled variance of the units across methods, leaving out the
+  suite's negative controls (`Suite.negative_controls`) when another method remains: a control that collapses
+  to 0 differs from the baseline by the baseline's whole area, so its spread is the baseline's spread over bases,
+  which pairing cancels for every method that learns; the line also prints the pool with them.
+  """
+  ps = paired_stats(suite, runs, task, names, design, alpha=alpha, power=power)
+  if ps is None:
+    return []
+  ref, x_max = ps["ref"], ps["x_max"]
+  if x_max <= 0:
+    return [f"- Paired statistics of {task}: none (a run generated no tokens)."]
+  oracle, rows, pooled, unit, left_out = ps["oracle"], ps["rows"], ps["resolution"], ps["unit"], ps["left_out"]
   lines = [f"### {task}: paired against `{ref}`", ""]
   if math.isnan(pooled):
     lines.append(f"- **Resolution**: not estimable (fewer than 2 {unit} paired with `{ref}`).")
   else:
-    gain = next((r["d_area"].estimate for r in rows if r["name"] == oracle), None)
+    gain = ps["gain"]
     versus = "" if gain is None or gain <= 0 else (
         f" The oracle's gain over `{ref}` is {100 * gain:.1f} points: resolution / gain = {pooled / gain:.2f}.")
     controls = "" if not left_out else (
         f" The negative controls ({', '.join(left_out)}) are left out of the pool: a control that collapses "
         f"differs from the baseline by the baseline's own area, whose spread over {unit} the pairing does not "
-        f"cancel; pooled with them the resolution is {100 * mde(everything):.1f} points.")
+        f"cancel; pooled with them the resolution is {100 * ps['resolution_all']:.1f} points.")
     lines.append(f"- **Resolution**: the minimum detectable effect on the area is **{100 * pooled:.1f} points** of "
                  f"mean pass@1 (two-sided paired t-test at α = {alpha}, {100 * power:.0f}% power; from the pooled "
-                 f"variance of the paired differences over {min(n_units)} {unit}, across {len(pool)} "
-                 f"method{'s' * (len(pool) != 1)})." + versus + controls)
+                 f"variance of the paired differences over {ps['units']} {unit}, across {ps['pool_size']} "
+                 f"method{'s' * (ps['pool_size'] != 1)})." + versus + controls)
   lines += [
       f"- Area: mean pass@1 (%) over the first {format_count(x_max)} generated tokens (the shortest run of the "
       f"task; curves linear between eval points, base policy at 0 tokens). Tokens to level: generated tokens "
@@ -523,11 +547,11 @@ def paired_section(suite: Suite, runs: dict[str, list[dict[str, Any]]], task: st
     lines.append(f"- Credit score: none (suite {suite.name} names no oracle experiment of {task}).")
   lines += ["", "| method | pairs | area (%) | Δ area [95% CI] | p (Holm) | tokens to level | ratio [95% CI] "
             "| p (Holm) | credit score [95% CI] | MDE |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-  ref_area = design.mean([area[ref][s] for s in ref_seeds], ref_seeds)
-  ref_tokens = design.mean([tokens[ref][s] for s in ref_seeds], ref_seeds)
+  ref_area, ref_tokens, ref_seeds = ps["ref_area"], ps["ref_tokens"], ps["ref_seeds"]
   lines.append(f"| {_method_of(ref)} (baseline) | {len(ref_seeds)} | {format_interval(_scaled(ref_area, 100))} "
                f"| 0 | — | {format_interval(ref_tokens, fmt=format_count)} | 1 | — | 0 | — |")
-  for row, pa, pt in zip(rows, p_area, p_tokens):
+  for row in rows:
+    pa, pt = row["p_area"], row["p_tokens"]
     score = "—"
     if row["score"] is not None:
       iv, top = row["score"]
