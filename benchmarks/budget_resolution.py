@@ -15,7 +15,11 @@ ratio (issue 24's target: at most 1/3), and each method's Δ area with its Holm 
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import common  # noqa: E402
 
 
 def truncated(run: dict, steps: int) -> dict:
@@ -61,18 +65,9 @@ def render(rows: list[dict]) -> list[str]:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("suite", help="a registered suite whose runs are finished")
+  common.add_suite_arguments(p)
   p.add_argument("--steps", default="40,80,120,160", help="comma-separated RL budgets in steps (default 40,80,120,160)")
-  p.add_argument("--out", default="runs", help="the runs root, as `tcred table --out` (default runs/)")
   args = p.parse_args(argv)
-  from tcred import experiments
-  from tcred.evaluation import tables
-
-  try:
-    suite = experiments.get_suite(args.suite)
-  except ValueError as e:
-    print(f"budget_resolution: error: {e}", file=sys.stderr)
-    return 2
   try:
     budgets = [int(s) for s in args.steps.split(",")]
   except ValueError:
@@ -81,7 +76,10 @@ def main(argv=None) -> int:
     print(f"budget_resolution: error: --steps must be comma-separated positive integers, got {args.steps!r}",
           file=sys.stderr)
     return 2
-  runs = tables.load_suite_runs(suite, suite.runs_root(args.out), None, "skip")
+  loaded = common.load_suite("budget_resolution", args)
+  if loaded is None:
+    return 2
+  suite, runs = loaded
   print("\n".join(render(budget_rows(suite, runs, budgets))))
   return 0
 

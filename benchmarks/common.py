@@ -279,6 +279,26 @@ def load_lines(load: dict[str, Any]) -> list[str]:
   return lines
 
 
+def add_suite_arguments(p) -> None:
+  """The arguments of the scripts that read a suite's finished runs: the suite's name and the runs root."""
+  p.add_argument("suite", help="a registered suite whose runs are finished")
+  p.add_argument("--out", default="runs", help="the runs root, as `tcred table --out` (default runs/)")
+
+
+def load_suite(prog: str, args) -> tuple[Any, dict[str, list[dict[str, Any]]]] | None:
+  """`(suite, its finished runs)` for `add_suite_arguments`' `args`; None after printing `prog: error: ...`
+  (naming the registered suites) when no suite has that name."""
+  from tcred import experiments
+  from tcred.evaluation import tables
+
+  try:
+    suite = experiments.get_suite(args.suite)
+  except ValueError as e:
+    print(f"{prog}: error: {e}", file=sys.stderr)
+    return None
+  return suite, tables.load_suite_runs(suite, suite.runs_root(args.out), None, "skip")
+
+
 def add_fair_arguments(parser) -> None:
   parser.add_argument("--threads", default="1,2", help="threads (and cores) per side, comma-separated; every "
                       "side gets the same (default: 1,2)")

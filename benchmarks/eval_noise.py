@@ -14,9 +14,13 @@ the pair and adds nothing.
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import common  # noqa: E402
 
 
 def area_weights(tokens: np.ndarray, x_max: float) -> np.ndarray:
@@ -59,18 +63,12 @@ def noise_rows(suite, runs: dict[str, list[dict]]) -> list[dict]:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("suite", help="a registered suite whose runs are finished")
-  p.add_argument("--out", default="runs", help="the runs root, as `tcred table --out` (default runs/)")
+  common.add_suite_arguments(p)
   args = p.parse_args(argv)
-  from tcred import experiments
-  from tcred.evaluation import tables
-
-  try:
-    suite = experiments.get_suite(args.suite)
-  except ValueError as e:
-    print(f"eval_noise: error: {e}", file=sys.stderr)
+  loaded = common.load_suite("eval_noise", args)
+  if loaded is None:
     return 2
-  runs = tables.load_suite_runs(suite, suite.runs_root(args.out), None, "skip")
+  suite, runs = loaded
   print(f"| task | method − baseline | seeds | variance of the paired area differences (points²) | evaluation noise, "
         "upper bound (points²) | share |\n|---|---|---:|---:|---:|---:|")
   for r in noise_rows(suite, runs):
