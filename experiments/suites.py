@@ -178,6 +178,16 @@ register_suite(Suite(
     experiments=_BASES_K8, seeds=6, bases=6, **_controls(_BASES_K8),
     overrides=(*CREDIT_OVERRIDES, "rl.eval_prompts=128")))
 
+# Two seeds a base: credit-bases-k8 with seeds 6-11 added on its 6 bases (seed s on base s mod 6), so the spread
+# of GRPO's runs on lock-chain-k8 splits into its base-level and run-level parts, and each paired unit (a base's
+# mean difference) averages two runs. Its seeds 0-5 are credit-bases-k8's runs.
+register_suite(Suite(
+    name="credit-bases-k8x2",
+    description="credit-bases-k8 with two seeds a base: 12 seeds over its 6 SFT bases (paired; seeds 0-5 are "
+                "credit-bases-k8's runs), 160 RL steps of 4 prompts x 8, the curve on 128 held-out prompts x 4",
+    experiments=_BASES_K8, seeds=12, bases=6, **_controls(_BASES_K8),
+    overrides=(*CREDIT_OVERRIDES, "rl.eval_prompts=128"), runs_under="credit-bases-k8"))
+
 # The scaling picture (issue 24 item 5): how the cost of reaching one level of skill grows with the number of
 # decisive choices, for GRPO, the oracle and the signal methods, on lock-chain-k2/k4/k8/k12 with suite-credit's
 # design and budget. Its lock-chain-k8 and -k12 runs are suite-credit's seeds 0-2 (one per base); it adds k2 and k4
