@@ -33,7 +33,7 @@ def budget_rows(suite, runs: dict[str, list[dict]], budgets: list[int]) -> list[
   from tcred.evaluation import tables
   from tcred.experiments import get_experiment
 
-  design = tables.Design(min(suite.bases, suite.seeds))  # the table's own design
+  design = tables.Design.of(suite)  # the table's own design
   full = {task: sum(tables.eval_curve(r)["tokens"][-1] for n in names for r in runs[n])
           for task, names in tables.runs_by_task(suite, runs)}
   out = []

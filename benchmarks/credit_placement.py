@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   root = suite.runs_root(args.out)
   load_before = os.getloadavg()
-  design = tables.Design(min(suite.bases, suite.seeds))
+  design = tables.Design.of(suite)
   rows = []
   for name in suite.experiments:
     per_seed = {}

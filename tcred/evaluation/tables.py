@@ -270,6 +270,11 @@ class Design:
     self.bases, self.reps = bases, reps
     self._draws: dict[tuple[int, ...], np.ndarray] = {}
 
+  @classmethod
+  def of(cls, suite: Suite, seeds: int | None = None) -> "Design":
+    """The design of `suite`'s table over `seeds` seeds (default the suite's): its bases, at most one per seed."""
+    return cls(min(suite.bases, seeds or suite.seeds))
+
   def tree(self, seeds: Sequence[int]):
     return stats.base_tree(seeds, self.bases)
 
@@ -676,7 +681,7 @@ def scaling_figure(suite: Suite, out_dir: str | pathlib.Path, path_png: str | pa
   import matplotlib.pyplot as plt
 
   runs = load_suite_runs(suite, out_dir, seeds, missing)
-  design = Design(min(suite.bases, seeds or suite.seeds))
+  design = Design.of(suite, seeds)
   data = scaling_data(suite, runs)
   ref = suite.baseline
   fig, (ax_t, ax_r) = plt.subplots(1, 2, figsize=(11.0, 4.2))
@@ -844,8 +849,8 @@ def suite_table(suite: Suite, out_dir: str | pathlib.Path, *, seeds: int | None 
   runs = load_suite_runs(suite, out_dir, n_seeds, missing)
   if not runs:
     raise RunDataError(f"no finished runs of suite {suite.name!r} under {out_dir}")
-  bases = min(suite.bases, n_seeds)
-  design = Design(bases)
+  design = Design.of(suite, n_seeds)
+  bases = design.bases
   ks = {int(m.group(1)) for rs in runs.values() for r in rs for key in r["summary"]
         if (m := _PASSK.match(key)) and m.group(1) != "1"}
   k = min(ks) if ks else None
@@ -996,7 +1001,7 @@ def learning_curves(suite: Suite, out_dir: str | pathlib.Path, path_png: str | p
   runs = load_suite_runs(suite, out_dir, seeds, missing)
   if not runs:
     raise RunDataError(f"no finished runs of suite {suite.name!r} under {out_dir}")
-  design = Design(min(suite.bases, seeds or suite.seeds))
+  design = Design.of(suite, seeds)
   tasks = runs_by_task(suite, runs)
   fig, axes = plt.subplots(1, len(tasks), figsize=(6.0 * len(tasks), 4.2), squeeze=False)
   for ax, (task, names) in zip(axes[0], tasks):
