@@ -188,6 +188,19 @@ register_suite(Suite(
     experiments=_BASES_K8, seeds=12, bases=6, **_controls(_BASES_K8),
     overrides=(*CREDIT_OVERRIDES, "rl.eval_prompts=128"), runs_under="credit-bases-k8"))
 
+# Two seeds a base on long-addition-d8: GRPO, the oracle and the two token masks of credit-bases-eval (its 6 bases
+# and 128-prompt curve) with seeds 6-11 added (seed s on base s mod 6; seeds 0-5 are credit-bases-eval's runs), as
+# credit-bases-k8x2 does on lock-chain-k8: whether the second long-horizon task's resolution falls within a third of
+# the oracle's gain when each paired unit averages two runs.
+_BASES_D8 = _pick(("long-addition-d8",), ("grpo", POSITIVE_CONTROL, "entropy-top20", "surprisal-top20"))
+register_suite(Suite(
+    name="credit-bases-d8x2",
+    description="GRPO, the oracle and the two token masks on long-addition-d8 with two seeds a base: 12 seeds over "
+                "credit-bases-eval's 6 SFT bases (paired; seeds 0-5 are its runs), 160 RL steps of 4 prompts x 8, "
+                "the curve on 128 held-out prompts x 4",
+    experiments=_BASES_D8, seeds=12, bases=6, **_controls(_BASES_D8),
+    overrides=(*CREDIT_OVERRIDES, "rl.eval_prompts=128"), runs_under="credit-bases-eval"))
+
 # The scaling picture (issue 24 item 5): how the cost of reaching one level of skill grows with the number of
 # decisive choices, for GRPO, the oracle and the signal methods, on lock-chain-k2/k4/k8/k12 with suite-credit's
 # design and budget. Its lock-chain-k8 and -k12 runs are suite-credit's seeds 0-2 (one per base); it adds k2 and k4
