@@ -24,6 +24,13 @@ hidden 768, 12 layers, 12 heads, 4 KV heads, head_dim 64, q/k norms, intermediat
   python benchmarks/scaling_length.py --out benchmarks/results/scaling_length.md   # also writes .json and .png
   python benchmarks/scaling_length.py --quick                                       # tiny model, smoke test
   python benchmarks/scaling_length.py --render benchmarks/results/scaling_length.json
+  python benchmarks/scaling_length.py --models qwen3-100m --add-to benchmarks/results/scaling_length.json \
+      --out benchmarks/results/scaling_length.md   # a further measurement beside the recorded one(s)
+
+`--add-to RECORD` measures the grid asked for and writes one report of the recorded measurement(s) and the new one:
+each keeps its own header (command, date, machine, threads, load), a table cell measured in a later one is marked
+with its number, and growth exponents are fitted within one measurement only (never across machines or sessions).
+A grid point already in the record is refused (exit 2) before anything runs.
 """
 
 from __future__ import annotations
@@ -98,11 +105,68 @@ def grid(args) -> list[tuple[str, int, int]]:
           [("group", g, args.group_length) for g in args.groups])
 
 
+TITLE = "Cost as responses and groups grow"
+PART_KEYS = ("quick", "command", "date", "machine", "threads", "repeats", "point_timeout", "sides", "load")
+"""What one measurement (a part of a record) states about itself; `measure` writes them at the record's top level."""
+
+
+def parts(record: dict) -> tuple[list[dict], list[dict]]:
+  """`(measurements, points)` of a record: a record of one measurement (as `measure` writes it) is one part, every
+  point of it in part 0; a combined record (`--add-to`) lists its parts and tags each point with its part."""
+  if "parts" in record:
+    return record["parts"], record["points"]
+  return [{k: record[k] for k in PART_KEYS}], [{**p, "part": 0} for p in record["points"]]
+
+
+def _point_key(p: dict) -> tuple:
+  return p["model"], p["side"], p["series"], p["group"], p["length"]
+
+
+def combine(earlier: dict, new: dict) -> dict:
+  """The record of `earlier`'s measurement(s) and `new` (one measurement) as one: `new` becomes the last part."""
+  old_parts, old_points = parts(earlier)
+  new_parts, new_points = parts(new)
+  n = len(old_parts)
+  return {"title": TITLE, "parts": old_parts + new_parts,
+          "points": old_points + [{**p, "part": n + p["part"]} for p in new_points]}
+
+
+def check_add_to(args, parser) -> dict | None:
+  """The record `--add-to` names, after refusing (exit 2, before anything runs) a missing or unreadable file, a
+  missing `--out`, a smoke run added to a measurement (or the reverse), or a grid point already recorded."""
+  if args.add_to is None:
+    return None
+  if args.out is None:
+    parser.error("--add-to needs --out (where the combined report goes)")
+  try:
+    earlier = json.loads(args.add_to.read_text())
+    measured, points = parts(earlier)
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    parser.error(f"--add-to {args.add_to}: not a record of this script ({type(e).__name__}: {e})")
+  if any(m["quick"] != args.quick for m in measured):
+    parser.error("--add-to: a --quick smoke run and a measurement cannot share a report")
+  new = {(model, side, series, g, t) for model in _models(args) for side in _sides(args)
+         for series, g, t in grid(args)}
+  again = sorted(new & {_point_key(p) for p in points})
+  if again:
+    shown = ", ".join(f"{m} {side} {series} G={g} T={t}" for m, side, series, g, t in again[:4])
+    parser.error(f"--add-to: {len(again)} point(s) already in {args.add_to.name}: {shown}"
+                 f"{' ...' if len(again) > 4 else ''}; measure other lengths, groups or models")
+  return earlier
+
+
+def _models(args) -> list[str]:
+  return ["tiny"] if args.quick else args.models
+
+
+def _sides(args) -> list[str]:
+  return [s for s in SIDES if not (s in TORCH_SIDES and (args.no_torch or not common.have_torch()))]
+
+
 def measure(args, argv: list[str]) -> dict:
-  models = ["tiny"] if args.quick else args.models
-  sides = [s for s in SIDES if not (s in TORCH_SIDES and (args.no_torch or not common.have_torch()))]
+  models, sides = _models(args), _sides(args)
   threads = common.thread_counts(args.threads)[0]
-  record = {**common.machine_record("Cost as responses and groups grow", args.quick, argv, __file__),
+  record = {**common.machine_record(TITLE, args.quick, argv, __file__),
             "threads": threads, "repeats": args.repeats, "point_timeout": args.point_timeout, "sides": sides,
             "load": common.check_load(args.max_load, args.allow_load, args.quick), "points": []}
   for model in models:
@@ -132,40 +196,60 @@ def exponent(points: list[dict]) -> tuple[float, float] | None:
   return float(fit.slope), float(fit.stderr)
 
 
-def _cell(p: dict) -> str:
+def _cell(p: dict, mark: bool) -> str:
+  tag = f" [{p['part'] + 1}]" if mark else ""
   if "seconds" in p:
-    return f"{p['tokens'] / p['seconds']:,.0f} tok/s, {p['peak_rss_mib']:,.0f} MiB"
-  return "timed out" if p.get("timed_out") else "skipped" if p.get("skipped") else f"failed: {p.get('error', '?')}"
+    return f"{p['tokens'] / p['seconds']:,.0f} tok/s, {p['peak_rss_mib']:,.0f} MiB{tag}"
+  return ("timed out" if p.get("timed_out") else "skipped" if p.get("skipped") else
+          f"failed: {p.get('error', '?')}") + tag
+
+
+def _setup_lines(m: dict) -> list[str]:
+  return [f"One prompt of {PROMPT} tokens; each point runs each side in its own process on {m['threads']} pinned "
+          f"core(s) and thread(s), a first (compiling) call then {m['repeats']} timed call(s) (median); peak memory "
+          f"is that process's maximum resident set. Points past {m['point_timeout']} s are recorded as timed out.",
+          "", *common.load_lines(m["load"]), ""]
 
 
 def render(record: dict) -> list[str]:
-  """The Markdown report of a recorded measurement (`measure`), and nothing else."""
-  lines = common.header_lines(record) + [
-      f"One prompt of {PROMPT} tokens; each point runs each side in its own process on {record['threads']} pinned "
-      f"core(s) and thread(s), a first (compiling) call then {record['repeats']} timed call(s) (median); peak memory "
-      f"is that process's maximum resident set. Points past {record['point_timeout']} s are recorded as timed out.",
-      "", *common.load_lines(record["load"]), ""]
-  points = record["points"]
+  """The Markdown report of a recorded measurement (`measure`) or of several (`combine`), and nothing else."""
+  measured, points = parts(record)
+  several = len(measured) > 1
+  if several:
+    lines = [f"# {TITLE}", "", f"{len(measured)} measurements, each with its own command, date, machine and load; "
+             "a cell marked [n] comes from measurement n (n > 1), and growth exponents are fitted within one "
+             "measurement.", ""]
+    for i, m in enumerate(measured):
+      lines += [f"## Measurement {i + 1}", "", *common.header_lines({**m, "title": TITLE})[2:], *_setup_lines(m)]
+  else:
+    lines = common.header_lines({**measured[0], "title": TITLE}) + _setup_lines(measured[0])
+  sides = [s for s in SIDES if any(s in m["sides"] for m in measured)]
   models = list(dict.fromkeys(p["model"] for p in points))
-  fits = ["## Growth exponents (seconds ∝ tokens^k; 1 = linear)", "", "| model | side | series | k ± s.e. |",
-          "|---|---|---|---:|"]
+  fits = ["## Growth exponents (seconds ∝ tokens^k; 1 = linear)", "",
+          *(["| model | side | series | measurement | k ± s.e. |", "|---|---|---|---:|---:|"] if several else
+            ["| model | side | series | k ± s.e. |", "|---|---|---|---:|"])]
   for model in models:
     for series, key, fixed in (("length", "length", "G"), ("group", "group", "T")):
       rows = [p for p in points if p["model"] == model and p["series"] == series]
       if not rows:
         continue
-      xs = list(dict.fromkeys(p[key] for p in rows))
+      xs = sorted(dict.fromkeys(p[key] for p in rows))
       other = rows[0]["group" if series == "length" else "length"]
+      mark = len({p["part"] for p in rows}) > 1
       lines += [f"## {model}: {'response length T' if series == 'length' else 'group size G'} "
                 f"({fixed} = {other})", "", "| side | " + " | ".join(f"{key[0].upper()} = {x}" for x in xs) + " |",
                 "|---|" + "---:|" * len(xs)]
-      for side in record["sides"]:
+      for side in sides:
         by_x = {p[key]: p for p in rows if p["side"] == side}
-        if by_x:
-          lines.append(f"| {side} | " + " | ".join(_cell(by_x[x]) if x in by_x else "–" for x in xs) + " |")
-          k = exponent(list(by_x.values()))
-          fits.append(f"| {model} | {side} | {series} | " + ("too few points" if k is None else f"{k[0]:.2f} ± {k[1]:.2f}")
-                      + " |")
+        if not by_x:
+          continue
+        lines.append(f"| {side} | " + " | ".join(_cell(by_x[x], mark and by_x[x]["part"] > 0) if x in by_x else "–"
+                                                  for x in xs) + " |")
+        for part in sorted({p["part"] for p in by_x.values()}):
+          k = exponent([p for p in by_x.values() if p["part"] == part])
+          fit = "too few points" if k is None else f"{k[0]:.2f} ± {k[1]:.2f}"
+          fits.append(f"| {model} | {side} | {series} | {part + 1} | {fit} |" if several else
+                      f"| {model} | {side} | {series} | {fit} |")
       lines.append("")
   return lines + fits + [""]
 
@@ -191,7 +275,14 @@ def plot(record: dict, path: Path) -> None:
 
 
 def _ints(text: str) -> list[int]:
-  return [int(x) for x in text.split(",")]
+  """A comma-separated list of positive integers; empty: none (e.g. `--groups ""` measures the lengths only)."""
+  try:
+    values = [int(x) for x in text.split(",")] if text.strip() else []
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated positive integers") from None
+  if any(v < 1 for v in values):
+    raise argparse.ArgumentTypeError(f"{text!r}: every value must be a positive integer")
+  return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--point-timeout", type=float, default=600.0, help="seconds per point and side")
   parser.add_argument("--no-torch", action="store_true", help="only tcred's sides")
   parser.add_argument("--out", type=Path, help="write the report (Markdown), its record (.json) and curves (.png)")
+  parser.add_argument("--add-to", type=Path, metavar="JSON",
+                      help="a recorded report of this script: write one report of it and this measurement (--out)")
   parser.add_argument("--point", help=argparse.SUPPRESS)  # SIDE,MODEL,G,T: one point's process
   common.add_fair_arguments(parser)
   parser.set_defaults(threads="1")
@@ -218,7 +311,17 @@ def main(argv: list[str] | None = None) -> int:
   if args.render:
     print(common.render_from(args.render, args.out, render), end="")
     return 0
+  from tcred.models.config import PRESETS
+  known = sorted({*PRESETS, "qwen3-100m"})
+  unknown = [m for m in args.models if m not in known]
+  if unknown:
+    parser.error(f"--models: unknown model(s) {', '.join(unknown)}; allowed: {', '.join(known)}")
+  earlier = check_add_to(args, parser)
+  if not grid(args):
+    parser.error("nothing to measure: --lengths and --groups are both empty")
   record = measure(args, argv)
+  if earlier is not None:
+    record = combine(earlier, record)
   print(common.write_results(args.out, record, render), end="", flush=True)
   if args.out is not None:
     plot(record, args.out.with_suffix(".png"))
