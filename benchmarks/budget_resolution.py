@@ -7,7 +7,9 @@ steps (the curve's area, its tokens to the baseline's level, the resolution), co
 `tables.paired_stats`; only the final evaluation (which the area does not use) is not available. Per budget and task
 it prints the budget's share of the full runs' generated tokens (its cost), the oracle's gain over the baseline
 (Δ area), the resolution (the pooled minimum detectable Δ area of the methods under test and the oracle) and their
-ratio (issue 24's target: at most 1/3), and each method's Δ area with its Holm p.
+ratio (issue 24's target: at most 1/3), the oracle's tokens to the baseline's final level at that budget as a share of
+the baseline's (issue 24's other target: at most 0.5, its interval excluding 1), and each method's Δ area with its
+Holm p.
 
   python benchmarks/budget_resolution.py credit-bases-k8 --steps 40,80,120,160 --out runs
 """
@@ -15,6 +17,7 @@ ratio (issue 24's target: at most 1/3), and each method's Δ area with its Holm 
 from __future__ import annotations
 
 import argparse
+import math
 import pathlib
 import sys
 
@@ -44,8 +47,10 @@ def budget_rows(suite, runs: dict[str, list[dict]], budgets: list[int]) -> list[
       if ps is None or ps["x_max"] <= 0:
         continue
       used = sum(tables.eval_curve(r)["tokens"][-1] for n in names for r in cut[n])
+      oracle = next((r for r in ps["rows"] if r["name"] == ps["oracle"]), None)
       out.append(dict(steps=steps, task=task, share=used / full[task], x_max=ps["x_max"], gain=ps["gain"],
                       resolution=ps["resolution"], units=ps["units"],
+                      oracle_tokens=None if oracle is None else (oracle["ratio"], oracle["p_tokens"]),
                       methods=[(get_experiment(r["name"]).method, r["d_area"].estimate, r["p_area"], r["mde"])
                                for r in ps["rows"]]))
   return out
@@ -53,14 +58,28 @@ def budget_rows(suite, runs: dict[str, list[dict]], budgets: list[int]) -> list[
 
 def render(rows: list[dict]) -> list[str]:
   lines = ["| steps | task | tokens (share of the full runs') | oracle's gain (points) | resolution (points) | "
-           "resolution / gain | units | method: Δ area (Holm p; MDE) |", "|---:|---|---:|---:|---:|---:|---:|---|"]
+           "resolution / gain | oracle's tokens to the baseline's level (Holm p) | units | "
+           "method: Δ area (Holm p; MDE) |", "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
   for r in rows:
     gain = "—" if r["gain"] is None else f"{100 * r['gain']:.1f}"
     ratio = "—" if r["gain"] is None or r["gain"] <= 0 else f"{r['resolution'] / r['gain']:.2f}"
     methods = "; ".join(f"{m} {100 * d:+.1f} ({p:.3f}; {100 * mde:.1f})" for m, d, p, mde in r["methods"])
     lines.append(f"| {r['steps']} | {r['task']} | {r['x_max']:,.0f} ({r['share']:.2f}) | {gain} | "
-                 f"{100 * r['resolution']:.1f} | {ratio} | {r['units']} | {methods} |")
+                 f"{100 * r['resolution']:.1f} | {ratio} | {_tokens(r.get('oracle_tokens'))} | {r['units']} | "
+                 f"{methods} |")
   return lines
+
+
+def _tokens(oracle) -> str:
+  """The oracle's tokens to the baseline's final level as a share of the baseline's (issue 24's target: at most
+  0.5, its interval excluding 1), with its interval and Holm p; "—" without an oracle."""
+  if oracle is None:
+    return "—"
+  iv, p = oracle
+  if not math.isfinite(iv.estimate):
+    return "not reached by every seed"
+  p_text = "—" if math.isnan(p) else f"{p:.3f}"
+  return f"{iv.estimate:.2f} [{iv.low:.2f}, {iv.high:.2f}] ({p_text})"
 
 
 def main(argv=None) -> int:

@@ -47,6 +47,12 @@ def test_cut_runs_give_the_statistics_of_shorter_runs(tmp_path):
     assert row["resolution"] == pytest.approx(ps["resolution"], rel=1e-12)
     assert row["gain"] == pytest.approx(ps["gain"], rel=1e-12)
     assert row["x_max"] == 1000 * points and row["share"] == pytest.approx(points / 3)
+    oracle = next(r for r in ps["rows"] if r["name"] == "countdown-dr-grpo")
+    ratio, p = row["oracle_tokens"]
+    assert tuple(ratio) == pytest.approx(tuple(oracle["ratio"]), rel=1e-12)
+    assert p == pytest.approx(oracle["p_tokens"], nan_ok=True)
+    line = next(line for line in budget.render([row])[2:])
+    assert f"| {ratio.estimate:.2f} [{ratio.low:.2f}, {ratio.high:.2f}] (" in line
   # By hand at 2 steps: the oracle's mean gain in area over [0, 2000] tokens (trapezoids: (0.5 y0 + y1 + 0.5 y2) / 2).
   area = lambda y: (0.5 * 0.2 + y[0] + 0.5 * y[1]) / 2
   gain = np.mean([area(CURVES["countdown-dr-grpo"](s)) - area(CURVES["countdown-grpo"](s)) for s in range(4)])
