@@ -39,6 +39,7 @@ import argparse
 import json
 import math
 import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,19 @@ def run_point(side: str, model: str, group: int, length: int, repeats: int) -> d
           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": threads}
 
 
+def failure(returncode: int, stderr: str) -> str:
+  """What a point's failed process says: its last line of stderr, or, killed by a signal with nothing written (the
+  kernel's out-of-memory killer sends SIGKILL), the signal."""
+  tail = stderr.strip().splitlines()[-1:]
+  if tail:
+    return tail[0][-300:]
+  if returncode < 0:
+    name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
+    oom = " (out of memory, most likely: the kernel's OOM killer sends SIGKILL)" if -returncode == signal.SIGKILL else ""
+    return f"killed by {name}{oom}"
+  return f"exit status {returncode}, no message"
+
+
 def _point_process(args, side: str, model: str, group: int, length: int, threads: int) -> dict:
   env = common.pinned_env(threads)
   if side in TORCH_SIDES:
@@ -90,8 +104,8 @@ def _point_process(args, side: str, model: str, group: int, length: int, threads
   except subprocess.TimeoutExpired:
     return {"side": side, "model": model, "group": group, "length": length, "timed_out": True}
   if proc.returncode != 0:
-    tail = proc.stderr.strip().splitlines()[-1:] or ["(no message)"]
-    return {"side": side, "model": model, "group": group, "length": length, "error": tail[0][-300:]}
+    return {"side": side, "model": model, "group": group, "length": length,
+            "error": failure(proc.returncode, proc.stderr)}
   result = json.loads(proc.stdout.strip().splitlines()[-1])
   common.check_pinned(result["threads"], threads, f"scaling_length --point {side}")
   return result

@@ -104,3 +104,10 @@ def test_add_to_writes_the_combined_report(tmp_path, capsys, monkeypatch):
   again = tmp_path / "again.md"
   scaling.main(["--render", str(out.with_suffix(".json")), "--out", str(again)])
   assert again.read_text() == text
+
+
+def test_a_killed_point_names_its_signal():
+  assert scaling.failure(-9, "") == "killed by SIGKILL (out of memory, most likely: the kernel's OOM killer sends SIGKILL)"
+  assert scaling.failure(-15, "") == "killed by SIGTERM"
+  assert scaling.failure(1, "Traceback ...\nValueError: bad\n") == "ValueError: bad"
+  assert scaling.failure(3, "  \n") == "exit status 3, no message"
