@@ -78,8 +78,8 @@ def _tokens(oracle) -> str:
   iv, p = oracle
   if not math.isfinite(iv.estimate):
     return "not reached by every seed"
-  p_text = "—" if math.isnan(p) else f"{p:.3f}"
-  return f"{iv.estimate:.2f} [{iv.low:.2f}, {iv.high:.2f}] ({p_text})"
+  from tcred.evaluation import stats
+  return f"{stats.format_interval(iv, 2)} ({'—' if math.isnan(p) else f'{p:.3f}'})"
 
 
 def main(argv=None) -> int:

@@ -247,7 +247,7 @@ def render(record: dict) -> list[str]:
       rows = [p for p in points if p["model"] == model and p["series"] == series]
       if not rows:
         continue
-      xs = sorted(dict.fromkeys(p[key] for p in rows))
+      xs = sorted({p[key] for p in rows})
       other = rows[0]["group" if series == "length" else "length"]
       mark = len({p["part"] for p in rows}) > 1
       lines += [f"## {model}: {'response length T' if series == 'length' else 'group size G'} "

@@ -170,7 +170,9 @@ register_suite(Suite(
 # suite-credit (+26 points of final pass@1, resolution 0.50 of its gain with 3 bases), for GRPO, the oracle and the
 # two token masks (the negative controls collapse on k8 and leave the resolution's pool), with the 128-prompt curve
 # of credit-bases-eval: whether six bases bring a long-horizon task's resolution to a third of the oracle's gain.
-_BASES_K8 = _pick(("lock-chain-k8",), ("grpo", POSITIVE_CONTROL, "entropy-top20", "surprisal-top20"))
+MASK_METHODS = ("grpo", POSITIVE_CONTROL, "entropy-top20", "surprisal-top20")
+"""GRPO, the oracle and the two token masks: the methods of the six-base suites and of credit-scaling."""
+_BASES_K8 = _pick(("lock-chain-k8",), MASK_METHODS)
 register_suite(Suite(
     name="credit-bases-k8",
     description="GRPO, the oracle and the two token masks on lock-chain-k8 with 6 SFT bases: 6 seeds, one per "
@@ -192,7 +194,7 @@ register_suite(Suite(
 # and 128-prompt curve) with seeds 6-11 added (seed s on base s mod 6; seeds 0-5 are credit-bases-eval's runs), as
 # credit-bases-k8x2 does on lock-chain-k8: whether the second long-horizon task's resolution falls within a third of
 # the oracle's gain when each paired unit averages two runs.
-_BASES_D8 = _pick(("long-addition-d8",), ("grpo", POSITIVE_CONTROL, "entropy-top20", "surprisal-top20"))
+_BASES_D8 = _pick(("long-addition-d8",), MASK_METHODS)
 register_suite(Suite(
     name="credit-bases-d8x2",
     description="GRPO, the oracle and the two token masks on long-addition-d8 with two seeds a base: 12 seeds over "
@@ -206,8 +208,7 @@ register_suite(Suite(
 # design and budget. Its lock-chain-k8 and -k12 runs are suite-credit's seeds 0-2 (one per base); it adds k2 and k4
 # (k12 since session 14: base pass@1 0.02, where most of GRPO's early groups are all wrong).
 SCALING_LEVELS = tuple((task, int(task.rsplit("-k", 1)[1])) for task in SCALING_TASKS)
-SCALING_METHODS = ("grpo", POSITIVE_CONTROL, "entropy-top20", "surprisal-top20")
-_SCALING = _pick(SCALING_TASKS, SCALING_METHODS)
+_SCALING = _pick(SCALING_TASKS, MASK_METHODS)
 register_suite(Suite(
     name="credit-scaling",
     description="how the tokens to one level of pass@1 grow with the number of decisive keys (lock-chain-k2, "
