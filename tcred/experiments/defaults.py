@@ -33,9 +33,10 @@ columns with carries. The token-signal methods the suite compares are registered
 SCALING_TASKS = ("lock-chain-k2", "lock-chain-k4", "lock-chain-k8", "lock-chain-k12")
 """The levels of the credit-scaling picture (`credit-scaling`, issue 24 item 5): 2, 4, 8 and 12 decisive keys."""
 
-SIGNAL_CREDIT_TASKS = tuple(dict.fromkeys(LONG_HORIZON_TASKS + SCALING_TASKS))
+SIGNAL_CREDIT_TASKS = tuple(dict.fromkeys(LONG_HORIZON_TASKS + SCALING_TASKS + ("lock-chain-k10",)))
 """The credit tasks on which the token-signal methods of the suites (entropy-top20, surprisal-top20) are
-registered: the long-horizon levels of suite-credit and the levels of credit-scaling."""
+registered: the long-horizon levels of suite-credit, the levels of credit-scaling and lock-chain-k10
+(credit-bases-k10)."""
 
 REAL_MODEL_TASKS = ("reasoning-gym", "jsonl")
 """Tasks for Hugging Face checkpoints (issue 15): the policy is the checkpoint's (`--set

@@ -53,7 +53,7 @@ sharpens it, which outcome credit does about as fast as a perfect
 verifier (BUILD_NOTES, issue 24 pilots).
 
 Difficulty knob: `decisions` (k), with `filler` (the distance between
-decisions). The registered levels ``lock-chain-k2``, ``-k4``, ``-k8`` and
+decisions). The registered levels ``lock-chain-k2``, ``-k4``, ``-k8``, ``-k10`` and
 ``-k12`` (`LEVELS`) differ in k only; they are in codebook mode with traps
 (`LockChainLevelConfig`).
 """
@@ -300,6 +300,14 @@ class LockChainK8Config(LockChainLevelConfig):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class LockChainK10Config(LockChainLevelConfig):
+  """Level k10: 10 decisive keys, responses of up to 212 characters (issue 24: between k8, where GRPO's fast runs
+  end near the oracle's plateau, and k12, whose bases cost the most)."""
+
+  decisions: int = 10
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class LockChainK12Config(LockChainLevelConfig):
   """Level k12: 12 decisive keys (the hardest level; `MAX_DECISIONS`), responses of up to 254 characters."""
 
@@ -327,6 +335,13 @@ class LockChainK8(LockChain):
     super().__init__(config)
 
 
+class LockChainK10(LockChain):
+  name = "lock-chain-k10"
+
+  def __init__(self, config: LockChainConfig = LockChainK10Config()):
+    super().__init__(config)
+
+
 class LockChainK12(LockChain):
   name = "lock-chain-k12"
 
@@ -338,6 +353,7 @@ LEVELS: dict[str, tuple[type, type[LockChain]]] = {
     "k2": (LockChainK2Config, LockChainK2),
     "k4": (LockChainK4Config, LockChainK4),
     "k8": (LockChainK8Config, LockChainK8),
+    "k10": (LockChainK10Config, LockChainK10),
     "k12": (LockChainK12Config, LockChainK12),
 }
 """The difficulty levels: level -> (config class, task class); the task is named `lock-chain-<level>`."""

@@ -202,9 +202,9 @@ def test_knob_validation(field, bad, allowed):
 
 def test_levels_register_like_any_task():
   levels = registry.difficulty_levels()
-  assert levels["lock-chain"] == tuple(LEVELS) == ("k2", "k4", "k8", "k12")
+  assert levels["lock-chain"] == tuple(LEVELS) == ("k2", "k4", "k8", "k10", "k12")
   assert levels["long-addition"] == ("d8", "d12", "d16", "d20")
-  for level, k in (("k2", 2), ("k4", 4), ("k8", 8), ("k12", 12)):
+  for level, k in (("k2", 2), ("k4", 4), ("k8", 8), ("k10", 10), ("k12", 12)):
     task = registry.make_task(f"lock-chain-{level}")
     assert task.name == f"lock-chain-{level}" and task.config.decisions == k
     assert registry.make_task(f"lock-chain-{level}", filler=2).config == LEVELS[level][0](filler=2)
@@ -214,7 +214,7 @@ def test_levels_register_like_any_task():
     p = task.sample(np.random.default_rng(d))
     assert len(str(p.data.a)) == len(str(p.data.b)) == d and task.reward(p, p.solution) == 1.0
   with pytest.raises(ValueError,
-                     match=r"unknown difficulty level 'k9' of 'lock-chain' \(allowed levels: k2, k4, k8, k12\)"):
+                     match=r"unknown difficulty level 'k9' of 'lock-chain' \(allowed levels: k2, k4, k8, k10, k12\)"):
     registry.make_task("lock-chain-k9")
   with pytest.raises(ValueError, match="allowed levels: d8, d12, d16, d20"):
     registry.make_task("long-addition-d9")

@@ -205,7 +205,7 @@ def test_every_cli_flag_rejects_bad_values(tmp_path, capsys, no_runs):
 def test_difficulty_levels_and_knobs_are_refused_with_the_allowed_values(tmp_path, capsys, no_runs):
   """Issue 24: an unknown difficulty level, or a knob out of its range, exits 2 naming what is allowed."""
   out = tmp_path / "out"
-  _expect_refused(["run", "lock-chain-k9-grpo", "--out", str(out)], "allowed levels: k2, k4, k8, k12", out, capsys)
+  _expect_refused(["run", "lock-chain-k9-grpo", "--out", str(out)], "allowed levels: k2, k4, k8, k10, k12", out, capsys)
   _expect_refused(["run", "long-addition-d9-grpo", "--out", str(out)], "allowed levels: d8, d12, d16, d20", out,
                   capsys)
   for knob, allowed in (("decisions=13", "decisions must be an integer in [1, 12]"),
