@@ -47,7 +47,7 @@ def ours(config) -> dict:
   h, kh, e = config.num_attention_heads, config.num_key_value_heads, config.dim_per_head
   q = jnp.asarray(rng.standard_normal((B, T, kh, h // kh, e), np.float32))
   kv = jnp.asarray(rng.standard_normal((B, kh, T, e), np.float32))
-  attend = dec._block_attention(rows=(0, T), keys=None, key_dim=3, scale=e ** -0.5)  # pylint: disable=protected-access
+  attend = dec._block_attention(spans=((0, T),), keys=(None,), key_dim=3, scale=e ** -0.5)  # pylint: disable=protected-access
   core = jax.jit(jax.grad(lambda q, k, v: jnp.sum(attend(q, k, v, mask)), argnums=(0, 1, 2)))
   return {"ours: layer": grad(lambda m, x: m(x, pos, mask, query_blocks=blocks)[0]),
           "ours: attention block": grad(lambda m, x: m.self_attn(m.input_layernorm(x), pos, mask,

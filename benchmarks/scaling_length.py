@@ -30,7 +30,10 @@ hidden 768, 12 layers, 12 heads, 4 KV heads, head_dim 64, q/k norms, intermediat
 `--add-to RECORD` measures the grid asked for and writes one report of the recorded measurement(s) and the new one:
 each keeps its own header (command, date, machine, threads, load), a table cell measured in a later one is marked
 with its number, and growth exponents are fitted within one measurement only (never across machines or sessions).
-A grid point already in the record is refused (exit 2) before anything runs.
+A grid point already in the record is refused (exit 2) before anything runs, unless `--again` says that it is
+measured again on purpose (after a code change): the tables then show each point's latest measurement, list the
+earlier value(s) under the table, and each measurement's growth exponents still come from its own points.
+`--sides SIDE[,SIDE]` measures only those sides (e.g. `--sides ours-train` after a change to the train step).
 """
 
 from __future__ import annotations
@@ -149,6 +152,8 @@ def check_add_to(args, parser) -> dict | None:
   """The record `--add-to` names, after refusing (exit 2, before anything runs) a missing or unreadable file, a
   missing `--out`, a smoke run added to a measurement (or the reverse), or a grid point already recorded."""
   if args.add_to is None:
+    if args.again:
+      parser.error("--again needs --add-to (the record whose points are measured again)")
     return None
   if args.out is None:
     parser.error("--add-to needs --out (where the combined report goes)")
@@ -162,10 +167,11 @@ def check_add_to(args, parser) -> dict | None:
   new = {(model, side, series, g, t) for model in _models(args) for side in _sides(args)
          for series, g, t in grid(args)}
   again = sorted(new & {_point_key(p) for p in points})
-  if again:
+  if again and not args.again:
     shown = ", ".join(f"{m} {side} {series} G={g} T={t}" for m, side, series, g, t in again[:4])
     parser.error(f"--add-to: {len(again)} point(s) already in {args.add_to.name}: {shown}"
-                 f"{' ...' if len(again) > 4 else ''}; measure other lengths, groups or models")
+                 f"{' ...' if len(again) > 4 else ''}; measure other lengths, groups or models, or pass --again "
+                 f"to measure them again on purpose")
   return earlier
 
 
@@ -174,7 +180,18 @@ def _models(args) -> list[str]:
 
 
 def _sides(args) -> list[str]:
-  return [s for s in SIDES if not (s in TORCH_SIDES and (args.no_torch or not common.have_torch()))]
+  return [s for s in SIDES if (args.sides is None or s in args.sides)
+          and not (s in TORCH_SIDES and (args.no_torch or not common.have_torch()))]
+
+
+def _side_list(text: str) -> list[str]:
+  """`--sides`: a comma-separated subset of `SIDES`."""
+  sides = [s.strip() for s in text.split(",") if s.strip()]
+  unknown = [s for s in sides if s not in SIDES]
+  if unknown or not sides:
+    raise argparse.ArgumentTypeError(f"{text!r}: unknown or no side(s) {', '.join(unknown)}; allowed: "
+                                     f"{', '.join(SIDES)}")
+  return sides
 
 
 def measure(args, argv: list[str]) -> dict:
@@ -253,17 +270,27 @@ def render(record: dict) -> list[str]:
       lines += [f"## {model}: {'response length T' if series == 'length' else 'group size G'} "
                 f"({fixed} = {other})", "", "| side | " + " | ".join(f"{key[0].upper()} = {x}" for x in xs) + " |",
                 "|---|" + "---:|" * len(xs)]
+      superseded = []
       for side in sides:
-        by_x = {p[key]: p for p in rows if p["side"] == side}
+        mine = [p for p in rows if p["side"] == side]
+        by_x = {}
+        for p in sorted(mine, key=lambda p: p["part"]):  # a point measured again: its latest measurement
+          if p[key] in by_x:
+            superseded.append((side, by_x[p[key]], p))
+          by_x[p[key]] = p
         if not by_x:
           continue
         lines.append(f"| {side} | " + " | ".join(_cell(by_x[x], mark and by_x[x]["part"] > 0) if x in by_x else "–"
                                                   for x in xs) + " |")
-        for part in sorted({p["part"] for p in by_x.values()}):
-          k = exponent([p for p in by_x.values() if p["part"] == part])
+        for part in sorted({p["part"] for p in mine}):
+          k = exponent([p for p in mine if p["part"] == part])
           fit = "too few points" if k is None else f"{k[0]:.2f} ± {k[1]:.2f}"
           fits.append(f"| {model} | {side} | {series} | {part + 1} | {fit} |" if several else
                       f"| {model} | {side} | {series} | {fit} |")
+      if superseded:
+        lines += ["", "Measured again (the table shows the latest):"]
+        lines += [f"- {side} {key[0].upper()} = {old[key]}: {_cell(old, True)} → {_cell(new, True)}"
+                  for side, old, new in superseded]
       lines.append("")
   return lines + fits + [""]
 
@@ -311,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--repeats", type=int, default=2, help="timed calls per point")
   parser.add_argument("--point-timeout", type=float, default=600.0, help="seconds per point and side")
   parser.add_argument("--no-torch", action="store_true", help="only tcred's sides")
+  parser.add_argument("--sides", type=_side_list, help=f"only these sides (comma-separated; allowed: {', '.join(SIDES)})")
+  parser.add_argument("--again", action="store_true",
+                      help="with --add-to: measure points already in the record again (after a code change)")
   parser.add_argument("--out", type=Path, help="write the report (Markdown), its record (.json) and curves (.png)")
   parser.add_argument("--add-to", type=Path, metavar="JSON",
                       help="a recorded report of this script: write one report of it and this measurement (--out)")
@@ -333,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
   earlier = check_add_to(args, parser)
   if not grid(args):
     parser.error("nothing to measure: --lengths and --groups are both empty")
+  if not _sides(args):
+    parser.error(f"nothing to measure: no side left of --sides {','.join(args.sides or SIDES)} "
+                 f"(the torch sides need torch and no --no-torch)")
   record = measure(args, argv)
   if earlier is not None:
     record = combine(earlier, record)

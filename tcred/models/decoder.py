@@ -194,69 +194,81 @@ class Attention(nnx.Module):
     q = q.reshape(b, t, self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim)
     first = 0 if k_cache is None else index  # the slot of the first new token (a Python int if blocked)
     edges = [round(i * t / query_blocks) for i in range(query_blocks + 1)]
-    blocks = [_block_attention(rows=(lo, hi), keys=first + hi if query_blocks > 1 else None,
-                               key_dim=3 if k_cache is None else 2, scale=self.head_dim ** -0.5)(q, k, v, mask)
-              for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
-    out = blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=1)
+    spans = tuple((lo, hi) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo)
+    out = _block_attention(spans=spans, keys=tuple(first + hi if query_blocks > 1 else None for _, hi in spans),
+                           key_dim=3 if k_cache is None else 2, scale=self.head_dim ** -0.5)(q, k, v, mask)
     return _apply(self.o_proj, out.reshape(b, t, self.num_heads * self.head_dim)), k, v
 
 
-def _block_attention(*, rows, keys, key_dim, scale):
-  """`f(q, k, v, mask)`: softmax attention of the queries `q[:, lo:hi]` over the first `keys` slots (None:
-  every slot), `[B, hi − lo, K, R, E]`, with a backward that recomputes the scores (flash-attention style).
+def _block_attention(*, spans, keys, key_dim, scale):
+  """`f(q, k, v, mask)`: causal softmax attention of `q` `[B, T, K, R, E]` in query blocks, `[B, T, K, R, E]`,
+  with a backward that recomputes the scores block by block (flash-attention style).
 
-  q `[B, T, K, R, E]`, v `[B, K, S, E]`, mask `[B, T, S]`; k is `[B, K, S, E]` (`key_dim = 3`, no
-  cache) or the cache's `[B, K, E, S]` (`key_dim = 2`). Exact whenever no query of the block may attend
-  a slot from `keys` on.
+  `spans`: the blocks' query rows `((lo, hi), ...)`, covering `[0, T)` in order; `keys`: the slots block i
+  attends, `keys[i]` (None: every slot). v `[B, K, S, E]`, mask `[B, T, S]`; k is `[B, K, S, E]`
+  (`key_dim = 3`, no cache) or the cache's `[B, K, E, S]` (`key_dim = 2`). Exact whenever no query of a
+  block may attend a slot from its `keys` on.
 
-  The forward keeps, besides its inputs (the layer's whole q, k, v and mask, shared by the blocks), only
-  the output and each row's max and sum of exponentials; the backward recomputes the float32 scores and
-  the probabilities from them (bit-identical to the forward's) instead of keeping `[hi − lo, keys]` of
-  each per head and layer (that memory grew with T², issue 27), and uses the row sums of dO·O in place of
-  the softmax's own `[hi − lo, keys]` reduction.
+  The forward keeps, besides its inputs (the layer's q, k, v and mask), only the output and each row's max
+  and sum of exponentials; the backward recomputes each block's float32 scores and probabilities from them
+  (bit-identical to the forward's) instead of keeping `[hi − lo, keys]` of each per head and layer, and uses
+  the row sums of dO·O in place of the softmax's own `[hi − lo, keys]` reduction.
 
-  `jax.checkpoint` does not bound memory on XLA:CPU (jax 0.10): its pipeline drops the optimization
-  barriers that keep a recomputation apart, then CSE merges the recomputation into the forward, so every
-  layer's scores stayed live through the whole backward (compiled temporaries at bench-27m, B = 4, T = 2048:
-  8.3 GB without it, 7.9 GB with it). Here the recomputation reads `x + 0·c` for each saved x it
-  broadcasts (q, the row maxima and sums), c one element of the incoming cotangent: values XLA cannot fold
-  or merge with the forward's (`0·c` is not folded for floats) and that exist only once the backward
-  reaches this block (without it on the maxima and sums, XLA kept their `[hi − lo, keys]` broadcasts from
-  the forward). A non-finite cotangent element makes the block's gradients NaN; they would not be finite
-  anyway.
+  The backward runs the blocks one after another, last block first (the order in which autodiff met them when
+  each block was its own function, so the key and value gradients add up in the same order), accumulating the
+  key and value gradients in place and concatenating the query gradients. Each block's recomputation reads
+  `x + 0·c` for each saved x it broadcasts (q, the row maxima and sums), c one element of the incoming
+  cotangent for the first block and of the previous block's gradients for the others: values XLA cannot fold
+  (`0·c` is not folded for floats) or merge with the forward (`jax.checkpoint` does not bound memory on
+  XLA:CPU, jax 0.10: its pipeline drops the optimization barriers, then CSE merges the recomputation into
+  the forward), and that order the blocks. The forward orders its blocks the same way (block i reads
+  `q + 0·c`, c an element of block i − 1's output), and the scale and the masked scores' fill read the
+  same `0·c` (as constants XLA:CPU materialised their broadcasts to each block's `[hi − lo, keys]` shape
+  ahead of time and kept them live until used). Without that order XLA interleaved the blocks, and their
+  `[hi − lo, keys]` transients, about half the `[T, T]` triangle per head, were live at once: the train
+  step's memory grew faster than T (issue 27; compiled temporaries of bench-27m's step at G = 4 and
+  T = 4,096: 9.7 GB before, 7.1 after). A non-finite cotangent element makes the gradients NaN; they would
+  not be finite anyway.
   """
-  lo, hi = rows
   batch = ((0, 1), (0, 1))
 
-  def inputs(q, k, v, mask):  # the block's slices; q as [B, K, R·t, E]
+  def inputs(i, q, k, v, mask):  # block i's slices; q as [B, K, R·t, E]
+    lo, hi = spans[i]
     if (lo, hi) != (0, q.shape[1]):
       q, mask = q[:, lo:hi], mask[:, lo:hi]
-    if keys is not None:
-      k = k[..., :keys] if key_dim == 2 else k[:, :, :keys]
-      v, mask = v[:, :, :keys], mask[..., :keys]
+    if keys[i] is not None:
+      k = k[..., :keys[i]] if key_dim == 2 else k[:, :, :keys[i]]
+      v, mask = v[:, :, :keys[i]], mask[..., :keys[i]]
     b, t, kh, r, e = q.shape
     return q.transpose(0, 2, 3, 1, 4).reshape(b, kh, r * t, e), k, v, mask
 
-  def scores(qm, k, mask, r):  # [B, K, R·t, S] float32, masked
+  def scores(qm, k, mask, r, order):  # [B, K, R·t, S] float32, masked
     b, kh, rt, _ = qm.shape
     # Both products as [B, K] batches of (R·t)-row matmuls with the queries' side on the left
     # (XLA:CPU otherwise picks `vᵀ p`, a 64 × 2 matmul per batch when decoding one token).
     sc = jax.lax.dot_general(qm, k, (((3,), (key_dim,)), batch), preferred_element_type=jnp.float32)
-    sc = sc.reshape(b, kh, r, rt // r, -1) * scale
-    return jnp.where(mask[:, None, None, :, :], sc, _MASK_VALUE).reshape(b, kh, rt, -1)
+    # The scale and the fill read `order` (see the docstring).
+    sc = sc.reshape(b, kh, r, rt // r, -1) * (scale + order)
+    return jnp.where(mask[:, None, None, :, :], sc, _MASK_VALUE + order).reshape(b, kh, rt, -1)
 
   def rows_layout(om, q):  # [B, K, R·t, E] -> [B, t, K, R, E]
     b, _, kh, r, e = q.shape
     return om.reshape(b, kh, r, -1, e).transpose(0, 3, 1, 2, 4)
 
   def forward(q, k, v, mask):
-    qm, k, v, mask = inputs(q, k, v, mask)
-    sc = scores(qm, k, mask, q.shape[3])
-    top = jnp.max(sc, axis=-1, keepdims=True)
-    unnormalised = jnp.exp(sc - top)
-    total = jnp.sum(unnormalised, axis=-1, keepdims=True)
-    om = jax.lax.dot_general((unnormalised / total).astype(v.dtype), v, (((3,), (2,)), batch))  # [B, K, R·t, E]
-    return rows_layout(om, q), (om, top, total)
+    outs, saved = [], []
+    order = jnp.float32(0.0)
+    for i in range(len(spans)):
+      qm, kb, vb, mb = inputs(i, q + order.astype(q.dtype) if i else q, k, v, mask)
+      sc = scores(qm, kb, mb, q.shape[3], order)
+      top = jnp.max(sc, axis=-1, keepdims=True)
+      unnormalised = jnp.exp(sc - top)
+      total = jnp.sum(unnormalised, axis=-1, keepdims=True)
+      om = jax.lax.dot_general((unnormalised / total).astype(vb.dtype), vb, (((3,), (2,)), batch))  # [B, K, R·t, E]
+      outs.append(rows_layout(om, q))
+      saved.append((om, top, total))
+      order = 0.0 * om.reshape(-1)[0].astype(jnp.float32)  # the next block waits for this one
+    return (outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)), tuple(saved)
 
   @jax.custom_vjp
   def f(q, k, v, mask):
@@ -264,31 +276,44 @@ def _block_attention(*, rows, keys, key_dim, scale):
 
   def f_forward(q, k, v, mask):
     out, saved = forward(q, k, v, mask)
-    return out, (q, k, v, mask, *saved)
+    return out, (q, k, v, mask, saved)
 
   def f_backward(residuals, cotangent):
-    q_full, k_full, v_full, mask, om, top, total = residuals
-    zero = 0.0 * cotangent.reshape(-1)[0].astype(jnp.float32)  # see the docstring; on every value the
-    q_full, top, total = q_full + zero.astype(q_full.dtype), top + zero, total + zero  # recomputation reads
-    qm, k, v, mask = inputs(q_full, k_full, v_full, mask)
-    probs = jnp.exp(scores(qm, k, mask, q_full.shape[3]) - top) / total  # as the forward's, float32
-    b, t, kh, r, e = cotangent.shape
-    dom = cotangent.transpose(0, 2, 3, 1, 4).reshape(b, kh, r * t, e)
-    dv = jax.lax.dot_general(probs.astype(v.dtype), dom, (((2,), (2,)), batch))  # [B, K, S, E]
-    dp = jax.lax.dot_general(dom, v, (((3,), (3,)), batch), preferred_element_type=jnp.float32)
-    row = jnp.sum(dom.astype(jnp.float32) * om.astype(jnp.float32), axis=-1, keepdims=True)  # Σ_s p·dp
-    ds = (probs * (dp - row) * scale).astype(qm.dtype)  # [B, K, R·t, S]
-    dq = jax.lax.dot_general(ds, k, (((3,), (5 - key_dim,)), batch))  # [B, K, R·t, E]
-    if key_dim == 3:
-      dk = jax.lax.dot_general(ds, qm, (((2,), (2,)), batch))  # [B, K, S, E]
-    else:
-      dk = jax.lax.dot_general(qm, ds, (((2,), (2,)), batch))  # [B, K, E, S]
-    widen = lambda x, axis, lo_pad, size: jnp.pad(x, [(lo_pad, size - lo_pad - x.shape[axis]) if a == axis
-                                                      else (0, 0) for a in range(x.ndim)])
-    dq = widen(rows_layout(dq, q_full), 1, lo, q_full.shape[1])
-    dk = widen(dk, 2 if key_dim == 3 else 3, 0, k_full.shape[2 if key_dim == 3 else 3])
-    dv = widen(dv, 2, 0, v_full.shape[2])
-    return dq.astype(q_full.dtype), dk.astype(k_full.dtype), dv.astype(v_full.dtype), None
+    q_full, k_full, v_full, mask, saved = residuals
+    b, _, kh, r, e = cotangent.shape
+    key_axis = 2 if key_dim == 3 else 3
+    dk_full = dv_full = None
+    dqs = [None] * len(spans)
+    order = 0.0 * cotangent.reshape(-1)[0].astype(jnp.float32)  # see the docstring
+    for i in reversed(range(len(spans))):
+      om, top, total = saved[i]
+      lo, hi = spans[i]
+      q_in, top, total = q_full + order.astype(q_full.dtype), top + order, total + order
+      qm, k, v, mask_i = inputs(i, q_in, k_full, v_full, mask)
+      probs = jnp.exp(scores(qm, k, mask_i, r, order) - top) / total  # as the forward's, float32
+      dom = cotangent[:, lo:hi].transpose(0, 2, 3, 1, 4).reshape(b, kh, r * (hi - lo), e)
+      dv = jax.lax.dot_general(probs.astype(v.dtype), dom, (((2,), (2,)), batch))  # [B, K, S, E]
+      dp = jax.lax.dot_general(dom, v, (((3,), (3,)), batch), preferred_element_type=jnp.float32)
+      row = jnp.sum(dom.astype(jnp.float32) * om.astype(jnp.float32), axis=-1, keepdims=True)  # Σ_s p·dp
+      ds = (probs * (dp - row) * (scale + order)).astype(qm.dtype)  # [B, K, R·t, S]
+      dq = jax.lax.dot_general(ds, k, (((3,), (5 - key_dim,)), batch))  # [B, K, R·t, E]
+      if key_dim == 3:
+        dk = jax.lax.dot_general(ds, qm, (((2,), (2,)), batch))  # [B, K, S, E]
+      else:
+        dk = jax.lax.dot_general(qm, ds, (((2,), (2,)), batch))  # [B, K, E, S]
+      dqs[i] = rows_layout(dq, q_full)
+      if dk_full is None:  # the last block attends the most keys: widen its gradients once
+        widen = lambda x, axis, size: jnp.pad(x, [(0, size - x.shape[axis]) if a == axis else (0, 0)
+                                                  for a in range(x.ndim)])
+        dk_full = widen(dk, key_axis, k_full.shape[key_axis])
+        dv_full = widen(dv, 2, v_full.shape[2])
+      else:
+        n = dk.shape[key_axis]
+        dk_full = dk_full.at[(slice(None),) * key_axis + (slice(0, n),)].add(dk)
+        dv_full = dv_full.at[:, :, :n].add(dv)
+      order = 0.0 * (dqs[i].reshape(-1)[0] + dk_full.reshape(-1)[0] + dv_full.reshape(-1)[0]).astype(jnp.float32)
+    dq_full = dqs[0] if len(dqs) == 1 else jnp.concatenate(dqs, axis=1)
+    return dq_full.astype(q_full.dtype), dk_full.astype(k_full.dtype), dv_full.astype(v_full.dtype), None
 
   f.defvjp(f_forward, f_backward)
   return f

@@ -106,6 +106,41 @@ def test_add_to_writes_the_combined_report(tmp_path, capsys, monkeypatch):
   assert again.read_text() == text
 
 
+def test_a_point_measured_again_shows_its_latest_value_and_keeps_each_fit():
+  first = _measurement("d1", _series("m", "ours-train", (128, 256, 512), 1.0) +
+                       _series("m", "ours-sampler", (128, 256, 512), 1.0))
+  second = _measurement("d2", _series("m", "ours-train", (256, 512, 1024), 2.0), sides=("ours-train",))
+  text = "\n".join(scaling.render(json.loads(json.dumps(scaling.combine(first, second)))))
+  section = text.split("## m: response length")[1].split("## Growth")[0]
+  rows = table_rows(section)
+  assert rows["ours-train"][1] == "1,000 tok/s, 100 MiB"  # T = 128: measured once
+  assert rows["ours-train"][2].endswith("[2]") and rows["ours-train"][4].endswith("[2]")
+  assert rows["ours-sampler"][2] == "1,000 tok/s, 100 MiB"  # the other side keeps measurement 1's
+  again = section.split("Measured again (the table shows the latest):")[1]
+  assert "- ours-train L = 256: 1,000 tok/s, 100 MiB [1] → " in again and "L = 512" in again
+  assert "ours-sampler" not in again
+  fits = text.split("## Growth exponents")[1]
+  assert "| m | ours-train | length | 1 | 1.00 ± 0.00 |" in fits  # measurement 1's three points, not two
+  assert "| m | ours-train | length | 2 | 2.00 ± 0.00 |" in fits
+
+
+def test_again_and_sides_are_checked_before_measuring(tmp_path, capsys, monkeypatch):
+  path = tmp_path / "rec.json"
+  path.write_text(json.dumps(_measurement("d1", _series("bench-27m", "ours-train", (128, 256), 1.0))))
+  out = tmp_path / "out.md"
+  monkeypatch.setattr(scaling, "measure", lambda *a: pytest.fail("measured after a refusal"))
+  assert "allowed: ours-sampler, ours-train, hf-generate, torch-train" in _main_exit(["--sides", "ours-trian"], capsys)
+  assert "--again needs --add-to" in _main_exit(["--again", "--out", str(out)], capsys)
+  assert "no side left" in _main_exit(["--sides", "torch-train", "--no-torch", "--out", str(out)], capsys)
+  assert not out.exists()
+  measured = []
+  new = _measurement("d2", _series("bench-27m", "ours-train", (256,), 1.0), sides=("ours-train",))
+  monkeypatch.setattr(scaling, "measure", lambda args, argv: measured.append(scaling._sides(args)) or new)
+  assert scaling.main(["--add-to", str(path), "--out", str(out), "--models", "bench-27m", "--sides", "ours-train",
+                       "--lengths", "256", "--groups", "", "--again"]) == 0
+  assert measured == [["ours-train"]] and "Measured again" in out.read_text()
+
+
 def test_a_killed_point_names_its_signal():
   assert scaling.failure(-9, "") == "killed by SIGKILL (out of memory, most likely: the kernel's OOM killer sends SIGKILL)"
   assert scaling.failure(-15, "") == "killed by SIGTERM"

@@ -102,6 +102,24 @@ def test_tied_head_uses_embedding():
   assert not hasattr(m, "lm_head")
 
 
+def test_backward_memory_grows_linearly_with_length():
+  # Doubling T at least doubles the query blocks; their backward passes run one after another, so the
+  # gradient's temporaries about double (issue 27). Before, XLA ran the blocks' backward passes side by side
+  # and kept constant broadcasts of each block's [rows, keys] shape live: x3.5 from T = 1,024 to 2,048 here.
+  cfg = ModelConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
+  graphdef, params = nnx.split(Decoder(cfg, rngs=nnx.Rngs(0)))
+
+  def temp_bytes(t):
+    tokens, valid = jnp.zeros((2, t), jnp.int32), jnp.ones((2, t), bool)
+    hidden = lambda p: nnx.merge(graphdef, p)(tokens, positions_from_mask(valid), valid)[0]
+    grad = jax.jit(jax.grad(lambda p: jnp.sum(hidden(p))))
+    return grad.lower(params).compile().memory_analysis().temp_size_in_bytes
+
+  assert decoder_module.query_block_count(2048) == 2 * decoder_module.query_block_count(1024) == 8
+  assert temp_bytes(2048) / temp_bytes(1024) < 2.4
+
+
 def test_param_count_matches_config():
   for name in ("tiny", "char-small"):
     cfg = model_preset(name)
