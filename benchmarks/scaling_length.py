@@ -64,6 +64,15 @@ def model_config(name: str):
   return model_preset(name, max_position_embeddings=max(8192, model_preset(name).max_position_embeddings))
 
 
+def check_models(models: list[str], parser) -> None:
+  """Refuses (exit 2) a model that `model_config` does not know, naming the allowed ones."""
+  from tcred.models.config import PRESETS
+  known = sorted({*PRESETS, "qwen3-100m"})
+  unknown = [m for m in models if m not in known]
+  if unknown:
+    parser.error(f"--models: unknown model(s) {', '.join(unknown)}; allowed: {', '.join(known)}")
+
+
 def run_point(side: str, model: str, group: int, length: int, repeats: int) -> dict:
   """One side at one (G, T) in this process: a first (compiling) call, then `repeats` timed calls."""
   threads = common.pin_threads(torch=side in TORCH_SIDES)
@@ -315,7 +324,7 @@ def plot(record: dict, path: Path) -> None:
   plt.close(fig)
 
 
-def _ints(text: str) -> list[int]:
+def int_list(text: str) -> list[int]:
   """A comma-separated list of positive integers; empty: none (e.g. `--groups ""` measures the lengths only)."""
   try:
     values = [int(x) for x in text.split(",")] if text.strip() else []
@@ -331,9 +340,9 @@ def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="tiny model, four small points (smoke test)")
   parser.add_argument("--models", type=lambda s: s.split(","), default=["bench-27m", "qwen3-100m"])
-  parser.add_argument("--lengths", type=_ints, default=[128, 256, 512, 1024, 2048, 4096])
+  parser.add_argument("--lengths", type=int_list, default=[128, 256, 512, 1024, 2048, 4096])
   parser.add_argument("--length-group", type=int, default=4, help="G of the length series")
-  parser.add_argument("--groups", type=_ints, default=[4, 8, 16, 32, 64])
+  parser.add_argument("--groups", type=int_list, default=[4, 8, 16, 32, 64])
   parser.add_argument("--group-length", type=int, default=128, help="T of the group series")
   parser.add_argument("--repeats", type=int, default=2, help="timed calls per point")
   parser.add_argument("--point-timeout", type=float, default=600.0, help="seconds per point and side")
@@ -355,11 +364,7 @@ def main(argv: list[str] | None = None) -> int:
   if args.render:
     print(common.render_from(args.render, args.out, render), end="")
     return 0
-  from tcred.models.config import PRESETS
-  known = sorted({*PRESETS, "qwen3-100m"})
-  unknown = [m for m in args.models if m not in known]
-  if unknown:
-    parser.error(f"--models: unknown model(s) {', '.join(unknown)}; allowed: {', '.join(known)}")
+  check_models(args.models, parser)
   earlier = check_add_to(args, parser)
   if not grid(args):
     parser.error("nothing to measure: --lengths and --groups are both empty")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import scaling_length  # noqa: E402
 
 TITLE = "The train step's compiled memory as responses grow"
 
@@ -33,7 +34,6 @@ def measure_point(model: str, group: int, length: int, layers: int | None) -> di
   """Compiles the step at one (G, T) and returns XLA's memory analysis of it, in bytes."""
   import jax
 
-  import scaling_length
   import train_step
   from tcred.losses.pg import LossConfig
   from tcred.training.step import rl_train_step
@@ -85,21 +85,11 @@ def render(record: dict) -> list[str]:
   return lines + [""]
 
 
-def _positive_ints(text: str) -> list[int]:
-  try:
-    values = [int(x) for x in text.split(",")]
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated positive integers") from None
-  if not values or any(v < 1 for v in values):
-    raise argparse.ArgumentTypeError(f"{text!r}: every value must be a positive integer")
-  return values
-
-
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", type=lambda s: s.split(","), default=["bench-27m", "qwen3-100m"])
-  parser.add_argument("--lengths", type=_positive_ints, default=[1024, 2048, 4096])
+  parser.add_argument("--lengths", type=scaling_length.int_list, default=[1024, 2048, 4096])
   parser.add_argument("--group", type=int, default=4, help="responses G (default 4, scaling_length's length series)")
   parser.add_argument("--layers", type=int, help="override the models' layer count (a probe)")
   parser.add_argument("--out", type=Path, help="write the report (Markdown) and its record (.json)")
@@ -108,11 +98,9 @@ def main(argv: list[str] | None = None) -> int:
   if args.render:
     print(common.render_from(args.render, args.out, render), end="")
     return 0
-  from tcred.models.config import PRESETS
-  known = sorted({*PRESETS, "qwen3-100m"})
-  unknown = [m for m in args.models if m not in known]
-  if unknown:
-    parser.error(f"--models: unknown model(s) {', '.join(unknown)}; allowed: {', '.join(known)}")
+  scaling_length.check_models(args.models, parser)
+  if not args.lengths:
+    parser.error("--lengths: give at least one length")
   if args.group < 1 or (args.layers is not None and args.layers < 1):
     parser.error(f"--group and --layers must be positive integers, got {args.group} and {args.layers}")
   print(common.write_results(args.out, measure(args, argv), render), end="", flush=True)

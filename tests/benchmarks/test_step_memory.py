@@ -29,6 +29,7 @@ def test_a_tiny_model_is_compiled_and_rendered_from_its_record(tmp_path, capsys)
     (["--models", "nope"], "allowed: bench-27m"),
     (["--lengths", "16,x"], "positive integers"),
     (["--lengths", "0"], "positive integer"),
+    (["--lengths", ""], "at least one length"),
     (["--group", "0"], "must be positive integers"),
 ])
 def test_bad_input_exits_2_before_compiling(argv, message, capsys, monkeypatch, tmp_path):
