@@ -172,13 +172,22 @@ register_suite(Suite(
 # of credit-bases-eval: whether six bases bring a long-horizon task's resolution to a third of the oracle's gain.
 MASK_METHODS = ("grpo", POSITIVE_CONTROL, "entropy-top20", "surprisal-top20")
 """GRPO, the oracle and the two token masks: the methods of the six-base suites and of credit-scaling."""
-_BASES_K8 = _pick(("lock-chain-k8",), MASK_METHODS)
-register_suite(Suite(
-    name="credit-bases-k8",
-    description="GRPO, the oracle and the two token masks on lock-chain-k8 with 6 SFT bases: 6 seeds, one per "
-                "base (paired), 160 RL steps of 4 prompts x 8, the curve on 128 held-out prompts x 4 samples",
-    experiments=_BASES_K8, seeds=6, bases=6, **_controls(_BASES_K8),
-    overrides=(*CREDIT_OVERRIDES, "rl.eval_prompts=128")))
+
+
+def _six_bases(task: str) -> tuple[str, ...]:
+  """Registers `credit-bases-<level>`: GRPO, the oracle and the two token masks on `task` with 6 SFT bases (one
+  seed a base), suite-credit's budget and the 128-prompt curve; returns its experiments."""
+  experiments = _pick((task,), MASK_METHODS)
+  register_suite(Suite(
+      name=f"credit-bases-{task.rsplit('-', 1)[1]}",
+      description=f"GRPO, the oracle and the two token masks on {task} with 6 SFT bases: 6 seeds, one per "
+                  "base (paired), 160 RL steps of 4 prompts x 8, the curve on 128 held-out prompts x 4 samples",
+      experiments=experiments, seeds=6, bases=6, **_controls(experiments),
+      overrides=(*CREDIT_OVERRIDES, "rl.eval_prompts=128")))
+  return experiments
+
+
+_BASES_K8 = _six_bases("lock-chain-k8")
 
 # Two seeds a base: credit-bases-k8 with seeds 6-11 added on its 6 bases (seed s on base s mod 6), so the spread
 # of GRPO's runs on lock-chain-k8 splits into its base-level and run-level parts, and each paired unit (a base's
@@ -194,13 +203,7 @@ register_suite(Suite(
 # 5.6 points) and cannot meet the targets; on lock-chain-k8 GRPO's fast runs end near the oracle's plateau (93-95%),
 # where the oracle needs most of GRPO's budget to reach GRPO's level (tokens ratio 0.60). Ten keys keep GRPO further
 # below that plateau at the same budget, at a base cost below k12's. The same design as credit-bases-k8.
-_BASES_K10 = _pick(("lock-chain-k10",), MASK_METHODS)
-register_suite(Suite(
-    name="credit-bases-k10",
-    description="GRPO, the oracle and the two token masks on lock-chain-k10 with 6 SFT bases: 6 seeds, one per "
-                "base (paired), 160 RL steps of 4 prompts x 8, the curve on 128 held-out prompts x 4 samples",
-    experiments=_BASES_K10, seeds=6, bases=6, **_controls(_BASES_K10),
-    overrides=(*CREDIT_OVERRIDES, "rl.eval_prompts=128")))
+_six_bases("lock-chain-k10")
 
 # Two seeds a base on long-addition-d8: GRPO, the oracle and the two token masks of credit-bases-eval (its 6 bases
 # and 128-prompt curve) with seeds 6-11 added (seed s on base s mod 6; seeds 0-5 are credit-bases-eval's runs), as
