@@ -125,6 +125,11 @@ class CreditMethod(abc.ABC):
       return HostExtras({})
     return HostExtras(tree_extras(groups.trees))
 
+  def check_task(self, task_cls: type[Task]) -> None:
+    """Raises ValueError, naming the problem, where the method's settings need something `task_cls` lacks
+    (checked when an experiment's config is built, before anything is written). Default: nothing."""
+    del task_cls
+
   def group_filter(self, rewards: np.ndarray, extras: dict[str, Any]) -> np.ndarray | None:
     """Host-side prompt filter applied while collecting a batch: `[B]` bool of groups to keep
     (dropped groups are refilled), or None for no filter. `rewards` is `[B, G]`."""

@@ -20,7 +20,8 @@ Positive controls (tasks with an exact oracle; both score every step on the host
 
                    r_k = +1  if v_{k−1} = 1 and v_k = 1   (a correct step)
                          −1  if v_{k−1} = 1 and v_k = 0   (the fatal step: the first that loses the answer)
-                          0  if v_{k−1} = 0               (after the fatal step; after_fatal="negative": −1)
+                          0  if v_{k−1} = 0               (after the fatal step; after_fatal="negative": −1;
+                                                            "local": ±1 by the step's own label)
 
                  and A_{i,t} = A_i + λ · r_{k(t)} (outcome=True, A_i GRPO's outcome advantage) or
                  A_{i,t} = λ · r_{k(t)} (outcome=False: pure process advantage).
@@ -32,7 +33,10 @@ fatal step every continuation fails, so V is 0 before and after each later step 
 verifier: r = 0 after the fatal step (by default), so those tokens carry the outcome advantage alone (negative
 in a doomed rollout) or, in the pure process form, nothing; the fatal step alone is blamed. after_fatal=
 "negative" instead judges every step on a dead prefix wrong (the strict per-step label of a verifier that
-checks each step against reachability). The `judge` method (`<task>-judge-oracle`) keeps today's credit.
+checks each step against reachability). after_fatal="local" judges a step after the fatal one on the prefix
+as written (`Task.step_label`, the lock-chain and long-addition tasks: a right key after a wrong one, a column
+added right from a wrong carry, +1; a wrong one −1): the per-step label of a human-style process reward, which
+carries an earlier error forward instead of charging every later step with it. The `judge` method (`<task>-judge-oracle`) keeps today's credit.
 
 Negative controls (any task):
 
@@ -109,25 +113,33 @@ class AfterFatal(Choice):
 
   ZERO = "zero"
   NEGATIVE = "negative"
+  LOCAL = "local"
 
 
-def verifier_step_rewards(values, valid, *, after_fatal: str = "zero"):
+def verifier_step_rewards(values, valid, *, after_fatal: str = "zero", labels=None):
   """[G, K + 1] float32: the perfect verifier's process reward r_k of each step (module docstring).
 
   Args:
     values: [G, K + 1] oracle prefix values v_0 … v_K (the oracle gives 0 or 1; v ≥ 0.5 counts as 1).
     valid: [G, K + 1] bool, True where the rollout has that step (v_0 always).
     after_fatal: an `AfterFatal` (static): r of a step taken after the fatal one ("zero": 0,
-      "negative": −1).
+      "negative": −1, "local": its label).
+    labels: [G, K + 1] float, with after_fatal="local" only: each step's label on the prefix as written
+      (`Task.step_label`: +1 right, −1 wrong, 0 unreadable; column 0 unused).
 
   Returns:
     r with column 0 (no step) and the invalid steps 0.
   """
   rule = AfterFatal.parse(after_fatal, field="after_fatal")
+  if (rule is AfterFatal.LOCAL) != (labels is not None):
+    raise ValueError('verifier_step_rewards needs step labels with after_fatal="local" and only then')
   alive = jnp.asarray(values, jnp.float32) >= 0.5  # [G, K + 1]
   valid = jnp.asarray(valid, bool)
   before, after = alive[:, :-1], alive[:, 1:]  # [G, K]
-  dead = -1.0 if rule is AfterFatal.NEGATIVE else 0.0
+  if rule is AfterFatal.LOCAL:
+    dead = jnp.asarray(labels, jnp.float32)[:, 1:]
+  else:
+    dead = -1.0 if rule is AfterFatal.NEGATIVE else 0.0
   r = jnp.where(before, jnp.where(after, 1.0, -1.0), dead)
   r = jnp.where(valid[:, 1:] & valid[:, :-1], r, 0.0)
   return jnp.concatenate([jnp.zeros((r.shape[0], 1), jnp.float32), r], axis=1)
@@ -175,6 +187,21 @@ def shuffle_within_rows(key: jax.Array, mask, *arrays):
   keys = jax.random.split(key, mask.shape[0])
   source = jax.vmap(shuffle_permutation)(keys, mask)  # [G, T]
   return tuple(jnp.take_along_axis(jnp.asarray(x), source, axis=1) for x in arrays)
+
+
+def step_labels(task: Task, problems: Sequence[Problem], texts: Sequence[Sequence[str]], width: int) -> np.ndarray:
+  """`[B, G, width]` float32: +1 / −1 where `Task.step_label` calls step k of response `texts[b][g]` (cut by
+  `task.step_ends`) right / wrong on its prefix as written, 0 where it gives no label; column 0 (no step) and
+  the columns past the response's steps 0."""
+  out = np.zeros((len(texts), len(texts[0]) if texts else 0, width), np.float32)
+  for i, (problem, group) in enumerate(zip(problems, texts)):
+    for j, text in enumerate(group):
+      start = 0
+      for k, end in enumerate(task.step_ends(text), start=1):
+        label = task.step_label(problem, text[:start], text[start:end])
+        out[i, j, k] = 0.0 if label is None else (1.0 if label else -1.0)
+        start = end
+  return out
 
 
 # ------------------------------------------------------------------ positive controls
@@ -258,7 +285,8 @@ class Verifier(GroupNorm, CreditMethod):
   Attributes:
     lam: λ ≥ 0, the process reward's weight (with outcome=False only a scale).
     outcome: whether the outcome advantage A_i is added (False: pure process advantage).
-    after_fatal: an `AfterFatal`: "zero" (default) or "negative", r of a step after the fatal one.
+    after_fatal: an `AfterFatal`: "zero" (default), "negative" or "local" (the step's own label on the prefix
+      as written, `Task.step_label`; tasks with `has_step_labels` only), r of a step after the fatal one.
     mode: the outcome advantage convention (`AdvantageMode`: GRPO's by default).
     std_ddof, eps, lone: the group normaliser's conventions (`GroupNorm`); lone="zero" gives a group of
       one no credit at all (process included).
@@ -281,21 +309,30 @@ class Verifier(GroupNorm, CreditMethod):
     if not isinstance(self.outcome, bool):
       raise ValueError(f"credit.outcome must be true or false, got {self.outcome!r}")
 
+  def check_task(self, task_cls: type[Task]) -> None:
+    if self.after_fatal == AfterFatal.LOCAL.value and not task_cls.has_step_labels:
+      raise ValueError(f'credit.after_fatal="local" needs a task that labels steps after an error '
+                       f"(Task.step_label); {task_cls.name!r} does not: use after_fatal=zero or negative")
+
   def host_extras(self, task: Task, problems: Sequence[Problem], groups: Groups, ctx: JudgeContext) -> HostExtras:
     """The oracle's prefix values of the chunk's rollouts, the last one replaced by the rollout's reward
-    (an answer that ended wrong is wrong even where a longer answer could still be right)."""
+    (an answer that ended wrong is wrong even where a longer answer could still be right); with
+    after_fatal="local" also each step's label on the prefix as written ("step_labels", `step_labels`)."""
     extras = judge_host_extras(make_judge("oracle"), task, problems, groups, ctx)
     scores, valid = extras.arrays["judge_scores"], extras.arrays["judge_valid"]
     last = valid.sum(-1) - 1  # [B, G] index of s_K
     has_steps = last > 0
     rows = np.nonzero(has_steps)
     scores[rows + (last[rows],)] = np.asarray(groups.rewards, np.float32)[rows]
+    if self.after_fatal == AfterFatal.LOCAL.value:
+      extras.arrays["step_labels"] = step_labels(task, problems, groups.texts, scores.shape[-1])
     return extras
 
   def __call__(self, inputs: CreditInputs) -> Credit:
     ex = inputs.extras
+    labels = ex["step_labels"] if self.after_fatal == AfterFatal.LOCAL.value else None
     per_step = jax.vmap(functools.partial(verifier_step_rewards, after_fatal=self.after_fatal))(
-        ex["judge_scores"], ex["judge_valid"])  # [B, G, K + 1]
+        ex["judge_scores"], ex["judge_valid"], labels=labels)  # [B, G, K + 1]
     process = jax.vmap(steps_to_tokens)(per_step, ex["judge_steps"], inputs.mask)  # [B, G, T]
     process = _lone_or_filler(process, inputs, self.lone)
     advantages = self.lam * process

@@ -61,6 +61,8 @@ class Task(abc.ABC):
   answer_cue: ClassVar[str]
   has_oracle: ClassVar[bool] = True
   """Whether `prefix_value` is available (tasks without an oracle raise NotImplementedError)."""
+  has_step_labels: ClassVar[bool] = False
+  """Whether `step_label` judges a step written after an earlier error (the verifier's after_fatal="local")."""
 
   @property
   def tokenizer(self) -> text.TaskTokenizer:
@@ -126,6 +128,20 @@ class Task(abc.ABC):
   @abc.abstractmethod
   def demonstration(self, problem: Problem, rng: np.random.Generator) -> str:
     """A noisy demonstration (correct with the config's probability), without EOS."""
+
+  def step_label(self, problem: Problem, prefix: str, step: str) -> bool | None:
+    """Whether `step` is right given `prefix` as written (`step` starts with its separator or the answer
+    cue, as cut by `step_ends`): the label a process reward gives a step when earlier errors are carried
+    forward, not charged again (PRM800K's convention). On a winnable prefix it agrees with the oracle (a step
+    is right iff the prefix stays winnable); after an error it judges the step on the written state (a right
+    lock key after a wrong one, a column added right from a wrong carry). None: the prefix cannot be read
+    (malformed text), so the step has no label.
+
+    Raises:
+      NotImplementedError: the task judges no step after an error (the default; `has_step_labels`).
+    """
+    raise NotImplementedError(f"task {self.name!r} has no step labels after an error (only the lock-chain and "
+                              "long-addition tasks judge a step on a wrong prefix)")
 
   def teacher_analysis(self, problem: Problem, prefix: str, step: str) -> StepAnalysis:
     """The teacher's short analysis of `step` written after `prefix` (the response so far; `step` starts

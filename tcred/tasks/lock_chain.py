@@ -239,6 +239,33 @@ class LockChain(base.Task):
       written.append(key)
     return _format(locks, written, self.config.filler)
 
+  has_step_labels = True
+
+  def step_label(self, problem: base.Problem, prefix: str, step: str) -> bool | None:
+    """Whether `step` is right given the prefix as written (`Task.step_label`): segment i must name lock i,
+    write its key and the running checksum continued from the previous segment's written one (so a right key
+    after a wrong one is right), with the filler; the answer must be the last written checksum after k
+    segments. None where the previous segment's checksum cannot be read.
+
+    Example (K3Q7B1, filler 4): ``",Q7=2abcd"`` after ``"K5=5abcd"`` is right (the key is Q's; 5 + 7 = 12);
+    ``",Q7=0abcd"`` after it is wrong (0 continues the true checksum, not the written one).
+    """
+    locks, keys = problem.data
+    segments = prefix.split(_SEPARATOR) if prefix else []
+    written = 0
+    if segments:
+      last = segments[-1]
+      if len(last) < 4 or not last[3].isdigit():
+        return None
+      written = int(last[3])
+    i = len(segments)
+    if step.startswith(self.answer_cue):
+      return i == len(locks) and step == f"{self.answer_cue}{written}"
+    if i >= len(locks) or step.startswith(_SEPARATOR) != (i > 0):
+      return False
+    return step.removeprefix(_SEPARATOR) == segment_text(locks[i], keys[i], (written + keys[i]) % 10,
+                                                          self.config.filler)
+
   def teacher_analysis(self, problem: base.Problem, prefix: str, step: str) -> base.StepAnalysis:
     """Looks the lock's key up, recomputes the checksum and checks the forced text.
 

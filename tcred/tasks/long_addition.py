@@ -51,6 +51,7 @@ held for lock chains until their traps (`lock_chain.py`).
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -132,6 +133,15 @@ def correct_columns(a: int, b: int) -> list[Column]:
 def read_answer(columns: Sequence[Column]) -> str:
   """The answer the written steps computed: the top sum, then lower units digits top-down."""
   return str(columns[-1].total) + "".join(str(c.total % 10) for c in reversed(columns[:-1]))
+
+
+_COLUMN = re.compile(r"(\d)\+(\d)(\+1)?=(\d+)")
+
+
+def parse_column(text: str) -> Column | None:
+  """The column written as `text` (``"a+b=s"`` or ``"a+b+1=s"``), or None if it is not one."""
+  m = _COLUMN.fullmatch(text)
+  return None if m is None else Column(int(m[1]), int(m[2]), int(m[3] is not None), int(m[4]))
 
 
 def _format(columns: Sequence[Column]) -> str:
@@ -246,6 +256,31 @@ class LongAddition(base.Task):
       columns.append(Column(x, y, carry, total))
       carry = int(total >= 10)
     return _format(columns)
+
+  has_step_labels = True
+
+  def step_label(self, problem: base.Problem, prefix: str, step: str) -> bool | None:
+    """Whether `step` is right given the prefix as written (`Task.step_label`): column k must add the k-th
+    digits and the carry of the previous column's written sum (so a column added right from a wrong carry is
+    right); the answer must be the one read off the written columns (`read_answer`) after all of them. None
+    where a written column cannot be read.
+
+    Example (4738+2594, both prefixes already lost): ``",3+9+1=13"`` after ``"8+4=11"`` is right (a written
+    11 carries 1, as 12 would); ``",3+9=12"`` after ``"8+4=2"`` is right (a written 2 carries nothing).
+    """
+    a, b = problem.data
+    digits = column_digits(a, b)
+    columns = [parse_column(c) for c in prefix.split(_SEPARATOR)] if prefix else []
+    if any(c is None for c in columns):
+      return None
+    i = len(columns)
+    if step.startswith(self.answer_cue):
+      return i == len(digits) and step == self.answer_cue + read_answer(columns)
+    if i >= len(digits) or step.startswith(_SEPARATOR) != (i > 0):
+      return False
+    carry = int(columns[-1].total >= 10) if columns else 0
+    x, y = digits[i]
+    return step.removeprefix(_SEPARATOR) == Column(x, y, carry, x + y + carry).text
 
   def teacher_analysis(self, problem: base.Problem, prefix: str, step: str) -> base.StepAnalysis:
     """Recomputes the column's digits, carry and sum (every mistake is fatal in this task).

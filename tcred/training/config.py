@@ -15,7 +15,7 @@ from tcred.losses.pg import LossConfig
 from tcred.models.config import ModelConfig
 from tcred.parallel.mesh import MeshConfig
 from tcred.sampling.tree import ForkRule, TreeRoot
-from tcred.tasks.registry import task_config_class
+from tcred.tasks.registry import task_config_class, task_entry
 from tcred.validation import HASH_NEUTRAL_DEFAULT, require_finite, require_seed
 
 
@@ -219,6 +219,7 @@ class ExperimentConfig:
                        f"model.num_hidden_layers={layers} (negative: from the last layer)")
     if self.credit.needs_tree and not tree.enabled:
       raise ValueError(f"credit method {self.credit.name!r} needs tree rollouts: set tree.enabled=true")
+    self.credit.check_task(task_entry(self.task).task_cls)
 
   def to_dict(self) -> dict[str, Any]:
     return {

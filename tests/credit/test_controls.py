@@ -1,6 +1,7 @@
 """The credit controls (issue 24): policy-value and verifier (positive), random-mask and shuffled (negative),
 on hand-computed cases, plus their host arrays on hand-made countdown responses."""
 
+import functools
 import math
 
 import jax
@@ -73,6 +74,16 @@ def test_verifier_step_rewards_hand_computed():
   np.testing.assert_array_equal(got, [[0, 1, 1, -1, 0, 0], [0, 0, 0, 0, 0, 0], [0, -1, 0, 0, 0, 0]])
   neg = np.asarray(verifier_step_rewards(values, valid, after_fatal="negative"))
   np.testing.assert_array_equal(neg, [[0, 1, 1, -1, -1, -1], [0, -1, -1, 0, 0, 0], [0, -1, 0, 0, 0, 0]])
+  # "local": a step after the fatal one gets its own label (+1 / −1, 0 unreadable); before it and at it the
+  # labels are not read (the fatal step is −1 whatever its label says).
+  labels = np.array([[9, -1, -1, 1, 1, -1], [9, 1, 0, -1, 1, 1], [9, 1, 1, 1, 1, 1]], np.float32)
+  local = np.asarray(jax.jit(functools.partial(verifier_step_rewards, after_fatal="local"))(values, valid,
+                                                                                            labels=labels))
+  np.testing.assert_array_equal(local, [[0, 1, 1, -1, 1, -1], [0, 1, 0, 0, 0, 0], [0, -1, 0, 0, 0, 0]])
+  with pytest.raises(ValueError, match="step labels"):
+    verifier_step_rewards(values, valid, after_fatal="local")
+  with pytest.raises(ValueError, match="step labels"):
+    verifier_step_rewards(values, valid, labels=labels)
 
 
 def test_policy_value_hand_computed_values_filler_and_lone_groups():
@@ -94,7 +105,7 @@ def test_policy_value_hand_computed_values_filler_and_lone_groups():
   np.testing.assert_allclose(np.asarray(lone_reward)[0, 0], [0.25, 0.25, -0.5, -0.25, -0.25], atol=1e-6)
 
 
-def _reference(values, valid, steps, mask, rewards, group_valid, *, lam, outcome, after_fatal, method):
+def _reference(values, valid, steps, mask, rewards, group_valid, *, lam, outcome, after_fatal, method, labels):
   """NumPy loops: the verifier's or policy-value's [B, G, T] advantages (module docstring of the controls)."""
   out = np.zeros(mask.shape)
   for b in range(mask.shape[0]):
@@ -111,6 +122,8 @@ def _reference(values, valid, steps, mask, rewards, group_valid, *, lam, outcome
           per_step[k] = after - before
         elif before >= 0.5:
           per_step[k] = 1.0 if after >= 0.5 else -1.0
+        elif after_fatal == "local":
+          per_step[k] = labels[b, g, k]
         else:
           per_step[k] = -1.0 if after_fatal == "negative" else 0.0
       for t in range(mask.shape[2]):
@@ -121,7 +134,7 @@ def _reference(values, valid, steps, mask, rewards, group_valid, *, lam, outcome
 
 @pytest.mark.parametrize("method, settings", [
     ("verifier", dict(lam=0.7)), ("verifier", dict(lam=1.0, outcome=False, after_fatal="negative")),
-    ("policy-value", {})])
+    ("verifier", dict(lam=0.5, after_fatal="local")), ("policy-value", {})])
 def test_controls_equal_numpy_reference_and_vmap_per_prompt(method, settings):
   rng = np.random.default_rng(1)
   b, g, t = 3, 4, 8
@@ -142,17 +155,19 @@ def test_controls_equal_numpy_reference_and_vmap_per_prompt(method, settings):
   mask = np.arange(t)[None, None, :] < lengths[..., None]
   rewards = rng.integers(0, 2, size=(b, g)).astype(np.float32)
   group_valid = np.array([True, True, False])
+  labels = rng.integers(-1, 2, size=values.shape).astype(np.float32)  # right, wrong or unreadable
   zeros = jnp.zeros(mask.shape)
+  extras = {"judge_scores": jnp.asarray(values), "judge_valid": jnp.asarray(valid), "judge_steps": jnp.asarray(steps)}
+  if settings.get("after_fatal") == "local":
+    extras["step_labels"] = jnp.asarray(labels)
   inputs = CreditInputs(rewards=jnp.asarray(rewards), mask=jnp.asarray(mask), group_valid=jnp.asarray(group_valid),
-                        entropy=zeros, logp=zeros, old_logp=zeros,
-                        extras={"judge_scores": jnp.asarray(values), "judge_valid": jnp.asarray(valid),
-                                "judge_steps": jnp.asarray(steps)})
+                        entropy=zeros, logp=zeros, old_logp=zeros, extras=extras)
   credit = make_credit(method, **settings)
   per_prompt = lambda x: jax.tree.map(lambda y: y[0], credit(jax.tree.map(lambda y: y[None], x)).advantages)
   got, vmapped = jax.jit(lambda x: (credit(x).advantages, jax.vmap(per_prompt)(x)))(inputs)
   want = _reference(values, valid, steps, mask, rewards, group_valid, lam=settings.get("lam", 1.0),
                     outcome=settings.get("outcome", method == "verifier"), after_fatal=settings.get("after_fatal"),
-                    method=method)
+                    method=method, labels=labels)
   np.testing.assert_allclose(np.where(mask, got, 0.0), want, atol=1e-5)
   np.testing.assert_allclose(np.where(mask, vmapped, 0.0), want, atol=1e-5)
 
@@ -340,3 +355,56 @@ def test_verifier_host_arrays_on_hand_made_countdown_responses():
                                              ctx).arrays
   assert keys[CREDIT_KEY].shape == (1, 2) and set(keys) == {CREDIT_KEY, *extras}
   np.testing.assert_array_equal(keys["judge_scores"], extras["judge_scores"])
+
+
+def _text_groups(task, texts, rewards):
+  """One group of hand-made responses of `task` as sampled `Groups` (EOS after each)."""
+  tk = task.tokenizer
+  t = task.max_response_len
+  tokens = np.full((1, len(texts), t), tk.pad_id, np.int32)
+  mask = np.zeros((1, len(texts), t), bool)
+  for j, text in enumerate(texts):
+    ids = list(tk.encode(text)) + [tk.eos_id]
+    tokens[0, j, :len(ids)] = ids
+    mask[0, j, :len(ids)] = True
+  rollouts = Rollouts(tokens=tokens, logp=np.zeros(tokens.shape, np.float32), mask=mask,
+                      finished=np.ones((1, len(texts)), bool))
+  return Groups(prompt=np.zeros((1, 1), np.int32), prompt_valid=np.ones((1, 1), bool), rollouts=rollouts,
+                rewards=np.asarray([rewards], np.float32), texts=[list(texts)])
+
+
+def test_local_verifier_on_hand_made_lock_chain_responses():
+  """after_fatal="local" on lock-chain: the keys after a wrong one are judged by the codebook, their checksums by
+  the written state; the credit on each token is the label of its step."""
+  from tcred.tasks.lock_chain import LockChain, LockChainConfig
+  task = LockChain(LockChainConfig(decisions=3, filler=1))
+  problem = task.make_problem("KQB", (3, 7, 1))
+  texts = [problem.solution,  # "K3=3a,Q7=0a,B1=1a#1"
+           "K5=5a,Q7=2a,B1=3a#3",  # a wrong first key, the rest right on the written state
+           "K3=3a,Q2=5a,B4=9a#9"]  # a wrong second key, then a wrong third key
+  assert texts[0] == "K3=3a,Q7=0a,B1=1a#1"
+  rewards = [task.reward(problem, t) for t in texts]
+  ctx = JudgeContext(None, None, jax.random.key(0), 1.0)
+  groups = _text_groups(task, texts, rewards)
+  extras = make_credit("verifier", after_fatal="local").host_extras(task, [problem], groups, ctx).arrays
+  np.testing.assert_array_equal(extras["step_labels"][0, :, :5], [[0, 1, 1, 1, 1], [0, -1, 1, 1, 1],
+                                                                   [0, 1, -1, -1, 1]])
+  assert "step_labels" not in make_credit("verifier").host_extras(task, [problem], groups, ctx).arrays
+  mask = groups.rollouts.mask
+  zeros = jnp.zeros(mask.shape)
+  inputs = CreditInputs(rewards=jnp.asarray(groups.rewards), mask=jnp.asarray(mask), group_valid=jnp.array([True]),
+                        entropy=zeros, logp=zeros, old_logp=zeros, extras={k: jnp.asarray(v) for k, v in extras.items()})
+  process = make_credit("verifier", outcome=False, lam=1.0, after_fatal="local")(inputs).advantages[0]
+  zero = make_credit("verifier", outcome=False, lam=1.0)(inputs).advantages[0]
+  # Row 2: "K3=3a" +1, ",Q2=5a" −1 (fatal), ",B4=9a" −1 (a wrong key on the written state), "#9" + EOS +1.
+  np.testing.assert_array_equal(np.asarray(process)[2, :20], [1] * 5 + [-1] * 6 + [-1] * 6 + [1] * 3)
+  np.testing.assert_array_equal(np.asarray(zero)[2, :20], [1] * 5 + [-1] * 6 + [0] * 9)
+  np.testing.assert_array_equal(np.asarray(process)[1, :20], [-1] * 5 + [1] * 15)
+
+
+def test_local_verifier_needs_a_task_with_step_labels():
+  from tcred.experiments import get_experiment
+  ok = get_experiment("lock-chain-k8-verifier-process").with_overrides(["credit.after_fatal=local"])
+  assert ok.credit.after_fatal == "local"
+  with pytest.raises(ValueError, match='after_fatal="local" needs a task that labels steps.*countdown'):
+    get_experiment("countdown-verifier-process").with_overrides(["credit.after_fatal=local"])
