@@ -8,7 +8,11 @@ to `tcred/experiments/defaults.py` gets its controls without an edit here):
                             Carlo continuations of the current policy (VinePPO); nothing after a fatal step
   <task>-verifier           verifier: GRPO + λ · exact step correctness from the oracle (+1 correct step,
                             −1 the fatal step, 0 after it)
-  <task>-verifier-process   verifier, outcome=False: the pure process advantage r_k (λ = 1, a scale only)
+  <task>-verifier-process   verifier, outcome=False: the pure process advantage r_k (λ = 1, a scale only);
+                            `--set credit.after_fatal=local` judges the steps after the fatal one on the prefix
+                            as written (lock-chain, long-addition: `Task.step_label`), not registered: on
+                            lock-chain-k10's tuning seeds it learnt no faster than 0 after the fatal step
+                            (BUILD_NOTES, session 21)
   <task>-random-top20       random-mask, ρ = 0.2: GRPO on exactly ceil(0.2·n) uniformly random tokens of each
                             response (the entropy mask's control: it keeps 20% of the tokens too)
   <task>-shuffled-<m>       shuffled: method m's token credits permuted within each response, for m in
