@@ -318,7 +318,8 @@ def test_controls_refuse_bad_settings(name, settings):
 # ------------------------------------------------------------------ host arrays on hand-made responses
 
 
-def _countdown_groups(task, problem, texts, rewards):
+def _text_groups(task, texts, rewards):
+  """One group of hand-made responses of `task` as sampled `Groups` (EOS after each)."""
   tk = task.tokenizer
   t = task.max_response_len
   tokens = np.full((1, len(texts), t), tk.pad_id, np.int32)
@@ -342,7 +343,7 @@ def test_verifier_host_arrays_on_hand_made_countdown_responses():
   rewards = [task.reward(problem, t) for t in texts]
   assert rewards == [1.0, 0.0, 0.0]
   ctx = JudgeContext(None, None, jax.random.key(0), 1.0)
-  extras = make_credit("verifier").host_extras(task, [problem], _countdown_groups(task, problem, texts, rewards),
+  extras = make_credit("verifier").host_extras(task, [problem], _text_groups(task, texts, rewards),
                                                ctx).arrays
   valid = extras["judge_valid"][0]
   np.testing.assert_array_equal(valid.sum(-1), [4, 4, 4])  # s_0 and three steps (two equations, the answer)
@@ -351,26 +352,10 @@ def test_verifier_host_arrays_on_hand_made_countdown_responses():
   np.testing.assert_array_equal(r, [[1, 1, 1], [-1, 0, 0], [1, 1, -1]])
   # The steps cover the tokens: "3*5=15" is step 1, ",15+7=22" step 2, "#22" + EOS step 3.
   np.testing.assert_array_equal(extras["judge_steps"][0, 0, :18], [1] * 6 + [2] * 8 + [3] * 4)
-  keys = make_credit("shuffled").host_extras(task, [problem], _countdown_groups(task, problem, texts, rewards),
+  keys = make_credit("shuffled").host_extras(task, [problem], _text_groups(task, texts, rewards),
                                              ctx).arrays
   assert keys[CREDIT_KEY].shape == (1, 2) and set(keys) == {CREDIT_KEY, *extras}
   np.testing.assert_array_equal(keys["judge_scores"], extras["judge_scores"])
-
-
-def _text_groups(task, texts, rewards):
-  """One group of hand-made responses of `task` as sampled `Groups` (EOS after each)."""
-  tk = task.tokenizer
-  t = task.max_response_len
-  tokens = np.full((1, len(texts), t), tk.pad_id, np.int32)
-  mask = np.zeros((1, len(texts), t), bool)
-  for j, text in enumerate(texts):
-    ids = list(tk.encode(text)) + [tk.eos_id]
-    tokens[0, j, :len(ids)] = ids
-    mask[0, j, :len(ids)] = True
-  rollouts = Rollouts(tokens=tokens, logp=np.zeros(tokens.shape, np.float32), mask=mask,
-                      finished=np.ones((1, len(texts)), bool))
-  return Groups(prompt=np.zeros((1, 1), np.int32), prompt_valid=np.ones((1, 1), bool), rollouts=rollouts,
-                rewards=np.asarray([rewards], np.float32), texts=[list(texts)])
 
 
 def test_local_verifier_on_hand_made_lock_chain_responses():
