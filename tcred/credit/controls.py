@@ -36,7 +36,8 @@ in a doomed rollout) or, in the pure process form, nothing; the fatal step alone
 checks each step against reachability). after_fatal="local" judges a step after the fatal one on the prefix
 as written (`Task.step_label`, the lock-chain and long-addition tasks: a right key after a wrong one, a column
 added right from a wrong carry, +1; a wrong one −1): the per-step label of a human-style process reward, which
-carries an earlier error forward instead of charging every later step with it. The `judge` method (`<task>-judge-oracle`) keeps today's credit.
+carries an earlier error forward instead of charging every later step with it. The `judge` method
+(`<task>-judge-oracle`) keeps today's credit.
 
 Negative controls (any task):
 

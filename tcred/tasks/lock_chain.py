@@ -143,6 +143,7 @@ class LockChain(base.Task):
 
   name = "lock-chain"
   answer_cue = "#"
+  has_step_labels = True
 
   def __init__(self, config: LockChainConfig = LockChainConfig()):
     self.config = config
@@ -238,8 +239,6 @@ class LockChain(base.Task):
         key = int(rng.choice([d for d in range(10) if d != key]))
       written.append(key)
     return _format(locks, written, self.config.filler)
-
-  has_step_labels = True
 
   def step_label(self, problem: base.Problem, prefix: str, step: str) -> bool | None:
     """Whether `step` is right given the prefix as written (`Task.step_label`): segment i must name lock i,

@@ -163,6 +163,7 @@ class LongAddition(base.Task):
 
   name = "long-addition"
   answer_cue = "#"
+  has_step_labels = True
 
   def __init__(self, config: LongAdditionConfig = LongAdditionConfig()):
     self.config = config
@@ -256,8 +257,6 @@ class LongAddition(base.Task):
       columns.append(Column(x, y, carry, total))
       carry = int(total >= 10)
     return _format(columns)
-
-  has_step_labels = True
 
   def step_label(self, problem: base.Problem, prefix: str, step: str) -> bool | None:
     """Whether `step` is right given the prefix as written (`Task.step_label`): column k must add the k-th

@@ -378,7 +378,8 @@ def test_local_verifier_on_hand_made_lock_chain_responses():
   mask = groups.rollouts.mask
   zeros = jnp.zeros(mask.shape)
   inputs = CreditInputs(rewards=jnp.asarray(groups.rewards), mask=jnp.asarray(mask), group_valid=jnp.array([True]),
-                        entropy=zeros, logp=zeros, old_logp=zeros, extras={k: jnp.asarray(v) for k, v in extras.items()})
+                        entropy=zeros, logp=zeros, old_logp=zeros,
+                        extras={k: jnp.asarray(v) for k, v in extras.items()})
   process = make_credit("verifier", outcome=False, lam=1.0, after_fatal="local")(inputs).advantages[0]
   zero = make_credit("verifier", outcome=False, lam=1.0)(inputs).advantages[0]
   # Row 2: "K3=3a" +1, ",Q2=5a" −1 (fatal), ",B4=9a" −1 (a wrong key on the written state), "#9" + EOS +1.
